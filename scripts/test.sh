@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make test`: brings up what the tests need, then runs every check and test. Exit code = result.
+# Services this run started are stopped again at the end unless FCFS_KEEP_STACK=1.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+started_before=()
+for name in redis mariadb localstack; do pid_alive "$RUN_DIR/$name.pid" && started_before+=("$name"); done
+cleanup() {
+  if [[ "${FCFS_KEEP_STACK:-0}" != 1 && ${#started_before[@]} -eq 0 ]]; then "$ROOT/scripts/stack.sh" down; fi
+}
+trap cleanup EXIT
+
+"$ROOT/scripts/stack.sh" up
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy -q --workspace --all-targets -- -D warnings
+log "sam validate --lint"
+SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/sam" validate --lint -t "$ROOT/template.yaml"
+
+set -a
+# shellcheck disable=SC1091
+source "$STATE_DIR/env"
+set +a
+log "cargo test (unit and integration)"
+cargo test --workspace --no-fail-fast

@@ -1,0 +1,569 @@
+//! The SAM template as data: the one description of our queues, tables, functions and events.
+//!
+//! Local provisioning and the tests read resources from here, so what runs locally cannot drift
+//! from what `template.yaml` deploys. Only the intrinsics the template uses are resolved
+//! (`!Ref`, `!Sub` with `${Name}`, `!GetAtt X.Arn|QueueUrl|QueueName`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_yaml::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read template {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("template is not valid YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("template: {0}")]
+    Invalid(String),
+}
+
+/// Where the resources of a template live once created: the values intrinsics resolve to.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub region: String,
+    pub account_id: String,
+    /// Base URL of the SQS endpoint; a queue's URL is `{sqs_base}/{account}/{name}` unless the
+    /// emulator reported another one for it in `queue_urls` (name → URL).
+    pub sqs_base: String,
+    pub queue_urls: BTreeMap<String, String>,
+}
+
+impl Placement {
+    pub fn local(endpoint: &str, region: &str) -> Self {
+        Self {
+            region: region.to_owned(),
+            account_id: "000000000000".to_owned(),
+            sqs_base: endpoint.trim_end_matches('/').to_owned(),
+            queue_urls: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    pub logical_id: String,
+    pub name: String,
+    pub visibility_timeout: Option<i64>,
+    pub message_retention: Option<i64>,
+    /// Logical id of the dead-letter queue and the receive count that sends a message there.
+    pub redrive: Option<(String, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySpec {
+    pub attribute: String,
+    pub key_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSpec {
+    pub name: String,
+    pub keys: Vec<KeySpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSpec {
+    pub logical_id: String,
+    pub name: String,
+    /// (attribute name, type: S, N or B)
+    pub attributes: Vec<(String, String)>,
+    pub keys: Vec<KeySpec>,
+    pub global_indexes: Vec<IndexSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRoute {
+    pub method: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsSource {
+    pub queue_logical_id: String,
+    pub batch_size: i64,
+    pub batching_window_secs: i64,
+    pub report_batch_item_failures: bool,
+    pub maximum_concurrency: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    pub binary: String,
+    pub environment: BTreeMap<String, String>,
+    pub routes: Vec<ApiRoute>,
+    pub sqs_sources: Vec<SqsSource>,
+}
+
+pub struct Template {
+    root: Value,
+    parameters: BTreeMap<String, String>,
+    placement: Placement,
+}
+
+impl Template {
+    pub fn load(
+        path: &Path,
+        overrides: &BTreeMap<String, String>,
+        placement: Placement,
+    ) -> Result<Self, TemplateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, overrides, placement)
+    }
+
+    pub fn parse(
+        text: &str,
+        overrides: &BTreeMap<String, String>,
+        placement: Placement,
+    ) -> Result<Self, TemplateError> {
+        let root: Value = serde_yaml::from_str(text)?;
+        let mut parameters = BTreeMap::new();
+        if let Some(Value::Mapping(params)) = root.get("Parameters") {
+            for (name, spec) in params {
+                let name = scalar(name).ok_or_else(|| TemplateError::Invalid("parameter name".into()))?;
+                if let Some(default) = spec.get("Default").and_then(scalar) {
+                    parameters.insert(name, default);
+                }
+            }
+        }
+        for (name, value) in overrides {
+            if !parameters.contains_key(name) && root.get("Parameters").and_then(|p| p.get(name.as_str())).is_none() {
+                return Err(TemplateError::Invalid(format!("unknown parameter {name}")));
+            }
+            parameters.insert(name.clone(), value.clone());
+        }
+        Ok(Self {
+            root,
+            parameters,
+            placement,
+        })
+    }
+
+    /// Records the URLs the emulator gave the queues, for every later resolution.
+    pub fn set_queue_urls(&mut self, urls: BTreeMap<String, String>) {
+        self.placement.queue_urls = urls;
+    }
+
+    fn resources(&self) -> impl Iterator<Item = (String, &Value)> {
+        self.root
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| scalar(k).map(|k| (k, v)))
+    }
+
+    fn resource_type(&self, logical_id: &str) -> Option<&str> {
+        self.root.get("Resources")?.get(logical_id)?.get("Type")?.as_str()
+    }
+
+    fn property(&self, logical_id: &str, name: &str) -> Option<&Value> {
+        self.root
+            .get("Resources")?
+            .get(logical_id)?
+            .get("Properties")?
+            .get(name)
+    }
+
+    /// The physical name a resource gets: its name property resolved, or the logical id.
+    pub fn physical_name(&self, logical_id: &str) -> Result<String, TemplateError> {
+        let prop = match self.resource_type(logical_id) {
+            Some("AWS::SQS::Queue") => "QueueName",
+            Some("AWS::DynamoDB::Table") => "TableName",
+            Some(_) => return Ok(logical_id.to_owned()),
+            None => return Err(TemplateError::Invalid(format!("no resource {logical_id}"))),
+        };
+        match self.property(logical_id, prop) {
+            Some(v) => self.resolve(v),
+            None => Ok(logical_id.to_owned()),
+        }
+    }
+
+    fn queue_url(&self, name: &str) -> String {
+        if let Some(url) = self.placement.queue_urls.get(name) {
+            return url.clone();
+        }
+        format!("{}/{}/{}", self.placement.sqs_base, self.placement.account_id, name)
+    }
+
+    fn arn(&self, service: &str, name: &str) -> String {
+        let Placement { region, account_id, .. } = &self.placement;
+        match service {
+            "dynamodb" => format!("arn:aws:dynamodb:{region}:{account_id}:table/{name}"),
+            _ => format!("arn:aws:{service}:{region}:{account_id}:{name}"),
+        }
+    }
+
+    fn ref_value(&self, name: &str) -> Result<String, TemplateError> {
+        match name {
+            "AWS::Region" => return Ok(self.placement.region.clone()),
+            "AWS::AccountId" => return Ok(self.placement.account_id.clone()),
+            "AWS::StackName" => return Ok("fcfs-coupons".into()),
+            _ => {}
+        }
+        if let Some(value) = self.parameters.get(name) {
+            return Ok(value.clone());
+        }
+        let physical = self.physical_name(name)?;
+        Ok(match self.resource_type(name) {
+            Some("AWS::SQS::Queue") => self.queue_url(&physical),
+            _ => physical,
+        })
+    }
+
+    fn get_att(&self, logical_id: &str, attribute: &str) -> Result<String, TemplateError> {
+        let physical = self.physical_name(logical_id)?;
+        match (self.resource_type(logical_id), attribute) {
+            (Some("AWS::SQS::Queue"), "Arn") => Ok(self.arn("sqs", &physical)),
+            (Some("AWS::SQS::Queue"), "QueueUrl") => Ok(self.queue_url(&physical)),
+            (Some("AWS::SQS::Queue"), "QueueName") => Ok(physical),
+            (Some("AWS::DynamoDB::Table"), "Arn") => Ok(self.arn("dynamodb", &physical)),
+            (kind, _) => Err(TemplateError::Invalid(format!(
+                "!GetAtt {logical_id}.{attribute} is not supported locally (type {kind:?})"
+            ))),
+        }
+    }
+
+    fn substitute(&self, pattern: &str) -> Result<String, TemplateError> {
+        let mut out = String::new();
+        let mut rest = pattern;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..]
+                .find('}')
+                .ok_or_else(|| TemplateError::Invalid(format!("unclosed ${{ in !Sub {pattern}")))?;
+            let name = &rest[start + 2..start + end];
+            let value = match name.split_once('.') {
+                Some((id, att)) if !name.starts_with("AWS::") => self.get_att(id, att)?,
+                _ => self.ref_value(name)?,
+            };
+            out.push_str(&value);
+            rest = &rest[start + end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// Resolves a property value to a string, evaluating the intrinsics we use.
+    pub fn resolve(&self, value: &Value) -> Result<String, TemplateError> {
+        match value {
+            Value::Tagged(tagged) => {
+                let arg = &tagged.value;
+                match tagged.tag.to_string().as_str() {
+                    "!Ref" => self.ref_value(&scalar(arg).unwrap_or_default()),
+                    "!Sub" => self.substitute(&scalar(arg).unwrap_or_default()),
+                    "!GetAtt" => {
+                        let spec = scalar(arg).unwrap_or_default();
+                        let (id, att) = spec
+                            .split_once('.')
+                            .ok_or_else(|| TemplateError::Invalid(format!("!GetAtt {spec}")))?;
+                        self.get_att(id, att)
+                    }
+                    other => Err(TemplateError::Invalid(format!(
+                        "intrinsic {other} is not supported locally"
+                    ))),
+                }
+            }
+            Value::Mapping(map) if map.len() == 1 => {
+                let (key, arg) = map.iter().next().expect("one entry");
+                match key.as_str() {
+                    Some("Ref") => self.ref_value(&scalar(arg).unwrap_or_default()),
+                    Some("Fn::Sub") => self.substitute(&scalar(arg).unwrap_or_default()),
+                    Some("Fn::GetAtt") => {
+                        let parts: Vec<String> = arg
+                            .as_sequence()
+                            .map(|s| s.iter().filter_map(scalar).collect())
+                            .unwrap_or_default();
+                        match parts.as_slice() {
+                            [id, att] => self.get_att(id, att),
+                            _ => Err(TemplateError::Invalid("Fn::GetAtt needs [id, attribute]".into())),
+                        }
+                    }
+                    _ => Err(TemplateError::Invalid(format!("cannot resolve {value:?}"))),
+                }
+            }
+            other => scalar(other).ok_or_else(|| TemplateError::Invalid(format!("cannot resolve {other:?}"))),
+        }
+    }
+
+    fn resolve_int(&self, value: Option<&Value>) -> Result<Option<i64>, TemplateError> {
+        value
+            .map(|v| {
+                self.resolve(v)?
+                    .parse::<i64>()
+                    .map_err(|e| TemplateError::Invalid(format!("expected a number: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Logical id named by `!GetAtt X.Arn` / `!Ref X` in a property.
+    fn referenced_id(value: &Value) -> Option<String> {
+        match value {
+            Value::Tagged(t) => scalar(&t.value).map(|s| s.split('.').next().unwrap_or_default().to_owned()),
+            Value::Mapping(m) if m.len() == 1 => {
+                let (_, arg) = m.iter().next()?;
+                scalar(arg).or_else(|| arg.as_sequence()?.first().and_then(scalar))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn queues(&self) -> Result<Vec<QueueSpec>, TemplateError> {
+        let mut queues = Vec::new();
+        for (id, res) in self.resources() {
+            if res.get("Type").and_then(Value::as_str) != Some("AWS::SQS::Queue") {
+                continue;
+            }
+            let redrive = match self.property(&id, "RedrivePolicy") {
+                Some(policy) => {
+                    let target = policy
+                        .get("deadLetterTargetArn")
+                        .and_then(Self::referenced_id)
+                        .ok_or_else(|| {
+                            TemplateError::Invalid(format!("{id}: redrive target must reference a queue"))
+                        })?;
+                    let count = self
+                        .resolve_int(policy.get("maxReceiveCount"))?
+                        .ok_or_else(|| TemplateError::Invalid(format!("{id}: maxReceiveCount missing")))?;
+                    Some((target, count))
+                }
+                None => None,
+            };
+            queues.push(QueueSpec {
+                name: self.physical_name(&id)?,
+                visibility_timeout: self.resolve_int(self.property(&id, "VisibilityTimeout"))?,
+                message_retention: self.resolve_int(self.property(&id, "MessageRetentionPeriod"))?,
+                redrive,
+                logical_id: id,
+            });
+        }
+        Ok(queues)
+    }
+
+    pub fn tables(&self) -> Result<Vec<TableSpec>, TemplateError> {
+        let keys = |v: Option<&Value>| -> Vec<KeySpec> {
+            v.and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| {
+                    Some(KeySpec {
+                        attribute: k.get("AttributeName").and_then(scalar)?,
+                        key_type: k.get("KeyType").and_then(scalar)?,
+                    })
+                })
+                .collect()
+        };
+        let mut tables = Vec::new();
+        for (id, res) in self.resources() {
+            if res.get("Type").and_then(Value::as_str) != Some("AWS::DynamoDB::Table") {
+                continue;
+            }
+            let attributes = self
+                .property(&id, "AttributeDefinitions")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|a| {
+                    Some((
+                        a.get("AttributeName").and_then(scalar)?,
+                        a.get("AttributeType").and_then(scalar)?,
+                    ))
+                })
+                .collect();
+            let global_indexes = self
+                .property(&id, "GlobalSecondaryIndexes")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| {
+                    Some(IndexSpec {
+                        name: i.get("IndexName").and_then(scalar)?,
+                        keys: keys(i.get("KeySchema")),
+                    })
+                })
+                .collect();
+            tables.push(TableSpec {
+                name: self.physical_name(&id)?,
+                attributes,
+                keys: keys(self.property(&id, "KeySchema")),
+                global_indexes,
+                logical_id: id,
+            });
+        }
+        Ok(tables)
+    }
+
+    pub fn functions(&self) -> Result<Vec<FunctionSpec>, TemplateError> {
+        let globals = self
+            .root
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .and_then(|f| f.get("Environment"))
+            .and_then(|e| e.get("Variables"));
+        let mut functions = Vec::new();
+        for (id, res) in self.resources() {
+            if res.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
+                continue;
+            }
+            let mut environment = BTreeMap::new();
+            let own = self.property(&id, "Environment").and_then(|e| e.get("Variables"));
+            for vars in [globals, own].into_iter().flatten() {
+                for (k, v) in vars.as_mapping().into_iter().flatten() {
+                    if let Some(k) = scalar(k) {
+                        environment.insert(k, self.resolve(v)?);
+                    }
+                }
+            }
+            let binary = res
+                .get("Metadata")
+                .and_then(|m| m.get("BuildProperties"))
+                .and_then(|b| b.get("Binary"))
+                .and_then(scalar)
+                .ok_or_else(|| TemplateError::Invalid(format!("{id}: Metadata.BuildProperties.Binary missing")))?;
+            let mut routes = Vec::new();
+            let mut sqs_sources = Vec::new();
+            for (_, event) in self
+                .property(&id, "Events")
+                .and_then(Value::as_mapping)
+                .into_iter()
+                .flatten()
+            {
+                let props = event.get("Properties");
+                let prop = |name: &str| props.and_then(|p| p.get(name));
+                match event.get("Type").and_then(Value::as_str) {
+                    Some("Api") => routes.push(ApiRoute {
+                        method: prop("Method").and_then(scalar).unwrap_or_default().to_uppercase(),
+                        path: prop("Path").and_then(scalar).unwrap_or_default(),
+                    }),
+                    Some("SQS") => sqs_sources.push(SqsSource {
+                        queue_logical_id: prop("Queue")
+                            .and_then(Self::referenced_id)
+                            .ok_or_else(|| TemplateError::Invalid(format!("{id}: SQS event without a queue")))?,
+                        batch_size: self.resolve_int(prop("BatchSize"))?.unwrap_or(10),
+                        batching_window_secs: self.resolve_int(prop("MaximumBatchingWindowInSeconds"))?.unwrap_or(0),
+                        report_batch_item_failures: prop("FunctionResponseTypes")
+                            .and_then(Value::as_sequence)
+                            .is_some_and(|s| s.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures"))),
+                        maximum_concurrency: self
+                            .resolve_int(prop("ScalingConfig").and_then(|s| s.get("MaximumConcurrency")))?,
+                    }),
+                    other => {
+                        return Err(TemplateError::Invalid(format!(
+                            "{id}: event type {other:?} is not supported locally"
+                        )));
+                    }
+                }
+            }
+            functions.push(FunctionSpec {
+                logical_id: id,
+                binary,
+                environment,
+                routes,
+                sqs_sources,
+            });
+        }
+        Ok(functions)
+    }
+
+    /// Environment variables that functions take from resources (queue URLs, table names), as the
+    /// function environments in the template name them.
+    pub fn resource_environment(&self) -> Result<BTreeMap<String, String>, TemplateError> {
+        let mut env = BTreeMap::new();
+        let globals = self
+            .root
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .and_then(|f| f.get("Environment"))
+            .and_then(|e| e.get("Variables"));
+        let functions: Vec<_> = self.resources().map(|(id, _)| id).collect();
+        let owns = functions
+            .iter()
+            .filter_map(|id| self.property(id, "Environment").and_then(|e| e.get("Variables")));
+        for vars in globals.into_iter().chain(owns) {
+            for (k, v) in vars.as_mapping().into_iter().flatten() {
+                let Some(referenced) = Self::referenced_id(v) else {
+                    continue;
+                };
+                if self.parameters.contains_key(&referenced) || referenced.starts_with("AWS::") {
+                    continue;
+                }
+                if let Some(k) = scalar(k) {
+                    env.insert(k, self.resolve(v)?);
+                }
+            }
+        }
+        Ok(env)
+    }
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = include_str!("../../template.yaml");
+
+    fn template(stage: &str) -> Template {
+        let overrides = BTreeMap::from([("Stage".to_owned(), stage.to_owned())]);
+        Template::parse(
+            TEMPLATE,
+            &overrides,
+            Placement::local("http://127.0.0.1:4566", "us-east-1"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn queues_resolve_names_and_redrive() {
+        let queues = template("t1").queues().unwrap();
+        let main = queues.iter().find(|q| q.logical_id == "IssueQueue").unwrap();
+        assert_eq!(main.name, "fcfs-t1-issue-requests");
+        assert_eq!(main.redrive, Some(("IssueDeadLetterQueue".to_owned(), 5)));
+        let dlq = queues.iter().find(|q| q.logical_id == "IssueDeadLetterQueue").unwrap();
+        assert_eq!(dlq.name, "fcfs-t1-issue-requests-dlq");
+        assert_eq!(dlq.redrive, None);
+    }
+
+    #[test]
+    fn function_environment_resolves_queue_urls() {
+        let env = template("t2").resource_environment().unwrap();
+        assert_eq!(
+            env.get("ISSUE_QUEUE_URL").map(String::as_str),
+            Some("http://127.0.0.1:4566/000000000000/fcfs-t2-issue-requests")
+        );
+        assert!(!env.contains_key("REDIS_URL"), "parameters are not resources");
+    }
+
+    #[test]
+    fn sqs_event_source_is_read() {
+        let functions = template("t3").functions().unwrap();
+        let writer = functions.iter().find(|f| f.binary == "issue-writer").unwrap();
+        let source = &writer.sqs_sources[0];
+        assert_eq!(source.queue_logical_id, "IssueQueue");
+        assert_eq!(source.batch_size, 10_000);
+        assert!(source.report_batch_item_failures);
+        assert_eq!(source.maximum_concurrency, Some(5));
+    }
+
+    #[test]
+    fn unknown_parameter_is_rejected() {
+        let overrides = BTreeMap::from([("Nope".to_owned(), "x".to_owned())]);
+        let err = Template::parse(TEMPLATE, &overrides, Placement::local("http://x", "us-east-1"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("unknown parameter Nope"));
+    }
+}

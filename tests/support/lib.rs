@@ -1,0 +1,62 @@
+//! Helpers for integration tests. They talk to real services over real connections; the endpoints
+//! come from the environment that `make test` writes to `.local/env`. A missing service or variable
+//! fails a test, never skips it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use fcfs_shared::template::{Placement, Template};
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through `make test` (or source .local/env after `make up`)")
+    })
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn stage() -> String {
+    std::env::var("FCFS_STAGE").unwrap_or_else(|_| "local".into())
+}
+
+/// The template with the stage the local stack was provisioned for.
+pub fn template() -> Template {
+    let overrides = BTreeMap::from([("Stage".to_owned(), stage())]);
+    Template::load(
+        &repo_root().join("template.yaml"),
+        &overrides,
+        Placement::local(&env("AWS_ENDPOINT_URL"), &env("AWS_REGION")),
+    )
+    .expect("template.yaml loads")
+}
+
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    env("AWS_ENDPOINT_URL");
+    aws_sdk_sqs::Client::new(&fcfs_shared::config::aws_sdk_config().await)
+}
+
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    env("AWS_ENDPOINT_URL");
+    aws_sdk_dynamodb::Client::new(&fcfs_shared::config::aws_sdk_config().await)
+}
+
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env("REDIS_URL"))
+        .expect("REDIS_URL is a redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers at REDIS_URL")
+}
+
+pub async fn mysql() -> sqlx::MySqlPool {
+    fcfs_shared::db::connect(&env("DATABASE_URL"), 20)
+        .await
+        .expect("MySQL answers at DATABASE_URL")
+}
+
+/// A name no other test run uses, for throwaway resources.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
