@@ -3,3 +3,8 @@
 pub mod config;
 pub mod db;
 pub mod template;
+pub mod domain;
+pub mod ports;
+pub mod redis_ledger;
+pub mod sqs_queue;
+pub mod api;

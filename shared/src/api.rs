@@ -1,0 +1,195 @@
+//! The HTTP contract shared by the API functions: one error type, mapped once to status codes and
+//! the JSON body `{"error": CODE, "message": text}`, and request parsing that never panics.
+
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::InvalidField;
+use crate::ports::Unavailable;
+
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidField(#[from] InvalidField),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("this user already holds a coupon of this campaign")]
+    AlreadyIssued,
+    #[error("no coupons are left")]
+    SoldOut,
+    #[error("issuance has not started yet")]
+    NotOpen,
+    #[error("issuance has ended")]
+    Ended,
+    #[error("{0}")]
+    Unavailable(#[from] Unavailable),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidField(_) | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::AlreadyIssued => StatusCode::CONFLICT,
+            Self::SoldOut => StatusCode::GONE,
+            Self::NotOpen | Self::Ended => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidField(_) | Self::InvalidBody(_) => "INVALID_REQUEST",
+            Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::AlreadyIssued => "ALREADY_ISSUED",
+            Self::SoldOut => "SOLD_OUT",
+            Self::NotOpen => "NOT_OPEN",
+            Self::Ended => "ENDED",
+            Self::Unavailable(_) => "UNAVAILABLE",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        match &self {
+            Self::InvalidField(f) => body["field"] = f.field.into(),
+            // Backend details stay in the logs, not in the answer.
+            Self::Unavailable(e) => {
+                tracing::error!(service = e.service, detail = %e.detail, "backing service unavailable");
+                body["message"] = "temporarily unavailable, retry later".into();
+            }
+            _ => {}
+        }
+        let mut response = json(status, &body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_string(value).unwrap_or_else(|_| r#"{"error":"INTERNAL"}"#.to_owned());
+    let mut response = Response::new(Body::Text(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The partner the authorizer vouched for (`requestContext.authorizer.partnerId`), or the
+/// configured default where no authorizer runs.
+pub fn partner_id(req: &Request, default: &str) -> String {
+    if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref()
+        && let Some(serde_json::Value::String(id)) = ctx.authorizer.fields.get("partnerId")
+        && !id.is_empty()
+    {
+        return id.clone();
+    }
+    default.to_owned()
+}
+
+pub fn path_param(req: &Request, name: &'static str) -> Option<String> {
+    req.path_parameters_ref().and_then(|p| p.first(name)).map(str::to_owned)
+}
+
+/// Parses a JSON body of at most `max_bytes`, naming the offending field on failure.
+pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result<T, ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > max_bytes {
+        return Err(ApiError::PayloadTooLarge(max_bytes));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidBody("a JSON body is required".into()));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::InvalidBody(format!("body is not valid JSON: {message}"));
+        }
+        // serde names a missing or unknown field only in its message.
+        let named = message.split('`').nth(1).filter(|_| message.contains(" field `"));
+        let field = match (path.as_str(), named) {
+            (".", Some(name)) => name.to_owned(),
+            (".", None) => "body".to_owned(),
+            (p, Some(name)) if message.starts_with("missing") => format!("{p}.{name}"),
+            (p, _) => p.to_owned(),
+        };
+        ApiError::InvalidBody(format!("{field}: {message}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Body1 {
+        user_id: String,
+        nested: Option<Inner>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        value: u32,
+    }
+
+    fn req(body: &str) -> Request {
+        Request::new(Body::Text(body.to_owned()))
+    }
+
+    fn message(body: &str) -> String {
+        json_body::<Body1>(&req(body), 100).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(message("{}").starts_with("userId: missing field"));
+        assert!(message(r#"{"userId":1}"#).starts_with("userId: invalid type"));
+        assert!(message(r#"{"userId":"a","x":1}"#).starts_with("x: unknown field"));
+        assert!(message(r#"{"userId":"a","nested":{"value":"no"}}"#).starts_with("nested.value: invalid type"));
+        assert!(message("not json").starts_with("body is not valid JSON"));
+        assert!(message("").contains("required"));
+        assert!(matches!(
+            json_body::<Body1>(&req(&" ".repeat(101)), 100),
+            Err(ApiError::PayloadTooLarge(100))
+        ));
+    }
+
+    #[test]
+    fn unavailable_answers_503_with_retry_after_and_no_details() {
+        let r = ApiError::Unavailable(Unavailable::new("sqs", "secret host down")).into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let Body::Text(body) = r.body() else { panic!() };
+        assert!(!body.contains("secret"));
+        assert!(body.contains(r#""error":"UNAVAILABLE""#));
+    }
+
+    #[test]
+    fn partner_defaults_without_an_authorizer() {
+        assert_eq!(partner_id(&req(""), "demo-partner"), "demo-partner");
+    }
+}

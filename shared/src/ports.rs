@@ -1,0 +1,69 @@
+//! What the functions need from the outside world, as traits: Redis, SQS and MySQL adapters
+//! implement them in production, in-memory fakes in unit tests.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, UserId};
+
+/// A failure of a backing service (network, timeout, server error): the caller may retry.
+#[derive(Debug, thiserror::Error)]
+#[error("{service} unavailable: {detail}")]
+pub struct Unavailable {
+    pub service: &'static str,
+    pub detail: String,
+}
+
+impl Unavailable {
+    pub fn new(service: &'static str, detail: impl std::fmt::Display) -> Self {
+        Self {
+            service,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Campaigns as the database records them.
+#[async_trait]
+pub trait CampaignCatalog: Send + Sync {
+    async fn create(&self, partner_id: &str, campaign: &NewCampaign) -> Result<Campaign, Unavailable>;
+    /// Any partner's campaign: callers check ownership.
+    async fn get(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable>;
+    /// Coupon rows written for the campaign.
+    async fn issued_count(&self, id: CampaignId) -> Result<u64, Unavailable>;
+    /// The coupon the user holds in the campaign, if written.
+    async fn coupon_of(&self, id: CampaignId, user: &UserId) -> Result<Option<u64>, Unavailable>;
+}
+
+/// The live issuance state: decides, in one atomic step, whether a user gets a coupon.
+#[async_trait]
+pub trait IssueLedger: Send + Sync {
+    /// Stores what the decision needs; called when a campaign is created.
+    async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable>;
+    async fn reserve(&self, id: CampaignId, user: &UserId, now: DateTime<Utc>) -> Result<IssueDecision, Unavailable>;
+    /// Undoes a reservation whose message could not be enqueued; true if one was undone.
+    async fn release(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable>;
+    async fn reserved_count(&self, id: CampaignId) -> Result<u64, Unavailable>;
+    async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable>;
+}
+
+/// Carries reservations to the writer.
+#[async_trait]
+pub trait ReservationQueue: Send + Sync {
+    async fn enqueue(&self, reservation: &Reservation) -> Result<(), Unavailable>;
+}
+
+/// What recording one chunk of reservations did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChunkRecord {
+    /// Coupon rows actually inserted (duplicates of existing rows are not counted).
+    pub inserted: u64,
+    /// Positions in the chunk whose campaign does not exist: they can never be written.
+    pub rejected: Vec<usize>,
+}
+
+/// Writes coupons: one transaction per chunk, multi-row inserts, idempotent per (campaign, user).
+#[async_trait]
+pub trait CouponBook: Send + Sync {
+    async fn record(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable>;
+}
