@@ -114,6 +114,15 @@ impl CampaignCatalog for MySqlStore {
             .ok_or_else(|| Unavailable::new("mysql", format!("campaign {id} vanished after insert")))
     }
 
+    async fn discard(&self, id: CampaignId) -> Result<(), Unavailable> {
+        sqlx::query("DELETE FROM campaigns WHERE id = ? AND issued_count = 0")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn get(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"));
         let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await.map_err(unavailable)?;

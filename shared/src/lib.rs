@@ -8,3 +8,4 @@ pub mod ports;
 pub mod redis_ledger;
 pub mod sqs_queue;
 pub mod api;
+pub mod fakes;

@@ -27,6 +27,8 @@ impl Unavailable {
 #[async_trait]
 pub trait CampaignCatalog: Send + Sync {
     async fn create(&self, partner_id: &str, campaign: &NewCampaign) -> Result<Campaign, Unavailable>;
+    /// Removes a campaign that could not be made issuable (no coupon can exist for it yet).
+    async fn discard(&self, id: CampaignId) -> Result<(), Unavailable>;
     /// Any partner's campaign: callers check ownership.
     async fn get(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable>;
     /// Coupon rows written for the campaign.

@@ -1,1 +1,22 @@
-fn main() {}
+use anyhow::Context;
+use campaign_api::CampaignApi;
+use fcfs_shared::config::{env_or, init_tracing, required_env};
+use fcfs_shared::db::{MySqlStore, connect};
+use fcfs_shared::redis_ledger::RedisIssueLedger;
+use lambda_http::{Error, Request, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let pool = connect(&required_env("DATABASE_URL")?, env_or("DB_MAX_CONNECTIONS", 2)?)
+        .await
+        .context("cannot connect to MySQL")?;
+    let ledger = RedisIssueLedger::connect(&required_env("REDIS_URL")?).await?;
+    let api = CampaignApi::new(
+        MySqlStore::new(pool),
+        ledger,
+        env_or("DEFAULT_PARTNER_ID", "demo-partner".to_owned())?,
+    );
+    let api = &api;
+    run(service_fn(move |req: Request| async move { Ok::<_, Error>(api.handle(req).await) })).await
+}

@@ -1,0 +1,193 @@
+//! Campaigns: `POST /v1/campaigns` and `GET /v1/campaigns/{campaignId}`.
+
+use chrono::{DateTime, Utc};
+use fcfs_shared::api::{self, ApiError};
+use fcfs_shared::domain::{Campaign, CampaignId, Discount, IssueRules, NewCampaign};
+use fcfs_shared::ports::{CampaignCatalog, IssueLedger};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateCampaignBody {
+    name: String,
+    total_quantity: u32,
+    issue_starts_at: DateTime<Utc>,
+    issue_ends_at: DateTime<Utc>,
+    coupon_expires_at: DateTime<Utc>,
+    discount: Discount,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CampaignView {
+    campaign_id: CampaignId,
+    partner_id: String,
+    name: String,
+    total_quantity: u32,
+    issue_starts_at: DateTime<Utc>,
+    issue_ends_at: DateTime<Utc>,
+    coupon_expires_at: DateTime<Utc>,
+    discount: Discount,
+    created_at: DateTime<Utc>,
+    reserved: u64,
+    issued: u64,
+}
+
+impl CampaignView {
+    fn new(c: Campaign, reserved: u64, issued: u64) -> Self {
+        Self {
+            campaign_id: c.id,
+            partner_id: c.partner_id,
+            name: c.name,
+            total_quantity: c.total_quantity,
+            issue_starts_at: c.issue_starts_at,
+            issue_ends_at: c.issue_ends_at,
+            coupon_expires_at: c.coupon_expires_at,
+            discount: c.discount,
+            created_at: c.created_at,
+            reserved,
+            issued,
+        }
+    }
+}
+
+pub struct CampaignApi<C, L> {
+    catalog: C,
+    ledger: L,
+    default_partner: String,
+}
+
+impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
+    pub fn new(catalog: C, ledger: L, default_partner: impl Into<String>) -> Self {
+        Self {
+            catalog,
+            ledger,
+            default_partner: default_partner.into(),
+        }
+    }
+
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let result = match (req.method(), api::path_param(&req, "campaignId")) {
+            (&Method::POST, None) => self.create(&req).await,
+            (&Method::GET, Some(id)) => self.get(&req, &id).await,
+            _ => Err(ApiError::NotFound("route")),
+        };
+        result.unwrap_or_else(ApiError::into_response)
+    }
+
+    async fn create(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let body: CreateCampaignBody = api::json_body(req, MAX_BODY_BYTES)?;
+        let campaign = NewCampaign {
+            name: body.name,
+            total_quantity: body.total_quantity,
+            issue_starts_at: body.issue_starts_at,
+            issue_ends_at: body.issue_ends_at,
+            coupon_expires_at: body.coupon_expires_at,
+            discount: body.discount,
+        }
+        .validate()?;
+        let partner = api::partner_id(req, &self.default_partner);
+        let created = self.catalog.create(&partner, &campaign).await?;
+        if let Err(e) = self.ledger.prime(&IssueRules::from(&created)).await {
+            // A campaign Redis cannot decide for must not exist: undo, so the client's retry is clean.
+            if let Err(discard) = self.catalog.discard(created.id).await {
+                tracing::error!(campaign_id = created.id, %discard, "unprimed campaign left behind");
+            }
+            return Err(e.into());
+        }
+        tracing::info!(campaign_id = created.id, partner_id = %partner, quantity = created.total_quantity, "campaign created");
+        Ok(api::json(StatusCode::CREATED, &CampaignView::new(created, 0, 0)))
+    }
+
+    async fn get(&self, req: &Request, raw_id: &str) -> Result<Response<Body>, ApiError> {
+        let partner = api::partner_id(req, &self.default_partner);
+        let id: CampaignId = raw_id.parse().map_err(|_| ApiError::NotFound("campaign"))?;
+        let campaign = match self.catalog.get(id).await? {
+            Some(c) if c.partner_id == partner => c,
+            _ => return Err(ApiError::NotFound("campaign")),
+        };
+        let reserved = self.ledger.reserved_count(id).await?;
+        let issued = self.catalog.issued_count(id).await?;
+        Ok(api::json(StatusCode::OK, &CampaignView::new(campaign, reserved, issued)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fcfs_shared::api::gateway_request;
+    use fcfs_shared::fakes::{MemoryCatalog, MemoryLedger};
+    use serde_json::{Value, json};
+
+    fn body() -> Value {
+        json!({
+            "name": "Black Friday", "totalQuantity": 1000,
+            "issueStartsAt": "2026-11-27T00:00:00Z", "issueEndsAt": "2026-11-28T00:00:00+09:00",
+            "couponExpiresAt": "2026-12-31T00:00:00Z", "discount": {"type": "PERCENT", "value": 10}
+        })
+    }
+
+    async fn call(api: &CampaignApi<MemoryCatalog, MemoryLedger>, req: Request) -> (u16, Value) {
+        let res = api.handle(req).await;
+        let Body::Text(text) = res.body() else { panic!() };
+        (res.status().as_u16(), serde_json::from_str(text).unwrap())
+    }
+
+    #[tokio::test]
+    async fn create_primes_the_ledger_and_get_scopes_by_partner() {
+        let api = CampaignApi::new(MemoryCatalog::default(), MemoryLedger::default(), "p1");
+        let (status, created) = call(&api, gateway_request("POST", &[], body().to_string(), None)).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!((created["totalQuantity"].as_u64(), created["partnerId"].as_str()), (Some(1000), Some("p1")));
+        let id = created["campaignId"].to_string();
+        assert_eq!(created["issueEndsAt"], "2026-11-27T15:00:00Z");
+        let (status, got) = call(&api, gateway_request("GET", &[("campaignId", &id)], "", None)).await;
+        assert_eq!((status, got["reserved"].as_u64(), got["issued"].as_u64()), (200, Some(0), Some(0)));
+        assert_eq!(call(&api, gateway_request("GET", &[("campaignId", &id)], "", Some("p2"))).await.0, 404);
+        assert_eq!(call(&api, gateway_request("GET", &[("campaignId", "x")], "", None)).await.0, 404);
+        // Primed: the ledger knows the campaign (an unprimed one would answer Unprimed).
+        let decision = api.ledger.reserve(id.parse().unwrap(), &"u".parse_user(), Utc::now()).await.unwrap();
+        assert_eq!(decision, fcfs_shared::domain::IssueDecision::NotOpen);
+    }
+
+    trait ParseUser {
+        fn parse_user(&self) -> fcfs_shared::domain::UserId;
+    }
+    impl ParseUser for &str {
+        fn parse_user(&self) -> fcfs_shared::domain::UserId {
+            fcfs_shared::domain::UserId::parse(self).unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_campaigns_are_400_naming_the_field() {
+        let api = CampaignApi::new(MemoryCatalog::default(), MemoryLedger::default(), "p1");
+        let cases = [
+            ("totalQuantity", json!(0)),
+            ("totalQuantity", json!(10_000_001)),
+            ("totalQuantity", json!("many")),
+            ("issueStartsAt", json!("yesterday")),
+            ("issueEndsAt", json!("2026-11-26T00:00:00Z")),
+            ("discount", json!({"type": "FREE", "value": 1})),
+            ("name", json!("")),
+        ];
+        for (field, value) in cases {
+            let mut b = body();
+            b[field] = value.clone();
+            let (status, err) = call(&api, gateway_request("POST", &[], b.to_string(), None)).await;
+            assert_eq!(status, 400, "{field}={value}: {err}");
+            assert_eq!(err["error"], "INVALID_REQUEST");
+            assert!(err["message"].as_str().unwrap().contains(field), "{field}: {err}");
+        }
+        let mut missing = body();
+        missing.as_object_mut().unwrap().remove("couponExpiresAt");
+        let (status, err) = call(&api, gateway_request("POST", &[], missing.to_string(), None)).await;
+        assert!(status == 400 && err["message"].as_str().unwrap().contains("couponExpiresAt"));
+        let huge = json!({"name": "x".repeat(MAX_BODY_BYTES)}).to_string();
+        assert_eq!(call(&api, gateway_request("POST", &[], huge, None)).await.0, 413);
+    }
+}

@@ -1,0 +1,160 @@
+//! First-come-first-served issuance: `POST /v1/campaigns/{campaignId}/issues` and
+//! `GET /v1/campaigns/{campaignId}/issues/{userId}`.
+//!
+//! Redis decides (one script: window, duplicate, stock), SQS records, MySQL is only read for
+//! campaign metadata, which is cached here so a rejection costs one Redis round trip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use fcfs_shared::api::{self, ApiError};
+use fcfs_shared::domain::{CampaignId, IssueDecision, IssueStatus, Reservation, UserId};
+use fcfs_shared::ports::{CampaignCatalog, IssueLedger, ReservationQueue};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+/// The issue body is one short field; anything larger is not a real client.
+pub const MAX_BODY_BYTES: usize = 1024;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IssueBody {
+    user_id: String,
+}
+
+/// Campaign metadata the hot path needs; a campaign never changes owner, so caching is safe.
+#[derive(Clone)]
+struct CampaignOwner {
+    partner_id: String,
+}
+
+pub struct IssueApi<C, L, Q> {
+    catalog: C,
+    ledger: L,
+    queue: Q,
+    default_partner: String,
+    owners: moka::future::Cache<CampaignId, Arc<CampaignOwner>>,
+    /// Short negative cache: a flood of unknown ids must not become a flood of MySQL reads.
+    unknown: moka::future::Cache<CampaignId, ()>,
+}
+
+impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> {
+    pub fn new(catalog: C, ledger: L, queue: Q, default_partner: impl Into<String>) -> Self {
+        Self {
+            catalog,
+            ledger,
+            queue,
+            default_partner: default_partner.into(),
+            owners: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            unknown: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(2))
+                .build(),
+        }
+    }
+
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let result = match (req.method(), api::path_param(&req, "userId")) {
+            (&Method::POST, None) => self.issue(&req).await,
+            (&Method::GET, Some(user)) => self.status(&req, &user).await,
+            _ => Err(ApiError::NotFound("route")),
+        };
+        result.unwrap_or_else(ApiError::into_response)
+    }
+
+    /// The campaign, if it exists and belongs to the caller; another partner's is "not found".
+    async fn owned_campaign(&self, req: &Request) -> Result<CampaignId, ApiError> {
+        let id: CampaignId = api::path_param(req, "campaignId")
+            .and_then(|raw| raw.parse().ok())
+            .ok_or(ApiError::NotFound("campaign"))?;
+        let partner = api::partner_id(req, &self.default_partner);
+        let owner = match self.owners.get(&id).await {
+            Some(owner) => owner,
+            None => {
+                if self.unknown.contains_key(&id) {
+                    return Err(ApiError::NotFound("campaign"));
+                }
+                match self.catalog.get(id).await? {
+                    Some(c) => {
+                        let owner = Arc::new(CampaignOwner {
+                            partner_id: c.partner_id,
+                        });
+                        self.owners.insert(id, owner.clone()).await;
+                        owner
+                    }
+                    None => {
+                        self.unknown.insert(id, ()).await;
+                        return Err(ApiError::NotFound("campaign"));
+                    }
+                }
+            }
+        };
+        if owner.partner_id != partner {
+            return Err(ApiError::NotFound("campaign"));
+        }
+        Ok(id)
+    }
+
+    async fn issue(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let body: IssueBody = api::json_body(req, MAX_BODY_BYTES)?;
+        let user = UserId::parse(&body.user_id)?;
+        let campaign_id = self.owned_campaign(req).await?;
+        let now = Utc::now();
+        let rank = match self.ledger.reserve(campaign_id, &user, now).await? {
+            IssueDecision::Reserved { rank } => rank,
+            IssueDecision::AlreadyIssued => return Err(ApiError::AlreadyIssued),
+            IssueDecision::SoldOut => return Err(ApiError::SoldOut),
+            IssueDecision::NotOpen => return Err(ApiError::NotOpen),
+            IssueDecision::Ended => return Err(ApiError::Ended),
+            IssueDecision::Unprimed => {
+                tracing::error!(campaign_id, "no issue rules in Redis: run `fcfs-admin rebuild-ledger`");
+                return Err(fcfs_shared::ports::Unavailable::new("redis", "campaign not primed").into());
+            }
+        };
+        let reservation = Reservation {
+            request_id: uuid::Uuid::now_v7(),
+            campaign_id,
+            partner_id: api::partner_id(req, &self.default_partner),
+            user_id: user,
+            rank,
+            reserved_at: now,
+        };
+        if let Err(enqueue_error) = self.queue.enqueue(&reservation).await {
+            // No message, no coupon: give the place back so the quantity is not leaked.
+            match self.ledger.release(campaign_id, &reservation.user_id).await {
+                Ok(_) => tracing::warn!(campaign_id, request_id = %reservation.request_id, "enqueue failed; reservation released"),
+                Err(release_error) => tracing::error!(
+                    campaign_id,
+                    user_id = reservation.user_id.as_str(),
+                    %release_error,
+                    "enqueue failed AND release failed: one place is held without a message; reconcile with `fcfs-admin rebuild-ledger`"
+                ),
+            }
+            return Err(enqueue_error.into());
+        }
+        Ok(api::json(
+            StatusCode::ACCEPTED,
+            &json!({"requestId": reservation.request_id, "status": "PENDING", "rank": rank}),
+        ))
+    }
+
+    async fn status(&self, req: &Request, raw_user: &str) -> Result<Response<Body>, ApiError> {
+        let campaign_id = self.owned_campaign(req).await?;
+        let user = UserId::parse(raw_user)?;
+        let body = match self.catalog.coupon_of(campaign_id, &user).await? {
+            Some(coupon) => json!({"status": IssueStatus::Issued, "couponId": coupon.to_string()}),
+            None if self.ledger.holds(campaign_id, &user).await? => json!({"status": IssueStatus::Pending}),
+            None => json!({"status": IssueStatus::None}),
+        };
+        Ok(api::json(StatusCode::OK, &body))
+    }
+}
+
+#[cfg(test)]
+mod tests;

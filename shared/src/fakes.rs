@@ -1,0 +1,158 @@
+//! In-memory implementations of the ports, for unit tests only (integration tests use the real
+//! services). The ledger runs `domain::decide`, the same rule the Redis script implements.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, UserId, decide};
+use crate::ports::{CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, Unavailable};
+
+#[derive(Default)]
+pub struct MemoryLedger {
+    state: Mutex<HashMap<CampaignId, (IssueRules, HashSet<UserId>, u32)>>,
+}
+
+#[async_trait]
+impl IssueLedger for MemoryLedger {
+    async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable> {
+        let mut state = self.state.lock().unwrap();
+        state.entry(rules.campaign_id).or_insert_with(|| (*rules, HashSet::new(), 0)).0 = *rules;
+        Ok(())
+    }
+
+    async fn reserve(&self, id: CampaignId, user: &UserId, now: DateTime<Utc>) -> Result<IssueDecision, Unavailable> {
+        let mut state = self.state.lock().unwrap();
+        let Some((rules, users, count)) = state.get_mut(&id) else {
+            return Ok(IssueDecision::Unprimed);
+        };
+        let decision = decide(rules, now, users.contains(user), *count);
+        if let IssueDecision::Reserved { rank } = decision {
+            users.insert(user.clone());
+            *count = rank;
+        }
+        Ok(decision)
+    }
+
+    async fn release(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
+        let mut state = self.state.lock().unwrap();
+        let Some((_, users, count)) = state.get_mut(&id) else { return Ok(false) };
+        let held = users.remove(user);
+        if held {
+            *count -= 1;
+        }
+        Ok(held)
+    }
+
+    async fn reserved_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
+        Ok(self.state.lock().unwrap().get(&id).map_or(0, |s| s.2.into()))
+    }
+
+    async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
+        Ok(self.state.lock().unwrap().get(&id).is_some_and(|s| s.1.contains(user)))
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryCatalog {
+    campaigns: Mutex<BTreeMap<CampaignId, Campaign>>,
+    /// Coupons written: (campaign, user) → coupon id.
+    pub coupons: Mutex<HashMap<(CampaignId, UserId), u64>>,
+    /// Counts `get` calls, so tests can see what a cache saved.
+    pub reads: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl CampaignCatalog for MemoryCatalog {
+    async fn create(&self, partner_id: &str, c: &NewCampaign) -> Result<Campaign, Unavailable> {
+        let mut campaigns = self.campaigns.lock().unwrap();
+        let id = campaigns.keys().next_back().copied().unwrap_or(0) + 1;
+        let campaign = Campaign {
+            id,
+            partner_id: partner_id.to_owned(),
+            name: c.name.clone(),
+            total_quantity: c.total_quantity,
+            issue_starts_at: c.issue_starts_at,
+            issue_ends_at: c.issue_ends_at,
+            coupon_expires_at: c.coupon_expires_at,
+            discount: c.discount,
+            created_at: Utc::now(),
+        };
+        campaigns.insert(id, campaign.clone());
+        Ok(campaign)
+    }
+
+    async fn discard(&self, id: CampaignId) -> Result<(), Unavailable> {
+        self.campaigns.lock().unwrap().remove(&id);
+        Ok(())
+    }
+
+    async fn get(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.campaigns.lock().unwrap().get(&id).cloned())
+    }
+
+    async fn issued_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
+        Ok(self.coupons.lock().unwrap().keys().filter(|(c, _)| *c == id).count() as u64)
+    }
+
+    async fn coupon_of(&self, id: CampaignId, user: &UserId) -> Result<Option<u64>, Unavailable> {
+        Ok(self.coupons.lock().unwrap().get(&(id, user.clone())).copied())
+    }
+}
+
+/// A queue that records what it is given, or fails while `failing` is set.
+#[derive(Default)]
+pub struct MemoryQueue {
+    pub sent: Mutex<Vec<Reservation>>,
+    pub failing: AtomicBool,
+}
+
+#[async_trait]
+impl ReservationQueue for MemoryQueue {
+    async fn enqueue(&self, reservation: &Reservation) -> Result<(), Unavailable> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Unavailable::new("sqs", "queue is down (test)"));
+        }
+        self.sent.lock().unwrap().push(reservation.clone());
+        Ok(())
+    }
+}
+
+/// A coupon book with a unique (campaign, user) key, known campaigns, and chunks that can be made
+/// to fail.
+#[derive(Default)]
+pub struct MemoryCouponBook {
+    pub rows: Mutex<HashMap<(CampaignId, UserId), Reservation>>,
+    pub known_campaigns: Mutex<HashSet<CampaignId>>,
+    pub chunk_sizes: Mutex<Vec<usize>>,
+    /// A chunk containing this user fails as a whole, as a failed transaction would.
+    pub fail_chunk_with_user: Mutex<Option<UserId>>,
+}
+
+#[async_trait]
+impl CouponBook for MemoryCouponBook {
+    async fn record(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable> {
+        self.chunk_sizes.lock().unwrap().push(chunk.len());
+        if let Some(bad) = self.fail_chunk_with_user.lock().unwrap().as_ref()
+            && chunk.iter().any(|r| &r.user_id == bad)
+        {
+            return Err(Unavailable::new("mysql", "chunk failed (test)"));
+        }
+        let known = self.known_campaigns.lock().unwrap();
+        let mut rows = self.rows.lock().unwrap();
+        let mut record = ChunkRecord::default();
+        for (i, r) in chunk.iter().enumerate() {
+            if !known.contains(&r.campaign_id) {
+                record.rejected.push(i);
+            } else if !rows.contains_key(&(r.campaign_id, r.user_id.clone())) {
+                rows.insert((r.campaign_id, r.user_id.clone()), r.clone());
+                record.inserted += 1;
+            }
+        }
+        Ok(record)
+    }
+}
