@@ -23,6 +23,17 @@ enum Command {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
+    /// Rebuild Redis's issue state (rules, holders, counter) from MySQL, after Redis lost it.
+    /// Run it only with the issue queue drained: in-flight reservations are not in MySQL yet.
+    RebuildLedger {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long, env = "REDIS_URL")]
+        redis_url: String,
+        /// Only this campaign (default: every campaign).
+        #[arg(long)]
+        campaign: Option<u64>,
+    },
     /// Create the queues and tables template.yaml declares, on the endpoint AWS_ENDPOINT_URL names
     /// (meant for local emulators; on AWS, `sam deploy` creates them). Idempotent. Prints the
     /// resource variables functions read (KEY=value), for .local/env.
@@ -51,6 +62,31 @@ async fn main() -> Result<()> {
                 .context("cannot connect to the database")?;
             fcfs_shared::db::migrate(&pool).await.context("migration failed")?;
             eprintln!("migrations applied");
+        }
+        Command::RebuildLedger {
+            database_url,
+            redis_url,
+            campaign,
+        } => {
+            use fcfs_shared::ports::CampaignCatalog;
+            let store = fcfs_shared::db::MySqlStore::new(
+                fcfs_shared::db::connect(&database_url, 2)
+                    .await
+                    .context("cannot connect to the database")?,
+            );
+            let ledger = fcfs_shared::redis_ledger::RedisIssueLedger::connect(&redis_url).await?;
+            let ids = match campaign {
+                Some(id) => vec![id],
+                None => store.campaign_ids().await?,
+            };
+            for (n, id) in ids.iter().enumerate() {
+                let Some(c) = store.get(*id).await? else {
+                    bail!("campaign {id} does not exist");
+                };
+                let holders = store.holders(*id).await?;
+                let restored = ledger.restore(&(&c).into(), &holders).await?;
+                eprintln!("[{}/{}] campaign {id}: {restored} holders restored", n + 1, ids.len());
+            }
         }
         Command::Provision { template, params } => {
             let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {

@@ -83,7 +83,8 @@ fn campaign_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Campaign, sqlx::Erro
         issue_ends_at: utc(row.try_get("issue_ends_at")?),
         coupon_expires_at: utc(row.try_get("coupon_expires_at")?),
         discount: Discount {
-            kind: DiscountType::parse(&kind).ok_or_else(|| sqlx::Error::Decode(format!("discount_type {kind}").into()))?,
+            kind: DiscountType::parse(&kind)
+                .ok_or_else(|| sqlx::Error::Decode(format!("discount_type {kind}").into()))?,
             value: row.try_get("discount_value")?,
         },
         created_at: utc(row.try_get("created_at")?),
@@ -125,7 +126,11 @@ impl CampaignCatalog for MySqlStore {
 
     async fn get(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"));
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await.map_err(unavailable)?;
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
         row.as_ref().map(campaign_from_row).transpose().map_err(unavailable)
     }
 
@@ -151,7 +156,10 @@ impl CampaignCatalog for MySqlStore {
 #[async_trait]
 impl CouponBook for MySqlStore {
     async fn record(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable> {
-        assert!(chunk.len() <= MAX_ROWS_PER_INSERT, "chunk exceeds the placeholder limit");
+        assert!(
+            chunk.len() <= MAX_ROWS_PER_INSERT,
+            "chunk exceeds the placeholder limit"
+        );
         let mut by_campaign: BTreeMap<CampaignId, Vec<usize>> = BTreeMap::new();
         for (i, r) in chunk.iter().enumerate() {
             by_campaign.entry(r.campaign_id).or_default().push(i);
@@ -196,7 +204,12 @@ impl CouponBook for MySqlStore {
                     .push_bind(r.reserved_at.naive_utc())
                     .push_bind(*expires_at);
             });
-            let inserted = insert.build().execute(&mut *tx).await.map_err(unavailable)?.rows_affected();
+            let inserted = insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
             if inserted > 0 {
                 sqlx::query("UPDATE campaigns SET issued_count = issued_count + ? WHERE id = ?")
                     .bind(inserted)

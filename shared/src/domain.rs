@@ -50,7 +50,10 @@ impl UserId {
         if raw.is_empty() || raw.chars().count() > MAX_USER_ID_CHARS {
             return Err(InvalidField::new("userId", "must be 1-64 characters"));
         }
-        if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')) {
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        {
             return Err(InvalidField::new("userId", "may contain only A-Z a-z 0-9 _ . : -"));
         }
         Ok(Self(raw.to_owned()))
@@ -123,7 +126,10 @@ impl NewCampaign {
                 return Err(InvalidField::new("discount.value", "a PERCENT discount must be 1-100"));
             }
             DiscountType::Amount if self.discount.value == 0 => {
-                return Err(InvalidField::new("discount.value", "an AMOUNT discount must be positive"));
+                return Err(InvalidField::new(
+                    "discount.value",
+                    "an AMOUNT discount must be positive",
+                ));
             }
             _ => {}
         }
@@ -171,7 +177,9 @@ impl From<&Campaign> for IssueRules {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IssueDecision {
     /// The user now holds the `rank`-th reservation.
-    Reserved { rank: u32 },
+    Reserved {
+        rank: u32,
+    },
     AlreadyIssued,
     SoldOut,
     NotOpen,
@@ -245,7 +253,10 @@ mod tests {
     fn decision_order_window_then_duplicate_then_stock() {
         let r = rules();
         let now = Utc::now();
-        assert_eq!(decide(&r, r.issue_starts_at - Duration::seconds(1), false, 0), IssueDecision::NotOpen);
+        assert_eq!(
+            decide(&r, r.issue_starts_at - Duration::seconds(1), false, 0),
+            IssueDecision::NotOpen
+        );
         assert_eq!(decide(&r, r.issue_ends_at, false, 0), IssueDecision::Ended);
         assert_eq!(decide(&r, now, true, 2), IssueDecision::AlreadyIssued);
         assert_eq!(decide(&r, now, false, 2), IssueDecision::SoldOut);
@@ -271,14 +282,53 @@ mod tests {
     fn campaign_validation_names_the_field() {
         assert_eq!(campaign().validate().unwrap().name, "Black Friday");
         let field = |c: NewCampaign| c.validate().unwrap_err().field;
-        assert_eq!(field(NewCampaign { total_quantity: 0, ..campaign() }), "totalQuantity");
-        assert_eq!(field(NewCampaign { total_quantity: 10_000_001, ..campaign() }), "totalQuantity");
+        assert_eq!(
+            field(NewCampaign {
+                total_quantity: 0,
+                ..campaign()
+            }),
+            "totalQuantity"
+        );
+        assert_eq!(
+            field(NewCampaign {
+                total_quantity: 10_000_001,
+                ..campaign()
+            }),
+            "totalQuantity"
+        );
         let c = campaign();
-        assert_eq!(field(NewCampaign { issue_ends_at: c.issue_starts_at, ..c.clone() }), "issueEndsAt");
-        assert_eq!(field(NewCampaign { coupon_expires_at: c.issue_starts_at, ..c.clone() }), "couponExpiresAt");
-        assert_eq!(field(NewCampaign { name: "  ".into(), ..c.clone() }), "name");
-        let pct = Discount { kind: DiscountType::Percent, value: 101 };
-        assert_eq!(field(NewCampaign { discount: pct, ..c.clone() }), "discount.value");
+        assert_eq!(
+            field(NewCampaign {
+                issue_ends_at: c.issue_starts_at,
+                ..c.clone()
+            }),
+            "issueEndsAt"
+        );
+        assert_eq!(
+            field(NewCampaign {
+                coupon_expires_at: c.issue_starts_at,
+                ..c.clone()
+            }),
+            "couponExpiresAt"
+        );
+        assert_eq!(
+            field(NewCampaign {
+                name: "  ".into(),
+                ..c.clone()
+            }),
+            "name"
+        );
+        let pct = Discount {
+            kind: DiscountType::Percent,
+            value: 101,
+        };
+        assert_eq!(
+            field(NewCampaign {
+                discount: pct,
+                ..c.clone()
+            }),
+            "discount.value"
+        );
     }
 
     #[test]

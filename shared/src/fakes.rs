@@ -7,40 +7,58 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use crate::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, UserId, decide};
 use crate::ports::{CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, Unavailable};
 
+/// Per campaign: its rules, who holds a place (and for which request), how many are reserved.
+type CampaignState = (IssueRules, HashMap<UserId, Uuid>, u32);
+
 #[derive(Default)]
 pub struct MemoryLedger {
-    state: Mutex<HashMap<CampaignId, (IssueRules, HashSet<UserId>, u32)>>,
+    state: Mutex<HashMap<CampaignId, CampaignState>>,
 }
 
 #[async_trait]
 impl IssueLedger for MemoryLedger {
     async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable> {
         let mut state = self.state.lock().unwrap();
-        state.entry(rules.campaign_id).or_insert_with(|| (*rules, HashSet::new(), 0)).0 = *rules;
+        state
+            .entry(rules.campaign_id)
+            .or_insert_with(|| (*rules, HashMap::new(), 0))
+            .0 = *rules;
         Ok(())
     }
 
-    async fn reserve(&self, id: CampaignId, user: &UserId, now: DateTime<Utc>) -> Result<IssueDecision, Unavailable> {
+    async fn reserve(
+        &self,
+        id: CampaignId,
+        user: &UserId,
+        request: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<IssueDecision, Unavailable> {
         let mut state = self.state.lock().unwrap();
         let Some((rules, users, count)) = state.get_mut(&id) else {
             return Ok(IssueDecision::Unprimed);
         };
-        let decision = decide(rules, now, users.contains(user), *count);
+        let decision = decide(rules, now, users.contains_key(user), *count);
         if let IssueDecision::Reserved { rank } = decision {
-            users.insert(user.clone());
+            users.insert(user.clone(), request);
             *count = rank;
         }
         Ok(decision)
     }
 
-    async fn release(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
+    async fn release(&self, id: CampaignId, user: &UserId, request: Uuid) -> Result<bool, Unavailable> {
         let mut state = self.state.lock().unwrap();
-        let Some((_, users, count)) = state.get_mut(&id) else { return Ok(false) };
-        let held = users.remove(user);
+        let Some((_, users, count)) = state.get_mut(&id) else {
+            return Ok(false);
+        };
+        let held = users.get(user) == Some(&request);
+        if held {
+            users.remove(user);
+        }
         if held {
             *count -= 1;
         }
@@ -52,7 +70,12 @@ impl IssueLedger for MemoryLedger {
     }
 
     async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
-        Ok(self.state.lock().unwrap().get(&id).is_some_and(|s| s.1.contains(user)))
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .get(&id)
+            .is_some_and(|s| s.1.contains_key(user)))
     }
 }
 
@@ -148,8 +171,10 @@ impl CouponBook for MemoryCouponBook {
         for (i, r) in chunk.iter().enumerate() {
             if !known.contains(&r.campaign_id) {
                 record.rejected.push(i);
-            } else if !rows.contains_key(&(r.campaign_id, r.user_id.clone())) {
-                rows.insert((r.campaign_id, r.user_id.clone()), r.clone());
+            } else if let std::collections::hash_map::Entry::Vacant(row) =
+                rows.entry((r.campaign_id, r.user_id.clone()))
+            {
+                row.insert(r.clone());
                 record.inserted += 1;
             }
         }

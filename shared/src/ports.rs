@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use crate::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, UserId};
 
@@ -42,9 +43,17 @@ pub trait CampaignCatalog: Send + Sync {
 pub trait IssueLedger: Send + Sync {
     /// Stores what the decision needs; called when a campaign is created.
     async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable>;
-    async fn reserve(&self, id: CampaignId, user: &UserId, now: DateTime<Utc>) -> Result<IssueDecision, Unavailable>;
-    /// Undoes a reservation whose message could not be enqueued; true if one was undone.
-    async fn release(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable>;
+    /// Decides for `request`; a reservation is held in that request's name.
+    async fn reserve(
+        &self,
+        id: CampaignId,
+        user: &UserId,
+        request: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<IssueDecision, Unavailable>;
+    /// Undoes the reservation `request` made, if it made one (its message could not be enqueued,
+    /// or its outcome is unknown); true if one was undone.
+    async fn release(&self, id: CampaignId, user: &UserId, request: Uuid) -> Result<bool, Unavailable>;
     async fn reserved_count(&self, id: CampaignId) -> Result<u64, Unavailable>;
     async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable>;
 }

@@ -1,11 +1,13 @@
 //! The issue ledger on Redis (ElastiCache): one Lua script decides each request atomically.
 //!
 //! Keys of one campaign share the hash tag `{id}` so the script touches one cluster slot:
-//! `cpn:{42}:rules` (quantity and window), `cpn:{42}:users` (who holds one), `cpn:{42}:count`.
+//! `cpn:{42}:rules` (quantity and window), `cpn:{42}:users` (hash: user → request id holding the
+//! place), `cpn:{42}:count`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
+use uuid::Uuid;
 
 use crate::domain::{CampaignId, IssueDecision, IssueRules, UserId};
 use crate::ports::{IssueLedger, Unavailable};
@@ -18,16 +20,18 @@ if not rules[1] then return -4 end
 local now = tonumber(ARGV[2])
 if now < tonumber(rules[2]) then return -3 end
 if now >= tonumber(rules[3]) then return -2 end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return -1 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
 local count = tonumber(redis.call('GET', KEYS[3]) or '0')
 if count >= tonumber(rules[1]) then return 0 end
-redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return redis.call('INCR', KEYS[3])
 ";
 
-/// Only a user who holds a reservation gives it back, so a repeated release cannot lower the count.
+/// Only the request that made a reservation can give it back: a repeated release, or the release
+/// of a request whose outcome is unknown, never takes away another request's place.
 const RELEASE: &str = r"
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('DECR', KEYS[2])
   return 1
 end
@@ -38,7 +42,7 @@ return 0
 const RESTORE: &str = r"
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'quantity', ARGV[1], 'startsAt', ARGV[2], 'endsAt', ARGV[3])
-for i = 4, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+for i = 4, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 'restored') end
 redis.call('SET', KEYS[3], #ARGV - 3)
 return #ARGV - 3
 ";
@@ -68,7 +72,13 @@ fn unavailable(e: redis::RedisError) -> Unavailable {
 impl RedisIssueLedger {
     pub async fn connect(url: &str) -> Result<Self, Unavailable> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
+        // Generous: a timed-out script may still have run, and then the caller must compensate.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
         Ok(Self {
             conn,
             reserve: redis::Script::new(RESERVE),
@@ -92,7 +102,10 @@ impl RedisIssueLedger {
         for holder in holders {
             invocation.arg(holder);
         }
-        invocation.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)
+        invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
     }
 }
 
@@ -113,7 +126,13 @@ impl IssueLedger for RedisIssueLedger {
             .map_err(unavailable)
     }
 
-    async fn reserve(&self, id: CampaignId, user: &UserId, now: DateTime<Utc>) -> Result<IssueDecision, Unavailable> {
+    async fn reserve(
+        &self,
+        id: CampaignId,
+        user: &UserId,
+        request: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<IssueDecision, Unavailable> {
         let answer: i64 = self
             .reserve
             .key(rules_key(id))
@@ -121,6 +140,7 @@ impl IssueLedger for RedisIssueLedger {
             .key(count_key(id))
             .arg(user.as_str())
             .arg(now.timestamp_millis())
+            .arg(request.to_string())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -136,12 +156,13 @@ impl IssueLedger for RedisIssueLedger {
         })
     }
 
-    async fn release(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
+    async fn release(&self, id: CampaignId, user: &UserId, request: Uuid) -> Result<bool, Unavailable> {
         let undone: i64 = self
             .release
             .key(users_key(id))
             .key(count_key(id))
             .arg(user.as_str())
+            .arg(request.to_string())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -158,7 +179,7 @@ impl IssueLedger for RedisIssueLedger {
     }
 
     async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
-        redis::cmd("SISMEMBER")
+        redis::cmd("HEXISTS")
             .arg(users_key(id))
             .arg(user.as_str())
             .query_async(&mut self.conn.clone())

@@ -112,7 +112,10 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
         };
         let reserved = self.ledger.reserved_count(id).await?;
         let issued = self.catalog.issued_count(id).await?;
-        Ok(api::json(StatusCode::OK, &CampaignView::new(campaign, reserved, issued)))
+        Ok(api::json(
+            StatusCode::OK,
+            &CampaignView::new(campaign, reserved, issued),
+        ))
     }
 }
 
@@ -142,15 +145,35 @@ mod tests {
         let api = CampaignApi::new(MemoryCatalog::default(), MemoryLedger::default(), "p1");
         let (status, created) = call(&api, gateway_request("POST", &[], body().to_string(), None)).await;
         assert_eq!(status, 201, "{created}");
-        assert_eq!((created["totalQuantity"].as_u64(), created["partnerId"].as_str()), (Some(1000), Some("p1")));
+        assert_eq!(
+            (created["totalQuantity"].as_u64(), created["partnerId"].as_str()),
+            (Some(1000), Some("p1"))
+        );
         let id = created["campaignId"].to_string();
         assert_eq!(created["issueEndsAt"], "2026-11-27T15:00:00Z");
         let (status, got) = call(&api, gateway_request("GET", &[("campaignId", &id)], "", None)).await;
-        assert_eq!((status, got["reserved"].as_u64(), got["issued"].as_u64()), (200, Some(0), Some(0)));
-        assert_eq!(call(&api, gateway_request("GET", &[("campaignId", &id)], "", Some("p2"))).await.0, 404);
-        assert_eq!(call(&api, gateway_request("GET", &[("campaignId", "x")], "", None)).await.0, 404);
+        assert_eq!(
+            (status, got["reserved"].as_u64(), got["issued"].as_u64()),
+            (200, Some(0), Some(0))
+        );
+        assert_eq!(
+            call(&api, gateway_request("GET", &[("campaignId", &id)], "", Some("p2")))
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            call(&api, gateway_request("GET", &[("campaignId", "x")], "", None))
+                .await
+                .0,
+            404
+        );
         // Primed: the ledger knows the campaign (an unprimed one would answer Unprimed).
-        let decision = api.ledger.reserve(id.parse().unwrap(), &"u".parse_user(), Utc::now()).await.unwrap();
+        let decision = api
+            .ledger
+            .reserve(id.parse().unwrap(), &"u".parse_user(), uuid::Uuid::nil(), Utc::now())
+            .await
+            .unwrap();
         assert_eq!(decision, fcfs_shared::domain::IssueDecision::NotOpen);
     }
 

@@ -31,14 +31,31 @@ struct CampaignOwner {
     partner_id: String,
 }
 
+/// Known campaigns stay cached for minutes; unknown ids only briefly (a flood of unknown ids must
+/// not become a flood of MySQL reads, and a campaign created a moment later must become visible).
+struct OwnerExpiry;
+
+impl moka::Expiry<CampaignId, Option<Arc<CampaignOwner>>> for OwnerExpiry {
+    fn expire_after_create(
+        &self,
+        _id: &CampaignId,
+        owner: &Option<Arc<CampaignOwner>>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if owner.is_some() {
+            Duration::from_secs(600)
+        } else {
+            Duration::from_secs(2)
+        })
+    }
+}
+
 pub struct IssueApi<C, L, Q> {
     catalog: C,
     ledger: L,
     queue: Q,
     default_partner: String,
-    owners: moka::future::Cache<CampaignId, Arc<CampaignOwner>>,
-    /// Short negative cache: a flood of unknown ids must not become a flood of MySQL reads.
-    unknown: moka::future::Cache<CampaignId, ()>,
+    owners: moka::future::Cache<CampaignId, Option<Arc<CampaignOwner>>>,
 }
 
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> {
@@ -50,11 +67,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
             default_partner: default_partner.into(),
             owners: moka::future::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(600))
-                .build(),
-            unknown: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(2))
+                .expire_after(OwnerExpiry)
                 .build(),
         }
     }
@@ -74,27 +87,21 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
             .and_then(|raw| raw.parse().ok())
             .ok_or(ApiError::NotFound("campaign"))?;
         let partner = api::partner_id(req, &self.default_partner);
-        let owner = match self.owners.get(&id).await {
-            Some(owner) => owner,
-            None => {
-                if self.unknown.contains_key(&id) {
-                    return Err(ApiError::NotFound("campaign"));
-                }
-                match self.catalog.get(id).await? {
-                    Some(c) => {
-                        let owner = Arc::new(CampaignOwner {
-                            partner_id: c.partner_id,
-                        });
-                        self.owners.insert(id, owner.clone()).await;
-                        owner
-                    }
-                    None => {
-                        self.unknown.insert(id, ()).await;
-                        return Err(ApiError::NotFound("campaign"));
-                    }
-                }
-            }
-        };
+        // Concurrent misses for one id share a single load: the first second of a flash sale
+        // must not send every caller to MySQL.
+        let owner = self
+            .owners
+            .try_get_with(id, async {
+                let campaign = self.catalog.get(id).await?;
+                Ok::<_, fcfs_shared::ports::Unavailable>(campaign.map(|c| {
+                    Arc::new(CampaignOwner {
+                        partner_id: c.partner_id,
+                    })
+                }))
+            })
+            .await
+            .map_err(|e| fcfs_shared::ports::Unavailable::new(e.service, &e.detail))?
+            .ok_or(ApiError::NotFound("campaign"))?;
         if owner.partner_id != partner {
             return Err(ApiError::NotFound("campaign"));
         }
@@ -106,7 +113,16 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
         let user = UserId::parse(&body.user_id)?;
         let campaign_id = self.owned_campaign(req).await?;
         let now = Utc::now();
-        let rank = match self.ledger.reserve(campaign_id, &user, now).await? {
+        let request_id = uuid::Uuid::now_v7();
+        let decision = match self.ledger.reserve(campaign_id, &user, request_id, now).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                // A timed-out script may still have reserved: undo in this request's name only.
+                self.compensate(campaign_id, &user, request_id).await;
+                return Err(e.into());
+            }
+        };
+        let rank = match decision {
             IssueDecision::Reserved { rank } => rank,
             IssueDecision::AlreadyIssued => return Err(ApiError::AlreadyIssued),
             IssueDecision::SoldOut => return Err(ApiError::SoldOut),
@@ -118,7 +134,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
             }
         };
         let reservation = Reservation {
-            request_id: uuid::Uuid::now_v7(),
+            request_id,
             campaign_id,
             partner_id: api::partner_id(req, &self.default_partner),
             user_id: user,
@@ -127,21 +143,28 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
         };
         if let Err(enqueue_error) = self.queue.enqueue(&reservation).await {
             // No message, no coupon: give the place back so the quantity is not leaked.
-            match self.ledger.release(campaign_id, &reservation.user_id).await {
-                Ok(_) => tracing::warn!(campaign_id, request_id = %reservation.request_id, "enqueue failed; reservation released"),
-                Err(release_error) => tracing::error!(
-                    campaign_id,
-                    user_id = reservation.user_id.as_str(),
-                    %release_error,
-                    "enqueue failed AND release failed: one place is held without a message; reconcile with `fcfs-admin rebuild-ledger`"
-                ),
-            }
+            self.compensate(campaign_id, &reservation.user_id, request_id).await;
             return Err(enqueue_error.into());
         }
         Ok(api::json(
             StatusCode::ACCEPTED,
             &json!({"requestId": reservation.request_id, "status": "PENDING", "rank": rank}),
         ))
+    }
+
+    async fn compensate(&self, campaign_id: CampaignId, user: &UserId, request_id: uuid::Uuid) {
+        match self.ledger.release(campaign_id, user, request_id).await {
+            Ok(released) => {
+                tracing::warn!(campaign_id, %request_id, released, "request failed; reservation compensated")
+            }
+            Err(release_error) => tracing::error!(
+                campaign_id,
+                %request_id,
+                user_id = user.as_str(),
+                %release_error,
+                "compensation failed: a place may be held without a message; reconcile with `fcfs-admin rebuild-ledger`"
+            ),
+        }
     }
 
     async fn status(&self, req: &Request, raw_user: &str) -> Result<Response<Body>, ApiError> {

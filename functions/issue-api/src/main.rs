@@ -22,5 +22,8 @@ async fn main() -> Result<(), Error> {
         env_or("DEFAULT_PARTNER_ID", "demo-partner".to_owned())?,
     );
     let api = &api;
-    run(service_fn(move |req: Request| async move { Ok::<_, Error>(api.handle(req).await) })).await
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(api.handle(req).await)
+    }))
+    .await
 }

@@ -22,18 +22,28 @@ async fn api_with_campaign(quantity: u32, starts_in: Duration) -> (Api, String) 
                 issue_starts_at: now + starts_in,
                 issue_ends_at: now + Duration::hours(1),
                 coupon_expires_at: now + Duration::days(1),
-                discount: Discount { kind: DiscountType::Amount, value: 5 },
+                discount: Discount {
+                    kind: DiscountType::Amount,
+                    value: 5,
+                },
             },
         )
         .await
         .unwrap();
     ledger.prime(&(&campaign).into()).await.unwrap();
-    (IssueApi::new(catalog, ledger, MemoryQueue::default(), "p1"), campaign.id.to_string())
+    (
+        IssueApi::new(catalog, ledger, MemoryQueue::default(), "p1"),
+        campaign.id.to_string(),
+    )
 }
 
 async fn call(api: &Api, id: &str, body: &str, partner: Option<&str>) -> (u16, serde_json::Value) {
-    let res = api.handle(gateway_request("POST", &[("campaignId", id)], body, partner)).await;
-    let Body::Text(text) = res.body() else { panic!("text body") };
+    let res = api
+        .handle(gateway_request("POST", &[("campaignId", id)], body, partner))
+        .await;
+    let Body::Text(text) = res.body() else {
+        panic!("text body")
+    };
     (res.status().as_u16(), serde_json::from_str(text).unwrap())
 }
 
@@ -45,7 +55,10 @@ fn user(u: &str) -> String {
 async fn first_come_first_served_then_duplicate_then_sold_out() {
     let (api, id) = api_with_campaign(2, -Duration::minutes(1)).await;
     let (status, body) = call(&api, &id, &user("a"), None).await;
-    assert_eq!((status, body["status"].as_str(), body["rank"].as_u64()), (202, Some("PENDING"), Some(1)));
+    assert_eq!(
+        (status, body["status"].as_str(), body["rank"].as_u64()),
+        (202, Some("PENDING"), Some(1))
+    );
     assert_eq!(call(&api, &id, &user("a"), None).await.1["error"], "ALREADY_ISSUED");
     assert_eq!(call(&api, &id, &user("b"), None).await.0, 202);
     let (status, body) = call(&api, &id, &user("c"), None).await;
@@ -66,12 +79,18 @@ async fn window_is_enforced() {
 async fn failed_enqueue_releases_the_reservation() {
     let (api, id) = api_with_campaign(1, -Duration::minutes(1)).await;
     api.queue.failing.store(true, Ordering::SeqCst);
-    let res = api.handle(gateway_request("POST", &[("campaignId", &id)], user("a"), None)).await;
+    let res = api
+        .handle(gateway_request("POST", &[("campaignId", &id)], user("a"), None))
+        .await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
     assert_eq!(api.ledger.reserved_count(id.parse().unwrap()).await.unwrap(), 0);
     api.queue.failing.store(false, Ordering::SeqCst);
-    assert_eq!(call(&api, &id, &user("a"), None).await.0, 202, "the same user may retry");
+    assert_eq!(
+        call(&api, &id, &user("a"), None).await.0,
+        202,
+        "the same user may retry"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +135,9 @@ async fn status_moves_from_none_to_pending_to_issued() {
         let id = id.clone();
         let api = &api;
         async move {
-            let res = api.handle(gateway_request("GET", &[("campaignId", &id), ("userId", u)], "", None)).await;
+            let res = api
+                .handle(gateway_request("GET", &[("campaignId", &id), ("userId", u)], "", None))
+                .await;
             let Body::Text(text) = res.body() else { panic!() };
             serde_json::from_str::<serde_json::Value>(text).unwrap()
         }
@@ -124,7 +145,14 @@ async fn status_moves_from_none_to_pending_to_issued() {
     assert_eq!(status("a").await["status"], "NONE");
     call(&api, &id, &user("a"), None).await;
     assert_eq!(status("a").await["status"], "PENDING");
-    api.catalog.coupons.lock().unwrap().insert((id.parse().unwrap(), UserId::parse("a").unwrap()), 77);
+    api.catalog
+        .coupons
+        .lock()
+        .unwrap()
+        .insert((id.parse().unwrap(), UserId::parse("a").unwrap()), 77);
     let issued = status("a").await;
-    assert_eq!((issued["status"].as_str(), issued["couponId"].as_str()), (Some("ISSUED"), Some("77")));
+    assert_eq!(
+        (issued["status"].as_str(), issued["couponId"].as_str()),
+        (Some("ISSUED"), Some("77"))
+    );
 }

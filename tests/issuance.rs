@@ -1,0 +1,474 @@
+//! Issuance end to end on the real stack: the issue API against Redis and SQS, the writer
+//! against MariaDB, messages carried by the SQS emulator.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::QueueAttributeName;
+use campaign_api::CampaignApi;
+use fcfs_shared::api::gateway_request;
+use fcfs_shared::db::MySqlStore;
+use fcfs_shared::ports::IssueLedger;
+use fcfs_shared::redis_ledger::RedisIssueLedger;
+use fcfs_shared::sqs_queue::SqsReservationQueue;
+use integration_tests::{env, mysql, sqs, template, unique};
+use issue_api::IssueApi;
+use issue_writer::IssueWriter;
+use lambda_http::Body;
+use serde_json::{Value, json};
+
+type Api = IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue>;
+
+struct Stack {
+    store: MySqlStore,
+    ledger: RedisIssueLedger,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    dlq_url: String,
+    partner: String,
+}
+
+impl Stack {
+    /// Fresh queues per test (the template's redrive count), so tests never see each other's messages.
+    async fn new(visibility_timeout: u32) -> Self {
+        let sqs = sqs().await;
+        let max_receive = template()
+            .queues()
+            .unwrap()
+            .into_iter()
+            .find_map(|q| q.redrive)
+            .unwrap()
+            .1;
+        let dlq_url = sqs
+            .create_queue()
+            .queue_name(unique("fcfs-it-dlq"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let dlq_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&QueueAttributeName::QueueArn]
+            .clone();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(unique("fcfs-it"))
+            .attributes(QueueAttributeName::VisibilityTimeout, visibility_timeout.to_string())
+            .attributes(
+                QueueAttributeName::RedrivePolicy,
+                json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}).to_string(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        Self {
+            store: MySqlStore::new(mysql().await),
+            ledger: RedisIssueLedger::connect(&env("REDIS_URL")).await.unwrap(),
+            sqs,
+            queue_url,
+            dlq_url,
+            partner: unique("partner"),
+        }
+    }
+
+    fn issue_api(&self) -> Api {
+        let queue = SqsReservationQueue::new(self.sqs.clone(), &self.queue_url);
+        IssueApi::new(self.store.clone(), self.ledger.clone(), queue, "nobody")
+    }
+
+    async fn create_campaign(&self, quantity: u32) -> String {
+        let api = CampaignApi::new(self.store.clone(), self.ledger.clone(), "nobody");
+        let now = chrono::Utc::now();
+        let body = json!({
+            "name": "flash", "totalQuantity": quantity,
+            "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::hours(1),
+            "couponExpiresAt": now + chrono::Duration::days(7), "discount": {"type": "AMOUNT", "value": 1000}
+        });
+        let (status, created) = reply(
+            api.handle(gateway_request("POST", &[], body.to_string(), Some(&self.partner)))
+                .await,
+        );
+        assert_eq!(status, 201, "{created}");
+        created["campaignId"].to_string()
+    }
+
+    async fn campaign(&self, id: &str) -> Value {
+        let api = CampaignApi::new(self.store.clone(), self.ledger.clone(), "nobody");
+        let (status, body) = reply(
+            api.handle(gateway_request("GET", &[("campaignId", id)], "", Some(&self.partner)))
+                .await,
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn receive(&self, url: &str, wait: i32) -> Vec<aws_sdk_sqs::types::Message> {
+        self.sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default()
+    }
+
+    /// Acts as the SQS event source: gathers up to `batch` messages, invokes the writer, deletes
+    /// what it did not report as failed. Returns the failed message ids of each invocation.
+    async fn drain(&self, writer: &IssueWriter<MySqlStore>, batch: usize) -> Vec<Vec<String>> {
+        let mut reported = Vec::new();
+        let mut idle = 0;
+        while idle < 2 {
+            let mut messages = Vec::new();
+            while messages.len() < batch {
+                let got = self.receive(&self.queue_url, 1).await;
+                if got.is_empty() {
+                    break;
+                }
+                messages.extend(got);
+            }
+            if messages.is_empty() {
+                idle += 1;
+                continue;
+            }
+            idle = 0;
+            let (response, _) = writer.handle(sqs_event(&messages)).await.unwrap();
+            let failed: HashSet<String> = response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect();
+            for m in messages.iter().filter(|m| !failed.contains(m.message_id().unwrap())) {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            reported.push(failed.into_iter().collect());
+        }
+        reported
+    }
+
+    async fn coupon_users(&self, campaign: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
+            .bind(campaign.parse::<u64>().unwrap())
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|m| {
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id().map(str::to_owned);
+            record.receipt_handle = m.receipt_handle().map(str::to_owned);
+            record.body = m.body().map(str::to_owned);
+            record
+        })
+        .collect();
+    event
+}
+
+fn reply(res: lambda_http::Response<Body>) -> (u16, Value) {
+    let text = match res.body() {
+        Body::Text(t) => t.clone(),
+        other => panic!("expected a text body, got {other:?}"),
+    };
+    (res.status().as_u16(), serde_json::from_str(&text).unwrap())
+}
+
+async fn issue(api: &Api, campaign: &str, user: &str, partner: &str) -> (u16, Value) {
+    let body = json!({"userId": user}).to_string();
+    reply(
+        api.handle(gateway_request(
+            "POST",
+            &[("campaignId", campaign)],
+            body,
+            Some(partner),
+        ))
+        .await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flash_sale_issues_exactly_the_quantity_to_distinct_users() {
+    const QUANTITY: u32 = 1_000;
+    const USERS: usize = 5_000;
+    const CALLS: usize = 20_000;
+    // Backend failures are logged, not returned: show them if this test fails.
+    fcfs_shared::config::init_tracing();
+    let stack = Stack::new(30).await;
+    let campaign = stack.create_campaign(QUANTITY).await;
+    let api = Arc::new(stack.issue_api());
+
+    let started = Instant::now();
+    let mut calls = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        // Users interleave, so every user's tries compete with everyone else's.
+        let user = format!("user-{}", (i * 7919) % USERS);
+        let (api, campaign, partner) = (api.clone(), campaign.clone(), stack.partner.clone());
+        calls.push(tokio::spawn(async move {
+            (user.clone(), issue(&api, &campaign, &user, &partner).await)
+        }));
+    }
+    let mut winners = HashSet::new();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for call in calls {
+        let (user, (status, body)) = call.await.unwrap();
+        *statuses.entry(status).or_default() += 1;
+        match status {
+            202 => assert!(winners.insert(user), "a user got two 202s"),
+            409 => assert_eq!(body["error"], "ALREADY_ISSUED"),
+            410 => assert_eq!(body["error"], "SOLD_OUT"),
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    let issue_time = started.elapsed();
+    assert_eq!(statuses.get(&202).copied(), Some(QUANTITY as usize), "{statuses:?}");
+    assert_eq!(statuses.values().sum::<usize>(), CALLS);
+
+    let drain_started = Instant::now();
+    let writer = IssueWriter::new(stack.store.clone(), 1000);
+    let failures = stack.drain(&writer, 10_000).await;
+    assert!(failures.iter().all(Vec::is_empty), "no failures expected: {failures:?}");
+    let drain_time = drain_started.elapsed();
+
+    let users = stack.coupon_users(&campaign).await;
+    let distinct: HashSet<String> = users.iter().cloned().collect();
+    assert_eq!(users.len(), QUANTITY as usize);
+    assert_eq!(distinct, winners, "the coupons went to exactly the users who got 202");
+    let view = stack.campaign(&campaign).await;
+    assert_eq!(
+        (view["issued"].as_u64(), view["reserved"].as_u64()),
+        (Some(1000), Some(1000))
+    );
+    eprintln!(
+        "flash sale: {CALLS} calls in {:.2?} ({:.0} calls/s); drain of {QUANTITY} messages in {:.2?}; {statuses:?}",
+        issue_time,
+        CALLS as f64 / issue_time.as_secs_f64(),
+        drain_time
+    );
+}
+
+#[tokio::test]
+async fn redelivered_and_duplicated_messages_write_nothing_twice() {
+    let stack = Stack::new(30).await;
+    let campaign = stack.create_campaign(10).await;
+    let api = stack.issue_api();
+    for u in ["a", "b", "c"] {
+        assert_eq!(issue(&api, &campaign, u, &stack.partner).await.0, 202);
+    }
+    let mut messages = Vec::new();
+    while messages.len() < 3 {
+        messages.extend(stack.receive(&stack.queue_url, 2).await);
+    }
+    let writer = IssueWriter::new(stack.store.clone(), 2);
+    let (response, first) = writer.handle(sqs_event(&messages)).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(first.inserted, 3);
+    let (_, second) = writer.handle(sqs_event(&messages)).await.unwrap();
+    assert_eq!(
+        (second.inserted, second.duplicates),
+        (0, 3),
+        "the same batch delivered twice"
+    );
+    let doubled: Vec<_> = messages.iter().chain(messages.iter()).cloned().collect();
+    let (_, third) = writer.handle(sqs_event(&doubled)).await.unwrap();
+    assert_eq!(
+        (third.inserted, third.duplicates),
+        (0, 6),
+        "a batch with duplicates inside"
+    );
+    assert_eq!(stack.coupon_users(&campaign).await.len(), 3);
+    assert_eq!(
+        stack.campaign(&campaign).await["issued"],
+        3,
+        "the counter counts inserted rows only"
+    );
+
+    let status = |user: &'static str| {
+        let req = gateway_request(
+            "GET",
+            &[("campaignId", &campaign), ("userId", user)],
+            "",
+            Some(&stack.partner),
+        );
+        let api = &api;
+        async move { reply(api.handle(req).await).1 }
+    };
+    let issued = status("a").await;
+    assert_eq!(issued["status"], "ISSUED");
+    assert!(issued["couponId"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(status("zz").await["status"], "NONE");
+}
+
+#[tokio::test]
+async fn sqs_down_answers_503_undoes_the_reservation_and_a_retry_succeeds() {
+    let stack = Stack::new(30).await;
+    let campaign = stack.create_campaign(1).await;
+    // A client whose SQS endpoint refuses connections: the emulator is "down" for it.
+    let sdk = fcfs_shared::config::aws_sdk_config().await;
+    let down = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .endpoint_url("http://127.0.0.1:9")
+            .build(),
+    );
+    let broken = IssueApi::new(
+        stack.store.clone(),
+        stack.ledger.clone(),
+        SqsReservationQueue::new(down, &stack.queue_url),
+        "nobody",
+    );
+    let body = json!({"userId": "retry-me"}).to_string();
+    let res = broken
+        .handle(gateway_request(
+            "POST",
+            &[("campaignId", &campaign)],
+            body,
+            Some(&stack.partner),
+        ))
+        .await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let id: u64 = campaign.parse().unwrap();
+    assert_eq!(
+        stack.ledger.reserved_count(id).await.unwrap(),
+        0,
+        "the reservation is undone"
+    );
+
+    let (status, body) = issue(&stack.issue_api(), &campaign, "retry-me", &stack.partner).await;
+    assert_eq!(
+        (status, body["rank"].as_u64()),
+        (202, Some(1)),
+        "the quantity was not leaked"
+    );
+}
+
+#[tokio::test]
+async fn a_poison_message_is_reported_alone_and_reaches_the_dlq() {
+    // Visibility 0: a reported failure comes back at once, so maxReceiveCount is reached quickly.
+    let stack = Stack::new(0).await;
+    let campaign = stack.create_campaign(10).await;
+    let api = stack.issue_api();
+    for u in ["p1", "p2"] {
+        assert_eq!(issue(&api, &campaign, u, &stack.partner).await.0, 202);
+    }
+    stack
+        .sqs
+        .send_message()
+        .queue_url(&stack.queue_url)
+        .message_body(r#"{"requestId":"not a reservation"}"#)
+        .send()
+        .await
+        .unwrap();
+    let writer = IssueWriter::new(stack.store.clone(), 1000);
+    let mut dead = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dead.is_empty() && Instant::now() < deadline {
+        for failed in stack.drain(&writer, 10).await {
+            assert!(failed.len() <= 1, "only the poison message fails: {failed:?}");
+        }
+        dead = stack.receive(&stack.dlq_url, 1).await;
+    }
+    assert_eq!(dead.len(), 1, "the poison message sits in the DLQ");
+    assert!(dead[0].body().unwrap().contains("not a reservation"));
+    let mut users = stack.coupon_users(&campaign).await;
+    users.sort();
+    assert_eq!(users, ["p1", "p2"], "the rest of the batch was written");
+}
+
+#[tokio::test]
+async fn issue_api_4xx_over_the_real_stack() {
+    let stack = Stack::new(30).await;
+    let campaign = stack.create_campaign(5).await;
+    let api = stack.issue_api();
+    let post = |body: String, partner: &str, id: &str| {
+        let req = gateway_request("POST", &[("campaignId", id)], body, Some(partner));
+        let api = &api;
+        async move { reply(api.handle(req).await) }
+    };
+    let p = stack.partner.as_str();
+    assert_eq!(post("not json".into(), p, &campaign).await.0, 400);
+    assert_eq!(post(r#"{"userId": 12}"#.into(), p, &campaign).await.0, 400);
+    assert_eq!(
+        post(format!(r#"{{"userId": "{}"}}"#, "a".repeat(5000)), p, &campaign)
+            .await
+            .0,
+        413
+    );
+    assert_eq!(
+        post(r#"{"userId": "u"}"#.into(), "someone-else", &campaign).await.0,
+        404
+    );
+    assert_eq!(post(r#"{"userId": "u"}"#.into(), p, "999999999").await.0, 404);
+    let view = stack.campaign(&campaign).await;
+    assert_eq!(view["reserved"], 0, "no rejected call reserved anything");
+}
+
+#[tokio::test]
+async fn redis_state_is_rebuilt_from_mysql() {
+    let stack = Stack::new(30).await;
+    let campaign = stack.create_campaign(3).await;
+    let api = stack.issue_api();
+    for u in ["r1", "r2"] {
+        assert_eq!(issue(&api, &campaign, u, &stack.partner).await.0, 202);
+    }
+    stack.drain(&IssueWriter::new(stack.store.clone(), 100), 10).await;
+    let id: u64 = campaign.parse().unwrap();
+    // Redis loses the campaign entirely.
+    let mut conn = integration_tests::redis().await;
+    let keys = [
+        fcfs_shared::redis_ledger::rules_key(id),
+        fcfs_shared::redis_ledger::users_key(id),
+        fcfs_shared::redis_ledger::count_key(id),
+    ];
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    assert_eq!(
+        issue(&api, &campaign, "r3", &stack.partner).await.0,
+        503,
+        "no rules, no decision"
+    );
+
+    // What `fcfs-admin rebuild-ledger` does for each campaign.
+    use fcfs_shared::ports::CampaignCatalog;
+    let rules = (&stack.store.get(id).await.unwrap().unwrap()).into();
+    let restored = stack
+        .ledger
+        .restore(&rules, &stack.store.holders(id).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(restored, 2);
+    assert_eq!(
+        issue(&api, &campaign, "r1", &stack.partner).await.0,
+        409,
+        "holders are restored"
+    );
+    let (status, body) = issue(&api, &campaign, "r3", &stack.partner).await;
+    assert_eq!(
+        (status, body["rank"].as_u64()),
+        (202, Some(3)),
+        "the counter is restored"
+    );
+    assert_eq!(issue(&api, &campaign, "r4", &stack.partner).await.0, 410);
+}
