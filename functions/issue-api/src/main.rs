@@ -1,6 +1,6 @@
 use anyhow::Context;
 use fcfs_shared::config::{aws_sdk_config, env_or, init_tracing, required_env};
-use fcfs_shared::db::{MySqlStore, connect};
+use fcfs_shared::db::{MySqlStore, connect_from_env};
 use fcfs_shared::redis_ledger::RedisIssueLedger;
 use fcfs_shared::sqs_queue::SqsReservationQueue;
 use issue_api::IssueApi;
@@ -10,9 +10,7 @@ use lambda_http::{Error, Request, run, service_fn};
 async fn main() -> Result<(), Error> {
     init_tracing();
     let sdk = aws_sdk_config().await;
-    let pool = connect(&required_env("DATABASE_URL")?, env_or("DB_MAX_CONNECTIONS", 2)?)
-        .await
-        .context("cannot connect to MySQL")?;
+    let pool = connect_from_env().await.context("cannot connect to MySQL")?;
     let ledger = RedisIssueLedger::connect(&required_env("REDIS_URL")?).await?;
     let queue = SqsReservationQueue::new(aws_sdk_sqs::Client::new(&sdk), required_env("ISSUE_QUEUE_URL")?);
     let api = IssueApi::new(

@@ -1,16 +1,14 @@
 use anyhow::Context;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use fcfs_shared::config::{env_or, init_tracing, required_env};
-use fcfs_shared::db::{MySqlStore, connect};
+use fcfs_shared::config::{env_or, init_tracing};
+use fcfs_shared::db::{MySqlStore, connect_from_env};
 use issue_writer::{DEFAULT_CHUNK_SIZE, IssueWriter};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let pool = connect(&required_env("DATABASE_URL")?, env_or("DB_MAX_CONNECTIONS", 2)?)
-        .await
-        .context("cannot connect to MySQL")?;
+    let pool = connect_from_env().await.context("cannot connect to MySQL")?;
     let writer = IssueWriter::new(MySqlStore::new(pool), env_or("WRITER_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)?);
     let writer = &writer;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
