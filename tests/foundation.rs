@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
-use integration_tests::{dynamodb, env, mysql, redis, sqs, template, unique};
+use integration_tests::{dynamodb, env, mysql, queue_arn, redis, sqs, template, unique};
 
 #[tokio::test]
 async fn redis_runs_a_script_atomically() {
@@ -70,20 +70,6 @@ async fn create_queue(
         .await
         .unwrap()
         .queue_url
-        .unwrap()
-}
-
-async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
-    client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()
-        .remove(&QueueAttributeName::QueueArn)
         .unwrap()
 }
 

@@ -13,7 +13,7 @@ use fcfs_shared::db::MySqlStore;
 use fcfs_shared::ports::IssueLedger;
 use fcfs_shared::redis_ledger::RedisIssueLedger;
 use fcfs_shared::sqs_queue::SqsReservationQueue;
-use integration_tests::{env, mysql, sqs, template, unique};
+use integration_tests::{env, mysql, queue_arn, sqs, template, unique};
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
 use lambda_http::Body;
@@ -49,16 +49,7 @@ impl Stack {
             .unwrap()
             .queue_url
             .unwrap();
-        let dlq_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&dlq_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap()[&QueueAttributeName::QueueArn]
-            .clone();
+        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
         let queue_url = sqs
             .create_queue()
             .queue_name(unique("fcfs-it"))

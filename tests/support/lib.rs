@@ -56,6 +56,20 @@ pub async fn mysql() -> sqlx::MySqlPool {
         .expect("MySQL answers at DATABASE_URL")
 }
 
+pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
+    client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
+        .remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .unwrap()
+}
+
 /// A name no other test run uses, for throwaway resources.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
