@@ -98,6 +98,8 @@ write_env() {
     echo "DATABASE_URL=$(database_url)"
     echo "REDIS_URL=$(redis_url)"
     echo "FCFS_STAGE=$STAGE"
+    # So that `fcfs-admin` is a command once this file is sourced.
+    echo "PATH=$STATE_DIR/bin:\$PATH"
     cat "$STATE_DIR/resources.env"
   } >"$env_file.tmp"
   mv "$env_file.tmp" "$env_file"
@@ -111,6 +113,8 @@ cmd_up() {
   localstack_up
   log "building fcfs-admin"
   cargo build -q -p fcfs-admin
+  mkdir -p "$STATE_DIR/bin"
+  ln -sf "$CARGO_TARGET_DIR/debug/fcfs-admin" "$STATE_DIR/bin/fcfs-admin"
   export DATABASE_URL; DATABASE_URL="$(database_url)"
   admin migrate
   admin provision --template "$ROOT/template.yaml" --param "Stage=$STAGE" >"$STATE_DIR/resources.env"

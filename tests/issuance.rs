@@ -13,10 +13,9 @@ use fcfs_shared::db::MySqlStore;
 use fcfs_shared::ports::IssueLedger;
 use fcfs_shared::redis_ledger::RedisIssueLedger;
 use fcfs_shared::sqs_queue::SqsReservationQueue;
-use integration_tests::{env, mysql, queue_arn, sqs, template, unique};
+use integration_tests::{env, mysql, queue_arn, reply, sqs, template, unique};
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
-use lambda_http::Body;
 use serde_json::{Value, json};
 
 type Api = IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue>;
@@ -75,11 +74,11 @@ impl Stack {
 
     fn issue_api(&self) -> Api {
         let queue = SqsReservationQueue::new(self.sqs.clone(), &self.queue_url);
-        IssueApi::new(self.store.clone(), self.ledger.clone(), queue, "nobody")
+        IssueApi::new(self.store.clone(), self.ledger.clone(), queue)
     }
 
     async fn create_campaign(&self, quantity: u32) -> String {
-        let api = CampaignApi::new(self.store.clone(), self.ledger.clone(), "nobody");
+        let api = CampaignApi::new(self.store.clone(), self.ledger.clone());
         let now = chrono::Utc::now();
         let body = json!({
             "name": "flash", "totalQuantity": quantity,
@@ -95,7 +94,7 @@ impl Stack {
     }
 
     async fn campaign(&self, id: &str) -> Value {
-        let api = CampaignApi::new(self.store.clone(), self.ledger.clone(), "nobody");
+        let api = CampaignApi::new(self.store.clone(), self.ledger.clone());
         let (status, body) = reply(
             api.handle(gateway_request("GET", &[("campaignId", id)], "", Some(&self.partner)))
                 .await,
@@ -195,14 +194,6 @@ fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
         })
         .collect();
     event
-}
-
-fn reply(res: lambda_http::Response<Body>) -> (u16, Value) {
-    let text = match res.body() {
-        Body::Text(t) => t.clone(),
-        other => panic!("expected a text body, got {other:?}"),
-    };
-    (res.status().as_u16(), serde_json::from_str(&text).unwrap())
 }
 
 async fn issue(api: &Api, campaign: &str, user: &str, partner: &str) -> (u16, Value) {
@@ -345,7 +336,6 @@ async fn sqs_down_answers_503_undoes_the_reservation_and_a_retry_succeeds() {
         stack.store.clone(),
         stack.ledger.clone(),
         SqsReservationQueue::new(down, &stack.queue_url),
-        "nobody",
     );
     let body = json!({"userId": "retry-me"}).to_string();
     let res = broken

@@ -1,6 +1,7 @@
 //! `fcfs-admin`: the operator's command line. Works against a local stack and real AWS alike:
 //! endpoints come from `AWS_ENDPOINT_URL` and `DATABASE_URL`.
 
+mod keys;
 mod provision;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,14 @@ enum Command {
         /// Only this campaign (default: every campaign).
         #[arg(long)]
         campaign: Option<u64>,
+    },
+    /// Partner API keys: create, list, revoke.
+    Keys {
+        /// The key table (template resource ApiKeysTable).
+        #[arg(long, env = "API_KEYS_TABLE", global = true)]
+        table: Option<String>,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
     /// Create the queues and tables template.yaml declares, on the endpoint AWS_ENDPOINT_URL names
     /// (meant for local emulators; on AWS, `sam deploy` creates them). Idempotent. Prints the
@@ -87,6 +96,12 @@ async fn main() -> Result<()> {
                 let restored = ledger.restore(&(&c).into(), &holders).await?;
                 eprintln!("[{}/{}] campaign {id}: {restored} holders restored", n + 1, ids.len());
             }
+        }
+        Command::Keys { table, command } => {
+            let Some(table) = table else {
+                bail!("the key table is not set: pass --table or set API_KEYS_TABLE (in .local/env after `make up`)");
+            };
+            keys::run(&table, command).await?;
         }
         Command::Provision { template, params } => {
             let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {

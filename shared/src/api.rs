@@ -21,6 +21,8 @@ pub enum ApiError {
     InvalidBody(String),
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request carries no authorized partner")]
+    Unauthenticated,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("this user already holds a coupon of this campaign")]
@@ -40,6 +42,7 @@ impl ApiError {
         match self {
             Self::InvalidField(_) | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::AlreadyIssued => StatusCode::CONFLICT,
             Self::SoldOut => StatusCode::GONE,
@@ -52,6 +55,7 @@ impl ApiError {
         match self {
             Self::InvalidField(_) | Self::InvalidBody(_) => "INVALID_REQUEST",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Self::Unauthenticated => "UNAUTHORIZED",
             Self::NotFound(_) => "NOT_FOUND",
             Self::AlreadyIssued => "ALREADY_ISSUED",
             Self::SoldOut => "SOLD_OUT",
@@ -93,16 +97,17 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     response
 }
 
-/// The partner the authorizer vouched for (`requestContext.authorizer.partnerId`), or the
-/// configured default where no authorizer runs.
-pub fn partner_id(req: &Request, default: &str) -> String {
+/// The partner the authorizer vouched for (`requestContext.authorizer.partnerId`). Every route
+/// sits behind the authorizer, so a request without one never reached us through API Gateway:
+/// it is refused rather than given some default owner.
+pub fn partner_id(req: &Request) -> Result<String, ApiError> {
     if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref()
         && let Some(serde_json::Value::String(id)) = ctx.authorizer.fields.get("partnerId")
         && !id.is_empty()
     {
-        return id.clone();
+        return Ok(id.clone());
     }
-    default.to_owned()
+    Err(ApiError::Unauthenticated)
 }
 
 pub fn path_param(req: &Request, name: &'static str) -> Option<String> {
@@ -211,10 +216,11 @@ mod tests {
     }
 
     #[test]
-    fn partner_comes_from_the_authorizer_or_the_default() {
-        assert_eq!(partner_id(&req(""), "demo-partner"), "demo-partner");
+    fn partner_comes_from_the_authorizer_context_only() {
+        assert!(matches!(partner_id(&req("")), Err(ApiError::Unauthenticated)));
+        assert_eq!(ApiError::Unauthenticated.into_response().status(), 401);
         let r = gateway_request("GET", &[("campaignId", "7")], "", Some("acme"));
-        assert_eq!(partner_id(&r, "demo-partner"), "acme");
+        assert_eq!(partner_id(&r).unwrap(), "acme");
         assert_eq!(path_param(&r, "campaignId").as_deref(), Some("7"));
     }
 }

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::api_keys::{ApiKeyRecord, KeyStatus};
 use crate::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, UserId, decide};
-use crate::ports::{CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, Unavailable};
+use crate::ports::{ApiKeyStore, CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, Unavailable};
 
 /// Per campaign: its rules, who holds a place (and for which request), how many are reserved.
 type CampaignState = (IssueRules, HashMap<UserId, Uuid>, u32);
@@ -179,5 +180,61 @@ impl CouponBook for MemoryCouponBook {
             }
         }
         Ok(record)
+    }
+}
+
+/// A key table keyed by digest; counts `find` calls and can be made unreachable.
+#[derive(Default)]
+pub struct MemoryApiKeys {
+    keys: Mutex<BTreeMap<String, ApiKeyRecord>>,
+    pub finds: std::sync::atomic::AtomicU64,
+    pub failing: AtomicBool,
+}
+
+impl MemoryApiKeys {
+    fn check(&self) -> Result<(), Unavailable> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Unavailable::new("dynamodb", "table is unreachable (test)"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for MemoryApiKeys {
+    async fn find(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, Unavailable> {
+        self.finds.fetch_add(1, Ordering::Relaxed);
+        self.check()?;
+        Ok(self.keys.lock().unwrap().get(key_hash).cloned())
+    }
+
+    async fn insert(&self, key: &ApiKeyRecord) -> Result<(), Unavailable> {
+        self.check()?;
+        self.keys
+            .lock()
+            .unwrap()
+            .entry(key.key_hash.clone())
+            .or_insert_with(|| key.clone());
+        Ok(())
+    }
+
+    async fn by_partner(&self, partner_id: &str) -> Result<Vec<ApiKeyRecord>, Unavailable> {
+        self.check()?;
+        let keys = self.keys.lock().unwrap();
+        Ok(keys.values().filter(|k| k.partner_id == partner_id).cloned().collect())
+    }
+
+    async fn by_display_id(&self, display_id: &str) -> Result<Option<ApiKeyRecord>, Unavailable> {
+        self.check()?;
+        let keys = self.keys.lock().unwrap();
+        Ok(keys.values().find(|k| k.display_id == display_id).cloned())
+    }
+
+    async fn revoke(&self, key_hash: &str) -> Result<(), Unavailable> {
+        self.check()?;
+        if let Some(key) = self.keys.lock().unwrap().get_mut(key_hash) {
+            key.status = KeyStatus::Revoked;
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::api_keys::ApiKeyRecord;
 use crate::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, UserId};
 
 /// A failure of a backing service (network, timeout, server error): the caller may retry.
@@ -77,4 +78,15 @@ pub struct ChunkRecord {
 #[async_trait]
 pub trait CouponBook: Send + Sync {
     async fn record(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable>;
+}
+
+/// Partner API keys, addressed by the SHA-256 digest of the key.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn find(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, Unavailable>;
+    /// Stores a new key; never overwrites one.
+    async fn insert(&self, key: &ApiKeyRecord) -> Result<(), Unavailable>;
+    async fn by_partner(&self, partner_id: &str) -> Result<Vec<ApiKeyRecord>, Unavailable>;
+    async fn by_display_id(&self, display_id: &str) -> Result<Option<ApiKeyRecord>, Unavailable>;
+    async fn revoke(&self, key_hash: &str) -> Result<(), Unavailable>;
 }

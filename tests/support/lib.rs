@@ -74,3 +74,52 @@ pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// Status and JSON body of a function's HTTP answer.
+pub fn reply(res: lambda_http::Response<lambda_http::Body>) -> (u16, serde_json::Value) {
+    let text = match res.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        other => panic!("expected a text body, got {other:?}"),
+    };
+    (res.status().as_u16(), serde_json::from_str(&text).unwrap())
+}
+
+/// Log lines written while the returned guard lives (this thread only): for asserting that a
+/// failure was logged.
+pub fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
+    let buffer = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(buffer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+#[derive(Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

@@ -58,16 +58,11 @@ impl CampaignView {
 pub struct CampaignApi<C, L> {
     catalog: C,
     ledger: L,
-    default_partner: String,
 }
 
 impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
-    pub fn new(catalog: C, ledger: L, default_partner: impl Into<String>) -> Self {
-        Self {
-            catalog,
-            ledger,
-            default_partner: default_partner.into(),
-        }
+    pub fn new(catalog: C, ledger: L) -> Self {
+        Self { catalog, ledger }
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
@@ -80,6 +75,7 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
     }
 
     async fn create(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let partner = api::partner_id(req)?;
         let body: CreateCampaignBody = api::json_body(req, MAX_BODY_BYTES)?;
         let campaign = NewCampaign {
             name: body.name,
@@ -90,7 +86,6 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
             discount: body.discount,
         }
         .validate()?;
-        let partner = api::partner_id(req, &self.default_partner);
         let created = self.catalog.create(&partner, &campaign).await?;
         if let Err(e) = self.ledger.prime(&IssueRules::from(&created)).await {
             // A campaign Redis cannot decide for must not exist: undo, so the client's retry is clean.
@@ -104,7 +99,7 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
     }
 
     async fn get(&self, req: &Request, raw_id: &str) -> Result<Response<Body>, ApiError> {
-        let partner = api::partner_id(req, &self.default_partner);
+        let partner = api::partner_id(req)?;
         let id: CampaignId = raw_id.parse().map_err(|_| ApiError::NotFound("campaign"))?;
         let campaign = match self.catalog.get(id).await? {
             Some(c) if c.partner_id == partner => c,
@@ -142,8 +137,8 @@ mod tests {
 
     #[tokio::test]
     async fn create_primes_the_ledger_and_get_scopes_by_partner() {
-        let api = CampaignApi::new(MemoryCatalog::default(), MemoryLedger::default(), "p1");
-        let (status, created) = call(&api, gateway_request("POST", &[], body().to_string(), None)).await;
+        let api = CampaignApi::new(MemoryCatalog::default(), MemoryLedger::default());
+        let (status, created) = call(&api, gateway_request("POST", &[], body().to_string(), Some("p1"))).await;
         assert_eq!(status, 201, "{created}");
         assert_eq!(
             (created["totalQuantity"].as_u64(), created["partnerId"].as_str()),
@@ -151,7 +146,7 @@ mod tests {
         );
         let id = created["campaignId"].to_string();
         assert_eq!(created["issueEndsAt"], "2026-11-27T15:00:00Z");
-        let (status, got) = call(&api, gateway_request("GET", &[("campaignId", &id)], "", None)).await;
+        let (status, got) = call(&api, gateway_request("GET", &[("campaignId", &id)], "", Some("p1"))).await;
         assert_eq!(
             (status, got["reserved"].as_u64(), got["issued"].as_u64()),
             (200, Some(0), Some(0))
@@ -163,7 +158,7 @@ mod tests {
             404
         );
         assert_eq!(
-            call(&api, gateway_request("GET", &[("campaignId", "x")], "", None))
+            call(&api, gateway_request("GET", &[("campaignId", "x")], "", Some("p1")))
                 .await
                 .0,
             404
@@ -188,7 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_campaigns_are_400_naming_the_field() {
-        let api = CampaignApi::new(MemoryCatalog::default(), MemoryLedger::default(), "p1");
+        let api = CampaignApi::new(MemoryCatalog::default(), MemoryLedger::default());
         let cases = [
             ("totalQuantity", json!(0)),
             ("totalQuantity", json!(10_000_001)),
@@ -201,16 +196,16 @@ mod tests {
         for (field, value) in cases {
             let mut b = body();
             b[field] = value.clone();
-            let (status, err) = call(&api, gateway_request("POST", &[], b.to_string(), None)).await;
+            let (status, err) = call(&api, gateway_request("POST", &[], b.to_string(), Some("p1"))).await;
             assert_eq!(status, 400, "{field}={value}: {err}");
             assert_eq!(err["error"], "INVALID_REQUEST");
             assert!(err["message"].as_str().unwrap().contains(field), "{field}: {err}");
         }
         let mut missing = body();
         missing.as_object_mut().unwrap().remove("couponExpiresAt");
-        let (status, err) = call(&api, gateway_request("POST", &[], missing.to_string(), None)).await;
+        let (status, err) = call(&api, gateway_request("POST", &[], missing.to_string(), Some("p1"))).await;
         assert!(status == 400 && err["message"].as_str().unwrap().contains("couponExpiresAt"));
         let huge = json!({"name": "x".repeat(MAX_BODY_BYTES)}).to_string();
-        assert_eq!(call(&api, gateway_request("POST", &[], huge, None)).await.0, 413);
+        assert_eq!(call(&api, gateway_request("POST", &[], huge, Some("p1"))).await.0, 413);
     }
 }

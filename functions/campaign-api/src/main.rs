@@ -1,6 +1,6 @@
 use anyhow::Context;
 use campaign_api::CampaignApi;
-use fcfs_shared::config::{env_or, init_tracing, required_env};
+use fcfs_shared::config::{init_tracing, required_env};
 use fcfs_shared::db::{MySqlStore, connect_from_env};
 use fcfs_shared::redis_ledger::RedisIssueLedger;
 use lambda_http::{Error, Request, run, service_fn};
@@ -10,11 +10,7 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let pool = connect_from_env().await.context("cannot connect to MySQL")?;
     let ledger = RedisIssueLedger::connect(&required_env("REDIS_URL")?).await?;
-    let api = CampaignApi::new(
-        MySqlStore::new(pool),
-        ledger,
-        env_or("DEFAULT_PARTNER_ID", "demo-partner".to_owned())?,
-    );
+    let api = CampaignApi::new(MySqlStore::new(pool), ledger);
     let api = &api;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(api.handle(req).await)

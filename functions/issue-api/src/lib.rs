@@ -54,17 +54,15 @@ pub struct IssueApi<C, L, Q> {
     catalog: C,
     ledger: L,
     queue: Q,
-    default_partner: String,
     owners: moka::future::Cache<CampaignId, Option<Arc<CampaignOwner>>>,
 }
 
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> {
-    pub fn new(catalog: C, ledger: L, queue: Q, default_partner: impl Into<String>) -> Self {
+    pub fn new(catalog: C, ledger: L, queue: Q) -> Self {
         Self {
             catalog,
             ledger,
             queue,
-            default_partner: default_partner.into(),
             owners: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(OwnerExpiry)
@@ -81,12 +79,13 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
         result.unwrap_or_else(ApiError::into_response)
     }
 
-    /// The campaign, if it exists and belongs to the caller; another partner's is "not found".
-    async fn owned_campaign(&self, req: &Request) -> Result<CampaignId, ApiError> {
+    /// The campaign and its owner, if it exists and belongs to the caller; another partner's is
+    /// "not found", so its existence does not leak.
+    async fn owned_campaign(&self, req: &Request) -> Result<(CampaignId, String), ApiError> {
+        let partner = api::partner_id(req)?;
         let id: CampaignId = api::path_param(req, "campaignId")
             .and_then(|raw| raw.parse().ok())
             .ok_or(ApiError::NotFound("campaign"))?;
-        let partner = api::partner_id(req, &self.default_partner);
         // Concurrent misses for one id share a single load: the first second of a flash sale
         // must not send every caller to MySQL.
         let owner = self
@@ -105,13 +104,13 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
         if owner.partner_id != partner {
             return Err(ApiError::NotFound("campaign"));
         }
-        Ok(id)
+        Ok((id, partner))
     }
 
     async fn issue(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let (campaign_id, partner_id) = self.owned_campaign(req).await?;
         let body: IssueBody = api::json_body(req, MAX_BODY_BYTES)?;
         let user = UserId::parse(&body.user_id)?;
-        let campaign_id = self.owned_campaign(req).await?;
         let now = Utc::now();
         let request_id = uuid::Uuid::now_v7();
         let decision = match self.ledger.reserve(campaign_id, &user, request_id, now).await {
@@ -136,7 +135,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
         let reservation = Reservation {
             request_id,
             campaign_id,
-            partner_id: api::partner_id(req, &self.default_partner),
+            partner_id,
             user_id: user,
             rank,
             reserved_at: now,
@@ -168,7 +167,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
     }
 
     async fn status(&self, req: &Request, raw_user: &str) -> Result<Response<Body>, ApiError> {
-        let campaign_id = self.owned_campaign(req).await?;
+        let (campaign_id, _) = self.owned_campaign(req).await?;
         let user = UserId::parse(raw_user)?;
         let body = match self.catalog.coupon_of(campaign_id, &user).await? {
             Some(coupon) => json!({"status": IssueStatus::Issued, "couponId": coupon.to_string()}),

@@ -1,5 +1,5 @@
 use anyhow::Context;
-use fcfs_shared::config::{aws_sdk_config, env_or, init_tracing, required_env};
+use fcfs_shared::config::{aws_sdk_config, init_tracing, required_env};
 use fcfs_shared::db::{MySqlStore, connect_from_env};
 use fcfs_shared::redis_ledger::RedisIssueLedger;
 use fcfs_shared::sqs_queue::SqsReservationQueue;
@@ -13,12 +13,7 @@ async fn main() -> Result<(), Error> {
     let pool = connect_from_env().await.context("cannot connect to MySQL")?;
     let ledger = RedisIssueLedger::connect(&required_env("REDIS_URL")?).await?;
     let queue = SqsReservationQueue::new(aws_sdk_sqs::Client::new(&sdk), required_env("ISSUE_QUEUE_URL")?);
-    let api = IssueApi::new(
-        MySqlStore::new(pool),
-        ledger,
-        queue,
-        env_or("DEFAULT_PARTNER_ID", "demo-partner".to_owned())?,
-    );
+    let api = IssueApi::new(MySqlStore::new(pool), ledger, queue);
     let api = &api;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(api.handle(req).await)

@@ -32,7 +32,7 @@ async fn api_with_campaign(quantity: u32, starts_in: Duration) -> (Api, String) 
         .unwrap();
     ledger.prime(&(&campaign).into()).await.unwrap();
     (
-        IssueApi::new(catalog, ledger, MemoryQueue::default(), "p1"),
+        IssueApi::new(catalog, ledger, MemoryQueue::default()),
         campaign.id.to_string(),
     )
 }
@@ -54,14 +54,17 @@ fn user(u: &str) -> String {
 #[tokio::test]
 async fn first_come_first_served_then_duplicate_then_sold_out() {
     let (api, id) = api_with_campaign(2, -Duration::minutes(1)).await;
-    let (status, body) = call(&api, &id, &user("a"), None).await;
+    let (status, body) = call(&api, &id, &user("a"), Some("p1")).await;
     assert_eq!(
         (status, body["status"].as_str(), body["rank"].as_u64()),
         (202, Some("PENDING"), Some(1))
     );
-    assert_eq!(call(&api, &id, &user("a"), None).await.1["error"], "ALREADY_ISSUED");
-    assert_eq!(call(&api, &id, &user("b"), None).await.0, 202);
-    let (status, body) = call(&api, &id, &user("c"), None).await;
+    assert_eq!(
+        call(&api, &id, &user("a"), Some("p1")).await.1["error"],
+        "ALREADY_ISSUED"
+    );
+    assert_eq!(call(&api, &id, &user("b"), Some("p1")).await.0, 202);
+    let (status, body) = call(&api, &id, &user("c"), Some("p1")).await;
     assert_eq!((status, body["error"].as_str()), (410, Some("SOLD_OUT")));
     let sent = api.queue.sent.lock().unwrap();
     assert_eq!(sent.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
@@ -71,7 +74,7 @@ async fn first_come_first_served_then_duplicate_then_sold_out() {
 #[tokio::test]
 async fn window_is_enforced() {
     let (api, id) = api_with_campaign(2, Duration::minutes(5)).await;
-    let (status, body) = call(&api, &id, &user("a"), None).await;
+    let (status, body) = call(&api, &id, &user("a"), Some("p1")).await;
     assert_eq!((status, body["error"].as_str()), (422, Some("NOT_OPEN")));
 }
 
@@ -80,14 +83,14 @@ async fn failed_enqueue_releases_the_reservation() {
     let (api, id) = api_with_campaign(1, -Duration::minutes(1)).await;
     api.queue.failing.store(true, Ordering::SeqCst);
     let res = api
-        .handle(gateway_request("POST", &[("campaignId", &id)], user("a"), None))
+        .handle(gateway_request("POST", &[("campaignId", &id)], user("a"), Some("p1")))
         .await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
     assert_eq!(api.ledger.reserved_count(id.parse().unwrap()).await.unwrap(), 0);
     api.queue.failing.store(false, Ordering::SeqCst);
     assert_eq!(
-        call(&api, &id, &user("a"), None).await.0,
+        call(&api, &id, &user("a"), Some("p1")).await.0,
         202,
         "the same user may retry"
     );
@@ -97,8 +100,10 @@ async fn failed_enqueue_releases_the_reservation() {
 async fn other_partners_and_unknown_campaigns_are_not_found() {
     let (api, id) = api_with_campaign(1, -Duration::minutes(1)).await;
     assert_eq!(call(&api, &id, &user("a"), Some("p2")).await.0, 404);
-    assert_eq!(call(&api, "999", &user("a"), None).await.0, 404);
-    assert_eq!(call(&api, "abc", &user("a"), None).await.0, 404);
+    let (status, body) = call(&api, &id, &user("a"), None).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("UNAUTHORIZED")));
+    assert_eq!(call(&api, "999", &user("a"), Some("p1")).await.0, 404);
+    assert_eq!(call(&api, "abc", &user("a"), Some("p1")).await.0, 404);
     assert_eq!(api.ledger.reserved_count(id.parse().unwrap()).await.unwrap(), 0);
 }
 
@@ -112,18 +117,18 @@ async fn bad_bodies_are_400_naming_the_field() {
         (r#"{"userId": "has space"}"#, "userId"),
         (r#"{"userId": "a", "extra": 1}"#, "extra"),
     ] {
-        let (status, json) = call(&api, &id, body, None).await;
+        let (status, json) = call(&api, &id, body, Some("p1")).await;
         assert_eq!(status, 400, "{body}");
         assert!(json["message"].as_str().unwrap().contains(field), "{body}: {json}");
     }
-    assert_eq!(call(&api, &id, &user(&"x".repeat(2000)), None).await.0, 413);
+    assert_eq!(call(&api, &id, &user(&"x".repeat(2000)), Some("p1")).await.0, 413);
 }
 
 #[tokio::test]
 async fn campaign_metadata_is_read_once() {
     let (api, id) = api_with_campaign(10, -Duration::minutes(1)).await;
     for i in 0..20 {
-        call(&api, &id, &user(&format!("u{i}")), None).await;
+        call(&api, &id, &user(&format!("u{i}")), Some("p1")).await;
     }
     assert_eq!(api.catalog.reads.load(Ordering::Relaxed), 1);
 }
@@ -136,14 +141,19 @@ async fn status_moves_from_none_to_pending_to_issued() {
         let api = &api;
         async move {
             let res = api
-                .handle(gateway_request("GET", &[("campaignId", &id), ("userId", u)], "", None))
+                .handle(gateway_request(
+                    "GET",
+                    &[("campaignId", &id), ("userId", u)],
+                    "",
+                    Some("p1"),
+                ))
                 .await;
             let Body::Text(text) = res.body() else { panic!() };
             serde_json::from_str::<serde_json::Value>(text).unwrap()
         }
     };
     assert_eq!(status("a").await["status"], "NONE");
-    call(&api, &id, &user("a"), None).await;
+    call(&api, &id, &user("a"), Some("p1")).await;
     assert_eq!(status("a").await["status"], "PENDING");
     api.catalog
         .coupons

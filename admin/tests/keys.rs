@@ -1,0 +1,120 @@
+//! `fcfs-admin keys` end to end: the real binary against the DynamoDB emulator, and the keys it makes
+//! checked by the real authorizer.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use authorizer::{CacheSettings, Decision, KeyAuthorizer, Principal};
+use fcfs_shared::dynamo_keys::DynamoApiKeys;
+use integration_tests::{dynamodb, env, unique};
+
+fn admin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fcfs-admin"))
+        .args(args)
+        .env("API_KEYS_TABLE", env("API_KEYS_TABLE"))
+        .output()
+        .expect("fcfs-admin runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn create_list_authorize_revoke() {
+    let partner = unique("cli");
+    let created = admin(&["keys", "create", "--partner", &partner]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    // The key alone on stdout, so `KEY=$(fcfs-admin keys create …)` works.
+    let key = stdout(&created).trim_end().to_owned();
+    assert_eq!(stdout(&created), format!("{key}\n"));
+    assert!(key.starts_with("fcfs_") && key.len() >= 5 + 43, "{key}");
+
+    let listed = admin(&["keys", "list", "--partner", &partner]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listing = stdout(&listed);
+    assert!(!listing.contains(&key) && !listing.contains(&key[5..]), "{listing}");
+    let row = listing.lines().nth(1).expect("one key listed");
+    let display_id = row.split_whitespace().next().unwrap().to_owned();
+    assert!(row.contains("ACTIVE"), "{row}");
+    assert!(stderr(&created).contains(&display_id));
+
+    let ttl = Duration::from_millis(500);
+    let settings = CacheSettings {
+        allow_ttl: ttl,
+        deny_ttl: ttl,
+        max_entries: 1000,
+    };
+    let auth = KeyAuthorizer::new(DynamoApiKeys::new(dynamodb().await, env("API_KEYS_TABLE")), settings);
+    assert_eq!(
+        auth.decide(&key, "t").await,
+        Decision::Allow(Principal {
+            partner_id: partner.clone(),
+            key_id: display_id.clone(),
+        })
+    );
+
+    let revoked = admin(&["keys", "revoke", &display_id]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert!(
+        admin(&["keys", "list", "--partner", &partner])
+            .stdout
+            .windows(7)
+            .any(|w| w == b"REVOKED")
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(auth.decide(&key, "t").await, Decision::Deny);
+    // Revoking again is harmless.
+    assert!(admin(&["keys", "revoke", &display_id]).status.success());
+}
+
+#[test]
+fn unknown_partners_and_keys_fail_with_a_clear_message() {
+    let ghost = unique("ghost");
+    let listed = admin(&["keys", "list", "--partner", &ghost]);
+    assert!(!listed.status.success());
+    assert!(
+        stderr(&listed).contains(&format!("partner \"{ghost}\" has no API keys")),
+        "{}",
+        stderr(&listed)
+    );
+
+    let revoked = admin(&["keys", "revoke", "ak_000000000000"]);
+    assert!(!revoked.status.success());
+    assert!(
+        stderr(&revoked).contains("no API key has display id"),
+        "{}",
+        stderr(&revoked)
+    );
+
+    let bad = admin(&["keys", "create", "--partner", "has space"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("invalid partner id"), "{}", stderr(&bad));
+    assert!(stdout(&bad).is_empty());
+
+    let past = admin(&[
+        "keys",
+        "create",
+        "--partner",
+        &ghost,
+        "--expires-at",
+        "2001-01-01T00:00:00Z",
+    ]);
+    assert!(!past.status.success());
+    assert!(stderr(&past).contains("not in the future"), "{}", stderr(&past));
+}
+
+#[test]
+fn a_missing_table_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fcfs-admin"))
+        .args(["keys", "list", "--partner", "x"])
+        .env_remove("API_KEYS_TABLE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("API_KEYS_TABLE"), "{}", stderr(&out));
+}
