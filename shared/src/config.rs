@@ -11,24 +11,49 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-pub fn required_env(name: &'static str) -> Result<String, ConfigError> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => Ok(v),
-        _ => Err(ConfigError::Missing(name)),
+/// What a function is configured with: its environment. On Lambda that is the process
+/// environment; the local runner hands each function the variables `template.yaml` gives it.
+#[derive(Debug, Clone, Default)]
+pub struct Settings(std::collections::BTreeMap<String, String>);
+
+impl Settings {
+    pub fn from_process() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    pub fn new(vars: std::collections::BTreeMap<String, String>) -> Self {
+        Self(vars)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).map(str::to_owned).ok_or(ConfigError::Missing(name))
+    }
+
+    pub fn or<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+            None => Ok(default),
+        }
     }
 }
 
-pub fn env_or<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-            name,
-            reason: e.to_string(),
-        }),
-        _ => Ok(default),
-    }
+/// Why a function could not start: its configuration, or a service it connects to at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Unavailable(#[from] crate::ports::Unavailable),
 }
 
 /// SDK configuration from the standard chain; `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_SQS`, …)

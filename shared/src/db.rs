@@ -28,10 +28,10 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<MySqlPo
 
 /// The pool every function opens: `DATABASE_URL`, at most `DB_MAX_CONNECTIONS` (default 2, since
 /// a Lambda instance serves one request at a time and Aurora's connection count is finite).
-pub async fn connect_from_env() -> Result<MySqlPool, Unavailable> {
-    let url = crate::config::required_env("DATABASE_URL").map_err(|e| Unavailable::new("mysql", e))?;
-    let max = crate::config::env_or("DB_MAX_CONNECTIONS", 2).map_err(|e| Unavailable::new("mysql", e))?;
-    connect(&url, max).await.map_err(unavailable)
+pub async fn connect_with(settings: &crate::config::Settings) -> Result<MySqlPool, crate::config::StartupError> {
+    let url = settings.required("DATABASE_URL")?;
+    let max = settings.or("DB_MAX_CONNECTIONS", 2)?;
+    Ok(connect(&url, max).await.map_err(unavailable)?)
 }
 
 pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError> {

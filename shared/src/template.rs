@@ -97,6 +97,24 @@ pub struct FunctionSpec {
     pub sqs_sources: Vec<SqsSource>,
 }
 
+/// The REST API and the authorizer in front of every route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSpec {
+    pub logical_id: String,
+    pub stage: String,
+    pub authorizer: Option<AuthorizerSpec>,
+}
+
+/// A REQUEST Lambda authorizer whose identity source is one header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthorizerSpec {
+    pub name: String,
+    pub function_logical_id: String,
+    pub identity_header: String,
+    /// API Gateway's result cache TTL (0 disables caching).
+    pub reauthorize_every_secs: i64,
+}
+
 pub struct Template {
     root: Value,
     parameters: BTreeMap<String, String>,
@@ -398,6 +416,75 @@ impl Template {
         Ok(tables)
     }
 
+    /// The template's one `AWS::Serverless::Api`. Anything about it a local runner could not
+    /// reproduce (several APIs, other authorizer kinds) is an error, not silently ignored.
+    pub fn api(&self) -> Result<ApiSpec, TemplateError> {
+        let apis: Vec<String> = self
+            .resources()
+            .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Api"))
+            .map(|(id, _)| id)
+            .collect();
+        let [logical_id] = apis.as_slice() else {
+            return Err(TemplateError::Invalid(format!(
+                "expected exactly one AWS::Serverless::Api, found {apis:?}"
+            )));
+        };
+        let stage = self
+            .property(logical_id, "StageName")
+            .map(|v| self.resolve(v))
+            .transpose()?
+            .ok_or_else(|| TemplateError::Invalid(format!("{logical_id}: StageName missing")))?;
+        let auth = self.property(logical_id, "Auth");
+        let authorizer = match auth.and_then(|a| a.get("DefaultAuthorizer")).and_then(scalar) {
+            None => None,
+            Some(name) => {
+                let spec = auth
+                    .and_then(|a| a.get("Authorizers"))
+                    .and_then(|a| a.get(name.as_str()))
+                    .ok_or_else(|| TemplateError::Invalid(format!("authorizer {name} is not declared")))?;
+                let payload = spec.get("FunctionPayloadType").and_then(scalar).unwrap_or_default();
+                if payload != "REQUEST" {
+                    return Err(TemplateError::Invalid(format!(
+                        "authorizer {name}: FunctionPayloadType {payload:?} is not supported locally (REQUEST only)"
+                    )));
+                }
+                let identity = spec.get("Identity");
+                let headers: Vec<String> = identity
+                    .and_then(|i| i.get("Headers"))
+                    .and_then(Value::as_sequence)
+                    .map(|h| h.iter().filter_map(scalar).collect())
+                    .unwrap_or_default();
+                let others = ["QueryStrings", "StageVariables", "Context"];
+                let [header] = headers.as_slice() else {
+                    return Err(TemplateError::Invalid(format!(
+                        "authorizer {name}: exactly one identity header is supported locally"
+                    )));
+                };
+                if let Some(other) = others.iter().find(|o| identity.and_then(|i| i.get(**o)).is_some()) {
+                    return Err(TemplateError::Invalid(format!(
+                        "authorizer {name}: identity source {other} is not supported locally"
+                    )));
+                }
+                Some(AuthorizerSpec {
+                    function_logical_id: spec
+                        .get("FunctionArn")
+                        .and_then(Self::referenced_id)
+                        .ok_or_else(|| TemplateError::Invalid(format!("authorizer {name}: FunctionArn")))?,
+                    identity_header: header.clone(),
+                    reauthorize_every_secs: self
+                        .resolve_int(identity.and_then(|i| i.get("ReauthorizeEvery")))?
+                        .unwrap_or(300),
+                    name,
+                })
+            }
+        };
+        Ok(ApiSpec {
+            logical_id: logical_id.clone(),
+            stage,
+            authorizer,
+        })
+    }
+
     pub fn functions(&self) -> Result<Vec<FunctionSpec>, TemplateError> {
         let globals = self
             .root
@@ -436,6 +523,11 @@ impl Template {
                 let props = event.get("Properties");
                 let prop = |name: &str| props.and_then(|p| p.get(name));
                 match event.get("Type").and_then(Value::as_str) {
+                    Some("Api") if prop("Auth").is_some() => {
+                        return Err(TemplateError::Invalid(format!(
+                            "{id}: per-route Auth is not supported locally"
+                        )));
+                    }
                     Some("Api") => routes.push(ApiRoute {
                         method: prop("Method").and_then(scalar).unwrap_or_default().to_uppercase(),
                         path: prop("Path").and_then(scalar).unwrap_or_default(),
@@ -556,6 +648,20 @@ mod tests {
         assert_eq!(source.batch_size, 10_000);
         assert!(source.report_batch_item_failures);
         assert_eq!(source.maximum_concurrency, Some(5));
+    }
+
+    #[test]
+    fn api_and_authorizer_are_read() {
+        let t = template("t4");
+        let api = t.api().unwrap();
+        assert_eq!(api.stage, "t4");
+        let auth = api.authorizer.unwrap();
+        assert_eq!(auth.function_logical_id, "AuthorizerFunction");
+        assert_eq!(auth.identity_header, "X-API-KEY");
+        assert_eq!(auth.reauthorize_every_secs, 300);
+        let unsupported = TEMPLATE.replace("FunctionPayloadType: REQUEST", "FunctionPayloadType: TOKEN");
+        let t = Template::parse(&unsupported, &BTreeMap::new(), Placement::local("http://x", "r")).unwrap();
+        assert!(t.api().unwrap_err().to_string().contains("not supported locally"));
     }
 
     #[test]

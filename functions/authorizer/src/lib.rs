@@ -16,7 +16,8 @@ use aws_lambda_events::apigw::{
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use chrono::Utc;
 use fcfs_shared::api_keys::{ApiKeyRecord, lookup_hash};
-use fcfs_shared::config::{ConfigError, env_or};
+use fcfs_shared::config::{ConfigError, Settings, StartupError};
+use fcfs_shared::dynamo_keys::DynamoApiKeys;
 use fcfs_shared::ports::ApiKeyStore;
 use serde_json::json;
 
@@ -28,18 +29,12 @@ pub enum AuthorizerError {
     /// API Gateway answers 401 when an authorizer fails with exactly this message.
     #[error("Unauthorized")]
     Unauthorized,
-    #[error(transparent)]
-    Config(#[from] ConfigError),
 }
 
 impl From<AuthorizerError> for lambda_runtime::Diagnostic {
     fn from(e: AuthorizerError) -> Self {
         Self {
-            error_type: match e {
-                AuthorizerError::Unauthorized => "Unauthorized",
-                AuthorizerError::Config(_) => "ConfigError",
-            }
-            .to_owned(),
+            error_type: "Unauthorized".to_owned(),
             error_message: e.to_string(),
         }
     }
@@ -67,12 +62,12 @@ impl Default for CacheSettings {
 impl CacheSettings {
     /// `AUTH_CACHE_TTL_SECS` (default 60), `AUTH_NEGATIVE_CACHE_TTL_SECS` (10),
     /// `AUTH_CACHE_MAX_ENTRIES` (100,000).
-    pub fn from_env() -> Result<Self, AuthorizerError> {
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let d = Self::default();
         Ok(Self {
-            allow_ttl: Duration::from_secs(env_or("AUTH_CACHE_TTL_SECS", d.allow_ttl.as_secs())?),
-            deny_ttl: Duration::from_secs(env_or("AUTH_NEGATIVE_CACHE_TTL_SECS", d.deny_ttl.as_secs())?),
-            max_entries: env_or("AUTH_CACHE_MAX_ENTRIES", d.max_entries)?,
+            allow_ttl: Duration::from_secs(settings.or("AUTH_CACHE_TTL_SECS", d.allow_ttl.as_secs())?),
+            deny_ttl: Duration::from_secs(settings.or("AUTH_NEGATIVE_CACHE_TTL_SECS", d.deny_ttl.as_secs())?),
+            max_entries: settings.or("AUTH_CACHE_MAX_ENTRIES", d.max_entries)?,
         })
     }
 }
@@ -99,6 +94,14 @@ impl moka::Expiry<String, CachedKey> for KeyExpiry {
     fn expire_after_create(&self, _hash: &String, key: &CachedKey, _now: std::time::Instant) -> Option<Duration> {
         let usable = key.as_ref().is_some_and(|k| k.is_usable(Utc::now()));
         Some(if usable { self.0.allow_ttl } else { self.0.deny_ttl })
+    }
+}
+
+impl KeyAuthorizer<DynamoApiKeys> {
+    /// The deployed authorizer: the key table `API_KEYS_TABLE` and the cache settings.
+    pub fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
+        let keys = DynamoApiKeys::new(aws_sdk_dynamodb::Client::new(sdk), settings.required("API_KEYS_TABLE")?);
+        Ok(Self::new(keys, CacheSettings::from_settings(settings)?))
     }
 }
 

@@ -2,6 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use fcfs_shared::api::{self, ApiError};
+use fcfs_shared::config::{Settings, StartupError};
+use fcfs_shared::db::MySqlStore;
+use fcfs_shared::redis_ledger::RedisIssueLedger;
 use fcfs_shared::domain::{Campaign, CampaignId, Discount, IssueRules, NewCampaign};
 use fcfs_shared::ports::{CampaignCatalog, IssueLedger};
 use lambda_http::http::{Method, StatusCode};
@@ -58,6 +61,15 @@ impl CampaignView {
 pub struct CampaignApi<C, L> {
     catalog: C,
     ledger: L,
+}
+
+impl CampaignApi<MySqlStore, RedisIssueLedger> {
+    /// The deployed function: MySQL at `DATABASE_URL`, Redis at `REDIS_URL`.
+    pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
+        let pool = fcfs_shared::db::connect_with(settings).await?;
+        let ledger = RedisIssueLedger::connect(&settings.required("REDIS_URL")?).await?;
+        Ok(Self::new(MySqlStore::new(pool), ledger))
+    }
 }
 
 impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fcfs_shared::api::{self, ApiError};
+use fcfs_shared::config::{Settings, StartupError};
+use fcfs_shared::db::MySqlStore;
+use fcfs_shared::redis_ledger::RedisIssueLedger;
+use fcfs_shared::sqs_queue::SqsReservationQueue;
 use fcfs_shared::domain::{CampaignId, IssueDecision, IssueStatus, Reservation, UserId};
 use fcfs_shared::ports::{CampaignCatalog, IssueLedger, ReservationQueue};
 use lambda_http::http::{Method, StatusCode};
@@ -55,6 +59,17 @@ pub struct IssueApi<C, L, Q> {
     ledger: L,
     queue: Q,
     owners: moka::future::Cache<CampaignId, Option<Arc<CampaignOwner>>>,
+}
+
+impl IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue> {
+    /// The deployed function: MySQL at `DATABASE_URL`, Redis at `REDIS_URL`, the queue at
+    /// `ISSUE_QUEUE_URL`.
+    pub async fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
+        let pool = fcfs_shared::db::connect_with(settings).await?;
+        let ledger = RedisIssueLedger::connect(&settings.required("REDIS_URL")?).await?;
+        let queue = SqsReservationQueue::new(aws_sdk_sqs::Client::new(sdk), settings.required("ISSUE_QUEUE_URL")?);
+        Ok(Self::new(MySqlStore::new(pool), ledger, queue))
+    }
 }
 
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> {

@@ -1,7 +1,8 @@
 //! The SQS batch writer: reservations → coupon rows, in chunks, reporting partial failures.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use fcfs_shared::db::MAX_ROWS_PER_INSERT;
+use fcfs_shared::config::{Settings, StartupError};
+use fcfs_shared::db::{MAX_ROWS_PER_INSERT, MySqlStore};
 use fcfs_shared::domain::Reservation;
 use fcfs_shared::ports::CouponBook;
 
@@ -27,6 +28,17 @@ pub struct BatchSummary {
 pub struct IssueWriter<B> {
     book: B,
     chunk_size: usize,
+}
+
+impl IssueWriter<MySqlStore> {
+    /// The deployed function: MySQL at `DATABASE_URL`, chunks of `WRITER_CHUNK_SIZE`.
+    pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
+        let pool = fcfs_shared::db::connect_with(settings).await?;
+        Ok(Self::new(
+            MySqlStore::new(pool),
+            settings.or("WRITER_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)?,
+        ))
+    }
 }
 
 impl<B: CouponBook> IssueWriter<B> {
