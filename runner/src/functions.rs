@@ -1,0 +1,111 @@
+//! The functions the template names, by their `BuildProperties.Binary`, built in-process from the
+//! same constructors their Lambda `main.rs` uses.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use authorizer::KeyAuthorizer;
+use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use campaign_api::CampaignApi;
+use fcfs_shared::config::{Settings, StartupError};
+use fcfs_shared::ports::{ApiKeyStore, CampaignCatalog, CouponBook, IssueLedger, ReservationQueue};
+use issue_api::IssueApi;
+use issue_writer::IssueWriter;
+use lambda_http::{Body, Request, Response};
+
+/// A function invoked through API Gateway's proxy integration.
+#[async_trait]
+pub trait HttpFunction: Send + Sync {
+    async fn invoke(&self, request: Request) -> Response<Body>;
+}
+
+/// A function invoked by an SQS event source mapping. An error fails the whole batch.
+#[async_trait]
+pub trait SqsFunction: Send + Sync {
+    async fn invoke(&self, event: SqsEvent) -> Result<SqsBatchResponse, String>;
+}
+
+/// A REQUEST authorizer. An error whose message is `Unauthorized` is API Gateway's 401.
+#[async_trait]
+pub trait AuthorizerFunction: Send + Sync {
+    async fn invoke(
+        &self,
+        event: ApiGatewayCustomAuthorizerRequestTypeRequest,
+    ) -> Result<ApiGatewayCustomAuthorizerResponse, String>;
+}
+
+#[derive(Clone)]
+pub enum LocalFunction {
+    Http(Arc<dyn HttpFunction>),
+    Sqs(Arc<dyn SqsFunction>),
+    Authorizer(Arc<dyn AuthorizerFunction>),
+}
+
+impl LocalFunction {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Http(_) => "http",
+            Self::Sqs(_) => "sqs",
+            Self::Authorizer(_) => "authorizer",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("no function binary {0:?} is known to the local runner (known: {BINARIES:?})")]
+    UnknownBinary(String),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+}
+
+/// Every binary the workspace deploys; a template function naming another cannot run locally.
+pub const BINARIES: &[&str] = &["authorizer", "campaign-api", "issue-api", "issue-writer"];
+
+pub async fn build(
+    binary: &str,
+    settings: &Settings,
+    sdk: &aws_config::SdkConfig,
+) -> Result<LocalFunction, BuildError> {
+    Ok(match binary {
+        "authorizer" => LocalFunction::Authorizer(Arc::new(KeyAuthorizer::from_settings(settings, sdk)?)),
+        "campaign-api" => LocalFunction::Http(Arc::new(CampaignApi::from_settings(settings).await?)),
+        "issue-api" => LocalFunction::Http(Arc::new(IssueApi::from_settings(settings, sdk).await?)),
+        "issue-writer" => LocalFunction::Sqs(Arc::new(IssueWriter::from_settings(settings).await?)),
+        other => return Err(BuildError::UnknownBinary(other.to_owned())),
+    })
+}
+
+#[async_trait]
+impl<C: CampaignCatalog, L: IssueLedger> HttpFunction for CampaignApi<C, L> {
+    async fn invoke(&self, request: Request) -> Response<Body> {
+        self.handle(request).await
+    }
+}
+
+#[async_trait]
+impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> HttpFunction for IssueApi<C, L, Q> {
+    async fn invoke(&self, request: Request) -> Response<Body> {
+        self.handle(request).await
+    }
+}
+
+#[async_trait]
+impl<B: CouponBook> SqsFunction for IssueWriter<B> {
+    async fn invoke(&self, event: SqsEvent) -> Result<SqsBatchResponse, String> {
+        let (response, summary) = self.handle(event).await.map_err(|e| e.to_string())?;
+        tracing::info!(?summary, "batch written");
+        Ok(response)
+    }
+}
+
+#[async_trait]
+impl<S: ApiKeyStore> AuthorizerFunction for KeyAuthorizer<S> {
+    async fn invoke(
+        &self,
+        event: ApiGatewayCustomAuthorizerRequestTypeRequest,
+    ) -> Result<ApiGatewayCustomAuthorizerResponse, String> {
+        self.handle(event).await.map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,308 @@
+//! The local runner: serves `template.yaml` on one machine as API Gateway, its Lambda authorizer
+//! and the SQS event source mappings would, calling the functions' own handler code in-process.
+//!
+//! Everything it serves comes from the template: routes (`Api` events), the authorizer
+//! (`Auth.DefaultAuthorizer`), pollers (`SQS` events), each function's environment. What the
+//! template declares and the runner cannot reproduce is an error at start, never ignored.
+
+pub mod functions;
+mod gateway;
+mod poller;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::QueueAttributeName;
+use fcfs_shared::config::Settings;
+use fcfs_shared::template::{ApiSpec, Placement, Template, TemplateError};
+
+pub use functions::{AuthorizerFunction, HttpFunction, LocalFunction, SqsFunction};
+pub use gateway::method_arn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("function {function}: {source}")]
+    Function {
+        function: String,
+        source: functions::BuildError,
+    },
+    #[error("queue {name}: {detail} (is the stack up / the template deployed with this Stage?)")]
+    Queue { name: String, detail: String },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub struct RunnerConfig {
+    pub template: PathBuf,
+    /// Template parameter overrides (`Stage=local`, …).
+    pub params: BTreeMap<String, String>,
+    /// The runner's environment. It overrides what the template gives a function, so any variable
+    /// can be changed locally without editing the template.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A route of the API: method, path template (`/v1/campaigns/{campaignId}`) and its function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub method: String,
+    pub path: String,
+    pub function: String,
+}
+
+/// An SQS event source mapping as the runner polls it.
+#[derive(Debug, Clone)]
+pub struct EventSource {
+    pub function: String,
+    pub queue_logical_id: String,
+    pub queue_url: String,
+    pub queue_arn: String,
+    pub batch_size: usize,
+    pub batching_window: Duration,
+    pub report_batch_item_failures: bool,
+    pub max_concurrency: usize,
+}
+
+/// Counters for tests and the bench.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub authorizer_invocations: AtomicU64,
+    pub batches: AtomicU64,
+    pub messages_deleted: AtomicU64,
+}
+
+/// Lambda's default for SQS event sources without `ScalingConfig` is far above what one machine
+/// needs; two concurrent batches keep a local queue moving.
+const DEFAULT_LOCAL_CONCURRENCY: usize = 2;
+
+pub struct LocalApp {
+    pub api: ApiSpec,
+    pub routes: Vec<RouteSpec>,
+    pub sources: Vec<EventSource>,
+    pub functions: BTreeMap<String, LocalFunction>,
+    /// Each function's environment as the runner built it.
+    pub environments: BTreeMap<String, BTreeMap<String, String>>,
+    region: String,
+    sqs: aws_sdk_sqs::Client,
+    stats: Arc<Stats>,
+}
+
+impl LocalApp {
+    pub async fn load(config: &RunnerConfig) -> Result<Self, RunnerError> {
+        let sdk = fcfs_shared::config::aws_sdk_config().await;
+        let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), |r| r.to_string());
+        let endpoint = config
+            .env
+            .get("AWS_ENDPOINT_URL")
+            .cloned()
+            .unwrap_or_else(|| format!("https://sqs.{region}.amazonaws.com"));
+        let mut params = config.params.clone();
+        if let Some(stage) = config.env.get("FCFS_STAGE") {
+            params.entry("Stage".to_owned()).or_insert_with(|| stage.clone());
+        }
+        let mut template = Template::load(&config.template, &params, Placement::local(&endpoint, &region))?;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+
+        // Queues are found by name where the SDK points (the emulator, or a deployed stack).
+        let mut queue_urls = BTreeMap::new();
+        let mut queues = HashMap::new();
+        for queue in template.queues()? {
+            let (url, arn) = locate_queue(&sqs, &queue.name).await?;
+            queue_urls.insert(queue.name.clone(), url.clone());
+            queues.insert(queue.logical_id.clone(), (url, arn));
+        }
+        template.set_queue_urls(queue_urls);
+
+        let api = template.api()?;
+        let specs = template.functions()?;
+        let mut functions = BTreeMap::new();
+        let mut environments = BTreeMap::new();
+        let mut routes = Vec::new();
+        let mut sources = Vec::new();
+        for spec in &specs {
+            let mut env = spec.environment.clone();
+            for source in &spec.sqs_sources {
+                let (template_url, arn) = queues.get(&source.queue_logical_id).cloned().ok_or_else(|| {
+                    RunnerError::Unsupported(format!(
+                        "{}: event source queue {} is not a queue of the template",
+                        spec.logical_id, source.queue_logical_id
+                    ))
+                })?;
+                // A variable holding this queue's URL, set in the runner's environment, moves the
+                // poller too (e.g. to a queue of a deployed stack).
+                let url = spec
+                    .environment
+                    .iter()
+                    .find(|(_, v)| **v == template_url)
+                    .and_then(|(k, _)| config.env.get(k).cloned())
+                    .unwrap_or(template_url);
+                let max_concurrency = source
+                    .maximum_concurrency
+                    .map_or(DEFAULT_LOCAL_CONCURRENCY, |c| c.max(1) as usize);
+                // One Lambda instance per concurrent batch, each with its own connections: in one
+                // process that is one pool as large as the concurrency.
+                env.entry("DB_MAX_CONNECTIONS".to_owned())
+                    .or_insert_with(|| max_concurrency.to_string());
+                sources.push(EventSource {
+                    function: spec.logical_id.clone(),
+                    queue_logical_id: source.queue_logical_id.clone(),
+                    queue_url: url,
+                    queue_arn: arn,
+                    batch_size: source.batch_size.max(1) as usize,
+                    batching_window: Duration::from_secs(source.batching_window_secs.max(0) as u64),
+                    report_batch_item_failures: source.report_batch_item_failures,
+                    max_concurrency,
+                });
+            }
+            env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let function = functions::build(&spec.binary, &Settings::new(env.clone()), &sdk)
+                .await
+                .map_err(|source| RunnerError::Function {
+                    function: spec.logical_id.clone(),
+                    source,
+                })?;
+            for route in &spec.routes {
+                routes.push(RouteSpec {
+                    method: route.method.clone(),
+                    path: route.path.clone(),
+                    function: spec.logical_id.clone(),
+                });
+            }
+            environments.insert(spec.logical_id.clone(), env);
+            functions.insert(spec.logical_id.clone(), function);
+        }
+        let app = Self {
+            api,
+            routes,
+            sources,
+            functions,
+            environments,
+            region,
+            sqs,
+            stats: Arc::default(),
+        };
+        app.check_kinds()?;
+        Ok(app)
+    }
+
+    /// Routes need HTTP functions, event sources SQS functions, the authorizer an authorizer.
+    fn check_kinds(&self) -> Result<(), RunnerError> {
+        let kind = |id: &str| self.functions.get(id).map(LocalFunction::kind);
+        let mut expected: Vec<(&str, &str, String)> = Vec::new();
+        expected.extend(self.routes.iter().map(|r| (r.function.as_str(), "http", format!("{} {}", r.method, r.path))));
+        expected.extend(self.sources.iter().map(|s| (s.function.as_str(), "sqs", format!("SQS {}", s.queue_logical_id))));
+        if let Some(auth) = &self.api.authorizer {
+            expected.push((auth.function_logical_id.as_str(), "authorizer", format!("authorizer {}", auth.name)));
+        }
+        for (function, want, what) in expected {
+            match kind(function) {
+                Some(k) if k == want => {}
+                other => {
+                    return Err(RunnerError::Unsupported(format!(
+                        "{what}: function {function} is {other:?}, a {want} function is needed"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Swaps a function for another implementation (tests: a handler that fails on purpose).
+    pub fn replace_function(&mut self, logical_id: &str, function: LocalFunction) -> Result<(), RunnerError> {
+        let slot = self
+            .functions
+            .get_mut(logical_id)
+            .ok_or_else(|| RunnerError::Unsupported(format!("no function {logical_id}")))?;
+        *slot = function;
+        self.check_kinds()
+    }
+
+    /// Points an event source at another queue (tests: a throwaway queue pair).
+    pub fn set_source_queue(&mut self, function: &str, queue_url: &str, queue_arn: &str) {
+        for source in self.sources.iter_mut().filter(|s| s.function == function) {
+            source.queue_url = queue_url.to_owned();
+            source.queue_arn = queue_arn.to_owned();
+        }
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and
+    /// batches, and returns.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut pollers = tokio::task::JoinSet::new();
+        for source in &self.sources {
+            let Some(LocalFunction::Sqs(function)) = self.functions.get(&source.function) else {
+                unreachable!("checked by check_kinds");
+            };
+            for worker in 0..source.max_concurrency {
+                pollers.spawn(poller::run(
+                    poller::Poller {
+                        function: function.clone(),
+                        sqs: self.sqs.clone(),
+                        source: source.clone(),
+                        region: self.region.clone(),
+                        stats: self.stats.clone(),
+                        worker,
+                    },
+                    stopped.clone(),
+                ));
+            }
+        }
+        let router = gateway::router(&self);
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new requests; finishing in-flight requests and batches");
+        })
+        .await;
+        let _ = stop.send(true);
+        while pollers.join_next().await.is_some() {}
+        tracing::info!("runner stopped");
+        served
+    }
+}
+
+async fn locate_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, String), RunnerError> {
+    let error = |detail: String| RunnerError::Queue {
+        name: name.to_owned(),
+        detail,
+    };
+    let url = sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| error(DisplayErrorContext(e).to_string()))?
+        .queue_url
+        .ok_or_else(|| error("no URL returned".into()))?;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| error(DisplayErrorContext(e).to_string()))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| error("no ARN returned".into()))?;
+    Ok((url, arn))
+}

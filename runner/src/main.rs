@@ -1,0 +1,65 @@
+//! `fcfs-runner`: serves template.yaml locally (see the crate docs). Its endpoints come from the
+//! environment (`.local/env` after `make up`), like every function's.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use local_runner::{LocalApp, RunnerConfig};
+
+#[derive(Parser)]
+#[command(name = "fcfs-runner", version, about = "Serve template.yaml's API, authorizer and SQS event sources locally")]
+struct Args {
+    #[arg(long, default_value = "template.yaml")]
+    template: PathBuf,
+    /// Template parameter override, NAME=VALUE (repeatable). Stage defaults to $FCFS_STAGE.
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    #[arg(long, env = "FCFS_API_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, env = "FCFS_API_PORT", default_value_t = 3000)]
+    port: u16,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    fcfs_shared::config::init_tracing();
+    let args = Args::parse();
+    let config = RunnerConfig {
+        template: args.template,
+        params: args.params.into_iter().collect(),
+        env: std::env::vars().collect::<BTreeMap<_, _>>(),
+    };
+    let app = LocalApp::load(&config).await.context("cannot start the local runner")?;
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    for route in &app.routes {
+        tracing::info!(method = route.method, path = route.path, function = route.function, "route");
+    }
+    for source in &app.sources {
+        tracing::info!(function = source.function, queue = source.queue_url, batch_size = source.batch_size,
+            window_secs = source.batching_window.as_secs(), concurrency = source.max_concurrency, "event source");
+    }
+    tracing::info!(url = %format!("http://{addr}"), "serving");
+    app.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `make down` sends).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
