@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The local stack: Redis, MariaDB and LocalStack (SQS + DynamoDB), all on 127.0.0.1.
-#   stack.sh up       start what is not running (reuse what is), migrate, provision, write .local/env
-#   stack.sh down     stop only what `up` started (pid files in .local/run)
-#   stack.sh status   say what runs where
+# The local stack: Redis, MariaDB and LocalStack (SQS + DynamoDB), all on 127.0.0.1, and the
+# local runner serving template.yaml's API on top of them.
+#   stack.sh up        services + the runner on 127.0.0.1:$FCFS_API_PORT (3000) + a demo API key
+#   stack.sh services  start what is not running (reuse what is), migrate, provision, write .local/env
+#   stack.sh down      stop only what `up` started (pid files in .local/run)
+#   stack.sh status    say what runs where
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -105,21 +107,68 @@ write_env() {
   mv "$env_file.tmp" "$env_file"
 }
 
-cmd_up() {
+cmd_services() {
   "$ROOT/scripts/install.sh"
   local_aws_env
   redis_up
   mysql_up
   localstack_up
-  log "building fcfs-admin"
-  cargo build -q -p fcfs-admin
+  log "building fcfs-admin and fcfs-runner"
+  cargo build -q -p fcfs-admin -p local-runner
   mkdir -p "$STATE_DIR/bin"
   ln -sf "$CARGO_TARGET_DIR/debug/fcfs-admin" "$STATE_DIR/bin/fcfs-admin"
+  ln -sf "$CARGO_TARGET_DIR/debug/fcfs-runner" "$STATE_DIR/bin/fcfs-runner"
   export DATABASE_URL; DATABASE_URL="$(database_url)"
   admin migrate
   admin provision --template "$ROOT/template.yaml" --param "Stage=$STAGE" >"$STATE_DIR/resources.env"
   write_env
+}
+
+api_url() { echo "http://$BIND_HOST:$API_PORT"; }
+
+runner_up() {
+  # Always a fresh runner, so it serves the code just built.
+  stop_pidfile runner
+  if port_open "$BIND_HOST" "$API_PORT"; then
+    die "port $API_PORT is taken by another program: stop it or set FCFS_API_PORT"
+  fi
+  (
+    set -a
+    # shellcheck disable=SC1091
+    source "$STATE_DIR/env"
+    set +a
+    FCFS_API_HOST="$BIND_HOST" FCFS_API_PORT="$API_PORT" spawn runner "$STATE_DIR/bin/fcfs-runner" --template "$ROOT/template.yaml"
+  )
+  wait_for 60 "runner on $(api_url)" port_open "$BIND_HOST" "$API_PORT" ||
+    die "the runner did not start; see $LOG_DIR/runner.log"
+}
+
+demo() {
+  local key url
+  url="$(api_url)"
+  key="$(set -a; source "$STATE_DIR/env"; set +a; admin keys create --partner demo-partner)" ||
+    die "cannot create the demo API key"
+  (umask 077; echo "$key" >"$STATE_DIR/demo-api-key")
+  cat <<EOF
+
+The API is served at $url (logs: $LOG_DIR/runner.log).
+Demo API key for partner demo-partner (also in .local/demo-api-key):
+  $key
+
+Create a campaign and issue a coupon from it (paste as one line):
+  ID=\$(curl -s -X POST $url/v1/campaigns -H "X-API-KEY: $key" -H 'content-type: application/json' -d '{"name":"demo","totalQuantity":100,"issueStartsAt":"2020-01-01T00:00:00Z","issueEndsAt":"2099-01-01T00:00:00Z","couponExpiresAt":"2099-12-31T00:00:00Z","discount":{"type":"AMOUNT","value":1000}}' | sed -E 's/.*"campaignId":([0-9]+).*/\1/') && echo "campaign \$ID" && curl -s -X POST $url/v1/campaigns/\$ID/issues -H "X-API-KEY: $key" -d '{"userId":"alice"}'; echo
+Then, a moment later (the writer's poller records it):
+  curl -s $url/v1/campaigns/\$ID/issues/alice -H "X-API-KEY: $key"; echo
+
+Stop everything with: make down
+EOF
+}
+
+cmd_up() {
+  cmd_services
+  runner_up
   cmd_status
+  demo
 }
 
 stop_pidfile() { # stop_pidfile NAME
@@ -153,17 +202,21 @@ cmd_status() {
   redis-cli -h "$BIND_HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && r=yes
   port_open "$BIND_HOST" "$MYSQL_PORT" && m=yes
   localstack_healthy && l=yes
+  local a=no
+  pid_alive "$RUN_DIR/runner.pid" && port_open "$BIND_HOST" "$API_PORT" && a=yes
   echo "fcfs-coupons local stack:"
   status_line redis "$(redis_url)" $r
   status_line mariadb "$(database_url)" $m
   status_line localstack "http://$BIND_HOST:$AWS_PORT (SQS, DynamoDB)" $l
+  status_line runner "$(api_url) (the API)" $a
   [[ -f "$STATE_DIR/env" ]] && echo "  client environment: $STATE_DIR/env (set -a; . .local/env; set +a)"
   if [[ -f "$STATE_DIR/resources.env" ]]; then sed 's/^/    /' "$STATE_DIR/resources.env"; fi
 }
 
 case "${1:-}" in
   up) cmd_up ;;
+  services) cmd_services; cmd_status ;;
   down) cmd_down ;;
   status) local_aws_env; cmd_status ;;
-  *) die "usage: $0 up|down|status" ;;
+  *) die "usage: $0 up|services|down|status" ;;
 esac

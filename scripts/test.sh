@@ -12,7 +12,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$ROOT/scripts/stack.sh" up
+# The tests start their own runners in-process; only the services are needed.
+"$ROOT/scripts/stack.sh" services
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

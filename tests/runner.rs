@@ -1,0 +1,328 @@
+//! The local runner over real HTTP, with the real stack behind it: what template.yaml declares is
+//! what it serves, the authorizer behaves as API Gateway's, the pollers as SQS event sources.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::QueueAttributeName;
+use integration_tests::{dynamodb, env, queue_arn, repo_root, sqs, template, unique};
+use local_runner::{LocalApp, LocalFunction, RunnerConfig, SqsFunction, Stats};
+use serde_json::{Value, json};
+
+struct Running {
+    base: String,
+    stats: Arc<Stats>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn config(template: std::path::PathBuf) -> RunnerConfig {
+    RunnerConfig {
+        template,
+        params: Default::default(),
+        env: std::env::vars().collect(),
+    }
+}
+
+async fn load() -> LocalApp {
+    LocalApp::load(&config(repo_root().join("template.yaml")))
+        .await
+        .expect("the runner loads template.yaml")
+}
+
+async fn start(app: LocalApp) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let stats = app.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        base: format!("http://{addr}"),
+        stats,
+        stop: Some(tx),
+        task,
+    }
+}
+
+async fn new_key(partner: &str) -> String {
+    let keys = fcfs_shared::dynamo_keys::DynamoApiKeys::new(dynamodb().await, env("API_KEYS_TABLE"));
+    let (secret, _) = fcfs_shared::api_keys::create_key(&keys, partner, None, chrono::Utc::now())
+        .await
+        .unwrap();
+    secret.expose().to_owned()
+}
+
+async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let res = req.send().await.expect("the runner answers");
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn campaign_body(quantity: u32) -> Value {
+    let now = chrono::Utc::now();
+    json!({
+        "name": "runner", "totalQuantity": quantity,
+        "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::hours(1),
+        "couponExpiresAt": now + chrono::Duration::days(7), "discount": {"type": "AMOUNT", "value": 500}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_and_event_source_of_the_template_is_served() {
+    let template = template();
+    let app = load().await;
+    let declared_routes: BTreeSet<(String, String, String)> = template
+        .functions()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f.routes.iter().map(|r| (r.method.clone(), r.path.clone(), f.logical_id.clone())))
+        .collect();
+    let served_routes: BTreeSet<(String, String, String)> = app
+        .routes
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone(), r.function.clone()))
+        .collect();
+    assert_eq!(served_routes, declared_routes);
+    assert!(!served_routes.is_empty());
+    let declared_sources: BTreeSet<(String, String, usize)> = template
+        .functions()
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            f.sqs_sources
+                .iter()
+                .map(|s| (f.logical_id.clone(), s.queue_logical_id.clone(), s.batch_size as usize))
+        })
+        .collect();
+    let served_sources: BTreeSet<(String, String, usize)> = app
+        .sources
+        .iter()
+        .map(|s| (s.function.clone(), s.queue_logical_id.clone(), s.batch_size))
+        .collect();
+    assert_eq!(served_sources, declared_sources);
+    assert_eq!(app.api.authorizer, template.api().unwrap().authorizer);
+
+    // Each route reaches its function: the answer is the function's JSON error contract, not
+    // API Gateway's.
+    let routes = app.routes.clone();
+    let running = start(app).await;
+    let client = reqwest::Client::new();
+    let key = new_key(&unique("routes")).await;
+    for route in routes {
+        let path = route.path.replace("{campaignId}", "999999999").replace("{userId}", "nobody");
+        let url = format!("{}{path}", running.base);
+        let req = client
+            .request(route.method.parse().unwrap(), url)
+            .header("X-API-KEY", &key)
+            .body("{}");
+        let (status, body) = call(req).await;
+        assert!(
+            body.get("error").is_some() || status < 300,
+            "{} {path} did not reach {}: {status} {body}",
+            route.method,
+            route.function
+        );
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_template_the_runner_cannot_honour_fails_to_load() {
+    let text = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    let dir = std::env::temp_dir().join(unique("runner-template"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unknown_binary = text.replace("Binary: issue-writer", "Binary: mystery-writer");
+    let schedule = text.replace(
+        "        IssueRequests:\n          Type: SQS",
+        "        Nightly:\n          Type: Schedule\n          Properties:\n            Schedule: rate(1 day)\n        IssueRequests:\n          Type: SQS",
+    );
+    assert_ne!(schedule, text, "the template changed shape: update this test");
+    for (name, changed, expected) in [
+        ("binary.yaml", unknown_binary, "mystery-writer"),
+        ("schedule.yaml", schedule, "Schedule"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, changed).unwrap();
+        let err = LocalApp::load(&config(path)).await.err().expect("load must fail").to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_401_403_and_caches_the_authorizer() {
+    let running = start(load().await).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/campaigns/1", running.base);
+
+    let (status, body) = call(client.get(&url)).await;
+    assert_eq!((status, body), (401, json!({"message": "Unauthorized"})));
+    let (status, _) = call(client.get(&url).header("X-API-KEY", "")).await;
+    assert_eq!(status, 401);
+    assert_eq!(running.stats.authorizer_invocations.load(Ordering::Relaxed), 0);
+
+    let (status, body) = call(client.get(&url).header("X-API-KEY", "fcfs_not-a-real-key")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("explicit deny"), "{body}");
+
+    let (status, body) = call(client.get(format!("{}/v1/nowhere", running.base))).await;
+    assert_eq!((status, body), (403, json!({"message": "Missing Authentication Token"})));
+    // A known path with a method the template does not declare is unknown too.
+    let (status, _) = call(client.delete(&url)).await;
+    assert_eq!(status, 403);
+
+    let key = new_key(&unique("cache")).await;
+    let before = running.stats.authorizer_invocations.load(Ordering::Relaxed);
+    for i in 0..50 {
+        // Different routes share the cached decision (the policy covers the whole stage).
+        let url = if i % 2 == 0 {
+            format!("{}/v1/campaigns/{i}", running.base)
+        } else {
+            format!("{}/v1/campaigns/{i}/issues/u{i}", running.base)
+        };
+        let (status, body) = call(client.get(url).header("X-API-KEY", &key)).await;
+        assert_eq!((status, &body["error"]), (404, &json!("NOT_FOUND")), "{body}");
+    }
+    assert_eq!(running.stats.authorizer_invocations.load(Ordering::Relaxed) - before, 1);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_issue_and_the_poller_writes_the_coupon() {
+    let running = start(load().await).await;
+    let client = reqwest::Client::new();
+    let key = new_key(&unique("e2e")).await;
+    let (status, created) = call(
+        client
+            .post(format!("{}/v1/campaigns", running.base))
+            .header("X-API-KEY", &key)
+            .json(&campaign_body(3)),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["campaignId"].as_u64().unwrap();
+    let issues = format!("{}/v1/campaigns/{id}/issues", running.base);
+    let (status, issued) = call(client.post(&issues).header("X-API-KEY", &key).json(&json!({"userId": "alice"}))).await;
+    assert_eq!((status, &issued["status"]), (202, &json!("PENDING")), "{issued}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = call(client.get(format!("{issues}/alice")).header("X-API-KEY", &key)).await;
+        assert_eq!(status, 200, "{body}");
+        if body["status"] == "ISSUED" {
+            assert!(body["couponId"].is_string(), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {body} after 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, campaign) = call(client.get(format!("{}/v1/campaigns/{id}", running.base)).header("X-API-KEY", &key)).await;
+    assert_eq!((campaign["reserved"].as_u64(), campaign["issued"].as_u64()), (Some(1), Some(1)), "{campaign}");
+    running.stop().await;
+}
+
+/// Fails every message whose body says "poison"; remembers how often it saw each body.
+#[derive(Default)]
+struct Picky {
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl SqsFunction for Picky {
+    async fn invoke(&self, event: SqsEvent) -> Result<SqsBatchResponse, String> {
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            let body = record.body.unwrap_or_default();
+            self.seen.lock().unwrap().push(body.clone());
+            if body.contains("poison") {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = record.message_id.unwrap();
+                response.batch_item_failures.push(failure);
+            }
+        }
+        Ok(response)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_failure_returns_and_ends_in_the_dlq() {
+    let sqs = sqs().await;
+    let max_receive = template().queues().unwrap().into_iter().find_map(|q| q.redrive).unwrap().1;
+    let dlq = sqs.create_queue().queue_name(unique("runner-dlq")).send().await.unwrap().queue_url.unwrap();
+    let dlq_arn = queue_arn(&sqs, &dlq).await;
+    let queue = sqs
+        .create_queue()
+        .queue_name(unique("runner-q"))
+        .attributes(QueueAttributeName::VisibilityTimeout, "1")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = queue_arn(&sqs, &queue).await;
+
+    let mut app = load().await;
+    let picky = Arc::new(Picky::default());
+    let writer = app.sources[0].function.clone();
+    app.replace_function(&writer, LocalFunction::Sqs(picky.clone())).unwrap();
+    app.set_source_queue(&writer, &queue, &arn);
+    let running = start(app).await;
+
+    for body in ["good", "poison"] {
+        sqs.send_message().queue_url(&queue).message_body(body).send().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "nothing reached the DLQ; seen: {:?}", picky.seen.lock().unwrap());
+    };
+    running.stop().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body.as_deref(), Some("poison"));
+    let seen = picky.seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().filter(|b| *b == "good").count(), 1, "the good message is deleted once handled: {seen:?}");
+    assert_eq!(
+        seen.iter().filter(|b| *b == "poison").count() as i64,
+        max_receive,
+        "the failed message came back until maxReceiveCount: {seen:?}"
+    );
+    let left = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        left.attributes.unwrap()[&QueueAttributeName::ApproximateNumberOfMessages],
+        "0"
+    );
+}
