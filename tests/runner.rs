@@ -90,7 +90,11 @@ async fn every_route_and_event_source_of_the_template_is_served() {
         .functions()
         .unwrap()
         .iter()
-        .flat_map(|f| f.routes.iter().map(|r| (r.method.clone(), r.path.clone(), f.logical_id.clone())))
+        .flat_map(|f| {
+            f.routes
+                .iter()
+                .map(|r| (r.method.clone(), r.path.clone(), f.logical_id.clone()))
+        })
         .collect();
     let served_routes: BTreeSet<(String, String, String)> = app
         .routes
@@ -124,7 +128,10 @@ async fn every_route_and_event_source_of_the_template_is_served() {
     let client = reqwest::Client::new();
     let key = new_key(&unique("routes")).await;
     for route in routes {
-        let path = route.path.replace("{campaignId}", "999999999").replace("{userId}", "nobody");
+        let path = route
+            .path
+            .replace("{campaignId}", "999999999")
+            .replace("{userId}", "nobody");
         let url = format!("{}{path}", running.base);
         let req = client
             .request(route.method.parse().unwrap(), url)
@@ -158,7 +165,11 @@ async fn a_template_the_runner_cannot_honour_fails_to_load() {
     ] {
         let path = dir.join(name);
         std::fs::write(&path, changed).unwrap();
-        let err = LocalApp::load(&config(path)).await.err().expect("load must fail").to_string();
+        let err = LocalApp::load(&config(path))
+            .await
+            .err()
+            .expect("load must fail")
+            .to_string();
         assert!(err.contains(expected), "{err}");
     }
 }
@@ -180,7 +191,10 @@ async fn gateway_answers_401_403_and_caches_the_authorizer() {
     assert!(body.to_string().contains("explicit deny"), "{body}");
 
     let (status, body) = call(client.get(format!("{}/v1/nowhere", running.base))).await;
-    assert_eq!((status, body), (403, json!({"message": "Missing Authentication Token"})));
+    assert_eq!(
+        (status, body),
+        (403, json!({"message": "Missing Authentication Token"}))
+    );
     // A known path with a method the template does not declare is unknown too.
     let (status, _) = call(client.delete(&url)).await;
     assert_eq!(status, 403);
@@ -216,7 +230,13 @@ async fn create_issue_and_the_poller_writes_the_coupon() {
     assert_eq!(status, 201, "{created}");
     let id = created["campaignId"].as_u64().unwrap();
     let issues = format!("{}/v1/campaigns/{id}/issues", running.base);
-    let (status, issued) = call(client.post(&issues).header("X-API-KEY", &key).json(&json!({"userId": "alice"}))).await;
+    let (status, issued) = call(
+        client
+            .post(&issues)
+            .header("X-API-KEY", &key)
+            .json(&json!({"userId": "alice"})),
+    )
+    .await;
     assert_eq!((status, &issued["status"]), (202, &json!("PENDING")), "{issued}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -229,8 +249,17 @@ async fn create_issue_and_the_poller_writes_the_coupon() {
         assert!(Instant::now() < deadline, "still {body} after 30 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (_, campaign) = call(client.get(format!("{}/v1/campaigns/{id}", running.base)).header("X-API-KEY", &key)).await;
-    assert_eq!((campaign["reserved"].as_u64(), campaign["issued"].as_u64()), (Some(1), Some(1)), "{campaign}");
+    let (_, campaign) = call(
+        client
+            .get(format!("{}/v1/campaigns/{id}", running.base))
+            .header("X-API-KEY", &key),
+    )
+    .await;
+    assert_eq!(
+        (campaign["reserved"].as_u64(), campaign["issued"].as_u64()),
+        (Some(1), Some(1)),
+        "{campaign}"
+    );
     running.stop().await;
 }
 
@@ -260,8 +289,21 @@ impl SqsFunction for Picky {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reported_failure_returns_and_ends_in_the_dlq() {
     let sqs = sqs().await;
-    let max_receive = template().queues().unwrap().into_iter().find_map(|q| q.redrive).unwrap().1;
-    let dlq = sqs.create_queue().queue_name(unique("runner-dlq")).send().await.unwrap().queue_url.unwrap();
+    let max_receive = template()
+        .queues()
+        .unwrap()
+        .into_iter()
+        .find_map(|q| q.redrive)
+        .unwrap()
+        .1;
+    let dlq = sqs
+        .create_queue()
+        .queue_name(unique("runner-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
     let dlq_arn = queue_arn(&sqs, &dlq).await;
     let queue = sqs
         .create_queue()
@@ -281,12 +323,18 @@ async fn a_reported_failure_returns_and_ends_in_the_dlq() {
     let mut app = load().await;
     let picky = Arc::new(Picky::default());
     let writer = app.sources[0].function.clone();
-    app.replace_function(&writer, LocalFunction::Sqs(picky.clone())).unwrap();
+    app.replace_function(&writer, LocalFunction::Sqs(picky.clone()))
+        .unwrap();
     app.set_source_queue(&writer, &queue, &arn);
     let running = start(app).await;
 
     for body in ["good", "poison"] {
-        sqs.send_message().queue_url(&queue).message_body(body).send().await.unwrap();
+        sqs.send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let dead = loop {
@@ -302,13 +350,21 @@ async fn a_reported_failure_returns_and_ends_in_the_dlq() {
         if !got.is_empty() {
             break got;
         }
-        assert!(Instant::now() < deadline, "nothing reached the DLQ; seen: {:?}", picky.seen.lock().unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "nothing reached the DLQ; seen: {:?}",
+            picky.seen.lock().unwrap()
+        );
     };
     running.stop().await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body.as_deref(), Some("poison"));
     let seen = picky.seen.lock().unwrap().clone();
-    assert_eq!(seen.iter().filter(|b| *b == "good").count(), 1, "the good message is deleted once handled: {seen:?}");
+    assert_eq!(
+        seen.iter().filter(|b| *b == "good").count(),
+        1,
+        "the good message is deleted once handled: {seen:?}"
+    );
     assert_eq!(
         seen.iter().filter(|b| *b == "poison").count() as i64,
         max_receive,

@@ -136,7 +136,10 @@ pub fn method_arn(region: &str, stage: &str, method: &str, path: &str) -> String
 fn gateway_error(status: StatusCode, body: serde_json::Value, error_type: &'static str) -> Response {
     let mut response = (status, body.to_string()).into_response();
     let headers = response.headers_mut();
-    headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
     response
 }
@@ -183,7 +186,10 @@ impl Gateway {
         let arn = method_arn(&self.region, &self.stage, parts.method.as_str(), parts.uri.path());
         let context = match &self.authorizer {
             None => None,
-            Some(auth) => match self.authorize(auth, &parts.headers, &parts, &params, &arn, request_id).await {
+            Some(auth) => match self
+                .authorize(auth, &parts.headers, &parts, &params, &arn, request_id)
+                .await
+            {
                 Ok(context) => Some(context),
                 Err(denied) => return denied,
             },
@@ -318,7 +324,10 @@ impl Gateway {
                 context.authorizer.fields.extend(fields);
             }
             if let Some(principal) = auth.principal_id {
-                context.authorizer.fields.insert("principalId".to_owned(), principal.into());
+                context
+                    .authorizer
+                    .fields
+                    .insert("principalId".to_owned(), principal.into());
             }
         }
         // Without binary media types, API Gateway passes text; other bytes arrive base64-encoded.

@@ -197,10 +197,22 @@ impl LocalApp {
     fn check_kinds(&self) -> Result<(), RunnerError> {
         let kind = |id: &str| self.functions.get(id).map(LocalFunction::kind);
         let mut expected: Vec<(&str, &str, String)> = Vec::new();
-        expected.extend(self.routes.iter().map(|r| (r.function.as_str(), "http", format!("{} {}", r.method, r.path))));
-        expected.extend(self.sources.iter().map(|s| (s.function.as_str(), "sqs", format!("SQS {}", s.queue_logical_id))));
+        expected.extend(
+            self.routes
+                .iter()
+                .map(|r| (r.function.as_str(), "http", format!("{} {}", r.method, r.path))),
+        );
+        expected.extend(
+            self.sources
+                .iter()
+                .map(|s| (s.function.as_str(), "sqs", format!("SQS {}", s.queue_logical_id))),
+        );
         if let Some(auth) = &self.api.authorizer {
-            expected.push((auth.function_logical_id.as_str(), "authorizer", format!("authorizer {}", auth.name)));
+            expected.push((
+                auth.function_logical_id.as_str(),
+                "authorizer",
+                format!("authorizer {}", auth.name),
+            ));
         }
         for (function, want, what) in expected {
             match kind(function) {
@@ -265,15 +277,12 @@ impl LocalApp {
             }
         }
         let router = gateway::router(&self);
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new requests; finishing in-flight requests and batches");
-        })
-        .await;
+        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new requests; finishing in-flight requests and batches");
+            })
+            .await;
         let _ = stop.send(true);
         while pollers.join_next().await.is_some() {}
         tracing::info!("runner stopped");

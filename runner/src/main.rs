@@ -10,7 +10,11 @@ use clap::Parser;
 use local_runner::{LocalApp, RunnerConfig};
 
 #[derive(Parser)]
-#[command(name = "fcfs-runner", version, about = "Serve template.yaml's API, authorizer and SQS event sources locally")]
+#[command(
+    name = "fcfs-runner",
+    version,
+    about = "Serve template.yaml's API, authorizer and SQS event sources locally"
+)]
 struct Args {
     #[arg(long, default_value = "template.yaml")]
     template: PathBuf,
@@ -44,11 +48,22 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     for route in &app.routes {
-        tracing::info!(method = route.method, path = route.path, function = route.function, "route");
+        tracing::info!(
+            method = route.method,
+            path = route.path,
+            function = route.function,
+            "route"
+        );
     }
     for source in &app.sources {
-        tracing::info!(function = source.function, queue = source.queue_url, batch_size = source.batch_size,
-            window_secs = source.batching_window.as_secs(), concurrency = source.max_concurrency, "event source");
+        tracing::info!(
+            function = source.function,
+            queue = source.queue_url,
+            batch_size = source.batch_size,
+            window_secs = source.batching_window.as_secs(),
+            concurrency = source.max_concurrency,
+            "event source"
+        );
     }
     tracing::info!(url = %format!("http://{addr}"), "serving");
     app.serve(listener, shutdown_signal()).await?;

@@ -139,7 +139,10 @@ impl Poller {
                     .collect();
                 // As Lambda: an empty or unknown identifier fails the whole batch.
                 if failed.iter().any(|id| !ids.contains(id.as_str())) {
-                    tracing::error!(function = self.source.function, "batchItemFailures names a message not in the batch: every message stays");
+                    tracing::error!(
+                        function = self.source.function,
+                        "batchItemFailures names a message not in the batch: every message stays"
+                    );
                     None
                 } else {
                     Some(failed)
@@ -195,7 +198,9 @@ impl Poller {
                             tracing::warn!(code = failed.code, "delete failed: the message will be delivered again");
                         }
                     }
-                    Err(e) => tracing::warn!(error = %DisplayErrorContext(e), "delete failed: the messages will be delivered again"),
+                    Err(e) => {
+                        tracing::warn!(error = %DisplayErrorContext(e), "delete failed: the messages will be delivered again")
+                    }
                 }
             }
         }

@@ -90,3 +90,48 @@ pub trait ApiKeyStore: Send + Sync {
     async fn by_display_id(&self, display_id: &str) -> Result<Option<ApiKeyRecord>, Unavailable>;
     async fn revoke(&self, key_hash: &str) -> Result<(), Unavailable>;
 }
+
+/// Shared ownership of one catalog or ledger by several functions (the local runner, tests).
+#[async_trait]
+impl<T: CampaignCatalog + ?Sized> CampaignCatalog for std::sync::Arc<T> {
+    async fn create(&self, partner_id: &str, campaign: &NewCampaign) -> Result<Campaign, Unavailable> {
+        (**self).create(partner_id, campaign).await
+    }
+    async fn discard(&self, id: CampaignId) -> Result<(), Unavailable> {
+        (**self).discard(id).await
+    }
+    async fn get(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable> {
+        (**self).get(id).await
+    }
+    async fn issued_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
+        (**self).issued_count(id).await
+    }
+    async fn coupon_of(&self, id: CampaignId, user: &UserId) -> Result<Option<u64>, Unavailable> {
+        (**self).coupon_of(id, user).await
+    }
+}
+
+#[async_trait]
+impl<T: IssueLedger + ?Sized> IssueLedger for std::sync::Arc<T> {
+    async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable> {
+        (**self).prime(rules).await
+    }
+    async fn reserve(
+        &self,
+        id: CampaignId,
+        user: &UserId,
+        request: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<IssueDecision, Unavailable> {
+        (**self).reserve(id, user, request, now).await
+    }
+    async fn release(&self, id: CampaignId, user: &UserId, request: Uuid) -> Result<bool, Unavailable> {
+        (**self).release(id, user, request).await
+    }
+    async fn reserved_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
+        (**self).reserved_count(id).await
+    }
+    async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
+        (**self).holds(id, user).await
+    }
+}

@@ -1,0 +1,93 @@
+//! The sample events in `events/` (for `cargo lambda invoke`) stay valid: each one deserializes the
+//! way the Lambda runtime would and is accepted by its function, here over in-memory fakes.
+
+use std::path::PathBuf;
+
+use authorizer::{CacheSettings, KeyAuthorizer, api_wide_resource};
+use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
+use aws_lambda_events::iam::IamPolicyEffect;
+use aws_lambda_events::sqs::SqsEvent;
+use campaign_api::CampaignApi;
+use fcfs_shared::fakes::{MemoryApiKeys, MemoryCatalog, MemoryCouponBook, MemoryLedger, MemoryQueue};
+use issue_api::IssueApi;
+use issue_writer::IssueWriter;
+use lambda_http::Body;
+use std::sync::Arc;
+
+fn event(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn http(name: &str) -> lambda_http::Request {
+    lambda_http::request::from_str(&event(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn reply(res: lambda_http::Response<Body>) -> (u16, serde_json::Value) {
+    let Body::Text(text) = res.body() else {
+        panic!("text body")
+    };
+    (res.status().as_u16(), serde_json::from_str(text).unwrap())
+}
+
+#[test]
+fn every_sample_event_is_checked_here() {
+    let mut files: Vec<String> = std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "authorizer.json",
+            "campaign-api-create.json",
+            "campaign-api-get.json",
+            "issue-api-issue.json",
+            "issue-api-status.json",
+            "issue-writer.json"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn authorizer_event() {
+    let e: ApiGatewayCustomAuthorizerRequestTypeRequest = serde_json::from_str(&event("authorizer.json")).unwrap();
+    assert!(api_wide_resource(e.method_arn.as_deref().unwrap()).is_some());
+    assert!(e.headers.contains_key("x-api-key"));
+    // The placeholder key is not a key: denied without a lookup.
+    let auth = KeyAuthorizer::new(MemoryApiKeys::default(), CacheSettings::default());
+    let response = auth.handle(e).await.unwrap();
+    assert_eq!(response.policy_document.statement[0].effect, IamPolicyEffect::Deny);
+}
+
+#[tokio::test]
+async fn campaign_and_issue_events() {
+    let catalog = Arc::new(MemoryCatalog::default());
+    let ledger = Arc::new(MemoryLedger::default());
+    let campaigns = CampaignApi::new(catalog.clone(), ledger.clone());
+    let (status, created) = reply(campaigns.handle(http("campaign-api-create.json")).await);
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (created["campaignId"].as_u64(), created["partnerId"].as_str()),
+        (Some(1), Some("demo-partner"))
+    );
+    let (status, got) = reply(campaigns.handle(http("campaign-api-get.json")).await);
+    assert_eq!(status, 200, "{got}");
+
+    let issues = IssueApi::new(catalog, ledger, MemoryQueue::default());
+    let (status, issued) = reply(issues.handle(http("issue-api-issue.json")).await);
+    assert_eq!(status, 202, "{issued}");
+    let (status, state) = reply(issues.handle(http("issue-api-status.json")).await);
+    assert_eq!((status, state["status"].as_str()), (200, Some("PENDING")), "{state}");
+}
+
+#[tokio::test]
+async fn issue_writer_event() {
+    let e: SqsEvent = serde_json::from_str(&event("issue-writer.json")).unwrap();
+    let book = MemoryCouponBook::default();
+    book.known_campaigns.lock().unwrap().insert(1);
+    let (response, summary) = IssueWriter::new(book, 1000).handle(e).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((summary.received, summary.inserted), (2, 2));
+}
