@@ -1,11 +1,14 @@
 # The README's contract: `make up` serves the stack, `make test` runs every test, `make down` stops.
-.PHONY: up test down status install lint
+.PHONY: up test down status install lint bench
 
 up:
 	@scripts/stack.sh up
 
 test:
 	@scripts/test.sh
+
+bench:
+	@scripts/bench.sh
 
 down:
 	@scripts/stack.sh down

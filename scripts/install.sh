@@ -19,6 +19,12 @@ need_cmd javac openjdk-17-jdk-headless
 need_cmd jar openjdk-17-jdk-headless
 need_cmd npm npm
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
+# `make bench` only: the load generator and a font for the plot's labels.
+if [[ ${FCFS_BENCH:-0} == 1 ]]; then
+  need_cmd wrk wrk
+  need_cmd redis-benchmark redis-tools
+  [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || apt_missing+=(fonts-dejavu-core)
+fi
 
 if ((${#apt_missing[@]})); then
   mapfile -t apt_missing < <(printf '%s\n' "${apt_missing[@]}" | sort -u)

@@ -207,10 +207,22 @@ impl Gateway {
         let event = self.proxy_event(&parts, route, params, body, context, request_id, peer);
         let http_request: lambda_http::Request = LambdaRequest::ApiGatewayV1(event).into();
         let function = route.function.clone();
-        // A panicking function is a crashed Lambda: API Gateway answers 502.
-        match tokio::spawn(async move { function.invoke(http_request).await }).await {
+        let stats = self.stats.clone();
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        // Spawned, so the invocation completes even if the client goes away; a panicking function
+        // is a crashed Lambda: API Gateway answers 502.
+        let invocation = tokio::spawn(async move {
+            let response = function.invoke(http_request).await;
+            if response.status().is_success() {
+                stats.successes.fetch_add(1, Ordering::Relaxed);
+            }
+            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            response
+        });
+        match invocation.await {
             Ok(response) => into_axum(response),
             Err(e) => {
+                self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                 tracing::error!(request_id, error = %e, "function failed");
                 gateway_error(
                     StatusCode::BAD_GATEWAY,

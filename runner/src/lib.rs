@@ -74,6 +74,11 @@ pub struct EventSource {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub requests: AtomicU64,
+    /// Function answers that were 2xx, counted even when the client stopped waiting (the function
+    /// runs to the end, as a Lambda invocation does).
+    pub successes: AtomicU64,
+    /// Function invocations running now.
+    pub in_flight: AtomicU64,
     pub authorizer_invocations: AtomicU64,
     pub batches: AtomicU64,
     pub messages_deleted: AtomicU64,

@@ -47,6 +47,13 @@ redis.call('SET', KEYS[3], #ARGV - 3)
 return #ARGV - 3
 ";
 
+/// The issue script's source, for yardsticks that run it without the service around it (the bench
+/// loads it into Redis and drives it with `redis-benchmark`). KEYS: rules, users, count; ARGV: user,
+/// now (epoch ms), request id.
+pub fn reserve_script_source() -> &'static str {
+    RESERVE
+}
+
 pub fn rules_key(id: CampaignId) -> String {
     format!("cpn:{{{id}}}:rules")
 }

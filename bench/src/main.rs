@@ -1,0 +1,622 @@
+//! `make bench`: every figure beside a yardstick measured in the same run, medians of several runs,
+//! correctness checked after each load (a fast wrong result is reported as a failure). Writes
+//! `docs/benchmarks.md` and the latency plot `docs/benchmarks-latency.png`.
+
+mod report;
+mod stack;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use authorizer::{CacheSettings, Decision, KeyAuthorizer};
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use clap::Parser;
+use fcfs_shared::db::MySqlStore;
+use fcfs_shared::domain::{Reservation, UserId};
+use issue_writer::IssueWriter;
+use report::Report;
+use stack::{Load, Runner, Services, WrkRun, env, median, wrk};
+
+#[derive(Parser)]
+#[command(
+    name = "fcfs-bench",
+    about = "Benchmarks of fcfs-coupons against this machine's own limits"
+)]
+struct Args {
+    /// Runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Connections for the flash-sale mix (it is also run once at 64 and 256).
+    #[arg(long, default_value_t = 128)]
+    connections: u32,
+    /// Markdown report to rewrite.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: std::path::PathBuf,
+    /// Only these scenarios (authorizer, mix, accepted, writer, drain); for working on one.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+const COUPONS: u32 = 10_000;
+const MIX_REQUESTS: u64 = 200_000;
+const MIX_USERS: u64 = 100_000;
+const ACCEPTED_REQUESTS: u64 = 5_000;
+const BATCH: usize = 10_000;
+
+fn progress(step: &str) {
+    eprintln!("[bench] {step}");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    fcfs_shared::config::init_tracing();
+    let started = Instant::now();
+    let services = Services::connect().await?;
+    let mut report = Report::new(args.runs, args.connections);
+    let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+
+    if want("authorizer") {
+        progress("authorizer: cached decisions in-process, then cold lookups against DynamoDB");
+        authorizer(&services, &mut report).await?;
+    }
+
+    let runner = Runner::start(|_| {}).await?;
+    let key = services.new_key("bench-partner").await?;
+
+    if want("mix") {
+        progress("yardstick: the runner answering a trivial route (API Gateway's 403 for an unknown path)");
+        let mut trivial = Vec::new();
+        for run in 0..args.runs {
+            let r = wrk(
+                &Load {
+                    base: &runner.base,
+                    connections: args.connections,
+                    max_secs: 5,
+                    mode: "get",
+                    path: "/bench/trivial",
+                    key: "-",
+                    users: 0,
+                    limit: 0,
+                    prefix: "-",
+                },
+                &runner.stats,
+            )
+            .await?;
+            progress(&format!(
+                "  run {}: {:.0} req/s, p99 {:.2} ms",
+                run + 1,
+                r.rate(),
+                r.p(99.0)
+            ));
+            trivial.push(r);
+        }
+
+        progress("yardstick: Redis running the issue script (EVALSHA, redis-benchmark, 50 clients)");
+        let mut evalsha = Vec::new();
+        for run in 0..args.runs {
+            let rate = evalsha_rate(&services, run).await?;
+            progress(&format!("  run {}: {rate:.0} EVALSHA/s", run + 1));
+            evalsha.push(rate);
+        }
+
+        progress(&format!(
+            "flash-sale mix: {MIX_REQUESTS} requests from {MIX_USERS} users for {COUPONS} coupons, {} connections",
+            args.connections
+        ));
+        let mut mix = Vec::new();
+        for run in 0..args.runs {
+            mix.push(flash_mix(&services, &runner, &key, args.connections, run).await?);
+        }
+        let mut other_connections = Vec::new();
+        for connections in [64, 256] {
+            progress(&format!("flash-sale mix at {connections} connections (one run)"));
+            other_connections.push((connections, flash_mix(&services, &runner, &key, connections, 9).await?));
+        }
+        progress("rejection path: the same mix on a sold-out campaign (no SQS traffic)");
+        let mut sold_out = Vec::new();
+        for run in 0..args.runs {
+            sold_out.push(
+                flash_mix_of(
+                    &services,
+                    &runner,
+                    &key,
+                    args.connections,
+                    20 + run,
+                    1,
+                    MIX_REQUESTS / 2,
+                )
+                .await?,
+            );
+        }
+        report.flash_mix(&trivial, &evalsha, &mix, &other_connections, &sold_out);
+    }
+
+    if want("accepted") {
+        progress("yardstick: the SQS emulator's SendMessage rate from one client (64 in flight)");
+        let mut sends = Vec::new();
+        for run in 0..args.runs {
+            let rate = sqs_send_rate(&services).await?;
+            progress(&format!("  run {}: {rate:.0} SendMessage/s", run + 1));
+            sends.push(rate);
+        }
+        progress(&format!(
+            "accepted path: {ACCEPTED_REQUESTS} requests, each a new user (every one enqueues)"
+        ));
+        let mut accepted = Vec::new();
+        for run in 0..args.runs {
+            accepted.push(accepted_path(&services, &runner, &key, run).await?);
+        }
+        report.accepted(&sends, &accepted);
+    }
+
+    let mut writer_rates = Vec::new();
+    if want("writer") || want("drain") {
+        progress("writer: one 10,000-message SQS event into the handler, and a raw multi-row INSERT of the same rows");
+        let mut raw_rates = Vec::new();
+        for run in 0..args.runs {
+            let (w, r) = writer(&services, &runner, &key).await?;
+            progress(&format!(
+                "  run {}: writer {w:.0} rows/s, raw INSERT {r:.0} rows/s",
+                run + 1
+            ));
+            writer_rates.push(w);
+            raw_rates.push(r);
+        }
+        report.writer(&writer_rates, &raw_rates);
+    }
+    runner.stop().await?;
+
+    if want("drain") {
+        progress("drain: 10,000 queued messages → rows through the runner's poller");
+        let mut drains = Vec::new();
+        for run in 0..args.runs {
+            let rate = drain(&services, &key).await?;
+            progress(&format!("  run {}: {rate:.0} rows/s", run + 1));
+            drains.push(rate);
+        }
+        report.drain(&drains, median(&mut writer_rates.clone()));
+    }
+
+    report.elapsed = started.elapsed();
+    report.write(&args.out)?;
+    println!("{}", report.table());
+    progress(&format!(
+        "done in {:.0} s; wrote {}",
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    ));
+    if report.failures > 0 {
+        bail!(
+            "{} run(s) produced a wrong result: see {}",
+            report.failures,
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+async fn authorizer(services: &Services, report: &mut Report) -> Result<()> {
+    let keys = fcfs_shared::dynamo_keys::DynamoApiKeys::new(services.dynamodb.clone(), env("API_KEYS_TABLE")?);
+    let auth = KeyAuthorizer::new(keys, CacheSettings::default());
+    let key = services.new_key("bench-auth").await?;
+    if !matches!(auth.decide(&key, "warm").await, Decision::Allow(_)) {
+        bail!("WRONG RESULT: the authorizer denied a valid key");
+    }
+    const CACHED: usize = 1_000_000;
+    let mut samples = Vec::with_capacity(CACHED);
+    let all = Instant::now();
+    for _ in 0..CACHED {
+        let t = Instant::now();
+        let decision = auth.decide(&key, "bench").await;
+        samples.push(t.elapsed().as_nanos() as u64);
+        if !matches!(decision, Decision::Allow(_)) {
+            bail!("WRONG RESULT: a cached decision denied a valid key");
+        }
+    }
+    let rate = CACHED as f64 / all.elapsed().as_secs_f64();
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() as f64 * p / 100.0) as usize).min(samples.len() - 1)] as f64 / 1000.0;
+    let (p50, p99, p999) = (pct(50.0), pct(99.0), pct(99.9));
+    if auth.store().lookups() != 1 {
+        bail!(
+            "WRONG RESULT: {} DynamoDB reads for one cached key",
+            auth.store().lookups()
+        );
+    }
+    const COLD: usize = 200;
+    let mut fresh = Vec::with_capacity(COLD);
+    for _ in 0..COLD {
+        fresh.push(services.new_key("bench-auth-cold").await?);
+    }
+    let mut cold = Vec::with_capacity(COLD);
+    for key in &fresh {
+        let t = Instant::now();
+        let decision = auth.decide(key, "cold").await;
+        cold.push(t.elapsed().as_secs_f64() * 1000.0);
+        if !matches!(decision, Decision::Allow(_)) {
+            bail!("WRONG RESULT: a cold lookup denied a valid key");
+        }
+    }
+    cold.sort_by(|a, b| a.total_cmp(b));
+    let cold_p50 = cold[COLD / 2];
+    let cold_p99 = cold[COLD * 99 / 100];
+    progress(&format!(
+        "  cached: {rate:.0} decisions/s, p50 {p50:.2} µs, p99 {p99:.2} µs, p99.9 {p999:.2} µs; cold: p50 {cold_p50:.2} ms, p99 {cold_p99:.2} ms"
+    ));
+    report.authorizer(rate, p50, p99, p999, cold_p50, cold_p99, auth.store().lookups());
+    Ok(())
+}
+
+async fn evalsha_rate(services: &Services, run: usize) -> Result<f64> {
+    let mut redis = services.redis.clone();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(fcfs_shared::redis_ledger::reserve_script_source())
+        .query_async(&mut redis)
+        .await?;
+    // A campaign id no real campaign uses; open window, the same quantity as the mix.
+    let id = 9_000_000_000_u64 + std::process::id() as u64 * 10 + run as u64;
+    let (rules, users, count) = (
+        fcfs_shared::redis_ledger::rules_key(id),
+        fcfs_shared::redis_ledger::users_key(id),
+        fcfs_shared::redis_ledger::count_key(id),
+    );
+    redis::cmd("DEL").arg(&users).arg(&count).exec_async(&mut redis).await?;
+    redis::cmd("HSET")
+        .arg(&rules)
+        .arg(&[
+            "quantity",
+            &COUPONS.to_string(),
+            "startsAt",
+            "0",
+            "endsAt",
+            "99999999999999",
+        ])
+        .exec_async(&mut redis)
+        .await?;
+    let url = env("REDIS_URL")?;
+    let hostport = url.trim_start_matches("redis://").trim_end_matches('/');
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "6379"));
+    let now = chrono::Utc::now().timestamp_millis().to_string();
+    let out = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-c", "50", "-n", "200000", "-r", "100000", "-q"])
+        .args([
+            "EVALSHA",
+            &sha,
+            "3",
+            &rules,
+            &users,
+            &count,
+            "u:__rand_int__",
+            &now,
+            "bench",
+        ])
+        .output()
+        .await
+        .context("cannot run redis-benchmark")?;
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    let rate = text
+        .lines()
+        .filter_map(|l| {
+            l.split(" requests per second")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .next_back()
+        .with_context(|| format!("redis-benchmark printed no rate: {text}"))?;
+    let (reserved, holders) = services.reserved(id).await?;
+    if reserved != holders || reserved > COUPONS as i64 {
+        bail!("WRONG RESULT: the script issued {reserved} for {holders} holders (quantity {COUPONS})");
+    }
+    redis::cmd("DEL")
+        .arg(&rules)
+        .arg(&users)
+        .arg(&count)
+        .exec_async(&mut redis)
+        .await?;
+    Ok(rate)
+}
+
+pub struct MixRun {
+    pub wrk: WrkRun,
+    pub drain_lag: Duration,
+    pub verdict: Result<(), String>,
+}
+
+async fn flash_mix(services: &Services, runner: &Runner, key: &str, connections: u32, run: usize) -> Result<MixRun> {
+    flash_mix_of(services, runner, key, connections, run, COUPONS, MIX_REQUESTS).await
+}
+
+async fn flash_mix_of(
+    services: &Services,
+    runner: &Runner,
+    key: &str,
+    connections: u32,
+    run: usize,
+    coupons: u32,
+    requests: u64,
+) -> Result<MixRun> {
+    let campaign = services.create_campaign(&runner.base, key, coupons).await?;
+    let path = format!("/v1/campaigns/{campaign}/issues");
+    let prefix = format!("m{run}u");
+    let accepted_before = runner.stats.successes.load(Ordering::Relaxed);
+    let r = wrk(
+        &Load {
+            base: &runner.base,
+            connections,
+            max_secs: 180,
+            mode: "mix",
+            path: &path,
+            key,
+            users: MIX_USERS,
+            limit: requests,
+            prefix: &prefix,
+        },
+        &runner.stats,
+    )
+    .await?;
+    // 202s as the server answered them: wrk stops reading its last in-flight answers.
+    let accepted = (runner.stats.successes.load(Ordering::Relaxed) - accepted_before) as i64;
+    let verdict = services
+        .verify(campaign, coupons as i64, accepted, true, Duration::from_secs(180))
+        .await;
+    let (drain_lag, verdict) = match verdict {
+        Ok(lag) if r.errors == 0 && r.counts.s5xx == 0 => (lag, Ok(())),
+        Ok(lag) => (lag, Err(format!("{} socket errors, {} 5xx", r.errors, r.counts.s5xx))),
+        Err(e) => (Duration::ZERO, Err(e.to_string())),
+    };
+    progress(&format!(
+        "  run {} ({connections} conn): {} requests, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; 202 {} / 409 {} / 410 {}; rows complete {:.1} s after the load; {}",
+        run + 1,
+        r.requests,
+        r.rate(),
+        r.p(50.0),
+        r.p(99.0),
+        r.counts.s2xx,
+        r.counts.s409,
+        r.counts.s410,
+        drain_lag.as_secs_f64(),
+        match &verdict {
+            Ok(()) => "correct".to_owned(),
+            Err(e) => e.clone(),
+        }
+    ));
+    Ok(MixRun {
+        wrk: r,
+        drain_lag,
+        verdict,
+    })
+}
+
+async fn throwaway_queue(services: &Services, prefix: &str, visibility: u32) -> Result<(String, String)> {
+    let url = services
+        .sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()))
+        .attributes(QueueAttributeName::VisibilityTimeout, visibility.to_string())
+        .send()
+        .await?
+        .queue_url
+        .context("queue url")?;
+    let arn = services
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .context("queue arn")?;
+    Ok((url, arn))
+}
+
+async fn sqs_send_rate(services: &Services) -> Result<f64> {
+    const IN_FLIGHT: usize = 64;
+    const PER_TASK: usize = 32;
+    let (url, _) = throwaway_queue(services, "bench-send", 30).await?;
+    let body = serde_json::to_string(&reservation(1, "bench-partner", "yardstick", 1))?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let (sqs, url, body) = (services.sqs.clone(), url.clone(), body.clone());
+        tasks.spawn(async move {
+            for _ in 0..PER_TASK {
+                sqs.send_message().queue_url(&url).message_body(&body).send().await?;
+            }
+            Ok::<_, aws_sdk_sqs::Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let rate = (IN_FLIGHT * PER_TASK) as f64 / started.elapsed().as_secs_f64();
+    services.sqs.delete_queue().queue_url(&url).send().await?;
+    Ok(rate)
+}
+
+pub struct AcceptedRun {
+    pub wrk: WrkRun,
+    pub verdict: Result<(), String>,
+}
+
+async fn accepted_path(services: &Services, runner: &Runner, key: &str, run: usize) -> Result<AcceptedRun> {
+    let campaign = services.create_campaign(&runner.base, key, 1_000_000).await?;
+    let path = format!("/v1/campaigns/{campaign}/issues");
+    let prefix = format!("a{run}");
+    let accepted_before = runner.stats.successes.load(Ordering::Relaxed);
+    let r = wrk(
+        &Load {
+            base: &runner.base,
+            connections: 64,
+            max_secs: 120,
+            mode: "unique",
+            path: &path,
+            key,
+            users: 0,
+            limit: ACCEPTED_REQUESTS,
+            prefix: &prefix,
+        },
+        &runner.stats,
+    )
+    .await?;
+    let accepted = (runner.stats.successes.load(Ordering::Relaxed) - accepted_before) as i64;
+    let c = &r.counts;
+    let refused = c.s409 + c.s410 + c.s401 + c.s403 + c.s5xx + c.sother;
+    let verdict = match services
+        .verify(campaign, accepted, accepted, true, Duration::from_secs(120))
+        .await
+    {
+        Ok(_) if refused == 0 && r.errors == 0 => Ok(()),
+        Ok(_) => Err(format!("{refused} requests not accepted, {} errors", r.errors)),
+        Err(e) => Err(e.to_string()),
+    };
+    progress(&format!(
+        "  run {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; {}",
+        run + 1,
+        r.rate(),
+        r.p(50.0),
+        r.p(99.0),
+        match &verdict {
+            Ok(()) => "correct".to_owned(),
+            Err(e) => e.clone(),
+        }
+    ));
+    Ok(AcceptedRun { wrk: r, verdict })
+}
+
+fn reservation(campaign: u64, partner: &str, user: &str, rank: u32) -> Reservation {
+    Reservation {
+        request_id: uuid::Uuid::now_v7(),
+        campaign_id: campaign,
+        partner_id: partner.to_owned(),
+        user_id: UserId::parse(user).expect("bench user ids are valid"),
+        rank,
+        reserved_at: chrono::Utc::now(),
+    }
+}
+
+fn reservations(campaign: u64) -> Vec<Reservation> {
+    (1..=BATCH as u32)
+        .map(|i| reservation(campaign, "bench-partner", &format!("w{i}"), i))
+        .collect()
+}
+
+/// (writer rows/s, raw INSERT rows/s), each on a fresh campaign.
+async fn writer(services: &Services, runner: &Runner, key: &str) -> Result<(f64, f64)> {
+    let campaign = services.create_campaign(&runner.base, key, BATCH as u32).await?;
+    let mut event = SqsEvent::default();
+    event.records = reservations(campaign)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut m = SqsMessage::default();
+            m.message_id = Some(format!("msg-{i}"));
+            m.body = Some(serde_json::to_string(r).expect("serializable"));
+            m
+        })
+        .collect();
+    let writer = IssueWriter::new(MySqlStore::new(services.pool.clone()), issue_writer::DEFAULT_CHUNK_SIZE);
+    let started = Instant::now();
+    let (response, _) = writer.handle(event).await?;
+    let writer_rate = BATCH as f64 / started.elapsed().as_secs_f64();
+    let (rows, distinct, issued) = services.recorded(campaign).await?;
+    if !response.batch_item_failures.is_empty() || rows != BATCH as i64 || distinct != rows || issued != rows {
+        bail!("WRONG RESULT: writer left rows {rows}, distinct {distinct}, issued {issued}");
+    }
+
+    let raw_campaign = services.create_campaign(&runner.base, key, BATCH as u32).await?;
+    let rows = reservations(raw_campaign);
+    let mut conn = services.pool.acquire().await?;
+    let expires = chrono::Utc::now().naive_utc() + chrono::Duration::days(7);
+    let started = Instant::now();
+    for chunk in rows.chunks(issue_writer::DEFAULT_CHUNK_SIZE) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "INSERT INTO coupons (campaign_id, partner_id, user_id, status, issue_rank, request_id, issued_at, expires_at) ",
+        );
+        insert.push_values(chunk, |mut row, r| {
+            row.push_bind(r.campaign_id)
+                .push_bind(&r.partner_id)
+                .push_bind(r.user_id.as_str())
+                .push_bind("ISSUED")
+                .push_bind(r.rank)
+                .push_bind(r.request_id.hyphenated().to_string())
+                .push_bind(r.reserved_at.naive_utc())
+                .push_bind(expires);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    let raw_rate = BATCH as f64 / started.elapsed().as_secs_f64();
+
+    Ok((writer_rate, raw_rate))
+}
+
+async fn drain(services: &Services, key: &str) -> Result<f64> {
+    let (url, arn) = throwaway_queue(services, "bench-drain", 360).await?;
+    // A runner only to create the campaign; the drain's own runner polls the throwaway queue.
+    let setup = Runner::start(|app| {
+        for s in app.sources.clone() {
+            app.set_source_queue(&s.function, &url, &arn);
+        }
+    })
+    .await?;
+    let campaign = services.create_campaign(&setup.base, key, BATCH as u32).await?;
+    setup.stop().await?;
+    let bodies: Vec<String> = reservations(campaign)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("serializable"))
+        .collect();
+    let sqs = services.sqs.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    let bodies = Arc::new(bodies);
+    for worker in 0..16 {
+        let (sqs, url, bodies) = (sqs.clone(), url.clone(), bodies.clone());
+        tasks.spawn(async move {
+            for (n, group) in bodies.chunks(10).enumerate().filter(|(n, _)| n % 16 == worker) {
+                let entries = group
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(format!("{n}-{i}"))
+                            .message_body(b)
+                            .build()
+                            .expect("id and body set")
+                    })
+                    .collect();
+                sqs.send_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await?;
+            }
+            Ok::<_, aws_sdk_sqs::Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let started = Instant::now();
+    let runner = Runner::start(|app| {
+        for s in app.sources.clone() {
+            app.set_source_queue(&s.function, &url, &arn);
+        }
+    })
+    .await?;
+    // Queued directly, never reserved through Redis: only MySQL's side is checked.
+    let verdict = services
+        .verify(campaign, BATCH as i64, BATCH as i64, false, Duration::from_secs(180))
+        .await;
+    let elapsed = started.elapsed();
+    runner.stop().await?;
+    services.sqs.delete_queue().queue_url(&url).send().await?;
+    verdict?;
+    Ok(BATCH as f64 / elapsed.as_secs_f64())
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make bench`: services up, release build, then every benchmark; rewrites docs/benchmarks.md and
+# docs/benchmarks-latency.png. Services this run started are stopped again unless FCFS_KEEP_STACK=1.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+started_before=()
+for name in redis mariadb localstack; do pid_alive "$RUN_DIR/$name.pid" && started_before+=("$name"); done
+cleanup() {
+  if [[ "${FCFS_KEEP_STACK:-0}" != 1 && ${#started_before[@]} -eq 0 ]]; then "$ROOT/scripts/stack.sh" down; fi
+}
+trap cleanup EXIT
+
+# wrk, redis-benchmark and a font for the plot come with the services' install step.
+FCFS_BENCH=1 "$ROOT/scripts/stack.sh" services
+
+log "cargo build --release -p fcfs-bench"
+cargo build -q --release -p fcfs-bench
+
+set -a
+# shellcheck disable=SC1091
+source "$STATE_DIR/env"
+set +a
+# The runner's own request and batch logs would cost more than the requests they describe.
+export RUST_LOG="${RUST_LOG:-warn}"
+"$CARGO_TARGET_DIR/release/fcfs-bench" "$@"
