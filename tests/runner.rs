@@ -2,7 +2,6 @@
 //! what it serves, the authorizer behaves as API Gateway's, the pollers as SQS event sources.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,29 +10,11 @@ use async_trait::async_trait;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::QueueAttributeName;
 use integration_tests::{dynamodb, env, queue_arn, repo_root, sqs, template, unique};
-use local_runner::{LocalApp, LocalFunction, RunnerConfig, SqsFunction, Stats};
+use local_runner::{LocalApp, LocalFunction, RunnerConfig, Running, SqsFunction};
 use serde_json::{Value, json};
 
-struct Running {
-    base: String,
-    stats: Arc<Stats>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 fn config(template: std::path::PathBuf) -> RunnerConfig {
-    RunnerConfig {
-        template,
-        params: Default::default(),
-        env: std::env::vars().collect(),
-    }
+    RunnerConfig::from_process(template)
 }
 
 async fn load() -> LocalApp {
@@ -43,19 +24,7 @@ async fn load() -> LocalApp {
 }
 
 async fn start(app: LocalApp) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let stats = app.stats();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.serve(listener, async move {
-        let _ = rx.await;
-    }));
-    Running {
-        base: format!("http://{addr}"),
-        stats,
-        stop: Some(tx),
-        task,
-    }
+    app.start().await.expect("the runner serves")
 }
 
 async fn new_key(partner: &str) -> String {
@@ -132,7 +101,7 @@ async fn every_route_and_event_source_of_the_template_is_served() {
             .path
             .replace("{campaignId}", "999999999")
             .replace("{userId}", "nobody");
-        let url = format!("{}{path}", running.base);
+        let url = format!("{}{path}", running.base_url);
         let req = client
             .request(route.method.parse().unwrap(), url)
             .header("X-API-KEY", &key)
@@ -145,7 +114,7 @@ async fn every_route_and_event_source_of_the_template_is_served() {
             route.function
         );
     }
-    running.stop().await;
+    running.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -178,7 +147,7 @@ async fn a_template_the_runner_cannot_honour_fails_to_load() {
 async fn gateway_answers_401_403_and_caches_the_authorizer() {
     let running = start(load().await).await;
     let client = reqwest::Client::new();
-    let url = format!("{}/v1/campaigns/1", running.base);
+    let url = format!("{}/v1/campaigns/1", running.base_url);
 
     let (status, body) = call(client.get(&url)).await;
     assert_eq!((status, body), (401, json!({"message": "Unauthorized"})));
@@ -190,7 +159,7 @@ async fn gateway_answers_401_403_and_caches_the_authorizer() {
     assert_eq!(status, 403, "{body}");
     assert!(body.to_string().contains("explicit deny"), "{body}");
 
-    let (status, body) = call(client.get(format!("{}/v1/nowhere", running.base))).await;
+    let (status, body) = call(client.get(format!("{}/v1/nowhere", running.base_url))).await;
     assert_eq!(
         (status, body),
         (403, json!({"message": "Missing Authentication Token"}))
@@ -204,15 +173,15 @@ async fn gateway_answers_401_403_and_caches_the_authorizer() {
     for i in 0..50 {
         // Different routes share the cached decision (the policy covers the whole stage).
         let url = if i % 2 == 0 {
-            format!("{}/v1/campaigns/{i}", running.base)
+            format!("{}/v1/campaigns/{i}", running.base_url)
         } else {
-            format!("{}/v1/campaigns/{i}/issues/u{i}", running.base)
+            format!("{}/v1/campaigns/{i}/issues/u{i}", running.base_url)
         };
         let (status, body) = call(client.get(url).header("X-API-KEY", &key)).await;
         assert_eq!((status, &body["error"]), (404, &json!("NOT_FOUND")), "{body}");
     }
     assert_eq!(running.stats.authorizer_invocations.load(Ordering::Relaxed) - before, 1);
-    running.stop().await;
+    running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,14 +191,14 @@ async fn create_issue_and_the_poller_writes_the_coupon() {
     let key = new_key(&unique("e2e")).await;
     let (status, created) = call(
         client
-            .post(format!("{}/v1/campaigns", running.base))
+            .post(format!("{}/v1/campaigns", running.base_url))
             .header("X-API-KEY", &key)
             .json(&campaign_body(3)),
     )
     .await;
     assert_eq!(status, 201, "{created}");
     let id = created["campaignId"].as_u64().unwrap();
-    let issues = format!("{}/v1/campaigns/{id}/issues", running.base);
+    let issues = format!("{}/v1/campaigns/{id}/issues", running.base_url);
     let (status, issued) = call(
         client
             .post(&issues)
@@ -251,7 +220,7 @@ async fn create_issue_and_the_poller_writes_the_coupon() {
     }
     let (_, campaign) = call(
         client
-            .get(format!("{}/v1/campaigns/{id}", running.base))
+            .get(format!("{}/v1/campaigns/{id}", running.base_url))
             .header("X-API-KEY", &key),
     )
     .await;
@@ -260,7 +229,7 @@ async fn create_issue_and_the_poller_writes_the_coupon() {
         (Some(1), Some(1)),
         "{campaign}"
     );
-    running.stop().await;
+    running.stop().await.unwrap();
 }
 
 /// Fails every message whose body says "poison"; remembers how often it saw each body.
@@ -356,7 +325,7 @@ async fn a_reported_failure_returns_and_ends_in_the_dlq() {
             picky.seen.lock().unwrap()
         );
     };
-    running.stop().await;
+    running.stop().await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body.as_deref(), Some("poison"));
     let seen = picky.seen.lock().unwrap().clone();

@@ -17,8 +17,9 @@ use clap::Parser;
 use fcfs_shared::db::MySqlStore;
 use fcfs_shared::domain::{Reservation, UserId};
 use issue_writer::IssueWriter;
+use local_runner::Running;
 use report::Report;
-use stack::{Load, Runner, Services, WrkRun, env, median, wrk};
+use stack::{Load, Services, WrkRun, env, median, start_runner, wrk};
 
 #[derive(Parser)]
 #[command(
@@ -64,7 +65,7 @@ async fn main() -> Result<()> {
         authorizer(&services, &mut report).await?;
     }
 
-    let runner = Runner::start(|_| {}).await?;
+    let runner = start_runner(|_| {}).await?;
     let key = services.new_key("bench-partner").await?;
 
     if want("mix") {
@@ -73,7 +74,7 @@ async fn main() -> Result<()> {
         for run in 0..args.runs {
             let r = wrk(
                 &Load {
-                    base: &runner.base,
+                    base: &runner.base_url,
                     connections: args.connections,
                     max_secs: 5,
                     mode: "get",
@@ -330,26 +331,26 @@ pub struct MixRun {
     pub verdict: Result<(), String>,
 }
 
-async fn flash_mix(services: &Services, runner: &Runner, key: &str, connections: u32, run: usize) -> Result<MixRun> {
+async fn flash_mix(services: &Services, runner: &Running, key: &str, connections: u32, run: usize) -> Result<MixRun> {
     flash_mix_of(services, runner, key, connections, run, COUPONS, MIX_REQUESTS).await
 }
 
 async fn flash_mix_of(
     services: &Services,
-    runner: &Runner,
+    runner: &Running,
     key: &str,
     connections: u32,
     run: usize,
     coupons: u32,
     requests: u64,
 ) -> Result<MixRun> {
-    let campaign = services.create_campaign(&runner.base, key, coupons).await?;
+    let campaign = services.create_campaign(&runner.base_url, key, coupons).await?;
     let path = format!("/v1/campaigns/{campaign}/issues");
     let prefix = format!("m{run}u");
     let accepted_before = runner.stats.successes.load(Ordering::Relaxed);
     let r = wrk(
         &Load {
-            base: &runner.base,
+            base: &runner.base_url,
             connections,
             max_secs: 180,
             mode: "mix",
@@ -447,14 +448,14 @@ pub struct AcceptedRun {
     pub verdict: Result<(), String>,
 }
 
-async fn accepted_path(services: &Services, runner: &Runner, key: &str, run: usize) -> Result<AcceptedRun> {
-    let campaign = services.create_campaign(&runner.base, key, 1_000_000).await?;
+async fn accepted_path(services: &Services, runner: &Running, key: &str, run: usize) -> Result<AcceptedRun> {
+    let campaign = services.create_campaign(&runner.base_url, key, 1_000_000).await?;
     let path = format!("/v1/campaigns/{campaign}/issues");
     let prefix = format!("a{run}");
     let accepted_before = runner.stats.successes.load(Ordering::Relaxed);
     let r = wrk(
         &Load {
-            base: &runner.base,
+            base: &runner.base_url,
             connections: 64,
             max_secs: 120,
             mode: "unique",
@@ -510,8 +511,8 @@ fn reservations(campaign: u64) -> Vec<Reservation> {
 }
 
 /// (writer rows/s, raw INSERT rows/s), each on a fresh campaign.
-async fn writer(services: &Services, runner: &Runner, key: &str) -> Result<(f64, f64)> {
-    let campaign = services.create_campaign(&runner.base, key, BATCH as u32).await?;
+async fn writer(services: &Services, runner: &Running, key: &str) -> Result<(f64, f64)> {
+    let campaign = services.create_campaign(&runner.base_url, key, BATCH as u32).await?;
     let mut event = SqsEvent::default();
     event.records = reservations(campaign)
         .iter()
@@ -532,7 +533,7 @@ async fn writer(services: &Services, runner: &Runner, key: &str) -> Result<(f64,
         bail!("WRONG RESULT: writer left rows {rows}, distinct {distinct}, issued {issued}");
     }
 
-    let raw_campaign = services.create_campaign(&runner.base, key, BATCH as u32).await?;
+    let raw_campaign = services.create_campaign(&runner.base_url, key, BATCH as u32).await?;
     let rows = reservations(raw_campaign);
     let mut conn = services.pool.acquire().await?;
     let expires = chrono::Utc::now().naive_utc() + chrono::Duration::days(7);
@@ -561,13 +562,13 @@ async fn writer(services: &Services, runner: &Runner, key: &str) -> Result<(f64,
 async fn drain(services: &Services, key: &str) -> Result<f64> {
     let (url, arn) = throwaway_queue(services, "bench-drain", 360).await?;
     // A runner only to create the campaign; the drain's own runner polls the throwaway queue.
-    let setup = Runner::start(|app| {
+    let setup = start_runner(|app| {
         for s in app.sources.clone() {
             app.set_source_queue(&s.function, &url, &arn);
         }
     })
     .await?;
-    let campaign = services.create_campaign(&setup.base, key, BATCH as u32).await?;
+    let campaign = services.create_campaign(&setup.base_url, key, BATCH as u32).await?;
     setup.stop().await?;
     let bodies: Vec<String> = reservations(campaign)
         .iter()
@@ -604,7 +605,7 @@ async fn drain(services: &Services, key: &str) -> Result<f64> {
         done??;
     }
     let started = Instant::now();
-    let runner = Runner::start(|app| {
+    let runner = start_runner(|app| {
         for s in app.sources.clone() {
             app.set_source_queue(&s.function, &url, &arn);
         }

@@ -1,14 +1,12 @@
 //! The pieces every scenario uses: the local runner (in-process), the services behind it, wrk,
 //! and the correctness checks that decide whether a run counts.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use local_runner::{LocalApp, RunnerConfig, Stats};
+use local_runner::{LocalApp, RunnerConfig, Running, Stats};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -139,43 +137,11 @@ impl Services {
     }
 }
 
-pub struct Runner {
-    pub base: String,
-    pub stats: std::sync::Arc<Stats>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Runner {
-    /// The local runner on a free port, as `make up` runs it; `adjust` may re-point a poller.
-    pub async fn start(adjust: impl FnOnce(&mut LocalApp)) -> Result<Self> {
-        let config = RunnerConfig {
-            template: repo_root().join("template.yaml"),
-            params: BTreeMap::new(),
-            env: std::env::vars().collect(),
-        };
-        let mut app = LocalApp::load(&config).await?;
-        adjust(&mut app);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr: SocketAddr = listener.local_addr()?;
-        let stats = app.stats();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(listener, async move {
-            let _ = stopped.await;
-        }));
-        Ok(Self {
-            base: format!("http://{addr}"),
-            stats,
-            stop,
-            task,
-        })
-    }
-
-    pub async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
-        self.task.await??;
-        Ok(())
-    }
+/// The local runner as `make up` runs it, in-process on a free port; `adjust` may re-point a poller.
+pub async fn start_runner(adjust: impl FnOnce(&mut LocalApp)) -> Result<Running> {
+    let mut app = LocalApp::load(&RunnerConfig::from_process(repo_root().join("template.yaml"))).await?;
+    adjust(&mut app);
+    Ok(app.start().await?)
 }
 
 #[derive(Debug, Clone, Deserialize)]

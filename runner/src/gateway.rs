@@ -186,10 +186,7 @@ impl Gateway {
         let arn = method_arn(&self.region, &self.stage, parts.method.as_str(), parts.uri.path());
         let context = match &self.authorizer {
             None => None,
-            Some(auth) => match self
-                .authorize(auth, &parts.headers, &parts, &params, &arn, request_id)
-                .await
-            {
+            Some(auth) => match self.authorize(auth, &parts, &params, &arn, request_id).await {
                 Ok(context) => Some(context),
                 Err(denied) => return denied,
             },
@@ -237,7 +234,6 @@ impl Gateway {
     async fn authorize(
         &self,
         auth: &Authorizer,
-        headers: &HeaderMap,
         parts: &axum::http::request::Parts,
         params: &HashMap<String, String>,
         arn: &str,
@@ -250,6 +246,7 @@ impl Gateway {
                 "UnauthorizedException",
             )
         };
+        let headers = &parts.headers;
         // A missing or empty identity source is refused without invoking the authorizer.
         let identity = match headers.get(&auth.header).map(|v| v.to_str()) {
             Some(Ok(v)) if !v.is_empty() => v.to_owned(),

@@ -49,6 +49,33 @@ pub struct RunnerConfig {
     pub env: BTreeMap<String, String>,
 }
 
+impl RunnerConfig {
+    /// The template at `template`, no parameter overrides, this process's environment.
+    pub fn from_process(template: PathBuf) -> Self {
+        Self {
+            template,
+            params: BTreeMap::new(),
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+/// A runner serving in the background of this process (tests, the bench).
+pub struct Running {
+    pub base_url: String,
+    pub stats: Arc<Stats>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops as Ctrl-C would (in-flight requests and batches finish) and waits for it.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
 /// A route of the API: method, path template (`/v1/campaigns/{campaignId}`) and its function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -252,6 +279,23 @@ impl LocalApp {
 
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// Serves on a free port of 127.0.0.1 in the background.
+    pub async fn start(self) -> std::io::Result<Running> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stats = self.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Running {
+            base_url: format!("http://{addr}"),
+            stats,
+            stop,
+            task,
+        })
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and
