@@ -64,3 +64,12 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# For `make test` and `make bench`: if no service was running before, stop what this run started
+# when it ends (unless FCFS_KEEP_STACK=1).
+stop_on_exit_what_this_run_starts() {
+  FCFS_STARTED_BEFORE=0
+  local name
+  for name in redis mariadb localstack; do pid_alive "$RUN_DIR/$name.pid" && FCFS_STARTED_BEFORE=1; done
+  trap '[[ "${FCFS_KEEP_STACK:-0}" == 1 || $FCFS_STARTED_BEFORE == 1 ]] || "$ROOT/scripts/stack.sh" down' EXIT
+}

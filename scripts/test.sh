@@ -5,12 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-started_before=()
-for name in redis mariadb localstack; do pid_alive "$RUN_DIR/$name.pid" && started_before+=("$name"); done
-cleanup() {
-  if [[ "${FCFS_KEEP_STACK:-0}" != 1 && ${#started_before[@]} -eq 0 ]]; then "$ROOT/scripts/stack.sh" down; fi
-}
-trap cleanup EXIT
+stop_on_exit_what_this_run_starts
 
 # The tests start their own runners in-process; only the services are needed.
 "$ROOT/scripts/stack.sh" services

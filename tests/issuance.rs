@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use aws_sdk_sqs::types::QueueAttributeName;
 use campaign_api::CampaignApi;
 use fcfs_shared::api::gateway_request;
 use fcfs_shared::db::MySqlStore;
 use fcfs_shared::ports::IssueLedger;
 use fcfs_shared::redis_ledger::RedisIssueLedger;
 use fcfs_shared::sqs_queue::SqsReservationQueue;
-use integration_tests::{env, mysql, queue_arn, reply, sqs, template, unique};
+use integration_tests::{env, mysql, queue_with_dlq, reply, sqs, unique};
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
 use serde_json::{Value, json};
@@ -33,35 +32,7 @@ impl Stack {
     /// Fresh queues per test (the template's redrive count), so tests never see each other's messages.
     async fn new(visibility_timeout: u32) -> Self {
         let sqs = sqs().await;
-        let max_receive = template()
-            .queues()
-            .unwrap()
-            .into_iter()
-            .find_map(|q| q.redrive)
-            .unwrap()
-            .1;
-        let dlq_url = sqs
-            .create_queue()
-            .queue_name(unique("fcfs-it-dlq"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(unique("fcfs-it"))
-            .attributes(QueueAttributeName::VisibilityTimeout, visibility_timeout.to_string())
-            .attributes(
-                QueueAttributeName::RedrivePolicy,
-                json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}).to_string(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let (queue_url, dlq_url) = queue_with_dlq(&sqs, visibility_timeout).await;
         Self {
             store: MySqlStore::new(mysql().await),
             ledger: RedisIssueLedger::connect(&env("REDIS_URL")).await.unwrap(),

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::QueueAttributeName;
-use integration_tests::{dynamodb, env, queue_arn, repo_root, sqs, template, unique};
+use integration_tests::{
+    dynamodb, env, max_receive_count, queue_arn, queue_with_dlq, repo_root, sqs, template, unique,
+};
 use local_runner::{LocalApp, LocalFunction, RunnerConfig, Running, SqsFunction};
 use serde_json::{Value, json};
 
@@ -258,35 +260,8 @@ impl SqsFunction for Picky {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reported_failure_returns_and_ends_in_the_dlq() {
     let sqs = sqs().await;
-    let max_receive = template()
-        .queues()
-        .unwrap()
-        .into_iter()
-        .find_map(|q| q.redrive)
-        .unwrap()
-        .1;
-    let dlq = sqs
-        .create_queue()
-        .queue_name(unique("runner-dlq"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let dlq_arn = queue_arn(&sqs, &dlq).await;
-    let queue = sqs
-        .create_queue()
-        .queue_name(unique("runner-q"))
-        .attributes(QueueAttributeName::VisibilityTimeout, "1")
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let max_receive = max_receive_count();
+    let (queue, dlq) = queue_with_dlq(&sqs, 1).await;
     let arn = queue_arn(&sqs, &queue).await;
 
     let mut app = load().await;

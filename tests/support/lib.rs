@@ -123,3 +123,44 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
         self.clone()
     }
 }
+
+/// A fresh queue and its dead-letter queue, with the template's `maxReceiveCount`, so a test never
+/// sees another's messages. Returns (queue URL, DLQ URL).
+pub async fn queue_with_dlq(client: &aws_sdk_sqs::Client, visibility_timeout: u32) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let max_receive = max_receive_count();
+    let dlq = client
+        .create_queue()
+        .queue_name(unique("fcfs-it-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = queue_arn(client, &dlq).await;
+    let queue = client
+        .create_queue()
+        .queue_name(unique("fcfs-it"))
+        .attributes(QueueAttributeName::VisibilityTimeout, visibility_timeout.to_string())
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    (queue, dlq)
+}
+
+/// The template's `maxReceiveCount` for the issue queue.
+pub fn max_receive_count() -> i64 {
+    template()
+        .queues()
+        .expect("template queues")
+        .into_iter()
+        .find_map(|q| q.redrive)
+        .expect("a queue with a redrive policy")
+        .1
+}
