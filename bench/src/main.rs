@@ -524,7 +524,11 @@ async fn writer(services: &Services, runner: &Running, key: &str) -> Result<(f64
             m
         })
         .collect();
-    let writer = IssueWriter::new(MySqlStore::new(services.pool.clone()), issue_writer::DEFAULT_CHUNK_SIZE);
+    let writer = IssueWriter::new(MySqlStore::new(services.pool.clone()), issue_writer::DEFAULT_CHUNK_SIZE)
+        .with_parallel_chunks(
+            fcfs_shared::config::Settings::from_process()
+                .or("WRITER_PARALLEL_CHUNKS", issue_writer::DEFAULT_PARALLEL_CHUNKS)?,
+        );
     let started = Instant::now();
     let (response, _) = writer.handle(event).await?;
     let writer_rate = BATCH as f64 / started.elapsed().as_secs_f64();

@@ -179,10 +179,17 @@ impl LocalApp {
                 let max_concurrency = source
                     .maximum_concurrency
                     .map_or(DEFAULT_LOCAL_CONCURRENCY, |c| c.max(1) as usize);
-                // One Lambda instance per concurrent batch, each with its own connections: in one
-                // process that is one pool as large as the concurrency.
-                env.entry("DB_MAX_CONNECTIONS".to_owned())
-                    .or_insert_with(|| max_concurrency.to_string());
+                // One Lambda instance per concurrent batch, each with its own pool (default 2
+                // connections): in one process that is one pool as large as all of them.
+                let per_instance: usize = env
+                    .get("DB_MAX_CONNECTIONS")
+                    .or(config.env.get("DB_MAX_CONNECTIONS"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(2);
+                env.insert(
+                    "DB_MAX_CONNECTIONS".to_owned(),
+                    (per_instance * max_concurrency).to_string(),
+                );
                 sources.push(EventSource {
                     function: spec.logical_id.clone(),
                     queue_logical_id: source.queue_logical_id.clone(),

@@ -5,6 +5,7 @@ use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::db::{MAX_ROWS_PER_INSERT, MySqlStore};
 use fcfs_shared::domain::Reservation;
 use fcfs_shared::ports::CouponBook;
+use futures_util::StreamExt;
 
 pub const DEFAULT_CHUNK_SIZE: usize = 1000;
 
@@ -25,19 +26,24 @@ pub struct BatchSummary {
     pub failed: usize,
 }
 
+pub const DEFAULT_PARALLEL_CHUNKS: usize = 2;
+
 pub struct IssueWriter<B> {
     book: B,
     chunk_size: usize,
+    parallel_chunks: usize,
 }
 
 impl IssueWriter<MySqlStore> {
-    /// The deployed function: MySQL at `DATABASE_URL`, chunks of `WRITER_CHUNK_SIZE`.
+    /// The deployed function: MySQL at `DATABASE_URL`, chunks of `WRITER_CHUNK_SIZE`, up to
+    /// `WRITER_PARALLEL_CHUNKS` of them at once (each on its own connection of the pool).
     pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
         let pool = fcfs_shared::db::connect_with(settings).await?;
         Ok(Self::new(
             MySqlStore::new(pool),
             settings.or("WRITER_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)?,
-        ))
+        )
+        .with_parallel_chunks(settings.or("WRITER_PARALLEL_CHUNKS", DEFAULT_PARALLEL_CHUNKS)?))
     }
 }
 
@@ -47,11 +53,32 @@ impl<B: CouponBook> IssueWriter<B> {
         Self {
             book,
             chunk_size: chunk_size.clamp(1, MAX_ROWS_PER_INSERT),
+            parallel_chunks: 1,
         }
+    }
+
+    /// Chunks written concurrently. The database does the work of a chunk on one core, so a
+    /// second chunk in flight uses the other. Deadlock-free: a chunk's transaction inserts its
+    /// rows first and only then updates campaign counters, in ascending campaign order, so no
+    /// transaction holds a counter while it waits for rows.
+    pub fn with_parallel_chunks(mut self, parallel_chunks: usize) -> Self {
+        self.parallel_chunks = parallel_chunks.max(1);
+        self
     }
 
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
+    }
+
+    async fn write_chunk<'a>(
+        &self,
+        chunk: &'a [(String, Reservation)],
+    ) -> (
+        &'a [(String, Reservation)],
+        Result<fcfs_shared::ports::ChunkRecord, fcfs_shared::ports::Unavailable>,
+    ) {
+        let reservations: Vec<Reservation> = chunk.iter().map(|(_, r)| r.clone()).collect();
+        (chunk, self.book.record(&reservations).await)
     }
 
     pub async fn handle(&self, event: SqsEvent) -> Result<(SqsBatchResponse, BatchSummary), WriterError> {
@@ -77,9 +104,18 @@ impl<B: CouponBook> IssueWriter<B> {
         }
         // Grouping a campaign's rows together keeps each chunk to few counter updates.
         valid.sort_by_key(|(_, r)| r.campaign_id);
-        for chunk in valid.chunks(self.chunk_size) {
-            let reservations: Vec<Reservation> = chunk.iter().map(|(_, r)| r.clone()).collect();
-            match self.book.record(&reservations).await {
+        // Futures collected first, so their lifetimes are concrete (a closure handed to the stream
+        // would need a higher-ranked one, which the Send bound of the handler cannot prove).
+        let chunks: Vec<_> = valid
+            .chunks(self.chunk_size)
+            .map(|chunk| self.write_chunk(chunk))
+            .collect();
+        let written: Vec<_> = futures_util::stream::iter(chunks)
+            .buffered(self.parallel_chunks)
+            .collect()
+            .await;
+        for (chunk, outcome) in written {
+            match outcome {
                 Ok(record) => {
                     summary.inserted += record.inserted;
                     let written = (chunk.len() - record.rejected.len()) as u64;
@@ -183,28 +219,31 @@ mod tests {
 
     #[tokio::test]
     async fn poison_and_failed_chunks_are_reported_by_their_message_ids() {
-        let writer = IssueWriter::new(book(), 2);
-        *writer.book.fail_chunk_with_user.lock().unwrap() = Some(UserId::parse("boom").unwrap());
-        let bodies = vec![
-            serde_json::to_string(&reservation(1, "a")).unwrap(),    // m0
-            "{not json".to_owned(),                                  // m1
-            serde_json::to_string(&reservation(9, "x")).unwrap(),    // m2: unknown campaign
-            serde_json::to_string(&reservation(2, "boom")).unwrap(), // m3: its chunk fails
-            serde_json::to_string(&reservation(2, "c")).unwrap(),    // m4
-            serde_json::to_string(&reservation(2, "d")).unwrap(),    // m5
-        ];
-        let (response, summary) = writer.handle(event(bodies)).await.unwrap();
-        let mut failed = failed_ids(&response);
-        failed.sort_unstable();
-        // Sorted by campaign: [a(1)], then chunks [a, boom] / [c, d] / [x]: the chunk with "boom" fails.
-        assert_eq!(failed, ["m0", "m1", "m2", "m3"]);
-        assert!(
-            response
-                .batch_item_failures
-                .iter()
-                .all(|f| !f.item_identifier.is_empty())
-        );
-        assert_eq!((summary.malformed, summary.inserted), (1, 2));
+        // Chunks written one by one or concurrently report the same messages.
+        for parallel in [1, 3] {
+            let writer = IssueWriter::new(book(), 2).with_parallel_chunks(parallel);
+            *writer.book.fail_chunk_with_user.lock().unwrap() = Some(UserId::parse("boom").unwrap());
+            let bodies = vec![
+                serde_json::to_string(&reservation(1, "a")).unwrap(),    // m0
+                "{not json".to_owned(),                                  // m1
+                serde_json::to_string(&reservation(9, "x")).unwrap(),    // m2: unknown campaign
+                serde_json::to_string(&reservation(2, "boom")).unwrap(), // m3: its chunk fails
+                serde_json::to_string(&reservation(2, "c")).unwrap(),    // m4
+                serde_json::to_string(&reservation(2, "d")).unwrap(),    // m5
+            ];
+            let (response, summary) = writer.handle(event(bodies)).await.unwrap();
+            let mut failed = failed_ids(&response);
+            failed.sort_unstable();
+            // Sorted by campaign: [a(1)], then chunks [a, boom] / [c, d] / [x]: the chunk with "boom" fails.
+            assert_eq!(failed, ["m0", "m1", "m2", "m3"]);
+            assert!(
+                response
+                    .batch_item_failures
+                    .iter()
+                    .all(|f| !f.item_identifier.is_empty())
+            );
+            assert_eq!((summary.malformed, summary.inserted), (1, 2));
+        }
     }
 
     #[tokio::test]
