@@ -21,6 +21,10 @@ use local_runner::Running;
 use report::Report;
 use stack::{Load, Services, WrkRun, env, median, start_runner, wrk};
 
+/// The same allocator as `fcfs-runner`, whose code the bench serves in-process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fcfs-bench",

@@ -9,6 +9,11 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use local_runner::{LocalApp, RunnerConfig};
 
+/// The runner serves many small requests at once; glibc's allocator showed as a quarter of its
+/// profile (`bench/analysis.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fcfs-runner",
