@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
-use integration_tests::{dynamodb, env, mysql, queue_arn, redis, sqs, template, unique};
+use integration_tests::{dynamodb, env, mysql, queue_arn, receive, redis, sqs, template, unique};
 
 #[tokio::test]
 async fn redis_runs_a_script_atomically() {
@@ -84,15 +84,7 @@ async fn sqs_sends_receives_and_deletes() {
         .send()
         .await
         .unwrap();
-    let received = client
-        .receive_message()
-        .queue_url(&url)
-        .wait_time_seconds(5)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
+    let received = receive(&client, &url, 5).await;
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].body(), Some("hello"));
     client
@@ -151,14 +143,7 @@ async fn sqs_moves_a_message_to_the_dlq_after_max_receive_count() {
 
     let mut receives = 0;
     for _ in 0..max_receive + 3 {
-        let got = client
-            .receive_message()
-            .queue_url(&url)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        if got.messages.unwrap_or_default().is_empty() {
+        if receive(&client, &url, 1).await.is_empty() {
             break;
         }
         receives += 1;
@@ -167,15 +152,7 @@ async fn sqs_moves_a_message_to_the_dlq_after_max_receive_count() {
         receives, max_receive,
         "received exactly maxReceiveCount times before the redrive"
     );
-    let dead = client
-        .receive_message()
-        .queue_url(&dlq_url)
-        .wait_time_seconds(5)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
+    let dead = receive(&client, &dlq_url, 5).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body(), Some("poison"));
     for u in [url, dlq_url] {

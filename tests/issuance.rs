@@ -12,7 +12,7 @@ use fcfs_shared::db::MySqlStore;
 use fcfs_shared::ports::IssueLedger;
 use fcfs_shared::redis_ledger::RedisIssueLedger;
 use fcfs_shared::sqs_queue::SqsReservationQueue;
-use integration_tests::{env, mysql, queue_with_dlq, reply, sqs, unique};
+use integration_tests::{env, mysql, queue_with_dlq, receive, reply, sqs, unique};
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
 use serde_json::{Value, json};
@@ -75,16 +75,7 @@ impl Stack {
     }
 
     async fn receive(&self, url: &str, wait: i32) -> Vec<aws_sdk_sqs::types::Message> {
-        self.sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(wait)
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default()
+        receive(&self.sqs, url, wait).await
     }
 
     /// Acts as the SQS event source: gathers up to `batch` messages, invokes the writer, deletes

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::QueueAttributeName;
 use integration_tests::{
-    dynamodb, env, max_receive_count, queue_arn, queue_with_dlq, repo_root, sqs, template, unique,
+    dynamodb, env, max_receive_count, queue_arn, queue_with_dlq, receive, repo_root, sqs, template, unique,
 };
 use local_runner::{LocalApp, LocalFunction, RunnerConfig, Running, SqsFunction};
 use serde_json::{Value, json};
@@ -282,15 +282,7 @@ async fn a_reported_failure_returns_and_ends_in_the_dlq() {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let dead = loop {
-        let got = sqs
-            .receive_message()
-            .queue_url(&dlq)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default();
+        let got = receive(&sqs, &dlq, 1).await;
         if !got.is_empty() {
             break got;
         }

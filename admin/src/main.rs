@@ -50,15 +50,9 @@ enum Command {
         #[arg(long, default_value = "template.yaml")]
         template: PathBuf,
         /// Template parameter override, NAME=VALUE (repeatable).
-        #[arg(long = "param", value_parser = parse_param)]
+        #[arg(long = "param", value_parser = fcfs_shared::template::parse_param)]
         params: Vec<(String, String)>,
     },
-}
-
-fn parse_param(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
 }
 
 #[tokio::main]

@@ -91,16 +91,9 @@ async fn ensure_queue(
             url
         }
     };
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+    let arn = fcfs_shared::sqs_queue::queue_arn(sqs, &url)
         .await
-        .with_context(|| format!("cannot read queue {}", queue.name))?
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .context("queue has no ARN")?;
+        .with_context(|| format!("cannot read queue {}", queue.name))?;
     eprintln!("queue {} ready: {url}", queue.name);
     Ok((url, arn))
 }

@@ -410,16 +410,7 @@ async fn throwaway_queue(services: &Services, prefix: &str, visibility: u32) -> 
         .await?
         .queue_url
         .context("queue url")?;
-    let arn = services
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .context("queue arn")?;
+    let arn = fcfs_shared::sqs_queue::queue_arn(&services.sqs, &url).await?;
     Ok((url, arn))
 }
 
@@ -547,19 +538,8 @@ async fn writer(services: &Services, runner: &Running, key: &str) -> Result<(f64
     let expires = chrono::Utc::now().naive_utc() + chrono::Duration::days(7);
     let started = Instant::now();
     for chunk in rows.chunks(issue_writer::DEFAULT_CHUNK_SIZE) {
-        let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new(
-            "INSERT INTO coupons (campaign_id, partner_id, user_id, status, issue_rank, request_id, issued_at, expires_at) ",
-        );
-        insert.push_values(chunk, |mut row, r| {
-            row.push_bind(r.campaign_id)
-                .push_bind(&r.partner_id)
-                .push_bind(r.user_id.as_str())
-                .push_bind("ISSUED")
-                .push_bind(r.rank)
-                .push_bind(r.request_id.hyphenated().to_string())
-                .push_bind(r.reserved_at.naive_utc())
-                .push_bind(expires);
-        });
+        // The writer's statement without its transaction, IGNORE and counter update.
+        let mut insert = fcfs_shared::db::coupon_insert(false, chunk, expires);
         insert.build().execute(&mut *conn).await?;
     }
     let raw_rate = BATCH as f64 / started.elapsed().as_secs_f64();

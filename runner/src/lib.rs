@@ -18,7 +18,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::QueueAttributeName;
 use fcfs_shared::config::Settings;
 use fcfs_shared::template::{ApiSpec, Placement, Template, TemplateError};
 
@@ -359,15 +358,8 @@ async fn locate_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, 
         .map_err(|e| error(DisplayErrorContext(e).to_string()))?
         .queue_url
         .ok_or_else(|| error("no URL returned".into()))?;
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+    let arn = fcfs_shared::sqs_queue::queue_arn(sqs, &url)
         .await
-        .map_err(|e| error(DisplayErrorContext(e).to_string()))?
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .ok_or_else(|| error("no ARN returned".into()))?;
+        .map_err(|e| error(e.detail))?;
     Ok((url, arn))
 }

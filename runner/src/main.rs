@@ -24,18 +24,12 @@ struct Args {
     #[arg(long, default_value = "template.yaml")]
     template: PathBuf,
     /// Template parameter override, NAME=VALUE (repeatable). Stage defaults to $FCFS_STAGE.
-    #[arg(long = "param", value_parser = parse_param)]
+    #[arg(long = "param", value_parser = fcfs_shared::template::parse_param)]
     params: Vec<(String, String)>,
     #[arg(long, env = "FCFS_API_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
     #[arg(long, env = "FCFS_API_PORT", default_value_t = 3000)]
     port: u16,
-}
-
-fn parse_param(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
 }
 
 #[tokio::main]

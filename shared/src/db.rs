@@ -34,6 +34,32 @@ pub async fn connect_with(settings: &crate::config::Settings) -> Result<MySqlPoo
     Ok(connect(&url, max).await.map_err(unavailable)?)
 }
 
+/// One multi-row INSERT of issued coupons for reservations whose coupons expire at `expires_at`
+/// (at most `MAX_ROWS_PER_INSERT` rows). `ignore_duplicates`: rows already recorded for the same
+/// (campaign, user) are skipped, which makes redelivery harmless.
+pub fn coupon_insert<'a>(
+    ignore_duplicates: bool,
+    rows: impl IntoIterator<Item = &'a Reservation>,
+    expires_at: NaiveDateTime,
+) -> QueryBuilder<MySql> {
+    let mut insert = QueryBuilder::<MySql>::new(if ignore_duplicates {
+        "INSERT IGNORE INTO coupons (campaign_id, partner_id, user_id, status, issue_rank, request_id, issued_at, expires_at) "
+    } else {
+        "INSERT INTO coupons (campaign_id, partner_id, user_id, status, issue_rank, request_id, issued_at, expires_at) "
+    });
+    insert.push_values(rows, |mut row, r| {
+        row.push_bind(r.campaign_id)
+            .push_bind(&r.partner_id)
+            .push_bind(r.user_id.as_str())
+            .push_bind("ISSUED")
+            .push_bind(r.rank)
+            .push_bind(r.request_id.hyphenated().to_string())
+            .push_bind(r.reserved_at.naive_utc())
+            .push_bind(expires_at);
+    });
+    insert
+}
+
 pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
@@ -198,21 +224,7 @@ impl CouponBook for MySqlStore {
             let mut rows: Vec<&Reservation> = positions.iter().map(|&i| &chunk[i]).collect();
             // Key order inside the statement keeps concurrent inserts from deadlocking on gap locks.
             rows.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-            let mut insert = QueryBuilder::<MySql>::new(
-                "INSERT IGNORE INTO coupons (campaign_id, partner_id, user_id, status, issue_rank, request_id, \
-                 issued_at, expires_at) ",
-            );
-            insert.push_values(rows, |mut row, r| {
-                row.push_bind(r.campaign_id)
-                    .push_bind(&r.partner_id)
-                    .push_bind(r.user_id.as_str())
-                    .push_bind("ISSUED")
-                    .push_bind(r.rank)
-                    .push_bind(r.request_id.hyphenated().to_string())
-                    .push_bind(r.reserved_at.naive_utc())
-                    .push_bind(*expires_at);
-            });
-            let inserted = insert
+            let inserted = coupon_insert(true, rows, *expires_at)
                 .build()
                 .execute(&mut *tx)
                 .await

@@ -95,8 +95,9 @@ pub struct Discount {
     pub value: u64,
 }
 
-/// A campaign as a partner asks for it, validated.
-#[derive(Debug, Clone, PartialEq)]
+/// A campaign as a partner asks for it (the `POST /v1/campaigns` body); `validate` before use.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewCampaign {
     pub name: String,
     pub total_quantity: u32,

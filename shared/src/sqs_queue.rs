@@ -128,6 +128,21 @@ async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pend
     }
 }
 
+/// The ARN of the queue at `queue_url` (a redrive policy and an event source name queues by ARN).
+pub async fn queue_arn(client: &aws_sdk_sqs::Client, queue_url: &str) -> Result<String, Unavailable> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| Unavailable::new("sqs", DisplayErrorContext(e)))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| Unavailable::new("sqs", format!("queue {queue_url} reported no ARN")))
+}
+
 #[async_trait]
 impl ReservationQueue for SqsReservationQueue {
     async fn enqueue(&self, reservation: &Reservation) -> Result<(), Unavailable> {

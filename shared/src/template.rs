@@ -115,6 +115,13 @@ pub struct AuthorizerSpec {
     pub reauthorize_every_secs: i64,
 }
 
+/// A template parameter override given as `NAME=VALUE` on a command line.
+pub fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
 pub struct Template {
     root: Value,
     parameters: BTreeMap<String, String>,

@@ -57,17 +57,23 @@ pub async fn mysql() -> sqlx::MySqlPool {
 }
 
 pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
+    fcfs_shared::sqs_queue::queue_arn(client, url)
+        .await
+        .expect("the queue has an ARN")
+}
+
+/// Up to ten messages of the queue, long-polling for `wait` seconds.
+pub async fn receive(client: &aws_sdk_sqs::Client, url: &str, wait: i32) -> Vec<aws_sdk_sqs::types::Message> {
     client
-        .get_queue_attributes()
+        .receive_message()
         .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait)
         .send()
         .await
-        .unwrap()
-        .attributes
-        .unwrap()
-        .remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .unwrap()
+        .expect("SQS answers receive")
+        .messages
+        .unwrap_or_default()
 }
 
 /// A name no other test run uses, for throwaway resources.

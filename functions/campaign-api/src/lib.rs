@@ -9,20 +9,9 @@ use fcfs_shared::ports::{CampaignCatalog, IssueLedger};
 use fcfs_shared::redis_ledger::RedisIssueLedger;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateCampaignBody {
-    name: String,
-    total_quantity: u32,
-    issue_starts_at: DateTime<Utc>,
-    issue_ends_at: DateTime<Utc>,
-    coupon_expires_at: DateTime<Utc>,
-    discount: Discount,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -88,16 +77,7 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
 
     async fn create(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
-        let body: CreateCampaignBody = api::json_body(req, MAX_BODY_BYTES)?;
-        let campaign = NewCampaign {
-            name: body.name,
-            total_quantity: body.total_quantity,
-            issue_starts_at: body.issue_starts_at,
-            issue_ends_at: body.issue_ends_at,
-            coupon_expires_at: body.coupon_expires_at,
-            discount: body.discount,
-        }
-        .validate()?;
+        let campaign = api::json_body::<NewCampaign>(req, MAX_BODY_BYTES)?.validate()?;
         let created = self.catalog.create(&partner, &campaign).await?;
         if let Err(e) = self.ledger.prime(&IssueRules::from(&created)).await {
             // A campaign Redis cannot decide for must not exist: undo, so the client's retry is clean.
