@@ -6,12 +6,12 @@ use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, Api
 use aws_lambda_events::iam::IamPolicyEffect;
 use campaign_api::CampaignApi;
 use chrono::Utc;
-use fcfs_shared::api::gateway_request;
-use fcfs_shared::api_keys::create_key;
-use fcfs_shared::db::MySqlStore;
-use fcfs_shared::dynamo_keys::DynamoApiKeys;
-use fcfs_shared::redis_ledger::RedisIssueLedger;
-use fcfs_shared::sqs_queue::SqsReservationQueue;
+use fcfs_shared::adapters::dynamodb::DynamoApiKeys;
+use fcfs_shared::adapters::mysql::MySqlStore;
+use fcfs_shared::adapters::redis::RedisIssueLedger;
+use fcfs_shared::adapters::sqs::SqsReservationQueue;
+use fcfs_shared::keys::create_key;
+use fcfs_shared::testkit::gateway_request;
 use integration_tests::{capture_logs, dynamodb, env, mysql, reply, sqs, unique};
 use issue_api::IssueApi;
 use serde_json::json;
@@ -48,7 +48,9 @@ async fn a_cached_key_costs_one_dynamodb_read_for_many_requests() {
     let key = new_key(&partner).await;
     let auth = KeyAuthorizer::new(keys().await, CacheSettings::default());
     for i in 0..500 {
-        let response = auth.handle(event(Some(&key), &format!("r{i}"))).await.unwrap();
+        let response = authorizer::handle(&auth, event(Some(&key), &format!("r{i}")))
+            .await
+            .unwrap();
         assert!(allowed(&response));
         assert_eq!(response.context["partnerId"], partner.as_str());
     }
@@ -66,17 +68,24 @@ async fn unknown_malformed_empty_and_huge_keys_are_denied() {
         "k".repeat(10 * 1024),
     ];
     for (i, key) in cases.iter().enumerate() {
-        let response = auth.handle(event(Some(key), &format!("r{i}"))).await.unwrap();
+        let response = authorizer::handle(&auth, event(Some(key), &format!("r{i}")))
+            .await
+            .unwrap();
         assert!(!allowed(&response), "case {i} allowed");
         assert_eq!(response.context, json!({}));
     }
     // Only the well-formed unknown key was looked up; repeating it hits the negative cache.
     for _ in 0..50 {
-        assert!(!allowed(&auth.handle(event(Some(&unknown), "again")).await.unwrap()));
+        assert!(!allowed(
+            &authorizer::handle(&auth, event(Some(&unknown), "again")).await.unwrap()
+        ));
     }
     assert_eq!(auth.store().lookups(), 1);
     assert_eq!(
-        auth.handle(event(None, "none")).await.unwrap_err().to_string(),
+        authorizer::handle(&auth, event(None, "none"))
+            .await
+            .unwrap_err()
+            .to_string(),
         "Unauthorized"
     );
 }
@@ -95,7 +104,9 @@ async fn an_unreachable_table_denies_and_logs_the_request() {
         CacheSettings::default(),
     );
     let (logs, _guard) = capture_logs();
-    let response = auth.handle(event(Some(&key), "req-down-42")).await.unwrap();
+    let response = authorizer::handle(&auth, event(Some(&key), "req-down-42"))
+        .await
+        .unwrap();
     assert!(!allowed(&response));
     let logs = logs.text();
     let line = logs
@@ -117,7 +128,7 @@ async fn one_partner_cannot_see_or_touch_anothers_campaign() {
     let (key_a, key_b) = (new_key(&a).await, new_key(&b).await);
     let auth = KeyAuthorizer::new(keys().await, CacheSettings::default());
     let partner_of = async |key: &str| {
-        let response = auth.handle(event(Some(key), "iso")).await.unwrap();
+        let response = authorizer::handle(&auth, event(Some(key), "iso")).await.unwrap();
         assert!(allowed(&response));
         response.context["partnerId"].as_str().unwrap().to_owned()
     };

@@ -29,7 +29,10 @@ async fn mariadb_has_every_migration_and_keeps_a_row() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    let expected: Vec<i64> = fcfs_shared::db::MIGRATOR.iter().map(|m| m.version).collect();
+    let expected: Vec<i64> = fcfs_shared::adapters::mysql::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .collect();
     assert_eq!(applied, expected, "every migration in migrations/ is applied");
 
     let partner = unique("partner");

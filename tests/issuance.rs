@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use campaign_api::CampaignApi;
-use fcfs_shared::api::gateway_request;
-use fcfs_shared::db::MySqlStore;
-use fcfs_shared::ports::IssueLedger;
-use fcfs_shared::redis_ledger::RedisIssueLedger;
-use fcfs_shared::sqs_queue::SqsReservationQueue;
+use fcfs_shared::adapters::mysql::MySqlStore;
+use fcfs_shared::adapters::redis::RedisIssueLedger;
+use fcfs_shared::adapters::sqs::SqsReservationQueue;
+use fcfs_shared::issuance::ports::IssueLedger;
+use fcfs_shared::testkit::gateway_request;
 use integration_tests::{env, mysql, queue_with_dlq, receive, reply, sqs, unique};
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
@@ -399,9 +399,9 @@ async fn redis_state_is_rebuilt_from_mysql() {
     // Redis loses the campaign entirely.
     let mut conn = integration_tests::redis().await;
     let keys = [
-        fcfs_shared::redis_ledger::rules_key(id),
-        fcfs_shared::redis_ledger::users_key(id),
-        fcfs_shared::redis_ledger::count_key(id),
+        fcfs_shared::adapters::redis::rules_key(id),
+        fcfs_shared::adapters::redis::users_key(id),
+        fcfs_shared::adapters::redis::count_key(id),
     ];
     let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
     assert_eq!(
@@ -411,7 +411,7 @@ async fn redis_state_is_rebuilt_from_mysql() {
     );
 
     // What `fcfs-admin rebuild-ledger` does for each campaign.
-    use fcfs_shared::ports::CampaignCatalog;
+    use fcfs_shared::issuance::ports::CampaignCatalog;
     let rules = (&stack.store.get(id).await.unwrap().unwrap()).into();
     let restored = stack
         .ledger

@@ -30,8 +30,8 @@ async fn start(app: LocalApp) -> Running {
 }
 
 async fn new_key(partner: &str) -> String {
-    let keys = fcfs_shared::dynamo_keys::DynamoApiKeys::new(dynamodb().await, env("API_KEYS_TABLE"));
-    let (secret, _) = fcfs_shared::api_keys::create_key(&keys, partner, None, chrono::Utc::now())
+    let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(dynamodb().await, env("API_KEYS_TABLE"));
+    let (secret, _) = fcfs_shared::keys::create_key(&keys, partner, None, chrono::Utc::now())
         .await
         .unwrap();
     secret.expose().to_owned()

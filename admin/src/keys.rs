@@ -3,8 +3,9 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use fcfs_shared::api_keys::{self, KeyStatus};
-use fcfs_shared::dynamo_keys::DynamoApiKeys;
+use fcfs_shared::adapters::dynamodb::DynamoApiKeys;
+use fcfs_shared::keys;
+use fcfs_shared::keys::domain::KeyStatus;
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -40,7 +41,7 @@ pub async fn run(table: &str, command: KeysCommand) -> Result<()> {
             expires_in_days,
         } => {
             let expires_at = expires_at.or(expires_in_days.map(|d| now + chrono::Duration::days(d.into())));
-            let (secret, key) = api_keys::create_key(&store, &partner, expires_at, now)
+            let (secret, key) = keys::create_key(&store, &partner, expires_at, now)
                 .await
                 .context("cannot create the key")?;
             eprintln!(
@@ -52,9 +53,7 @@ pub async fn run(table: &str, command: KeysCommand) -> Result<()> {
             println!("{}", secret.expose());
         }
         KeysCommand::List { partner } => {
-            let keys = api_keys::list_keys(&store, &partner)
-                .await
-                .context("cannot list keys")?;
+            let keys = keys::list_keys(&store, &partner).await.context("cannot list keys")?;
             println!("{:<16} {:<8} {:<25} EXPIRES", "DISPLAY_ID", "STATUS", "CREATED");
             for key in keys {
                 let status = match key.status {
@@ -72,7 +71,7 @@ pub async fn run(table: &str, command: KeysCommand) -> Result<()> {
             }
         }
         KeysCommand::Revoke { display_id } => {
-            let key = api_keys::revoke_key(&store, &display_id)
+            let key = keys::revoke_key(&store, &display_id)
                 .await
                 .context("cannot revoke the key")?;
             if key.status == KeyStatus::Revoked {

@@ -50,7 +50,7 @@ enum Command {
         #[arg(long, default_value = "template.yaml")]
         template: PathBuf,
         /// Template parameter override, NAME=VALUE (repeatable).
-        #[arg(long = "param", value_parser = fcfs_shared::template::parse_param)]
+        #[arg(long = "param", value_parser = fcfs_template::parse_param)]
         params: Vec<(String, String)>,
     },
 }
@@ -60,10 +60,12 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Migrate { database_url } => {
-            let pool = fcfs_shared::db::connect(&database_url, 1)
+            let pool = fcfs_shared::adapters::mysql::connect(&database_url, 1)
                 .await
                 .context("cannot connect to the database")?;
-            fcfs_shared::db::migrate(&pool).await.context("migration failed")?;
+            fcfs_shared::adapters::mysql::migrate(&pool)
+                .await
+                .context("migration failed")?;
             eprintln!("migrations applied");
         }
         Command::RebuildLedger {
@@ -71,13 +73,13 @@ async fn main() -> Result<()> {
             redis_url,
             campaign,
         } => {
-            use fcfs_shared::ports::CampaignCatalog;
-            let store = fcfs_shared::db::MySqlStore::new(
-                fcfs_shared::db::connect(&database_url, 2)
+            use fcfs_shared::issuance::ports::CampaignCatalog;
+            let store = fcfs_shared::adapters::mysql::MySqlStore::new(
+                fcfs_shared::adapters::mysql::connect(&database_url, 2)
                     .await
                     .context("cannot connect to the database")?,
             );
-            let ledger = fcfs_shared::redis_ledger::RedisIssueLedger::connect(&redis_url).await?;
+            let ledger = fcfs_shared::adapters::redis::RedisIssueLedger::connect(&redis_url).await?;
             let ids = match campaign {
                 Some(id) => vec![id],
                 None => store.campaign_ids().await?,

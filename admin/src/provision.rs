@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use fcfs_shared::template::{KeySpec, Placement, QueueSpec, Template};
+use fcfs_template::{KeySpec, Placement, QueueSpec, Template};
 
 pub async fn provision(
     template_path: &Path,
@@ -91,7 +91,7 @@ async fn ensure_queue(
             url
         }
     };
-    let arn = fcfs_shared::sqs_queue::queue_arn(sqs, &url)
+    let arn = fcfs_shared::adapters::sqs::queue_arn(sqs, &url)
         .await
         .with_context(|| format!("cannot read queue {}", queue.name))?;
     eprintln!("queue {} ready: {url}", queue.name);
@@ -109,7 +109,7 @@ fn key_schema(keys: &[KeySpec]) -> Result<Vec<KeySchemaElement>> {
         .collect()
 }
 
-async fn ensure_table(dynamodb: &aws_sdk_dynamodb::Client, table: &fcfs_shared::template::TableSpec) -> Result<()> {
+async fn ensure_table(dynamodb: &aws_sdk_dynamodb::Client, table: &fcfs_template::TableSpec) -> Result<()> {
     if dynamodb.describe_table().table_name(&table.name).send().await.is_ok() {
         eprintln!("table {} exists", table.name);
         return Ok(());

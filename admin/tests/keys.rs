@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use authorizer::{CacheSettings, Decision, KeyAuthorizer, Principal};
-use fcfs_shared::dynamo_keys::DynamoApiKeys;
+use fcfs_shared::adapters::dynamodb::DynamoApiKeys;
 use integration_tests::{dynamodb, env, unique};
 
 fn admin(args: &[&str]) -> Output {

@@ -14,8 +14,9 @@ use authorizer::{CacheSettings, Decision, KeyAuthorizer};
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use clap::Parser;
-use fcfs_shared::db::MySqlStore;
-use fcfs_shared::domain::{Reservation, UserId};
+use fcfs_shared::adapters::mysql::MySqlStore;
+use fcfs_shared::issuance::domain::Reservation;
+use fcfs_shared::kernel::UserId;
 use issue_writer::IssueWriter;
 use local_runner::Running;
 use report::Report;
@@ -205,7 +206,7 @@ async fn main() -> Result<()> {
 }
 
 async fn authorizer(services: &Services, report: &mut Report) -> Result<()> {
-    let keys = fcfs_shared::dynamo_keys::DynamoApiKeys::new(services.dynamodb.clone(), env("API_KEYS_TABLE")?);
+    let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(services.dynamodb.clone(), env("API_KEYS_TABLE")?);
     let auth = KeyAuthorizer::new(keys, CacheSettings::default());
     let key = services.new_key("bench-auth").await?;
     if !matches!(auth.decide(&key, "warm").await, Decision::Allow(_)) {
@@ -260,15 +261,15 @@ async fn evalsha_rate(services: &Services, run: usize) -> Result<f64> {
     let mut redis = services.redis.clone();
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(fcfs_shared::redis_ledger::reserve_script_source())
+        .arg(fcfs_shared::adapters::redis::reserve_script_source())
         .query_async(&mut redis)
         .await?;
     // A campaign id no real campaign uses; open window, the same quantity as the mix.
     let id = 9_000_000_000_u64 + std::process::id() as u64 * 10 + run as u64;
     let (rules, users, count) = (
-        fcfs_shared::redis_ledger::rules_key(id),
-        fcfs_shared::redis_ledger::users_key(id),
-        fcfs_shared::redis_ledger::count_key(id),
+        fcfs_shared::adapters::redis::rules_key(id),
+        fcfs_shared::adapters::redis::users_key(id),
+        fcfs_shared::adapters::redis::count_key(id),
     );
     redis::cmd("DEL").arg(&users).arg(&count).exec_async(&mut redis).await?;
     redis::cmd("HSET")
@@ -410,7 +411,7 @@ async fn throwaway_queue(services: &Services, prefix: &str, visibility: u32) -> 
         .await?
         .queue_url
         .context("queue url")?;
-    let arn = fcfs_shared::sqs_queue::queue_arn(&services.sqs, &url).await?;
+    let arn = fcfs_shared::adapters::sqs::queue_arn(&services.sqs, &url).await?;
     Ok((url, arn))
 }
 
@@ -539,7 +540,7 @@ async fn writer(services: &Services, runner: &Running, key: &str) -> Result<(f64
     let started = Instant::now();
     for chunk in rows.chunks(issue_writer::DEFAULT_CHUNK_SIZE) {
         // The writer's statement without its transaction, IGNORE and counter update.
-        let mut insert = fcfs_shared::db::coupon_insert(false, chunk, expires);
+        let mut insert = fcfs_shared::adapters::mysql::coupon_insert(false, chunk, expires);
         insert.build().execute(&mut *conn).await?;
     }
     let raw_rate = BATCH as f64 / started.elapsed().as_secs_f64();

@@ -30,7 +30,7 @@ impl Services {
     pub async fn connect() -> Result<Self> {
         let sdk = fcfs_shared::config::aws_sdk_config().await;
         Ok(Self {
-            pool: fcfs_shared::db::connect(&env("DATABASE_URL")?, 4).await?,
+            pool: fcfs_shared::adapters::mysql::connect(&env("DATABASE_URL")?, 4).await?,
             redis: redis::Client::open(env("REDIS_URL")?)?
                 .get_multiplexed_async_connection()
                 .await?,
@@ -41,8 +41,8 @@ impl Services {
     }
 
     pub async fn new_key(&self, partner: &str) -> Result<String> {
-        let keys = fcfs_shared::dynamo_keys::DynamoApiKeys::new(self.dynamodb.clone(), env("API_KEYS_TABLE")?);
-        let (secret, _) = fcfs_shared::api_keys::create_key(&keys, partner, None, chrono::Utc::now()).await?;
+        let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(self.dynamodb.clone(), env("API_KEYS_TABLE")?);
+        let (secret, _) = fcfs_shared::keys::create_key(&keys, partner, None, chrono::Utc::now()).await?;
         Ok(secret.expose().to_owned())
     }
 
@@ -87,11 +87,11 @@ impl Services {
     pub async fn reserved(&self, campaign: u64) -> Result<(i64, i64)> {
         let mut redis = self.redis.clone();
         let count: Option<i64> = redis::cmd("GET")
-            .arg(fcfs_shared::redis_ledger::count_key(campaign))
+            .arg(fcfs_shared::adapters::redis::count_key(campaign))
             .query_async(&mut redis)
             .await?;
         let holders: i64 = redis::cmd("HLEN")
-            .arg(fcfs_shared::redis_ledger::users_key(campaign))
+            .arg(fcfs_shared::adapters::redis::users_key(campaign))
             .query_async(&mut redis)
             .await?;
         Ok((count.unwrap_or(0), holders))

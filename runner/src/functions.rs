@@ -9,7 +9,8 @@ use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, Api
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use campaign_api::CampaignApi;
 use fcfs_shared::config::{Settings, StartupError};
-use fcfs_shared::ports::{ApiKeyStore, CampaignCatalog, CouponBook, IssueLedger, ReservationQueue};
+use fcfs_shared::issuance::ports::{CampaignCatalog, CouponBook, IssueLedger, ReservationQueue};
+use fcfs_shared::keys::ports::ApiKeyStore;
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
 use lambda_http::{Body, Request, Response};
@@ -69,7 +70,7 @@ pub async fn build(
     sdk: &aws_config::SdkConfig,
 ) -> Result<LocalFunction, BuildError> {
     Ok(match binary {
-        "authorizer" => LocalFunction::Authorizer(Arc::new(KeyAuthorizer::from_settings(settings, sdk)?)),
+        "authorizer" => LocalFunction::Authorizer(Arc::new(authorizer::from_settings(settings, sdk)?)),
         "campaign-api" => LocalFunction::Http(Arc::new(CampaignApi::from_settings(settings).await?)),
         "issue-api" => LocalFunction::Http(Arc::new(IssueApi::from_settings(settings, sdk).await?)),
         "issue-writer" => LocalFunction::Sqs(Arc::new(IssueWriter::from_settings(settings).await?)),
@@ -106,6 +107,6 @@ impl<S: ApiKeyStore> AuthorizerFunction for KeyAuthorizer<S> {
         &self,
         event: ApiGatewayCustomAuthorizerRequestTypeRequest,
     ) -> Result<ApiGatewayCustomAuthorizerResponse, String> {
-        self.handle(event).await.map_err(|e| e.to_string())
+        authorizer::handle(self, event).await.map_err(|e| e.to_string())
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use fcfs_shared::config::Settings;
-use fcfs_shared::template::{ApiSpec, Placement, Template, TemplateError};
+use fcfs_template::{ApiSpec, Placement, Template, TemplateError};
 
 pub use functions::{AuthorizerFunction, HttpFunction, LocalFunction, SqsFunction};
 pub use gateway::method_arn;
@@ -358,7 +358,7 @@ async fn locate_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, 
         .map_err(|e| error(DisplayErrorContext(e).to_string()))?
         .queue_url
         .ok_or_else(|| error("no URL returned".into()))?;
-    let arn = fcfs_shared::sqs_queue::queue_arn(sqs, &url)
+    let arn = fcfs_shared::adapters::sqs::queue_arn(sqs, &url)
         .await
         .map_err(|e| error(e.detail))?;
     Ok((url, arn))

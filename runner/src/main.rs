@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, default_value = "template.yaml")]
     template: PathBuf,
     /// Template parameter override, NAME=VALUE (repeatable). Stage defaults to $FCFS_STAGE.
-    #[arg(long = "param", value_parser = fcfs_shared::template::parse_param)]
+    #[arg(long = "param", value_parser = fcfs_template::parse_param)]
     params: Vec<(String, String)>,
     #[arg(long, env = "FCFS_API_HOST", default_value = "127.0.0.1")]
     host: IpAddr,

@@ -8,7 +8,7 @@ use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use aws_lambda_events::iam::IamPolicyEffect;
 use aws_lambda_events::sqs::SqsEvent;
 use campaign_api::CampaignApi;
-use fcfs_shared::fakes::{MemoryApiKeys, MemoryCatalog, MemoryCouponBook, MemoryLedger, MemoryQueue};
+use fcfs_shared::testkit::{MemoryApiKeys, MemoryCatalog, MemoryCouponBook, MemoryLedger, MemoryQueue};
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
 use lambda_http::Body;
@@ -57,7 +57,7 @@ async fn authorizer_event() {
     assert!(e.headers.contains_key("x-api-key"));
     // The placeholder key is not a key: denied without a lookup.
     let auth = KeyAuthorizer::new(MemoryApiKeys::default(), CacheSettings::default());
-    let response = auth.handle(e).await.unwrap();
+    let response = authorizer::handle(&auth, e).await.unwrap();
     assert_eq!(response.policy_document.statement[0].effect, IamPolicyEffect::Deny);
 }
 

@@ -53,7 +53,7 @@ pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Unavailable(#[from] crate::ports::Unavailable),
+    Unavailable(#[from] crate::kernel::Unavailable),
 }
 
 /// SDK configuration from the standard chain; `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_SQS`, …)

@@ -1,13 +1,20 @@
-//! Domain and adapters shared by every fcfs-coupons function and tool.
+//! The fcfs-coupons domain, by bounded context, and the adapters that connect it to AWS.
+//!
+//! - `kernel`: what every context speaks in (a user id, a field that failed validation, a
+//!   backing service that is unavailable, the clock).
+//! - One folder per context (`issuance`, `keys`; `coupons`, `points` and `grading` join them):
+//!   `domain` (pure rules, no I/O), `ports` (the traits it needs from the outside), its error
+//!   enum, and its use cases, plain async methods any trigger can call.
+//! - `adapters`: the ports implemented, one module per technology.
+//! - `http`: the API's transport contract, the one mapping of every context's errors to HTTP.
+//! - `config`: a function's settings, SDK configuration and logging.
+//! - `testkit` (feature `testkit`, tests only): in-memory fakes of the ports and a manual clock.
 
-pub mod api;
-pub mod api_keys;
+pub mod adapters;
 pub mod config;
-pub mod db;
-pub mod domain;
-pub mod dynamo_keys;
-pub mod fakes;
-pub mod ports;
-pub mod redis_ledger;
-pub mod sqs_queue;
-pub mod template;
+pub mod http;
+pub mod issuance;
+pub mod kernel;
+pub mod keys;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use fcfs_shared::template::{Placement, Template};
+use fcfs_template::{Placement, Template};
 
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -51,13 +51,13 @@ pub async fn redis() -> redis::aio::MultiplexedConnection {
 }
 
 pub async fn mysql() -> sqlx::MySqlPool {
-    fcfs_shared::db::connect(&env("DATABASE_URL"), 20)
+    fcfs_shared::adapters::mysql::connect(&env("DATABASE_URL"), 20)
         .await
         .expect("MySQL answers at DATABASE_URL")
 }
 
 pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
-    fcfs_shared::sqs_queue::queue_arn(client, url)
+    fcfs_shared::adapters::sqs::queue_arn(client, url)
         .await
         .expect("the queue has an ARN")
 }

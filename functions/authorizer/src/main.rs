@@ -1,4 +1,3 @@
-use authorizer::KeyAuthorizer;
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use fcfs_shared::config::{Settings, aws_sdk_config, init_tracing};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
@@ -6,11 +5,11 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let authorizer = KeyAuthorizer::from_settings(&Settings::from_process(), &aws_sdk_config().await)?;
-    let authorizer = &authorizer;
+    let auth = authorizer::from_settings(&Settings::from_process(), &aws_sdk_config().await)?;
+    let auth = &auth;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async move {
-            authorizer.handle(event.payload).await
+            authorizer::handle(auth, event.payload).await
         },
     ))
     .await

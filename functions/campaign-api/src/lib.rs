@@ -1,12 +1,14 @@
-//! Campaigns: `POST /v1/campaigns` and `GET /v1/campaigns/{campaignId}`.
+//! Campaigns over HTTP: `POST /v1/campaigns` and `GET /v1/campaigns/{campaignId}`, mapped to the
+//! issuance context's `Campaigns` use cases.
 
 use chrono::{DateTime, Utc};
-use fcfs_shared::api::{self, ApiError};
+use fcfs_shared::adapters::mysql::{self, MySqlStore};
+use fcfs_shared::adapters::redis::RedisIssueLedger;
 use fcfs_shared::config::{Settings, StartupError};
-use fcfs_shared::db::MySqlStore;
-use fcfs_shared::domain::{Campaign, CampaignId, Discount, IssueRules, NewCampaign};
-use fcfs_shared::ports::{CampaignCatalog, IssueLedger};
-use fcfs_shared::redis_ledger::RedisIssueLedger;
+use fcfs_shared::http::{self as api, ApiError};
+use fcfs_shared::issuance::domain::{CampaignId, Discount, NewCampaign};
+use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger};
+use fcfs_shared::issuance::{CampaignSummary, Campaigns};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
@@ -29,8 +31,14 @@ struct CampaignView {
     issued: u64,
 }
 
-impl CampaignView {
-    fn new(c: Campaign, reserved: u64, issued: u64) -> Self {
+impl From<CampaignSummary> for CampaignView {
+    fn from(
+        CampaignSummary {
+            campaign: c,
+            reserved,
+            issued,
+        }: CampaignSummary,
+    ) -> Self {
         Self {
             campaign_id: c.id,
             partner_id: c.partner_id,
@@ -48,14 +56,13 @@ impl CampaignView {
 }
 
 pub struct CampaignApi<C, L> {
-    catalog: C,
-    ledger: L,
+    campaigns: Campaigns<C, L>,
 }
 
 impl CampaignApi<MySqlStore, RedisIssueLedger> {
     /// The deployed function: MySQL at `DATABASE_URL`, Redis at `REDIS_URL`.
     pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
-        let pool = fcfs_shared::db::connect_with(settings).await?;
+        let pool = mysql::connect_with(settings).await?;
         let ledger = RedisIssueLedger::connect(&settings.required("REDIS_URL")?).await?;
         Ok(Self::new(MySqlStore::new(pool), ledger))
     }
@@ -63,7 +70,9 @@ impl CampaignApi<MySqlStore, RedisIssueLedger> {
 
 impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
     pub fn new(catalog: C, ledger: L) -> Self {
-        Self { catalog, ledger }
+        Self {
+            campaigns: Campaigns::new(catalog, ledger),
+        }
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
@@ -77,40 +86,23 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
 
     async fn create(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
-        let campaign = api::json_body::<NewCampaign>(req, MAX_BODY_BYTES)?.validate()?;
-        let created = self.catalog.create(&partner, &campaign).await?;
-        if let Err(e) = self.ledger.prime(&IssueRules::from(&created)).await {
-            // A campaign Redis cannot decide for must not exist: undo, so the client's retry is clean.
-            if let Err(discard) = self.catalog.discard(created.id).await {
-                tracing::error!(campaign_id = created.id, %discard, "unprimed campaign left behind");
-            }
-            return Err(e.into());
-        }
-        tracing::info!(campaign_id = created.id, partner_id = %partner, quantity = created.total_quantity, "campaign created");
-        Ok(api::json(StatusCode::CREATED, &CampaignView::new(created, 0, 0)))
+        let campaign = api::json_body::<NewCampaign>(req, MAX_BODY_BYTES)?;
+        let created = self.campaigns.create(&partner, campaign).await?;
+        Ok(api::json(StatusCode::CREATED, &CampaignView::from(created)))
     }
 
     async fn get(&self, req: &Request, raw_id: &str) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
         let id: CampaignId = raw_id.parse().map_err(|_| ApiError::NotFound("campaign"))?;
-        let campaign = match self.catalog.get(id).await? {
-            Some(c) if c.partner_id == partner => c,
-            _ => return Err(ApiError::NotFound("campaign")),
-        };
-        let reserved = self.ledger.reserved_count(id).await?;
-        let issued = self.catalog.issued_count(id).await?;
-        Ok(api::json(
-            StatusCode::OK,
-            &CampaignView::new(campaign, reserved, issued),
-        ))
+        let summary = self.campaigns.get(&partner, id).await?;
+        Ok(api::json(StatusCode::OK, &CampaignView::from(summary)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fcfs_shared::api::gateway_request;
-    use fcfs_shared::fakes::{MemoryCatalog, MemoryLedger};
+    use fcfs_shared::testkit::{MemoryCatalog, MemoryLedger, gateway_request};
     use serde_json::{Value, json};
 
     fn body() -> Value {
@@ -128,7 +120,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn create_primes_the_ledger_and_get_scopes_by_partner() {
+    async fn create_answers_201_and_get_is_404_for_another_partner() {
         let api = CampaignApi::new(MemoryCatalog::default(), MemoryLedger::default());
         let (status, created) = call(&api, gateway_request("POST", &[], body().to_string(), Some("p1"))).await;
         assert_eq!(status, 201, "{created}");
@@ -155,22 +147,6 @@ mod tests {
                 .0,
             404
         );
-        // Primed: the ledger knows the campaign (an unprimed one would answer Unprimed).
-        let decision = api
-            .ledger
-            .reserve(id.parse().unwrap(), &"u".parse_user(), uuid::Uuid::nil(), Utc::now())
-            .await
-            .unwrap();
-        assert_eq!(decision, fcfs_shared::domain::IssueDecision::NotOpen);
-    }
-
-    trait ParseUser {
-        fn parse_user(&self) -> fcfs_shared::domain::UserId;
-    }
-    impl ParseUser for &str {
-        fn parse_user(&self) -> fcfs_shared::domain::UserId {
-            fcfs_shared::domain::UserId::parse(self).unwrap()
-        }
     }
 
     #[tokio::test]
@@ -184,6 +160,8 @@ mod tests {
             ("issueEndsAt", json!("2026-11-26T00:00:00Z")),
             ("discount", json!({"type": "FREE", "value": 1})),
             ("name", json!("")),
+            // Valid RFC 3339, but MySQL's DATETIME cannot hold it: a 400, not a 503 to retry forever.
+            ("issueStartsAt", json!("0001-01-01T00:00:00Z")),
         ];
         for (field, value) in cases {
             let mut b = body();
@@ -192,6 +170,11 @@ mod tests {
             assert_eq!(status, 400, "{field}={value}: {err}");
             assert_eq!(err["error"], "INVALID_REQUEST");
             assert!(err["message"].as_str().unwrap().contains(field), "{field}: {err}");
+            assert!(
+                err.get("field")
+                    .is_none_or(|f| f.as_str().is_some_and(|f| f.starts_with(field))),
+                "{err}"
+            );
         }
         let mut missing = body();
         missing.as_object_mut().unwrap().remove("couponExpiresAt");

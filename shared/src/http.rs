@@ -1,5 +1,7 @@
-//! The HTTP contract shared by the API functions: one error type, mapped once to status codes and
-//! the JSON body `{"error": CODE, "message": text}`, and request parsing that never panics.
+//! The API's transport contract, shared by the HTTP functions: request parsing that never panics,
+//! and the one mapping of every failure, whichever context it comes from, to a status code and the
+//! JSON body `{"error": CODE, "message": text, "field"?: name}`. Transient failures answer 503
+//! with `Retry-After`; permanent ones a 4xx with their own code.
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
@@ -7,12 +9,14 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::domain::InvalidField;
-use crate::ports::Unavailable;
+use crate::issuance::IssuanceError;
+use crate::kernel::{InvalidField, Unavailable};
 
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
+/// Every failure an API function answers with: the request itself (before any use case runs) or a
+/// context's error.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -25,65 +29,98 @@ pub enum ApiError {
     Unauthenticated,
     #[error("{0} not found")]
     NotFound(&'static str),
-    #[error("this user already holds a coupon of this campaign")]
-    AlreadyIssued,
-    #[error("no coupons are left")]
-    SoldOut,
-    #[error("issuance has not started yet")]
-    NotOpen,
-    #[error("issuance has ended")]
-    Ended,
-    #[error("{0}")]
-    Unavailable(#[from] Unavailable),
+    #[error(transparent)]
+    Issuance(#[from] IssuanceError),
+}
+
+/// How a failure shows on the wire.
+struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    field: Option<&'static str>,
+    /// What went wrong behind us, for the log only; the client sees a generic message.
+    backend: Option<String>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            field: None,
+            backend: None,
+        }
+    }
+
+    fn invalid(field: &InvalidField) -> Self {
+        Self {
+            field: Some(field.field),
+            ..Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
+        }
+    }
+
+    fn unavailable(detail: String) -> Self {
+        Self {
+            backend: Some(detail),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        }
+    }
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    /// The one mapping to HTTP.
+    fn problem(&self) -> Problem {
+        use IssuanceError as I;
         match self {
-            Self::InvalidField(_) | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::AlreadyIssued => StatusCode::CONFLICT,
-            Self::SoldOut => StatusCode::GONE,
-            Self::NotOpen | Self::Ended => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidField(f) | Self::Issuance(I::Invalid(f)) => Problem::invalid(f),
+            Self::InvalidBody(_) => Problem::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            Self::PayloadTooLarge(_) => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Self::Unauthenticated => Problem::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Self::NotFound(_) | Self::Issuance(I::CampaignNotFound) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::Issuance(I::AlreadyIssued) => Problem::new(StatusCode::CONFLICT, "ALREADY_ISSUED"),
+            Self::Issuance(I::SoldOut) => Problem::new(StatusCode::GONE, "SOLD_OUT"),
+            Self::Issuance(I::NotOpen) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_OPEN"),
+            Self::Issuance(I::Ended) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "ENDED"),
+            Self::Issuance(e @ I::Unprimed(_)) => Problem::unavailable(e.to_string()),
+            Self::Issuance(I::Unavailable(e)) => Problem::unavailable(e.to_string()),
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.problem().status
     }
 
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::InvalidField(_) | Self::InvalidBody(_) => "INVALID_REQUEST",
-            Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
-            Self::Unauthenticated => "UNAUTHORIZED",
-            Self::NotFound(_) => "NOT_FOUND",
-            Self::AlreadyIssued => "ALREADY_ISSUED",
-            Self::SoldOut => "SOLD_OUT",
-            Self::NotOpen => "NOT_OPEN",
-            Self::Ended => "ENDED",
-            Self::Unavailable(_) => "UNAVAILABLE",
-        }
+        self.problem().code
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let status = self.status();
-        let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
-        match &self {
-            Self::InvalidField(f) => body["field"] = f.field.into(),
+        let problem = self.problem();
+        let message = match &problem.backend {
             // Backend details stay in the logs, not in the answer.
-            Self::Unavailable(e) => {
-                tracing::error!(service = e.service, detail = %e.detail, "backing service unavailable");
-                body["message"] = "temporarily unavailable, retry later".into();
+            Some(detail) => {
+                tracing::error!(code = problem.code, %detail, "backing service unavailable");
+                "temporarily unavailable, retry later".to_owned()
             }
-            _ => {}
+            None => self.to_string(),
+        };
+        let mut body = serde_json::json!({ "error": problem.code, "message": message });
+        if let Some(field) = problem.field {
+            body["field"] = field.into();
         }
-        let mut response = json(status, &body);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let mut response = json(problem.status, &body);
+        if problem.status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response
+    }
+}
+
+impl From<Unavailable> for ApiError {
+    fn from(e: Unavailable) -> Self {
+        Self::Issuance(IssuanceError::Unavailable(e))
     }
 }
 
@@ -207,7 +244,7 @@ mod tests {
 
     #[test]
     fn unavailable_answers_503_with_retry_after_and_no_details() {
-        let r = ApiError::Unavailable(Unavailable::new("sqs", "secret host down")).into_response();
+        let r = ApiError::from(Unavailable::new("sqs", "secret host down")).into_response();
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         let Body::Text(body) = r.body() else { panic!() };
@@ -216,10 +253,38 @@ mod tests {
     }
 
     #[test]
+    fn permanent_domain_errors_have_their_own_codes_and_no_retry_after() {
+        for (e, status, code) in [
+            (IssuanceError::AlreadyIssued, 409, "ALREADY_ISSUED"),
+            (IssuanceError::SoldOut, 410, "SOLD_OUT"),
+            (IssuanceError::NotOpen, 422, "NOT_OPEN"),
+            (IssuanceError::Ended, 422, "ENDED"),
+            (IssuanceError::CampaignNotFound, 404, "NOT_FOUND"),
+        ] {
+            let r = ApiError::from(e).into_response();
+            assert_eq!(r.status(), status);
+            assert!(r.headers().get(header::RETRY_AFTER).is_none());
+            let Body::Text(body) = r.body() else { panic!() };
+            assert!(body.contains(code), "{body}");
+        }
+        let invalid = ApiError::from(IssuanceError::Invalid(InvalidField::new(
+            "issueStartsAt",
+            "out of range",
+        )));
+        let Body::Text(body) = invalid.into_response().into_body() else {
+            panic!()
+        };
+        assert!(body.contains(r#""field":"issueStartsAt""#), "{body}");
+        let unprimed = ApiError::from(IssuanceError::Unprimed(7)).into_response();
+        assert_eq!(unprimed.status(), 503);
+        assert_eq!(unprimed.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
     fn partner_comes_from_the_authorizer_context_only() {
         assert!(matches!(partner_id(&req("")), Err(ApiError::Unauthenticated)));
         assert_eq!(ApiError::Unauthenticated.into_response().status(), 401);
-        let r = gateway_request("GET", &[("campaignId", "7")], "", Some("acme"));
+        let r = crate::testkit::gateway_request("GET", &[("campaignId", "7")], "", Some("acme"));
         assert_eq!(partner_id(&r).unwrap(), "acme");
         assert_eq!(path_param(&r, "campaignId").as_deref(), Some("7"));
     }

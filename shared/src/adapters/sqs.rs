@@ -14,8 +14,9 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::domain::Reservation;
-use crate::ports::{ReservationQueue, Unavailable};
+use crate::issuance::domain::Reservation;
+use crate::issuance::ports::ReservationQueue;
+use crate::kernel::Unavailable;
 
 /// SQS's limit on entries per batch.
 const MAX_BATCH: usize = 10;

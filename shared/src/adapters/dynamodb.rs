@@ -9,8 +9,9 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
-use crate::api_keys::{ApiKeyRecord, KeyStatus};
-use crate::ports::{ApiKeyStore, Unavailable};
+use crate::kernel::Unavailable;
+use crate::keys::domain::{ApiKeyRecord, KeyStatus};
+use crate::keys::ports::ApiKeyStore;
 
 type Item = HashMap<String, AttributeValue>;
 

@@ -1,5 +1,7 @@
-//! In-memory implementations of the ports, for unit tests only (integration tests use the real
-//! services). The ledger runs `domain::decide`, the same rule the Redis script implements.
+//! In-memory implementations of the ports and a hand-moved clock, for unit tests only (integration
+//! tests use the real services). Compiled only with the `testkit` feature, which only tests, the
+//! runner's tests and the bench enable, so no Lambda binary carries it. The ledger runs
+//! `issuance::domain::decide`, the same rule the Redis script implements.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -9,9 +11,39 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::api_keys::{ApiKeyRecord, KeyStatus};
-use crate::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, UserId, decide};
-use crate::ports::{ApiKeyStore, CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, Unavailable};
+use crate::issuance::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, decide};
+use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue};
+use crate::kernel::{Clock, Unavailable, UserId};
+use crate::keys::domain::{ApiKeyRecord, KeyStatus};
+use crate::keys::ports::ApiKeyStore;
+
+mod gateway;
+pub use gateway::gateway_request;
+
+/// A clock that moves only when told to: TTLs and time windows are tested without sleeping.
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self(Mutex::new(Utc::now()))
+    }
+}
+
+impl ManualClock {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self(Mutex::new(now))
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
 
 /// Per campaign: its rules, who holds a place (and for which request), how many are reserved.
 type CampaignState = (IssueRules, HashMap<UserId, Uuid>, u32);

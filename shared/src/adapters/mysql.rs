@@ -1,4 +1,5 @@
-//! MySQL (Aurora MySQL in AWS, MariaDB locally): pool, migrations, campaigns and coupons.
+//! MySQL (Aurora MySQL in AWS, MariaDB locally): pool, migrations, and the issuance context's
+//! campaign catalog and coupon book.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,8 +8,10 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Row};
 
-use crate::domain::{Campaign, CampaignId, Discount, DiscountType, NewCampaign, Reservation, UserId};
-use crate::ports::{CampaignCatalog, ChunkRecord, CouponBook, Unavailable};
+use crate::config::{Settings, StartupError};
+use crate::issuance::domain::{Campaign, CampaignId, Discount, DiscountType, NewCampaign, Reservation};
+use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
+use crate::kernel::{Unavailable, UserId};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -17,6 +20,8 @@ pub const COUPON_COLUMNS: usize = 8;
 /// MySQL's limit on placeholders in one prepared statement.
 pub const MAX_PLACEHOLDERS: usize = 65_535;
 pub const MAX_ROWS_PER_INSERT: usize = MAX_PLACEHOLDERS / COUPON_COLUMNS;
+// A chunk the writer hands over must fit in one INSERT.
+const _: () = assert!(MAX_CHUNK_ROWS <= MAX_ROWS_PER_INSERT);
 
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<MySqlPool, sqlx::Error> {
     MySqlPoolOptions::new()
@@ -28,7 +33,7 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<MySqlPo
 
 /// The pool every function opens: `DATABASE_URL`, at most `DB_MAX_CONNECTIONS` (default 2, since
 /// a Lambda instance serves one request at a time and Aurora's connection count is finite).
-pub async fn connect_with(settings: &crate::config::Settings) -> Result<MySqlPool, crate::config::StartupError> {
+pub async fn connect_with(settings: &Settings) -> Result<MySqlPool, StartupError> {
     let url = settings.required("DATABASE_URL")?;
     let max = settings.or("DB_MAX_CONNECTIONS", 2)?;
     Ok(connect(&url, max).await.map_err(unavailable)?)

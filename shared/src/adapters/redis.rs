@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use crate::domain::{CampaignId, IssueDecision, IssueRules, UserId};
-use crate::ports::{IssueLedger, Unavailable};
+use crate::issuance::domain::{CampaignId, IssueDecision, IssueRules};
+use crate::issuance::ports::IssueLedger;
+use crate::kernel::{Unavailable, UserId};
 
 /// Window first, then duplicate, then stock; the counter is checked before it is raised, so it
 /// never exceeds the quantity, not even for an instant. Mirrors `domain::decide`.

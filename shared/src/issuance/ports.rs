@@ -1,29 +1,12 @@
-//! What the functions need from the outside world, as traits: Redis, SQS and MySQL adapters
-//! implement them in production, in-memory fakes in unit tests.
+//! What issuance needs from the outside world, as traits: the Redis, SQS and MySQL adapters
+//! implement them in production, the testkit's in-memory fakes in unit tests.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::api_keys::ApiKeyRecord;
-use crate::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, UserId};
-
-/// A failure of a backing service (network, timeout, server error): the caller may retry.
-#[derive(Debug, thiserror::Error)]
-#[error("{service} unavailable: {detail}")]
-pub struct Unavailable {
-    pub service: &'static str,
-    pub detail: String,
-}
-
-impl Unavailable {
-    pub fn new(service: &'static str, detail: impl std::fmt::Display) -> Self {
-        Self {
-            service,
-            detail: detail.to_string(),
-        }
-    }
-}
+use super::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation};
+use crate::kernel::{Unavailable, UserId};
 
 /// Campaigns as the database records them.
 #[async_trait]
@@ -74,21 +57,14 @@ pub struct ChunkRecord {
     pub rejected: Vec<usize>,
 }
 
+/// The most reservations one chunk may carry: one multi-row INSERT of 8 columns each under
+/// MySQL's limit of 65,535 placeholders per statement.
+pub const MAX_CHUNK_ROWS: usize = 65_535 / 8;
+
 /// Writes coupons: one transaction per chunk, multi-row inserts, idempotent per (campaign, user).
 #[async_trait]
 pub trait CouponBook: Send + Sync {
     async fn record(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable>;
-}
-
-/// Partner API keys, addressed by the SHA-256 digest of the key.
-#[async_trait]
-pub trait ApiKeyStore: Send + Sync {
-    async fn find(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, Unavailable>;
-    /// Stores a new key; never overwrites one.
-    async fn insert(&self, key: &ApiKeyRecord) -> Result<(), Unavailable>;
-    async fn by_partner(&self, partner_id: &str) -> Result<Vec<ApiKeyRecord>, Unavailable>;
-    async fn by_display_id(&self, display_id: &str) -> Result<Option<ApiKeyRecord>, Unavailable>;
-    async fn revoke(&self, key_hash: &str) -> Result<(), Unavailable>;
 }
 
 /// Shared ownership of one catalog or ledger by several functions (the local runner, tests).

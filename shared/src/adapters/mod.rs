@@ -1,0 +1,6 @@
+//! The contexts' ports implemented, grouped by technology.
+
+pub mod dynamodb;
+pub mod mysql;
+pub mod redis;
+pub mod sqs;

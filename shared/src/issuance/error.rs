@@ -1,0 +1,36 @@
+//! Everything issuance can answer besides success. Permanent outcomes (bad input, a rule of the
+//! domain) are kept apart from transient ones (a backing service down or slow), so a client is
+//! told to retry only when a retry can succeed.
+
+use super::domain::CampaignId;
+use crate::kernel::{InvalidField, Unavailable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssuanceError {
+    #[error("{0}")]
+    Invalid(#[from] InvalidField),
+    /// Unknown, or another partner's: the two are indistinguishable on purpose.
+    #[error("campaign not found")]
+    CampaignNotFound,
+    #[error("this user already holds a coupon of this campaign")]
+    AlreadyIssued,
+    #[error("no coupons are left")]
+    SoldOut,
+    #[error("issuance has not started yet")]
+    NotOpen,
+    #[error("issuance has ended")]
+    Ended,
+    /// Redis holds no rules for the campaign (never primed, or its state was lost): issuing
+    /// resumes once an operator runs `fcfs-admin rebuild-ledger`, so the caller may retry.
+    #[error("campaign {0} is not primed in the issue ledger")]
+    Unprimed(CampaignId),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+impl IssuanceError {
+    /// A retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unprimed(_) | Self::Unavailable(_))
+    }
+}

@@ -1,0 +1,149 @@
+use std::sync::atomic::Ordering;
+
+use chrono::Duration;
+
+use super::*;
+use crate::issuance::domain::{Discount, DiscountType, NewCampaign};
+use crate::testkit::{ManualClock, MemoryCatalog, MemoryLedger, MemoryQueue};
+
+type Service = Issuance<MemoryCatalog, MemoryLedger, MemoryQueue>;
+
+/// A campaign of `quantity` open from `opens_in` after the clock's start for an hour.
+async fn service(quantity: u32, opens_in: Duration) -> (Service, CampaignId, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::default());
+    let catalog = MemoryCatalog::default();
+    let ledger = MemoryLedger::default();
+    let now = clock.now();
+    let campaign = catalog
+        .create(
+            "p1",
+            &NewCampaign {
+                name: "c".into(),
+                total_quantity: quantity,
+                issue_starts_at: now + opens_in,
+                issue_ends_at: now + opens_in + Duration::hours(1),
+                coupon_expires_at: now + Duration::days(1),
+                discount: Discount {
+                    kind: DiscountType::Amount,
+                    value: 5,
+                },
+            },
+        )
+        .await
+        .unwrap();
+    ledger.prime(&(&campaign).into()).await.unwrap();
+    let service = Issuance::new(catalog, ledger, MemoryQueue::default()).with_clock(clock.clone());
+    (service, campaign.id, clock)
+}
+
+fn user(u: &str) -> UserId {
+    UserId::parse(u).unwrap()
+}
+
+#[tokio::test]
+async fn first_come_first_served_then_duplicate_then_sold_out() {
+    let (s, id, _) = service(2, Duration::zero()).await;
+    assert_eq!(s.issue("p1", id, &user("a")).await.unwrap().rank, 1);
+    assert!(matches!(
+        s.issue("p1", id, &user("a")).await,
+        Err(IssuanceError::AlreadyIssued)
+    ));
+    assert_eq!(s.issue("p1", id, &user("b")).await.unwrap().rank, 2);
+    assert!(matches!(
+        s.issue("p1", id, &user("c")).await,
+        Err(IssuanceError::SoldOut)
+    ));
+    let sent = s.queue().sent.lock().unwrap();
+    assert_eq!(sent.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(sent[0].partner_id, "p1");
+}
+
+#[tokio::test]
+async fn the_window_is_judged_by_the_clock() {
+    let (s, id, clock) = service(2, Duration::minutes(5)).await;
+    assert!(matches!(
+        s.issue("p1", id, &user("a")).await,
+        Err(IssuanceError::NotOpen)
+    ));
+    clock.advance(Duration::minutes(5));
+    assert!(s.issue("p1", id, &user("a")).await.is_ok(), "open at its first instant");
+    clock.advance(Duration::hours(1));
+    let ended = s.issue("p1", id, &user("b")).await.unwrap_err();
+    assert!(matches!(ended, IssuanceError::Ended) && !ended.is_transient());
+}
+
+#[tokio::test]
+async fn a_failed_enqueue_gives_the_place_back_and_is_transient() {
+    let (s, id, _) = service(1, Duration::zero()).await;
+    s.queue().failing.store(true, Ordering::SeqCst);
+    let err = s.issue("p1", id, &user("a")).await.unwrap_err();
+    assert!(matches!(err, IssuanceError::Unavailable(_)) && err.is_transient());
+    assert_eq!(s.ledger().reserved_count(id).await.unwrap(), 0);
+    s.queue().failing.store(false, Ordering::SeqCst);
+    assert!(s.issue("p1", id, &user("a")).await.is_ok(), "the same user may retry");
+}
+
+#[tokio::test]
+async fn other_partners_and_unknown_campaigns_are_not_found() {
+    let (s, id, _) = service(1, Duration::zero()).await;
+    assert!(matches!(
+        s.issue("p2", id, &user("a")).await,
+        Err(IssuanceError::CampaignNotFound)
+    ));
+    assert!(matches!(
+        s.issue("p1", id + 1, &user("a")).await,
+        Err(IssuanceError::CampaignNotFound)
+    ));
+    assert!(matches!(
+        s.status("p2", id, &user("a")).await,
+        Err(IssuanceError::CampaignNotFound)
+    ));
+    assert_eq!(s.ledger().reserved_count(id).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_unprimed_campaign_is_transient_not_a_guess() {
+    let (s, _, clock) = service(1, Duration::zero()).await;
+    let other = s
+        .catalog()
+        .create(
+            "p1",
+            &NewCampaign {
+                name: "never primed".into(),
+                total_quantity: 1,
+                issue_starts_at: clock.now(),
+                issue_ends_at: clock.now() + Duration::hours(1),
+                coupon_expires_at: clock.now() + Duration::days(1),
+                discount: Discount {
+                    kind: DiscountType::Amount,
+                    value: 1,
+                },
+            },
+        )
+        .await
+        .unwrap();
+    let err = s.issue("p1", other.id, &user("a")).await.unwrap_err();
+    assert!(matches!(err, IssuanceError::Unprimed(_)) && err.is_transient());
+}
+
+#[tokio::test]
+async fn campaign_ownership_is_read_once() {
+    let (s, id, _) = service(10, Duration::zero()).await;
+    for i in 0..20 {
+        let _ = s.issue("p1", id, &user(&format!("u{i}"))).await;
+    }
+    assert_eq!(s.catalog().reads.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn status_moves_from_none_to_pending_to_issued() {
+    let (s, id, _) = service(1, Duration::zero()).await;
+    assert_eq!(s.status("p1", id, &user("a")).await.unwrap(), IssueState::None);
+    s.issue("p1", id, &user("a")).await.unwrap();
+    assert_eq!(s.status("p1", id, &user("a")).await.unwrap(), IssueState::Pending);
+    s.catalog().coupons.lock().unwrap().insert((id, user("a")), 77);
+    assert_eq!(
+        s.status("p1", id, &user("a")).await.unwrap(),
+        IssueState::Issued { coupon_id: 77 }
+    );
+}
