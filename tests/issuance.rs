@@ -83,7 +83,13 @@ impl Stack {
     async fn drain(&self, writer: &IssueWriter<MySqlStore>, batch: usize) -> Vec<Vec<String>> {
         let mut reported = Vec::new();
         let mut idle = 0;
+        let deadline = Instant::now() + Duration::from_secs(180);
         while idle < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the queue did not drain within 180 s ({} invocations so far)",
+                reported.len()
+            );
             let mut messages = Vec::new();
             while messages.len() < batch {
                 let got = self.receive(&self.queue_url, 1).await;
@@ -240,7 +246,9 @@ async fn redelivered_and_duplicated_messages_write_nothing_twice() {
         assert_eq!(issue(&api, &campaign, u, &stack.partner).await.0, 202);
     }
     let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
     while messages.len() < 3 {
+        assert!(Instant::now() < deadline, "only {} of 3 messages arrived within 30 s", messages.len());
         messages.extend(stack.receive(&stack.queue_url, 2).await);
     }
     let writer = IssueWriter::new(stack.store.clone(), 2);
