@@ -248,7 +248,11 @@ async fn redelivered_and_duplicated_messages_write_nothing_twice() {
     let mut messages = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while messages.len() < 3 {
-        assert!(Instant::now() < deadline, "only {} of 3 messages arrived within 30 s", messages.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 3 messages arrived within 30 s",
+            messages.len()
+        );
         messages.extend(stack.receive(&stack.queue_url, 2).await);
     }
     let writer = IssueWriter::new(stack.store.clone(), 2);

@@ -180,28 +180,6 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
     })
 }
 
-/// A request as API Gateway hands it to a function: path parameters and, when an authorizer ran,
-/// its context. Used by in-process callers (tests, the local runner).
-pub fn gateway_request(
-    method: &str,
-    path_params: &[(&str, &str)],
-    body: impl Into<String>,
-    partner_id: Option<&str>,
-) -> Request {
-    let mut req = Request::new(Body::Text(body.into()));
-    *req.method_mut() = method.parse().unwrap_or(lambda_http::http::Method::GET);
-    let params: std::collections::HashMap<String, String> = path_params
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let mut ctx = lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
-    if let Some(partner) = partner_id {
-        ctx.authorizer.fields.insert("partnerId".into(), partner.into());
-    }
-    req.with_path_parameters(params)
-        .with_request_context(RequestContext::ApiGatewayV1(ctx))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,22 @@ use crate::keys::ports::ApiKeyStore;
 mod gateway;
 pub use gateway::gateway_request;
 
+/// A valid campaign of `quantity` AMOUNT-5 coupons, open from `opens_at` for an hour, its coupons
+/// valid for a day after: the fixture the use-case and handler tests share.
+pub fn new_campaign(quantity: u32, opens_at: DateTime<Utc>) -> NewCampaign {
+    NewCampaign {
+        name: "test campaign".into(),
+        total_quantity: quantity,
+        issue_starts_at: opens_at,
+        issue_ends_at: opens_at + chrono::Duration::hours(1),
+        coupon_expires_at: opens_at + chrono::Duration::days(1),
+        discount: crate::issuance::domain::Discount {
+            kind: crate::issuance::domain::DiscountType::Amount,
+            value: 5,
+        },
+    }
+}
+
 /// A clock that moves only when told to: TTLs and time windows are tested without sleeping.
 pub struct ManualClock(Mutex<DateTime<Utc>>);
 

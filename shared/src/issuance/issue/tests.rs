@@ -3,8 +3,7 @@ use std::sync::atomic::Ordering;
 use chrono::Duration;
 
 use super::*;
-use crate::issuance::domain::{Discount, DiscountType, NewCampaign};
-use crate::testkit::{ManualClock, MemoryCatalog, MemoryLedger, MemoryQueue};
+use crate::testkit::{ManualClock, MemoryCatalog, MemoryLedger, MemoryQueue, new_campaign};
 
 type Service = Issuance<MemoryCatalog, MemoryLedger, MemoryQueue>;
 
@@ -15,20 +14,7 @@ async fn service(quantity: u32, opens_in: Duration) -> (Service, CampaignId, Arc
     let ledger = MemoryLedger::default();
     let now = clock.now();
     let campaign = catalog
-        .create(
-            "p1",
-            &NewCampaign {
-                name: "c".into(),
-                total_quantity: quantity,
-                issue_starts_at: now + opens_in,
-                issue_ends_at: now + opens_in + Duration::hours(1),
-                coupon_expires_at: now + Duration::days(1),
-                discount: Discount {
-                    kind: DiscountType::Amount,
-                    value: 5,
-                },
-            },
-        )
+        .create("p1", &new_campaign(quantity, now + opens_in))
         .await
         .unwrap();
     ledger.prime(&(&campaign).into()).await.unwrap();
@@ -104,24 +90,8 @@ async fn other_partners_and_unknown_campaigns_are_not_found() {
 #[tokio::test]
 async fn an_unprimed_campaign_is_transient_not_a_guess() {
     let (s, _, clock) = service(1, Duration::zero()).await;
-    let other = s
-        .catalog()
-        .create(
-            "p1",
-            &NewCampaign {
-                name: "never primed".into(),
-                total_quantity: 1,
-                issue_starts_at: clock.now(),
-                issue_ends_at: clock.now() + Duration::hours(1),
-                coupon_expires_at: clock.now() + Duration::days(1),
-                discount: Discount {
-                    kind: DiscountType::Amount,
-                    value: 1,
-                },
-            },
-        )
-        .await
-        .unwrap();
+    let never_primed = new_campaign(1, clock.now());
+    let other = s.catalog().create("p1", &never_primed).await.unwrap();
     let err = s.issue("p1", other.id, &user("a")).await.unwrap_err();
     assert!(matches!(err, IssuanceError::Unprimed(_)) && err.is_transient());
 }
