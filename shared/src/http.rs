@@ -73,7 +73,10 @@ impl ApiError {
         use IssuanceError as I;
         match self {
             Self::InvalidField(f) | Self::Issuance(I::Invalid(f)) => Problem::invalid(f),
-            Self::InvalidBody(_) => Problem::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            // A message without an id reaches the writer, never an HTTP route; it is bad input.
+            Self::InvalidBody(_) | Self::Issuance(I::MessageWithoutId(_)) => {
+                Problem::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
+            }
             Self::PayloadTooLarge(_) => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::Unauthenticated => Problem::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             Self::NotFound(_) | Self::Issuance(I::CampaignNotFound) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),

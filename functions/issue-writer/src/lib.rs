@@ -5,7 +5,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use fcfs_shared::adapters::mysql::{self, MySqlStore};
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::issuance::ports::CouponBook;
-use fcfs_shared::issuance::{BatchSummary, Message, ReservationWriter, WriterError};
+use fcfs_shared::issuance::{BatchSummary, IssuanceError, Message, ReservationWriter};
 
 pub use fcfs_shared::issuance::writer::{DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL_CHUNKS};
 
@@ -45,7 +45,7 @@ impl<B: CouponBook> IssueWriter<B> {
         &self.writer
     }
 
-    pub async fn handle(&self, event: SqsEvent) -> Result<(SqsBatchResponse, BatchSummary), WriterError> {
+    pub async fn handle(&self, event: SqsEvent) -> Result<(SqsBatchResponse, BatchSummary), IssuanceError> {
         let messages = event
             .records
             .into_iter()

@@ -24,6 +24,11 @@ pub enum IssuanceError {
     /// resumes once an operator runs `fcfs-admin rebuild-ledger`, so the caller may retry.
     #[error("campaign {0} is not primed in the issue ledger")]
     Unprimed(CampaignId),
+    /// A delivered message without an id cannot be reported alone, and an empty identifier would
+    /// fail the batch anyway: the whole delivery fails explicitly (every write is idempotent, so
+    /// the redelivery is safe).
+    #[error("message {0} of the delivery has no id")]
+    MessageWithoutId(usize),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }

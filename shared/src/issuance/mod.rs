@@ -10,4 +10,4 @@ pub mod writer;
 pub use campaigns::{CampaignSummary, Campaigns};
 pub use error::IssuanceError;
 pub use issue::{Accepted, Issuance, IssueState, OwnerCache};
-pub use writer::{BatchSummary, Message, ReservationWriter, WriterError, Written};
+pub use writer::{BatchSummary, Message, ReservationWriter, Written};

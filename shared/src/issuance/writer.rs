@@ -5,6 +5,7 @@
 use futures_util::StreamExt;
 
 use super::domain::Reservation;
+use super::error::IssuanceError;
 use super::ports::{ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
 use crate::kernel::Unavailable;
 
@@ -23,14 +24,6 @@ pub struct Written {
 }
 
 pub const DEFAULT_CHUNK_SIZE: usize = 1000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum WriterError {
-    /// A record without a message id cannot be reported alone; an empty identifier would fail the
-    /// batch anyway, so fail it explicitly (every write is idempotent, the retry is safe).
-    #[error("record {0} has no message id")]
-    MissingMessageId(usize),
-}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSummary {
@@ -82,7 +75,7 @@ impl<B: CouponBook> ReservationWriter<B> {
 
     /// Records one delivery of messages; returns the ids of those to deliver again (never an
     /// empty one) and what was done.
-    pub async fn record(&self, messages: Vec<Message>) -> Result<Written, WriterError> {
+    pub async fn record(&self, messages: Vec<Message>) -> Result<Written, IssuanceError> {
         let mut summary = BatchSummary {
             received: messages.len(),
             ..Default::default()
@@ -92,7 +85,7 @@ impl<B: CouponBook> ReservationWriter<B> {
         for (i, message) in messages.into_iter().enumerate() {
             let id = match message.id {
                 Some(id) if !id.is_empty() => id,
-                _ => return Err(WriterError::MissingMessageId(i)),
+                _ => return Err(IssuanceError::MessageWithoutId(i)),
             };
             match serde_json::from_str::<Reservation>(message.body.as_deref().unwrap_or_default()) {
                 Ok(r) => valid.push((id, r)),
