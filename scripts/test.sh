@@ -23,3 +23,7 @@ source "$STATE_DIR/env"
 set +a
 log "cargo test (unit and integration)"
 cargo test --workspace --no-fail-fast
+# The integration tests built both binaries; Schemathesis drives docs/openapi.yaml against a
+# runner of this build with a real key (every operation, negative cases included).
+log "schemathesis against the local runner"
+"$ROOT/scripts/schemathesis.sh" "$CARGO_TARGET_DIR/debug/fcfs-runner" "$CARGO_TARGET_DIR/debug/fcfs-admin"

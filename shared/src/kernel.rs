@@ -81,6 +81,61 @@ impl Unavailable {
     }
 }
 
+/// Deserializes a non-negative integer that JSON may spell `5` or `5.0`: JSON has one number type
+/// and JSON Schema (the API's contract) counts `5.0` as the integer 5. A fraction, a negative or a
+/// value past `T` is refused, naming the value.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct Whole<T>(std::marker::PhantomData<T>);
+
+    impl<T: TryFrom<u64>> Visitor<'_> for Whole<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a whole number from 0 to {}", std::any::type_name::<T>())
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            let unsigned = u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))?;
+            self.visit_u64(unsigned)
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            // 2^64 is exactly representable; anything below it with no fraction converts exactly.
+            if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+                self.visit_u64(v as u64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    deserializer.deserialize_any(Whole(std::marker::PhantomData))
+}
+
+/// Deserializes an RFC 3339 `date-time` as JSON Schema's `format: date-time` defines it: date and
+/// time separated by `T` (chrono's own parser also takes a space, which the contract does not).
+pub fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    use serde::de::{Error, Unexpected};
+    let text = String::deserialize(deserializer)?;
+    let expected = &"an RFC 3339 date-time such as 2026-11-27T00:00:00Z";
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) {
+        return Err(D::Error::invalid_value(Unexpected::Str(&text), expected));
+    }
+    DateTime::parse_from_rfc3339(&text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| D::Error::invalid_value(Unexpected::Str(&text), expected))
+}
+
 /// Where a use case reads the time: the system clock in production, a hand-moved one in tests, so
 /// no test depends on a sub-second window of real time.
 pub trait Clock: Send + Sync {
@@ -123,6 +178,40 @@ mod tests {
         assert!(UserId::parse(&"a".repeat(65)).is_err());
         assert!(UserId::parse("with space").is_err());
         assert!(UserId::parse("ünï").is_err());
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        #[derive(Deserialize)]
+        struct Q {
+            #[serde(deserialize_with = "whole_number")]
+            q: u32,
+        }
+        let q = |json: &str| serde_json::from_str::<Q>(json).map(|q| q.q).map_err(|e| e.to_string());
+        assert_eq!(q(r#"{"q": 7}"#), Ok(7));
+        assert_eq!(q(r#"{"q": 7.0}"#), Ok(7));
+        assert_eq!(q(r#"{"q": 7e0}"#), Ok(7));
+        for bad in ["7.5", "-1", "-1.0", "4294967296", "1e300", r#""7""#] {
+            assert!(q(&format!(r#"{{"q": {bad}}}"#)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn date_times_follow_rfc_3339_strictly() {
+        #[derive(Deserialize)]
+        struct At {
+            #[serde(deserialize_with = "rfc3339")]
+            at: DateTime<Utc>,
+        }
+        let at = |s: &str| serde_json::from_str::<At>(&format!(r#"{{"at": "{s}"}}"#)).map(|a| a.at);
+        assert_eq!(
+            at("2026-11-28T00:00:00+09:00").unwrap(),
+            at("2026-11-27T15:00:00Z").unwrap()
+        );
+        assert!(at("2026-11-27t15:00:00.123z").is_ok());
+        for bad in ["2026-11-27 15:00:00Z", "2026-11-27T15:00:00", "yesterday", ""] {
+            assert!(at(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

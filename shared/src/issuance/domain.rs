@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::{InvalidField, UserId, storable_instant};
+use crate::kernel::{InvalidField, UserId, rfc3339, storable_instant, whole_number};
 
 pub const MAX_TOTAL_QUANTITY: u32 = 10_000_000;
 pub const MAX_NAME_CHARS: usize = 200;
@@ -39,6 +39,7 @@ impl DiscountType {
 pub struct Discount {
     #[serde(rename = "type")]
     pub kind: DiscountType,
+    #[serde(deserialize_with = "whole_number")]
     pub value: u64,
 }
 
@@ -47,9 +48,13 @@ pub struct Discount {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewCampaign {
     pub name: String,
+    #[serde(deserialize_with = "whole_number")]
     pub total_quantity: u32,
+    #[serde(deserialize_with = "rfc3339")]
     pub issue_starts_at: DateTime<Utc>,
+    #[serde(deserialize_with = "rfc3339")]
     pub issue_ends_at: DateTime<Utc>,
+    #[serde(deserialize_with = "rfc3339")]
     pub coupon_expires_at: DateTime<Utc>,
     pub discount: Discount,
 }

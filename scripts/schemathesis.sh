@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Contract test: Schemathesis drives docs/openapi.yaml against a fresh fcfs-runner and fails on any
+# server error, undocumented status, wrong content type, response that breaks its schema, or
+# invalid input that is accepted. Exit code = result.
+#
+#   scripts/schemathesis.sh [RUNNER_BIN [ADMIN_BIN]]
+#
+# Needs the services up and $STATE_DIR/env written (`scripts/stack.sh services`). The binaries
+# default to $CARGO_TARGET_DIR/debug/fcfs-runner and .../fcfs-admin. Knobs: FCFS_ST_MAX_EXAMPLES
+# (per operation and phase, default 100), FCFS_ST_SEED (default 20261123), FCFS_ST_DEADLINE (seconds
+# for the whole Schemathesis run, default 300). One worker: Python 3.11.7's `ast` is not thread-safe
+# (CPython gh-106905) and Hypothesis parses lambdas while it builds strategies, so two workers fail
+# at random with "AST constructor recursion depth mismatch".
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+runner_bin="${1:-$CARGO_TARGET_DIR/debug/fcfs-runner}"
+admin_bin="${2:-$CARGO_TARGET_DIR/debug/fcfs-admin}"
+max_examples="${FCFS_ST_MAX_EXAMPLES:-100}"
+seed="${FCFS_ST_SEED:-20261123}"
+deadline="${FCFS_ST_DEADLINE:-300}"
+spec="$ROOT/docs/openapi.yaml"
+
+[[ -x "$runner_bin" ]] || die "no runner binary at $runner_bin (cargo build -p local-runner, or pass it as \$1)"
+[[ -x "$admin_bin" ]] || die "no fcfs-admin binary at $admin_bin (cargo build -p fcfs-admin, or pass it as \$2)"
+[[ -f "$STATE_DIR/env" ]] || die "no $STATE_DIR/env: start the services first (scripts/stack.sh services)"
+set -a
+# shellcheck disable=SC1091
+source "$STATE_DIR/env"
+set +a
+
+# Installs the pinned Schemathesis venv if missing (a no-op when everything is present).
+"$ROOT/scripts/install.sh"
+schemathesis="$SCHEMATHESIS_VENV/bin/schemathesis"
+[[ -x "$schemathesis" ]] || die "Schemathesis is not installed in $SCHEMATHESIS_VENV"
+
+mkdir -p "$LOG_DIR"
+work="$(mktemp -d)"
+runner_pid=""
+cleanup() {
+  local status=$?
+  # `timeout` signals Schemathesis in turn.
+  if [[ -s "$work/schemathesis.pid" ]]; then kill -TERM "$(cat "$work/schemathesis.pid")" 2>/dev/null || true; fi
+  if [[ -n "$runner_pid" ]] && kill -0 "$runner_pid" 2>/dev/null; then
+    # SIGTERM: the runner finishes in-flight requests and batches; after 15 s it is killed.
+    kill -TERM "$runner_pid" 2>/dev/null || true
+    local until=$((SECONDS + 15))
+    while kill -0 "$runner_pid" 2>/dev/null && ((SECONDS < until)); do sleep 0.2; done
+    kill -KILL "$runner_pid" 2>/dev/null || true
+    wait "$runner_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A port nobody listens on (the kernel picks it; the moment between closing and binding is short).
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+url="http://$BIND_HOST:$port"
+runner_log="$LOG_DIR/schemathesis-runner.log"
+log "starting $runner_bin on $url (log: $runner_log)"
+FCFS_API_HOST="$BIND_HOST" FCFS_API_PORT="$port" \
+  "$runner_bin" --template "$ROOT/template.yaml" --param "Stage=$STAGE" >"$runner_log" 2>&1 &
+runner_pid=$!
+runner_ready() { kill -0 "$runner_pid" 2>/dev/null && port_open "$BIND_HOST" "$port"; }
+if ! wait_for 60 "runner on $url" runner_ready; then
+  tail -n 20 "$runner_log" >&2 || true
+  die "the runner did not start; see $runner_log"
+fi
+
+key="$("$admin_bin" keys create --partner schemathesis)" || die "cannot create an API key"
+
+# api METHOD PATH [BODY]: prints "STATUS BODY"; every request has a deadline.
+api() {
+  local out
+  out="$(curl -sS --max-time 10 -o - -w '\n%{http_code}' -X "$1" "$url$2" -H "X-API-KEY: $key" \
+    -H 'content-type: application/json' ${3:+--data "$3"})" || return 1
+  printf '%s %s\n' "${out##*$'\n'}" "${out%$'\n'*}"
+}
+campaign() { # campaign NAME QUANTITY STARTS ENDS: prints the new campaign's id
+  local reply status
+  reply="$(api POST /v1/campaigns "{\"name\":\"$1\",\"totalQuantity\":$2,\"issueStartsAt\":\"$3\",\"issueEndsAt\":\"$4\",\"couponExpiresAt\":\"2099-12-31T00:00:00Z\",\"discount\":{\"type\":\"AMOUNT\",\"value\":500}}")" ||
+    die "cannot reach $url"
+  status="${reply%% *}"
+  [[ $status == 201 ]] || die "creating campaign $1 answered $reply"
+  python3 -c 'import json, sys; print(json.loads(sys.argv[1])["campaignId"])' "${reply#* }"
+}
+# Real campaigns, one per answer the issue route can give: open, not open yet, ended, sold out.
+open_id="$(campaign "schemathesis open" 10000000 2020-01-01T00:00:00Z 2099-01-01T00:00:00Z)"
+future_id="$(campaign "schemathesis not open" 10 2098-01-01T00:00:00Z 2099-01-01T00:00:00Z)"
+ended_id="$(campaign "schemathesis ended" 10 2020-01-01T00:00:00Z 2021-01-01T00:00:00Z)"
+sold_id="$(campaign "schemathesis sold out" 1 2020-01-01T00:00:00Z 2099-01-01T00:00:00Z)"
+reply="$(api POST "/v1/campaigns/$sold_id/issues" '{"userId":"first"}')" || die "cannot reach $url"
+[[ ${reply%% *} == 202 ]] || die "issuing the only coupon of campaign $sold_id answered $reply"
+log "campaigns: open $open_id, not open $future_id, ended $ended_id, sold out $sold_id"
+
+# Half the generated campaign ids are these real ones (positive cases only; negative cases draw
+# values outside the schema). The issue route's business answers (409, 410, 422) are valid-data
+# outcomes; every positive campaign must be created, since the hooks put its dates in order
+# (scripts/schemathesis_hooks.py). 413 is a correct rejection of oversized invalid data.
+cat >"$work/schemathesis.toml" <<TOML
+# Every run stands alone: no crashes replayed from an earlier run.
+[cache]
+enabled = false
+
+[dictionaries.campaigns]
+values = [$open_id, $future_id, $ended_id, $sold_id]
+
+[parameters]
+"path.campaignId" = { dictionary = "campaigns", probability = 0.5 }
+
+[checks.negative_data_rejection]
+expected-statuses = [400, 401, 403, 404, 413]
+
+[[operations]]
+include-operation-id = "createCampaign"
+checks.positive_data_acceptance.expected-statuses = [201]
+
+[[operations]]
+include-operation-id = "getCampaign"
+checks.positive_data_acceptance.expected-statuses = [200, 404]
+
+[[operations]]
+include-operation-id = "issueCoupon"
+checks.positive_data_acceptance.expected-statuses = [202, 404, 409, 410, 422]
+
+[[operations]]
+include-operation-id = "getIssueStatus"
+checks.positive_data_acceptance.expected-statuses = [200, 404]
+TOML
+
+st_cmd=(
+  "$schemathesis" --config-file "$work/schemathesis.toml" run "$spec"
+  --url "$url" -H "X-API-KEY: $key"
+  --checks all
+  --max-examples "$max_examples" --seed "$seed" --generation-database none
+  --workers 1 --request-timeout 10 --no-color --continue-on-failure
+  --report junit --report-junit-path "$LOG_DIR/schemathesis-junit.xml"
+)
+log "schemathesis run docs/openapi.yaml --url $url -H 'X-API-KEY: …' --checks all --max-examples $max_examples --seed $seed"
+# From the scratch directory (Schemathesis and Hypothesis leave their caches in the working one), in
+# the background so that a signal to this script is handled at once (cleanup stops it).
+(
+  cd "$work"
+  SCHEMATHESIS_TELEMETRY=false SCHEMATHESIS_HOOKS="$ROOT/scripts/schemathesis_hooks.py" \
+    timeout --kill-after=10 "$deadline" "${st_cmd[@]}" &
+  echo $! >"$work/schemathesis.pid"
+  wait $!
+  echo $? >"$work/schemathesis.status"
+) 2>&1 | tee "$work/output.txt" &
+wait $! || true
+st_status="$(cat "$work/schemathesis.status" 2>/dev/null || echo 1)"
+((st_status != 124 && st_status != 137)) || log "schemathesis did not finish within ${deadline}s"
+
+cases="$(sed -n 's/^ *\([0-9][0-9]*\) generated.*/\1/p' "$work/output.txt" | tail -n 1)"
+requests="$(python3 - "$runner_log" <<'PY'
+import collections, json, sys
+statuses = collections.Counter()
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    try:
+        fields = json.loads(line).get("fields", {})
+    except ValueError:
+        continue
+    if fields.get("message") == "request":
+        statuses[fields.get("status")] += 1
+print(sum(statuses.values()), "(" + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())) + ")")
+PY
+)"
+log "test cases run: ${cases:-unknown}; requests the runner answered: $requests"
+((st_status == 0)) || die "schemathesis failed (exit $st_status); runner log: $runner_log"
+log "schemathesis: the API conforms to docs/openapi.yaml"
