@@ -71,7 +71,10 @@ if ! wait_for 60 "runner on $url" runner_ready; then
   die "the runner did not start; see $runner_log"
 fi
 
-key="$("$admin_bin" keys create --partner schemathesis)" || die "cannot create an API key"
+# A partner of its own per run: campaigns an earlier run left (whose Redis state a restart may have
+# lost) belong to someone else and answer 404, so runs cannot see each other.
+partner="schemathesis-$(date +%s)-$$"
+key="$("$admin_bin" keys create --partner "$partner")" || die "cannot create an API key"
 
 # api METHOD PATH [BODY]: prints "STATUS BODY"; every request has a deadline.
 api() {

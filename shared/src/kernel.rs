@@ -122,13 +122,19 @@ where
     deserializer.deserialize_any(Whole(std::marker::PhantomData))
 }
 
-/// Deserializes an RFC 3339 `date-time` as JSON Schema's `format: date-time` defines it: date and
-/// time separated by `T` (chrono's own parser also takes a space, which the contract does not).
+/// Years a date-time may be written in. Whatever its offset (at most ±23:59), such a date-time
+/// lies inside MySQL's `DATETIME` range once in UTC, and the contract can say it with a pattern.
+pub const WRITTEN_YEARS: std::ops::RangeInclusive<u32> = 1001..=9998;
+
+/// Deserializes an RFC 3339 `date-time` as JSON Schema's `format: date-time` defines it (date and
+/// time separated by `T`; chrono's own parser also takes a space, which the contract does not),
+/// written in one of `WRITTEN_YEARS`.
 pub fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
     use serde::de::{Error, Unexpected};
     let text = String::deserialize(deserializer)?;
-    let expected = &"an RFC 3339 date-time such as 2026-11-27T00:00:00Z";
-    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) {
+    let expected = &"an RFC 3339 date-time such as 2026-11-27T00:00:00Z, in a year from 1001 to 9998";
+    let year = text.get(..4).and_then(|y| y.parse::<u32>().ok());
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) || !year.is_some_and(|y| WRITTEN_YEARS.contains(&y)) {
         return Err(D::Error::invalid_value(Unexpected::Str(&text), expected));
     }
     DateTime::parse_from_rfc3339(&text)
@@ -209,7 +215,17 @@ mod tests {
             at("2026-11-27T15:00:00Z").unwrap()
         );
         assert!(at("2026-11-27t15:00:00.123z").is_ok());
-        for bad in ["2026-11-27 15:00:00Z", "2026-11-27T15:00:00", "yesterday", ""] {
+        assert!(at("1001-01-01T00:00:00+23:59").is_ok());
+        assert!(at("9998-12-31T23:59:59.999-23:59").is_ok());
+        for bad in [
+            "2026-11-27 15:00:00Z",
+            "2026-11-27T15:00:00",
+            "yesterday",
+            "",
+            "1000-06-01T00:00:00Z",
+            "9999-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+        ] {
             assert!(at(bad).is_err(), "{bad}");
         }
     }
