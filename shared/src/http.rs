@@ -23,6 +23,9 @@ pub enum ApiError {
     InvalidField(#[from] InvalidField),
     #[error("{0}")]
     InvalidBody(String),
+    /// A body field JSON deserialization refused: missing, unknown, of the wrong type or value.
+    #[error("{field}: {message}")]
+    InvalidBodyField { field: String, message: String },
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the request carries no authorized partner")]
@@ -37,7 +40,7 @@ pub enum ApiError {
 struct Problem {
     status: StatusCode,
     code: &'static str,
-    field: Option<&'static str>,
+    field: Option<String>,
     /// What went wrong behind us, for the log only; the client sees a generic message.
     backend: Option<String>,
 }
@@ -54,7 +57,7 @@ impl Problem {
 
     fn invalid(field: &InvalidField) -> Self {
         Self {
-            field: Some(field.field),
+            field: Some(field.field.to_owned()),
             ..Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
         }
     }
@@ -73,6 +76,10 @@ impl ApiError {
         use IssuanceError as I;
         match self {
             Self::InvalidField(f) | Self::Issuance(I::Invalid(f)) => Problem::invalid(f),
+            Self::InvalidBodyField { field, .. } => Problem {
+                field: Some(field.clone()),
+                ..Problem::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
+            },
             // A message without an id reaches the writer, never an HTTP route; it is bad input.
             Self::InvalidBody(_) | Self::Issuance(I::MessageWithoutId(_)) => {
                 Problem::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
@@ -179,7 +186,7 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
             (p, Some(name)) if message.starts_with("missing") => format!("{p}.{name}"),
             (p, _) => p.to_owned(),
         };
-        ApiError::InvalidBody(format!("{field}: {message}"))
+        ApiError::InvalidBodyField { field, message }
     })
 }
 
@@ -216,6 +223,11 @@ mod tests {
         assert!(message(r#"{"userId":"a","x":1}"#).starts_with("x: unknown field"));
         assert!(message(r#"{"userId":"a","nested":{"value":"no"}}"#).starts_with("nested.value: invalid type"));
         assert!(message("not json").starts_with("body is not valid JSON"));
+        let answer = json_body::<Body1>(&req(r#"{"userId":"a","nested":{"value":"no"}}"#), 100)
+            .unwrap_err()
+            .into_response();
+        let Body::Text(answer) = answer.body() else { panic!() };
+        assert!(answer.contains(r#""field":"nested.value""#), "{answer}");
         assert!(message("").contains("required"));
         assert!(matches!(
             json_body::<Body1>(&req(&" ".repeat(101)), 100),
