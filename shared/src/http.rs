@@ -55,9 +55,9 @@ impl Problem {
         }
     }
 
-    fn invalid(field: &InvalidField) -> Self {
+    fn invalid(field: impl Into<String>) -> Self {
         Self {
-            field: Some(field.field.to_owned()),
+            field: Some(field.into()),
             ..Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
         }
     }
@@ -75,11 +75,8 @@ impl ApiError {
     fn problem(&self) -> Problem {
         use IssuanceError as I;
         match self {
-            Self::InvalidField(f) | Self::Issuance(I::Invalid(f)) => Problem::invalid(f),
-            Self::InvalidBodyField { field, .. } => Problem {
-                field: Some(field.clone()),
-                ..Problem::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
-            },
+            Self::InvalidField(f) | Self::Issuance(I::Invalid(f)) => Problem::invalid(f.field),
+            Self::InvalidBodyField { field, .. } => Problem::invalid(field.as_str()),
             // A message without an id reaches the writer, never an HTTP route; it is bad input.
             Self::InvalidBody(_) | Self::Issuance(I::MessageWithoutId(_)) => {
                 Problem::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
@@ -94,14 +91,6 @@ impl ApiError {
             Self::Issuance(e @ I::Unprimed(_)) => Problem::unavailable(e.to_string()),
             Self::Issuance(I::Unavailable(e)) => Problem::unavailable(e.to_string()),
         }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.problem().status
-    }
-
-    pub fn code(&self) -> &'static str {
-        self.problem().code
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -271,6 +260,25 @@ mod tests {
         let unprimed = ApiError::from(IssuanceError::Unprimed(7)).into_response();
         assert_eq!(unprimed.status(), 503);
         assert_eq!(unprimed.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn the_mapping_answers_503_exactly_for_what_the_context_calls_transient() {
+        for e in [
+            IssuanceError::Invalid(InvalidField::new("x", "y")),
+            IssuanceError::CampaignNotFound,
+            IssuanceError::AlreadyIssued,
+            IssuanceError::SoldOut,
+            IssuanceError::NotOpen,
+            IssuanceError::Ended,
+            IssuanceError::Unprimed(1),
+            IssuanceError::MessageWithoutId(0),
+            IssuanceError::Unavailable(Unavailable::new("redis", "down")),
+        ] {
+            let transient = e.is_transient();
+            let status = ApiError::from(e).problem().status;
+            assert_eq!(status == StatusCode::SERVICE_UNAVAILABLE, transient, "{status}");
+        }
     }
 
     #[test]

@@ -132,7 +132,12 @@ pub const WRITTEN_YEARS: std::ops::RangeInclusive<u32> = 1001..=9998;
 pub fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
     use serde::de::{Error, Unexpected};
     let text = String::deserialize(deserializer)?;
-    let expected = &"an RFC 3339 date-time such as 2026-11-27T00:00:00Z, in a year from 1001 to 9998";
+    let expected = format!(
+        "an RFC 3339 date-time such as 2026-11-27T00:00:00Z, in a year from {} to {}",
+        WRITTEN_YEARS.start(),
+        WRITTEN_YEARS.end()
+    );
+    let expected = &expected.as_str();
     let year = text.get(..4).and_then(|y| y.parse::<u32>().ok());
     if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) || !year.is_some_and(|y| WRITTEN_YEARS.contains(&y)) {
         return Err(D::Error::invalid_value(Unexpected::Str(&text), expected));

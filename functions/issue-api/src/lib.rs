@@ -42,12 +42,9 @@ impl IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue> {
 
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> {
     pub fn new(catalog: C, ledger: L, queue: Q) -> Self {
-        Self::over(Issuance::new(catalog, ledger, queue))
-    }
-
-    /// Over a use case configured elsewhere (its clock, its owner cache).
-    pub fn over(issuance: Issuance<C, L, Q>) -> Self {
-        Self { issuance }
+        Self {
+            issuance: Issuance::new(catalog, ledger, queue),
+        }
     }
 
     pub fn issuance(&self) -> &Issuance<C, L, Q> {

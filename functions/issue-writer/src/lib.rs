@@ -41,10 +41,6 @@ impl<B: CouponBook> IssueWriter<B> {
         }
     }
 
-    pub fn writer(&self) -> &ReservationWriter<B> {
-        &self.writer
-    }
-
     pub async fn handle(&self, event: SqsEvent) -> Result<(SqsBatchResponse, BatchSummary), IssuanceError> {
         let messages = event
             .records

@@ -34,34 +34,21 @@ pub enum IssueState {
 /// How long campaign ownership is trusted. Known campaigns stay for minutes (a campaign never
 /// changes owner); unknown ids only briefly, so a flood of unknown ids is not a flood of MySQL
 /// reads and a campaign created a moment later soon becomes visible.
-#[derive(Debug, Clone, Copy)]
-pub struct OwnerCache {
-    pub known_ttl: Duration,
-    pub unknown_ttl: Duration,
-    pub max_entries: u64,
-}
-
-impl Default for OwnerCache {
-    fn default() -> Self {
-        Self {
-            known_ttl: Duration::from_secs(600),
-            unknown_ttl: Duration::from_secs(2),
-            max_entries: 100_000,
-        }
-    }
-}
+const KNOWN_OWNER_TTL: Duration = Duration::from_secs(600);
+const UNKNOWN_OWNER_TTL: Duration = Duration::from_secs(2);
+const MAX_CACHED_OWNERS: u64 = 100_000;
 
 /// The owning partner of a campaign, or `None` for an unknown id.
 type Owner = Option<Arc<str>>;
 
-struct OwnerExpiry(OwnerCache);
+struct OwnerExpiry;
 
 impl moka::Expiry<CampaignId, Owner> for OwnerExpiry {
     fn expire_after_create(&self, _id: &CampaignId, owner: &Owner, _now: std::time::Instant) -> Option<Duration> {
         Some(if owner.is_some() {
-            self.0.known_ttl
+            KNOWN_OWNER_TTL
         } else {
-            self.0.unknown_ttl
+            UNKNOWN_OWNER_TTL
         })
     }
 }
@@ -76,18 +63,14 @@ pub struct Issuance<C, L, Q> {
 
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> {
     pub fn new(catalog: C, ledger: L, queue: Q) -> Self {
-        Self::with_owner_cache(catalog, ledger, queue, OwnerCache::default())
-    }
-
-    pub fn with_owner_cache(catalog: C, ledger: L, queue: Q, cache: OwnerCache) -> Self {
         Self {
             catalog,
             ledger,
             queue,
             clock: Arc::new(SystemClock),
             owners: moka::future::Cache::builder()
-                .max_capacity(cache.max_entries)
-                .expire_after(OwnerExpiry(cache))
+                .max_capacity(MAX_CACHED_OWNERS)
+                .expire_after(OwnerExpiry)
                 .build(),
         }
     }

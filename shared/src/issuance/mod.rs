@@ -9,5 +9,5 @@ pub mod writer;
 
 pub use campaigns::{CampaignSummary, Campaigns};
 pub use error::IssuanceError;
-pub use issue::{Accepted, Issuance, IssueState, OwnerCache};
+pub use issue::{Accepted, Issuance, IssueState};
 pub use writer::{BatchSummary, Message, ReservationWriter, Written};

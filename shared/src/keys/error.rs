@@ -20,10 +20,3 @@ pub enum KeyError {
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }
-
-impl KeyError {
-    /// A retry may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-}

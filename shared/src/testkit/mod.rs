@@ -46,10 +46,6 @@ impl Default for ManualClock {
 }
 
 impl ManualClock {
-    pub fn at(now: DateTime<Utc>) -> Self {
-        Self(Mutex::new(now))
-    }
-
     pub fn advance(&self, by: chrono::Duration) {
         *self.0.lock().unwrap() += by;
     }
