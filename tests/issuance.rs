@@ -18,6 +18,7 @@ use issue_writer::IssueWriter;
 use serde_json::{Value, json};
 
 type Api = IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue>;
+type Writer = IssueWriter<MySqlStore, RedisIssueLedger>;
 
 struct Stack {
     store: MySqlStore,
@@ -80,7 +81,11 @@ impl Stack {
 
     /// Acts as the SQS event source: gathers up to `batch` messages, invokes the writer, deletes
     /// what it did not report as failed. Returns the failed message ids of each invocation.
-    async fn drain(&self, writer: &IssueWriter<MySqlStore>, batch: usize) -> Vec<Vec<String>> {
+    fn writer(&self, chunk_size: usize) -> Writer {
+        IssueWriter::new(self.store.clone(), self.ledger.clone(), chunk_size)
+    }
+
+    async fn drain(&self, writer: &Writer, batch: usize) -> Vec<Vec<String>> {
         let mut reported = Vec::new();
         let mut idle = 0;
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -215,7 +220,7 @@ async fn flash_sale_issues_exactly_the_quantity_to_distinct_users() {
     assert_eq!(statuses.values().sum::<usize>(), CALLS);
 
     let drain_started = Instant::now();
-    let writer = IssueWriter::new(stack.store.clone(), 1000);
+    let writer = stack.writer(1000);
     let failures = stack.drain(&writer, 10_000).await;
     assert!(failures.iter().all(Vec::is_empty), "no failures expected: {failures:?}");
     let drain_time = drain_started.elapsed();
@@ -255,7 +260,7 @@ async fn redelivered_and_duplicated_messages_write_nothing_twice() {
         );
         messages.extend(stack.receive(&stack.queue_url, 2).await);
     }
-    let writer = IssueWriter::new(stack.store.clone(), 2);
+    let writer = stack.writer(2);
     let (response, first) = writer.handle(sqs_event(&messages)).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(first.inserted, 3);
@@ -354,7 +359,7 @@ async fn a_poison_message_is_reported_alone_and_reaches_the_dlq() {
         .send()
         .await
         .unwrap();
-    let writer = IssueWriter::new(stack.store.clone(), 1000);
+    let writer = stack.writer(1000);
     let mut dead = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while dead.is_empty() && Instant::now() < deadline {
@@ -406,7 +411,7 @@ async fn redis_state_is_rebuilt_from_mysql() {
     for u in ["r1", "r2"] {
         assert_eq!(issue(&api, &campaign, u, &stack.partner).await.0, 202);
     }
-    stack.drain(&IssueWriter::new(stack.store.clone(), 100), 10).await;
+    stack.drain(&stack.writer(100), 10).await;
     let id: u64 = campaign.parse().unwrap();
     // Redis loses the campaign entirely.
     let mut conn = integration_tests::redis().await;

@@ -266,12 +266,18 @@ async fn evalsha_rate(services: &Services, run: usize) -> Result<f64> {
         .await?;
     // A campaign id no real campaign uses; open window, the same quantity as the mix.
     let id = 9_000_000_000_u64 + std::process::id() as u64 * 10 + run as u64;
-    let (rules, users, count) = (
+    let (rules, users, count, pending) = (
         fcfs_shared::adapters::redis::rules_key(id),
         fcfs_shared::adapters::redis::users_key(id),
         fcfs_shared::adapters::redis::count_key(id),
+        fcfs_shared::adapters::redis::pending_key(id),
     );
-    redis::cmd("DEL").arg(&users).arg(&count).exec_async(&mut redis).await?;
+    redis::cmd("DEL")
+        .arg(&users)
+        .arg(&count)
+        .arg(&pending)
+        .exec_async(&mut redis)
+        .await?;
     redis::cmd("HSET")
         .arg(&rules)
         .arg(&[
@@ -280,6 +286,10 @@ async fn evalsha_rate(services: &Services, run: usize) -> Result<f64> {
             "startsAt",
             "0",
             "endsAt",
+            "99999999999999",
+            "partner",
+            "bench",
+            "expiresAt",
             "99999999999999",
         ])
         .exec_async(&mut redis)
@@ -293,12 +303,15 @@ async fn evalsha_rate(services: &Services, run: usize) -> Result<f64> {
         .args([
             "EVALSHA",
             &sha,
-            "3",
+            "4",
             &rules,
             &users,
             &count,
+            &pending,
             "u:__rand_int__",
             &now,
+            // The request id: one pending field, overwritten, as if every send succeeded at once.
+            "bench-request",
             "bench",
         ])
         .output()
@@ -325,6 +338,7 @@ async fn evalsha_rate(services: &Services, run: usize) -> Result<f64> {
         .arg(&rules)
         .arg(&users)
         .arg(&count)
+        .arg(&pending)
         .exec_async(&mut redis)
         .await?;
     Ok(rate)
@@ -490,14 +504,14 @@ async fn accepted_path(services: &Services, runner: &Running, key: &str, run: us
 }
 
 fn reservation(campaign: u64, partner: &str, user: &str, rank: u32) -> Reservation {
-    Reservation {
-        request_id: uuid::Uuid::now_v7(),
-        campaign_id: campaign,
-        partner_id: partner.to_owned(),
-        user_id: UserId::parse(user).expect("bench user ids are valid"),
+    Reservation::new(
+        uuid::Uuid::now_v7(),
+        campaign,
+        partner,
+        UserId::parse(user).expect("bench user ids are valid"),
         rank,
-        reserved_at: chrono::Utc::now(),
-    }
+        chrono::Utc::now(),
+    )
 }
 
 fn reservations(campaign: u64) -> Vec<Reservation> {
@@ -520,11 +534,17 @@ async fn writer(services: &Services, runner: &Running, key: &str) -> Result<(f64
             m
         })
         .collect();
-    let writer = IssueWriter::new(MySqlStore::new(services.pool.clone()), issue_writer::DEFAULT_CHUNK_SIZE)
-        .with_parallel_chunks(
-            fcfs_shared::config::Settings::from_process()
-                .or("WRITER_PARALLEL_CHUNKS", issue_writer::DEFAULT_PARALLEL_CHUNKS)?,
-        );
+    // The writer as deployed: it also tells Redis each user's outcome after its commit.
+    let ledger = fcfs_shared::adapters::redis::RedisIssueLedger::new(&env("REDIS_URL")?)?;
+    let writer = IssueWriter::new(
+        MySqlStore::new(services.pool.clone()),
+        ledger,
+        issue_writer::DEFAULT_CHUNK_SIZE,
+    )
+    .with_parallel_chunks(
+        fcfs_shared::config::Settings::from_process()
+            .or("WRITER_PARALLEL_CHUNKS", issue_writer::DEFAULT_PARALLEL_CHUNKS)?,
+    );
     let started = Instant::now();
     let (response, _) = writer.handle(event).await?;
     let writer_rate = BATCH as f64 / started.elapsed().as_secs_f64();

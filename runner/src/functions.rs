@@ -93,7 +93,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> HttpFunction for I
 }
 
 #[async_trait]
-impl<B: CouponBook> SqsFunction for IssueWriter<B> {
+impl<B: CouponBook, L: IssueLedger> SqsFunction for IssueWriter<B, L> {
     async fn invoke(&self, event: SqsEvent) -> Result<SqsBatchResponse, String> {
         let (response, summary) = self.handle(event).await.map_err(|e| e.to_string())?;
         tracing::info!(?summary, "batch written");

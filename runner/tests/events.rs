@@ -86,8 +86,11 @@ async fn campaign_and_issue_events() {
 async fn issue_writer_event() {
     let e: SqsEvent = serde_json::from_str(&event("issue-writer.json")).unwrap();
     let book = MemoryCouponBook::default();
-    book.known_campaigns.lock().unwrap().insert(1);
-    let (response, summary) = IssueWriter::new(book, 1000).handle(e).await.unwrap();
+    book.campaigns.lock().unwrap().insert(1, ("demo-partner".into(), 1000));
+    let (response, summary) = IssueWriter::new(book, MemoryLedger::default(), 1000)
+        .handle(e)
+        .await
+        .unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((summary.received, summary.inserted), (2, 2));
 }

@@ -61,10 +61,12 @@ pub struct CampaignApi<C, L> {
 
 impl CampaignApi<MySqlStore, RedisIssueLedger> {
     /// The deployed function: MySQL at `DATABASE_URL`, Redis at `REDIS_URL`.
+    /// Both connect on first use, each call under its deadline.
     pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
-        let pool = mysql::connect_with(settings).await?;
-        let ledger = RedisIssueLedger::connect(&settings.required("REDIS_URL")?).await?;
-        Ok(Self::new(MySqlStore::new(pool), ledger))
+        Ok(Self::new(
+            mysql::store_from(settings)?,
+            RedisIssueLedger::from_settings(settings)?,
+        ))
     }
 }
 

@@ -4,6 +4,7 @@
 
 use fcfs_shared::adapters::mysql::{self, MySqlStore};
 use fcfs_shared::adapters::redis::RedisIssueLedger;
+use fcfs_shared::adapters::sqs::DEFAULT_SEND_TIMEOUT;
 use fcfs_shared::adapters::sqs::SqsReservationQueue;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::http::{self as api, ApiError};
@@ -30,13 +31,20 @@ pub struct IssueApi<C, L, Q> {
 }
 
 impl IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue> {
-    /// The deployed function: MySQL at `DATABASE_URL`, Redis at `REDIS_URL`, the queue at
-    /// `ISSUE_QUEUE_URL`.
+    /// The deployed function: Redis at `REDIS_URL`, the queue at `ISSUE_QUEUE_URL` (sends under
+    /// `SQS_SEND_TIMEOUT_MS`), and MySQL at `DATABASE_URL` for what Redis cannot answer. Nothing is
+    /// connected at start: an issue request needs only Redis and SQS, so the function starts and
+    /// issues with MySQL down, and a thousand cold instances open no MySQL connection.
     pub async fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        let pool = mysql::connect_with(settings).await?;
-        let ledger = RedisIssueLedger::connect(&settings.required("REDIS_URL")?).await?;
-        let queue = SqsReservationQueue::new(aws_sdk_sqs::Client::new(sdk), settings.required("ISSUE_QUEUE_URL")?);
-        Ok(Self::new(MySqlStore::new(pool), ledger, queue))
+        let store = mysql::store_from(settings)?;
+        let ledger = RedisIssueLedger::from_settings(settings)?;
+        let send_timeout = settings.or("SQS_SEND_TIMEOUT_MS", DEFAULT_SEND_TIMEOUT.as_millis() as u64)?;
+        let queue = SqsReservationQueue::with_timeout(
+            aws_sdk_sqs::Client::new(sdk),
+            settings.required("ISSUE_QUEUE_URL")?,
+            std::time::Duration::from_millis(send_timeout),
+        );
+        Ok(Self::new(store, ledger, queue))
     }
 }
 
@@ -88,6 +96,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
                 json!({"status": IssueStatus::Issued, "couponId": coupon_id.to_string()})
             }
             IssueState::Pending => json!({"status": IssueStatus::Pending}),
+            IssueState::Rejected(reason) => json!({"status": IssueStatus::Rejected, "reason": reason.as_str()}),
             IssueState::None => json!({"status": IssueStatus::None}),
         };
         Ok(api::json(StatusCode::OK, &body))

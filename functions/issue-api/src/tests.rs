@@ -1,7 +1,6 @@
-use std::sync::atomic::Ordering;
-
 use chrono::{Duration, Utc};
-use fcfs_shared::testkit::{MemoryCatalog, MemoryLedger, MemoryQueue, gateway_request, new_campaign};
+use fcfs_shared::issuance::domain::{Outcome, RejectionReason};
+use fcfs_shared::testkit::{MemoryCatalog, MemoryLedger, MemoryQueue, QueueFault, gateway_request, new_campaign};
 
 use super::*;
 
@@ -66,13 +65,13 @@ async fn window_is_enforced() {
 #[tokio::test]
 async fn failed_enqueue_releases_the_reservation() {
     let (api, id) = api_with_campaign(1, -Duration::minutes(1)).await;
-    api.issuance().queue().failing.store(true, Ordering::SeqCst);
+    api.issuance().queue().fail_with(QueueFault::Refuse);
     let res = api
         .handle(gateway_request("POST", &[("campaignId", &id)], user("a"), Some("p1")))
         .await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
-    api.issuance().queue().failing.store(false, Ordering::SeqCst);
+    api.issuance().queue().fail_with(QueueFault::None);
     assert_eq!(
         call(&api, &id, &user("a"), Some("p1")).await.0,
         202,
@@ -129,15 +128,27 @@ async fn status_moves_from_none_to_pending_to_issued() {
     assert_eq!(status("a").await["status"], "NONE");
     call(&api, &id, &user("a"), Some("p1")).await;
     assert_eq!(status("a").await["status"], "PENDING");
+    let campaign: u64 = id.parse().unwrap();
     api.issuance()
-        .catalog()
-        .coupons
-        .lock()
-        .unwrap()
-        .insert((id.parse().unwrap(), UserId::parse("a").unwrap()), 77);
+        .ledger()
+        .record_outcomes(
+            campaign,
+            &[(UserId::parse("a").unwrap(), Outcome::Issued { coupon_id: 77 })],
+        )
+        .await
+        .unwrap();
     let issued = status("a").await;
     assert_eq!(
         (issued["status"].as_str(), issued["couponId"].as_str()),
         (Some("ISSUED"), Some("77"))
+    );
+    api.issuance().catalog().outcomes.lock().unwrap().insert(
+        (campaign, UserId::parse("r").unwrap()),
+        Outcome::Rejected(RejectionReason::OverQuantity),
+    );
+    let rejected = status("r").await;
+    assert_eq!(
+        (rejected["status"].as_str(), rejected["reason"].as_str()),
+        (Some("REJECTED"), Some("OVER_QUANTITY"))
     );
 }

@@ -3,34 +3,36 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use fcfs_shared::adapters::mysql::{self, MySqlStore};
+use fcfs_shared::adapters::redis::RedisIssueLedger;
 use fcfs_shared::config::{Settings, StartupError};
-use fcfs_shared::issuance::ports::CouponBook;
+use fcfs_shared::issuance::ports::{CouponBook, IssueLedger};
 use fcfs_shared::issuance::{BatchSummary, IssuanceError, Message, ReservationWriter};
 
 pub use fcfs_shared::issuance::writer::{DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL_CHUNKS};
 
-pub struct IssueWriter<B> {
-    writer: ReservationWriter<B>,
+pub struct IssueWriter<B, L> {
+    writer: ReservationWriter<B, L>,
 }
 
-impl IssueWriter<MySqlStore> {
-    /// The deployed function: MySQL at `DATABASE_URL`, chunks of `WRITER_CHUNK_SIZE`, up to
-    /// `WRITER_PARALLEL_CHUNKS` of them at once (each on its own connection of the pool).
+impl IssueWriter<MySqlStore, RedisIssueLedger> {
+    /// The deployed function: MySQL at `DATABASE_URL` (each chunk's transaction under
+    /// `MYSQL_TIMEOUT_MS`), chunks of `WRITER_CHUNK_SIZE`, up to `WRITER_PARALLEL_CHUNKS` of them at
+    /// once (each on its own connection of the pool); outcomes told to Redis at `REDIS_URL`.
     pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
-        let pool = mysql::connect_with(settings).await?;
         Ok(Self::new(
-            MySqlStore::new(pool),
+            mysql::store_from(settings)?,
+            RedisIssueLedger::from_settings(settings)?,
             settings.or("WRITER_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)?,
         )
         .with_parallel_chunks(settings.or("WRITER_PARALLEL_CHUNKS", DEFAULT_PARALLEL_CHUNKS)?))
     }
 }
 
-impl<B: CouponBook> IssueWriter<B> {
+impl<B: CouponBook, L: IssueLedger> IssueWriter<B, L> {
     /// `chunk_size` is clamped to what one chunk may carry.
-    pub fn new(book: B, chunk_size: usize) -> Self {
+    pub fn new(book: B, ledger: L, chunk_size: usize) -> Self {
         Self {
-            writer: ReservationWriter::new(book, chunk_size),
+            writer: ReservationWriter::new(book, ledger, chunk_size),
         }
     }
 
@@ -68,7 +70,7 @@ impl<B: CouponBook> IssueWriter<B> {
 #[cfg(test)]
 mod tests {
     use aws_lambda_events::event::sqs::SqsMessage;
-    use fcfs_shared::testkit::MemoryCouponBook;
+    use fcfs_shared::testkit::{MemoryCouponBook, MemoryLedger};
 
     use super::*;
 
@@ -81,7 +83,7 @@ mod tests {
 
     #[tokio::test]
     async fn unrecorded_messages_become_batch_item_failures_by_message_id() {
-        let writer = IssueWriter::new(MemoryCouponBook::default(), 10);
+        let writer = IssueWriter::new(MemoryCouponBook::default(), MemoryLedger::default(), 10);
         let mut event = SqsEvent::default();
         event.records = vec![message(Some("poison"), "{not json")];
         let (response, summary) = writer.handle(event).await.unwrap();
@@ -95,7 +97,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_without_id_fails_the_whole_batch() {
-        let writer = IssueWriter::new(MemoryCouponBook::default(), 10);
+        let writer = IssueWriter::new(MemoryCouponBook::default(), MemoryLedger::default(), 10);
         let mut event = SqsEvent::default();
         event.records = vec![message(None, "{}")];
         assert!(writer.handle(event).await.is_err());

@@ -1,7 +1,8 @@
 //! MySQL (Aurora MySQL in AWS, MariaDB locally): pool, migrations, and the issuance context's
 //! campaign catalog and coupon book.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -9,7 +10,9 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use crate::config::{Settings, StartupError};
-use crate::issuance::domain::{Campaign, CampaignId, Discount, DiscountType, NewCampaign, Reservation};
+use crate::issuance::domain::{
+    Campaign, CampaignId, Discount, DiscountType, NewCampaign, Outcome, RejectionReason, Reservation, allot,
+};
 use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
 use crate::kernel::{Unavailable, UserId};
 
@@ -23,20 +26,34 @@ pub const MAX_ROWS_PER_INSERT: usize = MAX_PLACEHOLDERS / COUPON_COLUMNS;
 // A chunk the writer hands over must fit in one INSERT.
 const _: () = assert!(MAX_CHUNK_ROWS <= MAX_ROWS_PER_INSERT);
 
+/// How long a caller waits for a connection from the pool (connecting included).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default deadline of one store call (`MYSQL_TIMEOUT_MS`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<MySqlPool, sqlx::Error> {
     MySqlPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(database_url)
         .await
 }
 
-/// The pool every function opens: `DATABASE_URL`, at most `DB_MAX_CONNECTIONS` (default 2, since
-/// a Lambda instance serves one request at a time and Aurora's connection count is finite).
-pub async fn connect_with(settings: &Settings) -> Result<MySqlPool, StartupError> {
+/// The store every function uses: `DATABASE_URL`, at most `DB_MAX_CONNECTIONS` (default 2, since
+/// a Lambda instance serves one request at a time and Aurora's connection count is finite), each
+/// call under `MYSQL_TIMEOUT_MS`. Connections open on first use, so a function whose requests
+/// seldom need MySQL (the issue API) holds none, and a database that is down makes calls fail
+/// with 503 instead of the function failing to start.
+pub fn store_from(settings: &Settings) -> Result<MySqlStore, StartupError> {
     let url = settings.required("DATABASE_URL")?;
     let max = settings.or("DB_MAX_CONNECTIONS", 2)?;
-    Ok(connect(&url, max).await.map_err(unavailable)?)
+    let timeout = settings.or("MYSQL_TIMEOUT_MS", DEFAULT_TIMEOUT.as_millis() as u64)?;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy(&url)
+        .map_err(unavailable)?;
+    Ok(MySqlStore::new(pool).with_timeout(Duration::from_millis(timeout)))
 }
 
 /// One multi-row INSERT of issued coupons for reservations whose coupons expire at `expires_at`
@@ -80,24 +97,108 @@ fn utc(naive: NaiveDateTime) -> DateTime<Utc> {
 #[derive(Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
+    timeout: Duration,
+}
+
+/// A campaign as counted in MySQL (what reconcile compares Redis with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CampaignCounts {
+    pub issued_count: u64,
+    pub rejected_count: u64,
+    pub coupon_rows: u64,
+    pub rejection_rows: u64,
 }
 
 impl MySqlStore {
     pub fn new(pool: MySqlPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The deadline of every call of this store.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }
 
-    /// Users holding a coupon of the campaign: what Redis is rebuilt from.
-    pub async fn holders(&self, id: CampaignId) -> Result<Vec<String>, Unavailable> {
-        sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
+    /// Runs one call under the store's deadline. A transaction cut off here is rolled back: its
+    /// connection is dropped with it.
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, Unavailable>>,
+    ) -> Result<T, Unavailable> {
+        tokio::time::timeout(self.timeout, call).await.unwrap_or_else(|_| {
+            Err(Unavailable::new(
+                "mysql",
+                format!("no answer within {:?}", self.timeout),
+            ))
+        })
+    }
+
+    /// Users holding a coupon of the campaign, with its id: what Redis is rebuilt from.
+    pub async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable> {
+        sqlx::query_as("SELECT user_id, id FROM coupons WHERE campaign_id = ?")
             .bind(id)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)
+    }
+
+    /// Users whose reservation the writer rejected, with why.
+    pub async fn rejections(&self, id: CampaignId) -> Result<Vec<(String, String)>, Unavailable> {
+        sqlx::query_as("SELECT user_id, reason FROM coupon_rejections WHERE campaign_id = ?")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The campaign's counters beside the rows they count.
+    pub async fn counts(&self, id: CampaignId) -> Result<CampaignCounts, Unavailable> {
+        let (issued_count, rejected_count, coupon_rows, rejection_rows): (u32, u32, i64, i64) = sqlx::query_as(
+            "SELECT issued_count, rejected_count, \
+             (SELECT COUNT(*) FROM coupons WHERE campaign_id = c.id), \
+             (SELECT COUNT(*) FROM coupon_rejections WHERE campaign_id = c.id) \
+             FROM campaigns c WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(CampaignCounts {
+            issued_count: issued_count.into(),
+            rejected_count: rejected_count.into(),
+            coupon_rows: coupon_rows as u64,
+            rejection_rows: rejection_rows as u64,
+        })
+    }
+
+    /// Sets the campaign's counters to the rows they count, under the counter row's lock.
+    pub async fn settle_counts(&self, id: CampaignId) -> Result<CampaignCounts, Unavailable> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("SELECT id FROM campaigns WHERE id = ? FOR UPDATE")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(
+            "UPDATE campaigns c SET \
+             issued_count = (SELECT COUNT(*) FROM coupons WHERE campaign_id = c.id), \
+             rejected_count = (SELECT COUNT(*) FROM coupon_rejections WHERE campaign_id = c.id) \
+             WHERE id = ?",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        self.counts(id).await
     }
 
     pub async fn campaign_ids(&self) -> Result<Vec<CampaignId>, Unavailable> {
@@ -133,62 +234,275 @@ fn campaign_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Campaign, sqlx::Erro
 #[async_trait]
 impl CampaignCatalog for MySqlStore {
     async fn create(&self, partner_id: &str, c: &NewCampaign) -> Result<Campaign, Unavailable> {
-        let id = sqlx::query(
-            "INSERT INTO campaigns (partner_id, name, total_quantity, issue_starts_at, issue_ends_at, \
-             coupon_expires_at, discount_type, discount_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(partner_id)
-        .bind(&c.name)
-        .bind(c.total_quantity)
-        .bind(c.issue_starts_at.naive_utc())
-        .bind(c.issue_ends_at.naive_utc())
-        .bind(c.coupon_expires_at.naive_utc())
-        .bind(c.discount.kind.as_str())
-        .bind(c.discount.value)
-        .execute(&self.pool)
+        self.timed(async {
+            let id = sqlx::query(
+                "INSERT INTO campaigns (partner_id, name, total_quantity, issue_starts_at, issue_ends_at, \
+                 coupon_expires_at, discount_type, discount_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(partner_id)
+            .bind(&c.name)
+            .bind(c.total_quantity)
+            .bind(c.issue_starts_at.naive_utc())
+            .bind(c.issue_ends_at.naive_utc())
+            .bind(c.coupon_expires_at.naive_utc())
+            .bind(c.discount.kind.as_str())
+            .bind(c.discount.value)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .last_insert_id();
+            self.get(id)
+                .await?
+                .ok_or_else(|| Unavailable::new("mysql", format!("campaign {id} vanished after insert")))
+        })
         .await
-        .map_err(unavailable)?
-        .last_insert_id();
-        self.get(id)
-            .await?
-            .ok_or_else(|| Unavailable::new("mysql", format!("campaign {id} vanished after insert")))
     }
 
     async fn discard(&self, id: CampaignId) -> Result<(), Unavailable> {
-        sqlx::query("DELETE FROM campaigns WHERE id = ? AND issued_count = 0")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.timed(async {
+            sqlx::query("DELETE FROM campaigns WHERE id = ? AND issued_count = 0")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn get(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"));
-        let row = sqlx::query(sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(campaign_from_row).transpose().map_err(unavailable)
+        self.timed(async {
+            let sql = sqlx::AssertSqlSafe(format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"));
+            let row = sqlx::query(sql)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            row.as_ref().map(campaign_from_row).transpose().map_err(unavailable)
+        })
+        .await
     }
 
     async fn issued_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
-        let count: Option<u32> = sqlx::query_scalar("SELECT issued_count FROM campaigns WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(count.unwrap_or(0).into())
+        self.timed(async {
+            let count: Option<u32> = sqlx::query_scalar("SELECT issued_count FROM campaigns WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(count.unwrap_or(0).into())
+        })
+        .await
     }
 
-    async fn coupon_of(&self, id: CampaignId, user: &UserId) -> Result<Option<u64>, Unavailable> {
-        sqlx::query_scalar("SELECT id FROM coupons WHERE campaign_id = ? AND user_id = ?")
-            .bind(id)
-            .bind(user.as_str())
-            .fetch_optional(&self.pool)
+    async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable> {
+        self.timed(async {
+            // A coupon wins over a rejection: a forged message may have been rejected for a user
+            // whose own reservation was written.
+            let coupon: Option<u64> =
+                sqlx::query_scalar("SELECT id FROM coupons WHERE campaign_id = ? AND user_id = ?")
+                    .bind(id)
+                    .bind(user.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+            if let Some(coupon_id) = coupon {
+                return Ok(Some(Outcome::Issued { coupon_id }));
+            }
+            let reason: Option<String> =
+                sqlx::query_scalar("SELECT reason FROM coupon_rejections WHERE campaign_id = ? AND user_id = ?")
+                    .bind(id)
+                    .bind(user.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+            Ok(reason
+                .as_deref()
+                .and_then(RejectionReason::parse)
+                .map(Outcome::Rejected))
+        })
+        .await
+    }
+}
+
+/// One campaign's row as the writer locks it.
+struct LockedCampaign {
+    partner_id: String,
+    room: u32,
+    expires_at: NaiveDateTime,
+}
+
+impl MySqlStore {
+    async fn record_chunk(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable> {
+        let mut by_campaign: BTreeMap<CampaignId, Vec<&Reservation>> = BTreeMap::new();
+        for r in chunk {
+            by_campaign.entry(r.campaign_id).or_default().push(r);
+        }
+        // Positions by address: the domain rule hands back references into the chunk.
+        let base = chunk.as_ptr() as usize;
+        let at = |r: &Reservation| (r as *const Reservation as usize - base) / std::mem::size_of::<Reservation>();
+        let mut record = ChunkRecord::default();
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+
+        // Every counter row of the chunk, locked first and in ascending id order (the one global
+        // order, so concurrent chunks never deadlock), and held to the commit: the room each
+        // campaign has left cannot change under this transaction.
+        let mut lock = QueryBuilder::<MySql>::new(
+            "SELECT id, partner_id, total_quantity, issued_count, coupon_expires_at FROM campaigns WHERE id IN (",
+        );
+        let mut ids = lock.separated(", ");
+        for id in by_campaign.keys() {
+            ids.push_bind(*id);
+        }
+        lock.push(") ORDER BY id FOR UPDATE");
+        let locked: HashMap<CampaignId, LockedCampaign> = lock
+            .build_query_as::<(CampaignId, String, u32, u32, NaiveDateTime)>()
+            .fetch_all(&mut *tx)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|(id, partner_id, total, issued, expires_at)| {
+                let room = total.saturating_sub(issued);
+                (
+                    id,
+                    LockedCampaign {
+                        partner_id,
+                        room,
+                        expires_at,
+                    },
+                )
+            })
+            .collect();
+
+        let mut rejected_users: Vec<(CampaignId, &Reservation, RejectionReason)> = Vec::new();
+        for (campaign_id, rows) in &by_campaign {
+            let Some(campaign) = locked.get(campaign_id) else {
+                record.unknown_campaign.extend(rows.iter().map(|r| at(r)));
+                continue;
+            };
+            // Who already holds a coupon. A plain read is current here: every writer of this
+            // campaign commits before it releases the counter row this transaction now holds.
+            let mut existing = QueryBuilder::<MySql>::new("SELECT user_id FROM coupons WHERE campaign_id = ");
+            existing.push_bind(*campaign_id).push(" AND user_id IN (");
+            let mut users = existing.separated(", ");
+            for r in rows {
+                users.push_bind(r.user_id.as_str());
+            }
+            existing.push(")");
+            let written: Vec<String> = existing
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let written: HashSet<&str> = written.iter().map(String::as_str).collect();
+            let allotment = allot(rows, &campaign.partner_id, &written, campaign.room);
+            record.duplicates += allotment.duplicates.len() as u64;
+
+            let mut inserted = 0;
+            if !allotment.issue.is_empty() {
+                let mut issue = allotment.issue.clone();
+                // Key order inside the statement keeps concurrent inserts from deadlocking on gap locks.
+                issue.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+                inserted = coupon_insert(true, issue, campaign.expires_at)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+            }
+            let mut newly_rejected = 0;
+            if !allotment.rejected.is_empty() {
+                let mut reject = QueryBuilder::<MySql>::new(
+                    "INSERT IGNORE INTO coupon_rejections \
+                     (campaign_id, partner_id, user_id, request_id, issue_rank, reserved_at, reason) ",
+                );
+                reject.push_values(&allotment.rejected, |mut row, (r, why)| {
+                    row.push_bind(r.campaign_id)
+                        .push_bind(&r.partner_id)
+                        .push_bind(r.user_id.as_str())
+                        .push_bind(r.request_id.hyphenated().to_string())
+                        .push_bind(r.rank)
+                        .push_bind(r.reserved_at.naive_utc())
+                        .push_bind(why.as_str());
+                });
+                newly_rejected = reject
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                for (r, why) in &allotment.rejected {
+                    record.rejected.push((at(r), *why));
+                    rejected_users.push((*campaign_id, r, *why));
+                }
+            }
+            if inserted > 0 || newly_rejected > 0 {
+                sqlx::query(
+                    "UPDATE campaigns SET issued_count = issued_count + ?, rejected_count = rejected_count + ? WHERE id = ?",
+                )
+                .bind(inserted)
+                .bind(newly_rejected)
+                .bind(campaign_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
+            record.inserted += inserted;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        record.rejected.sort_unstable();
+
+        // What each user now has, read after the commit (outside the locks) for Redis's status
+        // answers. Committed is committed: if this read fails, status falls back to MySQL.
+        match self.coupon_ids(&by_campaign, &locked).await {
+            Ok(outcomes) => record.outcomes = outcomes,
+            Err(e) => tracing::warn!(error = %e, "chunk committed; its coupon ids could not be read back"),
+        }
+        let issued: HashSet<(CampaignId, &UserId)> = record.outcomes.iter().map(|(c, u, _)| (*c, u)).collect();
+        let mut rejections = Vec::new();
+        for (campaign_id, r, why) in rejected_users {
+            if !issued.contains(&(campaign_id, &r.user_id)) {
+                rejections.push((campaign_id, r.user_id.clone(), Outcome::Rejected(why)));
+            }
+        }
+        record.outcomes.extend(rejections);
+        Ok(record)
+    }
+
+    async fn coupon_ids(
+        &self,
+        by_campaign: &BTreeMap<CampaignId, Vec<&Reservation>>,
+        locked: &HashMap<CampaignId, LockedCampaign>,
+    ) -> Result<Vec<(CampaignId, UserId, Outcome)>, Unavailable> {
+        let mut outcomes = Vec::new();
+        for (campaign_id, rows) in by_campaign {
+            if !locked.contains_key(campaign_id) {
+                continue;
+            }
+            let mut lookup = QueryBuilder::<MySql>::new("SELECT user_id, id FROM coupons WHERE campaign_id = ");
+            lookup.push_bind(*campaign_id).push(" AND user_id IN (");
+            let mut users = lookup.separated(", ");
+            for r in rows {
+                users.push_bind(r.user_id.as_str());
+            }
+            lookup.push(")");
+            let coupons: HashMap<String, u64> = lookup
+                .build_query_as::<(String, u64)>()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .collect();
+            let mut seen = HashSet::new();
+            for r in rows {
+                if let Some(&coupon_id) = coupons.get(r.user_id.as_str())
+                    && seen.insert(r.user_id.as_str())
+                {
+                    outcomes.push((*campaign_id, r.user_id.clone(), Outcome::Issued { coupon_id }));
+                }
+            }
+        }
+        Ok(outcomes)
     }
 }
 
@@ -199,54 +513,6 @@ impl CouponBook for MySqlStore {
             chunk.len() <= MAX_ROWS_PER_INSERT,
             "chunk exceeds the placeholder limit"
         );
-        let mut by_campaign: BTreeMap<CampaignId, Vec<usize>> = BTreeMap::new();
-        for (i, r) in chunk.iter().enumerate() {
-            by_campaign.entry(r.campaign_id).or_default().push(i);
-        }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-
-        let mut lookup = QueryBuilder::<MySql>::new("SELECT id, coupon_expires_at FROM campaigns WHERE id IN (");
-        let mut ids = lookup.separated(", ");
-        for id in by_campaign.keys() {
-            ids.push_bind(*id);
-        }
-        lookup.push(")");
-        let expiry: HashMap<CampaignId, NaiveDateTime> = lookup
-            .build_query_as::<(CampaignId, NaiveDateTime)>()
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .collect();
-
-        let mut record = ChunkRecord::default();
-        // Campaigns in ascending id order: concurrent writers lock their counter rows in one order.
-        for (campaign_id, positions) in &by_campaign {
-            let Some(expires_at) = expiry.get(campaign_id) else {
-                record.rejected.extend(positions);
-                continue;
-            };
-            let mut rows: Vec<&Reservation> = positions.iter().map(|&i| &chunk[i]).collect();
-            // Key order inside the statement keeps concurrent inserts from deadlocking on gap locks.
-            rows.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-            let inserted = coupon_insert(true, rows, *expires_at)
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .rows_affected();
-            if inserted > 0 {
-                sqlx::query("UPDATE campaigns SET issued_count = issued_count + ? WHERE id = ?")
-                    .bind(inserted)
-                    .bind(campaign_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            record.inserted += inserted;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        record.rejected.sort_unstable();
-        Ok(record)
+        self.timed(self.record_chunk(chunk)).await
     }
 }

@@ -1,23 +1,39 @@
-//! The issue ledger on Redis (ElastiCache): one Lua script decides each request atomically.
+//! The issue ledger on Redis (ElastiCache): one Lua script decides each request atomically and, in
+//! the same step, records the place it hands out as pending until its message is on the queue.
 //!
-//! Keys of one campaign share the hash tag `{id}` so the script touches one cluster slot:
-//! `cpn:{42}:rules` (quantity and window), `cpn:{42}:users` (hash: user → request id holding the
-//! place), `cpn:{42}:count`.
+//! Keys of one campaign share the hash tag `{id}` so every script touches one cluster slot:
+//! `cpn:{42}:rules` (owner, quantity, window, when the state expires), `cpn:{42}:users` (hash:
+//! user → request id holding the place), `cpn:{42}:count`, `cpn:{42}:pending` (hash: request id →
+//! "rank reservedAtMs user", places whose message is not known to be sent) and `cpn:{42}:outcomes`
+//! (hash: user → what the writer committed, "c<couponId>" or "r<REASON>"). Every key of a campaign
+//! expires a day after its coupons do. `cpn:live` (a sorted set of campaign ids by that expiry,
+//! outside any campaign's slot, never touched by a script) is what recovery walks.
+//!
+//! Every call has a deadline (`RedisSettings`): a Redis that hangs ends in `Unavailable`, which
+//! the API answers with 503, never in a request that outlives its function.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use crate::issuance::domain::{CampaignId, IssueDecision, IssueRules};
-use crate::issuance::ports::IssueLedger;
+use crate::config::{ConfigError, Settings};
+use crate::issuance::domain::{CampaignId, IssueDecision, IssueRules, Outcome, PendingReservation, RejectionReason};
+use crate::issuance::ports::{IssueLedger, Standing};
 use crate::kernel::{Unavailable, UserId};
 
-/// Window first, then duplicate, then stock; the counter is checked before it is raised, so it
-/// never exceeds the quantity, not even for an instant. Mirrors `domain::decide`.
+/// Owner, window, duplicate, then stock; the counter is checked before it is raised, so it never
+/// exceeds the quantity, not even for an instant. The place is recorded as pending in the same
+/// step, so no crash can leave a place held without a trace. Mirrors `domain::decide`.
+/// KEYS: rules, users, count, pending. ARGV: user, now (epoch ms), request id, partner.
 const RESERVE: &str = r"
-local rules = redis.call('HMGET', KEYS[1], 'quantity', 'startsAt', 'endsAt')
-if not rules[1] then return -4 end
+local rules = redis.call('HMGET', KEYS[1], 'quantity', 'startsAt', 'endsAt', 'partner', 'expiresAt')
+if not rules[1] or not rules[4] then return -4 end
+if rules[4] ~= ARGV[4] then return -5 end
 local now = tonumber(ARGV[2])
 if now < tonumber(rules[2]) then return -3 end
 if now >= tonumber(rules[3]) then return -2 end
@@ -25,12 +41,23 @@ if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
 local count = tonumber(redis.call('GET', KEYS[3]) or '0')
 if count >= tonumber(rules[1]) then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return redis.call('INCR', KEYS[3])
+local rank = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[4], ARGV[3], rank .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
+if rules[5] then
+  if rank == 1 then
+    redis.call('PEXPIREAT', KEYS[2], rules[5])
+    redis.call('PEXPIREAT', KEYS[3], rules[5])
+  end
+  if redis.call('HLEN', KEYS[4]) == 1 then redis.call('PEXPIREAT', KEYS[4], rules[5]) end
+end
+return rank
 ";
 
 /// Only the request that made a reservation can give it back: a repeated release, or the release
 /// of a request whose outcome is unknown, never takes away another request's place.
+/// KEYS: users, count, pending. ARGV: user, request id.
 const RELEASE: &str = r"
+redis.call('HDEL', KEYS[3], ARGV[2])
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('DECR', KEYS[2])
@@ -39,18 +66,30 @@ end
 return 0
 ";
 
-/// Rebuilds a campaign's state from what MySQL recorded (after Redis lost it).
-const RESTORE: &str = r"
-redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'quantity', ARGV[1], 'startsAt', ARGV[2], 'endsAt', ARGV[3])
-for i = 4, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 'restored') end
-redis.call('SET', KEYS[3], #ARGV - 3)
-return #ARGV - 3
+/// One round trip for the status endpoint. Lua turns nil into the end of an array, so absent
+/// values come back as empty strings. KEYS: rules, users, outcomes. ARGV: user.
+const STANDING: &str = r"
+return {
+  redis.call('HGET', KEYS[1], 'partner') or '',
+  redis.call('HEXISTS', KEYS[2], ARGV[1]),
+  redis.call('HGET', KEYS[3], ARGV[1]) or ''
+}
 ";
 
+/// KEYS: outcomes, rules. ARGV: user, outcome, user, outcome, …
+const RECORD_OUTCOMES: &str = r"
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local expires = redis.call('HGET', KEYS[2], 'expiresAt')
+if expires then redis.call('PEXPIREAT', KEYS[1], expires) end
+return #ARGV / 2
+";
+
+/// The sorted set of campaigns whose state is live, scored by when it expires.
+pub const LIVE_CAMPAIGNS_KEY: &str = "cpn:live";
+
 /// The issue script's source, for yardsticks that run it without the service around it (the bench
-/// loads it into Redis and drives it with `redis-benchmark`). KEYS: rules, users, count; ARGV: user,
-/// now (epoch ms), request id.
+/// loads it into Redis and drives it with `redis-benchmark`). KEYS: rules, users, count, pending;
+/// ARGV: user, now (epoch ms), request id, partner.
 pub fn reserve_script_source() -> &'static str {
     RESERVE
 }
@@ -64,13 +103,95 @@ pub fn users_key(id: CampaignId) -> String {
 pub fn count_key(id: CampaignId) -> String {
     format!("cpn:{{{id}}}:count")
 }
+pub fn pending_key(id: CampaignId) -> String {
+    format!("cpn:{{{id}}}:pending")
+}
+pub fn outcomes_key(id: CampaignId) -> String {
+    format!("cpn:{{{id}}}:outcomes")
+}
 
+/// How a written outcome is kept in the outcomes hash.
+pub fn encode_outcome(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Issued { coupon_id } => format!("c{coupon_id}"),
+        Outcome::Rejected(reason) => format!("r{}", reason.as_str()),
+    }
+}
+
+pub fn decode_outcome(raw: &str) -> Option<Outcome> {
+    if let Some(id) = raw.strip_prefix('c') {
+        return id.parse().ok().map(|coupon_id| Outcome::Issued { coupon_id });
+    }
+    raw.strip_prefix('r')
+        .and_then(RejectionReason::parse)
+        .map(Outcome::Rejected)
+}
+
+/// Parses a pending record (`rank reservedAtMs user`; the user last, so the format never depends
+/// on which characters a user id may hold).
+fn decode_pending(request: &str, raw: &str) -> Option<PendingReservation> {
+    let mut parts = raw.splitn(3, ' ');
+    let rank = parts.next()?.parse().ok()?;
+    let ms: i64 = parts.next()?.parse().ok()?;
+    let user = UserId::parse(parts.next()?).ok()?;
+    Some(PendingReservation {
+        request_id: request.parse().ok()?,
+        user_id: user,
+        rank,
+        reserved_at: Utc.timestamp_millis_opt(ms).single()?,
+    })
+}
+
+/// Deadlines of every Redis call. The issue path makes up to three calls (reserve, then mark sent
+/// or release), so with the defaults a Redis that hangs costs at most a few seconds, well under
+/// the issue function's `Timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisSettings {
+    /// A command's answer (`REDIS_TIMEOUT_MS`, default 1000).
+    pub response_timeout: Duration,
+    /// Opening a connection (`REDIS_CONNECT_TIMEOUT_MS`, default 1000).
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            response_timeout: Duration::from_millis(1000),
+            connect_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let default = Self::default();
+        Ok(Self {
+            response_timeout: Duration::from_millis(
+                settings.or("REDIS_TIMEOUT_MS", default.response_timeout.as_millis() as u64)?,
+            ),
+            connect_timeout: Duration::from_millis(
+                settings.or("REDIS_CONNECT_TIMEOUT_MS", default.connect_timeout.as_millis() as u64)?,
+            ),
+        })
+    }
+
+    /// The most one call may take: connecting, then answering.
+    fn deadline(&self) -> Duration {
+        self.response_timeout + self.connect_timeout
+    }
+}
+
+/// The ledger, connected on first use: a function starts (and answers 503) while Redis is down,
+/// and reconnects by itself when it is back.
 #[derive(Clone)]
 pub struct RedisIssueLedger {
-    conn: ConnectionManager,
-    reserve: redis::Script,
-    release: redis::Script,
-    restore: redis::Script,
+    client: redis::Client,
+    settings: RedisSettings,
+    conn: Arc<tokio::sync::OnceCell<ConnectionManager>>,
+    reserve: Arc<redis::Script>,
+    release: Arc<redis::Script>,
+    standing: Arc<redis::Script>,
+    record_outcomes: Arc<redis::Script>,
 }
 
 fn unavailable(e: redis::RedisError) -> Unavailable {
@@ -78,81 +199,266 @@ fn unavailable(e: redis::RedisError) -> Unavailable {
 }
 
 impl RedisIssueLedger {
-    pub async fn connect(url: &str) -> Result<Self, Unavailable> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        // Generous: a timed-out script may still have run, and then the caller must compensate.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+    /// A ledger at `url` with the default deadlines; fails only on a malformed URL.
+    pub fn new(url: &str) -> Result<Self, Unavailable> {
+        Self::with_settings(url, RedisSettings::default())
+    }
+
+    pub fn with_settings(url: &str, settings: RedisSettings) -> Result<Self, Unavailable> {
         Ok(Self {
-            conn,
-            reserve: redis::Script::new(RESERVE),
-            release: redis::Script::new(RELEASE),
-            restore: redis::Script::new(RESTORE),
+            client: redis::Client::open(url).map_err(unavailable)?,
+            settings,
+            conn: Arc::default(),
+            reserve: Arc::new(redis::Script::new(RESERVE)),
+            release: Arc::new(redis::Script::new(RELEASE)),
+            standing: Arc::new(redis::Script::new(STANDING)),
+            record_outcomes: Arc::new(redis::Script::new(RECORD_OUTCOMES)),
         })
     }
 
-    /// Replaces the campaign's state with the given holders (the users MySQL has coupons for).
-    /// Only correct when no reservation is in flight, i.e. the issue queue is drained.
-    pub async fn restore(&self, rules: &IssueRules, holders: &[String]) -> Result<u64, Unavailable> {
-        let id = rules.campaign_id;
-        let mut invocation = self.restore.prepare_invoke();
-        invocation
-            .key(rules_key(id))
-            .key(users_key(id))
-            .key(count_key(id))
-            .arg(rules.total_quantity)
-            .arg(rules.issue_starts_at.timestamp_millis())
-            .arg(rules.issue_ends_at.timestamp_millis());
-        for holder in holders {
-            invocation.arg(holder);
-        }
-        invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)
+    /// `REDIS_URL` and the deadlines of `RedisSettings`.
+    pub fn from_settings(settings: &Settings) -> Result<Self, crate::config::StartupError> {
+        Ok(Self::with_settings(
+            &settings.required("REDIS_URL")?,
+            RedisSettings::from_settings(settings)?,
+        )?)
     }
+
+    /// A ledger that has answered once (tools and tests that want a clear error at start).
+    pub async fn connect(url: &str) -> Result<Self, Unavailable> {
+        let ledger = Self::new(url)?;
+        ledger.connection().await?;
+        Ok(ledger)
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, Unavailable> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(self.settings.response_timeout))
+                    .set_connection_timeout(Some(self.settings.connect_timeout))
+                    // Reconnects happen in the background; a caller never waits through a series.
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(self.client.clone(), config)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// Runs one call under the deadline: a hung server or a connection stuck half-open ends here.
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, Unavailable> {
+        match tokio::time::timeout(self.settings.deadline(), call).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(Unavailable::new(
+                "redis",
+                format!("no answer within {:?}", self.settings.deadline()),
+            )),
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
+        let mut conn = tokio::time::timeout(self.settings.deadline(), self.connection())
+            .await
+            .map_err(|_| Unavailable::new("redis", "no connection within the deadline"))??;
+        self.timed(cmd.query_async(&mut conn)).await
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, Unavailable> {
+        let mut conn = tokio::time::timeout(self.settings.deadline(), self.connection())
+            .await
+            .map_err(|_| Unavailable::new("redis", "no connection within the deadline"))??;
+        self.timed(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Sets the campaign's users hash and counter from what MySQL recorded (after Redis lost
+    /// them): the holders of `coupons` (with their written outcome), plus the users of places still
+    /// pending, which keep their request. Only correct while no reservation is in flight, i.e. with
+    /// the issue queue and its DLQ drained. Returns the reserved count it set.
+    pub async fn restore(&self, rules: &IssueRules, coupons: &[(String, u64)]) -> Result<u64, Unavailable> {
+        let id = rules.campaign_id;
+        let pending = self.pending(id, usize::MAX).await?;
+        self.query::<()>(
+            redis::cmd("DEL")
+                .arg(users_key(id))
+                .arg(count_key(id))
+                .arg(outcomes_key(id)),
+        )
+        .await?;
+        self.prime(rules).await?;
+        for chunk in coupons.chunks(1000) {
+            let mut hold = redis::cmd("HSET");
+            hold.arg(users_key(id));
+            let mut marks = Vec::with_capacity(chunk.len());
+            for (user, coupon_id) in chunk {
+                hold.arg(user).arg("restored");
+                marks.push((user.clone(), encode_outcome(Outcome::Issued { coupon_id: *coupon_id })));
+            }
+            self.query::<()>(&hold).await?;
+            self.mark_encoded(id, &marks).await?;
+        }
+        for place in &pending {
+            self.query::<()>(
+                redis::cmd("HSET")
+                    .arg(users_key(id))
+                    .arg(place.user_id.as_str())
+                    .arg(place.request_id.to_string()),
+            )
+            .await?;
+        }
+        self.settle_count(rules).await
+    }
+
+    /// Sets the counter to the number of holders (and gives both the campaign's expiry).
+    pub async fn settle_count(&self, rules: &IssueRules) -> Result<u64, Unavailable> {
+        let id = rules.campaign_id;
+        let holders: u64 = self.query(redis::cmd("HLEN").arg(users_key(id))).await?;
+        let expires = rules.state_expires_at().timestamp_millis();
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(count_key(id))
+                .arg(holders)
+                .arg("PXAT")
+                .arg(expires),
+        )
+        .await?;
+        self.query::<()>(redis::cmd("PEXPIREAT").arg(users_key(id)).arg(expires))
+            .await?;
+        Ok(holders)
+    }
+
+    /// Gives `users` a place (in no request's name), as MySQL says they hold a coupon.
+    pub async fn hold(&self, id: CampaignId, users: &[String]) -> Result<(), Unavailable> {
+        for chunk in users.chunks(1000) {
+            let mut hold = redis::cmd("HSET");
+            hold.arg(users_key(id));
+            for user in chunk {
+                hold.arg(user).arg("restored");
+            }
+            self.query::<()>(&hold).await?;
+        }
+        Ok(())
+    }
+
+    /// Every holder of the campaign: user → the request holding the place ("restored" for places
+    /// rebuilt from MySQL).
+    pub async fn holders(&self, id: CampaignId) -> Result<HashMap<String, String>, Unavailable> {
+        self.scan_hash(&users_key(id)).await
+    }
+
+    /// Every written outcome Redis knows for the campaign.
+    pub async fn outcomes(&self, id: CampaignId) -> Result<HashMap<String, Outcome>, Unavailable> {
+        Ok(self
+            .scan_hash(&outcomes_key(id))
+            .await?
+            .into_iter()
+            .filter_map(|(user, raw)| decode_outcome(&raw).map(|o| (user, o)))
+            .collect())
+    }
+
+    /// A whole hash, read in pages so a campaign of millions never blocks Redis in one command.
+    async fn scan_hash(&self, key: &str) -> Result<HashMap<String, String>, Unavailable> {
+        let mut all = HashMap::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) = self
+                .query(redis::cmd("HSCAN").arg(key).arg(cursor).arg("COUNT").arg(1000))
+                .await?;
+            all.extend(page);
+            if next == 0 {
+                return Ok(all);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn mark_encoded(&self, id: CampaignId, marks: &[(String, String)]) -> Result<(), Unavailable> {
+        for chunk in marks.chunks(1000) {
+            let mut invocation = self.record_outcomes.prepare_invoke();
+            invocation.key(outcomes_key(id)).key(rules_key(id));
+            for (user, mark) in chunk {
+                invocation.arg(user).arg(mark);
+            }
+            self.invoke::<u64>(&invocation).await?;
+        }
+        Ok(())
+    }
+}
+
+fn rules_from(id: CampaignId, fields: &HashMap<String, String>) -> Option<IssueRules> {
+    let millis =
+        |name: &str| -> Option<DateTime<Utc>> { Utc.timestamp_millis_opt(fields.get(name)?.parse().ok()?).single() };
+    let state_expires_at = millis("expiresAt")?;
+    Some(IssueRules {
+        campaign_id: id,
+        partner_id: fields.get("partner")?.clone(),
+        total_quantity: fields.get("quantity")?.parse().ok()?,
+        issue_starts_at: millis("startsAt")?,
+        issue_ends_at: millis("endsAt")?,
+        coupon_expires_at: state_expires_at - chrono::Duration::days(1),
+    })
 }
 
 #[async_trait]
 impl IssueLedger for RedisIssueLedger {
     async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable> {
         let id = rules.campaign_id;
-        redis::cmd("HSET")
-            .arg(rules_key(id))
-            .arg("quantity")
-            .arg(rules.total_quantity)
-            .arg("startsAt")
-            .arg(rules.issue_starts_at.timestamp_millis())
-            .arg("endsAt")
-            .arg(rules.issue_ends_at.timestamp_millis())
-            .exec_async(&mut self.conn.clone())
+        let expires = rules.state_expires_at().timestamp_millis();
+        self.query::<()>(
+            redis::cmd("HSET")
+                .arg(rules_key(id))
+                .arg("quantity")
+                .arg(rules.total_quantity)
+                .arg("startsAt")
+                .arg(rules.issue_starts_at.timestamp_millis())
+                .arg("endsAt")
+                .arg(rules.issue_ends_at.timestamp_millis())
+                .arg("partner")
+                .arg(&rules.partner_id)
+                .arg("expiresAt")
+                .arg(expires),
+        )
+        .await?;
+        self.query::<()>(redis::cmd("PEXPIREAT").arg(rules_key(id)).arg(expires))
+            .await?;
+        self.query::<()>(redis::cmd("ZADD").arg(LIVE_CAMPAIGNS_KEY).arg(expires).arg(id))
             .await
-            .map_err(unavailable)
+    }
+
+    async fn rules(&self, id: CampaignId) -> Result<Option<IssueRules>, Unavailable> {
+        let fields: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(rules_key(id))).await?;
+        Ok(rules_from(id, &fields))
     }
 
     async fn reserve(
         &self,
         id: CampaignId,
+        partner: &str,
         user: &UserId,
         request: Uuid,
         now: DateTime<Utc>,
     ) -> Result<IssueDecision, Unavailable> {
-        let answer: i64 = self
-            .reserve
+        let mut invocation = self.reserve.prepare_invoke();
+        invocation
             .key(rules_key(id))
             .key(users_key(id))
             .key(count_key(id))
+            .key(pending_key(id))
             .arg(user.as_str())
             .arg(now.timestamp_millis())
             .arg(request.to_string())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg(partner);
+        let answer: i64 = self.invoke(&invocation).await?;
         Ok(match answer {
+            -5 => IssueDecision::NotOwner,
             -4 => IssueDecision::Unprimed,
             -3 => IssueDecision::NotOpen,
             -2 => IssueDecision::Ended,
@@ -164,34 +470,104 @@ impl IssueLedger for RedisIssueLedger {
         })
     }
 
+    async fn mark_sent(&self, id: CampaignId, request: Uuid) -> Result<(), Unavailable> {
+        self.query::<()>(redis::cmd("HDEL").arg(pending_key(id)).arg(request.to_string()))
+            .await
+    }
+
     async fn release(&self, id: CampaignId, user: &UserId, request: Uuid) -> Result<bool, Unavailable> {
-        let undone: i64 = self
-            .release
+        let mut invocation = self.release.prepare_invoke();
+        invocation
             .key(users_key(id))
             .key(count_key(id))
+            .key(pending_key(id))
             .arg(user.as_str())
-            .arg(request.to_string())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg(request.to_string());
+        let undone: i64 = self.invoke(&invocation).await?;
         Ok(undone == 1)
     }
 
     async fn reserved_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
-        let count: Option<u64> = redis::cmd("GET")
-            .arg(count_key(id))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let count: Option<u64> = self.query(redis::cmd("GET").arg(count_key(id))).await?;
         Ok(count.unwrap_or(0))
     }
 
-    async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
-        redis::cmd("HEXISTS")
-            .arg(users_key(id))
-            .arg(user.as_str())
-            .query_async(&mut self.conn.clone())
+    async fn standing(&self, id: CampaignId, user: &UserId) -> Result<Standing, Unavailable> {
+        let mut invocation = self.standing.prepare_invoke();
+        invocation
+            .key(rules_key(id))
+            .key(users_key(id))
+            .key(outcomes_key(id))
+            .arg(user.as_str());
+        let (owner, held, outcome): (String, i64, String) = self.invoke(&invocation).await?;
+        Ok(Standing {
+            owner: (!owner.is_empty()).then_some(owner),
+            held: held == 1,
+            outcome: decode_outcome(&outcome),
+        })
+    }
+
+    async fn record_outcomes(&self, id: CampaignId, outcomes: &[(UserId, Outcome)]) -> Result<(), Unavailable> {
+        let marks: Vec<(String, String)> = outcomes
+            .iter()
+            .map(|(user, outcome)| (user.as_str().to_owned(), encode_outcome(*outcome)))
+            .collect();
+        self.mark_encoded(id, &marks).await
+    }
+
+    async fn live_campaigns(&self) -> Result<Vec<CampaignId>, Unavailable> {
+        let now = Utc::now().timestamp_millis();
+        self.query::<()>(
+            redis::cmd("ZREMRANGEBYSCORE")
+                .arg(LIVE_CAMPAIGNS_KEY)
+                .arg("-inf")
+                .arg(now),
+        )
+        .await?;
+        self.query(redis::cmd("ZRANGE").arg(LIVE_CAMPAIGNS_KEY).arg(0).arg(-1))
             .await
-            .map_err(unavailable)
+    }
+
+    async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable> {
+        let raw = self.scan_hash(&pending_key(id)).await?;
+        let mut places: Vec<PendingReservation> = Vec::with_capacity(raw.len());
+        for (request, value) in raw {
+            match decode_pending(&request, &value) {
+                Some(place) => places.push(place),
+                None => tracing::error!(
+                    campaign_id = id,
+                    request,
+                    value,
+                    "unreadable pending record left in place"
+                ),
+            }
+        }
+        places.sort_by_key(|p| (p.reserved_at, p.rank));
+        places.truncate(limit);
+        Ok(places)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_and_pending_records_round_trip() {
+        for outcome in [
+            Outcome::Issued { coupon_id: 42 },
+            Outcome::Rejected(RejectionReason::OverQuantity),
+            Outcome::Rejected(RejectionReason::PartnerMismatch),
+        ] {
+            assert_eq!(decode_outcome(&encode_outcome(outcome)), Some(outcome));
+        }
+        assert_eq!(decode_outcome(""), None);
+        let request = Uuid::now_v7();
+        let place = decode_pending(&request.to_string(), "7 1700000000123 user:with.colons").unwrap();
+        assert_eq!(
+            (place.rank, place.user_id.as_str(), place.reserved_at.timestamp_millis()),
+            (7, "user:with.colons", 1_700_000_000_123)
+        );
+        assert!(decode_pending("not-a-uuid", "7 1 u").is_none());
     }
 }

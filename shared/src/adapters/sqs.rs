@@ -6,17 +6,62 @@
 //! every call carries one message, as before; where many requests share a process (the local
 //! runner, a container) the number of SQS calls drops up to tenfold. Measured on the SQS emulator:
 //! 255 single sends/s against 2,144 messages/s in batches of ten.
+//!
+//! Every send is one attempt under a deadline, and its failure is classified: certainly not sent
+//! (the connection was refused, the request could not be built, SQS answered an error for it) or
+//! outcome unknown (a timeout, a lost or unreadable response). SDK retries are off here, because
+//! a retry that fails cleanly after an attempt that timed out would hide that the first attempt
+//! may have been delivered; recovery re-sends what stays pending instead.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::issuance::domain::Reservation;
-use crate::issuance::ports::ReservationQueue;
+use crate::issuance::ports::{ReservationQueue, SendError};
 use crate::kernel::Unavailable;
+
+/// Deadline of one send (`SQS_SEND_TIMEOUT_MS`, default 2000): connecting, sending, answering.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// Whether a failed call may have reached SQS. Only failures that happen before a byte leaves
+/// (a request that cannot be built, a refused connection) or an error answer from SQS itself are
+/// "not sent"; everything else may have been delivered.
+pub fn classify<E, R>(error: SdkError<E, R>) -> SendError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let not_sent = match &error {
+        SdkError::ConstructionFailure(_) | SdkError::ServiceError(_) => true,
+        SdkError::DispatchFailure(failure) => failure.is_user() || refused(&error),
+        _ => false,
+    };
+    let cause = Unavailable::new("sqs", DisplayErrorContext(error));
+    if not_sent {
+        SendError::NotSent(cause)
+    } else {
+        SendError::Unknown(cause)
+    }
+}
+
+/// A refused connection anywhere in the error's chain: nothing was sent.
+fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
 
 /// SQS's limit on entries per batch.
 const MAX_BATCH: usize = 10;
@@ -25,7 +70,7 @@ const MAX_BATCHES_IN_FLIGHT: usize = 16;
 
 struct Pending {
     body: String,
-    sent: oneshot::Sender<Result<(), Unavailable>>,
+    sent: oneshot::Sender<Result<(), SendError>>,
 }
 
 #[derive(Clone)]
@@ -34,8 +79,25 @@ pub struct SqsReservationQueue {
 }
 
 impl SqsReservationQueue {
-    /// Starts the batching task on the current Tokio runtime.
+    /// Starts the batching task on the current Tokio runtime; sends have `DEFAULT_SEND_TIMEOUT`.
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self::with_timeout(client, queue_url, DEFAULT_SEND_TIMEOUT)
+    }
+
+    /// Each send is one attempt of at most `timeout`.
+    pub fn with_timeout(client: aws_sdk_sqs::Client, queue_url: impl Into<String>, timeout: Duration) -> Self {
+        let config = client
+            .config()
+            .to_builder()
+            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(timeout.min(Duration::from_secs(1)))
+                    .operation_timeout(timeout)
+                    .build(),
+            )
+            .build();
+        let client = aws_sdk_sqs::Client::from_conf(config);
         let (pending, receiver) = mpsc::channel(4 * MAX_BATCH * MAX_BATCHES_IN_FLIGHT);
         tokio::spawn(batch_sender(client, queue_url.into(), receiver));
         Self { pending }
@@ -73,7 +135,7 @@ async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pend
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| Unavailable::new("sqs", DisplayErrorContext(e)));
+            .map_err(classify);
         let _ = sent.send(outcome);
         return;
     }
@@ -85,7 +147,7 @@ async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pend
                 .id(i.to_string())
                 .message_body(&p.body)
                 .build()
-                .map_err(|e| Unavailable::new("sqs", e))
+                .map_err(|e| SendError::NotSent(Unavailable::new("sqs", e)))
         })
         .collect::<Result<Vec<_>, _>>();
     let outcome = match entries {
@@ -95,14 +157,19 @@ async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pend
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| DisplayErrorContext(e).to_string()),
-        Err(e) => Err(e.to_string()),
+            .map_err(classify),
+        Err(e) => Err(e),
     };
-    let mut results: Vec<Result<(), Unavailable>> = match outcome {
+    let mut results: Vec<Result<(), SendError>> = match outcome {
         Ok(output) => {
-            // An entry in neither list is treated as not sent: its request compensates.
+            // An entry in neither list may or may not be on the queue.
             let mut results: Vec<_> = (0..batch.len())
-                .map(|_| Err(Unavailable::new("sqs", "no result for this batch entry")))
+                .map(|_| {
+                    Err(SendError::Unknown(Unavailable::new(
+                        "sqs",
+                        "no result for this batch entry",
+                    )))
+                })
                 .collect();
             for ok in output.successful {
                 if let Some(slot) = ok.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
@@ -111,20 +178,20 @@ async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pend
             }
             for failed in output.failed {
                 if let Some(slot) = failed.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
-                    *slot = Err(Unavailable::new(
+                    *slot = Err(SendError::NotSent(Unavailable::new(
                         "sqs",
                         format!("{}: {}", failed.code, failed.message.unwrap_or_default()),
-                    ));
+                    )));
                 }
             }
             results
         }
-        Err(e) => (0..batch.len()).map(|_| Err(Unavailable::new("sqs", &e))).collect(),
+        Err(e) => (0..batch.len()).map(|_| Err(e.clone())).collect(),
     };
     for pending in batch.into_iter().rev() {
         let result = results
             .pop()
-            .unwrap_or_else(|| Err(Unavailable::new("sqs", "batch result missing")));
+            .unwrap_or_else(|| Err(SendError::Unknown(Unavailable::new("sqs", "batch result missing"))));
         let _ = pending.sent.send(result);
     }
 }
@@ -146,15 +213,17 @@ pub async fn queue_arn(client: &aws_sdk_sqs::Client, queue_url: &str) -> Result<
 
 #[async_trait]
 impl ReservationQueue for SqsReservationQueue {
-    async fn enqueue(&self, reservation: &Reservation) -> Result<(), Unavailable> {
-        let body = serde_json::to_string(reservation).map_err(|e| Unavailable::new("sqs", e))?;
+    async fn enqueue(&self, reservation: &Reservation) -> Result<(), SendError> {
+        let not_sent = |detail: &str| SendError::NotSent(Unavailable::new("sqs", detail));
+        let body = serde_json::to_string(reservation).map_err(|e| not_sent(&e.to_string()))?;
         let (sent, outcome) = oneshot::channel();
         self.pending
             .send(Pending { body, sent })
             .await
-            .map_err(|_| Unavailable::new("sqs", "the batching task has stopped"))?;
+            .map_err(|_| not_sent("the batching task has stopped"))?;
+        // A dropped answer means the task died with the message in hand: it may have been sent.
         outcome
             .await
-            .map_err(|_| Unavailable::new("sqs", "the batching task dropped the message"))?
+            .map_err(|_| SendError::Unknown(Unavailable::new("sqs", "the batching task dropped the message")))?
     }
 }

@@ -107,7 +107,7 @@ mod tests {
         let user = UserId::parse("u").unwrap();
         let decision = campaigns
             .ledger()
-            .reserve(id, &user, uuid::Uuid::nil(), Utc::now())
+            .reserve(id, "p1", &user, uuid::Uuid::nil(), Utc::now())
             .await
             .unwrap();
         assert_eq!(decision, IssueDecision::NotOpen);

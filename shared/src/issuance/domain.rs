@@ -109,22 +109,36 @@ pub struct Campaign {
     pub created_at: DateTime<Utc>,
 }
 
-/// What the issue script needs to decide alone, in one round trip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the issue script needs to decide alone, in one round trip: with the owner among them,
+/// the issue path never asks MySQL whose campaign it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueRules {
     pub campaign_id: CampaignId,
+    pub partner_id: String,
     pub total_quantity: u32,
     pub issue_starts_at: DateTime<Utc>,
     pub issue_ends_at: DateTime<Utc>,
+    /// The live state of a campaign is kept until its coupons expire, and a day longer (status
+    /// answers, reconcile), then it expires from Redis on its own.
+    pub coupon_expires_at: DateTime<Utc>,
+}
+
+impl IssueRules {
+    /// When the campaign's issue state may leave Redis.
+    pub fn state_expires_at(&self) -> DateTime<Utc> {
+        self.coupon_expires_at + chrono::Duration::days(1)
+    }
 }
 
 impl From<&Campaign> for IssueRules {
     fn from(c: &Campaign) -> Self {
         Self {
             campaign_id: c.id,
+            partner_id: c.partner_id.clone(),
             total_quantity: c.total_quantity,
             issue_starts_at: c.issue_starts_at,
             issue_ends_at: c.issue_ends_at,
+            coupon_expires_at: c.coupon_expires_at,
         }
     }
 }
@@ -140,14 +154,25 @@ pub enum IssueDecision {
     SoldOut,
     NotOpen,
     Ended,
-    /// Redis holds no rules for the campaign (never primed, or Redis lost its state).
+    /// The campaign belongs to another partner.
+    NotOwner,
+    /// Redis holds no rules for the campaign (an unknown id, never primed, or Redis lost its
+    /// state): only the catalog can tell which.
     Unprimed,
 }
 
 /// The decision rule the Redis script implements, as plain code: the in-memory ledger used by unit
 /// tests runs exactly this, so the script and the tests agree on one specification.
-pub fn decide(rules: &IssueRules, now: DateTime<Utc>, already_holds: bool, reserved: u32) -> IssueDecision {
-    if now < rules.issue_starts_at {
+pub fn decide(
+    rules: &IssueRules,
+    partner: &str,
+    now: DateTime<Utc>,
+    already_holds: bool,
+    reserved: u32,
+) -> IssueDecision {
+    if rules.partner_id != partner {
+        IssueDecision::NotOwner
+    } else if now < rules.issue_starts_at {
         IssueDecision::NotOpen
     } else if now >= rules.issue_ends_at {
         IssueDecision::Ended
@@ -160,10 +185,21 @@ pub fn decide(rules: &IssueRules, now: DateTime<Utc>, already_holds: bool, reser
     }
 }
 
+/// The reservation message format this build writes. A writer accepts any version it can read:
+/// fields a newer build adds are ignored, so messages survive a rolling deploy in either order.
+pub const RESERVATION_SCHEMA_VERSION: u32 = 1;
+
+fn first_schema_version() -> u32 {
+    1
+}
+
 /// One accepted request on its way from the issue API to the writer (the SQS message body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Reservation {
+    /// Absent in messages written before versions existed: those are version 1.
+    #[serde(default = "first_schema_version")]
+    pub schema_version: u32,
     pub request_id: uuid::Uuid,
     pub campaign_id: CampaignId,
     pub partner_id: String,
@@ -172,11 +208,125 @@ pub struct Reservation {
     pub reserved_at: DateTime<Utc>,
 }
 
+impl Reservation {
+    pub fn new(
+        request_id: uuid::Uuid,
+        campaign_id: CampaignId,
+        partner_id: &str,
+        user_id: UserId,
+        rank: u32,
+        reserved_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            schema_version: RESERVATION_SCHEMA_VERSION,
+            request_id,
+            campaign_id,
+            partner_id: partner_id.to_owned(),
+            user_id,
+            rank,
+            reserved_at,
+        }
+    }
+}
+
+/// A place Redis handed out whose message is not known to be on the queue yet. The reserve script
+/// records it in the same atomic step as the decision, so a process that dies before sending
+/// leaves it behind for recovery instead of losing the place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReservation {
+    pub request_id: uuid::Uuid,
+    pub user_id: UserId,
+    pub rank: u32,
+    pub reserved_at: DateTime<Utc>,
+}
+
+/// Why the writer kept a reservation without a coupon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RejectionReason {
+    /// The campaign already holds `totalQuantity` coupons: Redis handed out more places than it
+    /// has (a failover lost reservations, or a place was sold twice after a lost send response).
+    OverQuantity,
+    /// The message names a partner that does not own the campaign.
+    PartnerMismatch,
+}
+
+impl RejectionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OverQuantity => "OVER_QUANTITY",
+            Self::PartnerMismatch => "PARTNER_MISMATCH",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "OVER_QUANTITY" => Some(Self::OverQuantity),
+            "PARTNER_MISMATCH" => Some(Self::PartnerMismatch),
+            _ => None,
+        }
+    }
+}
+
+/// What the writer made of a user's reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Issued { coupon_id: u64 },
+    Rejected(RejectionReason),
+}
+
+/// How one campaign's share of a chunk is written, decided while its counter row is locked.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Allotment<'a> {
+    /// Reservations that become coupons, in order of acceptance.
+    pub issue: Vec<&'a Reservation>,
+    /// Users who already hold a coupon (a redelivery), or repeated inside the chunk.
+    pub duplicates: Vec<&'a Reservation>,
+    pub rejected: Vec<(&'a Reservation, RejectionReason)>,
+}
+
+/// The database's guard, as a pure rule: of one campaign's reservations, those of its owner and of
+/// users without a coupon get one, in Redis's order of acceptance (rank, then time), while
+/// `room` (quantity minus coupons written) lasts; the rest are rejected, never dropped.
+pub fn allot<'a>(
+    reservations: &[&'a Reservation],
+    owner: &str,
+    written: &std::collections::HashSet<&str>,
+    room: u32,
+) -> Allotment<'a> {
+    let mut allotment = Allotment::default();
+    let mut candidates: Vec<&Reservation> = Vec::with_capacity(reservations.len());
+    for &r in reservations {
+        if r.partner_id != owner {
+            allotment.rejected.push((r, RejectionReason::PartnerMismatch));
+        } else if written.contains(r.user_id.as_str()) {
+            allotment.duplicates.push(r);
+        } else {
+            candidates.push(r);
+        }
+    }
+    candidates.sort_by(|a, b| (a.rank, a.reserved_at, &a.user_id).cmp(&(b.rank, b.reserved_at, &b.user_id)));
+    let mut seen = std::collections::HashSet::new();
+    let mut room = room as usize;
+    for r in candidates {
+        if !seen.insert(r.user_id.as_str()) {
+            allotment.duplicates.push(r);
+        } else if room > 0 {
+            room -= 1;
+            allotment.issue.push(r);
+        } else {
+            allotment.rejected.push((r, RejectionReason::OverQuantity));
+        }
+    }
+    allotment
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum IssueStatus {
     Pending,
     Issued,
+    /// Redis accepted the request but the database refused it (see `RejectionReason`).
+    Rejected,
     None,
 }
 
@@ -189,9 +339,11 @@ mod tests {
         let now = Utc::now();
         IssueRules {
             campaign_id: 1,
+            partner_id: "p".into(),
             total_quantity: 2,
             issue_starts_at: now - Duration::hours(1),
             issue_ends_at: now + Duration::hours(1),
+            coupon_expires_at: now + Duration::days(1),
         }
     }
 
@@ -199,14 +351,65 @@ mod tests {
     fn decision_order_window_then_duplicate_then_stock() {
         let r = rules();
         let now = Utc::now();
+        assert_eq!(decide(&r, "other", now, false, 0), IssueDecision::NotOwner);
         assert_eq!(
-            decide(&r, r.issue_starts_at - Duration::seconds(1), false, 0),
+            decide(&r, "p", r.issue_starts_at - Duration::seconds(1), false, 0),
             IssueDecision::NotOpen
         );
-        assert_eq!(decide(&r, r.issue_ends_at, false, 0), IssueDecision::Ended);
-        assert_eq!(decide(&r, now, true, 2), IssueDecision::AlreadyIssued);
-        assert_eq!(decide(&r, now, false, 2), IssueDecision::SoldOut);
-        assert_eq!(decide(&r, now, false, 1), IssueDecision::Reserved { rank: 2 });
+        assert_eq!(decide(&r, "p", r.issue_ends_at, false, 0), IssueDecision::Ended);
+        assert_eq!(decide(&r, "p", now, true, 2), IssueDecision::AlreadyIssued);
+        assert_eq!(decide(&r, "p", now, false, 2), IssueDecision::SoldOut);
+        assert_eq!(decide(&r, "p", now, false, 1), IssueDecision::Reserved { rank: 2 });
+    }
+
+    fn reservation(user: &str, partner: &str, rank: u32) -> Reservation {
+        Reservation::new(
+            uuid::Uuid::now_v7(),
+            1,
+            partner,
+            UserId::parse(user).unwrap(),
+            rank,
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn allot_caps_at_the_room_in_order_of_acceptance_and_rejects_the_rest() {
+        let (a, b, c, d) = (
+            reservation("a", "p", 3),
+            reservation("b", "p", 1),
+            reservation("c", "p", 2),
+            reservation("d", "p", 4),
+        );
+        let forged = reservation("e", "intruder", 5);
+        let again = reservation("b", "p", 9);
+        let done = reservation("w", "p", 1);
+        let written = std::collections::HashSet::from(["w"]);
+        let all = [&a, &b, &c, &d, &forged, &again, &done];
+        let allotment = allot(&all, "p", &written, 2);
+        let users = |rs: &[&Reservation]| rs.iter().map(|r| r.user_id.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(users(&allotment.issue), ["b", "c"], "lowest ranks first");
+        let mut duplicates = users(&allotment.duplicates);
+        duplicates.sort();
+        assert_eq!(duplicates, ["b", "w"]);
+        let rejected: Vec<_> = allotment
+            .rejected
+            .iter()
+            .map(|(r, why)| (r.user_id.as_str(), *why))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                ("e", RejectionReason::PartnerMismatch),
+                ("a", RejectionReason::OverQuantity),
+                ("d", RejectionReason::OverQuantity)
+            ]
+        );
+        assert_eq!(
+            allot(&all, "p", &written, 0).issue.len(),
+            0,
+            "a full campaign takes nobody"
+        );
     }
 
     fn campaign() -> NewCampaign {
@@ -294,9 +497,16 @@ mod tests {
         let r: Reservation = serde_json::from_value(json.clone()).unwrap();
         assert_eq!((r.campaign_id, r.rank, r.user_id.as_str()), (42, 7, "u1"));
         assert_eq!(serde_json::to_value(&r).unwrap()["userId"], "u1");
-        let mut extra = json;
-        extra["surprise"] = 1.into();
-        assert!(serde_json::from_value::<Reservation>(extra).is_err());
+        assert_eq!(r.schema_version, 1, "messages from before versions are version 1");
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["schemaVersion"],
+            RESERVATION_SCHEMA_VERSION
+        );
+        // A newer writer's message: extra fields are ignored, so a rolling deploy loses nothing.
+        let mut newer = json;
+        newer["schemaVersion"] = 2.into();
+        newer["surprise"] = 1.into();
+        assert_eq!(serde_json::from_value::<Reservation>(newer).unwrap().rank, 7);
         let mut bad_user = serde_json::to_value(&r).unwrap();
         bad_user["userId"] = "x".repeat(65).into();
         assert!(serde_json::from_value::<Reservation>(bad_user).is_err());

@@ -1,17 +1,20 @@
-//! The flash-sale use case: Redis decides (one script: window, duplicate, stock), the queue
-//! carries each reservation to the writer, and a reservation whose message cannot be sent is
-//! given back in its own request's name. Campaign ownership is cached here, so a rejection costs
-//! one Redis round trip.
+//! The flash-sale use case: Redis decides (one script: owner, window, duplicate, stock) and, in
+//! the same atomic step, records the place as pending; the queue carries each reservation to the
+//! writer, and a sent message clears its pending record. A reservation whose message certainly
+//! was not sent is given back in its own request's name; one whose send outcome is unknown is
+//! kept (recovery re-sends it, the writer is idempotent), so a lost response never sells a place
+//! twice. The issue path touches only Redis and SQS: MySQL is asked only about campaigns Redis
+//! does not know (unknown ids, or a ledger that lost its state).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::domain::{CampaignId, IssueDecision, Reservation};
+use super::domain::{CampaignId, IssueDecision, Outcome, RejectionReason, Reservation};
 use super::error::IssuanceError;
-use super::ports::{CampaignCatalog, IssueLedger, ReservationQueue};
+use super::ports::{CampaignCatalog, IssueLedger, ReservationQueue, SendError};
 use crate::kernel::{Clock, SystemClock, Unavailable, UserId};
 
-/// A request Redis accepted and the queue now carries.
+/// A request Redis accepted: its message is on the queue, or recorded as pending for recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
     pub request_id: uuid::Uuid,
@@ -28,7 +31,18 @@ pub enum IssueState {
     },
     /// Redis holds the user's place; the writer has not recorded it yet.
     Pending,
+    /// Redis accepted the request, the database refused it (kept, with its reason).
+    Rejected(RejectionReason),
     None,
+}
+
+impl From<Outcome> for IssueState {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Issued { coupon_id } => Self::Issued { coupon_id },
+            Outcome::Rejected(reason) => Self::Rejected(reason),
+        }
+    }
 }
 
 /// How long campaign ownership is trusted. Known campaigns stay for minutes (a campaign never
@@ -92,8 +106,8 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
         &self.queue
     }
 
-    /// The campaign, if it exists and belongs to `partner`; another partner's is "not found", so
-    /// its existence does not leak.
+    /// Asked only when Redis holds no rules for the campaign: whether it exists and belongs to
+    /// `partner` (another partner's is "not found", so its existence does not leak).
     async fn owned(&self, partner: &str, campaign: CampaignId) -> Result<(), IssuanceError> {
         // Concurrent misses for one id share a single load: the first second of a flash sale
         // must not send every caller to MySQL.
@@ -113,10 +127,9 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
 
     /// One user asks for one coupon of `partner`'s campaign.
     pub async fn issue(&self, partner: &str, campaign: CampaignId, user: &UserId) -> Result<Accepted, IssuanceError> {
-        self.owned(partner, campaign).await?;
         let now = self.clock.now();
         let request_id = uuid::Uuid::now_v7();
-        let decision = match self.ledger.reserve(campaign, user, request_id, now).await {
+        let decision = match self.ledger.reserve(campaign, partner, user, request_id, now).await {
             Ok(decision) => decision,
             Err(e) => {
                 // A timed-out script may still have reserved: undo in this request's name only.
@@ -130,26 +143,34 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             IssueDecision::SoldOut => return Err(IssuanceError::SoldOut),
             IssueDecision::NotOpen => return Err(IssuanceError::NotOpen),
             IssueDecision::Ended => return Err(IssuanceError::Ended),
+            IssueDecision::NotOwner => return Err(IssuanceError::CampaignNotFound),
             IssueDecision::Unprimed => {
+                self.owned(partner, campaign).await?;
                 tracing::error!(
                     campaign_id = campaign,
-                    "no issue rules in Redis: run `fcfs-admin rebuild-ledger`"
+                    "no issue rules in Redis: run `fcfs-admin reconcile --campaign {campaign} --repair`"
                 );
                 return Err(IssuanceError::Unprimed(campaign));
             }
         };
-        let reservation = Reservation {
-            request_id,
-            campaign_id: campaign,
-            partner_id: partner.to_owned(),
-            user_id: user.clone(),
-            rank,
-            reserved_at: now,
-        };
-        if let Err(enqueue_error) = self.queue.enqueue(&reservation).await {
-            // No message, no coupon: give the place back so the quantity is not leaked.
-            self.compensate(campaign, user, request_id).await;
-            return Err(enqueue_error.into());
+        let reservation = Reservation::new(request_id, campaign, partner, user.clone(), rank, now);
+        match self.queue.enqueue(&reservation).await {
+            Ok(()) => {
+                if let Err(e) = self.ledger.mark_sent(campaign, request_id).await {
+                    // Still pending in Redis: recovery sends it again, which the writer absorbs.
+                    tracing::warn!(campaign_id = campaign, %request_id, error = %e, "sent, but its pending record stays");
+                }
+            }
+            Err(SendError::NotSent(e)) => {
+                // No message, no coupon: give the place back so the quantity is not leaked.
+                self.compensate(campaign, user, request_id).await;
+                return Err(e.into());
+            }
+            Err(SendError::Unknown(e)) => {
+                // The message may be on the queue: giving the place back could sell it twice.
+                // It stays pending; recovery delivers it if it was not sent.
+                tracing::warn!(campaign_id = campaign, %request_id, error = %e, "send outcome unknown; recovery will deliver the reservation");
+            }
         }
         Ok(Accepted { request_id, rank })
     }
@@ -164,24 +185,46 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
                 %request_id,
                 user_id = user.as_str(),
                 %release_error,
-                "compensation failed: a place may be held without a message; reconcile with `fcfs-admin rebuild-ledger`"
+                "compensation failed: if the place was taken it stays pending, and recovery delivers it"
             ),
         }
     }
 
-    /// Where `user`'s coupon of `partner`'s campaign stands: written, held in Redis, or neither.
+    /// Where `user`'s coupon of `partner`'s campaign stands: from Redis when it knows (the writer
+    /// tells it what it committed), from MySQL otherwise.
     pub async fn status(
         &self,
         partner: &str,
         campaign: CampaignId,
         user: &UserId,
     ) -> Result<IssueState, IssuanceError> {
-        self.owned(partner, campaign).await?;
-        Ok(match self.catalog.coupon_of(campaign, user).await? {
-            Some(coupon_id) => IssueState::Issued { coupon_id },
-            None if self.ledger.holds(campaign, user).await? => IssueState::Pending,
-            None => IssueState::None,
-        })
+        let standing = match self.ledger.standing(campaign, user).await {
+            Ok(standing) => standing,
+            Err(e) => {
+                // Without Redis a written outcome is still known; "pending" or "none" is not.
+                self.owned(partner, campaign).await?;
+                return match self.catalog.outcome_of(campaign, user).await? {
+                    Some(outcome) => Ok(outcome.into()),
+                    None => Err(e.into()),
+                };
+            }
+        };
+        match standing.owner.as_deref() {
+            Some(owner) if owner != partner => return Err(IssuanceError::CampaignNotFound),
+            Some(_) => {}
+            None => self.owned(partner, campaign).await?,
+        }
+        if let Some(outcome) = standing.outcome {
+            return Ok(outcome.into());
+        }
+        if standing.held {
+            return Ok(IssueState::Pending);
+        }
+        Ok(self
+            .catalog
+            .outcome_of(campaign, user)
+            .await?
+            .map_or(IssueState::None, IssueState::from))
     }
 }
 

@@ -1,13 +1,16 @@
-//! Issuance: campaigns, the first-come-first-served decision, reservations, and their recording.
+//! Issuance: campaigns, the first-come-first-served decision, reservations, their recording, and
+//! the recovery of places whose message never went.
 
 pub mod campaigns;
 pub mod domain;
 pub mod error;
 pub mod issue;
 pub mod ports;
+pub mod recovery;
 pub mod writer;
 
 pub use campaigns::{CampaignSummary, Campaigns};
 pub use error::IssuanceError;
 pub use issue::{Accepted, Issuance, IssueState};
+pub use recovery::{Recovery, RecoverySummary};
 pub use writer::{BatchSummary, Message, ReservationWriter, Written};

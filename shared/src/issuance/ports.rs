@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation};
+use super::domain::{
+    Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation, RejectionReason,
+    Reservation,
+};
 use crate::kernel::{Unavailable, UserId};
 
 /// Campaigns as the database records them.
@@ -18,50 +21,101 @@ pub trait CampaignCatalog: Send + Sync {
     async fn get(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable>;
     /// Coupon rows written for the campaign.
     async fn issued_count(&self, id: CampaignId) -> Result<u64, Unavailable>;
-    /// The coupon the user holds in the campaign, if written.
-    async fn coupon_of(&self, id: CampaignId, user: &UserId) -> Result<Option<u64>, Unavailable>;
+    /// What the writer recorded for the user in the campaign: a coupon, a rejection, or nothing.
+    async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable>;
 }
 
-/// The live issuance state: decides, in one atomic step, whether a user gets a coupon.
+/// What the ledger knows of one user's place in a campaign (the status endpoint's first source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// The campaign's owner, if the ledger holds its rules.
+    pub owner: Option<String>,
+    /// The user holds a place.
+    pub held: bool,
+    /// The writer's outcome, once it has committed and told the ledger.
+    pub outcome: Option<Outcome>,
+}
+
+/// The live issuance state: decides, in one atomic step, whether a user gets a coupon, and keeps
+/// every place it hands out recorded until its message is on the queue.
 #[async_trait]
 pub trait IssueLedger: Send + Sync {
     /// Stores what the decision needs; called when a campaign is created.
     async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable>;
-    /// Decides for `request`; a reservation is held in that request's name.
+    /// The rules the ledger holds for the campaign.
+    async fn rules(&self, id: CampaignId) -> Result<Option<IssueRules>, Unavailable>;
+    /// Decides for `request` of `partner`; a reservation is held in that request's name and, in
+    /// the same atomic step, recorded as pending (its message not yet known to be sent).
     async fn reserve(
         &self,
         id: CampaignId,
+        partner: &str,
         user: &UserId,
         request: Uuid,
         now: DateTime<Utc>,
     ) -> Result<IssueDecision, Unavailable>;
-    /// Undoes the reservation `request` made, if it made one (its message could not be enqueued,
-    /// or its outcome is unknown); true if one was undone.
+    /// The message of `request` is on the queue: it is no longer pending.
+    async fn mark_sent(&self, id: CampaignId, request: Uuid) -> Result<(), Unavailable>;
+    /// Undoes the reservation `request` made, if it made one, pending record included (its message
+    /// was certainly not sent, or can never be); true if a place was given back.
     async fn release(&self, id: CampaignId, user: &UserId, request: Uuid) -> Result<bool, Unavailable>;
     async fn reserved_count(&self, id: CampaignId) -> Result<u64, Unavailable>;
-    async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable>;
+    async fn standing(&self, id: CampaignId, user: &UserId) -> Result<Standing, Unavailable>;
+    /// What the writer committed for these users (after its commit), so status polls need no MySQL.
+    async fn record_outcomes(&self, id: CampaignId, outcomes: &[(UserId, Outcome)]) -> Result<(), Unavailable>;
+    /// Campaigns whose state is still kept (recovery walks them).
+    async fn live_campaigns(&self) -> Result<Vec<CampaignId>, Unavailable>;
+    /// Up to `limit` pending reservations of the campaign, oldest first.
+    async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable>;
+}
+
+/// Why a message did not certainly reach the queue.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The queue certainly did not take it (refused connection, an error answer for the entry).
+    #[error("not sent: {0}")]
+    NotSent(Unavailable),
+    /// It may or may not be on the queue (a timeout, a lost response): never a reason to give the
+    /// place back, since a sent message would then sell it twice.
+    #[error("outcome unknown: {0}")]
+    Unknown(Unavailable),
+}
+
+impl SendError {
+    pub fn cause(&self) -> &Unavailable {
+        match self {
+            Self::NotSent(e) | Self::Unknown(e) => e,
+        }
+    }
 }
 
 /// Carries reservations to the writer.
 #[async_trait]
 pub trait ReservationQueue: Send + Sync {
-    async fn enqueue(&self, reservation: &Reservation) -> Result<(), Unavailable>;
+    async fn enqueue(&self, reservation: &Reservation) -> Result<(), SendError>;
 }
 
 /// What recording one chunk of reservations did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ChunkRecord {
-    /// Coupon rows actually inserted (duplicates of existing rows are not counted).
+    /// Coupon rows inserted.
     pub inserted: u64,
-    /// Positions in the chunk whose campaign does not exist: they can never be written.
-    pub rejected: Vec<usize>,
+    /// Reservations whose user already held a coupon (redeliveries, repeats in the chunk).
+    pub duplicates: u64,
+    /// Positions in the chunk recorded as rejected, with why: done, never retried.
+    pub rejected: Vec<(usize, RejectionReason)>,
+    /// Positions whose campaign does not exist: they can never be written.
+    pub unknown_campaign: Vec<usize>,
+    /// The committed outcome of every user of the chunk's known campaigns.
+    pub outcomes: Vec<(CampaignId, UserId, Outcome)>,
 }
 
 /// The most reservations one chunk may carry: one multi-row INSERT of 8 columns each under
 /// MySQL's limit of 65,535 placeholders per statement.
 pub const MAX_CHUNK_ROWS: usize = 65_535 / 8;
 
-/// Writes coupons: one transaction per chunk, multi-row inserts, idempotent per (campaign, user).
+/// Writes coupons: one transaction per chunk, multi-row inserts, idempotent per (campaign, user),
+/// never more coupons than a campaign's quantity.
 #[async_trait]
 pub trait CouponBook: Send + Sync {
     async fn record(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable>;
@@ -82,8 +136,8 @@ impl<T: CampaignCatalog + ?Sized> CampaignCatalog for std::sync::Arc<T> {
     async fn issued_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
         (**self).issued_count(id).await
     }
-    async fn coupon_of(&self, id: CampaignId, user: &UserId) -> Result<Option<u64>, Unavailable> {
-        (**self).coupon_of(id, user).await
+    async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable> {
+        (**self).outcome_of(id, user).await
     }
 }
 
@@ -92,14 +146,21 @@ impl<T: IssueLedger + ?Sized> IssueLedger for std::sync::Arc<T> {
     async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable> {
         (**self).prime(rules).await
     }
+    async fn rules(&self, id: CampaignId) -> Result<Option<IssueRules>, Unavailable> {
+        (**self).rules(id).await
+    }
     async fn reserve(
         &self,
         id: CampaignId,
+        partner: &str,
         user: &UserId,
         request: Uuid,
         now: DateTime<Utc>,
     ) -> Result<IssueDecision, Unavailable> {
-        (**self).reserve(id, user, request, now).await
+        (**self).reserve(id, partner, user, request, now).await
+    }
+    async fn mark_sent(&self, id: CampaignId, request: Uuid) -> Result<(), Unavailable> {
+        (**self).mark_sent(id, request).await
     }
     async fn release(&self, id: CampaignId, user: &UserId, request: Uuid) -> Result<bool, Unavailable> {
         (**self).release(id, user, request).await
@@ -107,7 +168,30 @@ impl<T: IssueLedger + ?Sized> IssueLedger for std::sync::Arc<T> {
     async fn reserved_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
         (**self).reserved_count(id).await
     }
-    async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
-        (**self).holds(id, user).await
+    async fn standing(&self, id: CampaignId, user: &UserId) -> Result<Standing, Unavailable> {
+        (**self).standing(id, user).await
+    }
+    async fn record_outcomes(&self, id: CampaignId, outcomes: &[(UserId, Outcome)]) -> Result<(), Unavailable> {
+        (**self).record_outcomes(id, outcomes).await
+    }
+    async fn live_campaigns(&self) -> Result<Vec<CampaignId>, Unavailable> {
+        (**self).live_campaigns().await
+    }
+    async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable> {
+        (**self).pending(id, limit).await
+    }
+}
+
+#[async_trait]
+impl<T: ReservationQueue + ?Sized> ReservationQueue for std::sync::Arc<T> {
+    async fn enqueue(&self, reservation: &Reservation) -> Result<(), SendError> {
+        (**self).enqueue(reservation).await
+    }
+}
+
+#[async_trait]
+impl<T: CouponBook + ?Sized> CouponBook for std::sync::Arc<T> {
+    async fn record(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable> {
+        (**self).record(chunk).await
     }
 }

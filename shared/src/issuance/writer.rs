@@ -1,13 +1,17 @@
 //! Recording reservations, the writer's use case: a delivery of queued reservations becomes coupon
-//! rows, in chunks of one transaction each, and every message that could not be recorded is named
-//! so that it alone is delivered again (and, after too many deliveries, set aside in the DLQ).
+//! rows, in chunks of one transaction each, never more than a campaign's quantity (the surplus is
+//! recorded as rejected, with its reason); every message that could not be recorded is named so
+//! that it alone is delivered again (and, after too many deliveries, set aside in the DLQ). After
+//! the commit, the ledger learns each user's outcome, so status polls are answered from Redis.
+
+use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
 
-use super::domain::Reservation;
+use super::domain::{CampaignId, Outcome, Reservation};
 use super::error::IssuanceError;
-use super::ports::{ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
-use crate::kernel::Unavailable;
+use super::ports::{ChunkRecord, CouponBook, IssueLedger, MAX_CHUNK_ROWS};
+use crate::kernel::{Unavailable, UserId};
 
 /// One delivered message: its queue id and body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,32 +34,37 @@ pub struct BatchSummary {
     pub received: usize,
     pub inserted: u64,
     pub duplicates: u64,
+    /// Reservations recorded as rejected (over the quantity, or not the owner's): each one means
+    /// Redis handed out a place the database refused, which an operator must hear about.
+    pub rejected: usize,
     pub malformed: usize,
     pub failed: usize,
 }
 
 pub const DEFAULT_PARALLEL_CHUNKS: usize = 2;
 
-pub struct ReservationWriter<B> {
+pub struct ReservationWriter<B, L> {
     book: B,
+    ledger: L,
     chunk_size: usize,
     parallel_chunks: usize,
 }
 
-impl<B: CouponBook> ReservationWriter<B> {
+impl<B: CouponBook, L: IssueLedger> ReservationWriter<B, L> {
     /// `chunk_size` is clamped to what one chunk may carry (`MAX_CHUNK_ROWS`).
-    pub fn new(book: B, chunk_size: usize) -> Self {
+    pub fn new(book: B, ledger: L, chunk_size: usize) -> Self {
         Self {
             book,
+            ledger,
             chunk_size: chunk_size.clamp(1, MAX_CHUNK_ROWS),
             parallel_chunks: 1,
         }
     }
 
     /// Chunks written concurrently. The database does the work of a chunk on one core, so a
-    /// second chunk in flight uses the other. Deadlock-free: a chunk's transaction inserts its
-    /// rows first and only then updates campaign counters, in ascending campaign order, so no
-    /// transaction holds a counter while it waits for rows.
+    /// second chunk in flight uses the other (chunks of one campaign take turns: each holds its
+    /// campaign's counter row from first read to commit). Deadlock-free: a chunk's transaction
+    /// locks all its counter rows first, in ascending campaign order.
     pub fn with_parallel_chunks(mut self, parallel_chunks: usize) -> Self {
         self.parallel_chunks = parallel_chunks.max(1);
         self
@@ -108,23 +117,46 @@ impl<B: CouponBook> ReservationWriter<B> {
             .buffered(self.parallel_chunks)
             .collect()
             .await;
+        let mut outcomes: BTreeMap<CampaignId, Vec<(UserId, Outcome)>> = BTreeMap::new();
         for (chunk, outcome) in written {
             match outcome {
                 Ok(record) => {
                     summary.inserted += record.inserted;
-                    let written = (chunk.len() - record.rejected.len()) as u64;
-                    summary.duplicates += written - record.inserted;
-                    for &i in &record.rejected {
+                    summary.duplicates += record.duplicates;
+                    for &(i, reason) in &record.rejected {
+                        let r = &chunk[i].1;
+                        tracing::error!(
+                            message_id = %chunk[i].0,
+                            campaign_id = r.campaign_id,
+                            partner_id = %r.partner_id,
+                            user_id = r.user_id.as_str(),
+                            request_id = %r.request_id,
+                            rank = r.rank,
+                            reason = reason.as_str(),
+                            "reservation rejected by the database; kept as REJECTED"
+                        );
+                    }
+                    summary.rejected += record.rejected.len();
+                    for &i in &record.unknown_campaign {
                         tracing::warn!(message_id = %chunk[i].0, campaign_id = chunk[i].1.campaign_id, "reservation for an unknown campaign");
                         failures.push(chunk[i].0.clone());
                     }
-                    summary.failed += record.rejected.len();
+                    summary.failed += record.unknown_campaign.len();
+                    for (campaign, user, outcome) in record.outcomes {
+                        outcomes.entry(campaign).or_default().push((user, outcome));
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, rows = chunk.len(), "chunk write failed; its messages will be retried");
                     summary.failed += chunk.len();
                     failures.extend(chunk.iter().map(|(id, _)| id.clone()));
                 }
+            }
+        }
+        for (campaign, outcomes) in outcomes {
+            if let Err(e) = self.ledger.record_outcomes(campaign, &outcomes).await {
+                // Committed is committed: status falls back to MySQL for these users.
+                tracing::warn!(campaign_id = campaign, error = %e, "outcomes not recorded in the ledger");
             }
         }
         Ok(Written {
@@ -139,18 +171,18 @@ mod tests {
     use super::*;
     use chrono::Utc;
 
-    use crate::kernel::UserId;
-    use crate::testkit::MemoryCouponBook;
+    use crate::issuance::domain::RejectionReason;
+    use crate::testkit::{MemoryCouponBook, MemoryLedger};
 
     fn reservation(campaign: u64, user: &str) -> Reservation {
-        Reservation {
-            request_id: uuid::Uuid::now_v7(),
-            campaign_id: campaign,
-            partner_id: "p".into(),
-            user_id: UserId::parse(user).unwrap(),
-            rank: 1,
-            reserved_at: Utc::now(),
-        }
+        Reservation::new(
+            uuid::Uuid::now_v7(),
+            campaign,
+            "p",
+            UserId::parse(user).unwrap(),
+            1,
+            Utc::now(),
+        )
     }
 
     fn event(bodies: Vec<String>) -> Vec<Message> {
@@ -166,8 +198,15 @@ mod tests {
 
     fn book() -> MemoryCouponBook {
         let book = MemoryCouponBook::default();
-        book.known_campaigns.lock().unwrap().extend([1, 2]);
+        book.campaigns
+            .lock()
+            .unwrap()
+            .extend([(1, ("p".into(), 100)), (2, ("p".into(), 100))]);
         book
+    }
+
+    fn writer(chunk_size: usize) -> ReservationWriter<MemoryCouponBook, MemoryLedger> {
+        ReservationWriter::new(book(), MemoryLedger::default(), chunk_size)
     }
 
     fn failed_ids(r: &Written) -> Vec<&str> {
@@ -176,7 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_in_chunks_and_is_idempotent() {
-        let writer = ReservationWriter::new(book(), 3);
+        let writer = writer(3);
         let bodies: Vec<String> = (0..7)
             .map(|i| serde_json::to_string(&reservation(1 + i % 2, &format!("u{i}"))).unwrap())
             .collect();
@@ -191,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn duplicates_inside_one_batch_write_once() {
-        let writer = ReservationWriter::new(book(), 100);
+        let writer = writer(100);
         let body = serde_json::to_string(&reservation(1, "same")).unwrap();
         let written = writer.record(event(vec![body.clone(), body])).await.unwrap();
         assert!(written.failed.is_empty());
@@ -202,7 +241,7 @@ mod tests {
     async fn poison_and_failed_chunks_are_reported_by_their_message_ids() {
         // Chunks written one by one or concurrently report the same messages.
         for parallel in [1, 3] {
-            let writer = ReservationWriter::new(book(), 2).with_parallel_chunks(parallel);
+            let writer = writer(2).with_parallel_chunks(parallel);
             *writer.book.fail_chunk_with_user.lock().unwrap() = Some(UserId::parse("boom").unwrap());
             let bodies = vec![
                 serde_json::to_string(&reservation(1, "a")).unwrap(),    // m0
@@ -224,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_without_id_fails_the_batch_instead_of_sending_an_empty_identifier() {
-        let writer = ReservationWriter::new(book(), 10);
+        let writer = writer(10);
         let mut e = event(vec!["{}".into()]);
         e[0].id = None;
         assert!(writer.record(e).await.is_err());
@@ -232,7 +271,38 @@ mod tests {
 
     #[test]
     fn chunk_size_respects_the_placeholder_limit() {
-        assert_eq!(ReservationWriter::new(book(), 1_000_000).chunk_size(), 65_535 / 8);
-        assert_eq!(ReservationWriter::new(book(), 0).chunk_size(), 1);
+        assert_eq!(writer(1_000_000).chunk_size(), 65_535 / 8);
+        assert_eq!(writer(0).chunk_size(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_surplus_is_rejected_counted_and_told_to_the_ledger() {
+        let writer = writer(2);
+        writer.book.campaigns.lock().unwrap().insert(3, ("p".into(), 2));
+        let mut forged = reservation(3, "forged");
+        forged.partner_id = "intruder".into();
+        let mut bodies: Vec<String> = (1..=4)
+            .map(|i| {
+                let mut r = reservation(3, &format!("u{i}"));
+                r.rank = i;
+                serde_json::to_string(&r).unwrap()
+            })
+            .collect();
+        bodies.push(serde_json::to_string(&forged).unwrap());
+        let written = writer.record(event(bodies.clone())).await.unwrap();
+        assert!(written.failed.is_empty(), "rejections are done, not retried");
+        assert_eq!((written.summary.inserted, written.summary.rejected), (2, 3));
+        let outcome = |user: &str| writer.ledger.outcome(3, &UserId::parse(user).unwrap());
+        assert!(matches!(outcome("u1"), Some(Outcome::Issued { .. })));
+        assert!(matches!(outcome("u2"), Some(Outcome::Issued { .. })));
+        assert_eq!(outcome("u3"), Some(Outcome::Rejected(RejectionReason::OverQuantity)));
+        assert_eq!(
+            outcome("forged"),
+            Some(Outcome::Rejected(RejectionReason::PartnerMismatch))
+        );
+        // Redelivered: nothing more is written, the same answers hold.
+        let again = writer.record(event(bodies)).await.unwrap();
+        assert_eq!((again.summary.inserted, again.summary.duplicates), (0, 2));
+        assert_eq!(writer.book.rows.lock().unwrap().len(), 2);
     }
 }

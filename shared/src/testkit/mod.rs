@@ -11,8 +11,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::issuance::domain::{Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Reservation, decide};
-use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue};
+use crate::issuance::domain::{
+    Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation, Reservation, allot,
+    decide,
+};
+use crate::issuance::ports::{
+    CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, SendError, Standing,
+};
 use crate::kernel::{Clock, Unavailable, UserId};
 use crate::keys::domain::{ApiKeyRecord, KeyStatus};
 use crate::keys::ports::ApiKeyStore;
@@ -57,78 +62,167 @@ impl Clock for ManualClock {
     }
 }
 
-/// Per campaign: its rules, who holds a place (and for which request), how many are reserved.
-type CampaignState = (IssueRules, HashMap<UserId, Uuid>, u32);
+/// One campaign's live state, as the Redis keys hold it.
+struct CampaignState {
+    rules: IssueRules,
+    users: HashMap<UserId, Uuid>,
+    count: u32,
+    pending: HashMap<Uuid, PendingReservation>,
+}
 
+/// The ledger in memory. `failing` makes every call fail, as an unreachable Redis would.
 #[derive(Default)]
 pub struct MemoryLedger {
     state: Mutex<HashMap<CampaignId, CampaignState>>,
+    /// Kept apart from the rest, as Redis keeps them in their own key.
+    outcomes: Mutex<HashMap<(CampaignId, UserId), Outcome>>,
+    pub failing: AtomicBool,
+}
+
+impl MemoryLedger {
+    fn check(&self) -> Result<(), Unavailable> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Unavailable::new("redis", "ledger is unreachable (test)"));
+        }
+        Ok(())
+    }
+
+    /// The outcome the writer told the ledger about.
+    pub fn outcome(&self, id: CampaignId, user: &UserId) -> Option<Outcome> {
+        self.outcomes.lock().unwrap().get(&(id, user.clone())).copied()
+    }
+
+    /// Forgets a campaign entirely, as a Redis that lost its state would.
+    pub fn forget(&self, id: CampaignId) {
+        self.state.lock().unwrap().remove(&id);
+        self.outcomes.lock().unwrap().retain(|(c, _), _| *c != id);
+    }
 }
 
 #[async_trait]
 impl IssueLedger for MemoryLedger {
     async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable> {
+        self.check()?;
         let mut state = self.state.lock().unwrap();
         state
             .entry(rules.campaign_id)
-            .or_insert_with(|| (*rules, HashMap::new(), 0))
-            .0 = *rules;
+            .or_insert_with(|| CampaignState {
+                rules: rules.clone(),
+                users: HashMap::new(),
+                count: 0,
+                pending: HashMap::new(),
+            })
+            .rules = rules.clone();
         Ok(())
+    }
+
+    async fn rules(&self, id: CampaignId) -> Result<Option<IssueRules>, Unavailable> {
+        self.check()?;
+        Ok(self.state.lock().unwrap().get(&id).map(|s| s.rules.clone()))
     }
 
     async fn reserve(
         &self,
         id: CampaignId,
+        partner: &str,
         user: &UserId,
         request: Uuid,
         now: DateTime<Utc>,
     ) -> Result<IssueDecision, Unavailable> {
+        self.check()?;
         let mut state = self.state.lock().unwrap();
-        let Some((rules, users, count)) = state.get_mut(&id) else {
+        let Some(s) = state.get_mut(&id) else {
             return Ok(IssueDecision::Unprimed);
         };
-        let decision = decide(rules, now, users.contains_key(user), *count);
+        let decision = decide(&s.rules, partner, now, s.users.contains_key(user), s.count);
         if let IssueDecision::Reserved { rank } = decision {
-            users.insert(user.clone(), request);
-            *count = rank;
+            s.users.insert(user.clone(), request);
+            s.count = rank;
+            s.pending.insert(
+                request,
+                PendingReservation {
+                    request_id: request,
+                    user_id: user.clone(),
+                    rank,
+                    reserved_at: now,
+                },
+            );
         }
         Ok(decision)
     }
 
+    async fn mark_sent(&self, id: CampaignId, request: Uuid) -> Result<(), Unavailable> {
+        self.check()?;
+        if let Some(s) = self.state.lock().unwrap().get_mut(&id) {
+            s.pending.remove(&request);
+        }
+        Ok(())
+    }
+
     async fn release(&self, id: CampaignId, user: &UserId, request: Uuid) -> Result<bool, Unavailable> {
+        self.check()?;
         let mut state = self.state.lock().unwrap();
-        let Some((_, users, count)) = state.get_mut(&id) else {
+        let Some(s) = state.get_mut(&id) else {
             return Ok(false);
         };
-        let held = users.get(user) == Some(&request);
+        s.pending.remove(&request);
+        let held = s.users.get(user) == Some(&request);
         if held {
-            users.remove(user);
-        }
-        if held {
-            *count -= 1;
+            s.users.remove(user);
+            s.count -= 1;
         }
         Ok(held)
     }
 
     async fn reserved_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
-        Ok(self.state.lock().unwrap().get(&id).map_or(0, |s| s.2.into()))
+        self.check()?;
+        Ok(self.state.lock().unwrap().get(&id).map_or(0, |s| s.count.into()))
     }
 
-    async fn holds(&self, id: CampaignId, user: &UserId) -> Result<bool, Unavailable> {
-        Ok(self
-            .state
+    async fn standing(&self, id: CampaignId, user: &UserId) -> Result<Standing, Unavailable> {
+        self.check()?;
+        let state = self.state.lock().unwrap();
+        Ok(Standing {
+            owner: state.get(&id).map(|s| s.rules.partner_id.clone()),
+            held: state.get(&id).is_some_and(|s| s.users.contains_key(user)),
+            outcome: self.outcome(id, user),
+        })
+    }
+
+    async fn record_outcomes(&self, id: CampaignId, outcomes: &[(UserId, Outcome)]) -> Result<(), Unavailable> {
+        self.check()?;
+        self.outcomes
             .lock()
             .unwrap()
+            .extend(outcomes.iter().map(|(u, o)| ((id, u.clone()), *o)));
+        Ok(())
+    }
+
+    async fn live_campaigns(&self) -> Result<Vec<CampaignId>, Unavailable> {
+        self.check()?;
+        let mut ids: Vec<_> = self.state.lock().unwrap().keys().copied().collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable> {
+        self.check()?;
+        let state = self.state.lock().unwrap();
+        let mut places: Vec<_> = state
             .get(&id)
-            .is_some_and(|s| s.1.contains_key(user)))
+            .map(|s| s.pending.values().cloned().collect())
+            .unwrap_or_default();
+        places.sort_by_key(|p| (p.reserved_at, p.rank));
+        places.truncate(limit);
+        Ok(places)
     }
 }
 
 #[derive(Default)]
 pub struct MemoryCatalog {
     campaigns: Mutex<BTreeMap<CampaignId, Campaign>>,
-    /// Coupons written: (campaign, user) → coupon id.
-    pub coupons: Mutex<HashMap<(CampaignId, UserId), u64>>,
+    /// What the writer recorded: (campaign, user) → coupon or rejection.
+    pub outcomes: Mutex<HashMap<(CampaignId, UserId), Outcome>>,
     /// Counts `get` calls, so tests can see what a cache saved.
     pub reads: std::sync::atomic::AtomicU64,
 }
@@ -164,38 +258,67 @@ impl CampaignCatalog for MemoryCatalog {
     }
 
     async fn issued_count(&self, id: CampaignId) -> Result<u64, Unavailable> {
-        Ok(self.coupons.lock().unwrap().keys().filter(|(c, _)| *c == id).count() as u64)
+        let outcomes = self.outcomes.lock().unwrap();
+        Ok(outcomes
+            .iter()
+            .filter(|((c, _), o)| *c == id && matches!(o, Outcome::Issued { .. }))
+            .count() as u64)
     }
 
-    async fn coupon_of(&self, id: CampaignId, user: &UserId) -> Result<Option<u64>, Unavailable> {
-        Ok(self.coupons.lock().unwrap().get(&(id, user.clone())).copied())
+    async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable> {
+        Ok(self.outcomes.lock().unwrap().get(&(id, user.clone())).copied())
     }
 }
 
-/// A queue that records what it is given, or fails while `failing` is set.
+/// How a `MemoryQueue` fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueFault {
+    #[default]
+    None,
+    /// Refuses every message: certainly not sent.
+    Refuse,
+    /// Takes every message but reports an unknown outcome, as a lost response would.
+    LoseResponse,
+}
+
+/// A queue that records what it is given, or fails as `fault` says.
 #[derive(Default)]
 pub struct MemoryQueue {
     pub sent: Mutex<Vec<Reservation>>,
-    pub failing: AtomicBool,
+    pub fault: Mutex<QueueFault>,
+}
+
+impl MemoryQueue {
+    pub fn fail_with(&self, fault: QueueFault) {
+        *self.fault.lock().unwrap() = fault;
+    }
 }
 
 #[async_trait]
 impl ReservationQueue for MemoryQueue {
-    async fn enqueue(&self, reservation: &Reservation) -> Result<(), Unavailable> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(Unavailable::new("sqs", "queue is down (test)"));
+    async fn enqueue(&self, reservation: &Reservation) -> Result<(), SendError> {
+        match *self.fault.lock().unwrap() {
+            QueueFault::Refuse => Err(SendError::NotSent(Unavailable::new("sqs", "queue is down (test)"))),
+            QueueFault::LoseResponse => {
+                self.sent.lock().unwrap().push(reservation.clone());
+                Err(SendError::Unknown(Unavailable::new("sqs", "response lost (test)")))
+            }
+            QueueFault::None => {
+                self.sent.lock().unwrap().push(reservation.clone());
+                Ok(())
+            }
         }
-        self.sent.lock().unwrap().push(reservation.clone());
-        Ok(())
     }
 }
 
-/// A coupon book with a unique (campaign, user) key, known campaigns, and chunks that can be made
-/// to fail.
+/// A coupon book with a unique (campaign, user) key, campaigns with an owner and a quantity (the
+/// same `allot` rule as MySQL's), and chunks that can be made to fail.
 #[derive(Default)]
 pub struct MemoryCouponBook {
     pub rows: Mutex<HashMap<(CampaignId, UserId), Reservation>>,
-    pub known_campaigns: Mutex<HashSet<CampaignId>>,
+    pub rejections: Mutex<HashMap<(CampaignId, UserId), crate::issuance::domain::RejectionReason>>,
+    /// Campaign id → (owner, quantity).
+    pub campaigns: Mutex<HashMap<CampaignId, (String, u32)>>,
     pub chunk_sizes: Mutex<Vec<usize>>,
     /// A chunk containing this user fails as a whole, as a failed transaction would.
     pub fail_chunk_with_user: Mutex<Option<UserId>>,
@@ -210,19 +333,57 @@ impl CouponBook for MemoryCouponBook {
         {
             return Err(Unavailable::new("mysql", "chunk failed (test)"));
         }
-        let known = self.known_campaigns.lock().unwrap();
+        let campaigns = self.campaigns.lock().unwrap();
         let mut rows = self.rows.lock().unwrap();
+        let mut rejections = self.rejections.lock().unwrap();
         let mut record = ChunkRecord::default();
+        let mut by_campaign: BTreeMap<CampaignId, Vec<(usize, &Reservation)>> = BTreeMap::new();
         for (i, r) in chunk.iter().enumerate() {
-            if !known.contains(&r.campaign_id) {
-                record.rejected.push(i);
-            } else if let std::collections::hash_map::Entry::Vacant(row) =
-                rows.entry((r.campaign_id, r.user_id.clone()))
-            {
-                row.insert(r.clone());
+            by_campaign.entry(r.campaign_id).or_default().push((i, r));
+        }
+        for (id, members) in by_campaign {
+            let Some((owner, quantity)) = campaigns.get(&id) else {
+                record.unknown_campaign.extend(members.iter().map(|(i, _)| *i));
+                continue;
+            };
+            let written: HashSet<&str> = rows.keys().filter(|(c, _)| *c == id).map(|(_, u)| u.as_str()).collect();
+            let issued = written.len() as u32;
+            let reservations: Vec<&Reservation> = members.iter().map(|(_, r)| *r).collect();
+            let allotment = allot(&reservations, owner, &written, quantity.saturating_sub(issued));
+            let position = |r: &Reservation| members.iter().find(|(_, m)| std::ptr::eq(*m, r)).map(|(i, _)| *i);
+            record.duplicates += allotment.duplicates.len() as u64;
+            let issue: Vec<Reservation> = allotment.issue.iter().map(|r| (*r).clone()).collect();
+            let rejected: Vec<_> = allotment
+                .rejected
+                .iter()
+                .filter_map(|(r, why)| Some((position(r)?, (*r).clone(), *why)))
+                .collect();
+            drop(written);
+            for r in issue {
+                rows.insert((id, r.user_id.clone()), r);
                 record.inserted += 1;
             }
+            for (i, r, why) in rejected {
+                rejections.entry((id, r.user_id.clone())).or_insert(why);
+                record.rejected.push((i, why));
+            }
+            let ids: HashMap<&UserId, u64> = rows
+                .iter()
+                .filter(|((c, _), _)| *c == id)
+                .map(|((_, u), r)| (u, r.rank.into()))
+                .collect();
+            for (_, r) in &members {
+                let outcome = match ids.get(&r.user_id) {
+                    Some(&coupon_id) => Outcome::Issued { coupon_id },
+                    None => match rejections.get(&(id, r.user_id.clone())) {
+                        Some(why) => Outcome::Rejected(*why),
+                        None => continue,
+                    },
+                };
+                record.outcomes.push((id, r.user_id.clone(), outcome));
+            }
         }
+        record.rejected.sort_unstable();
         Ok(record)
     }
 }

@@ -3,7 +3,8 @@ use std::sync::atomic::Ordering;
 use chrono::Duration;
 
 use super::*;
-use crate::testkit::{ManualClock, MemoryCatalog, MemoryLedger, MemoryQueue, new_campaign};
+use crate::issuance::domain::{Outcome, RejectionReason};
+use crate::testkit::{ManualClock, MemoryCatalog, MemoryLedger, MemoryQueue, QueueFault, new_campaign};
 
 type Service = Issuance<MemoryCatalog, MemoryLedger, MemoryQueue>;
 
@@ -61,12 +62,38 @@ async fn the_window_is_judged_by_the_clock() {
 #[tokio::test]
 async fn a_failed_enqueue_gives_the_place_back_and_is_transient() {
     let (s, id, _) = service(1, Duration::zero()).await;
-    s.queue().failing.store(true, Ordering::SeqCst);
+    s.queue().fail_with(QueueFault::Refuse);
     let err = s.issue("p1", id, &user("a")).await.unwrap_err();
     assert!(matches!(err, IssuanceError::Unavailable(_)) && err.is_transient());
     assert_eq!(s.ledger().reserved_count(id).await.unwrap(), 0);
-    s.queue().failing.store(false, Ordering::SeqCst);
+    assert!(
+        s.ledger().pending(id, 10).await.unwrap().is_empty(),
+        "nothing left for recovery"
+    );
+    s.queue().fail_with(QueueFault::None);
     assert!(s.issue("p1", id, &user("a")).await.is_ok(), "the same user may retry");
+}
+
+#[tokio::test]
+async fn an_unknown_send_outcome_is_accepted_and_keeps_the_place_pending() {
+    let (s, id, _) = service(1, Duration::zero()).await;
+    s.queue().fail_with(QueueFault::LoseResponse);
+    let accepted = s.issue("p1", id, &user("a")).await.unwrap();
+    let pending = s.ledger().pending(id, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].request_id, pending[0].rank), (accepted.request_id, 1));
+    s.queue().fail_with(QueueFault::None);
+    assert!(
+        matches!(s.issue("p1", id, &user("b")).await, Err(IssuanceError::SoldOut)),
+        "the place was not sold twice"
+    );
+}
+
+#[tokio::test]
+async fn a_sent_message_clears_its_pending_record() {
+    let (s, id, _) = service(2, Duration::zero()).await;
+    s.issue("p1", id, &user("a")).await.unwrap();
+    assert!(s.ledger().pending(id, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -97,10 +124,21 @@ async fn an_unprimed_campaign_is_transient_not_a_guess() {
 }
 
 #[tokio::test]
-async fn campaign_ownership_is_read_once() {
+async fn the_issue_path_never_reads_the_catalog_for_a_primed_campaign() {
     let (s, id, _) = service(10, Duration::zero()).await;
     for i in 0..20 {
         let _ = s.issue("p1", id, &user(&format!("u{i}"))).await;
+        let _ = s.issue("p2", id, &user(&format!("u{i}"))).await;
+        let _ = s.status("p1", id, &user(&format!("u{i}"))).await;
+    }
+    assert_eq!(s.catalog().reads.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn unknown_ids_are_read_from_the_catalog_once_per_ttl() {
+    let (s, id, _) = service(10, Duration::zero()).await;
+    for _ in 0..20 {
+        let _ = s.issue("p1", id + 7, &user("u")).await;
     }
     assert_eq!(s.catalog().reads.load(Ordering::Relaxed), 1);
 }
@@ -111,9 +149,37 @@ async fn status_moves_from_none_to_pending_to_issued() {
     assert_eq!(s.status("p1", id, &user("a")).await.unwrap(), IssueState::None);
     s.issue("p1", id, &user("a")).await.unwrap();
     assert_eq!(s.status("p1", id, &user("a")).await.unwrap(), IssueState::Pending);
-    s.catalog().coupons.lock().unwrap().insert((id, user("a")), 77);
+    // The writer tells the ledger: the answer comes from Redis.
+    s.ledger()
+        .record_outcomes(id, &[(user("a"), Outcome::Issued { coupon_id: 77 })])
+        .await
+        .unwrap();
     assert_eq!(
         s.status("p1", id, &user("a")).await.unwrap(),
         IssueState::Issued { coupon_id: 77 }
     );
+}
+
+#[tokio::test]
+async fn status_falls_back_to_the_catalog_for_what_redis_does_not_know() {
+    let (s, id, _) = service(1, Duration::zero()).await;
+    s.catalog().outcomes.lock().unwrap().extend([
+        ((id, user("w")), Outcome::Issued { coupon_id: 5 }),
+        ((id, user("r")), Outcome::Rejected(RejectionReason::OverQuantity)),
+    ]);
+    assert_eq!(
+        s.status("p1", id, &user("w")).await.unwrap(),
+        IssueState::Issued { coupon_id: 5 }
+    );
+    assert_eq!(
+        s.status("p1", id, &user("r")).await.unwrap(),
+        IssueState::Rejected(RejectionReason::OverQuantity)
+    );
+    // Redis down: a written outcome is still answered; an unknown one is a 503, not a guess.
+    s.ledger().failing.store(true, Ordering::SeqCst);
+    assert_eq!(
+        s.status("p1", id, &user("w")).await.unwrap(),
+        IssueState::Issued { coupon_id: 5 }
+    );
+    assert!(s.status("p1", id, &user("x")).await.unwrap_err().is_transient());
 }
