@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use campaign_api::CampaignApi;
 use fcfs_shared::adapters::mysql::MySqlStore;
-use fcfs_shared::adapters::redis::RedisIssueLedger;
+use fcfs_shared::adapters::redis::{RedisIssueLedger, RedisSettings};
 use fcfs_shared::adapters::sqs::SqsReservationQueue;
 use fcfs_shared::issuance::ports::IssueLedger;
 use fcfs_shared::testkit::gateway_request;
@@ -36,7 +36,16 @@ impl Stack {
         let (queue_url, dlq_url) = queue_with_dlq(&sqs, visibility_timeout).await;
         Self {
             store: MySqlStore::new(mysql().await),
-            ledger: RedisIssueLedger::connect(&env("REDIS_URL")).await.unwrap(),
+            // 20,000 requests in flight on one connection (the flash-sale test) queue longer than
+            // any one Lambda instance's request would: the answer deadline allows for that here.
+            ledger: RedisIssueLedger::with_settings(
+                &env("REDIS_URL"),
+                RedisSettings {
+                    response_timeout: Duration::from_secs(10),
+                    ..RedisSettings::default()
+                },
+            )
+            .unwrap(),
             sqs,
             queue_url,
             dlq_url,

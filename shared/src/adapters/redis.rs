@@ -142,22 +142,24 @@ fn decode_pending(request: &str, raw: &str) -> Option<PendingReservation> {
     })
 }
 
-/// Deadlines of every Redis call. The issue path makes up to three calls (reserve, then mark sent
-/// or release), so with the defaults a Redis that hangs costs at most a few seconds, well under
-/// the issue function's `Timeout`.
+/// Deadlines of every Redis call. The issue path makes at most two (reserve, then mark sent or
+/// release) beside one SQS send (2 s), so with the defaults a request that meets a hung Redis
+/// ends within 7 s, under the issue function's `Timeout` of 10 s. The answer deadline is not
+/// tighter because a process serving many requests at once (the local runner, a burst in one
+/// container) queues commands on one connection, and that wait counts too.
 #[derive(Debug, Clone, Copy)]
 pub struct RedisSettings {
-    /// A command's answer (`REDIS_TIMEOUT_MS`, default 1000).
+    /// A command's answer (`REDIS_TIMEOUT_MS`, default 2000).
     pub response_timeout: Duration,
-    /// Opening a connection (`REDIS_CONNECT_TIMEOUT_MS`, default 1000).
+    /// Opening a connection (`REDIS_CONNECT_TIMEOUT_MS`, default 500).
     pub connect_timeout: Duration,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
-            response_timeout: Duration::from_millis(1000),
-            connect_timeout: Duration::from_millis(1000),
+            response_timeout: Duration::from_millis(2000),
+            connect_timeout: Duration::from_millis(500),
         }
     }
 }
