@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use fcfs_template::{Placement, Template};
 
+pub mod services;
+
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests through `make test` (or source .local/env after `make up`)")
