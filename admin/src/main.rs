@@ -2,6 +2,7 @@
 //! endpoints come from `AWS_ENDPOINT_URL` and `DATABASE_URL`.
 
 mod keys;
+mod ledger;
 mod provision;
 
 use std::collections::BTreeMap;
@@ -24,9 +25,10 @@ enum Command {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
-    /// Rebuild Redis's issue state (rules, holders, counter) from MySQL, after Redis lost it.
-    /// Run it only with the issue queue drained: in-flight reservations are not in MySQL yet.
-    RebuildLedger {
+    /// Compare Redis's issue state (places, counter, pending, outcomes) with MySQL's records
+    /// (coupons, rejections, counters) per campaign and print the differences; with --repair, fix
+    /// those that are safe to fix while the sale goes on. Exits with 2 if differences remain.
+    Reconcile {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
         #[arg(long, env = "REDIS_URL")]
@@ -34,6 +36,37 @@ enum Command {
         /// Only this campaign (default: every campaign).
         #[arg(long)]
         campaign: Option<u64>,
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Replace Redis's issue state (rules, holders, counter, outcomes) with what MySQL recorded,
+    /// after Redis lost it. Places still pending keep their request. Refuses while the issue
+    /// queue or its DLQ holds messages (their places would be sold again) unless --force.
+    RebuildLedger {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long, env = "REDIS_URL")]
+        redis_url: String,
+        /// The issue queue (template resource IssueQueue); its DLQ is found from its redrive policy.
+        #[arg(long, env = "ISSUE_QUEUE_URL")]
+        queue_url: String,
+        /// Only this campaign (default: every campaign).
+        #[arg(long)]
+        campaign: Option<u64>,
+        /// Rebuild although messages are queued.
+        #[arg(long)]
+        force: bool,
+    },
+    /// One recovery run now (the scheduled function runs one every minute): re-send places
+    /// pending longer than the grace, release those that can no longer be sent. Prints a summary.
+    Recover {
+        #[arg(long, env = "REDIS_URL")]
+        redis_url: String,
+        #[arg(long, env = "ISSUE_QUEUE_URL")]
+        queue_url: String,
+        /// Seconds a place must have been pending (requests younger may still be sending).
+        #[arg(long, env = "RECOVERY_GRACE_SECS", default_value_t = 60)]
+        grace_secs: u64,
     },
     /// Partner API keys: create, list, revoke.
     Keys {
@@ -68,30 +101,42 @@ async fn main() -> Result<()> {
                 .context("migration failed")?;
             eprintln!("migrations applied");
         }
-        Command::RebuildLedger {
+        Command::Reconcile {
             database_url,
             redis_url,
             campaign,
+            repair,
         } => {
-            use fcfs_shared::issuance::ports::CampaignCatalog;
-            let store = fcfs_shared::adapters::mysql::MySqlStore::new(
-                fcfs_shared::adapters::mysql::connect(&database_url, 2)
-                    .await
-                    .context("cannot connect to the database")?,
-            );
-            let ledger = fcfs_shared::adapters::redis::RedisIssueLedger::connect(&redis_url).await?;
-            let ids = match campaign {
-                Some(id) => vec![id],
-                None => store.campaign_ids().await?,
-            };
-            for (n, id) in ids.iter().enumerate() {
-                let Some(c) = store.get(*id).await? else {
-                    bail!("campaign {id} does not exist");
-                };
-                let holders = store.holders(*id).await?;
-                let restored = ledger.restore(&(&c).into(), &holders).await?;
-                eprintln!("[{}/{}] campaign {id}: {restored} holders restored", n + 1, ids.len());
+            let stores = ledger::Stores::connect(&database_url, &redis_url).await?;
+            let remaining = stores.reconcile(campaign, repair).await?;
+            if remaining > 0 {
+                eprintln!("{remaining} difference(s) remain");
+                std::process::exit(2);
             }
+        }
+        Command::RebuildLedger {
+            database_url,
+            redis_url,
+            queue_url,
+            campaign,
+            force,
+        } => {
+            let sqs = aws_sdk_sqs::Client::new(&fcfs_shared::config::aws_sdk_config().await);
+            if force {
+                eprintln!("--force: not checking the queues");
+            } else {
+                ledger::ensure_drained(&sqs, &queue_url).await?;
+            }
+            let stores = ledger::Stores::connect(&database_url, &redis_url).await?;
+            stores.rebuild(campaign).await?;
+        }
+        Command::Recover {
+            redis_url,
+            queue_url,
+            grace_secs,
+        } => {
+            let summary = ledger::recover(&redis_url, &queue_url, std::time::Duration::from_secs(grace_secs)).await?;
+            println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Keys { table, command } => {
             let Some(table) = table else {

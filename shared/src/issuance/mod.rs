@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod issue;
 pub mod ports;
+pub mod reconcile;
 pub mod recovery;
 pub mod writer;
 

@@ -1,0 +1,255 @@
+//! Operator commands over the issue ledger: `reconcile` (compare Redis with MySQL, repair what is
+//! safe), `rebuild-ledger` (replace Redis's state from MySQL, only with the queues drained) and
+//! `recover` (one recovery run now, as the scheduled function does every minute).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_sqs::types::QueueAttributeName;
+use fcfs_shared::adapters::mysql::MySqlStore;
+use fcfs_shared::adapters::redis::RedisIssueLedger;
+use fcfs_shared::adapters::sqs::SqsReservationQueue;
+use fcfs_shared::issuance::domain::{CampaignId, IssueRules, Outcome, RejectionReason};
+use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger};
+use fcfs_shared::issuance::reconcile::{Difference, LedgerView, RecordView, compare};
+use fcfs_shared::issuance::{Recovery, RecoverySummary};
+use fcfs_shared::kernel::UserId;
+
+pub struct Stores {
+    pub store: MySqlStore,
+    pub ledger: RedisIssueLedger,
+}
+
+impl Stores {
+    pub async fn connect(database_url: &str, redis_url: &str) -> Result<Self> {
+        let pool = fcfs_shared::adapters::mysql::connect(database_url, 2)
+            .await
+            .context("cannot connect to the database")?;
+        // Reconcile reads whole campaigns: generous deadlines, this is not a request path.
+        let store = MySqlStore::new(pool).with_timeout(Duration::from_secs(120));
+        let ledger = RedisIssueLedger::with_settings(
+            redis_url,
+            fcfs_shared::adapters::redis::RedisSettings {
+                response_timeout: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )?;
+        ledger.reserved_count(0).await.context("cannot reach Redis")?;
+        Ok(Self { store, ledger })
+    }
+
+    async fn campaigns(&self, only: Option<CampaignId>) -> Result<Vec<CampaignId>> {
+        Ok(match only {
+            Some(id) => vec![id],
+            None => self.store.campaign_ids().await?,
+        })
+    }
+
+    async fn rules(&self, id: CampaignId) -> Result<IssueRules> {
+        let campaign = self
+            .store
+            .get(id)
+            .await?
+            .with_context(|| format!("campaign {id} does not exist"))?;
+        Ok((&campaign).into())
+    }
+
+    async fn views(&self, id: CampaignId) -> Result<(LedgerView, RecordView)> {
+        let rules = self.rules(id).await?;
+        let pending: HashSet<String> = self
+            .ledger
+            .pending(id, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|p| p.user_id.as_str().to_owned())
+            .collect();
+        let ledger = LedgerView {
+            has_rules: self.ledger.rules(id).await?.is_some(),
+            count: self.ledger.reserved_count(id).await?,
+            holders: self.ledger.holders(id).await?,
+            pending,
+            outcomes: self.ledger.outcomes(id).await?,
+        };
+        let counts = self.store.counts(id).await?;
+        let record = RecordView {
+            quantity: rules.total_quantity.into(),
+            issued_count: counts.issued_count,
+            rejected_count: counts.rejected_count,
+            coupons: self.store.holders(id).await?.into_iter().collect(),
+            rejections: self
+                .store
+                .rejections(id)
+                .await?
+                .into_iter()
+                .filter_map(|(user, reason)| Some((user, RejectionReason::parse(&reason)?)))
+                .collect(),
+        };
+        Ok((ledger, record))
+    }
+
+    async fn repair(&self, id: CampaignId, difference: &Difference, record: &RecordView) -> Result<()> {
+        let rules = self.rules(id).await?;
+        match difference {
+            Difference::RulesMissing => self.ledger.prime(&rules).await?,
+            Difference::CountersOff { .. } => {
+                self.store.settle_counts(id).await?;
+            }
+            Difference::CouponsNotHeld { users } => self.ledger.hold(id, users).await?,
+            Difference::OutcomesMissing { users } => {
+                let outcomes: Vec<(UserId, Outcome)> = users
+                    .iter()
+                    .filter_map(|u| {
+                        let coupon_id = *record.coupons.get(u)?;
+                        Some((UserId::parse(u).ok()?, Outcome::Issued { coupon_id }))
+                    })
+                    .collect();
+                self.ledger.record_outcomes(id, &outcomes).await?;
+            }
+            Difference::CountOff { .. } => {
+                self.ledger.settle_count(&rules).await?;
+            }
+            Difference::HeldWithoutRecord { .. } | Difference::OverIssued { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Prints every campaign's differences; repairs the safe ones if asked. Returns how many
+    /// differences remain.
+    pub async fn reconcile(&self, only: Option<CampaignId>, repair: bool) -> Result<usize> {
+        let ids = self.campaigns(only).await?;
+        let mut remaining = 0;
+        for (n, id) in ids.iter().enumerate() {
+            let (ledger, record) = self.views(*id).await?;
+            let differences = compare(&ledger, &record);
+            let head = format!(
+                "[{}/{}] campaign {id}: Redis {} reserved / {} held / {} pending; MySQL {} coupons / {} rejected of {}",
+                n + 1,
+                ids.len(),
+                ledger.count,
+                ledger.holders.len(),
+                ledger.pending.len(),
+                record.coupons.len(),
+                record.rejections.len(),
+                record.quantity
+            );
+            if differences.is_empty() {
+                println!("{head}: in agreement");
+                continue;
+            }
+            println!("{head}: {} difference(s)", differences.len());
+            for difference in &differences {
+                let action = match (repair, difference.repairable()) {
+                    (_, false) => "needs an operator",
+                    (false, true) => "repairable with --repair",
+                    (true, true) => {
+                        self.repair(*id, difference, &record).await?;
+                        "repaired"
+                    }
+                };
+                println!("  - {difference} [{action}]");
+                if !(repair && difference.repairable()) {
+                    remaining += 1;
+                }
+            }
+        }
+        Ok(remaining)
+    }
+
+    /// Replaces Redis's state of each campaign with what MySQL recorded.
+    pub async fn rebuild(&self, only: Option<CampaignId>) -> Result<()> {
+        let ids = self.campaigns(only).await?;
+        for (n, id) in ids.iter().enumerate() {
+            let rules = self.rules(*id).await?;
+            let coupons = self.store.holders(*id).await?;
+            let restored = self.ledger.restore(&rules, &coupons).await?;
+            eprintln!(
+                "[{}/{}] campaign {id}: {} coupons, {restored} places held",
+                n + 1,
+                ids.len(),
+                coupons.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Messages in the queue (visible, in flight or delayed).
+async fn messages_in(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .with_context(|| format!("cannot read queue {url}"))?
+        .attributes
+        .unwrap_or_default();
+    Ok([
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+    ]
+    .iter()
+    .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
+    .sum())
+}
+
+/// The issue queue and its dead-letter queue (from its redrive policy), with their message counts.
+pub async fn queued(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<Vec<(String, u64)>> {
+    let mut found = vec![(queue_url.to_owned(), messages_in(sqs, queue_url).await?)];
+    let policy = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy));
+    if let Some(policy) = policy {
+        let arn = serde_json::from_str::<serde_json::Value>(&policy)?["deadLetterTargetArn"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the redrive policy names no dead-letter queue")?;
+        let name = arn.rsplit(':').next().unwrap_or_default();
+        let dlq = sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .with_context(|| format!("cannot find the dead-letter queue {name}"))?
+            .queue_url
+            .context("no URL for the dead-letter queue")?;
+        let count = messages_in(sqs, &dlq).await?;
+        found.push((dlq, count));
+    }
+    Ok(found)
+}
+
+/// `rebuild-ledger` would drop every reservation still on its way: refuse unless forced.
+pub async fn ensure_drained(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<()> {
+    let busy: Vec<String> = queued(sqs, queue_url)
+        .await?
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(url, n)| format!("{url}: {n} messages"))
+        .collect();
+    if !busy.is_empty() {
+        bail!(
+            "refusing to rebuild while reservations are on their way (their places would be sold again):\n  {}\nwait for the writer to drain them (or redrive the DLQ), use `fcfs-admin reconcile`, or pass --force",
+            busy.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// One recovery run now.
+pub async fn recover(redis_url: &str, queue_url: &str, grace: Duration) -> Result<RecoverySummary> {
+    let sdk = fcfs_shared::config::aws_sdk_config().await;
+    let ledger = RedisIssueLedger::new(redis_url)?;
+    let queue = SqsReservationQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url);
+    Ok(Recovery::new(ledger, queue).with_grace(grace).run().await?)
+}

@@ -1,0 +1,510 @@
+//! Issuance under real faults: a Redis restarted from an older snapshot, paused or killed; a
+//! MariaDB killed mid-batch; an SQS send that succeeds but reports an error; an issue API that
+//! starts with MySQL stopped. Each test that harms a service gets a private one
+//! (`integration_tests::services`), so the shared stack other tests use is never touched.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use campaign_api::CampaignApi;
+use fcfs_shared::adapters::mysql::MySqlStore;
+use fcfs_shared::adapters::redis::{RedisIssueLedger, RedisSettings};
+use fcfs_shared::adapters::sqs::SqsReservationQueue;
+use fcfs_shared::config::Settings;
+use fcfs_shared::issuance::Recovery;
+use fcfs_shared::issuance::ports::IssueLedger;
+use fcfs_shared::testkit::gateway_request;
+use integration_tests::services::{Persistence, PrivateMariaDb, PrivateRedis};
+use integration_tests::{env, mysql, queue_with_dlq, receive, reply, sqs, unique};
+use issue_api::IssueApi;
+use issue_writer::IssueWriter;
+use serde_json::{Value, json};
+
+type Api = IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue>;
+
+/// One sale's world: a store, a ledger, a fresh queue pair and a partner.
+struct Sale {
+    store: MySqlStore,
+    ledger: RedisIssueLedger,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    partner: String,
+}
+
+impl Sale {
+    async fn new(store: MySqlStore, ledger: RedisIssueLedger) -> Self {
+        let sqs = sqs().await;
+        let (queue_url, _) = queue_with_dlq(&sqs, 5).await;
+        Self {
+            store,
+            ledger,
+            sqs,
+            queue_url,
+            partner: unique("faults"),
+        }
+    }
+
+    fn api(&self) -> Api {
+        self.api_with(SqsReservationQueue::new(self.sqs.clone(), &self.queue_url))
+    }
+
+    fn api_with(&self, queue: SqsReservationQueue) -> Api {
+        IssueApi::new(self.store.clone(), self.ledger.clone(), queue)
+    }
+
+    fn writer(&self) -> IssueWriter<MySqlStore, RedisIssueLedger> {
+        IssueWriter::new(self.store.clone(), self.ledger.clone(), 50)
+    }
+
+    async fn create_campaign(&self, quantity: u32) -> u64 {
+        let api = CampaignApi::new(self.store.clone(), self.ledger.clone());
+        let now = chrono::Utc::now();
+        let body = json!({
+            "name": "fault", "totalQuantity": quantity,
+            "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::hours(1),
+            "couponExpiresAt": now + chrono::Duration::days(7), "discount": {"type": "AMOUNT", "value": 100}
+        });
+        let (status, created) = reply(
+            api.handle(gateway_request("POST", &[], body.to_string(), Some(&self.partner)))
+                .await,
+        );
+        assert_eq!(status, 201, "{created}");
+        created["campaignId"].as_u64().unwrap()
+    }
+
+    async fn issue(&self, api: &Api, campaign: u64, user: &str) -> (u16, Value) {
+        let id = campaign.to_string();
+        reply(
+            api.handle(gateway_request(
+                "POST",
+                &[("campaignId", &id)],
+                json!({"userId": user}).to_string(),
+                Some(&self.partner),
+            ))
+            .await,
+        )
+    }
+
+    async fn status(&self, api: &Api, campaign: u64, user: &str) -> Value {
+        let id = campaign.to_string();
+        reply(
+            api.handle(gateway_request(
+                "GET",
+                &[("campaignId", &id), ("userId", user)],
+                "",
+                Some(&self.partner),
+            ))
+            .await,
+        )
+        .1
+    }
+
+    /// Acts as the SQS event source until the queue stays empty: the writer's answers decide what
+    /// is deleted. Returns how many invocations failed as a whole.
+    async fn drain(&self, writer: &IssueWriter<MySqlStore, RedisIssueLedger>) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (mut idle, mut failed) = (0, 0);
+        while idle < 2 {
+            assert!(Instant::now() < deadline, "the queue did not drain within 120 s");
+            let mut messages = Vec::new();
+            while messages.len() < 500 {
+                let got = receive(&self.sqs, &self.queue_url, 1).await;
+                if got.is_empty() {
+                    break;
+                }
+                messages.extend(got);
+            }
+            if messages.is_empty() {
+                idle += 1;
+                continue;
+            }
+            idle = 0;
+            let keep: HashSet<String> = match writer.handle(event(&messages)).await {
+                Ok((response, _)) => response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect(),
+                Err(_) => {
+                    failed += 1;
+                    continue;
+                }
+            };
+            for m in messages.iter().filter(|m| !keep.contains(m.message_id().unwrap())) {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        failed
+    }
+
+    async fn coupons(&self, campaign: u64) -> Vec<String> {
+        sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
+            .bind(campaign)
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn rejections(&self, campaign: u64) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT user_id, reason FROM coupon_rejections WHERE campaign_id = ?")
+            .bind(campaign)
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+fn event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|m| {
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id().map(str::to_owned);
+            record.body = m.body().map(str::to_owned);
+            record
+        })
+        .collect();
+    event
+}
+
+/// Campaign ids of a private database start where no other test's do: they share Redis, whose
+/// keys are named by campaign id.
+async fn fresh_ids(pool: &sqlx::MySqlPool) {
+    let start = 1_000_000_000_000 + u64::from(uuid::Uuid::new_v4().as_u128() as u32);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE campaigns AUTO_INCREMENT = {start}"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Waits until Redis answers again (a restarted server: the first call on the old connection
+/// fails, the ledger reconnects behind it).
+async fn reachable(ledger: &RedisIssueLedger) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = ledger.reserved_count(0).await {
+        assert!(Instant::now() < deadline, "the ledger did not reconnect: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn fast_fail(url: &str) -> RedisIssueLedger {
+    RedisIssueLedger::with_settings(
+        url,
+        RedisSettings {
+            response_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_millis(300),
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_from_an_older_snapshot_never_over_issues() {
+    const QUANTITY: u32 = 60;
+    let mut redis = PrivateRedis::start(Persistence::None).await;
+    let sale = Sale::new(MySqlStore::new(mysql().await), fast_fail(&redis.url())).await;
+    let campaign = sale.create_campaign(QUANTITY).await;
+    let api = sale.api();
+    for i in 0..20 {
+        assert_eq!(sale.issue(&api, campaign, &format!("early{i}")).await.0, 202);
+    }
+    let snapshot = redis.snapshot().await;
+    for i in 0..20 {
+        assert_eq!(sale.issue(&api, campaign, &format!("late{i}")).await.0, 202);
+    }
+    assert_eq!(sale.drain(&sale.writer()).await, 0);
+    assert_eq!(sale.coupons(campaign).await.len(), 40);
+
+    // A failover to a replica that had not seen the last 20 reservations.
+    redis.restart_from(&snapshot).await;
+    reachable(&sale.ledger).await;
+    assert_eq!(sale.ledger.reserved_count(campaign).await.unwrap(), 20);
+    // The sale goes on until Redis says sold out: it hands out 40 more places, 20 too many.
+    let mut accepted = Vec::new();
+    for i in 0..100 {
+        let user = format!("after{i}");
+        match sale.issue(&api, campaign, &user).await {
+            (202, _) => accepted.push(user),
+            (410, body) => assert_eq!(body["error"], "SOLD_OUT"),
+            (status, body) => panic!("unexpected {status}: {body}"),
+        }
+    }
+    assert_eq!(accepted.len(), 40, "Redis believed 40 places were left");
+    assert_eq!(sale.drain(&sale.writer()).await, 0);
+
+    let coupons = sale.coupons(campaign).await;
+    let distinct: HashSet<&String> = coupons.iter().collect();
+    assert_eq!(coupons.len(), QUANTITY as usize, "MySQL holds exactly the quantity");
+    assert_eq!(distinct.len(), coupons.len());
+    let rejections = sale.rejections(campaign).await;
+    assert_eq!(rejections.len(), 20, "the surplus is kept, not dropped");
+    assert!(rejections.iter().all(|(_, reason)| reason == "OVER_QUANTITY"));
+    let counts = sale.store.counts(campaign).await.unwrap();
+    assert_eq!((counts.issued_count, counts.rejected_count), (60, 20));
+    // The last accepted (highest ranks) are the ones refused, and they are told so.
+    let rejected = &rejections[0].0;
+    assert!(
+        accepted[20..].contains(rejected),
+        "{rejected} was among the latest accepted"
+    );
+    let answer = sale.status(&api, campaign, rejected).await;
+    assert_eq!(
+        (answer["status"].as_str(), answer["reason"].as_str()),
+        (Some("REJECTED"), Some("OVER_QUANTITY"))
+    );
+    let issued = sale.status(&api, campaign, "late3").await;
+    assert_eq!(
+        issued["status"], "ISSUED",
+        "a coupon Redis forgot is answered from MySQL"
+    );
+}
+
+/// Reports an error for every call after it was sent and answered: the message is on the queue,
+/// the caller cannot know it.
+#[derive(Debug)]
+struct LoseResponses;
+
+impl aws_sdk_sqs::config::Intercept for LoseResponses {
+    fn name(&self) -> &'static str {
+        "LoseResponses"
+    }
+
+    fn read_after_transmit(
+        &self,
+        _context: &aws_sdk_sqs::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &aws_sdk_sqs::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
+        Err("the response was lost (test)".into())
+    }
+}
+
+#[tokio::test]
+async fn a_send_that_succeeds_but_reports_an_error_is_written_once() {
+    let sale = Sale::new(
+        MySqlStore::new(mysql().await),
+        RedisIssueLedger::new(&env("REDIS_URL")).unwrap(),
+    )
+    .await;
+    let campaign = sale.create_campaign(1).await;
+    let lossy = aws_sdk_sqs::Client::from_conf(sale.sqs.config().to_builder().interceptor(LoseResponses).build());
+    let api = sale.api_with(SqsReservationQueue::new(lossy, &sale.queue_url));
+    let (status, body) = sale.issue(&api, campaign, "lost-answer").await;
+    assert_eq!(status, 202, "an unknown outcome is not a failure to undo: {body}");
+    assert_eq!(
+        sale.issue(&api, campaign, "second").await.0,
+        410,
+        "the place was not given back and sold again"
+    );
+    assert_eq!(
+        sale.ledger.pending(campaign, 10).await.unwrap().len(),
+        1,
+        "kept for recovery"
+    );
+    // Recovery (no grace here) sends it again: two messages for one place.
+    let recovery = Recovery::new(
+        sale.ledger.clone(),
+        SqsReservationQueue::new(sale.sqs.clone(), &sale.queue_url),
+    )
+    .with_grace(Duration::ZERO);
+    let summary = recovery.run().await.unwrap();
+    assert!(summary.resent >= 1, "{summary:?}");
+    assert!(sale.ledger.pending(campaign, 10).await.unwrap().is_empty());
+    assert_eq!(sale.drain(&sale.writer()).await, 0);
+    assert_eq!(sale.coupons(campaign).await, ["lost-answer"], "written once");
+    assert_eq!(sale.status(&api, campaign, "lost-answer").await["status"], "ISSUED");
+    assert_eq!(sale.ledger.reserved_count(campaign).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_or_killed_answers_503_within_the_deadline_and_holds_nothing() {
+    let mut redis = PrivateRedis::start(Persistence::AppendOnlyAlways).await;
+    let sale = Sale::new(MySqlStore::new(mysql().await), fast_fail(&redis.url())).await;
+    let campaign = sale.create_campaign(10).await;
+    let api = sale.api();
+    assert_eq!(sale.issue(&api, campaign, "before").await.0, 202);
+
+    // Hung: the connection is open, nothing answers.
+    redis.pause();
+    let started = Instant::now();
+    let (status, body) = sale.issue(&api, campaign, "while-paused").await;
+    let took = started.elapsed();
+    assert_eq!((status, body["error"].as_str()), (503, Some("UNAVAILABLE")), "{body}");
+    assert!(
+        took < Duration::from_secs(3),
+        "a hung Redis took {took:?}, not a clean 503"
+    );
+    redis.resume();
+
+    // Gone: connections refused.
+    redis.kill();
+    let started = Instant::now();
+    assert_eq!(sale.issue(&api, campaign, "while-down").await.0, 503);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    redis.restart().await;
+    reachable(&sale.ledger).await;
+
+    // Every acknowledged write survived (AOF). The request that met a dead server holds nothing.
+    // The one that met a hung server is an unknown outcome: its script may have run late (after
+    // its own release, which went on a new connection), and then its place is pending, so
+    // recovery delivers it; either way nothing is lost or sold twice.
+    let held: HashSet<String> = sale.ledger.holders(campaign).await.unwrap().into_keys().collect();
+    assert!(held.contains("before") && !held.contains("while-down"), "{held:?}");
+    let pending: HashSet<String> = sale
+        .ledger
+        .pending(campaign, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.user_id.as_str().to_owned())
+        .collect();
+    assert!(
+        held.iter().all(|u| u == "before" || pending.contains(u)),
+        "a place beyond the accepted one is pending: {held:?} / {pending:?}"
+    );
+    assert_eq!(
+        sale.issue(&api, campaign, "while-down").await.0,
+        202,
+        "the retry succeeds"
+    );
+    let recovery = Recovery::new(
+        sale.ledger.clone(),
+        SqsReservationQueue::new(sale.sqs.clone(), &sale.queue_url),
+    )
+    .with_grace(Duration::ZERO);
+    assert_eq!(recovery.run().await.unwrap().resent, pending.len());
+    assert_eq!(sale.drain(&sale.writer()).await, 0);
+    let coupons: HashSet<String> = sale.coupons(campaign).await.into_iter().collect();
+    let mut expected = held.clone();
+    expected.insert("while-down".into());
+    assert_eq!(coupons, expected, "every held place became a coupon");
+    assert_eq!(
+        sale.ledger.reserved_count(campaign).await.unwrap(),
+        coupons.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_killed_mid_batch_loses_and_doubles_nothing() {
+    const USERS: usize = 1_500;
+    let mut db = PrivateMariaDb::start().await;
+    let pool = fcfs_shared::adapters::mysql::connect(&db.url(), 4).await.unwrap();
+    fresh_ids(&pool).await;
+    let store = MySqlStore::new(pool).with_timeout(Duration::from_secs(5));
+    let sale = Sale::new(store, RedisIssueLedger::new(&env("REDIS_URL")).unwrap()).await;
+    let campaign = sale.create_campaign(USERS as u32).await;
+    let api = Arc::new(sale.api());
+    let mut calls = Vec::new();
+    for i in 0..USERS {
+        let api = api.clone();
+        let partner = sale.partner.clone();
+        calls.push(tokio::spawn(async move {
+            let id = campaign.to_string();
+            reply(
+                api.handle(gateway_request(
+                    "POST",
+                    &[("campaignId", &id)],
+                    json!({"userId": format!("m{i}")}).to_string(),
+                    Some(&partner),
+                ))
+                .await,
+            )
+            .0
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 202);
+    }
+
+    // One delivery of everything, in chunks of 50; the database dies once the first chunks commit.
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while messages.len() < USERS {
+        assert!(Instant::now() < deadline, "only {} messages arrived", messages.len());
+        messages.extend(receive(&sale.sqs, &sale.queue_url, 1).await);
+    }
+    let writer = Arc::new(sale.writer());
+    let batch = {
+        let writer = writer.clone();
+        let event = event(&messages);
+        tokio::spawn(async move { writer.handle(event).await })
+    };
+    let watcher = fcfs_shared::adapters::mysql::connect(&db.url(), 1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons")
+            .fetch_one(&watcher)
+            .await
+            .unwrap();
+        if written > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk committed within 30 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    db.kill();
+    let outcome = batch.await.unwrap();
+    let failed = match &outcome {
+        Ok((response, _)) => response.batch_item_failures.len(),
+        Err(_) => USERS,
+    };
+    assert!(failed > 0, "the batch outlived the database: {outcome:?}");
+    db.restart().await;
+
+    // The messages it could not write come back (visibility 5 s); the event source delivers them.
+    assert_eq!(sale.drain(&writer).await, 0);
+    let coupons = sale.coupons(campaign).await;
+    let distinct: HashSet<&String> = coupons.iter().collect();
+    assert_eq!(
+        (coupons.len(), distinct.len()),
+        (USERS, USERS),
+        "nothing lost, nothing doubled"
+    );
+    let counts = sale.store.counts(campaign).await.unwrap();
+    assert_eq!(counts.issued_count, USERS as u64, "the counter matches the rows");
+    assert_eq!(sale.ledger.reserved_count(campaign).await.unwrap(), USERS as u64);
+}
+
+#[tokio::test]
+async fn the_issue_api_starts_and_issues_with_mysql_stopped() {
+    let mut db = PrivateMariaDb::start().await;
+    let pool = fcfs_shared::adapters::mysql::connect(&db.url(), 2).await.unwrap();
+    fresh_ids(&pool).await;
+    let sale = Sale::new(MySqlStore::new(pool), RedisIssueLedger::new(&env("REDIS_URL")).unwrap()).await;
+    let campaign = sale.create_campaign(5).await;
+    db.kill();
+
+    // The deployed constructor, with the database gone.
+    let settings = Settings::new(
+        HashMap::<String, String>::from([
+            ("DATABASE_URL".into(), db.url()),
+            ("REDIS_URL".into(), env("REDIS_URL")),
+            ("ISSUE_QUEUE_URL".into(), sale.queue_url.clone()),
+            ("MYSQL_TIMEOUT_MS".into(), "1000".into()),
+        ])
+        .into_iter()
+        .collect(),
+    );
+    let sdk = fcfs_shared::config::aws_sdk_config().await;
+    let api = IssueApi::from_settings(&settings, &sdk)
+        .await
+        .expect("starts without MySQL");
+    let (status, body) = sale.issue(&api, campaign, "no-mysql").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(sale.issue(&api, campaign, "no-mysql").await.0, 409);
+    assert_eq!(sale.status(&api, campaign, "no-mysql").await["status"], "PENDING");
+    // What only MySQL can answer is a clean 503.
+    let (status, _) = sale.issue(&api, campaign + 1_000_000, "x").await;
+    assert_eq!(status, 503);
+}
