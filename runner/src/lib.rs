@@ -159,6 +159,13 @@ impl LocalApp {
         let mut routes = Vec::new();
         let mut sources = Vec::new();
         for spec in &specs {
+            // The template now reads Schedule events; until the runner runs them they are refused.
+            if let Some(schedule) = spec.schedules.first() {
+                return Err(RunnerError::Unsupported(format!(
+                    "{}: Schedule event {} is not supported locally",
+                    spec.logical_id, schedule.name
+                )));
+            }
             let mut env = spec.environment.clone();
             for source in &spec.sqs_sources {
                 let (template_url, arn) = queues.get(&source.queue_logical_id).cloned().ok_or_else(|| {
