@@ -1,9 +1,9 @@
 //! The local runner over real HTTP, with the real stack behind it: what template.yaml declares is
 //! what it serves, the authorizer behaves as API Gateway's, the pollers as SQS event sources.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -12,7 +12,10 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use integration_tests::{
     dynamodb, env, max_receive_count, queue_arn, queue_with_dlq, receive, repo_root, sqs, template, unique,
 };
-use local_runner::{LocalApp, LocalFunction, RunnerConfig, Running, SqsFunction};
+use local_runner::{
+    LocalApp, LocalFunction, RunnerConfig, RunnerError, Running, SCHEDULE_RATE_ENV, ScheduleSource, ScheduledFunction,
+    SqsFunction,
+};
 use serde_json::{Value, json};
 
 fn config(template: std::path::PathBuf) -> RunnerConfig {
@@ -90,6 +93,22 @@ async fn every_route_and_event_source_of_the_template_is_served() {
         .map(|s| (s.function.clone(), s.queue_logical_id.clone(), s.batch_size))
         .collect();
     assert_eq!(served_sources, declared_sources);
+    let declared_schedules: BTreeSet<(String, String, String, bool)> = template
+        .functions()
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            f.schedules
+                .iter()
+                .map(|s| (f.logical_id.clone(), s.name.clone(), s.expression.clone(), s.enabled))
+        })
+        .collect();
+    let served_schedules: BTreeSet<(String, String, String, bool)> = app
+        .schedules
+        .iter()
+        .map(|s| (s.function.clone(), s.name.clone(), s.expression.clone(), s.enabled))
+        .collect();
+    assert_eq!(served_schedules, declared_schedules);
     assert_eq!(app.api.authorizer, template.api().unwrap().authorizer);
 
     // Each route reaches its function: the answer is the function's JSON error contract, not
@@ -130,9 +149,15 @@ async fn a_template_the_runner_cannot_honour_fails_to_load() {
         "        Nightly:\n          Type: Schedule\n          Properties:\n            Schedule: rate(1 day)\n        IssueRequests:\n          Type: SQS",
     );
     assert_ne!(schedule, text, "the template changed shape: update this test");
+    let cron = schedule.replace("rate(1 day)", "cron(0 3 * * ? *)");
     for (name, changed, expected) in [
         ("binary.yaml", unknown_binary, "mystery-writer"),
-        ("schedule.yaml", schedule, "Schedule"),
+        (
+            "schedule.yaml",
+            schedule,
+            "Schedule Nightly (rate(1 day)): function IssueWriterFunction is Some(\"sqs\"), a scheduled function is needed",
+        ),
+        ("cron.yaml", cron, "the local runner supports only rate() schedules"),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, changed).unwrap();
@@ -317,4 +342,147 @@ async fn a_reported_failure_returns_and_ends_in_the_dlq() {
         left.attributes.unwrap()[&QueueAttributeName::ApproximateNumberOfMessages],
         "0"
     );
+}
+
+/// A scheduled function that keeps every event it gets and answers with their count.
+#[derive(Default)]
+struct Recovery {
+    events: Mutex<Vec<Value>>,
+}
+
+impl Recovery {
+    fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl ScheduledFunction for Recovery {
+    async fn invoke(&self, event: Value) -> Result<Value, String> {
+        let mut events = self.events.lock().unwrap();
+        events.push(event);
+        Ok(json!({"invocation": events.len()}))
+    }
+}
+
+/// template.yaml plus a function on two schedules, one disabled. Its binary is one the runner will
+/// never build, so the test's fake stands in for it.
+fn template_with_a_schedule() -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    let probe = "Resources:\n  ScheduleProbeFunction:\n    Type: AWS::Serverless::Function\n    Metadata:\n      \
+                 BuildProperties:\n        Binary: schedule-probe\n    Properties:\n      CodeUri: .\n      Events:\n        \
+                 EveryMinute:\n          Type: Schedule\n          Properties:\n            Schedule: rate(1 minute)\n        \
+                 Nightly:\n          Type: ScheduleV2\n          Properties:\n            ScheduleExpression: rate(1 day)\n            \
+                 State: DISABLED\n";
+    let changed = text.replacen("Resources:\n", probe, 1);
+    assert_ne!(changed, text, "the template changed shape: update this test");
+    let dir = std::env::temp_dir().join(unique("runner-schedule"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("template.yaml");
+    std::fs::write(&path, changed).unwrap();
+    path
+}
+
+async fn load_with_recovery(rate_secs: &str) -> Result<(LocalApp, Arc<Recovery>), RunnerError> {
+    let mut config = config(template_with_a_schedule());
+    config.env.insert(SCHEDULE_RATE_ENV.to_owned(), rate_secs.to_owned());
+    let recovery = Arc::new(Recovery::default());
+    let provided = BTreeMap::from([("schedule-probe".to_owned(), LocalFunction::Scheduled(recovery.clone()))]);
+    let app = LocalApp::load_with(&config, provided).await?;
+    Ok((app, recovery))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_on_its_rate_until_the_runner_stops() {
+    let (app, recovery) = load_with_recovery("0.2").await.expect("the runner loads");
+    let rate = Duration::from_millis(200);
+    assert_eq!(
+        app.schedules,
+        [
+            ScheduleSource {
+                function: "ScheduleProbeFunction".into(),
+                name: "EveryMinute".into(),
+                expression: "rate(1 minute)".into(),
+                rate,
+                enabled: true
+            },
+            ScheduleSource {
+                function: "ScheduleProbeFunction".into(),
+                name: "Nightly".into(),
+                expression: "rate(1 day)".into(),
+                rate,
+                enabled: false
+            },
+        ]
+    );
+
+    // Once, now, as --invoke does: the function's answer comes back, its event is EventBridge's.
+    let answer = app.invoke_schedule("ScheduleProbeFunction").await.unwrap();
+    assert_eq!(answer, json!({"invocation": 1}));
+    let event = recovery.events()[0].clone();
+    let region = event["region"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            &event["detail-type"],
+            &event["source"],
+            &event["account"],
+            &event["detail"]
+        ),
+        (
+            &json!("Scheduled Event"),
+            &json!("aws.events"),
+            &json!("000000000000"),
+            &json!({})
+        ),
+        "{event}"
+    );
+    let every_minute = json!([format!(
+        "arn:aws:events:{region}:000000000000:rule/ScheduleProbeFunction-EveryMinute"
+    )]);
+    assert_eq!(event["resources"], every_minute);
+    let err = app.invoke_schedule("IssueWriterFunction").await.unwrap_err();
+    assert!(
+        matches!(&err, RunnerError::NoSchedule { scheduled, .. } if scheduled == &["ScheduleProbeFunction"]),
+        "{err}"
+    );
+
+    // Served: the enabled schedule fires every 0.2 s, the disabled one never.
+    let started = Instant::now();
+    let running = start(app).await;
+    let deadline = started + Duration::from_secs(20);
+    while recovery.events().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "{} invocations after 20 s",
+            recovery.events().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= rate * 3,
+        "three scheduled invocations came too early: {:?}",
+        started.elapsed()
+    );
+    running.stop().await.unwrap();
+    let events = recovery.events();
+    assert!(events.iter().all(|e| e["resources"] == every_minute), "{events:?}");
+    let ids: BTreeSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), events.len(), "each event has its own id");
+    tokio::time::sleep(rate * 3).await;
+    assert_eq!(
+        recovery.events().len(),
+        events.len(),
+        "nothing fires after the runner stopped"
+    );
+}
+
+#[tokio::test]
+async fn a_schedule_rate_override_must_be_a_positive_number_of_seconds() {
+    for bad in ["0", "-1", "soon", ""] {
+        let err = load_with_recovery(bad).await.err().expect("load must fail").to_string();
+        assert!(
+            err.contains(SCHEDULE_RATE_ENV) && err.contains("greater than 0"),
+            "{bad:?}: {err}"
+        );
+    }
 }

@@ -27,6 +27,12 @@ pub trait SqsFunction: Send + Sync {
     async fn invoke(&self, event: SqsEvent) -> Result<SqsBatchResponse, String>;
 }
 
+/// A function invoked by an EventBridge schedule (its event is a "Scheduled Event").
+#[async_trait]
+pub trait ScheduledFunction: Send + Sync {
+    async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String>;
+}
+
 /// A REQUEST authorizer. An error whose message is `Unauthorized` is API Gateway's 401.
 #[async_trait]
 pub trait AuthorizerFunction: Send + Sync {
@@ -41,6 +47,7 @@ pub enum LocalFunction {
     Http(Arc<dyn HttpFunction>),
     Sqs(Arc<dyn SqsFunction>),
     Authorizer(Arc<dyn AuthorizerFunction>),
+    Scheduled(Arc<dyn ScheduledFunction>),
 }
 
 impl LocalFunction {
@@ -49,6 +56,7 @@ impl LocalFunction {
             Self::Http(_) => "http",
             Self::Sqs(_) => "sqs",
             Self::Authorizer(_) => "authorizer",
+            Self::Scheduled(_) => "scheduled",
         }
     }
 }
@@ -74,6 +82,8 @@ pub async fn build(
         "campaign-api" => LocalFunction::Http(Arc::new(CampaignApi::from_settings(settings).await?)),
         "issue-api" => LocalFunction::Http(Arc::new(IssueApi::from_settings(settings, sdk).await?)),
         "issue-writer" => LocalFunction::Sqs(Arc::new(IssueWriter::from_settings(settings).await?)),
+        // Functions on `Schedule` events (a recovery job, …) go here as `LocalFunction::Scheduled`,
+        // with a `ScheduledFunction` impl below and their binary in `BINARIES`.
         other => return Err(BuildError::UnknownBinary(other.to_owned())),
     })
 }

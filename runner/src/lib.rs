@@ -2,12 +2,14 @@
 //! and the SQS event source mappings would, calling the functions' own handler code in-process.
 //!
 //! Everything it serves comes from the template: routes (`Api` events), the authorizer
-//! (`Auth.DefaultAuthorizer`), pollers (`SQS` events), each function's environment. What the
-//! template declares and the runner cannot reproduce is an error at start, never ignored.
+//! (`Auth.DefaultAuthorizer`), pollers (`SQS` events), schedules (`Schedule`/`ScheduleV2` events
+//! with a `rate()`), each function's environment. What the template declares and the runner cannot
+//! reproduce is an error at start, never ignored.
 
 pub mod functions;
 mod gateway;
 mod poller;
+mod scheduler;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -21,7 +23,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use fcfs_shared::config::Settings;
 use fcfs_template::{ApiSpec, Placement, Template, TemplateError};
 
-pub use functions::{AuthorizerFunction, HttpFunction, LocalFunction, SqsFunction};
+pub use functions::{AuthorizerFunction, HttpFunction, LocalFunction, ScheduledFunction, SqsFunction};
 pub use gateway::method_arn;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +39,17 @@ pub enum RunnerError {
     Queue { name: String, detail: String },
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    InvalidSetting(String),
+    #[error("function {function} has no Schedule event (functions with one: {scheduled:?})")]
+    NoSchedule { function: String, scheduled: Vec<String> },
+    #[error("function {function} failed: {error}")]
+    Invocation { function: String, error: String },
 }
+
+/// Replaces the rate of every schedule (seconds, fractions allowed), so a local run or a test
+/// need not wait for `rate(1 hour)`.
+pub const SCHEDULE_RATE_ENV: &str = "FCFS_SCHEDULE_RATE_SECS";
 
 pub struct RunnerConfig {
     pub template: PathBuf,
@@ -68,7 +80,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops as Ctrl-C would (in-flight requests and batches finish) and waits for it.
+    /// Stops as Ctrl-C would (in-flight requests, batches and scheduled invocations finish) and
+    /// waits for it.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(());
         self.task.await.map_err(std::io::Error::other)?
@@ -96,6 +109,19 @@ pub struct EventSource {
     pub max_concurrency: usize,
 }
 
+/// A `Schedule`/`ScheduleV2` event as the runner fires it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSource {
+    pub function: String,
+    /// The event's key in the function's `Events`.
+    pub name: String,
+    /// As the template writes it (`rate(1 minute)`); `rate` may differ, see [`SCHEDULE_RATE_ENV`].
+    pub expression: String,
+    pub rate: Duration,
+    /// Disabled schedules are not fired, but `invoke_schedule` and `--invoke` still run them.
+    pub enabled: bool,
+}
+
 /// Counters for tests and the bench.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -118,16 +144,28 @@ pub struct LocalApp {
     pub api: ApiSpec,
     pub routes: Vec<RouteSpec>,
     pub sources: Vec<EventSource>,
+    pub schedules: Vec<ScheduleSource>,
     pub functions: BTreeMap<String, LocalFunction>,
     /// Each function's environment as the runner built it.
     pub environments: BTreeMap<String, BTreeMap<String, String>>,
     region: String,
+    account_id: String,
     sqs: aws_sdk_sqs::Client,
     stats: Arc<Stats>,
 }
 
 impl LocalApp {
     pub async fn load(config: &RunnerConfig) -> Result<Self, RunnerError> {
+        Self::load_with(config, BTreeMap::new()).await
+    }
+
+    /// As [`load`](Self::load), but a function whose binary is a key of `provided` is that
+    /// function instead of one built from the workspace: a test's fake, or a binary the runner
+    /// does not build (yet). The template's events still decide which kind it must be.
+    pub async fn load_with(
+        config: &RunnerConfig,
+        provided: BTreeMap<String, LocalFunction>,
+    ) -> Result<Self, RunnerError> {
         let sdk = fcfs_shared::config::aws_sdk_config().await;
         let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), |r| r.to_string());
         let endpoint = config
@@ -139,7 +177,10 @@ impl LocalApp {
         if let Some(stage) = config.env.get("FCFS_STAGE") {
             params.entry("Stage".to_owned()).or_insert_with(|| stage.clone());
         }
-        let mut template = Template::load(&config.template, &params, Placement::local(&endpoint, &region))?;
+        let placement = Placement::local(&endpoint, &region);
+        let account_id = placement.account_id.clone();
+        let mut template = Template::load(&config.template, &params, placement)?;
+        let rate_override = schedule_rate_override(config)?;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
 
         // Queues are found by name where the SDK points (the emulator, or a deployed stack).
@@ -158,6 +199,7 @@ impl LocalApp {
         let mut environments = BTreeMap::new();
         let mut routes = Vec::new();
         let mut sources = Vec::new();
+        let mut schedules = Vec::new();
         for spec in &specs {
             let mut env = spec.environment.clone();
             for source in &spec.sqs_sources {
@@ -201,12 +243,22 @@ impl LocalApp {
                 });
             }
             env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let function = functions::build(&spec.binary, &Settings::new(env.clone()), &sdk)
-                .await
-                .map_err(|source| RunnerError::Function {
-                    function: spec.logical_id.clone(),
-                    source,
-                })?;
+            let function = match provided.get(&spec.binary) {
+                Some(function) => function.clone(),
+                None => functions::build(&spec.binary, &Settings::new(env.clone()), &sdk)
+                    .await
+                    .map_err(|source| RunnerError::Function {
+                        function: spec.logical_id.clone(),
+                        source,
+                    })?,
+            };
+            schedules.extend(spec.schedules.iter().map(|s| ScheduleSource {
+                function: spec.logical_id.clone(),
+                name: s.name.clone(),
+                expression: s.expression.clone(),
+                rate: rate_override.unwrap_or(s.rate),
+                enabled: s.enabled,
+            }));
             for route in &spec.routes {
                 routes.push(RouteSpec {
                     method: route.method.clone(),
@@ -221,9 +273,11 @@ impl LocalApp {
             api,
             routes,
             sources,
+            schedules,
             functions,
             environments,
             region,
+            account_id,
             sqs,
             stats: Arc::default(),
         };
@@ -231,7 +285,8 @@ impl LocalApp {
         Ok(app)
     }
 
-    /// Routes need HTTP functions, event sources SQS functions, the authorizer an authorizer.
+    /// Routes need HTTP functions, event sources SQS functions, schedules scheduled functions, the
+    /// authorizer an authorizer.
     fn check_kinds(&self) -> Result<(), RunnerError> {
         let kind = |id: &str| self.functions.get(id).map(LocalFunction::kind);
         let mut expected: Vec<(&str, &str, String)> = Vec::new();
@@ -245,6 +300,13 @@ impl LocalApp {
                 .iter()
                 .map(|s| (s.function.as_str(), "sqs", format!("SQS {}", s.queue_logical_id))),
         );
+        expected.extend(self.schedules.iter().map(|s| {
+            (
+                s.function.as_str(),
+                "scheduled",
+                format!("Schedule {} ({})", s.name, s.expression),
+            )
+        }));
         if let Some(auth) = &self.api.authorizer {
             expected.push((
                 auth.function_logical_id.as_str(),
@@ -283,6 +345,42 @@ impl LocalApp {
         }
     }
 
+    /// Invokes the function once now with a Scheduled Event of its schedule (the first enabled
+    /// one, else the first), as `fcfs-runner --invoke` does, and returns what it returned.
+    pub async fn invoke_schedule(&self, function_logical_id: &str) -> Result<serde_json::Value, RunnerError> {
+        let own: Vec<&ScheduleSource> = self
+            .schedules
+            .iter()
+            .filter(|s| s.function == function_logical_id)
+            .collect();
+        let Some(source) = own.iter().find(|s| s.enabled).or(own.first()) else {
+            let mut scheduled: Vec<String> = self.schedules.iter().map(|s| s.function.clone()).collect();
+            scheduled.dedup();
+            return Err(RunnerError::NoSchedule {
+                function: function_logical_id.to_owned(),
+                scheduled,
+            });
+        };
+        scheduler::invoke(&self.schedule(source))
+            .await
+            .map_err(|error| RunnerError::Invocation {
+                function: function_logical_id.to_owned(),
+                error,
+            })
+    }
+
+    fn schedule(&self, source: &ScheduleSource) -> scheduler::Schedule {
+        let Some(LocalFunction::Scheduled(function)) = self.functions.get(&source.function) else {
+            unreachable!("checked by check_kinds");
+        };
+        scheduler::Schedule {
+            function: function.clone(),
+            source: source.clone(),
+            region: self.region.clone(),
+            account_id: self.account_id.clone(),
+        }
+    }
+
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
     }
@@ -304,21 +402,22 @@ impl LocalApp {
         })
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and
-    /// batches, and returns.
+    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests, batches
+    /// and scheduled invocations, and returns.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut pollers = tokio::task::JoinSet::new();
+        // Pollers and schedules: they all stop on `stop`, each finishing the work it has started.
+        let mut background = tokio::task::JoinSet::new();
         for source in &self.sources {
             let Some(LocalFunction::Sqs(function)) = self.functions.get(&source.function) else {
                 unreachable!("checked by check_kinds");
             };
             for worker in 0..source.max_concurrency {
-                pollers.spawn(poller::run(
+                background.spawn(poller::run(
                     poller::Poller {
                         function: function.clone(),
                         sqs: self.sqs.clone(),
@@ -331,18 +430,41 @@ impl LocalApp {
                 ));
             }
         }
+        for source in self.schedules.iter().filter(|s| s.enabled) {
+            background.spawn(scheduler::run(self.schedule(source), stopped.clone()));
+        }
         let router = gateway::router(&self);
         let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                tracing::info!("shutting down: no new requests; finishing in-flight requests and batches");
+                tracing::info!(
+                    "shutting down: no new requests; finishing in-flight requests, batches and scheduled invocations"
+                );
             })
             .await;
         let _ = stop.send(true);
-        while pollers.join_next().await.is_some() {}
+        while background.join_next().await.is_some() {}
         tracing::info!("runner stopped");
         served
     }
+}
+
+fn schedule_rate_override(config: &RunnerConfig) -> Result<Option<Duration>, RunnerError> {
+    let Some(value) = config.env.get(SCHEDULE_RATE_ENV) else {
+        return Ok(None);
+    };
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|secs| *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            RunnerError::InvalidSetting(format!(
+                "{SCHEDULE_RATE_ENV}={value:?}: expected a number of seconds greater than 0"
+            ))
+        })
 }
 
 async fn locate_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, String), RunnerError> {

@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "fcfs-runner",
     version,
-    about = "Serve template.yaml's API, authorizer and SQS event sources locally"
+    about = "Serve template.yaml's API, authorizer, SQS event sources and schedules locally"
 )]
 struct Args {
     #[arg(long, default_value = "template.yaml")]
@@ -30,18 +30,31 @@ struct Args {
     host: IpAddr,
     #[arg(long, env = "FCFS_API_PORT", default_value_t = 3000)]
     port: u16,
+    /// Invoke this function's schedule once now, print what it returned on stdout and exit,
+    /// without serving (logs go to stderr).
+    #[arg(long, value_name = "FunctionLogicalId")]
+    invoke: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    fcfs_shared::config::init_tracing();
     let args = Args::parse();
+    if args.invoke.is_some() {
+        init_tracing_to_stderr();
+    } else {
+        fcfs_shared::config::init_tracing();
+    }
     let config = RunnerConfig {
         template: args.template,
         params: args.params.into_iter().collect(),
         env: std::env::vars().collect::<BTreeMap<_, _>>(),
     };
     let app = LocalApp::load(&config).await.context("cannot start the local runner")?;
+    if let Some(function) = &args.invoke {
+        let result = app.invoke_schedule(function).await?;
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(());
+    }
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -64,9 +77,32 @@ async fn main() -> Result<()> {
             "event source"
         );
     }
+    for schedule in &app.schedules {
+        tracing::info!(
+            function = schedule.function,
+            schedule = schedule.name,
+            expression = schedule.expression,
+            rate_secs = schedule.rate.as_secs_f64(),
+            enabled = schedule.enabled,
+            "schedule"
+        );
+    }
     tracing::info!(url = %format!("http://{addr}"), "serving");
     app.serve(listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// `fcfs_shared::config::init_tracing`, on stderr.
+fn init_tracing_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Ctrl-C or SIGTERM (what `make down` sends).

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_yaml::Value;
 
@@ -95,6 +96,65 @@ pub struct FunctionSpec {
     pub environment: BTreeMap<String, String>,
     pub routes: Vec<ApiRoute>,
     pub sqs_sources: Vec<SqsSource>,
+    pub schedules: Vec<ScheduleSpec>,
+}
+
+/// A `Schedule` (EventBridge rule) or `ScheduleV2` (EventBridge Scheduler) event of a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    /// The event's key in `Events` (e.g. `EveryMinute`).
+    pub name: String,
+    /// The expression as the template resolves it, e.g. `rate(1 minute)`.
+    pub expression: String,
+    pub rate: Duration,
+    pub enabled: bool,
+}
+
+/// The period of an EventBridge `rate(N unit)` expression, with EventBridge's rules: N is a whole
+/// number ≥ 1 and the unit (minute, hour, day) is singular exactly when N is 1. `cron(...)` and
+/// `at(...)` are refused: the local runner reproduces only rates.
+pub fn parse_rate(expression: &str) -> Result<Duration, TemplateError> {
+    rate_period(expression).map_err(TemplateError::Invalid)
+}
+
+fn rate_period(expression: &str) -> Result<Duration, String> {
+    let invalid = |why: &str| {
+        format!(
+            "schedule {expression:?}: {why}; the local runner supports only rate() schedules \
+             (rate(1 minute|hour|day), rate(N minutes|hours|days) for N > 1)"
+        )
+    };
+    let inner = expression
+        .strip_prefix("rate(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .ok_or_else(|| invalid("not a rate expression"))?;
+    let (value, unit) = inner
+        .split_once(' ')
+        .ok_or_else(|| invalid("expected rate(value unit)"))?;
+    // Digits only: `u64::from_str` would also take `+1`, which EventBridge does not.
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("the value must be a whole number"));
+    }
+    let value: u64 = value.parse().map_err(|_| invalid("the value is too large"))?;
+    if value == 0 {
+        return Err(invalid("the value must be at least 1"));
+    }
+    let (seconds, plural) = match unit {
+        "minute" => (60, false),
+        "minutes" => (60, true),
+        "hour" => (3_600, false),
+        "hours" => (3_600, true),
+        "day" => (86_400, false),
+        "days" => (86_400, true),
+        _ => return Err(invalid("the unit must be minute(s), hour(s) or day(s)")),
+    };
+    if plural != (value > 1) {
+        return Err(invalid("the unit is singular for 1 and plural otherwise"));
+    }
+    value
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| invalid("the value is too large"))
 }
 
 /// The REST API and the authorizer in front of every route.
@@ -521,7 +581,8 @@ impl Template {
                 .ok_or_else(|| TemplateError::Invalid(format!("{id}: Metadata.BuildProperties.Binary missing")))?;
             let mut routes = Vec::new();
             let mut sqs_sources = Vec::new();
-            for (_, event) in self
+            let mut schedules = Vec::new();
+            for (event_name, event) in self
                 .property(&id, "Events")
                 .and_then(Value::as_mapping)
                 .into_iter()
@@ -551,6 +612,11 @@ impl Template {
                         maximum_concurrency: self
                             .resolve_int(prop("ScalingConfig").and_then(|s| s.get("MaximumConcurrency")))?,
                     }),
+                    Some(kind @ ("Schedule" | "ScheduleV2")) => {
+                        let name =
+                            scalar(event_name).ok_or_else(|| TemplateError::Invalid(format!("{id}: event name")))?;
+                        schedules.push(self.schedule(&id, &name, kind, props)?);
+                    }
                     other => {
                         return Err(TemplateError::Invalid(format!(
                             "{id}: event type {other:?} is not supported locally"
@@ -564,9 +630,50 @@ impl Template {
                 environment,
                 routes,
                 sqs_sources,
+                schedules,
             });
         }
         Ok(functions)
+    }
+
+    /// A `Schedule` or `ScheduleV2` event (`kind`) named `name` of function `id`.
+    fn schedule(&self, id: &str, name: &str, kind: &str, props: Option<&Value>) -> Result<ScheduleSpec, TemplateError> {
+        let prop = |p: &str| props.and_then(|props| props.get(p));
+        let context = |what: String| TemplateError::Invalid(format!("{id}: {kind} event {name}: {what}"));
+        let (expression_prop, unsupported): (&str, &[&str]) = match kind {
+            "Schedule" => ("Schedule", &["Input"]),
+            _ => ("ScheduleExpression", &["Input", "StartDate", "EndDate"]),
+        };
+        // These change what the function receives or when it runs; the runner cannot honour them.
+        if let Some(p) = unsupported.iter().find(|p| prop(p).is_some()) {
+            return Err(context(format!("{p} is not supported locally")));
+        }
+        let expression =
+            self.resolve(prop(expression_prop).ok_or_else(|| context(format!("{expression_prop} missing")))?)?;
+        let rate = rate_period(&expression).map_err(context)?;
+        let enabled = match (prop("Enabled"), prop("State")) {
+            (Some(_), Some(_)) => return Err(context("Enabled and State cannot both be set".into())),
+            (Some(_), None) if kind != "Schedule" => {
+                return Err(context("Enabled is not a ScheduleV2 property".into()));
+            }
+            (Some(enabled), None) => match self.resolve(enabled)?.as_str() {
+                "true" => true,
+                "false" => false,
+                other => return Err(context(format!("Enabled must be true or false, got {other:?}"))),
+            },
+            (None, Some(state)) => match self.resolve(state)?.as_str() {
+                "ENABLED" => true,
+                "DISABLED" => false,
+                other => return Err(context(format!("State {other:?} is not supported locally"))),
+            },
+            (None, None) => true,
+        };
+        Ok(ScheduleSpec {
+            name: name.to_owned(),
+            expression,
+            rate,
+            enabled,
+        })
     }
 
     /// Environment variables that functions take from resources (queue URLs, table names), as the
@@ -678,5 +785,154 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("unknown parameter Nope"));
+    }
+
+    /// A one-function template whose `Events` are `events` (YAML, indented for the mapping).
+    fn schedules(events: &str) -> Result<Vec<ScheduleSpec>, TemplateError> {
+        let text = format!(
+            "Parameters:\n  RecoveryRate:\n    Type: String\n    Default: rate(5 minutes)\n\
+             Resources:\n  IssueRecoveryFunction:\n    Type: AWS::Serverless::Function\n\
+             \x20   Metadata: {{BuildProperties: {{Binary: issue-recovery}}}}\n\
+             \x20   Properties:\n      Events:\n{events}"
+        );
+        let t = Template::parse(&text, &BTreeMap::new(), Placement::local("http://x", "us-east-1"))?;
+        Ok(t.functions()?.remove(0).schedules)
+    }
+
+    fn one(expression: &str) -> Result<ScheduleSpec, TemplateError> {
+        let events = format!(
+            "        Tick:\n          Type: Schedule\n          Properties:\n            Schedule: {expression}\n"
+        );
+        schedules(&events).map(|mut s| s.remove(0))
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn rate_units() {
+        assert_eq!(parse_rate("rate(1 minute)").unwrap(), MINUTE);
+        assert_eq!(parse_rate("rate(5 minutes)").unwrap(), 5 * MINUTE);
+        assert_eq!(parse_rate("rate(1 hour)").unwrap(), 60 * MINUTE);
+        assert_eq!(parse_rate("rate(2 hours)").unwrap(), 120 * MINUTE);
+        assert_eq!(parse_rate("rate(1 day)").unwrap(), 24 * 60 * MINUTE);
+        assert_eq!(parse_rate("rate(7 days)").unwrap(), 7 * 24 * 60 * MINUTE);
+    }
+
+    #[test]
+    fn rate_unit_is_singular_exactly_for_one() {
+        for bad in [
+            "rate(1 minutes)",
+            "rate(5 minute)",
+            "rate(1 hours)",
+            "rate(2 hour)",
+            "rate(1 days)",
+            "rate(3 day)",
+        ] {
+            let err = parse_rate(bad).unwrap_err().to_string();
+            assert!(err.contains("singular for 1 and plural otherwise"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn rate_value_is_a_whole_number_of_at_least_one() {
+        assert!(
+            parse_rate("rate(0 minutes)")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 1")
+        );
+        assert!(parse_rate("rate(0 minute)").is_err());
+        for bad in [
+            "rate(-1 minutes)",
+            "rate(+2 minutes)",
+            "rate(1.5 hours)",
+            "rate( minutes)",
+            "rate(minutes)",
+            "rate(2  minutes)",
+            "rate(2 seconds)",
+            "rate(2 weeks)",
+            "rate(99999999999999999999 days)",
+            "rate(999999999999999999 days)",
+            "rate(2 minutes",
+            "Rate(2 minutes)",
+        ] {
+            let err = parse_rate(bad).unwrap_err().to_string();
+            assert!(err.contains("supports only rate() schedules"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cron_and_at_are_refused() {
+        for expression in ["cron(0 12 * * ? *)", "at(2030-01-01T00:00:00)"] {
+            let err = parse_rate(expression).unwrap_err();
+            assert!(matches!(err, TemplateError::Invalid(_)));
+            assert!(err.to_string().contains("supports only rate() schedules"), "{err}");
+        }
+        let err = one("cron(0/5 * * * ? *)").unwrap_err().to_string();
+        assert!(
+            err.contains("IssueRecoveryFunction: Schedule event Tick") && err.contains("only rate()"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn schedule_event_is_read() {
+        let s = one("rate(1 minute)").unwrap();
+        assert_eq!(
+            s,
+            ScheduleSpec {
+                name: "Tick".into(),
+                expression: "rate(1 minute)".into(),
+                rate: MINUTE,
+                enabled: true
+            }
+        );
+        // The expression may come from a parameter, through !Ref or !Sub.
+        assert_eq!(one("!Ref RecoveryRate").unwrap().rate, 5 * MINUTE);
+        assert_eq!(one("!Sub \"${RecoveryRate}\"").unwrap().expression, "rate(5 minutes)");
+    }
+
+    #[test]
+    fn schedule_can_be_disabled() {
+        let events = |extra: &str| {
+            format!(
+                "        Tick:\n          Type: Schedule\n          Properties:\n            Schedule: rate(1 hour)\n{extra}"
+            )
+        };
+        let enabled = |extra: &str| schedules(&events(extra)).map(|s| s[0].enabled);
+        assert!(!enabled("            Enabled: false\n").unwrap());
+        assert!(enabled("            Enabled: true\n").unwrap());
+        assert!(!enabled("            State: DISABLED\n").unwrap());
+        assert!(enabled("            State: ENABLED\n").unwrap());
+        let both = enabled("            Enabled: true\n            State: ENABLED\n").unwrap_err();
+        assert!(both.to_string().contains("cannot both be set"), "{both}");
+        let not_bool = enabled("            Enabled: sometimes\n").unwrap_err();
+        assert!(not_bool.to_string().contains("true or false"), "{not_bool}");
+    }
+
+    #[test]
+    fn schedule_v2_reads_its_expression_and_state() {
+        let events = "        Hourly:\n          Type: ScheduleV2\n          Properties:\n            ScheduleExpression: rate(1 hour)\n\
+                      \x20       Off:\n          Type: ScheduleV2\n          Properties:\n            ScheduleExpression: rate(3 days)\n            State: DISABLED\n";
+        let got = schedules(events).unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|s| (s.name.as_str(), s.rate, s.enabled))
+                .collect::<Vec<_>>(),
+            [("Hourly", 60 * MINUTE, true), ("Off", 3 * 24 * 60 * MINUTE, false)]
+        );
+    }
+
+    #[test]
+    fn schedule_properties_the_runner_cannot_honour_are_refused() {
+        let input = "        Tick:\n          Type: Schedule\n          Properties:\n            Schedule: rate(1 hour)\n            Input: '{\"a\": 1}'\n";
+        assert!(
+            schedules(input)
+                .unwrap_err()
+                .to_string()
+                .contains("Input is not supported locally")
+        );
+        let missing = "        Tick:\n          Type: Schedule\n          Properties:\n            Enabled: true\n";
+        assert!(schedules(missing).unwrap_err().to_string().contains("Schedule missing"));
     }
 }

@@ -1,0 +1,292 @@
+//! EventBridge schedules: every enabled `Schedule`/`ScheduleV2` event invokes its function every
+//! `rate`, the first time one `rate` after start (as a new EventBridge rule does), with the
+//! "Scheduled Event" EventBridge sends.
+//!
+//! One invocation of a schedule runs at a time: a tick that finds the previous one still running
+//! is skipped and logged, not queued, so a slow function is never invoked back to back to catch up.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::ScheduleSource;
+use crate::functions::ScheduledFunction;
+
+#[derive(Clone)]
+pub(crate) struct Schedule {
+    pub function: Arc<dyn ScheduledFunction>,
+    pub source: ScheduleSource,
+    pub region: String,
+    pub account_id: String,
+}
+
+/// The event EventBridge sends a rule's target when the schedule fires.
+pub(crate) fn scheduled_event(schedule: &Schedule, time: DateTime<Utc>) -> Value {
+    let Schedule {
+        source,
+        region,
+        account_id,
+        ..
+    } = schedule;
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account_id,
+        "time": time.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "region": region,
+        "resources": [format!("arn:aws:events:{region}:{account_id}:rule/{}-{}", source.function, source.name)],
+        "detail": {},
+    })
+}
+
+/// Invokes the function once now and logs the outcome with what it returned.
+pub(crate) async fn invoke(schedule: &Schedule) -> Result<Value, String> {
+    let event = scheduled_event(schedule, Utc::now());
+    let started = Instant::now();
+    let outcome = schedule.function.invoke(event).await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let ScheduleSource { function, name, .. } = &schedule.source;
+    match &outcome {
+        Ok(result) => {
+            tracing::info!(function, schedule = name, duration_ms, ok = true, %result, "scheduled invocation")
+        }
+        Err(error) => {
+            tracing::error!(function, schedule = name, duration_ms, ok = false, %error, "scheduled invocation")
+        }
+    }
+    outcome
+}
+
+/// Fires the schedule until `stop` turns true; an invocation in progress then finishes first.
+pub(crate) async fn run(schedule: Schedule, mut stop: watch::Receiver<bool>) {
+    let rate = schedule.source.rate;
+    tracing::info!(
+        function = schedule.source.function,
+        schedule = schedule.source.name,
+        rate_secs = rate.as_secs_f64(),
+        "scheduling"
+    );
+    let schedule = Arc::new(schedule);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
+    // Ticks missed while the runtime was busy are dropped, not fired in a burst.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            // A dropped sender is a stop too: nobody is left to ask for one.
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
+        if let Some(done) = running.take_if(|task| task.is_finished()) {
+            finished(&schedule, done).await;
+        }
+        if running.is_some() {
+            tracing::warn!(
+                function = schedule.source.function,
+                schedule = schedule.source.name,
+                "previous invocation still running: tick skipped"
+            );
+            continue;
+        }
+        // The invocation runs on its own task so that ticks (and their skips) keep their cadence.
+        let schedule = schedule.clone();
+        running = Some(tokio::spawn(async move {
+            let _ = invoke(&schedule).await;
+        }));
+    }
+    if let Some(task) = running {
+        finished(&schedule, task).await;
+    }
+}
+
+/// Waits for an invocation's task; a panic is logged (a crashed Lambda), the schedule goes on.
+async fn finished(schedule: &Schedule, task: tokio::task::JoinHandle<()>) {
+    if let Err(e) = task.await {
+        tracing::error!(
+            function = schedule.source.function,
+            schedule = schedule.source.name,
+            error = %e,
+            "scheduled invocation panicked"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// Records when each invocation started and ended (in runtime time) and the events it got.
+    #[derive(Default)]
+    struct Probe {
+        takes: Duration,
+        started: Mutex<Vec<Duration>>,
+        ended: Mutex<Vec<Duration>>,
+        events: Mutex<Vec<Value>>,
+        origin: Mutex<Option<Instant>>,
+    }
+
+    impl Probe {
+        fn taking(takes: Duration) -> Arc<Self> {
+            let probe = Self {
+                takes,
+                ..Self::default()
+            };
+            *probe.origin.lock().unwrap() = Some(Instant::now());
+            Arc::new(probe)
+        }
+
+        fn since_origin(&self) -> Duration {
+            self.origin.lock().unwrap().expect("set").elapsed()
+        }
+
+        fn started(&self) -> Vec<u64> {
+            self.started.lock().unwrap().iter().map(Duration::as_secs).collect()
+        }
+    }
+
+    #[async_trait]
+    impl ScheduledFunction for Probe {
+        async fn invoke(&self, event: Value) -> Result<Value, String> {
+            self.started.lock().unwrap().push(self.since_origin());
+            self.events.lock().unwrap().push(event);
+            tokio::time::sleep(self.takes).await;
+            self.ended.lock().unwrap().push(self.since_origin());
+            Ok(json!({"recovered": 0}))
+        }
+    }
+
+    fn schedule(probe: Arc<Probe>, rate_secs: u64) -> Schedule {
+        Schedule {
+            function: probe,
+            source: ScheduleSource {
+                function: "IssueRecoveryFunction".into(),
+                name: "EveryMinute".into(),
+                expression: "rate(1 minute)".into(),
+                rate: Duration::from_secs(rate_secs),
+                enabled: true,
+            },
+            region: "eu-west-1".into(),
+            account_id: "123456789012".into(),
+        }
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_invocation_is_one_rate_after_start_then_every_rate() {
+        let probe = Probe::taking(secs(1.0));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(schedule(probe.clone(), 10), stopped));
+        tokio::time::sleep(secs(9.5)).await;
+        assert!(probe.started().is_empty(), "nothing before one rate");
+        tokio::time::sleep(secs(21.0)).await;
+        assert_eq!(probe.started(), [10, 20, 30]);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_during_an_invocation_is_skipped() {
+        // Each invocation outlasts two ticks: 10 runs to 35, 20 and 30 are skipped, 40 runs.
+        let probe = Probe::taking(secs(25.0));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(schedule(probe.clone(), 10), stopped));
+        tokio::time::sleep(secs(75.5)).await;
+        assert_eq!(probe.started(), [10, 40, 70]);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_lets_the_invocation_in_progress_finish() {
+        let probe = Probe::taking(secs(5.0));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(schedule(probe.clone(), 10), stopped));
+        tokio::time::sleep(secs(12.0)).await;
+        stop.send(true).unwrap();
+        let asked = probe.since_origin();
+        task.await.unwrap();
+        assert_eq!(probe.ended.lock().unwrap().as_slice(), [secs(15.0)]);
+        assert!(probe.since_origin() >= secs(15.0) && asked < secs(15.0));
+        tokio::time::sleep(secs(60.0)).await;
+        assert_eq!(probe.started(), [10], "nothing runs after the stop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_before_the_first_tick_invokes_nothing() {
+        let probe = Probe::taking(secs(1.0));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(schedule(probe.clone(), 10), stopped));
+        tokio::time::sleep(secs(3.0)).await;
+        drop(stop);
+        task.await.unwrap();
+        assert!(probe.started().is_empty());
+    }
+
+    struct Crashing(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl ScheduledFunction for Crashing {
+        async fn invoke(&self, _: Value) -> Result<Value, String> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            panic!("a crashing scheduled function (expected by this test)");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_invocation_does_not_end_the_schedule() {
+        let crashing = Arc::new(Crashing(Default::default()));
+        let mut schedule = schedule(Probe::taking(Duration::ZERO), 10);
+        schedule.function = crashing.clone();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(schedule, stopped));
+        tokio::time::sleep(secs(35.0)).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(crashing.0.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn the_event_is_eventbridges_scheduled_event() {
+        let probe = Probe::taking(Duration::ZERO);
+        let schedule = schedule(probe.clone(), 60);
+        let time = DateTime::parse_from_rfc3339("2030-05-06T07:08:09.654Z")
+            .unwrap()
+            .to_utc();
+        let event = scheduled_event(&schedule, time);
+        let id = event["id"].as_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        assert_eq!(
+            event,
+            json!({
+                "version": "0",
+                "id": id,
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": "123456789012",
+                "time": "2030-05-06T07:08:09Z",
+                "region": "eu-west-1",
+                "resources": ["arn:aws:events:eu-west-1:123456789012:rule/IssueRecoveryFunction-EveryMinute"],
+                "detail": {}
+            })
+        );
+        assert_eq!(invoke(&schedule).await, Ok(json!({"recovered": 0})));
+        let sent = probe.events.lock().unwrap()[0].clone();
+        assert_ne!(sent["id"], event["id"], "each event has its own id");
+        assert_eq!(sent["detail-type"], "Scheduled Event");
+    }
+}
