@@ -508,3 +508,143 @@ async fn the_issue_api_starts_and_issues_with_mysql_stopped() {
     let (status, _) = sale.issue(&api, campaign + 1_000_000, "x").await;
     assert_eq!(status, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_process_killed_mid_sale_loses_no_place() {
+    use integration_tests::services::RunnerProcess;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let sqs = sqs().await;
+    let (queue_url, _) = queue_with_dlq(&sqs, 5).await;
+    // The runner's API, writer poller and recovery schedule all use this queue; recovery runs
+    // every second and re-sends places pending for more than 3 s.
+    let envs: Vec<(String, String)> = [
+        ("ISSUE_QUEUE_URL", queue_url.as_str()),
+        ("FCFS_SCHEDULE_RATE_SECS", "1"),
+        ("RECOVERY_GRACE_SECS", "3"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let partner = unique("killed");
+    let keys =
+        fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(integration_tests::dynamodb().await, env("API_KEYS_TABLE"));
+    let (secret, _) = fcfs_shared::keys::create_key(&keys, &partner, None, chrono::Utc::now())
+        .await
+        .unwrap();
+    let key = secret.expose().to_owned();
+    let http = reqwest::Client::new();
+    let mut runner = RunnerProcess::spawn(&envs).await;
+    let now = chrono::Utc::now();
+    let created: Value = http
+        .post(format!("{}/v1/campaigns", runner.base_url()))
+        .header("X-API-KEY", &key)
+        .json(&json!({
+            "name": "killed", "totalQuantity": 100_000,
+            "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::hours(1),
+            "couponExpiresAt": now + chrono::Duration::days(7), "discount": {"type": "AMOUNT", "value": 100}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let campaign = created["campaignId"].as_u64().unwrap_or_else(|| panic!("{created}"));
+
+    // 100 clients issue as fast as they can; the process is killed under them.
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..100 {
+        let (http, key, accepted, stop) = (http.clone(), key.clone(), accepted.clone(), stop.clone());
+        let url = format!("{}/v1/campaigns/{campaign}/issues", runner.base_url());
+        clients.push(tokio::spawn(async move {
+            for j in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let user = format!("k{c}-{j}");
+                let sent = http
+                    .post(&url)
+                    .header("X-API-KEY", &key)
+                    .json(&json!({"userId": user}))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(res) if res.status() == 202 => accepted.lock().unwrap().push(user),
+                    Ok(res) => panic!("unexpected {} before the kill", res.status()),
+                    // The process is gone: this caller never learns its outcome.
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted.lock().unwrap().len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "the sale did not get going:\n{}",
+            runner.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    runner.kill();
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    let ledger = RedisIssueLedger::new(&env("REDIS_URL")).unwrap();
+    let stranded = ledger.pending(campaign, usize::MAX).await.unwrap().len();
+    let reserved = ledger.reserved_count(campaign).await.unwrap();
+    eprintln!(
+        "killed with {} accepted, {reserved} places reserved, {stranded} pending (taken, message not known to be sent)",
+        accepted.len()
+    );
+    assert!(
+        stranded > 0,
+        "the kill left no place without a message: the test proved nothing"
+    );
+
+    let restarted = Instant::now();
+    let _runner = RunnerProcess::spawn(&envs).await;
+    let pool = mysql().await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pending = ledger.pending(campaign, usize::MAX).await.unwrap().len();
+        let issued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons WHERE campaign_id = ?")
+            .bind(campaign)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if pending == 0 && issued as u64 == reserved {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recovered within 120 s: {pending} pending, {issued} issued of {reserved} reserved"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "recovered {stranded} stranded places in {:.1?} after the restart",
+        restarted.elapsed()
+    );
+    let written: HashSet<String> = sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
+        .bind(campaign)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let missing: Vec<&String> = accepted.iter().filter(|u| !written.contains(*u)).collect();
+    assert!(missing.is_empty(), "callers told 202 without a coupon: {missing:?}");
+    assert_eq!(
+        ledger.reserved_count(campaign).await.unwrap(),
+        written.len() as u64,
+        "Redis reserved = MySQL issued"
+    );
+}

@@ -12,6 +12,7 @@ use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::issuance::ports::{CampaignCatalog, CouponBook, IssueLedger, ReservationQueue};
 use fcfs_shared::keys::ports::ApiKeyStore;
 use issue_api::IssueApi;
+use issue_recovery::IssueRecovery;
 use issue_writer::IssueWriter;
 use lambda_http::{Body, Request, Response};
 
@@ -70,7 +71,13 @@ pub enum BuildError {
 }
 
 /// Every binary the workspace deploys; a template function naming another cannot run locally.
-pub const BINARIES: &[&str] = &["authorizer", "campaign-api", "issue-api", "issue-writer"];
+pub const BINARIES: &[&str] = &[
+    "authorizer",
+    "campaign-api",
+    "issue-api",
+    "issue-writer",
+    "issue-recovery",
+];
 
 pub async fn build(
     binary: &str,
@@ -82,8 +89,7 @@ pub async fn build(
         "campaign-api" => LocalFunction::Http(Arc::new(CampaignApi::from_settings(settings).await?)),
         "issue-api" => LocalFunction::Http(Arc::new(IssueApi::from_settings(settings, sdk).await?)),
         "issue-writer" => LocalFunction::Sqs(Arc::new(IssueWriter::from_settings(settings).await?)),
-        // Functions on `Schedule` events (a recovery job, …) go here as `LocalFunction::Scheduled`,
-        // with a `ScheduledFunction` impl below and their binary in `BINARIES`.
+        "issue-recovery" => LocalFunction::Scheduled(Arc::new(IssueRecovery::from_settings(settings, sdk).await?)),
         other => return Err(BuildError::UnknownBinary(other.to_owned())),
     })
 }
@@ -118,5 +124,13 @@ impl<S: ApiKeyStore> AuthorizerFunction for KeyAuthorizer<S> {
         event: ApiGatewayCustomAuthorizerRequestTypeRequest,
     ) -> Result<ApiGatewayCustomAuthorizerResponse, String> {
         authorizer::handle(self, event).await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl<L: IssueLedger, Q: ReservationQueue> ScheduledFunction for IssueRecovery<L, Q> {
+    async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String> {
+        let summary = self.handle(event).await.map_err(|e| e.to_string())?;
+        serde_json::to_value(summary).map_err(|e| e.to_string())
     }
 }

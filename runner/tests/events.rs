@@ -45,6 +45,7 @@ fn every_sample_event_is_checked_here() {
             "campaign-api-get.json",
             "issue-api-issue.json",
             "issue-api-status.json",
+            "issue-recovery.json",
             "issue-writer.json"
         ]
     );
@@ -93,4 +94,15 @@ async fn issue_writer_event() {
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((summary.received, summary.inserted), (2, 2));
+}
+
+#[tokio::test]
+async fn issue_recovery_event() {
+    let e: serde_json::Value = serde_json::from_str(&event("issue-recovery.json")).unwrap();
+    assert_eq!(e["detail-type"], "Scheduled Event");
+    let ledger = Arc::new(MemoryLedger::default());
+    let recovery =
+        issue_recovery::IssueRecovery::new(fcfs_shared::issuance::Recovery::new(ledger, MemoryQueue::default()));
+    let summary = recovery.handle(e).await.unwrap();
+    assert_eq!((summary.campaigns, summary.resent), (0, 0));
 }
