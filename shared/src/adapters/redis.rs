@@ -323,7 +323,7 @@ impl RedisIssueLedger {
     pub async fn settle_count(&self, rules: &IssueRules) -> Result<u64, Unavailable> {
         let id = rules.campaign_id;
         let holders: u64 = self.query(redis::cmd("HLEN").arg(users_key(id))).await?;
-        let expires = rules.state_expires_at().timestamp_millis();
+        let expires = rules.state_expires_at(Utc::now()).timestamp_millis();
         self.query::<()>(
             redis::cmd("SET")
                 .arg(count_key(id))
@@ -398,14 +398,13 @@ impl RedisIssueLedger {
 fn rules_from(id: CampaignId, fields: &HashMap<String, String>) -> Option<IssueRules> {
     let millis =
         |name: &str| -> Option<DateTime<Utc>> { Utc.timestamp_millis_opt(fields.get(name)?.parse().ok()?).single() };
-    let state_expires_at = millis("expiresAt")?;
     Some(IssueRules {
         campaign_id: id,
         partner_id: fields.get("partner")?.clone(),
         total_quantity: fields.get("quantity")?.parse().ok()?,
         issue_starts_at: millis("startsAt")?,
         issue_ends_at: millis("endsAt")?,
-        coupon_expires_at: state_expires_at - chrono::Duration::days(1),
+        coupon_expires_at: millis("couponExpiresAt")?,
     })
 }
 
@@ -413,7 +412,7 @@ fn rules_from(id: CampaignId, fields: &HashMap<String, String>) -> Option<IssueR
 impl IssueLedger for RedisIssueLedger {
     async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable> {
         let id = rules.campaign_id;
-        let expires = rules.state_expires_at().timestamp_millis();
+        let expires = rules.state_expires_at(Utc::now()).timestamp_millis();
         self.query::<()>(
             redis::cmd("HSET")
                 .arg(rules_key(id))
@@ -425,6 +424,8 @@ impl IssueLedger for RedisIssueLedger {
                 .arg(rules.issue_ends_at.timestamp_millis())
                 .arg("partner")
                 .arg(&rules.partner_id)
+                .arg("couponExpiresAt")
+                .arg(rules.coupon_expires_at.timestamp_millis())
                 .arg("expiresAt")
                 .arg(expires),
         )

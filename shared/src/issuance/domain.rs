@@ -118,15 +118,15 @@ pub struct IssueRules {
     pub total_quantity: u32,
     pub issue_starts_at: DateTime<Utc>,
     pub issue_ends_at: DateTime<Utc>,
-    /// The live state of a campaign is kept until its coupons expire, and a day longer (status
-    /// answers, reconcile), then it expires from Redis on its own.
     pub coupon_expires_at: DateTime<Utc>,
 }
 
 impl IssueRules {
-    /// When the campaign's issue state may leave Redis.
-    pub fn state_expires_at(&self) -> DateTime<Utc> {
-        self.coupon_expires_at + chrono::Duration::days(1)
+    /// When the campaign's issue state may leave Redis: a day after its coupons expire (status
+    /// answers, reconcile), and never less than a day from `now` (a campaign created with dates in
+    /// the past still answers ENDED for a while).
+    pub fn state_expires_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.coupon_expires_at.max(now) + chrono::Duration::days(1)
     }
 }
 

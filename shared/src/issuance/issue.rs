@@ -53,7 +53,9 @@ const UNKNOWN_OWNER_TTL: Duration = Duration::from_secs(2);
 const MAX_CACHED_OWNERS: u64 = 100_000;
 
 /// The owning partner of a campaign, or `None` for an unknown id.
-type Owner = Option<Arc<str>>;
+/// With when issuance ends: a campaign whose state left Redis after it ended is "ended", not a
+/// reason to retry.
+type Owner = Option<(Arc<str>, chrono::DateTime<chrono::Utc>)>;
 
 struct OwnerExpiry;
 
@@ -107,20 +109,21 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
     }
 
     /// Asked only when Redis holds no rules for the campaign: whether it exists and belongs to
-    /// `partner` (another partner's is "not found", so its existence does not leak).
-    async fn owned(&self, partner: &str, campaign: CampaignId) -> Result<(), IssuanceError> {
-        // Concurrent misses for one id share a single load: the first second of a flash sale
-        // must not send every caller to MySQL.
+    /// `partner` (another partner's is "not found", so its existence does not leak); if so, when
+    /// its issuance ends.
+    async fn owned(&self, partner: &str, campaign: CampaignId) -> Result<chrono::DateTime<chrono::Utc>, IssuanceError> {
+        // Concurrent misses for one id share a single load: a flood of unknown ids must not send
+        // every caller to MySQL.
         let owner = self
             .owners
             .try_get_with(campaign, async {
                 let found = self.catalog.get(campaign).await?;
-                Ok::<_, Unavailable>(found.map(|c| Arc::from(c.partner_id)))
+                Ok::<_, Unavailable>(found.map(|c| (Arc::from(c.partner_id), c.issue_ends_at)))
             })
             .await
             .map_err(|e| Unavailable::clone(&e))?;
         match owner {
-            Some(owner) if &*owner == partner => Ok(()),
+            Some((owner, ends_at)) if &*owner == partner => Ok(ends_at),
             _ => Err(IssuanceError::CampaignNotFound),
         }
     }
@@ -145,7 +148,11 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             IssueDecision::Ended => return Err(IssuanceError::Ended),
             IssueDecision::NotOwner => return Err(IssuanceError::CampaignNotFound),
             IssueDecision::Unprimed => {
-                self.owned(partner, campaign).await?;
+                // Redis keeps a campaign's state until a day after its coupons expire: past
+                // that, the campaign has long ended, which is the answer.
+                if now >= self.owned(partner, campaign).await? {
+                    return Err(IssuanceError::Ended);
+                }
                 tracing::error!(
                     campaign_id = campaign,
                     "no issue rules in Redis: run `fcfs-admin reconcile --campaign {campaign} --repair`"
@@ -212,7 +219,9 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
         match standing.owner.as_deref() {
             Some(owner) if owner != partner => return Err(IssuanceError::CampaignNotFound),
             Some(_) => {}
-            None => self.owned(partner, campaign).await?,
+            None => {
+                self.owned(partner, campaign).await?;
+            }
         }
         if let Some(outcome) = standing.outcome {
             return Ok(outcome.into());

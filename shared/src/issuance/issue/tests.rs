@@ -183,3 +183,16 @@ async fn status_falls_back_to_the_catalog_for_what_redis_does_not_know() {
     );
     assert!(s.status("p1", id, &user("x")).await.unwrap_err().is_transient());
 }
+
+#[tokio::test]
+async fn a_campaign_whose_state_left_redis_after_it_ended_is_ended_not_unavailable() {
+    let (s, id, clock) = service(1, Duration::zero()).await;
+    s.ledger().forget(id);
+    let err = s.issue("p1", id, &user("a")).await.unwrap_err();
+    assert!(
+        matches!(err, IssuanceError::Unprimed(_)),
+        "still open: an operator must act"
+    );
+    clock.advance(Duration::hours(2));
+    assert!(matches!(s.issue("p1", id, &user("a")).await, Err(IssuanceError::Ended)));
+}
