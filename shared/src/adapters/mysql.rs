@@ -380,20 +380,27 @@ impl MySqlStore {
                 record.unknown_campaign.extend(rows.iter().map(|r| at(r)));
                 continue;
             };
-            // Who already holds a coupon. A plain read is current here: every writer of this
-            // campaign commits before it releases the counter row this transaction now holds.
-            let mut existing = QueryBuilder::<MySql>::new("SELECT user_id FROM coupons WHERE campaign_id = ");
-            existing.push_bind(*campaign_id).push(" AND user_id IN (");
-            let mut users = existing.separated(", ");
-            for r in rows {
-                users.push_bind(r.user_id.as_str());
-            }
-            existing.push(")");
-            let written: Vec<String> = existing
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+            // Who already holds a coupon, needed only when the chunk could overflow the room:
+            // otherwise every reservation fits and `INSERT IGNORE` skips the redeliveries. A plain
+            // read is current here: every writer of this campaign commits before it releases the
+            // counter row this transaction now holds.
+            let could_overflow = rows.len() > campaign.room as usize;
+            let written: Vec<String> = if could_overflow {
+                let mut existing = QueryBuilder::<MySql>::new("SELECT user_id FROM coupons WHERE campaign_id = ");
+                existing.push_bind(*campaign_id).push(" AND user_id IN (");
+                let mut users = existing.separated(", ");
+                for r in rows {
+                    users.push_bind(r.user_id.as_str());
+                }
+                existing.push(")");
+                existing
+                    .build_query_scalar()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+            } else {
+                Vec::new()
+            };
             let written: HashSet<&str> = written.iter().map(String::as_str).collect();
             let allotment = allot(rows, &campaign.partner_id, &written, campaign.room);
             record.duplicates += allotment.duplicates.len() as u64;
@@ -409,6 +416,8 @@ impl MySqlStore {
                     .await
                     .map_err(unavailable)?
                     .rows_affected();
+                // Rows the IGNORE skipped belong to users who already hold a coupon.
+                record.duplicates += (allotment.issue.len() as u64).saturating_sub(inserted);
             }
             let mut newly_rejected = 0;
             if !allotment.rejected.is_empty() {
