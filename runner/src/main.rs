@@ -40,7 +40,7 @@ struct Args {
 async fn main() -> Result<()> {
     let args = Args::parse();
     if args.invoke.is_some() {
-        init_tracing_to_stderr();
+        fcfs_shared::config::init_tracing_to(std::io::stderr);
     } else {
         fcfs_shared::config::init_tracing();
     }
@@ -90,19 +90,6 @@ async fn main() -> Result<()> {
     tracing::info!(url = %format!("http://{addr}"), "serving");
     app.serve(listener, shutdown_signal()).await?;
     Ok(())
-}
-
-/// `fcfs_shared::config::init_tracing`, on stderr.
-fn init_tracing_to_stderr() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Ctrl-C or SIGTERM (what `make down` sends).

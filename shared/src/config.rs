@@ -62,8 +62,16 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
-/// Structured JSON logs (CloudWatch parses them); `RUST_LOG` sets the level.
+/// Structured JSON logs (CloudWatch parses them) on stdout; `RUST_LOG` sets the level.
 pub fn init_tracing() {
+    init_tracing_to(std::io::stdout);
+}
+
+/// The same logs to another writer (a command whose stdout is its answer logs to stderr).
+pub fn init_tracing_to<W>(writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -71,5 +79,6 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_current_span(false)
         .with_target(false)
+        .with_writer(writer)
         .try_init();
 }
