@@ -81,14 +81,6 @@ pub enum SendError {
     Unknown(Unavailable),
 }
 
-impl SendError {
-    pub fn cause(&self) -> &Unavailable {
-        match self {
-            Self::NotSent(e) | Self::Unknown(e) => e,
-        }
-    }
-}
-
 /// Carries reservations to the writer.
 #[async_trait]
 pub trait ReservationQueue: Send + Sync {

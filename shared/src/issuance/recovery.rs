@@ -62,10 +62,6 @@ impl<L: IssueLedger, Q: ReservationQueue> Recovery<L, Q> {
         self
     }
 
-    pub fn ledger(&self) -> &L {
-        &self.ledger
-    }
-
     /// One pass over every live campaign.
     pub async fn run(&self) -> Result<RecoverySummary, IssuanceError> {
         let now = self.clock.now();
