@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use campaign_api::CampaignApi;
 use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::adapters::redis::{RedisIssueLedger, RedisSettings};
@@ -17,7 +16,7 @@ use fcfs_shared::issuance::Recovery;
 use fcfs_shared::issuance::ports::IssueLedger;
 use fcfs_shared::testkit::gateway_request;
 use integration_tests::services::{Persistence, PrivateMariaDb, PrivateRedis};
-use integration_tests::{env, mysql, queue_with_dlq, receive, reply, sqs, unique};
+use integration_tests::{env, mysql, queue_with_dlq, receive, reply, sqs, sqs_event, unique};
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
 use serde_json::{Value, json};
@@ -121,7 +120,7 @@ impl Sale {
                 continue;
             }
             idle = 0;
-            let keep: HashSet<String> = match writer.handle(event(&messages)).await {
+            let keep: HashSet<String> = match writer.handle(sqs_event(&messages)).await {
                 Ok((response, _)) => response
                     .batch_item_failures
                     .into_iter()
@@ -160,20 +159,6 @@ impl Sale {
             .await
             .unwrap()
     }
-}
-
-fn event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = messages
-        .iter()
-        .map(|m| {
-            let mut record = SqsMessage::default();
-            record.message_id = m.message_id().map(str::to_owned);
-            record.body = m.body().map(str::to_owned);
-            record
-        })
-        .collect();
-    event
 }
 
 /// Campaign ids of a private database start where no other test's do: they share Redis, whose
@@ -437,7 +422,7 @@ async fn mysql_killed_mid_batch_loses_and_doubles_nothing() {
     let writer = Arc::new(sale.writer());
     let batch = {
         let writer = writer.clone();
-        let event = event(&messages);
+        let event = sqs_event(&messages);
         tokio::spawn(async move { writer.handle(event).await })
     };
     let watcher = fcfs_shared::adapters::mysql::connect(&db.url(), 1).await.unwrap();

@@ -5,14 +5,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use campaign_api::CampaignApi;
 use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::adapters::redis::{RedisIssueLedger, RedisSettings};
 use fcfs_shared::adapters::sqs::SqsReservationQueue;
 use fcfs_shared::issuance::ports::IssueLedger;
 use fcfs_shared::testkit::gateway_request;
-use integration_tests::{env, mysql, queue_with_dlq, receive, reply, sqs, unique};
+use integration_tests::{env, mysql, queue_with_dlq, receive, reply, sqs, sqs_event, unique};
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
 use serde_json::{Value, json};
@@ -161,21 +160,6 @@ impl Stack {
             .await
             .unwrap()
     }
-}
-
-fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = messages
-        .iter()
-        .map(|m| {
-            let mut record = SqsMessage::default();
-            record.message_id = m.message_id().map(str::to_owned);
-            record.receipt_handle = m.receipt_handle().map(str::to_owned);
-            record.body = m.body().map(str::to_owned);
-            record
-        })
-        .collect();
-    event
 }
 
 async fn issue(api: &Api, campaign: &str, user: &str, partner: &str) -> (u16, Value) {

@@ -172,3 +172,19 @@ pub fn max_receive_count() -> i64 {
         .expect("a queue with a redrive policy")
         .1
 }
+
+/// Received messages as the SQS event source hands them to a function.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|m| {
+            let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+            record.message_id = m.message_id().map(str::to_owned);
+            record.receipt_handle = m.receipt_handle().map(str::to_owned);
+            record.body = m.body().map(str::to_owned);
+            record
+        })
+        .collect();
+    event
+}
