@@ -55,8 +55,8 @@ impl Stores {
         Ok((&campaign).into())
     }
 
-    async fn views(&self, id: CampaignId) -> Result<(LedgerView, RecordView)> {
-        let rules = self.rules(id).await?;
+    async fn views(&self, rules: &IssueRules) -> Result<(LedgerView, RecordView)> {
+        let id = rules.campaign_id;
         let pending: HashSet<String> = self
             .ledger
             .pending(id, usize::MAX)
@@ -88,10 +88,10 @@ impl Stores {
         Ok((ledger, record))
     }
 
-    async fn repair(&self, id: CampaignId, difference: &Difference, record: &RecordView) -> Result<()> {
-        let rules = self.rules(id).await?;
+    async fn repair(&self, rules: &IssueRules, difference: &Difference, record: &RecordView) -> Result<()> {
+        let id = rules.campaign_id;
         match difference {
-            Difference::RulesMissing => self.ledger.prime(&rules).await?,
+            Difference::RulesMissing => self.ledger.prime(rules).await?,
             Difference::CountersOff { .. } => {
                 self.store.settle_counts(id).await?;
             }
@@ -107,7 +107,7 @@ impl Stores {
                 self.ledger.record_outcomes(id, &outcomes).await?;
             }
             Difference::CountOff { .. } => {
-                self.ledger.settle_count(&rules).await?;
+                self.ledger.settle_count(rules).await?;
             }
             Difference::HeldWithoutRecord { .. } | Difference::OverIssued { .. } => {}
         }
@@ -120,7 +120,9 @@ impl Stores {
         let ids = self.campaigns(only).await?;
         let mut remaining = 0;
         for (n, id) in ids.iter().enumerate() {
-            let (ledger, record) = self.views(*id).await?;
+            // Read once per campaign: every repair below works from the same rules.
+            let rules = self.rules(*id).await?;
+            let (ledger, record) = self.views(&rules).await?;
             let differences = compare(&ledger, &record);
             let head = format!(
                 "[{}/{}] campaign {id}: Redis {} reserved / {} held / {} pending; MySQL {} coupons / {} rejected of {}",
@@ -143,7 +145,7 @@ impl Stores {
                     (_, false) => "needs an operator",
                     (false, true) => "repairable with --repair",
                     (true, true) => {
-                        self.repair(*id, difference, &record).await?;
+                        self.repair(&rules, difference, &record).await?;
                         "repaired"
                     }
                 };
