@@ -233,20 +233,21 @@ impl RedisIssueLedger {
         Ok(ledger)
     }
 
+    /// The shared connection, opened on first use within the call deadline.
     async fn connection(&self) -> Result<ConnectionManager, Unavailable> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(self.settings.response_timeout))
-                    .set_connection_timeout(Some(self.settings.connect_timeout))
-                    // Reconnects happen in the background; a caller never waits through a series.
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), config)
-                    .await
-                    .map_err(unavailable)
-            })
-            .await?;
+        let opening = self.conn.get_or_try_init(|| async {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_response_timeout(Some(self.settings.response_timeout))
+                .set_connection_timeout(Some(self.settings.connect_timeout))
+                // Reconnects happen in the background; a caller never waits through a series.
+                .set_number_of_retries(1);
+            ConnectionManager::new_with_config(self.client.clone(), config)
+                .await
+                .map_err(unavailable)
+        });
+        let conn = tokio::time::timeout(self.settings.deadline(), opening)
+            .await
+            .map_err(|_| Unavailable::new("redis", "no connection within the deadline"))??;
         Ok(conn.clone())
     }
 
@@ -265,9 +266,7 @@ impl RedisIssueLedger {
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
-        let mut conn = tokio::time::timeout(self.settings.deadline(), self.connection())
-            .await
-            .map_err(|_| Unavailable::new("redis", "no connection within the deadline"))??;
+        let mut conn = self.connection().await?;
         self.timed(cmd.query_async(&mut conn)).await
     }
 
@@ -275,9 +274,7 @@ impl RedisIssueLedger {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Unavailable> {
-        let mut conn = tokio::time::timeout(self.settings.deadline(), self.connection())
-            .await
-            .map_err(|_| Unavailable::new("redis", "no connection within the deadline"))??;
+        let mut conn = self.connection().await?;
         self.timed(invocation.invoke_async(&mut conn)).await
     }
 
