@@ -79,6 +79,15 @@ pub fn lookup_hash(presented: &str) -> Option<String> {
     well_formed.then(|| digest(presented))
 }
 
+/// The value of the partner's API Gateway API key in the stage's usage plan, which the authorizer
+/// returns as `usageIdentifierKey` (`ApiKeySourceType: AUTHORIZER`), so API Gateway throttles per
+/// partner, whichever of the partner's keys is presented. Derived from the partner id alone: it is
+/// an identifier, not a secret (with that source type no client can present it), and needs no
+/// storage. 64 hex characters behind a prefix: API Gateway wants at least 20.
+pub fn usage_identifier_key(partner_id: &str) -> String {
+    format!("fcfs-partner-{}", digest(&format!("usage-plan:{partner_id}")))
+}
+
 pub(super) fn digest(key: &str) -> String {
     hex_lower(&Sha256::digest(key.as_bytes()))
 }
@@ -129,6 +138,14 @@ mod tests {
         ] {
             assert_eq!(lookup_hash(&bad), None, "{bad:.20}");
         }
+    }
+
+    #[test]
+    fn a_partners_usage_key_is_stable_distinct_and_long_enough() {
+        let acme = usage_identifier_key("acme");
+        assert_eq!(acme, usage_identifier_key("acme"));
+        assert_ne!(acme, usage_identifier_key("acme2"));
+        assert!(acme.starts_with("fcfs-partner-") && acme.len() == 13 + 64, "{acme}");
     }
 
     #[test]
