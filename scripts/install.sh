@@ -48,6 +48,7 @@ install_venv() { # install_venv DIR PIN...
 }
 install_venv "$LOCALSTACK_VENV" "${LOCALSTACK_PINS[@]}"
 install_venv "$SAM_VENV" "$SAM_PIN"
+install_venv "$CARGO_LAMBDA_VENV" "$CARGO_LAMBDA_PIN"
 install_venv "$SCHEMATHESIS_VENV" "$SCHEMATHESIS_PIN"
 
 # LocalStack starts DynamoDB Local from its own lib folder and would download Java 21 and the jar

