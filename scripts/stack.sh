@@ -99,6 +99,8 @@ write_env() {
     echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
     echo "DATABASE_URL=$(database_url)"
     echo "REDIS_URL=$(redis_url)"
+    # The jar install.sh prepared, for tests that start a private DynamoDB Local to pause or kill.
+    echo "DYNAMODB_LOCAL_JAR=$LOCALSTACK_FS/var/lib/localstack/lib/dynamodb-local/2/DynamoDBLocal.jar"
     echo "FCFS_STAGE=$STAGE"
     # So that `fcfs-admin` is a command once this file is sourced.
     echo "PATH=$STATE_DIR/bin:\$PATH"

@@ -91,7 +91,7 @@ async fn unknown_malformed_empty_and_huge_keys_are_denied() {
 }
 
 #[tokio::test]
-async fn an_unreachable_table_denies_and_logs_the_request() {
+async fn an_unreachable_table_fails_the_authorizer_and_logs_the_request() {
     let key = new_key(&unique("down")).await;
     let sdk = fcfs_shared::config::aws_sdk_config().await;
     let down = aws_sdk_dynamodb::Client::from_conf(
@@ -104,14 +104,21 @@ async fn an_unreachable_table_denies_and_logs_the_request() {
         CacheSettings::default(),
     );
     let (logs, _guard) = capture_logs();
-    let response = authorizer::handle(&auth, event(Some(&key), "req-down-42"))
+    let started = std::time::Instant::now();
+    let err = authorizer::handle(&auth, event(Some(&key), "req-down-42"))
         .await
-        .unwrap();
-    assert!(!allowed(&response));
+        .unwrap_err();
+    // An error, not a Deny: API Gateway answers 500 and caches nothing.
+    assert!(matches!(err, authorizer::AuthorizerError::KeyStoreUnavailable));
+    assert!(
+        started.elapsed() < authorizer::MAX_LOOKUP_TIMEOUT * 2,
+        "{:?}",
+        started.elapsed()
+    );
     let logs = logs.text();
     let line = logs
         .lines()
-        .find(|l| l.contains("fail closed"))
+        .find(|l| l.contains("lookup failed"))
         .unwrap_or_else(|| panic!("no error logged: {logs}"));
     assert!(
         line.contains(r#""level":"ERROR""#) && line.contains("req-down-42"),

@@ -633,3 +633,113 @@ async fn the_api_process_killed_mid_sale_loses_no_place() {
         "Redis reserved = MySQL issued"
     );
 }
+
+/// A key store that is paused or down must not lock a partner out: the authorizer fails (API
+/// Gateway's 500, which it does not cache) within its deadline, and as soon as the store is back
+/// the same key is allowed, with no cached Deny in the way. Through a runner process that serves
+/// the template's API Gateway (its authorizer cache included, `ReauthorizeEvery` 300 s) with the
+/// key table on a private DynamoDB Local the test pauses (SIGSTOP) and kills.
+#[tokio::test]
+async fn a_key_store_outage_answers_500_fast_and_caches_no_deny() {
+    use integration_tests::services::{PrivateDynamoDb, RunnerProcess};
+
+    let mut store = PrivateDynamoDb::start().await;
+    let dynamo = store.client().await;
+    let table = unique("keys");
+    dynamo
+        .create_table()
+        .table_name(&table)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("keyHash")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("keyHash")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create table: {e:?}\n{}", store.log_tail(20)));
+    let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(dynamo, &table);
+    let new_key = async || {
+        let (secret, _) = fcfs_shared::keys::create_key(&keys, &unique("outage"), None, chrono::Utc::now())
+            .await
+            .unwrap();
+        secret.expose().to_owned()
+    };
+    let (paused_key, killed_key) = (new_key().await, new_key().await);
+
+    let envs = [
+        ("AWS_ENDPOINT_URL_DYNAMODB".to_owned(), store.endpoint()),
+        ("API_KEYS_TABLE".to_owned(), table.clone()),
+    ];
+    let runner = RunnerProcess::spawn(&envs).await;
+    let http = reqwest::Client::new();
+    // A route the campaign function answers without MySQL: 400 from it means the request passed
+    // the authorizer; API Gateway's own answers are 401/403/500 with its error type header.
+    let call = async |key: &str| {
+        let started = Instant::now();
+        let response = http
+            .post(format!("{}/v1/campaigns", runner.base_url()))
+            .header("X-API-KEY", key)
+            .header("content-type", "application/json")
+            .body("{}")
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("no answer: {e}\n{}", runner.log_tail(30)));
+        let status = response.status().as_u16();
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        (status, error_type, started.elapsed())
+    };
+    let deadline = authorizer::MAX_LOOKUP_TIMEOUT * 2;
+
+    // Paused: the lookup times out.
+    store.pause();
+    let (status, error_type, took) = call(&paused_key).await;
+    assert_eq!(status, 500, "{error_type:?}\n{}", runner.log_tail(20));
+    assert!(took < deadline, "a paused key store held the request {took:?}");
+    store.resume();
+    let (status, error_type, _) = call(&paused_key).await;
+    assert_eq!(status, 400, "allowed at once after the store came back: {error_type:?}");
+
+    // Down: the connection is refused.
+    store.kill();
+    let (status, _, took) = call(&killed_key).await;
+    assert_eq!(status, 500);
+    assert!(took < deadline, "a dead key store held the request {took:?}");
+    store.restart().await;
+    let allowed = wait_until(Duration::from_secs(30), async || call(&killed_key).await.0 == 400).await;
+    assert!(
+        allowed,
+        "the key was not allowed after the store restarted\n{}",
+        runner.log_tail(20)
+    );
+    // Nothing else decided it meanwhile: a key the store never knew is still refused.
+    let (status, _, _) = call(&format!("fcfs_{}", "A".repeat(43))).await;
+    assert_eq!(status, 403);
+}
+
+/// Polls `check` every 200 ms until it holds or `deadline` passes.
+async fn wait_until(deadline: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if started.elapsed() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

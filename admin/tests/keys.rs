@@ -51,10 +51,10 @@ async fn create_list_authorize_revoke() {
         .with_clock(clock.clone());
     assert_eq!(
         auth.decide(&key, "t").await,
-        Decision::Allow(Principal {
+        Ok(Decision::Allow(Principal {
             partner_id: partner.clone(),
             key_id: display_id.clone(),
-        })
+        }))
     );
 
     let revoked = admin(&["keys", "revoke", &display_id]);
@@ -66,9 +66,9 @@ async fn create_list_authorize_revoke() {
             .any(|w| w == b"REVOKED")
     );
     // Within the TTL the cached decision stands; past it, the revocation is read.
-    assert!(matches!(auth.decide(&key, "t").await, Decision::Allow(_)));
+    assert!(matches!(auth.decide(&key, "t").await, Ok(Decision::Allow(_))));
     clock.advance(chrono::Duration::from_std(settings.allow_ttl).unwrap() + chrono::Duration::seconds(1));
-    assert_eq!(auth.decide(&key, "t").await, Decision::Deny);
+    assert_eq!(auth.decide(&key, "t").await, Ok(Decision::Deny));
     // Revoking again is harmless.
     assert!(admin(&["keys", "revoke", &display_id]).status.success());
 }

@@ -209,7 +209,7 @@ async fn authorizer(services: &Services, report: &mut Report) -> Result<()> {
     let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(services.dynamodb.clone(), env("API_KEYS_TABLE")?);
     let auth = KeyAuthorizer::new(keys, CacheSettings::default());
     let key = services.new_key("bench-auth").await?;
-    if !matches!(auth.decide(&key, "warm").await, Decision::Allow(_)) {
+    if !matches!(auth.decide(&key, "warm").await, Ok(Decision::Allow(_))) {
         bail!("WRONG RESULT: the authorizer denied a valid key");
     }
     const CACHED: usize = 1_000_000;
@@ -219,7 +219,7 @@ async fn authorizer(services: &Services, report: &mut Report) -> Result<()> {
         let t = Instant::now();
         let decision = auth.decide(&key, "bench").await;
         samples.push(t.elapsed().as_nanos() as u64);
-        if !matches!(decision, Decision::Allow(_)) {
+        if !matches!(decision, Ok(Decision::Allow(_))) {
             bail!("WRONG RESULT: a cached decision denied a valid key");
         }
     }
@@ -243,7 +243,7 @@ async fn authorizer(services: &Services, report: &mut Report) -> Result<()> {
         let t = Instant::now();
         let decision = auth.decide(key, "cold").await;
         cold.push(t.elapsed().as_secs_f64() * 1000.0);
-        if !matches!(decision, Decision::Allow(_)) {
+        if !matches!(decision, Ok(Decision::Allow(_))) {
             bail!("WRONG RESULT: a cold lookup denied a valid key");
         }
     }

@@ -65,7 +65,7 @@ impl UserId {
 /// A backing service (Redis, SQS, MySQL, DynamoDB) failed or did not answer in time: transient,
 /// the caller may retry (the API answers 503 with `Retry-After`). Adapters return only this;
 /// everything permanent is decided by a context's rules before an adapter is called.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{service} unavailable: {detail}")]
 pub struct Unavailable {
     pub service: &'static str,

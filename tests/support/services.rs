@@ -652,6 +652,121 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// DynamoDB Local
+// ---------------------------------------------------------------------------------------------
+
+/// A DynamoDB Local (the jar `scripts/install.sh` prepares for LocalStack, named by
+/// `DYNAMODB_LOCAL_JAR` in `.local/env`) of one test, with its data on disk so a restart keeps
+/// the tables. `start` takes 1–3 s (a JVM); the first request another ~2 s.
+pub struct PrivateDynamoDb {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl PrivateDynamoDb {
+    pub async fn start() -> PrivateDynamoDb {
+        let mut db = PrivateDynamoDb {
+            port: free_port(),
+            dir: fresh_dir("dynamodb"),
+            child: None,
+            paused: false,
+        };
+        db.launch().await;
+        db
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.dir.join("dynamodb.log"), lines)
+    }
+
+    /// A client of this server (the shared services' region and dummy credentials).
+    pub async fn client(&self) -> aws_sdk_dynamodb::Client {
+        let sdk = fcfs_shared::config::aws_sdk_config().await;
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .endpoint_url(self.endpoint())
+                .build(),
+        )
+    }
+
+    /// SIGSTOP: connections are accepted, nothing answers until [`resume`](Self::resume).
+    pub fn pause(&mut self) {
+        signal(self.child.as_ref().expect("running").id(), "STOP");
+        self.paused = true;
+    }
+
+    pub fn resume(&mut self) {
+        signal(self.child.as_ref().expect("running").id(), "CONT");
+        self.paused = false;
+    }
+
+    /// SIGKILL and reap: the port refuses connections until [`restart`](Self::restart).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.paused {
+                let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+            }
+            kill_and_reap(&mut child);
+        }
+        self.paused = false;
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    async fn launch(&mut self) {
+        let jar = PathBuf::from(crate::env("DYNAMODB_LOCAL_JAR"));
+        let home = jar.parent().expect("the jar's folder").to_owned();
+        let log = self.dir.join("dynamodb.log");
+        let (stdout, stderr) = log_to(&log);
+        let data = self.dir.join("data");
+        fs::create_dir_all(&data).expect("a data directory");
+        let child = Command::new("java")
+            .arg(format!(
+                "-Djava.library.path={}",
+                home.join("DynamoDBLocal_lib").display()
+            ))
+            .arg("-jar")
+            .arg(&jar)
+            .args(["-port", &self.port.to_string(), "-disableTelemetry", "-dbPath"])
+            .arg(&data)
+            .current_dir(&home)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run java for DynamoDB Local: {e}"));
+        self.child = Some(child);
+        let port = self.port;
+        let child = self.child.as_mut().expect("just spawned");
+        wait_for(
+            &format!("DynamoDB Local accepts connections on 127.0.0.1:{port}"),
+            Duration::from_secs(60),
+            child,
+            &log,
+            || std::future::ready(port_open(port)),
+        )
+        .await;
+    }
+}
+
+impl Drop for PrivateDynamoDb {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The runner
 // ---------------------------------------------------------------------------------------------
 

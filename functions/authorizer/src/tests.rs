@@ -45,6 +45,36 @@ async fn a_valid_key_is_allowed_api_wide_with_its_partner() {
         json!({"partnerId": "acme", "keyId": record.display_id})
     );
     assert_eq!(response.principal_id.as_deref(), Some("acme"));
+    assert_eq!(
+        response.usage_identifier_key,
+        Some(fcfs_shared::keys::domain::usage_identifier_key("acme"))
+    );
+}
+
+#[tokio::test]
+async fn a_key_store_failure_is_an_error_not_a_deny_and_nothing_is_remembered() {
+    let (auth, key, _) = with_key("acme").await;
+    auth.store().failing.store(true, Ordering::SeqCst);
+    let err = handle(&auth, event(Some(&key))).await.unwrap_err();
+    assert!(matches!(err, AuthorizerError::KeyStoreUnavailable));
+    let diagnostic = lambda_runtime::Diagnostic::from(err);
+    assert_ne!(diagnostic.error_message, "Unauthorized", "API Gateway would answer 401");
+    auth.store().failing.store(false, Ordering::SeqCst);
+    let response = handle(&auth, event(Some(&key))).await.unwrap();
+    assert_eq!(response.policy_document.statement[0].effect, IamPolicyEffect::Allow);
+}
+
+#[test]
+fn the_lookup_deadline_is_at_most_a_second() {
+    let settings = |v: &str| Settings::new([("AUTH_LOOKUP_TIMEOUT_MS".to_owned(), v.to_owned())].into());
+    assert_eq!(
+        lookup_timeout(&Settings::default()).unwrap(),
+        Duration::from_millis(800)
+    );
+    assert_eq!(lookup_timeout(&settings("1000")).unwrap(), Duration::from_secs(1));
+    for bad in ["1001", "0", "soon"] {
+        assert!(lookup_timeout(&settings(bad)).is_err(), "{bad}");
+    }
 }
 
 #[tokio::test]
@@ -54,6 +84,7 @@ async fn malformed_empty_and_huge_headers_are_denied_without_a_lookup() {
         let response = handle(&auth, event(Some(&bad))).await.unwrap();
         assert_eq!(response.policy_document.statement[0].effect, IamPolicyEffect::Deny);
         assert_eq!(response.context, json!({}));
+        assert_eq!(response.usage_identifier_key, None);
     }
     assert_eq!(auth.store().finds.load(Ordering::Relaxed), 0);
 }

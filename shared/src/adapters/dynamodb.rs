@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
@@ -15,10 +16,14 @@ use crate::keys::ports::ApiKeyStore;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// Default deadline of one key lookup: the authorizer's answer must come well inside a second.
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_millis(800);
+
 pub struct DynamoApiKeys {
     client: aws_sdk_dynamodb::Client,
     table: String,
     lookups: AtomicU64,
+    lookup_timeout: Duration,
 }
 
 impl DynamoApiKeys {
@@ -27,7 +32,15 @@ impl DynamoApiKeys {
             client,
             table: table.into(),
             lookups: AtomicU64::new(0),
+            lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
         }
+    }
+
+    /// The deadline of one `find`, the authorizer's only call: SDK retries included, since a
+    /// paused or unreachable table otherwise holds the request until API Gateway gives up.
+    pub fn with_lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = timeout;
+        self
     }
 
     /// Reads of a single key (`find`) sent to DynamoDB so far: what the authorizer's cache saves
@@ -111,13 +124,20 @@ fn to_item(key: &ApiKeyRecord) -> Item {
 impl ApiKeyStore for DynamoApiKeys {
     async fn find(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, Unavailable> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        let output = self
+        let read = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("keyHash", AttributeValue::S(key_hash.to_owned()))
-            .send()
+            .send();
+        let output = tokio::time::timeout(self.lookup_timeout, read)
             .await
+            .map_err(|_| {
+                Unavailable::new(
+                    "dynamodb",
+                    format!("no answer within {} ms", self.lookup_timeout.as_millis()),
+                )
+            })?
             .map_err(unavailable)?;
         output.item.as_ref().map(from_item).transpose()
     }

@@ -2,8 +2,12 @@
 //!
 //! The key is hashed (SHA-256) and looked up; an active, unexpired key allows, anything else
 //! denies. A bounded TTL cache stands between requests and the key table and also remembers
-//! unknown keys briefly, so a flood of bad keys costs one read per key, not one per request. A
-//! failed read denies (fail closed) and is not cached.
+//! unknown keys briefly, so a flood of bad keys costs one read per key, not one per request.
+//!
+//! A failed read is neither allow nor deny: it is an error, never cached here. API Gateway caches
+//! a Deny policy like an Allow one (`ReauthorizeEvery`), so answering Deny for a key-store blip
+//! would lock a partner out for minutes; an authorizer that fails makes API Gateway answer 500
+//! and cache nothing, and the next request asks again (still fail closed: nothing is allowed).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,30 +128,30 @@ impl<S: ApiKeyStore> KeyAuthorizer<S> {
     }
 
     /// The decision for a presented key. Malformed keys are denied without a lookup; concurrent
-    /// misses for one key share a single read; a failed read denies and is not cached; the
+    /// misses for one key share a single read; a failed read is an error and is not cached; the
     /// expiry of a cached key is checked again on every hit.
-    pub async fn decide(&self, presented: &str, request_id: &str) -> Decision {
+    pub async fn decide(&self, presented: &str, request_id: &str) -> Result<Decision, Unavailable> {
         let Some(hash) = lookup_hash(presented) else {
             tracing::info!(request_id, "denied: malformed API key");
-            return Decision::Deny;
+            return Ok(Decision::Deny);
         };
         let now = self.clock.now();
         match self.cached(&hash, now).await {
-            Ok(CachedKey { record: Some(key), .. }) if key.is_usable(now) => Decision::Allow(Principal {
+            Ok(CachedKey { record: Some(key), .. }) if key.is_usable(now) => Ok(Decision::Allow(Principal {
                 partner_id: key.partner_id.clone(),
                 key_id: key.display_id.clone(),
-            }),
+            })),
             Ok(CachedKey { record: Some(key), .. }) => {
                 tracing::info!(request_id, key_id = %key.display_id, status = key.status.as_str(), "denied: key revoked or expired");
-                Decision::Deny
+                Ok(Decision::Deny)
             }
             Ok(CachedKey { record: None, .. }) => {
                 tracing::info!(request_id, "denied: unknown API key");
-                Decision::Deny
+                Ok(Decision::Deny)
             }
             Err(e) => {
-                tracing::error!(request_id, service = e.service, detail = %e.detail, "API key lookup failed: denied (fail closed)");
-                Decision::Deny
+                tracing::error!(request_id, service = e.service, detail = %e.detail, "API key lookup failed: no decision (the request fails, nothing is cached)");
+                Err((*e).clone())
             }
         }
     }
@@ -175,13 +179,13 @@ mod tests {
     async fn cached_decisions_cost_one_lookup() {
         let (auth, key) = with_key("acme").await;
         for _ in 0..100 {
-            assert!(matches!(auth.decide(&key, "r").await, Decision::Allow(_)));
+            assert!(matches!(auth.decide(&key, "r").await, Ok(Decision::Allow(_))));
         }
         assert_eq!(auth.store().finds.load(Ordering::Relaxed), 1);
         // Unknown but well-formed keys are remembered too.
         let unknown = format!("{KEY_PREFIX}{}", "A".repeat(43));
         for _ in 0..100 {
-            assert_eq!(auth.decide(&unknown, "r").await, Decision::Deny);
+            assert_eq!(auth.decide(&unknown, "r").await, Ok(Decision::Deny));
         }
         assert_eq!(auth.store().finds.load(Ordering::Relaxed), 2);
     }
@@ -190,7 +194,7 @@ mod tests {
     async fn malformed_keys_are_denied_without_a_lookup() {
         let (auth, key) = with_key("acme").await;
         for bad in [String::new(), "nope".into(), format!("{key}x"), "k".repeat(10 * 1024)] {
-            assert_eq!(auth.decide(&bad, "r").await, Decision::Deny);
+            assert_eq!(auth.decide(&bad, "r").await, Ok(Decision::Deny));
         }
         assert_eq!(auth.store().finds.load(Ordering::Relaxed), 0);
     }
@@ -201,14 +205,20 @@ mod tests {
         let store = MemoryApiKeys::default();
         let (secret, record) = create_key(&store, "acme", None, clock.now()).await.unwrap();
         let auth = KeyAuthorizer::new(store, CacheSettings::default()).with_clock(clock.clone());
-        assert!(matches!(auth.decide(secret.expose(), "r").await, Decision::Allow(_)));
+        assert!(matches!(
+            auth.decide(secret.expose(), "r").await,
+            Ok(Decision::Allow(_))
+        ));
         revoke_key(auth.store(), &record.display_id).await.unwrap();
         // Within the TTL the cached decision stands (the documented revocation delay)…
         clock.advance(chrono::Duration::seconds(59));
-        assert!(matches!(auth.decide(secret.expose(), "r").await, Decision::Allow(_)));
+        assert!(matches!(
+            auth.decide(secret.expose(), "r").await,
+            Ok(Decision::Allow(_))
+        ));
         // …and once the record is older than the TTL it is read again.
         clock.advance(chrono::Duration::seconds(2));
-        assert_eq!(auth.decide(secret.expose(), "r").await, Decision::Deny);
+        assert_eq!(auth.decide(secret.expose(), "r").await, Ok(Decision::Deny));
         assert_eq!(auth.store().finds.load(Ordering::Relaxed), 2);
     }
 
@@ -219,9 +229,12 @@ mod tests {
         let expires = clock.now() + chrono::Duration::seconds(5);
         let (secret, _) = create_key(&store, "acme", Some(expires), clock.now()).await.unwrap();
         let auth = KeyAuthorizer::new(store, CacheSettings::default()).with_clock(clock.clone());
-        assert!(matches!(auth.decide(secret.expose(), "r").await, Decision::Allow(_)));
+        assert!(matches!(
+            auth.decide(secret.expose(), "r").await,
+            Ok(Decision::Allow(_))
+        ));
         clock.advance(chrono::Duration::seconds(5));
-        assert_eq!(auth.decide(secret.expose(), "r").await, Decision::Deny);
+        assert_eq!(auth.decide(secret.expose(), "r").await, Ok(Decision::Deny));
         assert_eq!(
             auth.store().finds.load(Ordering::Relaxed),
             1,
@@ -230,11 +243,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_table_denies_and_is_not_cached() {
+    async fn an_unreachable_table_is_an_error_that_is_not_cached() {
         let (auth, key) = with_key("acme").await;
         auth.store().failing.store(true, Ordering::SeqCst);
-        assert_eq!(auth.decide(&key, "r").await, Decision::Deny);
+        let err = auth.decide(&key, "r").await.unwrap_err();
+        assert_eq!(err.service, "dynamodb");
         auth.store().failing.store(false, Ordering::SeqCst);
-        assert!(matches!(auth.decide(&key, "r").await, Decision::Allow(_)));
+        assert!(matches!(auth.decide(&key, "r").await, Ok(Decision::Allow(_))));
+        assert_eq!(
+            auth.store().finds.load(Ordering::Relaxed),
+            2,
+            "the failure was not remembered"
+        );
     }
 }
