@@ -68,17 +68,31 @@ FLUSH PRIVILEGES;
 SQL
 }
 
-localstack_healthy() { curl -fsS "http://$BIND_HOST:$AWS_PORT/_localstack/health" 2>/dev/null | grep -q '"sqs": "\(available\|running\)"'; }
+# The emulated AWS services the stack uses; an instance without one of them is not reused.
+LOCALSTACK_SERVICES=(sqs dynamodb secretsmanager)
+localstack_healthy() {
+  local health service
+  health="$(curl -fsS "http://$BIND_HOST:$AWS_PORT/_localstack/health" 2>/dev/null)" || return 1
+  for service in "${LOCALSTACK_SERVICES[@]}"; do
+    grep -q "\"$service\": \"\(available\|running\)\"" <<<"$health" || return 1
+  done
+}
 
 localstack_up() {
   if localstack_healthy; then
     log "localstack: reusing the instance on $BIND_HOST:$AWS_PORT"; return
   fi
-  port_open "$BIND_HOST" "$AWS_PORT" && die "port $AWS_PORT is taken by something that is not LocalStack; set FCFS_AWS_PORT"
+  if port_open "$BIND_HOST" "$AWS_PORT" && pid_alive "$RUN_DIR/localstack.pid"; then
+    # Ours, from an older checkout that enabled fewer services: start it again with all of them.
+    log "localstack: restarting the instance started here, to enable ${LOCALSTACK_SERVICES[*]}"
+    stop_pidfile localstack
+  fi
+  port_open "$BIND_HOST" "$AWS_PORT" &&
+    die "port $AWS_PORT is taken by something that is not a LocalStack serving ${LOCALSTACK_SERVICES[*]}; stop it or set FCFS_AWS_PORT"
   mkdir -p "$LOCALSTACK_FS"
   # Host mode (no container): each variable below works around a trap recorded in the README.
   spawn localstack env OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$LOCALSTACK_FS" GATEWAY_SERVER=hypercorn \
-    GATEWAY_LISTEN="$BIND_HOST:$AWS_PORT" SERVICES=sqs,dynamodb DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 \
+    GATEWAY_LISTEN="$BIND_HOST:$AWS_PORT" SERVICES="$(IFS=,; echo "${LOCALSTACK_SERVICES[*]}")" DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 \
     DISABLE_EVENTS=1 LOCALSTACK_HOST="$BIND_HOST:$AWS_PORT" SQS_ENDPOINT_STRATEGY=path \
     DYNAMODB_LOCAL_PORT="$DYNAMODB_LOCAL_PORT" CUSTOM_SSL_CERT_PATH="$CACHE_DIR/localstack-cert.pem" \
     DYNAMODB_IN_MEMORY=1 \
@@ -97,7 +111,10 @@ write_env() {
     echo "AWS_REGION=$AWS_REGION"
     echo "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
     echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
+    # For fcfs-admin and the tests; the runner's functions read DATABASE_SECRET_ARN instead.
     echo "DATABASE_URL=$(database_url)"
+    # The local MariaDB speaks no TLS; on AWS the template asks for VERIFY_IDENTITY.
+    echo "DATABASE_SSL_MODE=DISABLED"
     echo "REDIS_URL=$(redis_url)"
     # The jar install.sh prepared, for tests that start a private DynamoDB Local to pause or kill.
     echo "DYNAMODB_LOCAL_JAR=$LOCALSTACK_FS/var/lib/localstack/lib/dynamodb-local/2/DynamoDBLocal.jar"
@@ -122,7 +139,10 @@ cmd_services() {
   ln -sf "$CARGO_TARGET_DIR/debug/fcfs-runner" "$STATE_DIR/bin/fcfs-runner"
   export DATABASE_URL; DATABASE_URL="$(database_url)"
   admin migrate
-  admin provision --template "$ROOT/template.yaml" --param "Stage=$STAGE" >"$STATE_DIR/resources.env"
+  admin provision --template "$ROOT/template.yaml" --param "Stage=$STAGE" >"$STATE_DIR/resources.env.tmp"
+  # The functions take database credentials only from a secret, as on AWS.
+  admin database-secret --name "fcfs-$STAGE-database" >>"$STATE_DIR/resources.env.tmp"
+  mv "$STATE_DIR/resources.env.tmp" "$STATE_DIR/resources.env"
   write_env
 }
 
@@ -139,6 +159,8 @@ runner_up() {
     # shellcheck disable=SC1091
     source "$STATE_DIR/env"
     set +a
+    # Without DATABASE_URL the functions read their credentials from the (local) Secrets Manager.
+    unset DATABASE_URL
     FCFS_API_HOST="$BIND_HOST" FCFS_API_PORT="$API_PORT" spawn runner "$STATE_DIR/bin/fcfs-runner" --template "$ROOT/template.yaml"
   )
   wait_for 60 "runner on $(api_url)" port_open "$BIND_HOST" "$API_PORT" ||
@@ -209,7 +231,7 @@ cmd_status() {
   echo "fcfs-coupons local stack:"
   status_line redis "$(redis_url)" $r
   status_line mariadb "$(database_url)" $m
-  status_line localstack "http://$BIND_HOST:$AWS_PORT (SQS, DynamoDB)" $l
+  status_line localstack "http://$BIND_HOST:$AWS_PORT (SQS, DynamoDB, Secrets Manager)" $l
   status_line runner "$(api_url) (the API)" $a
   [[ -f "$STATE_DIR/env" ]] && echo "  client environment: $STATE_DIR/env (set -a; . .local/env; set +a)"
   if [[ -f "$STATE_DIR/resources.env" ]]; then sed 's/^/    /' "$STATE_DIR/resources.env"; fi

@@ -4,6 +4,7 @@
 mod keys;
 mod ledger;
 mod provision;
+mod secret;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -76,6 +77,16 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Store DATABASE_URL's credentials as a Secrets Manager secret in RDS's JSON form (username,
+    /// password, host, port, dbname), creating it or putting a new value; prints
+    /// DATABASE_SECRET_ARN=<arn>. The functions read credentials only from such a secret.
+    DatabaseSecret {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// The secret's name.
+        #[arg(long)]
+        name: String,
+    },
     /// Create the queues and tables template.yaml declares, on the endpoint AWS_ENDPOINT_URL names
     /// (meant for local emulators; on AWS, `sam deploy` creates them). Idempotent. Prints the
     /// resource variables functions read (KEY=value), for .local/env.
@@ -92,6 +103,11 @@ enum Command {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::DatabaseSecret { database_url, name } => {
+            let sdk = fcfs_shared::config::aws_sdk_config().await;
+            let arn = secret::put(&aws_sdk_secretsmanager::Client::new(&sdk), &name, &database_url).await?;
+            println!("DATABASE_SECRET_ARN={arn}");
+        }
         Command::Migrate { database_url } => {
             let pool = fcfs_shared::adapters::mysql::connect(&database_url, 1)
                 .await

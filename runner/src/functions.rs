@@ -86,9 +86,9 @@ pub async fn build(
 ) -> Result<LocalFunction, BuildError> {
     Ok(match binary {
         "authorizer" => LocalFunction::Authorizer(Arc::new(authorizer::from_settings(settings, sdk)?)),
-        "campaign-api" => LocalFunction::Http(Arc::new(CampaignApi::from_settings(settings).await?)),
+        "campaign-api" => LocalFunction::Http(Arc::new(CampaignApi::from_settings(settings, sdk).await?)),
         "issue-api" => LocalFunction::Http(Arc::new(IssueApi::from_settings(settings, sdk).await?)),
-        "issue-writer" => LocalFunction::Sqs(Arc::new(IssueWriter::from_settings(settings).await?)),
+        "issue-writer" => LocalFunction::Sqs(Arc::new(IssueWriter::from_settings(settings, sdk).await?)),
         "issue-recovery" => LocalFunction::Scheduled(Arc::new(IssueRecovery::from_settings(settings, sdk).await?)),
         other => return Err(BuildError::UnknownBinary(other.to_owned())),
     })

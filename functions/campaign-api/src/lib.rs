@@ -62,9 +62,9 @@ pub struct CampaignApi<C, L> {
 impl CampaignApi<MySqlStore, RedisIssueLedger> {
     /// The deployed function: MySQL at `DATABASE_URL`, Redis at `REDIS_URL`.
     /// Both connect on first use, each call under its deadline.
-    pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
+    pub async fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         Ok(Self::new(
-            mysql::store_from(settings)?,
+            mysql::store_from(settings, sdk)?,
             RedisIssueLedger::from_settings(settings)?,
         ))
     }

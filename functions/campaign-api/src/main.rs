@@ -1,11 +1,11 @@
 use campaign_api::CampaignApi;
-use fcfs_shared::config::{Settings, init_tracing};
+use fcfs_shared::config::{Settings, aws_sdk_config, init_tracing};
 use lambda_http::{Error, Request, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let api = CampaignApi::from_settings(&Settings::from_process()).await?;
+    let api = CampaignApi::from_settings(&Settings::from_process(), &aws_sdk_config().await).await?;
     let api = &api;
     run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(api.handle(req).await)

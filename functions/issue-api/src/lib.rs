@@ -36,7 +36,7 @@ impl IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue> {
     /// connected at start: an issue request needs only Redis and SQS, so the function starts and
     /// issues with MySQL down, and a thousand cold instances open no MySQL connection.
     pub async fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        let store = mysql::store_from(settings)?;
+        let store = mysql::store_from(settings, sdk)?;
         let ledger = RedisIssueLedger::from_settings(settings)?;
         let send_timeout = settings.or("SQS_SEND_TIMEOUT_MS", DEFAULT_SEND_TIMEOUT.as_millis() as u64)?;
         let queue = SqsReservationQueue::with_timeout(

@@ -18,9 +18,9 @@ impl IssueWriter<MySqlStore, RedisIssueLedger> {
     /// The deployed function: MySQL at `DATABASE_URL` (each chunk's transaction under
     /// `MYSQL_TIMEOUT_MS`), chunks of `WRITER_CHUNK_SIZE`, up to `WRITER_PARALLEL_CHUNKS` of them at
     /// once (each on its own connection of the pool); outcomes told to Redis at `REDIS_URL`.
-    pub async fn from_settings(settings: &Settings) -> Result<Self, StartupError> {
+    pub async fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         Ok(Self::new(
-            mysql::store_from(settings)?,
+            mysql::store_from(settings, sdk)?,
             RedisIssueLedger::from_settings(settings)?,
             settings.or("WRITER_CHUNK_SIZE", DEFAULT_CHUNK_SIZE)?,
         )

@@ -1,12 +1,12 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use fcfs_shared::config::{Settings, init_tracing};
+use fcfs_shared::config::{Settings, aws_sdk_config, init_tracing};
 use issue_writer::IssueWriter;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let writer = IssueWriter::from_settings(&Settings::from_process()).await?;
+    let writer = IssueWriter::from_settings(&Settings::from_process(), &aws_sdk_config().await).await?;
     let writer = &writer;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let (response, summary) = writer.handle(event.payload).await?;

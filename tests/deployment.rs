@@ -1,0 +1,132 @@
+//! What a deployment relies on, tried on the local stack: database credentials that come only from
+//! (the local emulator's) Secrets Manager, and functions whose start survives a missing secret.
+
+use std::time::Duration;
+
+use campaign_api::CampaignApi;
+use fcfs_shared::config::{Settings, aws_sdk_config};
+use fcfs_shared::testkit::gateway_request;
+use integration_tests::services::RunnerProcess;
+use integration_tests::{env, reply, unique};
+use serde_json::{Value, json};
+
+fn new_campaign() -> Value {
+    let now = chrono::Utc::now();
+    json!({
+        "name": "from-secret", "totalQuantity": 10,
+        "issueStartsAt": now, "issueEndsAt": now + chrono::Duration::hours(1),
+        "couponExpiresAt": now + chrono::Duration::days(7), "discount": {"type": "AMOUNT", "value": 100}
+    })
+}
+
+/// The RDS JSON form of the stack's `DATABASE_URL`.
+fn secret_value() -> String {
+    let url = reqwest::Url::parse(&env("DATABASE_URL")).expect("DATABASE_URL is a URL");
+    json!({
+        "engine": "mysql", "host": url.host_str().unwrap(), "port": url.port().unwrap_or(3306),
+        "username": url.username(), "password": url.password().unwrap_or_default(),
+        "dbname": url.path().trim_start_matches('/'),
+    })
+    .to_string()
+}
+
+/// A function configured with a secret that does not exist yet starts, answers 503 with
+/// Retry-After, and serves normally once the secret exists: no restart, no URL, no password in
+/// its settings.
+#[tokio::test]
+async fn a_function_reads_database_credentials_from_secrets_manager_when_they_appear() {
+    let sdk = aws_sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let name = unique("fcfs-test-database");
+    let settings = Settings::new(
+        [
+            ("DATABASE_SECRET_ARN", name.as_str()),
+            ("DATABASE_SSL_MODE", "DISABLED"),
+            ("MYSQL_TIMEOUT_MS", "3000"),
+            ("REDIS_URL", &env("REDIS_URL")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    );
+    let api = CampaignApi::from_settings(&settings, &sdk)
+        .await
+        .expect("starts without reaching Secrets Manager or MySQL");
+    let partner = unique("secret");
+    let create = || gateway_request("POST", &[], new_campaign().to_string(), Some(&partner));
+
+    let response = api.handle(create()).await;
+    assert_eq!(response.status(), 503, "{:?}", reply(response));
+    let response = api.handle(create()).await;
+    assert!(response.headers().contains_key("retry-after"));
+
+    secrets
+        .create_secret()
+        .name(&name)
+        .secret_string(secret_value())
+        .send()
+        .await
+        .expect("create the secret");
+    let (status, body) = reply(api.handle(create()).await);
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The local runner serves the template with no `DATABASE_URL` at all (empty counts as unset):
+/// every MySQL user takes its credentials from `DATABASE_SECRET_ARN`, the secret the stack
+/// scripts put on the local Secrets Manager.
+#[tokio::test]
+async fn the_runner_serves_with_credentials_only_from_the_local_secret() {
+    env("DATABASE_SECRET_ARN");
+    let runner = RunnerProcess::spawn(&[("DATABASE_URL".to_owned(), String::new())]).await;
+    let partner = unique("runner-secret");
+    let keys =
+        fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(integration_tests::dynamodb().await, env("API_KEYS_TABLE"));
+    let (secret, _) = fcfs_shared::keys::create_key(&keys, &partner, None, chrono::Utc::now())
+        .await
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/campaigns", runner.base_url()))
+        .header("X-API-KEY", secret.expose())
+        .json(&new_campaign())
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("no answer: {e}\n{}", runner.log_tail(30)));
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 201, "{body}\n{}", runner.log_tail(30));
+    assert!(
+        runner
+            .log_tail(200)
+            .contains("database credentials read from Secrets Manager"),
+        "{}",
+        runner.log_tail(30)
+    );
+}
+
+/// `DATABASE_SSL_MODE` is applied, not just parsed: the local MariaDB speaks no TLS, so a store
+/// that must verify the server (as the template asks on AWS) refuses to talk to it.
+#[tokio::test]
+async fn a_database_that_cannot_prove_itself_is_not_used() {
+    let sdk = aws_sdk_config().await;
+    let settings = |mode: &str| {
+        Settings::new(
+            [
+                ("DATABASE_URL", env("DATABASE_URL")),
+                ("DATABASE_SSL_MODE", mode.to_owned()),
+                ("REDIS_URL", env("REDIS_URL")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        )
+    };
+    let partner = unique("tls");
+    let create = || gateway_request("POST", &[], new_campaign().to_string(), Some(&partner));
+    let verifying = CampaignApi::from_settings(&settings("VERIFY_IDENTITY"), &sdk)
+        .await
+        .unwrap();
+    assert_eq!(verifying.handle(create()).await.status(), 503);
+    let plain = CampaignApi::from_settings(&settings("DISABLED"), &sdk).await.unwrap();
+    assert_eq!(plain.handle(create()).await.status(), 201);
+}
