@@ -117,6 +117,8 @@ write_env() {
     echo "DATABASE_SSL_MODE=DISABLED"
     echo "REDIS_URL=$(redis_url)"
     # The jar install.sh prepared, for tests that start a private DynamoDB Local to pause or kill.
+    # cargo-lambda's Runtime API emulator, for tests that run a function's real Lambda binary.
+    echo "CARGO_LAMBDA=$CARGO_LAMBDA_VENV/bin/cargo-lambda"
     echo "DYNAMODB_LOCAL_JAR=$LOCALSTACK_FS/var/lib/localstack/lib/dynamodb-local/2/DynamoDBLocal.jar"
     echo "FCFS_STAGE=$STAGE"
     # So that `fcfs-admin` is a command once this file is sourced.

@@ -21,6 +21,8 @@ set -a
 # shellcheck disable=SC1091
 source "$STATE_DIR/env"
 set +a
+log "cargo build --bins (the cold-start tests run the functions' real Lambda binaries)"
+cargo build -q --workspace --bins
 log "cargo test (unit and integration)"
 cargo test --workspace --no-fail-fast
 # The integration tests built both binaries; Schemathesis drives docs/openapi.yaml against a

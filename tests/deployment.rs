@@ -6,8 +6,8 @@ use std::time::Duration;
 use campaign_api::CampaignApi;
 use fcfs_shared::config::{Settings, aws_sdk_config};
 use fcfs_shared::testkit::gateway_request;
-use integration_tests::services::RunnerProcess;
-use integration_tests::{env, reply, unique};
+use integration_tests::services::{LambdaBinary, Persistence, PrivateMariaDb, PrivateRedis, RunnerProcess};
+use integration_tests::{env, reply, repo_root, unique};
 use serde_json::{Value, json};
 
 fn new_campaign() -> Value {
@@ -129,4 +129,64 @@ async fn a_database_that_cannot_prove_itself_is_not_used() {
     assert_eq!(verifying.handle(create()).await.status(), 503);
     let plain = CampaignApi::from_settings(&settings("DISABLED"), &sdk).await.unwrap();
     assert_eq!(plain.handle(create()).await.status(), 201);
+}
+
+/// The campaign function's real Lambda binary, started while its database is down (as a cold start
+/// during an outage would be): it starts, answers 503 with Retry-After instead of failing its
+/// init (which API Gateway would show as 502), and serves once the database is back, without a
+/// restart. The same for Redis stopped under a warm instance.
+#[tokio::test]
+async fn a_lambda_binary_started_during_an_outage_answers_503_and_recovers() {
+    let mut db = PrivateMariaDb::start().await;
+    let mut redis = PrivateRedis::start(Persistence::None).await;
+    db.kill();
+    let envs: Vec<(String, String)> = [
+        ("DATABASE_URL", db.url()),
+        ("DATABASE_SSL_MODE", "DISABLED".into()),
+        ("MYSQL_TIMEOUT_MS", "2000".into()),
+        ("REDIS_URL", redis.url()),
+        ("REDIS_TIMEOUT_MS", "1000".into()),
+        ("REDIS_CONNECT_TIMEOUT_MS", "300".into()),
+        ("AWS_REGION", env("AWS_REGION")),
+        ("RUST_LOG", "info".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut function = LambdaBinary::start("campaign-api", &envs).await;
+    let event_text = std::fs::read_to_string(repo_root().join("events/campaign-api-create.json")).unwrap();
+    let mut event: Value = serde_json::from_str(&event_text).unwrap();
+    event["body"] = new_campaign().to_string().into();
+    event["requestContext"]["authorizer"]["partnerId"] = unique("cold").into();
+
+    let status = |answer: &Value| answer["statusCode"].as_u64().unwrap_or_else(|| panic!("{answer}"));
+    let retry_after = |answer: &Value| {
+        answer["headers"].get("retry-after").is_some() || answer["multiValueHeaders"].get("retry-after").is_some()
+    };
+
+    // MySQL down from before the start.
+    let answer = function.invoke(&event).await;
+    assert_eq!(status(&answer), 503, "{answer}\n{}", function.log_tail(20));
+    assert!(retry_after(&answer), "{answer}");
+    db.restart().await;
+    let answer = function.invoke(&event).await;
+    assert_eq!(status(&answer), 201, "{answer}\n{}", function.log_tail(20));
+
+    // Redis down under the warm instance.
+    redis.kill();
+    let answer = function.invoke(&event).await;
+    assert_eq!(status(&answer), 503, "{answer}\n{}", function.log_tail(20));
+    assert!(retry_after(&answer), "{answer}");
+    redis.restart().await;
+    let mut answer = function.invoke(&event).await;
+    // The connection manager reconnects in the background; give it a few tries, each bounded.
+    for _ in 0..20 {
+        if status(&answer) == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        answer = function.invoke(&event).await;
+    }
+    assert_eq!(status(&answer), 201, "{answer}\n{}", function.log_tail(20));
+    function.assert_running();
 }

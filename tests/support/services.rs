@@ -767,6 +767,134 @@ impl Drop for PrivateDynamoDb {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A real Lambda binary under a Runtime API emulator
+// ---------------------------------------------------------------------------------------------
+
+/// A function's Lambda binary (`$CARGO_TARGET_DIR/debug/<name>`, built by `make test`) running as
+/// on Lambda: it polls the Lambda Runtime API that `cargo lambda watch --only-lambda-apis` (from
+/// `CARGO_LAMBDA`, which `.local/env` sets) emulates, and each [`invoke`](Self::invoke) is one
+/// event through it. The binary gets exactly the variables given (plus the runtime's own and
+/// PATH): no test environment leaks into it.
+pub struct LambdaBinary {
+    port: u16,
+    dir: PathBuf,
+    emulator: Option<Child>,
+    function: Option<Child>,
+}
+
+impl LambdaBinary {
+    pub async fn start(name: &str, envs: &[(String, String)]) -> LambdaBinary {
+        let mut lambda = LambdaBinary {
+            port: free_port(),
+            dir: fresh_dir("lambda"),
+            emulator: None,
+            function: None,
+        };
+        let emulator_log = lambda.dir.join("emulator.log");
+        let (stdout, stderr) = log_to(&emulator_log);
+        let emulator = Command::new(crate::env("CARGO_LAMBDA"))
+            .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P"])
+            .arg(lambda.port.to_string())
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run cargo-lambda: {e}"));
+        lambda.emulator = Some(emulator);
+        let port = lambda.port;
+        wait_for(
+            &format!("the Lambda Runtime API emulator on 127.0.0.1:{port}"),
+            Duration::from_secs(60),
+            lambda.emulator.as_mut().expect("just spawned"),
+            &emulator_log,
+            || std::future::ready(port_open(port)),
+        )
+        .await;
+
+        let binary = function_binary(name);
+        let (stdout, stderr) = log_to(&lambda.log());
+        let function = Command::new(&binary)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // As the emulator asks (`_` is the function it serves when it starts none itself).
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+        lambda.function = Some(function);
+        lambda
+    }
+
+    /// One invocation, as API Gateway or an event source would make it; the function's answer.
+    pub async fn invoke(&mut self, event: &serde_json::Value) -> serde_json::Value {
+        self.assert_running();
+        let url = format!("http://127.0.0.1:{}/2015-03-31/functions/_/invocations", self.port);
+        let response = reqwest::Client::new()
+            .post(&url)
+            .json(event)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("invoke failed: {e}\n{}", self.log_tail(PANIC_LOG_LINES)));
+        let text = response.text().await.expect("an answer body");
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {text}\n{}", self.log_tail(PANIC_LOG_LINES)))
+    }
+
+    /// Panics if the function process has exited (it must survive any outage).
+    pub fn assert_running(&mut self) {
+        let function = self.function.as_mut().expect("started");
+        if let Ok(Some(status)) = function.try_wait() {
+            panic!(
+                "the function exited ({status}); its log:\n{}",
+                tail(&self.dir.join("function.log"), PANIC_LOG_LINES)
+            );
+        }
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log(), lines)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("function.log")
+    }
+}
+
+impl Drop for LambdaBinary {
+    fn drop(&mut self) {
+        for child in [self.function.as_mut(), self.emulator.as_mut()].into_iter().flatten() {
+            kill_and_reap(child);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `$CARGO_TARGET_DIR/debug/<name>`, else beside this test binary's folder.
+fn function_binary(name: &str) -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(dir).join("debug").join(name));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile) = exe.parent().and_then(Path::parent)
+    {
+        candidates.push(profile.join(name));
+    }
+    candidates
+        .into_iter()
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("no {name} binary: build it first (`cargo build -p {name}`; `make test` does)"))
+}
+
+// ---------------------------------------------------------------------------------------------
 // The runner
 // ---------------------------------------------------------------------------------------------
 
