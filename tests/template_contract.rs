@@ -55,7 +55,12 @@ const VPC_SETTINGS: &[&str] = &["REDIS_URL", "DATABASE_URL", "DATABASE_SECRET_AR
 
 /// (function, action, resource as the template writes it, condition the statement depends on).
 const PERMISSIONS: &[(&str, &str, &str, Option<&str>)] = &[
-    ("AuthorizerFunction", "dynamodb:GetItem", "!GetAtt ApiKeysTable.Arn", None),
+    (
+        "AuthorizerFunction",
+        "dynamodb:GetItem",
+        "!GetAtt ApiKeysTable.Arn",
+        None,
+    ),
     (
         "CampaignApiFunction",
         "secretsmanager:GetSecretValue",
@@ -69,7 +74,12 @@ const PERMISSIONS: &[(&str, &str, &str, Option<&str>)] = &[
         Some("DatabaseSecretUsesCustomerKey"),
     ),
     ("IssueApiFunction", "sqs:SendMessage", "!GetAtt IssueQueue.Arn", None),
-    ("IssueApiFunction", "secretsmanager:GetSecretValue", "!Ref DatabaseSecretArn", None),
+    (
+        "IssueApiFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
     (
         "IssueApiFunction",
         "kms:Decrypt",
@@ -88,7 +98,12 @@ const PERMISSIONS: &[(&str, &str, &str, Option<&str>)] = &[
         "!Ref DatabaseSecretKmsKeyArn",
         Some("DatabaseSecretUsesCustomerKey"),
     ),
-    ("IssueRecoveryFunction", "sqs:SendMessage", "!GetAtt IssueQueue.Arn", None),
+    (
+        "IssueRecoveryFunction",
+        "sqs:SendMessage",
+        "!GetAtt IssueQueue.Arn",
+        None,
+    ),
 ];
 
 fn not_read_reason(function: &str, name: &str) -> Option<&'static str> {
@@ -104,7 +119,11 @@ async fn each_function_is_given_exactly_the_variables_its_code_reads() {
     let raw = raw_template();
     let mut problems = Vec::new();
     let specs = template().functions().expect("the template's functions");
-    assert_eq!(specs.len(), local_runner::functions::BINARIES.len(), "one function per binary");
+    assert_eq!(
+        specs.len(),
+        local_runner::functions::BINARIES.len(),
+        "one function per binary"
+    );
     for spec in specs {
         let id = spec.logical_id.as_str();
         let mut given = spec.environment.clone();
@@ -147,9 +166,7 @@ async fn each_function_is_given_exactly_the_variables_its_code_reads() {
         }
         for (old, new) in REPLACED {
             if given.contains_key(*new) && !read.contains(old) {
-                problems.push(format!(
-                    "{id}: the code no longer reads {old}: remove it from REPLACED"
-                ));
+                problems.push(format!("{id}: the code no longer reads {old}: remove it from REPLACED"));
             }
         }
         for (function, name, _) in NOT_READ_BY_THE_CODE {
@@ -180,13 +197,19 @@ fn each_function_has_exactly_the_permissions_of_the_table() {
             continue;
         }
         let id = id.as_str().expect("logical id");
-        let policies = resource["Properties"]["Policies"].as_sequence().cloned().unwrap_or_default();
+        let policies = resource["Properties"]["Policies"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
         for policy in policies {
             let (condition, document) = match &policy {
-                Value::Tagged(t) if t.tag.to_string() == "!If" => {
+                Value::Tagged(t) if t.tag == "!If" => {
                     let args = t.value.as_sequence().expect("!If [condition, then, else]");
                     assert_eq!(render(&args[2]), "!Ref AWS::NoValue", "{id}: !If else branch");
-                    (Some(args[0].as_str().expect("condition name").to_owned()), args[1].clone())
+                    (
+                        Some(args[0].as_str().expect("condition name").to_owned()),
+                        args[1].clone(),
+                    )
                 }
                 other => (None, other.clone()),
             };

@@ -845,11 +845,22 @@ mod tests {
         );
         assert!(!writer.environment.contains_key("REDIS_URL"));
         // A parameter with a default resolves as before.
-        assert_eq!(writer.environment.get("REDIS_CLUSTER").map(String::as_str), Some("false"));
+        assert_eq!(
+            writer.environment.get("REDIS_CLUSTER").map(String::as_str),
+            Some("false")
+        );
         let overrides = BTreeMap::from([("RedisUrl".to_owned(), "rediss://cache:6379".to_owned())]);
         let t = Template::parse(TEMPLATE, &overrides, Placement::local("http://x", "us-east-1")).unwrap();
-        let writer = t.functions().unwrap().into_iter().find(|f| f.binary == "issue-writer").unwrap();
-        assert_eq!(writer.environment.get("REDIS_URL").map(String::as_str), Some("rediss://cache:6379"));
+        let writer = t
+            .functions()
+            .unwrap()
+            .into_iter()
+            .find(|f| f.binary == "issue-writer")
+            .unwrap();
+        assert_eq!(
+            writer.environment.get("REDIS_URL").map(String::as_str),
+            Some("rediss://cache:6379")
+        );
         assert!(!writer.unresolved.contains_key("REDIS_URL"));
         // Anywhere else, a missing value is an error that names the parameter.
         let err = t.resolve(&serde_yaml::from_str("!Ref VpcId").unwrap()).unwrap_err();
@@ -863,7 +874,10 @@ mod tests {
         assert_ne!(header, TEMPLATE);
         let t = Template::parse(&header, &BTreeMap::new(), Placement::local("http://x", "r")).unwrap();
         let err = t.api().unwrap_err().to_string();
-        assert!(err.contains("ApiKeyRequired is supported locally only with ApiKeySourceType AUTHORIZER"), "{err}");
+        assert!(
+            err.contains("ApiKeyRequired is supported locally only with ApiKeySourceType AUTHORIZER"),
+            "{err}"
+        );
         let optional = TEMPLATE.replace("ApiKeyRequired: true", "ApiKeyRequired: false");
         let t = Template::parse(&optional, &BTreeMap::new(), Placement::local("http://x", "r")).unwrap();
         assert!(!t.api().unwrap().api_key_required);
