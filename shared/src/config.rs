@@ -13,20 +13,37 @@ pub enum ConfigError {
 
 /// What a function is configured with: its environment. On Lambda that is the process
 /// environment; the local runner hands each function the variables `template.yaml` gives it.
+///
+/// Every name asked for is recorded ([`Settings::names_read`]), so a test can prove from the code
+/// which variables a function reads, and that the template gives it no other.
 #[derive(Debug, Clone, Default)]
-pub struct Settings(std::collections::BTreeMap<String, String>);
+pub struct Settings {
+    vars: std::collections::BTreeMap<String, String>,
+    /// Shared by clones: a function's constructors may each take their own copy.
+    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<&'static str>>>,
+}
 
 impl Settings {
     pub fn from_process() -> Self {
-        Self(std::env::vars().collect())
+        Self::new(std::env::vars().collect())
     }
 
     pub fn new(vars: std::collections::BTreeMap<String, String>) -> Self {
-        Self(vars)
+        Self {
+            vars,
+            read: Default::default(),
+        }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    fn get(&self, name: &'static str) -> Option<&str> {
+        self.read.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
+        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// Every variable asked for so far, through [`required`](Self::required) or [`or`](Self::or),
+    /// set or not.
+    pub fn names_read(&self) -> std::collections::BTreeSet<&'static str> {
+        self.read.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A variable that may be absent (or empty).
@@ -86,4 +103,20 @@ where
         .with_target(false)
         .with_writer(writer)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_are_recorded_set_or_not_and_shared_by_clones() {
+        let settings = Settings::new([("A".to_owned(), "1".to_owned())].into());
+        let copy = settings.clone();
+        assert_eq!(copy.or("A", 0).unwrap(), 1);
+        assert!(settings.required("B").is_err());
+        assert_eq!(settings.or("C", 7).unwrap(), 7);
+        assert_eq!(settings.names_read(), ["A", "B", "C"].into());
+        assert!(Settings::default().names_read().is_empty());
+    }
 }

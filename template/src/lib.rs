@@ -18,6 +18,9 @@ pub enum TemplateError {
     Yaml(#[from] serde_yaml::Error),
     #[error("template: {0}")]
     Invalid(String),
+    /// A parameter without a `Default` that was given no value: deployments must choose it.
+    #[error("template parameter {0} has no default and no value was given (--param {0}=VALUE)")]
+    NoValue(String),
 }
 
 /// Where the resources of a template live once created: the values intrinsics resolve to.
@@ -94,6 +97,10 @@ pub struct FunctionSpec {
     pub logical_id: String,
     pub binary: String,
     pub environment: BTreeMap<String, String>,
+    /// Variables the template gives the function from a parameter that has no value here (no
+    /// `Default`, no override): variable → parameter. They are left out of `environment`; a local
+    /// run supplies them from its own environment.
+    pub unresolved: BTreeMap<String, String>,
     pub routes: Vec<ApiRoute>,
     pub sqs_sources: Vec<SqsSource>,
     pub schedules: Vec<ScheduleSpec>,
@@ -163,6 +170,10 @@ pub struct ApiSpec {
     pub logical_id: String,
     pub stage: String,
     pub authorizer: Option<AuthorizerSpec>,
+    /// `Auth.ApiKeyRequired`: every method needs an API Gateway API key of a usage plan. Only with
+    /// `ApiKeySourceType: AUTHORIZER` (the key is the authorizer's `usageIdentifierKey`), since a
+    /// HEADER source would read the `X-API-KEY` header the partners' own keys travel in.
+    pub api_key_required: bool,
 }
 
 /// A REQUEST Lambda authorizer whose identity source is one header.
@@ -184,7 +195,10 @@ pub fn parse_param(s: &str) -> Result<(String, String), String> {
 
 pub struct Template {
     root: Value,
+    /// Every parameter with a value: its default or an override.
     parameters: BTreeMap<String, String>,
+    /// Every parameter the template declares, with a value or not.
+    declared: std::collections::BTreeSet<String>,
     placement: Placement,
 }
 
@@ -208,16 +222,18 @@ impl Template {
     ) -> Result<Self, TemplateError> {
         let root: Value = serde_yaml::from_str(text)?;
         let mut parameters = BTreeMap::new();
+        let mut declared = std::collections::BTreeSet::new();
         if let Some(Value::Mapping(params)) = root.get("Parameters") {
             for (name, spec) in params {
                 let name = scalar(name).ok_or_else(|| TemplateError::Invalid("parameter name".into()))?;
                 if let Some(default) = spec.get("Default").and_then(scalar) {
-                    parameters.insert(name, default);
+                    parameters.insert(name.clone(), default);
                 }
+                declared.insert(name);
             }
         }
         for (name, value) in overrides {
-            if !parameters.contains_key(name) && root.get("Parameters").and_then(|p| p.get(name.as_str())).is_none() {
+            if !declared.contains(name) {
                 return Err(TemplateError::Invalid(format!("unknown parameter {name}")));
             }
             parameters.insert(name.clone(), value.clone());
@@ -225,6 +241,7 @@ impl Template {
         Ok(Self {
             root,
             parameters,
+            declared,
             placement,
         })
     }
@@ -293,6 +310,9 @@ impl Template {
         }
         if let Some(value) = self.parameters.get(name) {
             return Ok(value.clone());
+        }
+        if self.declared.contains(name) {
+            return Err(TemplateError::NoValue(name.to_owned()));
         }
         let physical = self.physical_name(name)?;
         Ok(match self.resource_type(name) {
@@ -545,10 +565,35 @@ impl Template {
                 })
             }
         };
+        let api_key_required = match auth.and_then(|a| a.get("ApiKeyRequired")) {
+            None => false,
+            Some(v) => match self.resolve(v)?.as_str() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(TemplateError::Invalid(format!(
+                        "{logical_id}: Auth.ApiKeyRequired must be true or false, got {other:?}"
+                    )));
+                }
+            },
+        };
+        if api_key_required {
+            let source = self
+                .property(logical_id, "ApiKeySourceType")
+                .map(|v| self.resolve(v))
+                .transpose()?;
+            if source.as_deref() != Some("AUTHORIZER") || authorizer.is_none() {
+                return Err(TemplateError::Invalid(format!(
+                    "{logical_id}: Auth.ApiKeyRequired is supported locally only with ApiKeySourceType \
+                     AUTHORIZER and a DefaultAuthorizer (got {source:?})"
+                )));
+            }
+        }
         Ok(ApiSpec {
             logical_id: logical_id.clone(),
             stage,
             authorizer,
+            api_key_required,
         })
     }
 
@@ -565,11 +610,21 @@ impl Template {
                 continue;
             }
             let mut environment = BTreeMap::new();
+            let mut unresolved = BTreeMap::new();
             let own = self.property(&id, "Environment").and_then(|e| e.get("Variables"));
             for vars in [globals, own].into_iter().flatten() {
                 for (k, v) in vars.as_mapping().into_iter().flatten() {
-                    if let Some(k) = scalar(k) {
-                        environment.insert(k, self.resolve(v)?);
+                    let Some(k) = scalar(k) else { continue };
+                    match self.resolve(v) {
+                        Ok(value) => {
+                            unresolved.remove(&k);
+                            environment.insert(k, value);
+                        }
+                        Err(TemplateError::NoValue(parameter)) => {
+                            environment.remove(&k);
+                            unresolved.insert(k, parameter);
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
             }
@@ -628,6 +683,7 @@ impl Template {
                 logical_id: id,
                 binary,
                 environment,
+                unresolved,
                 routes,
                 sqs_sources,
                 schedules,
@@ -695,7 +751,7 @@ impl Template {
                 let Some(referenced) = Self::referenced_id(v) else {
                     continue;
                 };
-                if self.parameters.contains_key(&referenced) || referenced.starts_with("AWS::") {
+                if self.declared.contains(&referenced) || referenced.starts_with("AWS::") {
                     continue;
                 }
                 if let Some(k) = scalar(k) {
@@ -776,6 +832,55 @@ mod tests {
         let unsupported = TEMPLATE.replace("FunctionPayloadType: REQUEST", "FunctionPayloadType: TOKEN");
         let t = Template::parse(&unsupported, &BTreeMap::new(), Placement::local("http://x", "r")).unwrap();
         assert!(t.api().unwrap_err().to_string().contains("not supported locally"));
+    }
+
+    #[test]
+    fn variables_from_parameters_without_a_default_are_reported_not_invented() {
+        let functions = template("t5").functions().unwrap();
+        let writer = functions.iter().find(|f| f.binary == "issue-writer").unwrap();
+        assert_eq!(writer.unresolved.get("REDIS_URL").map(String::as_str), Some("RedisUrl"));
+        assert_eq!(
+            writer.unresolved.get("DATABASE_SECRET_ARN").map(String::as_str),
+            Some("DatabaseSecretArn")
+        );
+        assert!(!writer.environment.contains_key("REDIS_URL"));
+        // A parameter with a default resolves as before.
+        assert_eq!(
+            writer.environment.get("REDIS_CLUSTER").map(String::as_str),
+            Some("false")
+        );
+        let overrides = BTreeMap::from([("RedisUrl".to_owned(), "rediss://cache:6379".to_owned())]);
+        let t = Template::parse(TEMPLATE, &overrides, Placement::local("http://x", "us-east-1")).unwrap();
+        let writer = t
+            .functions()
+            .unwrap()
+            .into_iter()
+            .find(|f| f.binary == "issue-writer")
+            .unwrap();
+        assert_eq!(
+            writer.environment.get("REDIS_URL").map(String::as_str),
+            Some("rediss://cache:6379")
+        );
+        assert!(!writer.unresolved.contains_key("REDIS_URL"));
+        // Anywhere else, a missing value is an error that names the parameter.
+        let err = t.resolve(&serde_yaml::from_str("!Ref VpcId").unwrap()).unwrap_err();
+        assert!(matches!(&err, TemplateError::NoValue(p) if p == "VpcId"), "{err}");
+    }
+
+    #[test]
+    fn api_keys_are_required_from_the_authorizer_only() {
+        assert!(template("t6").api().unwrap().api_key_required);
+        let header = TEMPLATE.replace("ApiKeySourceType: AUTHORIZER", "ApiKeySourceType: HEADER");
+        assert_ne!(header, TEMPLATE);
+        let t = Template::parse(&header, &BTreeMap::new(), Placement::local("http://x", "r")).unwrap();
+        let err = t.api().unwrap_err().to_string();
+        assert!(
+            err.contains("ApiKeyRequired is supported locally only with ApiKeySourceType AUTHORIZER"),
+            "{err}"
+        );
+        let optional = TEMPLATE.replace("ApiKeyRequired: true", "ApiKeyRequired: false");
+        let t = Template::parse(&optional, &BTreeMap::new(), Placement::local("http://x", "r")).unwrap();
+        assert!(!t.api().unwrap().api_key_required);
     }
 
     #[test]

@@ -1,0 +1,288 @@
+//! The template gives each function exactly what it uses, proved from the code:
+//!
+//! - **Variables**: each function is built through the runner's own constructors
+//!   (`functions::build`, the ones its Lambda `main.rs` uses) with exactly the variables the
+//!   template gives it, and `Settings` records every name the code asks for. Every variable it is
+//!   given must be read (exceptions below, by name, with their reason), and every one it requires
+//!   must be given (the build fails otherwise).
+//! - **Network**: a function is in the VPC exactly when its code reads Redis or MySQL settings.
+//! - **Permissions**: each function's policy statements equal the table below (action and
+//!   resource), written out in the template (no SAM policy templates, whose grants are wider than
+//!   they read), with no `*` action or resource.
+//!
+//! SAM adds managed policies to each role it generates: AWSLambdaBasicExecutionRole (logs) to all,
+//! AWSLambdaVPCAccessExecutionRole (ENIs, `*` by nature) to VPC functions, and
+//! AWSLambdaSQSQueueExecutionRole (receive/delete on `*`) to the writer for its event source. They
+//! are seen in the SAM transform's output, not here (README, "Deploying to AWS").
+
+use std::collections::BTreeSet;
+
+use fcfs_shared::config::Settings;
+use integration_tests::{env, repo_root, template};
+use serde_yaml::Value;
+
+/// Variables a function is given but does not read through `Settings`: (function or "*", name, why).
+const NOT_READ_BY_THE_CODE: &[(&str, &str, &str)] = &[
+    (
+        "*",
+        "RUST_LOG",
+        "read by the tracing subscriber's EnvFilter (config::init_tracing), not through Settings",
+    ),
+    (
+        "IssueWriterFunction",
+        "ISSUE_QUEUE_URL",
+        "the queue the writer consumes: read by the local runner, to move its poller with the senders",
+    ),
+];
+
+/// Variables the template gives ahead of the code on this branch: the other parts of issue 12 read
+/// them (Redis cluster mode; the authorizer's deadline; credentials from Secrets Manager). The test
+/// fails as soon as the code reads one, so each entry goes when its code is merged.
+const AHEAD_OF_THE_CODE: &[&str] = &[
+    "REDIS_CLUSTER",
+    "AUTH_LOOKUP_TIMEOUT_MS",
+    "DATABASE_SECRET_ARN",
+    "DATABASE_SSL_MODE",
+];
+
+/// Variables the code on this branch still requires that the template no longer gives, and the
+/// one that replaces each: supplied here from the local environment to functions given the
+/// replacement. The test fails once the code stops reading one, so the entry goes with it.
+const REPLACED: &[(&str, &str)] = &[("DATABASE_URL", "DATABASE_SECRET_ARN")];
+
+/// Settings that mean "this function talks to Redis or MySQL", so it must run in the VPC.
+const VPC_SETTINGS: &[&str] = &["REDIS_URL", "DATABASE_URL", "DATABASE_SECRET_ARN"];
+
+/// (function, action, resource as the template writes it, condition the statement depends on).
+const PERMISSIONS: &[(&str, &str, &str, Option<&str>)] = &[
+    (
+        "AuthorizerFunction",
+        "dynamodb:GetItem",
+        "!GetAtt ApiKeysTable.Arn",
+        None,
+    ),
+    (
+        "CampaignApiFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
+    (
+        "CampaignApiFunction",
+        "kms:Decrypt",
+        "!Ref DatabaseSecretKmsKeyArn",
+        Some("DatabaseSecretUsesCustomerKey"),
+    ),
+    ("IssueApiFunction", "sqs:SendMessage", "!GetAtt IssueQueue.Arn", None),
+    (
+        "IssueApiFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
+    (
+        "IssueApiFunction",
+        "kms:Decrypt",
+        "!Ref DatabaseSecretKmsKeyArn",
+        Some("DatabaseSecretUsesCustomerKey"),
+    ),
+    (
+        "IssueWriterFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
+    (
+        "IssueWriterFunction",
+        "kms:Decrypt",
+        "!Ref DatabaseSecretKmsKeyArn",
+        Some("DatabaseSecretUsesCustomerKey"),
+    ),
+    (
+        "IssueRecoveryFunction",
+        "sqs:SendMessage",
+        "!GetAtt IssueQueue.Arn",
+        None,
+    ),
+];
+
+fn not_read_reason(function: &str, name: &str) -> Option<&'static str> {
+    NOT_READ_BY_THE_CODE
+        .iter()
+        .find(|(f, n, _)| (*f == "*" || *f == function) && *n == name)
+        .map(|(_, _, why)| *why)
+}
+
+#[tokio::test]
+async fn each_function_is_given_exactly_the_variables_its_code_reads() {
+    let sdk = fcfs_shared::config::aws_sdk_config().await;
+    let raw = raw_template();
+    let mut problems = Vec::new();
+    let specs = template().functions().expect("the template's functions");
+    assert_eq!(
+        specs.len(),
+        local_runner::functions::BINARIES.len(),
+        "one function per binary"
+    );
+    for spec in specs {
+        let id = spec.logical_id.as_str();
+        let mut given = spec.environment.clone();
+        // Parameters without a default (RedisUrl, DatabaseSecretArn): their local values.
+        for variable in spec.unresolved.keys() {
+            let value = std::env::var(variable).ok().or_else(|| {
+                AHEAD_OF_THE_CODE
+                    .contains(&variable.as_str())
+                    .then(|| format!("{variable}-not-read-by-this-code"))
+            });
+            given.insert(variable.clone(), value.unwrap_or_else(|| env(variable)));
+        }
+        let template_names: BTreeSet<String> = given.keys().cloned().collect();
+        let mut vars = given.clone();
+        for (old, new) in REPLACED {
+            if given.contains_key(*new) {
+                vars.insert((*old).to_owned(), env(old));
+            }
+        }
+        let settings = Settings::new(vars);
+        if let Err(e) = local_runner::functions::build(&spec.binary, &settings, &sdk).await {
+            problems.push(format!("{id}: does not start with the template's variables: {e}"));
+            continue;
+        }
+        let read = settings.names_read();
+        for name in &template_names {
+            let is_read = read.contains(name.as_str());
+            match (is_read, not_read_reason(id, name), AHEAD_OF_THE_CODE.contains(&name.as_str())) {
+                (true, Some(_), _) => problems.push(format!(
+                    "{id}: {name} is read by the code now: remove it from NOT_READ_BY_THE_CODE"
+                )),
+                (true, None, true) => problems.push(format!(
+                    "{id}: {name} is read by the code now: remove it from AHEAD_OF_THE_CODE"
+                )),
+                (false, None, false) => problems.push(format!(
+                    "{id}: the template gives {name}, which its code never reads (remove it, or say why in NOT_READ_BY_THE_CODE)"
+                )),
+                _ => {}
+            }
+        }
+        for (old, new) in REPLACED {
+            if given.contains_key(*new) && !read.contains(old) {
+                problems.push(format!("{id}: the code no longer reads {old}: remove it from REPLACED"));
+            }
+        }
+        for (function, name, _) in NOT_READ_BY_THE_CODE {
+            if *function == id && !template_names.contains(*name) {
+                problems.push(format!(
+                    "{id}: NOT_READ_BY_THE_CODE names {name}, which the template does not give it"
+                ));
+            }
+        }
+        let in_vpc = raw_function(&raw, id).get("VpcConfig").is_some();
+        let needs_vpc = VPC_SETTINGS.iter().any(|s| read.contains(s) || given.contains_key(*s));
+        if in_vpc != needs_vpc {
+            problems.push(format!(
+                "{id}: in the VPC: {in_vpc}, but it talks to Redis or MySQL: {needs_vpc}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn each_function_has_exactly_the_permissions_of_the_table() {
+    let raw = raw_template();
+    let mut actual = BTreeSet::new();
+    let mut problems = Vec::new();
+    for (id, resource) in raw["Resources"].as_mapping().expect("Resources").iter() {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let id = id.as_str().expect("logical id");
+        let policies = resource["Properties"]["Policies"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        for policy in policies {
+            let (condition, document) = match &policy {
+                Value::Tagged(t) if t.tag == "!If" => {
+                    let args = t.value.as_sequence().expect("!If [condition, then, else]");
+                    assert_eq!(render(&args[2]), "!Ref AWS::NoValue", "{id}: !If else branch");
+                    (
+                        Some(args[0].as_str().expect("condition name").to_owned()),
+                        args[1].clone(),
+                    )
+                }
+                other => (None, other.clone()),
+            };
+            let Some(statements) = document.get("Statement").and_then(Value::as_sequence) else {
+                problems.push(format!(
+                    "{id}: policy {} is not written out as statements",
+                    render(&policy)
+                ));
+                continue;
+            };
+            for statement in statements {
+                assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{id}: {statement:?}");
+                for action in one_or_many(&statement["Action"]) {
+                    for target in one_or_many(&statement["Resource"]) {
+                        if action.contains('*') || target.contains('*') {
+                            problems.push(format!("{id}: wildcard in {action} on {target}"));
+                        }
+                        actual.insert((id.to_owned(), action.clone(), target, condition.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let expected: BTreeSet<_> = PERMISSIONS
+        .iter()
+        .map(|(f, a, r, c)| (f.to_string(), a.to_string(), r.to_string(), c.map(str::to_owned)))
+        .collect();
+    for extra in actual.difference(&expected) {
+        problems.push(format!("granted but not in the table: {extra:?}"));
+    }
+    for missing in expected.difference(&actual) {
+        problems.push(format!("in the table but not granted: {missing:?}"));
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// The authorizer's decision must never wait longer than API Gateway's patience allows: the
+/// issue's contract is a lookup deadline of at most one second.
+#[test]
+fn the_authorizer_lookup_deadline_is_at_most_one_second() {
+    let raw = raw_template();
+    let parameter = &raw["Parameters"]["AuthorizerLookupTimeoutMs"];
+    let max = parameter["MaxValue"].as_i64().expect("a MaxValue");
+    let default = parameter["Default"].as_i64().expect("a Default");
+    assert!(max <= 1000 && default <= max, "max {max}, default {default}");
+    assert_eq!(
+        render(&raw_function(&raw, "AuthorizerFunction")["Environment"]["Variables"]["AUTH_LOOKUP_TIMEOUT_MS"]),
+        "!Ref AuthorizerLookupTimeoutMs"
+    );
+}
+
+fn raw_template() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template.yaml");
+    serde_yaml::from_str(&text).expect("template.yaml is YAML")
+}
+
+fn raw_function<'a>(raw: &'a Value, id: &str) -> &'a Value {
+    &raw["Resources"][id]["Properties"]
+}
+
+/// A value as the template writes it: `!Ref X`, `!GetAtt X.Arn`, a plain string, or YAML.
+fn render(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Tagged(t) => format!("{} {}", t.tag, render(&t.value)),
+        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+    }
+}
+
+fn one_or_many(value: &Value) -> Vec<String> {
+    match value {
+        Value::Sequence(items) => items.iter().map(render).collect(),
+        Value::Null => Vec::new(),
+        other => vec![render(other)],
+    }
+}
