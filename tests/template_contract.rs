@@ -38,17 +38,7 @@ const NOT_READ_BY_THE_CODE: &[(&str, &str, &str)] = &[
 /// Variables the template gives ahead of the code on this branch: the other parts of issue 12 read
 /// them (Redis cluster mode; the authorizer's deadline; credentials from Secrets Manager). The test
 /// fails as soon as the code reads one, so each entry goes when its code is merged.
-const AHEAD_OF_THE_CODE: &[&str] = &[
-    "REDIS_CLUSTER",
-    "AUTH_LOOKUP_TIMEOUT_MS",
-    "DATABASE_SECRET_ARN",
-    "DATABASE_SSL_MODE",
-];
-
-/// Variables the code on this branch still requires that the template no longer gives, and the
-/// one that replaces each: supplied here from the local environment to functions given the
-/// replacement. The test fails once the code stops reading one, so the entry goes with it.
-const REPLACED: &[(&str, &str)] = &[("DATABASE_URL", "DATABASE_SECRET_ARN")];
+const AHEAD_OF_THE_CODE: &[&str] = &["REDIS_CLUSTER"];
 
 /// Settings that mean "this function talks to Redis or MySQL", so it must run in the VPC.
 const VPC_SETTINGS: &[&str] = &["REDIS_URL", "DATABASE_URL", "DATABASE_SECRET_ARN"];
@@ -137,13 +127,7 @@ async fn each_function_is_given_exactly_the_variables_its_code_reads() {
             given.insert(variable.clone(), value.unwrap_or_else(|| env(variable)));
         }
         let template_names: BTreeSet<String> = given.keys().cloned().collect();
-        let mut vars = given.clone();
-        for (old, new) in REPLACED {
-            if given.contains_key(*new) {
-                vars.insert((*old).to_owned(), env(old));
-            }
-        }
-        let settings = Settings::new(vars);
+        let settings = Settings::new(given.clone());
         if let Err(e) = local_runner::functions::build(&spec.binary, &settings, &sdk).await {
             problems.push(format!("{id}: does not start with the template's variables: {e}"));
             continue;
@@ -162,11 +146,6 @@ async fn each_function_is_given_exactly_the_variables_its_code_reads() {
                     "{id}: the template gives {name}, which its code never reads (remove it, or say why in NOT_READ_BY_THE_CODE)"
                 )),
                 _ => {}
-            }
-        }
-        for (old, new) in REPLACED {
-            if given.contains_key(*new) && !read.contains(old) {
-                problems.push(format!("{id}: the code no longer reads {old}: remove it from REPLACED"));
             }
         }
         for (function, name, _) in NOT_READ_BY_THE_CODE {

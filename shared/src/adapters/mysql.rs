@@ -53,7 +53,8 @@ pub const RDS_CA_BUNDLE: &[u8] = include_bytes!("../../certs/rds-ca-bundle.pem")
 ///
 /// Credentials: `DATABASE_SECRET_ARN`, a Secrets Manager secret in RDS's JSON form (deployed), or
 /// `DATABASE_URL` (local tools and tests). The secret is read on first use and kept for the
-/// process; TLS is then `DATABASE_SSL_MODE` (default `VERIFY_IDENTITY`) against the RDS CA bundle,
+/// process; `DATABASE_HOST`, `DATABASE_PORT` and `DATABASE_NAME`, when set, win over (or stand in
+/// for) the secret's `host`, `port` and `dbname`, which Aurora's managed secret lacks; TLS is then `DATABASE_SSL_MODE` (default `VERIFY_IDENTITY`) against the RDS CA bundle,
 /// or `DATABASE_SSL_CA_FILE`. With a URL, `DATABASE_SSL_MODE` overrides the URL's `ssl-mode` if set.
 ///
 /// Nothing connects here: connections (and the secret read) happen on first use, so a function
@@ -96,6 +97,16 @@ pub fn store_from(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<My
         None => Database::Deferred(Arc::new(DeferredDatabase {
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             secret_arn: settings.required("DATABASE_SECRET_ARN")?,
+            host: settings.optional("DATABASE_HOST"),
+            port: settings
+                .optional("DATABASE_PORT")
+                .map(|p| {
+                    p.parse::<u16>().map_err(|e| ConfigError::Invalid {
+                        name: "DATABASE_PORT",
+                        reason: e.to_string(),
+                    })
+                })
+                .transpose()?,
             database_name: settings.optional("DATABASE_NAME"),
             connect: Box::new(move |options| {
                 pool_options(max).connect_lazy_with(tls(options, Some(MySqlSslMode::VerifyIdentity)))
@@ -123,6 +134,8 @@ enum Database {
 struct DeferredDatabase {
     secrets: aws_sdk_secretsmanager::Client,
     secret_arn: String,
+    host: Option<String>,
+    port: Option<u16>,
     database_name: Option<String>,
     connect: Box<dyn Fn(MySqlConnectOptions) -> MySqlPool + Send + Sync>,
     /// Set by the first successful read; a failed read leaves it empty, so the next call retries.
@@ -135,30 +148,30 @@ impl DeferredDatabase {
             .pool
             .get_or_try_init(|| async {
                 let secret = fetch_database_secret(&self.secrets, &self.secret_arn, deadline).await?;
-                tracing::info!(secret = %self.secret_arn, host = %secret.host, user = %secret.username, "database credentials read from Secrets Manager");
-                Ok::<_, Unavailable>((self.connect)(self.options(&secret)?))
+                let options = self.options(&secret)?;
+                tracing::info!(secret = %self.secret_arn, host = options.get_host(), user = %secret.username, "database credentials read from Secrets Manager");
+                Ok::<_, Unavailable>((self.connect)(options))
             })
             .await?;
         Ok(pool.clone())
     }
 
     fn options(&self, secret: &DatabaseSecret) -> Result<MySqlConnectOptions, Unavailable> {
-        let database = self
-            .database_name
-            .clone()
-            .or_else(|| secret.dbname.clone())
-            .ok_or_else(|| {
-                Unavailable::new(
-                    "secretsmanager",
-                    "the database secret has no dbname and DATABASE_NAME is not set",
-                )
-            })?;
+        let missing = |what: &str, setting: &str| {
+            Unavailable::new(
+                "secretsmanager",
+                format!("the database secret has no {what} and {setting} is not set"),
+            )
+        };
+        let host = (self.host.as_ref().or(secret.host.as_ref())).ok_or_else(|| missing("host", "DATABASE_HOST"))?;
+        let database = (self.database_name.as_ref().or(secret.dbname.as_ref()))
+            .ok_or_else(|| missing("dbname", "DATABASE_NAME"))?;
         Ok(MySqlConnectOptions::new()
-            .host(&secret.host)
-            .port(secret.port)
+            .host(host)
+            .port(self.port.or(secret.port).unwrap_or(3306))
             .username(&secret.username)
             .password(&secret.password)
-            .database(&database))
+            .database(database))
     }
 }
 

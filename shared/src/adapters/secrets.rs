@@ -1,6 +1,7 @@
-//! Database credentials from AWS Secrets Manager: the secret Aurora/RDS manages for a cluster
-//! (JSON with `username`, `password`, `host`, `port`, `dbname`), read once per process and kept in
-//! memory, so no password sits in a template parameter or an environment variable.
+//! Database credentials from AWS Secrets Manager, read once per process and kept in memory, so no
+//! password sits in a template parameter or an environment variable. The secret is RDS's JSON
+//! form: `username` and `password` (all that Aurora's managed master secret holds), and optionally
+//! `host`, `port`, `dbname` (secrets made for an application user usually carry them).
 
 use std::time::Duration;
 
@@ -14,10 +15,12 @@ use crate::kernel::Unavailable;
 pub struct DatabaseSecret {
     pub username: String,
     pub password: String,
-    pub host: String,
-    #[serde(default = "default_port", deserialize_with = "port_number_or_text")]
-    pub port: u16,
-    /// Aurora's managed secrets carry no database name; `DATABASE_NAME` then gives it.
+    /// Absent from Aurora's managed secrets: `DATABASE_HOST`, `DATABASE_PORT` and
+    /// `DATABASE_NAME` give what the secret lacks.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default, deserialize_with = "port_number_or_text")]
+    pub port: Option<u16>,
     #[serde(default)]
     pub dbname: Option<String>,
 }
@@ -34,12 +37,8 @@ impl std::fmt::Debug for DatabaseSecret {
     }
 }
 
-fn default_port() -> u16 {
-    3306
-}
-
 /// RDS writes the port as a number; hand-made secrets often have it as text.
-fn port_number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+fn port_number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Port {
@@ -47,8 +46,8 @@ fn port_number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D:
         Text(String),
     }
     match Port::deserialize(d)? {
-        Port::Number(n) => Ok(n),
-        Port::Text(t) => t.trim().parse().map_err(serde::de::Error::custom),
+        Port::Number(n) => Ok(Some(n)),
+        Port::Text(t) => t.trim().parse().map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -57,7 +56,7 @@ impl DatabaseSecret {
     pub fn parse(text: &str) -> Result<Self, String> {
         serde_json::from_str(text).map_err(|e| {
             format!(
-                "the database secret is not RDS JSON (username, password, host, port, dbname): {} at column {}",
+                "the database secret is not RDS JSON (username, password, and optionally host, port, dbname): {} at column {}",
                 e.classify_as_str(),
                 e.column()
             )
@@ -109,24 +108,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rds_managed_and_hand_made_secrets_parse() {
+    fn rds_hand_made_and_aurora_managed_secrets_parse() {
         let rds = DatabaseSecret::parse(
             r#"{"username":"admin","password":"p@ss:/word","engine":"mysql","host":"db.cluster-x.eu-west-1.rds.amazonaws.com","port":3306,"dbname":"fcfs","dbClusterIdentifier":"db"}"#,
         )
         .unwrap();
-        assert_eq!(rds.port, 3306);
+        assert_eq!(rds.port, Some(3306));
         assert_eq!(rds.dbname.as_deref(), Some("fcfs"));
         assert_eq!(rds.password, "p@ss:/word");
-        let aurora_managed =
+        let hand_made =
             DatabaseSecret::parse(r#"{"username":"admin","password":"x","host":"h","port":"3307"}"#).unwrap();
-        assert_eq!((aurora_managed.port, aurora_managed.dbname), (3307, None));
+        assert_eq!((hand_made.port, hand_made.dbname), (Some(3307), None));
+        let aurora_managed = DatabaseSecret::parse(r#"{"username":"admin","password":"x"}"#).unwrap();
+        assert_eq!((aurora_managed.host, aurora_managed.port), (None, None));
     }
 
     #[test]
     fn a_broken_secret_is_explained_without_its_text() {
-        let err = DatabaseSecret::parse(r#"{"username":"admin","password":"hunter2"}"#).unwrap_err();
-        assert!(err.contains("missing"), "{err}");
-        assert!(!err.contains("hunter2"));
+        for broken in [
+            r#"{"password":"hunter2"}"#,
+            r#"{"username":"a","password":"hunter2","port":"x"}"#,
+            r#"{"username":"a","password":"hunter2""#,
+        ] {
+            let err = DatabaseSecret::parse(broken).unwrap_err();
+            assert!(err.contains("not RDS JSON"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
         let secret = DatabaseSecret::parse(r#"{"username":"a","password":"hunter2","host":"h"}"#).unwrap();
         assert!(!format!("{secret:?}").contains("hunter2"));
     }
