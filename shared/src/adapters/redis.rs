@@ -704,4 +704,34 @@ mod tests {
         );
         assert!(decode_pending("not-a-uuid", "7 1 u").is_none());
     }
+
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        Settings::new(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn cluster_and_tls_settings_come_from_the_environment() {
+        let plain = RedisSettings::from_settings(&settings(&[])).unwrap();
+        assert!(!plain.cluster && plain.tls_ca_file.is_none());
+        let set = RedisSettings::from_settings(&settings(&[
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_TLS_CA_FILE", "/etc/ca.pem"),
+        ]))
+        .unwrap();
+        assert!(set.cluster);
+        assert_eq!(set.tls_ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(RedisSettings::from_settings(&settings(&[("REDIS_CLUSTER", "yes")])).is_err());
+
+        // The CA file matters only for rediss://, where a missing one is an error at start.
+        let missing = RedisSettings {
+            cluster: true,
+            tls_ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..RedisSettings::default()
+        };
+        assert!(RedisIssueLedger::with_settings("redis://127.0.0.1:1", missing.clone()).is_ok());
+        let error = RedisIssueLedger::with_settings("rediss://127.0.0.1:1", missing)
+            .err()
+            .expect("an unreadable CA file is refused");
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+    }
 }
