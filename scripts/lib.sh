@@ -10,6 +10,10 @@ DATA_DIR="$STATE_DIR/data"
 
 BIND_HOST=127.0.0.1
 REDIS_PORT="${FCFS_REDIS_PORT:-6379}"
+# A 3-master Redis Cluster (ElastiCache cluster mode, Serverless) and a Redis with TLS on, for the
+# tests that prove the ledger on both; the functions and the runner keep using REDIS_PORT.
+read -r -a REDIS_CLUSTER_PORTS <<<"${FCFS_REDIS_CLUSTER_PORTS:-7001 7002 7003}"
+REDIS_TLS_PORT="${FCFS_REDIS_TLS_PORT:-6380}"
 MYSQL_PORT="${FCFS_MYSQL_PORT:-3306}"
 AWS_PORT="${FCFS_AWS_PORT:-4566}"
 DYNAMODB_LOCAL_PORT="${FCFS_DYNAMODB_LOCAL_PORT:-4568}"
@@ -48,6 +52,8 @@ SCHEMATHESIS_VENV="$CACHE_DIR/schemathesis-venv"
 CFN_LINT_VENV="$CACHE_DIR/cfn-lint-venv"
 CHECKOV_VENV="$CACHE_DIR/checkov-venv"
 LOCALSTACK_FS="$CACHE_DIR/localstack-fs"
+# The TLS Redis's private CA and server certificate (made by stack.sh with openssl).
+REDIS_TLS_DIR="$CACHE_DIR/redis-tls"
 
 log() { printf '\033[1m[fcfs]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[fcfs] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -63,6 +69,8 @@ local_aws_env() {
 
 database_url() { echo "mysql://$MYSQL_USER:$MYSQL_PASSWORD@$BIND_HOST:$MYSQL_PORT/$MYSQL_DATABASE"; }
 redis_url() { echo "redis://$BIND_HOST:$REDIS_PORT"; }
+redis_cluster_url() { echo "redis://$BIND_HOST:${REDIS_CLUSTER_PORTS[0]}"; }
+redis_tls_url() { echo "rediss://$BIND_HOST:$REDIS_TLS_PORT"; }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
@@ -83,6 +91,7 @@ pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 stop_on_exit_what_this_run_starts() {
   FCFS_STARTED_BEFORE=0
   local name
-  for name in redis mariadb localstack; do pid_alive "$RUN_DIR/$name.pid" && FCFS_STARTED_BEFORE=1; done
+  for name in redis mariadb localstack redis-tls; do pid_alive "$RUN_DIR/$name.pid" && FCFS_STARTED_BEFORE=1; done
+  for name in "$RUN_DIR"/redis-cluster-*.pid; do pid_alive "$name" && FCFS_STARTED_BEFORE=1; done
   trap '[[ "${FCFS_KEEP_STACK:-0}" == 1 || $FCFS_STARTED_BEFORE == 1 ]] || "$ROOT/scripts/stack.sh" down' EXIT
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack: Redis, MariaDB and LocalStack (SQS + DynamoDB), all on 127.0.0.1, and the
-# local runner serving template.yaml's API on top of them.
+# The local stack: Redis (plus a 3-master Redis Cluster and a TLS Redis for the tests), MariaDB and
+# LocalStack (SQS + DynamoDB), all on 127.0.0.1, and the local runner serving template.yaml's API
+# on top of them.
 #   stack.sh up        services + the runner on 127.0.0.1:$FCFS_API_PORT (3000) + a demo API key
 #   stack.sh services  start what is not running (reuse what is), migrate, provision, write .local/env
 #   stack.sh down      stop only what `up` started (pid files in .local/run)
@@ -28,6 +29,95 @@ redis_up() {
     --save "" --appendonly no --daemonize no --protected-mode yes
   wait_for 20 "redis on $BIND_HOST:$REDIS_PORT" redis-cli -h "$BIND_HOST" -p "$REDIS_PORT" ping ||
     die "redis did not start; see $LOG_DIR/redis.log"
+}
+
+redis_cluster_ok() { # every node agrees the cluster serves all slots with all its masters
+  local port info
+  for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+    info="$(redis-cli -h "$BIND_HOST" -p "$port" cluster info 2>/dev/null)" || return 1
+    grep -q '^cluster_state:ok' <<<"$info" || return 1
+    grep -q "^cluster_known_nodes:${#REDIS_CLUSTER_PORTS[@]}" <<<"$info" || return 1
+  done
+}
+
+# A Redis Cluster of one master per port (no replicas: the tests need slots spread over nodes,
+# not failover), bound to 127.0.0.1 and, like the main Redis, without persistence. Reused while
+# it is healthy; otherwise the nodes this checkout started are stopped and the cluster is created
+# afresh (a node forgets nothing on its own: its nodes.conf is deleted with its directory).
+redis_cluster_up() {
+  local port nodes=()
+  if redis_cluster_ok; then
+    log "redis cluster: reusing the cluster on $BIND_HOST:${REDIS_CLUSTER_PORTS[*]}"; return
+  fi
+  for port in "${REDIS_CLUSTER_PORTS[@]}"; do stop_pidfile "redis-cluster-$port"; done
+  for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+    port_open "$BIND_HOST" "$port" || port_open "$BIND_HOST" $((port + 10000)) &&
+      die "port $port (or its cluster bus port $((port + 10000))) is taken by something that is not a healthy cluster of ours; set FCFS_REDIS_CLUSTER_PORTS"
+  done
+  for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+    rm -rf "$DATA_DIR/redis-cluster/$port"
+    mkdir -p "$DATA_DIR/redis-cluster/$port"
+    spawn "redis-cluster-$port" redis-server --bind "$BIND_HOST" --port "$port" \
+      --dir "$DATA_DIR/redis-cluster/$port" --save "" --appendonly no --daemonize no --protected-mode yes \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000
+    nodes+=("$BIND_HOST:$port")
+  done
+  for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+    wait_for 20 "redis cluster node $BIND_HOST:$port" redis-cli -h "$BIND_HOST" -p "$port" ping ||
+      die "redis cluster node $port did not start; see $LOG_DIR/redis-cluster-$port.log"
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >>"$LOG_DIR/redis-cluster-create.log" 2>&1 ||
+    die "redis-cli --cluster create failed; see $LOG_DIR/redis-cluster-create.log"
+  wait_for 30 "redis cluster on $BIND_HOST:${REDIS_CLUSTER_PORTS[*]}" redis_cluster_ok ||
+    die "the redis cluster did not reach cluster_state:ok; see $LOG_DIR/redis-cluster-*.log"
+}
+
+# A private CA and a certificate for 127.0.0.1/localhost signed by it, made once and kept in the
+# cache (renewed when it has less than a day left). Clients trust the CA through
+# REDIS_TLS_CA_FILE; the CA's key never leaves the directory.
+redis_tls_certs() {
+  local dir="$REDIS_TLS_DIR"
+  if [[ -f "$dir/ca.crt" && -f "$dir/server.key" ]] &&
+    openssl x509 -checkend 86400 -noout -in "$dir/server.crt" >/dev/null 2>&1; then
+    return
+  fi
+  log "redis tls: making a CA and a server certificate in $dir"
+  mkdir -p "$dir"
+  (
+    umask 077
+    cd "$dir"
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -sha256 -days 3650 \
+      -subj "/CN=fcfs-coupons local Redis CA" -keyout ca.key -out ca.crt
+    openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+      -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'basicConstraints=critical,CA:FALSE' \
+      'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 825 \
+      -extfile server.ext -out server.crt
+    chmod 644 ca.crt server.crt
+  ) >>"$LOG_DIR/redis-tls-certs.log" 2>&1 || die "openssl could not make the certificates; see $LOG_DIR/redis-tls-certs.log"
+}
+
+redis_tls_ping() {
+  redis-cli --tls --cacert "$REDIS_TLS_DIR/ca.crt" -h "$BIND_HOST" -p "$REDIS_TLS_PORT" ping 2>/dev/null | grep -q PONG
+}
+
+# A Redis that speaks only TLS (as ElastiCache with in-transit encryption does): no plain port.
+redis_tls_up() {
+  redis_tls_certs
+  if redis_tls_ping; then
+    log "redis tls: reusing the server on $BIND_HOST:$REDIS_TLS_PORT"; return
+  fi
+  stop_pidfile redis-tls
+  port_open "$BIND_HOST" "$REDIS_TLS_PORT" &&
+    die "port $REDIS_TLS_PORT is taken by something that does not answer TLS with our CA; set FCFS_REDIS_TLS_PORT"
+  mkdir -p "$DATA_DIR/redis-tls"
+  spawn redis-tls redis-server --bind "$BIND_HOST" --port 0 --tls-port "$REDIS_TLS_PORT" \
+    --tls-cert-file "$REDIS_TLS_DIR/server.crt" --tls-key-file "$REDIS_TLS_DIR/server.key" \
+    --tls-ca-cert-file "$REDIS_TLS_DIR/ca.crt" --tls-auth-clients no \
+    --dir "$DATA_DIR/redis-tls" --save "" --appendonly no --daemonize no --protected-mode yes
+  wait_for 20 "redis tls on $BIND_HOST:$REDIS_TLS_PORT" redis_tls_ping ||
+    die "redis with TLS did not start; see $LOG_DIR/redis-tls.log"
 }
 
 mysql_app() { mariadb --protocol=tcp -h "$BIND_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" -p"$MYSQL_PASSWORD" "$MYSQL_DATABASE" "$@"; }
@@ -116,10 +206,14 @@ write_env() {
     # The local MariaDB speaks no TLS; on AWS the template asks for VERIFY_IDENTITY.
     echo "DATABASE_SSL_MODE=DISABLED"
     echo "REDIS_URL=$(redis_url)"
-    # The jar install.sh prepared, for tests that start a private DynamoDB Local to pause or kill.
     # cargo-lambda's Runtime API emulator, for tests that run a function's real Lambda binary.
     echo "CARGO_LAMBDA=$CARGO_LAMBDA_VENV/bin/cargo-lambda"
+    # The jar install.sh prepared, for tests that start a private DynamoDB Local to pause or kill.
     echo "DYNAMODB_LOCAL_JAR=$LOCALSTACK_FS/var/lib/localstack/lib/dynamodb-local/2/DynamoDBLocal.jar"
+    # For the tests that run the ledger on a Redis Cluster and on TLS; nothing else reads them.
+    echo "REDIS_CLUSTER_URL=$(redis_cluster_url)"
+    echo "REDIS_TLS_URL=$(redis_tls_url)"
+    echo "REDIS_TLS_CA_FILE=$REDIS_TLS_DIR/ca.crt"
     echo "FCFS_STAGE=$STAGE"
     # So that `fcfs-admin` is a command once this file is sourced.
     echo "PATH=$STATE_DIR/bin:\$PATH"
@@ -132,6 +226,8 @@ cmd_services() {
   "$ROOT/scripts/install.sh"
   local_aws_env
   redis_up
+  redis_cluster_up
+  redis_tls_up
   mysql_up
   localstack_up
   log "building fcfs-admin and fcfs-runner"
@@ -214,24 +310,32 @@ stop_pidfile() { # stop_pidfile NAME
 
 cmd_down() {
   local name
-  for name in runner localstack mariadb redis; do stop_pidfile "$name"; done
+  for name in runner localstack mariadb redis redis-tls; do stop_pidfile "$name"; done
+  for name in "$RUN_DIR"/redis-cluster-*.pid; do
+    [[ -f "$name" ]] && stop_pidfile "$(basename "$name" .pid)"
+  done
   log "down: nothing started by this checkout is running"
 }
 
 cmd_status() {
   local mine
-  status_line() { # NAME URL HEALTHY?
-    mine="reused"; pid_alive "$RUN_DIR/$1.pid" && mine="started here, pid $(cat "$RUN_DIR/$1.pid")"
-    if [[ $3 == yes ]]; then printf '  %-11s %-40s up (%s)\n' "$1" "$2" "$mine"; else printf '  %-11s %-40s DOWN\n' "$1" "$2"; fi
+  status_line() { # NAME URL HEALTHY? [PID-FILE NAME]
+    local pidfile="$RUN_DIR/${4:-$1}.pid"
+    mine="reused"; pid_alive "$pidfile" && mine="started here, pid $(cat "$pidfile")"
+    if [[ $3 == yes ]]; then printf '  %-13s %-40s up (%s)\n' "$1" "$2" "$mine"; else printf '  %-13s %-40s DOWN\n' "$1" "$2"; fi
   }
-  local r=no m=no l=no
+  local r=no m=no l=no c=no t=no
   redis-cli -h "$BIND_HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && r=yes
+  redis_cluster_ok && c=yes
+  redis_tls_ping && t=yes
   port_open "$BIND_HOST" "$MYSQL_PORT" && m=yes
   localstack_healthy && l=yes
   local a=no
   pid_alive "$RUN_DIR/runner.pid" && port_open "$BIND_HOST" "$API_PORT" && a=yes
   echo "fcfs-coupons local stack:"
   status_line redis "$(redis_url)" $r
+  status_line redis-cluster "$(redis_cluster_url) (${#REDIS_CLUSTER_PORTS[@]} masters: ${REDIS_CLUSTER_PORTS[*]})" $c "redis-cluster-${REDIS_CLUSTER_PORTS[0]}"
+  status_line redis-tls "$(redis_tls_url) (CA: REDIS_TLS_CA_FILE)" $t
   status_line mariadb "$(database_url)" $m
   status_line localstack "http://$BIND_HOST:$AWS_PORT (SQS, DynamoDB, Secrets Manager)" $l
   status_line runner "$(api_url) (the API)" $a

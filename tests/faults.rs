@@ -189,6 +189,7 @@ fn fast_fail(url: &str) -> RedisIssueLedger {
         RedisSettings {
             response_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_millis(300),
+            ..RedisSettings::default()
         },
     )
     .unwrap()

@@ -3,12 +3,13 @@
 //! `recover` (one recovery run now, as the scheduled function does every minute).
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::types::QueueAttributeName;
 use fcfs_shared::adapters::mysql::MySqlStore;
-use fcfs_shared::adapters::redis::RedisIssueLedger;
+use fcfs_shared::adapters::redis::{RedisIssueLedger, RedisSettings};
 use fcfs_shared::adapters::sqs::SqsReservationQueue;
 use fcfs_shared::issuance::domain::{CampaignId, IssueRules, Outcome, RejectionReason};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger};
@@ -16,25 +17,47 @@ use fcfs_shared::issuance::reconcile::{Difference, LedgerView, RecordView, compa
 use fcfs_shared::issuance::{Recovery, RecoverySummary};
 use fcfs_shared::kernel::UserId;
 
+/// Where Redis is: the same variables the functions read.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// `redis://` or `rediss://` (TLS); with --redis-cluster, any node of the cluster.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: String,
+    /// REDIS_URL is a node (or the configuration endpoint) of a Redis Cluster.
+    #[arg(long, env = "REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// PEM file of the CA a `rediss://` server's certificate chains to (default: public roots).
+    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    fn ledger(&self, response_timeout: Duration) -> Result<RedisIssueLedger> {
+        Ok(RedisIssueLedger::with_settings(
+            &self.redis_url,
+            RedisSettings {
+                response_timeout,
+                cluster: self.redis_cluster,
+                tls_ca_file: self.redis_tls_ca_file.clone(),
+                ..RedisSettings::default()
+            },
+        )?)
+    }
+}
+
 pub struct Stores {
     pub store: MySqlStore,
     pub ledger: RedisIssueLedger,
 }
 
 impl Stores {
-    pub async fn connect(database_url: &str, redis_url: &str) -> Result<Self> {
+    pub async fn connect(database_url: &str, redis: &RedisArgs) -> Result<Self> {
         let pool = fcfs_shared::adapters::mysql::connect(database_url, 2)
             .await
             .context("cannot connect to the database")?;
         // Reconcile reads whole campaigns: generous deadlines, this is not a request path.
         let store = MySqlStore::new(pool).with_timeout(Duration::from_secs(120));
-        let ledger = RedisIssueLedger::with_settings(
-            redis_url,
-            fcfs_shared::adapters::redis::RedisSettings {
-                response_timeout: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )?;
+        let ledger = redis.ledger(Duration::from_secs(30))?;
         ledger.reserved_count(0).await.context("cannot reach Redis")?;
         Ok(Self { store, ledger })
     }
@@ -249,9 +272,9 @@ pub async fn ensure_drained(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Resul
 }
 
 /// One recovery run now.
-pub async fn recover(redis_url: &str, queue_url: &str, grace: Duration) -> Result<RecoverySummary> {
+pub async fn recover(redis: &RedisArgs, queue_url: &str, grace: Duration) -> Result<RecoverySummary> {
     let sdk = fcfs_shared::config::aws_sdk_config().await;
-    let ledger = RedisIssueLedger::new(redis_url)?;
+    let ledger = redis.ledger(RedisSettings::default().response_timeout)?;
     let queue = SqsReservationQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url);
     Ok(Recovery::new(ledger, queue).with_grace(grace).run().await?)
 }

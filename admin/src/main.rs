@@ -32,8 +32,8 @@ enum Command {
     Reconcile {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
-        #[arg(long, env = "REDIS_URL")]
-        redis_url: String,
+        #[command(flatten)]
+        redis: ledger::RedisArgs,
         /// Only this campaign (default: every campaign).
         #[arg(long)]
         campaign: Option<u64>,
@@ -46,8 +46,8 @@ enum Command {
     RebuildLedger {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
-        #[arg(long, env = "REDIS_URL")]
-        redis_url: String,
+        #[command(flatten)]
+        redis: ledger::RedisArgs,
         /// The issue queue (template resource IssueQueue); its DLQ is found from its redrive policy.
         #[arg(long, env = "ISSUE_QUEUE_URL")]
         queue_url: String,
@@ -61,8 +61,8 @@ enum Command {
     /// One recovery run now (the scheduled function runs one every minute): re-send places
     /// pending longer than the grace, release those that can no longer be sent. Prints a summary.
     Recover {
-        #[arg(long, env = "REDIS_URL")]
-        redis_url: String,
+        #[command(flatten)]
+        redis: ledger::RedisArgs,
         #[arg(long, env = "ISSUE_QUEUE_URL")]
         queue_url: String,
         /// Seconds a place must have been pending (requests younger may still be sending).
@@ -119,11 +119,11 @@ async fn main() -> Result<()> {
         }
         Command::Reconcile {
             database_url,
-            redis_url,
+            redis,
             campaign,
             repair,
         } => {
-            let stores = ledger::Stores::connect(&database_url, &redis_url).await?;
+            let stores = ledger::Stores::connect(&database_url, &redis).await?;
             let remaining = stores.reconcile(campaign, repair).await?;
             if remaining > 0 {
                 eprintln!("{remaining} difference(s) remain");
@@ -132,7 +132,7 @@ async fn main() -> Result<()> {
         }
         Command::RebuildLedger {
             database_url,
-            redis_url,
+            redis,
             queue_url,
             campaign,
             force,
@@ -143,15 +143,15 @@ async fn main() -> Result<()> {
             } else {
                 ledger::ensure_drained(&sqs, &queue_url).await?;
             }
-            let stores = ledger::Stores::connect(&database_url, &redis_url).await?;
+            let stores = ledger::Stores::connect(&database_url, &redis).await?;
             stores.rebuild(campaign).await?;
         }
         Command::Recover {
-            redis_url,
+            redis,
             queue_url,
             grace_secs,
         } => {
-            let summary = ledger::recover(&redis_url, &queue_url, std::time::Duration::from_secs(grace_secs)).await?;
+            let summary = ledger::recover(&redis, &queue_url, std::time::Duration::from_secs(grace_secs)).await?;
             println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Keys { table, command } => {

@@ -51,6 +51,11 @@ impl Settings {
         self.get(name).map(str::to_owned)
     }
 
+    /// A variable that may be absent (or empty).
+    pub fn optional(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+
     pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
         self.get(name).map(str::to_owned).ok_or(ConfigError::Missing(name))
     }

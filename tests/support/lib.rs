@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use fcfs_shared::adapters::redis::{RedisIssueLedger, RedisSettings};
 use fcfs_template::{Placement, Template};
 
 pub mod services;
@@ -50,6 +51,76 @@ pub async fn redis() -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("Redis answers at REDIS_URL")
+}
+
+/// The local Redis deployments the ledger is proven on, all started by `scripts/stack.sh services`:
+/// the server the functions use (`REDIS_URL`), a 3-master Redis Cluster (`REDIS_CLUSTER_URL`,
+/// as ElastiCache cluster mode) and a server that speaks only TLS (`REDIS_TLS_URL`, its private
+/// CA in `REDIS_TLS_CA_FILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisDeployment {
+    Single,
+    Cluster,
+    Tls,
+}
+
+impl RedisDeployment {
+    pub fn url(self) -> String {
+        env(match self {
+            Self::Single => "REDIS_URL",
+            Self::Cluster => "REDIS_CLUSTER_URL",
+            Self::Tls => "REDIS_TLS_URL",
+        })
+    }
+
+    /// The settings a function would be deployed with for this Redis.
+    pub fn settings(self, response_timeout: std::time::Duration) -> RedisSettings {
+        RedisSettings {
+            response_timeout,
+            cluster: self == Self::Cluster,
+            tls_ca_file: (self == Self::Tls).then(|| env("REDIS_TLS_CA_FILE").into()),
+            ..RedisSettings::default()
+        }
+    }
+
+    /// One command on a connection of its own (test set-up and clean-up; the code under test
+    /// goes through the ledger).
+    pub async fn run(self, cmd: &redis::Cmd) -> redis::Value {
+        let url = self.url();
+        let answer: redis::RedisResult<redis::Value> = async {
+            match self {
+                Self::Single => {
+                    let mut conn = redis::Client::open(url.as_str())?
+                        .get_multiplexed_async_connection()
+                        .await?;
+                    cmd.query_async(&mut conn).await
+                }
+                Self::Tls => {
+                    fcfs_shared::adapters::redis::install_crypto_provider();
+                    let certificates = redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(
+                            std::fs::read(env("REDIS_TLS_CA_FILE")).expect("REDIS_TLS_CA_FILE is readable"),
+                        ),
+                    };
+                    let client = redis::Client::build_with_tls(url.as_str(), certificates)?;
+                    cmd.query_async(&mut client.get_multiplexed_async_connection().await?)
+                        .await
+                }
+                Self::Cluster => {
+                    let client = redis::cluster::ClusterClient::new([url.as_str()])?;
+                    cmd.query_async(&mut client.get_async_connection().await?).await
+                }
+            }
+        }
+        .await;
+        answer.unwrap_or_else(|e| panic!("the {self:?} Redis at {url} answers: {e}"))
+    }
+
+    pub fn ledger(self, response_timeout: std::time::Duration) -> RedisIssueLedger {
+        RedisIssueLedger::with_settings(&self.url(), self.settings(response_timeout))
+            .unwrap_or_else(|e| panic!("a ledger for the {self:?} Redis at {}: {e}", self.url()))
+    }
 }
 
 pub async fn mysql() -> sqlx::MySqlPool {

@@ -9,16 +9,24 @@
 //! expires a day after its coupons do. `cpn:live` (a sorted set of campaign ids by that expiry,
 //! outside any campaign's slot, never touched by a script) is what recovery walks.
 //!
+//! So the same code runs on one server and on a Redis Cluster (`RedisSettings::cluster`): every
+//! script and multi-key command names keys of one campaign only (one slot, no CROSSSLOT), there
+//! is no MULTI, `cpn:live` is only ever touched by single-key commands, and whole hashes are read
+//! with HSCAN, which goes to the node owning the key (never SCAN over a keyspace).
+//!
 //! Every call has a deadline (`RedisSettings`): a Redis that hangs ends in `Unavailable`, which
 //! the API answers with 503, never in a request that outlives its function.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use redis::IntoConnectionInfo;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 use uuid::Uuid;
 
 use crate::config::{ConfigError, Settings};
@@ -142,17 +150,29 @@ fn decode_pending(request: &str, raw: &str) -> Option<PendingReservation> {
     })
 }
 
-/// Deadlines of every Redis call. The issue path makes at most two (reserve, then mark sent or
-/// release) beside one SQS send (2 s), so with the defaults a request that meets a hung Redis
-/// ends within 7 s, under the issue function's `Timeout` of 10 s. The answer deadline is not
-/// tighter because a process serving many requests at once (the local runner, a burst in one
-/// container) queues commands on one connection, and that wait counts too.
-#[derive(Debug, Clone, Copy)]
+/// How to reach Redis, and the deadlines of every call. The issue path makes at most two calls
+/// (reserve, then mark sent or release) beside one SQS send (2 s), so with the defaults a request
+/// that meets a hung Redis ends within 7 s, under the issue function's `Timeout` of 10 s. The
+/// answer deadline is not tighter because a process serving many requests at once (the local
+/// runner, a burst in one container) queues commands on one connection, and that wait counts too.
+///
+/// The URL says whether the connection is encrypted: `redis://` plain, `rediss://` TLS (the
+/// server's certificate checked against Mozilla's roots, which ElastiCache's chain to, or against
+/// `tls_ca_file`). `cluster` says whether it is one server or a Redis Cluster (ElastiCache cluster
+/// mode, ElastiCache Serverless); the URL is then any node, or the configuration endpoint.
+#[derive(Debug, Clone)]
 pub struct RedisSettings {
     /// A command's answer (`REDIS_TIMEOUT_MS`, default 2000).
     pub response_timeout: Duration,
     /// Opening a connection (`REDIS_CONNECT_TIMEOUT_MS`, default 500).
     pub connect_timeout: Duration,
+    /// A Redis Cluster, reached through the cluster client that follows MOVED and ASK
+    /// (`REDIS_CLUSTER`, default false).
+    pub cluster: bool,
+    /// A PEM file of the CA(s) that a `rediss://` server's certificate must chain to, instead of
+    /// the public roots: a private CA, as the local TLS Redis has (`REDIS_TLS_CA_FILE`). Ignored
+    /// for a plain `redis://` URL.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisSettings {
@@ -160,6 +180,8 @@ impl Default for RedisSettings {
         Self {
             response_timeout: Duration::from_millis(2000),
             connect_timeout: Duration::from_millis(500),
+            cluster: false,
+            tls_ca_file: None,
         }
     }
 }
@@ -174,6 +196,8 @@ impl RedisSettings {
             connect_timeout: Duration::from_millis(
                 settings.or("REDIS_CONNECT_TIMEOUT_MS", default.connect_timeout.as_millis() as u64)?,
             ),
+            cluster: settings.or("REDIS_CLUSTER", false)?,
+            tls_ca_file: settings.optional("REDIS_TLS_CA_FILE").map(PathBuf::from),
         })
     }
 
@@ -183,13 +207,105 @@ impl RedisSettings {
     }
 }
 
+/// One server (a connection manager that reconnects in the background) or a cluster (a client
+/// that routes each command to the node owning its key's slot and follows MOVED/ASK).
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant, reason = "a few per process, made once")]
+enum Client {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// The open connection of either kind: every command and script is written once against this.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// redis's rustls client takes the process's default crypto provider, and with both ring (sqlx)
+/// and aws-lc-rs (the AWS SDK) linked, rustls cannot pick one by itself: ring, unless another
+/// part of the process installed one first. Idempotent; the ledger calls it for `rediss://` URLs,
+/// other TLS clients of redis in the process (tests) may too.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn open_client(url: &str, settings: &RedisSettings) -> Result<Client, Unavailable> {
+    let info = url.into_connection_info().map_err(unavailable)?;
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    let certificates =
+        match (&settings.tls_ca_file, tls) {
+            (Some(path), true) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| {
+                    Unavailable::new("redis", format!("cannot read the CA file {}: {e}", path.display()))
+                })?),
+            }),
+            _ => None,
+        };
+    if tls {
+        install_crypto_provider();
+    }
+    if settings.cluster {
+        let mut builder = redis::cluster::ClusterClientBuilder::new([info])
+            .connection_timeout(settings.connect_timeout)
+            .response_timeout(settings.response_timeout)
+            // A redirection after a failover or a resharding is followed; more is left to the
+            // deadline and the caller.
+            .retries(2);
+        if let Some(certificates) = certificates {
+            builder = builder.certs(certificates);
+        }
+        return Ok(Client::Cluster(builder.build().map_err(unavailable)?));
+    }
+    Ok(Client::Single(
+        match certificates {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates),
+            None => redis::Client::open(info),
+        }
+        .map_err(unavailable)?,
+    ))
+}
+
 /// The ledger, connected on first use: a function starts (and answers 503) while Redis is down,
 /// and reconnects by itself when it is back.
 #[derive(Clone)]
 pub struct RedisIssueLedger {
-    client: redis::Client,
+    client: Client,
     settings: RedisSettings,
-    conn: Arc<tokio::sync::OnceCell<ConnectionManager>>,
+    conn: Arc<tokio::sync::OnceCell<Connection>>,
     reserve: Arc<redis::Script>,
     release: Arc<redis::Script>,
     standing: Arc<redis::Script>,
@@ -201,14 +317,15 @@ fn unavailable(e: redis::RedisError) -> Unavailable {
 }
 
 impl RedisIssueLedger {
-    /// A ledger at `url` with the default deadlines; fails only on a malformed URL.
+    /// A ledger at `url` (one server) with the default deadlines; fails only on a malformed URL.
     pub fn new(url: &str) -> Result<Self, Unavailable> {
         Self::with_settings(url, RedisSettings::default())
     }
 
+    /// Fails only on a malformed URL or an unreadable CA file; connects on first use.
     pub fn with_settings(url: &str, settings: RedisSettings) -> Result<Self, Unavailable> {
         Ok(Self {
-            client: redis::Client::open(url).map_err(unavailable)?,
+            client: open_client(url, &settings)?,
             settings,
             conn: Arc::default(),
             reserve: Arc::new(redis::Script::new(RESERVE)),
@@ -218,7 +335,7 @@ impl RedisIssueLedger {
         })
     }
 
-    /// `REDIS_URL` and the deadlines of `RedisSettings`.
+    /// `REDIS_URL` and the rest of `RedisSettings`.
     pub fn from_settings(settings: &Settings) -> Result<Self, crate::config::StartupError> {
         Ok(Self::with_settings(
             &settings.required("REDIS_URL")?,
@@ -233,17 +350,30 @@ impl RedisIssueLedger {
         Ok(ledger)
     }
 
+    /// Whether this ledger talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.client, Client::Cluster(_))
+    }
+
     /// The shared connection, opened on first use within the call deadline.
-    async fn connection(&self) -> Result<ConnectionManager, Unavailable> {
+    async fn connection(&self) -> Result<Connection, Unavailable> {
         let opening = self.conn.get_or_try_init(|| async {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_response_timeout(Some(self.settings.response_timeout))
-                .set_connection_timeout(Some(self.settings.connect_timeout))
-                // Reconnects happen in the background; a caller never waits through a series.
-                .set_number_of_retries(1);
-            ConnectionManager::new_with_config(self.client.clone(), config)
-                .await
-                .map_err(unavailable)
+            match &self.client {
+                Client::Single(client) => {
+                    let config = redis::aio::ConnectionManagerConfig::new()
+                        .set_response_timeout(Some(self.settings.response_timeout))
+                        .set_connection_timeout(Some(self.settings.connect_timeout))
+                        // Reconnects happen in the background; a caller never waits through a series.
+                        .set_number_of_retries(1);
+                    ConnectionManager::new_with_config(client.clone(), config)
+                        .await
+                        .map(Connection::Single)
+                }
+                // Learns the slot map from the node it was given, then connects to every
+                // primary; a node that fails later is reconnected by the client on its own.
+                Client::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
+            }
+            .map_err(unavailable)
         });
         let conn = tokio::time::timeout(self.settings.deadline(), opening)
             .await
@@ -410,6 +540,12 @@ impl IssueLedger for RedisIssueLedger {
     async fn prime(&self, rules: &IssueRules) -> Result<(), Unavailable> {
         let id = rules.campaign_id;
         let expires = rules.state_expires_at(Utc::now()).timestamp_millis();
+        // Listed before its rules make it reservable: `cpn:live` lives in another slot (another
+        // node of a cluster), so the two cannot be one atomic step, and this order means a crash
+        // between them leaves at worst a listed campaign without places, never places that
+        // recovery would not walk.
+        self.query::<()>(redis::cmd("ZADD").arg(LIVE_CAMPAIGNS_KEY).arg(expires).arg(id))
+            .await?;
         self.query::<()>(
             redis::cmd("HSET")
                 .arg(rules_key(id))
@@ -428,8 +564,6 @@ impl IssueLedger for RedisIssueLedger {
         )
         .await?;
         self.query::<()>(redis::cmd("PEXPIREAT").arg(rules_key(id)).arg(expires))
-            .await?;
-        self.query::<()>(redis::cmd("ZADD").arg(LIVE_CAMPAIGNS_KEY).arg(expires).arg(id))
             .await
     }
 
@@ -569,5 +703,35 @@ mod tests {
             (7, "user:with.colons", 1_700_000_000_123)
         );
         assert!(decode_pending("not-a-uuid", "7 1 u").is_none());
+    }
+
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        Settings::new(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn cluster_and_tls_settings_come_from_the_environment() {
+        let plain = RedisSettings::from_settings(&settings(&[])).unwrap();
+        assert!(!plain.cluster && plain.tls_ca_file.is_none());
+        let set = RedisSettings::from_settings(&settings(&[
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_TLS_CA_FILE", "/etc/ca.pem"),
+        ]))
+        .unwrap();
+        assert!(set.cluster);
+        assert_eq!(set.tls_ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(RedisSettings::from_settings(&settings(&[("REDIS_CLUSTER", "yes")])).is_err());
+
+        // The CA file matters only for rediss://, where a missing one is an error at start.
+        let missing = RedisSettings {
+            cluster: true,
+            tls_ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..RedisSettings::default()
+        };
+        assert!(RedisIssueLedger::with_settings("redis://127.0.0.1:1", missing.clone()).is_ok());
+        let error = RedisIssueLedger::with_settings("rediss://127.0.0.1:1", missing)
+            .err()
+            .expect("an unreadable CA file is refused");
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
     }
 }

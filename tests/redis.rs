@@ -1,0 +1,308 @@
+//! The issue ledger on each Redis deployment it is built for: one server, a 3-master Redis
+//! Cluster (ElastiCache cluster mode) and a server that speaks only TLS. Every operation the
+//! functions and the admin use runs on campaigns whose keys lie on every node of the cluster, so a
+//! script or command that crosses slots (CROSSSLOT) or goes to the wrong node (MOVED) fails here.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::Utc;
+use fcfs_shared::adapters::redis::{
+    LIVE_CAMPAIGNS_KEY, RedisIssueLedger, RedisSettings, count_key, outcomes_key, pending_key, rules_key, users_key,
+};
+use fcfs_shared::issuance::domain::{CampaignId, IssueDecision, IssueRules, Outcome, RejectionReason};
+use fcfs_shared::issuance::ports::IssueLedger;
+use fcfs_shared::kernel::UserId;
+use integration_tests::{RedisDeployment, env};
+use uuid::Uuid;
+
+async fn cluster_node() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env("REDIS_CLUSTER_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the cluster node at REDIS_CLUSTER_URL answers")
+}
+
+/// The cluster's masters by the slot ranges they serve, read from `CLUSTER NODES` on the node
+/// the URL names (a plain connection: these commands are answered by any node).
+async fn masters_by_slot(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(u16, u16, String)> {
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(conn).await.unwrap();
+    let mut ranges = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 9 || !fields[2].contains("master") {
+            continue;
+        }
+        for range in &fields[8..] {
+            let (start, end) = range.split_once('-').unwrap_or((range, range));
+            if let (Ok(start), Ok(end)) = (start.parse(), end.parse()) {
+                ranges.push((start, end, fields[1].to_owned()));
+            }
+        }
+    }
+    ranges
+}
+
+/// Fresh campaign ids, at least one on each master of the cluster (by the slot of their hash tag).
+async fn campaigns_on_every_node() -> Vec<CampaignId> {
+    let mut conn = cluster_node().await;
+    let masters = masters_by_slot(&mut conn).await;
+    let nodes: BTreeSet<&String> = masters.iter().map(|(_, _, node)| node).collect();
+    assert!(nodes.len() >= 3, "the local cluster has 3 masters: {masters:?}");
+    let mut chosen: HashMap<&String, CampaignId> = HashMap::new();
+    for id in fresh_id()..fresh_id() + 1_000 {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(rules_key(id))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (_, _, node) = masters
+            .iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .unwrap_or_else(|| panic!("slot {slot} is served by no master: {masters:?}"));
+        chosen.entry(node).or_insert(id);
+        if chosen.len() == nodes.len() {
+            break;
+        }
+    }
+    assert_eq!(chosen.len(), nodes.len(), "campaign ids on every master: {chosen:?}");
+    chosen.into_values().collect()
+}
+
+/// Campaign ids far above any the database hands out, different for every call.
+fn fresh_id() -> CampaignId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    (Utc::now().timestamp_micros() as u64) * 1_000
+        + NEXT.fetch_add(10_000, std::sync::atomic::Ordering::Relaxed) % 1_000_000
+}
+
+fn rules(id: CampaignId, quantity: u32) -> IssueRules {
+    // Whole milliseconds, as the ledger keeps them.
+    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    IssueRules {
+        campaign_id: id,
+        partner_id: "ledger-test".into(),
+        total_quantity: quantity,
+        issue_starts_at: now - chrono::Duration::minutes(1),
+        issue_ends_at: now + chrono::Duration::hours(1),
+        coupon_expires_at: now + chrono::Duration::days(1),
+    }
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+/// Every ledger operation on one campaign: reserve (to sold out), duplicates, standing, the
+/// pending scan, mark sent, release, outcomes, holders, restore.
+async fn exercise(ledger: &RedisIssueLedger, id: CampaignId) {
+    let rules = rules(id, 3);
+    ledger.prime(&rules).await.unwrap();
+    assert_eq!(ledger.rules(id).await.unwrap(), Some(rules.clone()));
+    let now = Utc::now();
+    let requests: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let mut decisions = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        decisions.push(
+            ledger
+                .reserve(id, "ledger-test", &user(&format!("u{i}")), *request, now)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        decisions,
+        [
+            IssueDecision::Reserved { rank: 1 },
+            IssueDecision::Reserved { rank: 2 },
+            IssueDecision::Reserved { rank: 3 },
+            IssueDecision::SoldOut
+        ]
+    );
+    assert_eq!(
+        ledger
+            .reserve(id, "ledger-test", &user("u0"), Uuid::now_v7(), now)
+            .await
+            .unwrap(),
+        IssueDecision::AlreadyIssued
+    );
+    assert_eq!(
+        ledger
+            .reserve(id, "someone-else", &user("u9"), Uuid::now_v7(), now)
+            .await
+            .unwrap(),
+        IssueDecision::NotOwner
+    );
+    assert_eq!(ledger.reserved_count(id).await.unwrap(), 3);
+
+    let pending = ledger.pending(id, usize::MAX).await.unwrap();
+    assert_eq!(pending.iter().map(|p| p.rank).collect::<Vec<_>>(), [1, 2, 3]);
+    ledger.mark_sent(id, requests[0]).await.unwrap();
+    assert!(ledger.release(id, &user("u2"), requests[2]).await.unwrap());
+    assert!(
+        !ledger.release(id, &user("u2"), requests[2]).await.unwrap(),
+        "released once"
+    );
+    let pending = ledger.pending(id, usize::MAX).await.unwrap();
+    assert_eq!(pending.iter().map(|p| p.request_id).collect::<Vec<_>>(), [requests[1]]);
+    assert_eq!(ledger.reserved_count(id).await.unwrap(), 2);
+
+    let issued = Outcome::Issued { coupon_id: 7 };
+    let rejected = Outcome::Rejected(RejectionReason::OverQuantity);
+    ledger
+        .record_outcomes(id, &[(user("u0"), issued), (user("u1"), rejected)])
+        .await
+        .unwrap();
+    let standing = ledger.standing(id, &user("u0")).await.unwrap();
+    assert_eq!(
+        (standing.owner.as_deref(), standing.held, standing.outcome),
+        (Some("ledger-test"), true, Some(issued))
+    );
+    assert!(!ledger.standing(id, &user("u2")).await.unwrap().held);
+    assert_eq!(
+        ledger.outcomes(id).await.unwrap(),
+        HashMap::from([("u0".to_owned(), issued), ("u1".to_owned(), rejected)])
+    );
+    let holders = ledger.holders(id).await.unwrap();
+    assert_eq!(
+        holders.keys().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&"u0".to_owned(), &"u1".to_owned()])
+    );
+
+    // The admin's rebuild: DEL of three keys of the campaign, then the holders from "MySQL"
+    // (u0's coupon) and the place still pending (u1's request).
+    assert_eq!(ledger.restore(&rules, &[("u0".to_owned(), 7)]).await.unwrap(), 2);
+    assert_eq!(ledger.holders(id).await.unwrap()["u1"], requests[1].to_string());
+    assert_eq!(
+        ledger.outcomes(id).await.unwrap(),
+        HashMap::from([("u0".to_owned(), issued)])
+    );
+}
+
+/// Enough places that the hashes are read in several HSCAN pages (1,000 per page).
+async fn many_places(ledger: &RedisIssueLedger, id: CampaignId) {
+    const PLACES: u32 = 2_500;
+    ledger.prime(&rules(id, PLACES)).await.unwrap();
+    let now = Utc::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..PLACES {
+        let ledger = ledger.clone();
+        calls.spawn(async move {
+            ledger
+                .reserve(id, "ledger-test", &user(&format!("many-{i}")), Uuid::now_v7(), now)
+                .await
+        });
+    }
+    let mut ranks = BTreeSet::new();
+    while let Some(decision) = calls.join_next().await {
+        match decision.unwrap().unwrap() {
+            IssueDecision::Reserved { rank } => assert!(ranks.insert(rank)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ranks, (1..=PLACES).collect());
+    assert_eq!(ledger.pending(id, usize::MAX).await.unwrap().len(), PLACES as usize);
+    assert_eq!(ledger.holders(id).await.unwrap().len(), PLACES as usize);
+    assert_eq!(ledger.pending(id, 10).await.unwrap().len(), 10);
+}
+
+/// Runs every operation on `ids` (and one large campaign), then deletes what it wrote, panic or
+/// not: the shared Redis is also walked by other tests' recovery runs, which must not find
+/// places of campaigns they do not know.
+async fn ledger_works_on(redis: RedisDeployment, ids: Vec<CampaignId>) {
+    let many = ids.iter().max().copied().unwrap_or_default() + 1_000;
+    let all: Vec<CampaignId> = ids.iter().copied().chain([many]).collect();
+    let body = tokio::spawn(async move {
+        let ledger = redis.ledger(Duration::from_secs(10));
+        assert_eq!(ledger.is_cluster(), redis == RedisDeployment::Cluster);
+        for &id in &ids {
+            exercise(&ledger, id).await;
+        }
+        many_places(&ledger, many).await;
+        let live: BTreeSet<CampaignId> = ledger.live_campaigns().await.unwrap().into_iter().collect();
+        for id in ids.iter().copied().chain([many]) {
+            assert!(live.contains(&id), "campaign {id} is listed live");
+        }
+    })
+    .await;
+    for id in all {
+        let keys = [
+            rules_key(id),
+            users_key(id),
+            count_key(id),
+            pending_key(id),
+            outcomes_key(id),
+        ];
+        redis.run(redis::cmd("DEL").arg(&keys[..])).await;
+        redis.run(redis::cmd("ZREM").arg(LIVE_CAMPAIGNS_KEY).arg(id)).await;
+    }
+    if let Err(e) = body {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn the_ledger_works_on_a_redis_cluster_with_campaigns_on_every_node() {
+    let ids = campaigns_on_every_node().await;
+    ledger_works_on(RedisDeployment::Cluster, ids.clone()).await;
+
+    // The same node without the cluster client: a campaign whose slot another node serves is
+    // answered with MOVED, so the test above did route across nodes.
+    let plain = RedisIssueLedger::new(&env("REDIS_CLUSTER_URL")).unwrap();
+    let mut moved = 0;
+    for &id in &ids {
+        if let Err(e) = plain.reserved_count(id).await {
+            assert!(e.to_string().to_lowercase().contains("moved"), "{e}");
+            moved += 1;
+        }
+    }
+    assert!(
+        moved >= ids.len() - 1,
+        "only the node's own campaign answers without MOVED"
+    );
+}
+
+#[tokio::test]
+async fn the_ledger_works_over_tls() {
+    ledger_works_on(RedisDeployment::Tls, vec![fresh_id(), fresh_id()]).await;
+}
+
+#[tokio::test]
+async fn the_ledger_works_on_one_server() {
+    ledger_works_on(RedisDeployment::Single, vec![fresh_id(), fresh_id()]).await;
+}
+
+/// The server's certificate is checked: without the private CA (the public roots only) the TLS
+/// Redis is refused, within the deadline, as unavailable.
+#[tokio::test]
+async fn tls_refuses_a_server_the_roots_do_not_vouch_for() {
+    let ledger = RedisIssueLedger::with_settings(
+        &env("REDIS_TLS_URL"),
+        RedisSettings {
+            tls_ca_file: None,
+            ..RedisSettings::default()
+        },
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let error = ledger
+        .reserved_count(1)
+        .await
+        .expect_err("an untrusted certificate is refused");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "the error names the certificate: {error}"
+    );
+    // A plain connection to the TLS port gets no answer it can read either.
+    let plain_url = env("REDIS_TLS_URL").replacen("rediss://", "redis://", 1);
+    assert!(
+        RedisIssueLedger::new(&plain_url)
+            .unwrap()
+            .reserved_count(1)
+            .await
+            .is_err()
+    );
+}
