@@ -40,19 +40,14 @@ impl Settings {
         self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    /// Every variable asked for so far, through [`required`](Self::required) or [`or`](Self::or),
-    /// set or not.
+    /// Every variable asked for so far, through [`required`](Self::required),
+    /// [`optional`](Self::optional) or [`or`](Self::or), set or not.
     pub fn names_read(&self) -> std::collections::BTreeSet<&'static str> {
         self.read.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A variable that may be absent (or empty).
     pub fn optional(&self, name: &'static str) -> Option<String> {
-        self.get(name).map(str::to_owned)
-    }
-
-    /// A variable that may be absent (or empty).
-    pub fn optional(&self, name: &str) -> Option<String> {
         self.get(name).map(str::to_owned)
     }
 
