@@ -159,7 +159,8 @@ SQL
 }
 
 # The emulated AWS services the stack uses; an instance without one of them is not reused.
-LOCALSTACK_SERVICES=(sqs dynamodb secretsmanager)
+# API Gateway only for fcfs-admin's usage-plan registration test.
+LOCALSTACK_SERVICES=(sqs dynamodb secretsmanager apigateway)
 localstack_healthy() {
   local health service
   health="$(curl -fsS "http://$BIND_HOST:$AWS_PORT/_localstack/health" 2>/dev/null)" || return 1
@@ -337,7 +338,7 @@ cmd_status() {
   status_line redis-cluster "$(redis_cluster_url) (${#REDIS_CLUSTER_PORTS[@]} masters: ${REDIS_CLUSTER_PORTS[*]})" $c "redis-cluster-${REDIS_CLUSTER_PORTS[0]}"
   status_line redis-tls "$(redis_tls_url) (CA: REDIS_TLS_CA_FILE)" $t
   status_line mariadb "$(database_url)" $m
-  status_line localstack "http://$BIND_HOST:$AWS_PORT (SQS, DynamoDB, Secrets Manager)" $l
+  status_line localstack "http://$BIND_HOST:$AWS_PORT (SQS, DynamoDB, Secrets Manager, API Gateway)" $l
   status_line runner "$(api_url) (the API)" $a
   [[ -f "$STATE_DIR/env" ]] && echo "  client environment: $STATE_DIR/env (set -a; . .local/env; set +a)"
   if [[ -f "$STATE_DIR/resources.env" ]]; then sed 's/^/    /' "$STATE_DIR/resources.env"; fi

@@ -119,3 +119,51 @@ fn a_missing_table_is_named() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("API_KEYS_TABLE"), "{}", stderr(&out));
 }
+
+/// `keys create --usage-plan-id` puts the partner's usage identifier key (what the authorizer
+/// returns) into the usage plan as an API key of that value, and doing it again — another key of
+/// the same partner, or `register-usage` — leaves exactly one such key in the plan. Against
+/// LocalStack's API Gateway.
+#[tokio::test]
+async fn a_partner_is_registered_once_in_the_usage_plan() {
+    let sdk = fcfs_shared::config::aws_sdk_config().await;
+    let gateway = aws_sdk_apigateway::Client::new(&sdk);
+    let plan = gateway
+        .create_usage_plan()
+        .name(unique("plan"))
+        .send()
+        .await
+        .expect("a usage plan on the emulator")
+        .id
+        .expect("its id");
+    let partner = unique("metered");
+    let value = fcfs_shared::keys::domain::usage_identifier_key(&partner);
+    for args in [
+        vec!["keys", "create", "--partner", &partner, "--usage-plan-id", &plan],
+        vec!["keys", "create", "--partner", &partner, "--usage-plan-id", &plan],
+        vec![
+            "keys",
+            "register-usage",
+            "--partner",
+            &partner,
+            "--usage-plan-id",
+            &plan,
+        ],
+    ] {
+        let run = admin(&args);
+        assert!(run.status.success(), "{args:?}: {}", stderr(&run));
+    }
+    let in_plan = gateway
+        .get_usage_plan_keys()
+        .usage_plan_id(&plan)
+        .send()
+        .await
+        .expect("the plan's keys")
+        .items
+        .unwrap_or_default();
+    let ours: Vec<_> = in_plan
+        .iter()
+        .filter(|k| k.value.as_deref() == Some(value.as_str()))
+        .collect();
+    assert_eq!(ours.len(), 1, "{in_plan:?}");
+}
