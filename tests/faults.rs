@@ -710,6 +710,7 @@ async fn a_key_store_outage_answers_500_fast_and_caches_no_deny() {
     let (status, error_type, took) = call(&paused_key).await;
     assert_eq!(status, 500, "{error_type:?}\n{}", runner.log_tail(20));
     assert!(took < deadline, "a paused key store held the request {took:?}");
+    eprintln!("key store paused: 500 after {took:?}");
     store.resume();
     let (status, error_type, _) = call(&paused_key).await;
     assert_eq!(status, 400, "allowed at once after the store came back: {error_type:?}");
@@ -719,6 +720,7 @@ async fn a_key_store_outage_answers_500_fast_and_caches_no_deny() {
     let (status, _, took) = call(&killed_key).await;
     assert_eq!(status, 500);
     assert!(took < deadline, "a dead key store held the request {took:?}");
+    eprintln!("key store down: 500 after {took:?}");
     store.restart().await;
     let allowed = wait_until(Duration::from_secs(30), async || call(&killed_key).await.0 == 400).await;
     assert!(
