@@ -112,6 +112,52 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid} failed: {status}");
 }
 
+/// A server process a test may pause (SIGSTOP), resume and kill, remembering whether it is
+/// stopped so a kill never leaves a stopped process behind.
+#[derive(Default)]
+struct Pausable {
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Pausable {
+    /// The process just spawned; it runs.
+    fn set(&mut self, child: Child) -> &mut Child {
+        self.paused = false;
+        self.child.insert(child)
+    }
+
+    fn pid(&self, what: &str) -> u32 {
+        self.child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what} is not running"))
+            .id()
+    }
+
+    fn pause(&mut self, what: &str) {
+        signal(self.pid(what), "STOP");
+        self.paused = true;
+    }
+
+    fn resume(&mut self, what: &str) {
+        signal(self.pid(what), "CONT");
+        self.paused = false;
+    }
+
+    /// SIGKILL and reap.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.paused {
+                // SIGKILL ends a stopped process too; continuing it first means it is never left
+                // stopped should the kill fail.
+                let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+            }
+            kill_and_reap(&mut child);
+        }
+        self.paused = false;
+    }
+}
+
 /// A command's output, run on the blocking pool so the test's runtime keeps polling meanwhile.
 async fn output(mut command: Command) -> io::Result<std::process::Output> {
     tokio::task::spawn_blocking(move || command.stdin(Stdio::null()).output())
@@ -158,8 +204,7 @@ pub struct PrivateRedis {
     persistence: Persistence,
     port: u16,
     dir: PathBuf,
-    child: Option<Child>,
-    paused: bool,
+    process: Pausable,
 }
 
 impl PrivateRedis {
@@ -169,8 +214,7 @@ impl PrivateRedis {
             persistence,
             port: free_port(),
             dir: fresh_dir("redis"),
-            child: None,
-            paused: false,
+            process: Pausable::default(),
         };
         redis.launch(persistence == Persistence::AppendOnlyAlways).await;
         redis
@@ -186,7 +230,7 @@ impl PrivateRedis {
 
     /// The server's process id; panics if it is not running.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the private Redis is running").id()
+        self.process.pid("the private Redis")
     }
 
     /// The last `lines` lines the server wrote (over all its runs).
@@ -217,15 +261,7 @@ impl PrivateRedis {
 
     /// SIGKILL and reap. Nothing is saved on the way out (SIGKILL cannot be caught).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if self.paused {
-                // SIGKILL ends a stopped process too; continuing it first means it is never left
-                // stopped should the kill fail.
-                let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
-            }
-            kill_and_reap(&mut child);
-        }
-        self.paused = false;
+        self.process.kill();
     }
 
     /// Starts the server again (killing it first if it runs) on the same port and directory, so it
@@ -265,14 +301,12 @@ impl PrivateRedis {
     /// SIGSTOP: the server hangs. The kernel still accepts connections and buffers requests, but
     /// nothing answers until [`resume`](Self::resume).
     pub fn pause(&mut self) {
-        signal(self.pid(), "STOP");
-        self.paused = true;
+        self.process.pause("the private Redis");
     }
 
     /// SIGCONT: the server answers again, the requests it was sent while paused first.
     pub fn resume(&mut self) {
-        signal(self.pid(), "CONT");
-        self.paused = false;
+        self.process.resume("the private Redis");
     }
 
     fn log(&self) -> PathBuf {
@@ -305,11 +339,9 @@ impl PrivateRedis {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run redis-server (is Redis installed?): {e}"));
-        self.child = Some(child);
-        self.paused = false;
         let url = self.url();
         let log = self.log();
-        let child = self.child.as_mut().expect("just spawned");
+        let child = self.process.set(child);
         wait_for(
             &format!("Redis at {url} answers PING"),
             Duration::from_secs(10),
@@ -661,8 +693,7 @@ fn copy_dir(from: &Path, to: &Path) {
 pub struct PrivateDynamoDb {
     port: u16,
     dir: PathBuf,
-    child: Option<Child>,
-    paused: bool,
+    process: Pausable,
 }
 
 impl PrivateDynamoDb {
@@ -670,8 +701,7 @@ impl PrivateDynamoDb {
         let mut db = PrivateDynamoDb {
             port: free_port(),
             dir: fresh_dir("dynamodb"),
-            child: None,
-            paused: false,
+            process: Pausable::default(),
         };
         db.launch().await;
         db
@@ -697,24 +727,16 @@ impl PrivateDynamoDb {
 
     /// SIGSTOP: connections are accepted, nothing answers until [`resume`](Self::resume).
     pub fn pause(&mut self) {
-        signal(self.child.as_ref().expect("running").id(), "STOP");
-        self.paused = true;
+        self.process.pause("the private DynamoDB Local");
     }
 
     pub fn resume(&mut self) {
-        signal(self.child.as_ref().expect("running").id(), "CONT");
-        self.paused = false;
+        self.process.resume("the private DynamoDB Local");
     }
 
     /// SIGKILL and reap: the port refuses connections until [`restart`](Self::restart).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if self.paused {
-                let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
-            }
-            kill_and_reap(&mut child);
-        }
-        self.paused = false;
+        self.process.kill();
     }
 
     /// Starts it again on the same port and data directory.
@@ -745,9 +767,8 @@ impl PrivateDynamoDb {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run java for DynamoDB Local: {e}"));
-        self.child = Some(child);
         let port = self.port;
-        let child = self.child.as_mut().expect("just spawned");
+        let child = self.process.set(child);
         wait_for(
             &format!("DynamoDB Local accepts connections on 127.0.0.1:{port}"),
             Duration::from_secs(60),
