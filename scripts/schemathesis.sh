@@ -133,6 +133,23 @@ checks.positive_data_acceptance.expected-statuses = [202, 404, 409, 410, 422]
 [[operations]]
 include-operation-id = "getIssueStatus"
 checks.positive_data_acceptance.expected-statuses = [200, 404]
+
+# A cursor is valid only if this route made it: a generated one is a correct 400.
+[[operations]]
+include-operation-id = "listUserCoupons"
+checks.positive_data_acceptance.expected-statuses = [200, 400]
+
+[[operations]]
+include-operation-id = "getCoupon"
+checks.positive_data_acceptance.expected-statuses = [200, 404]
+
+[[operations]]
+include-operation-id = "useCoupon"
+checks.positive_data_acceptance.expected-statuses = [200, 404, 409, 410]
+
+[[operations]]
+include-operation-id = "cancelCouponUse"
+checks.positive_data_acceptance.expected-statuses = [200, 404, 409]
 TOML
 
 st_cmd=(

@@ -89,6 +89,30 @@ const PERMISSIONS: &[(&str, &str, &str, Option<&str>)] = &[
         "!GetAtt IssueQueue.Arn",
         None,
     ),
+    (
+        "CouponApiFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
+    (
+        "CouponApiFunction",
+        "kms:Decrypt",
+        "!Ref DatabaseSecretKmsKeyArn",
+        Some("DatabaseSecretUsesCustomerKey"),
+    ),
+    (
+        "CouponExpiryFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
+    (
+        "CouponExpiryFunction",
+        "kms:Decrypt",
+        "!Ref DatabaseSecretKmsKeyArn",
+        Some("DatabaseSecretUsesCustomerKey"),
+    ),
 ];
 
 fn not_read_reason(function: &str, name: &str) -> Option<&'static str> {

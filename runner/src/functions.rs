@@ -8,7 +8,10 @@ use authorizer::KeyAuthorizer;
 use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use campaign_api::CampaignApi;
+use coupon_api::CouponApi;
+use coupon_expiry::CouponExpiry;
 use fcfs_shared::config::{Settings, StartupError};
+use fcfs_shared::coupons::ports::CouponRecords;
 use fcfs_shared::issuance::ports::{CampaignCatalog, CouponBook, IssueLedger, ReservationQueue};
 use fcfs_shared::keys::ports::ApiKeyStore;
 use issue_api::IssueApi;
@@ -77,6 +80,8 @@ pub const BINARIES: &[&str] = &[
     "issue-api",
     "issue-writer",
     "issue-recovery",
+    "coupon-api",
+    "coupon-expiry",
 ];
 
 pub async fn build(
@@ -90,6 +95,8 @@ pub async fn build(
         "issue-api" => LocalFunction::Http(Arc::new(IssueApi::from_settings(settings, sdk).await?)),
         "issue-writer" => LocalFunction::Sqs(Arc::new(IssueWriter::from_settings(settings, sdk).await?)),
         "issue-recovery" => LocalFunction::Scheduled(Arc::new(IssueRecovery::from_settings(settings, sdk).await?)),
+        "coupon-api" => LocalFunction::Http(Arc::new(CouponApi::from_settings(settings, sdk)?)),
+        "coupon-expiry" => LocalFunction::Scheduled(Arc::new(CouponExpiry::from_settings(settings, sdk)?)),
         other => return Err(BuildError::UnknownBinary(other.to_owned())),
     })
 }
@@ -105,6 +112,21 @@ impl<C: CampaignCatalog, L: IssueLedger> HttpFunction for CampaignApi<C, L> {
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> HttpFunction for IssueApi<C, L, Q> {
     async fn invoke(&self, request: Request) -> Response<Body> {
         self.handle(request).await
+    }
+}
+
+#[async_trait]
+impl<R: CouponRecords> HttpFunction for CouponApi<R> {
+    async fn invoke(&self, request: Request) -> Response<Body> {
+        self.handle(request).await
+    }
+}
+
+#[async_trait]
+impl<R: CouponRecords> ScheduledFunction for CouponExpiry<R> {
+    async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String> {
+        let summary = self.handle(event).await.map_err(|e| e.to_string())?;
+        serde_json::to_value(summary).map_err(|e| e.to_string())
     }
 }
 

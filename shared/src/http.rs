@@ -9,6 +9,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::coupons::CouponError;
 use crate::issuance::IssuanceError;
 use crate::kernel::{InvalidField, Unavailable};
 
@@ -34,6 +35,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error(transparent)]
     Issuance(#[from] IssuanceError),
+    #[error(transparent)]
+    Coupons(#[from] CouponError),
 }
 
 /// How a failure shows on the wire.
@@ -73,6 +76,7 @@ impl Problem {
 impl ApiError {
     /// The one mapping to HTTP.
     fn problem(&self) -> Problem {
+        use CouponError as C;
         use IssuanceError as I;
         match self {
             Self::InvalidField(f) | Self::Issuance(I::Invalid(f)) => Problem::invalid(f.field),
@@ -90,6 +94,12 @@ impl ApiError {
             Self::Issuance(I::Ended) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "ENDED"),
             Self::Issuance(e @ I::Unprimed(_)) => Problem::unavailable(e.to_string()),
             Self::Issuance(I::Unavailable(e)) => Problem::unavailable(e.to_string()),
+            Self::Coupons(C::Invalid(f)) => Problem::invalid(f.field),
+            Self::Coupons(C::NotFound) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::Coupons(C::AlreadyUsed) => Problem::new(StatusCode::CONFLICT, "ALREADY_USED"),
+            Self::Coupons(C::NotUsed) => Problem::new(StatusCode::CONFLICT, "NOT_USED"),
+            Self::Coupons(C::Expired) => Problem::new(StatusCode::GONE, "EXPIRED"),
+            Self::Coupons(C::Unavailable(e)) => Problem::unavailable(e.to_string()),
         }
     }
 

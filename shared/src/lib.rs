@@ -12,6 +12,7 @@
 
 pub mod adapters;
 pub mod config;
+pub mod coupons;
 pub mod http;
 pub mod issuance;
 pub mod kernel;

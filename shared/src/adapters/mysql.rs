@@ -19,6 +19,8 @@ use crate::issuance::domain::{
 use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
 use crate::kernel::{Unavailable, UserId};
 
+mod coupons;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Columns of one coupon row in the multi-row INSERT.

@@ -1,0 +1,47 @@
+//! What the coupons context needs from the outside: the coupon records.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::domain::{CancelUse, Coupon, CouponId, CouponQuery, UseCoupon};
+use super::error::CouponError;
+use crate::kernel::{Unavailable, UserId};
+
+#[async_trait]
+pub trait CouponRecords: Send + Sync {
+    /// The coupon, whoever holds it (the caller checks ownership).
+    async fn find(&self, id: CouponId) -> Result<Option<Coupon>, Unavailable>;
+
+    /// The user's coupons of this partner matching `query`, newest first, at most `query.limit`
+    /// (+1, so the caller knows whether there is a next page). `now` decides what is expired.
+    async fn list(
+        &self,
+        partner: &str,
+        user: &UserId,
+        query: &CouponQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Coupon>, Unavailable>;
+
+    /// In one short transaction: lock the coupon row, decide with `domain::decide_use`, apply and
+    /// record it in the history. The coupon as it is after.
+    async fn use_coupon(
+        &self,
+        id: CouponId,
+        partner: &str,
+        request: &UseCoupon,
+        now: DateTime<Utc>,
+    ) -> Result<Coupon, CouponError>;
+
+    /// The same for a cancel (`domain::decide_cancel`).
+    async fn cancel_use(
+        &self,
+        id: CouponId,
+        partner: &str,
+        request: &CancelUse,
+        now: DateTime<Utc>,
+    ) -> Result<Coupon, CouponError>;
+
+    /// Marks up to `max_rows` ISSUED coupons past their time as EXPIRED in one transaction,
+    /// skipping rows a use holds; how many it marked.
+    async fn expire_batch(&self, now: DateTime<Utc>, max_rows: u32) -> Result<u64, Unavailable>;
+}

@@ -1,0 +1,130 @@
+//! The coupons context's use cases, over its port: any trigger (HTTP, a schedule) calls these.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::domain::{CancelUse, Coupon, CouponId, CouponQuery, Cursor, UseCoupon};
+use super::error::CouponError;
+use super::ports::CouponRecords;
+use crate::kernel::{Clock, SystemClock, UserId};
+
+/// Rows one expiry transaction marks at most: short enough never to hold long locks against live
+/// uses.
+pub const MAX_SWEEP_CHUNK: u32 = 1_000;
+
+/// A page of a user's coupons.
+#[derive(Debug)]
+pub struct CouponPage {
+    pub coupons: Vec<Coupon>,
+    pub next: Option<Cursor>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepSummary {
+    pub expired: u64,
+    pub chunks: u64,
+    pub duration_ms: u64,
+    /// The sweep stopped at its time budget; the next run continues.
+    pub out_of_time: bool,
+}
+
+pub struct CouponService<R> {
+    records: R,
+    clock: Arc<dyn Clock>,
+}
+
+impl<R: CouponRecords> CouponService<R> {
+    pub fn new(records: R) -> Self {
+        Self {
+            records,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock's time at the database's precision (milliseconds), so an answer computed now
+    /// equals the one a retry reads back.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::SubsecRound::trunc_subsecs(self.clock.now(), 3)
+    }
+
+    /// The partner's coupon (another partner's is "not found").
+    pub async fn get(&self, partner: &str, id: CouponId) -> Result<Coupon, CouponError> {
+        match self.records.find(id).await? {
+            Some(coupon) if coupon.partner_id == partner => Ok(coupon),
+            _ => Err(CouponError::NotFound),
+        }
+    }
+
+    pub async fn list(&self, partner: &str, user: &UserId, query: &CouponQuery) -> Result<CouponPage, CouponError> {
+        let mut coupons = self.records.list(partner, user, query, self.now()).await?;
+        let next = if coupons.len() > query.limit as usize {
+            coupons.truncate(query.limit as usize);
+            coupons.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Ok(CouponPage { coupons, next })
+    }
+
+    pub async fn use_coupon(&self, partner: &str, id: CouponId, request: UseCoupon) -> Result<Coupon, CouponError> {
+        let request = request.validate()?;
+        let coupon = self.records.use_coupon(id, partner, &request, self.now()).await?;
+        tracing::info!(
+            coupon_id = id,
+            partner_id = partner,
+            order_id = request.order_id.as_str(),
+            "coupon used"
+        );
+        Ok(coupon)
+    }
+
+    pub async fn cancel_use(&self, partner: &str, id: CouponId, request: CancelUse) -> Result<Coupon, CouponError> {
+        let coupon = self.records.cancel_use(id, partner, &request, self.now()).await?;
+        tracing::info!(
+            coupon_id = id,
+            partner_id = partner,
+            order_id = request.order_id.as_str(),
+            "coupon use cancelled"
+        );
+        Ok(coupon)
+    }
+
+    /// Marks expired coupons in chunks of at most `chunk` rows (one transaction each) until none
+    /// is left or `budget` is spent, logging progress per 100 chunks.
+    pub async fn sweep_expired(&self, chunk: u32, budget: Duration) -> Result<SweepSummary, CouponError> {
+        let chunk = chunk.clamp(1, MAX_SWEEP_CHUNK);
+        let started = Instant::now();
+        let now = self.now();
+        let mut summary = SweepSummary::default();
+        loop {
+            if started.elapsed() >= budget {
+                summary.out_of_time = true;
+                break;
+            }
+            let marked = self.records.expire_batch(now, chunk).await?;
+            summary.expired += marked;
+            summary.chunks += 1;
+            if summary.chunks % 100 == 0 {
+                tracing::info!(
+                    expired = summary.expired,
+                    chunks = summary.chunks,
+                    "expiry sweep in progress"
+                );
+            }
+            if marked < u64::from(chunk) {
+                break;
+            }
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(?summary, "expiry sweep done");
+        Ok(summary)
+    }
+}
