@@ -2,6 +2,7 @@
 //! correctness checked after each load (a fast wrong result is reported as a failure). Writes
 //! `docs/benchmarks.md` and the latency plot `docs/benchmarks-latency.png`.
 
+mod coupons;
 mod report;
 mod stack;
 
@@ -41,7 +42,7 @@ struct Args {
     /// Markdown report to rewrite.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: std::path::PathBuf,
-    /// Only these scenarios (authorizer, mix, accepted, writer, drain); for working on one.
+    /// Only these scenarios (authorizer, mix, accepted, writer, drain, coupons); for working on one.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -185,6 +186,26 @@ async fn main() -> Result<()> {
             drains.push(rate);
         }
         report.drain(&drains, median(&mut writer_rates.clone()));
+    }
+
+    if want("coupons") {
+        progress(&format!(
+            "coupons: uses over many coupons, attempts on one hot coupon, and a bare FOR UPDATE + UPDATE on one row ({} connections)",
+            coupons::WORKERS
+        ));
+        let mut runs = Vec::new();
+        for run in 0..args.runs {
+            let r = coupons::run(run).await?;
+            progress(&format!(
+                "  run {}: many {:.0} uses/s, hot {:.0} attempts/s, bare row {:.0} txn/s",
+                run + 1,
+                r.many,
+                r.hot,
+                r.yardstick
+            ));
+            runs.push(r);
+        }
+        report.coupons(&runs);
     }
 
     report.elapsed = started.elapsed();

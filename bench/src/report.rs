@@ -283,6 +283,43 @@ impl Report {
         );
     }
 
+    pub fn coupons(&mut self, runs: &[crate::coupons::CouponRun]) {
+        let pick = |f: fn(&crate::coupons::CouponRun) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+        let (bare, many, hot) = (pick(|r| r.yardstick), pick(|r| r.many), pick(|r| r.hot));
+        let yardstick = format!("bare `SELECT … FOR UPDATE` + `UPDATE` on one row: {bare:.0} txn/s");
+        self.rows.push(Row {
+            what: "coupon uses, many coupons (16 connections)".into(),
+            figure: format!("{many:.0} uses/s"),
+            yardstick: yardstick.clone(),
+            ratio: format!("{:.0}%", 100.0 * many / bare),
+            target: "report",
+            verdict: "—".into(),
+        });
+        self.rows.push(Row {
+            what: "coupon use attempts, one hot coupon (16 connections)".into(),
+            figure: format!("{hot:.0} attempts/s"),
+            yardstick,
+            ratio: format!("{:.0}%", 100.0 * hot / bare),
+            target: "report",
+            verdict: "—".into(),
+        });
+        let list = |f: fn(&crate::coupons::CouponRun) -> f64| {
+            runs.iter()
+                .map(|r| format!("{:.0}", f(r)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            self.details,
+            "### Coupon use
+
+`CouponService` on MySQL in-process, 16 workers with a connection each, 3 s per scenario.              Many coupons: each worker uses its own coupons (each use: the coupon row locked, the campaign read, the row              updated and a history row written, one transaction): {} uses/s. One hot coupon: every worker tries to use              the same coupon with its own order; the winner cancels it (a second transaction), the others get              `ALREADY_USED` after waiting for the lock; checked: the history holds as many uses as cancels (±1): {}              attempts/s. Yardstick: `SELECT id … FOR UPDATE` + `UPDATE` of one row per transaction, same 16              connections: {} txn/s.\n",
+            list(|r| r.many),
+            list(|r| r.hot),
+            list(|r| r.yardstick)
+        );
+    }
+
     pub fn table(&self) -> String {
         let mut t = String::from(
             "| what | figure (median) | yardstick in the same run | ratio | target (2 cores) | verdict |\n| --- | --- | --- | --- | --- | --- |\n",
