@@ -128,3 +128,160 @@ impl<R: CouponRecords> CouponService<R> {
         Ok(summary)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::coupons::domain::{CouponStatus, decide_cancel, decide_use};
+    use crate::issuance::domain::{Discount, DiscountType};
+    use crate::kernel::Unavailable;
+
+    /// Coupons in memory, newest last; `expire_batch` marks at most `max_rows` per call.
+    #[derive(Default)]
+    struct Memory {
+        coupons: Mutex<Vec<Coupon>>,
+        batches: Mutex<Vec<u32>>,
+    }
+
+    fn coupon(id: u64, user: &str, expires_at: DateTime<Utc>) -> Coupon {
+        Coupon {
+            id,
+            campaign_id: 1,
+            campaign_name: "c".into(),
+            partner_id: "p".into(),
+            user_id: user.into(),
+            stored_status: CouponStatus::Issued,
+            discount: Discount {
+                kind: DiscountType::Amount,
+                value: 5,
+            },
+            issued_at: DateTime::from_timestamp(1_800_000_000 + id as i64, 0).unwrap(),
+            expires_at,
+            usage: None,
+        }
+    }
+
+    #[async_trait]
+    impl CouponRecords for Memory {
+        async fn find(&self, id: CouponId) -> Result<Option<Coupon>, Unavailable> {
+            Ok(self.coupons.lock().unwrap().iter().find(|c| c.id == id).cloned())
+        }
+
+        async fn list(
+            &self,
+            partner: &str,
+            user: &UserId,
+            query: &CouponQuery,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Coupon>, Unavailable> {
+            let mut found: Vec<Coupon> = self
+                .coupons
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.owned_by(partner, user))
+                .filter(|c| query.status.is_none_or(|s| c.status(now) == s))
+                .filter(|c| query.cursor.is_none_or(|k| (c.issued_at, c.id) < (k.issued_at, k.id)))
+                .cloned()
+                .collect();
+            found.sort_by_key(|c| std::cmp::Reverse((c.issued_at, c.id)));
+            found.truncate(query.limit as usize + 1);
+            Ok(found)
+        }
+
+        async fn use_coupon(
+            &self,
+            id: CouponId,
+            partner: &str,
+            request: &UseCoupon,
+            now: DateTime<Utc>,
+        ) -> Result<Coupon, CouponError> {
+            let mut coupons = self.coupons.lock().unwrap();
+            let coupon = coupons.iter_mut().find(|c| c.id == id).ok_or(CouponError::NotFound)?;
+            decide_use(coupon, partner, request, now)?;
+            Ok(coupon.clone())
+        }
+
+        async fn cancel_use(
+            &self,
+            id: CouponId,
+            partner: &str,
+            request: &CancelUse,
+            _now: DateTime<Utc>,
+        ) -> Result<Coupon, CouponError> {
+            let coupons = self.coupons.lock().unwrap();
+            let coupon = coupons.iter().find(|c| c.id == id).ok_or(CouponError::NotFound)?;
+            decide_cancel(coupon, partner, request, None)?;
+            Ok(coupon.clone())
+        }
+
+        async fn expire_batch(&self, now: DateTime<Utc>, max_rows: u32) -> Result<u64, Unavailable> {
+            self.batches.lock().unwrap().push(max_rows);
+            let mut marked = 0;
+            for c in self.coupons.lock().unwrap().iter_mut() {
+                if marked < u64::from(max_rows) && c.stored_status == CouponStatus::Issued && c.expires_at <= now {
+                    c.stored_status = CouponStatus::Expired;
+                    marked += 1;
+                }
+            }
+            Ok(marked)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_says_where_the_next_one_starts_and_the_last_says_none() {
+        let later = Utc::now() + chrono::Duration::days(1);
+        let memory = Memory::default();
+        *memory.coupons.lock().unwrap() = (1..=5).map(|id| coupon(id, "u", later)).collect();
+        let service = CouponService::new(memory);
+        let user = UserId::parse("u").unwrap();
+        let mut query = CouponQuery::parse([("limit", "2")]).unwrap();
+        let mut pages = Vec::new();
+        loop {
+            let page = service.list("p", &user, &query).await.unwrap();
+            pages.push(page.coupons.iter().map(|c| c.id).collect::<Vec<_>>());
+            match page.next {
+                Some(next) => query.cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(pages, vec![vec![5, 4], vec![3, 2], vec![1]]);
+        assert!(service.list("other", &user, &query).await.unwrap().coupons.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_works_in_chunks_of_at_most_a_thousand_until_none_is_left() {
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        let memory = Memory::default();
+        *memory.coupons.lock().unwrap() = (1..=2_500).map(|id| coupon(id, "u", past)).collect();
+        let service = CouponService::new(memory);
+        let summary = service.sweep_expired(50_000, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            (summary.expired, summary.chunks, summary.out_of_time),
+            (2_500, 3, false)
+        );
+        assert_eq!(
+            *service.records.batches.lock().unwrap(),
+            vec![1_000; 3],
+            "chunk clamped to 1,000"
+        );
+        // A spent budget stops it; the next run carries on.
+        let summary = service.sweep_expired(10, Duration::ZERO).await.unwrap();
+        assert!(summary.out_of_time && summary.chunks == 0);
+    }
+
+    #[tokio::test]
+    async fn another_partners_coupon_is_not_found() {
+        let memory = Memory::default();
+        *memory.coupons.lock().unwrap() = vec![coupon(1, "u", Utc::now())];
+        let service = CouponService::new(memory);
+        assert!(service.get("p", 1).await.is_ok());
+        assert!(matches!(service.get("q", 1).await, Err(CouponError::NotFound)));
+        assert!(matches!(service.get("p", 2).await, Err(CouponError::NotFound)));
+    }
+}
