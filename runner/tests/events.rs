@@ -8,7 +8,12 @@ use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use aws_lambda_events::iam::IamPolicyEffect;
 use aws_lambda_events::sqs::SqsEvent;
 use campaign_api::CampaignApi;
-use fcfs_shared::testkit::{MemoryApiKeys, MemoryCatalog, MemoryCouponBook, MemoryLedger, MemoryQueue};
+use coupon_api::CouponApi;
+use coupon_expiry::CouponExpiry;
+use fcfs_shared::coupons::CouponService;
+use fcfs_shared::testkit::{
+    MemoryApiKeys, MemoryCatalog, MemoryCouponBook, MemoryCoupons, MemoryLedger, MemoryQueue, coupon_fixture,
+};
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
 use lambda_http::Body;
@@ -43,6 +48,8 @@ fn every_sample_event_is_checked_here() {
             "authorizer.json",
             "campaign-api-create.json",
             "campaign-api-get.json",
+            "coupon-api-use.json",
+            "coupon-expiry.json",
             "issue-api-issue.json",
             "issue-api-status.json",
             "issue-recovery.json",
@@ -105,4 +112,25 @@ async fn issue_recovery_event() {
         issue_recovery::IssueRecovery::new(fcfs_shared::issuance::Recovery::new(ledger, MemoryQueue::default()));
     let summary = recovery.handle(e).await.unwrap();
     assert_eq!((summary.campaigns, summary.resent), (0, 0));
+}
+
+#[tokio::test]
+async fn coupon_use_event() {
+    let coupons = MemoryCoupons::default();
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    *coupons.coupons.lock().unwrap() = vec![coupon_fixture(1, "demo-partner", "alice", later)];
+    let api = CouponApi::new(CouponService::new(coupons));
+    let (status, body) = reply(api.handle(http("coupon-api-use.json")).await);
+    assert_eq!((status, body["couponId"].as_u64()), (200, Some(1)), "{body}");
+}
+
+#[tokio::test]
+async fn coupon_expiry_event() {
+    let expiry = CouponExpiry::new(
+        CouponService::new(MemoryCoupons::default()),
+        1000,
+        std::time::Duration::from_secs(10),
+    );
+    let e: serde_json::Value = serde_json::from_str(&event("coupon-expiry.json")).unwrap();
+    assert_eq!(expiry.handle(e).await.unwrap().chunks, 1);
 }

@@ -131,106 +131,13 @@ impl<R: CouponRecords> CouponService<R> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
     use chrono::{DateTime, Utc};
 
     use super::*;
-    use crate::coupons::domain::{CouponStatus, decide_cancel, decide_use};
-    use crate::issuance::domain::{Discount, DiscountType};
-    use crate::kernel::Unavailable;
-
-    /// Coupons in memory, newest last; `expire_batch` marks at most `max_rows` per call.
-    #[derive(Default)]
-    struct Memory {
-        coupons: Mutex<Vec<Coupon>>,
-        batches: Mutex<Vec<u32>>,
-    }
+    use crate::testkit::{MemoryCoupons as Memory, coupon_fixture};
 
     fn coupon(id: u64, user: &str, expires_at: DateTime<Utc>) -> Coupon {
-        Coupon {
-            id,
-            campaign_id: 1,
-            campaign_name: "c".into(),
-            partner_id: "p".into(),
-            user_id: user.into(),
-            stored_status: CouponStatus::Issued,
-            discount: Discount {
-                kind: DiscountType::Amount,
-                value: 5,
-            },
-            issued_at: DateTime::from_timestamp(1_800_000_000 + id as i64, 0).unwrap(),
-            expires_at,
-            usage: None,
-        }
-    }
-
-    #[async_trait]
-    impl CouponRecords for Memory {
-        async fn find(&self, id: CouponId) -> Result<Option<Coupon>, Unavailable> {
-            Ok(self.coupons.lock().unwrap().iter().find(|c| c.id == id).cloned())
-        }
-
-        async fn list(
-            &self,
-            partner: &str,
-            user: &UserId,
-            query: &CouponQuery,
-            now: DateTime<Utc>,
-        ) -> Result<Vec<Coupon>, Unavailable> {
-            let mut found: Vec<Coupon> = self
-                .coupons
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|c| c.owned_by(partner, user))
-                .filter(|c| query.status.is_none_or(|s| c.status(now) == s))
-                .filter(|c| query.cursor.is_none_or(|k| (c.issued_at, c.id) < (k.issued_at, k.id)))
-                .cloned()
-                .collect();
-            found.sort_by_key(|c| std::cmp::Reverse((c.issued_at, c.id)));
-            found.truncate(query.limit as usize + 1);
-            Ok(found)
-        }
-
-        async fn use_coupon(
-            &self,
-            id: CouponId,
-            partner: &str,
-            request: &UseCoupon,
-            now: DateTime<Utc>,
-        ) -> Result<Coupon, CouponError> {
-            let mut coupons = self.coupons.lock().unwrap();
-            let coupon = coupons.iter_mut().find(|c| c.id == id).ok_or(CouponError::NotFound)?;
-            decide_use(coupon, partner, request, now)?;
-            Ok(coupon.clone())
-        }
-
-        async fn cancel_use(
-            &self,
-            id: CouponId,
-            partner: &str,
-            request: &CancelUse,
-            _now: DateTime<Utc>,
-        ) -> Result<Coupon, CouponError> {
-            let coupons = self.coupons.lock().unwrap();
-            let coupon = coupons.iter().find(|c| c.id == id).ok_or(CouponError::NotFound)?;
-            decide_cancel(coupon, partner, request, None)?;
-            Ok(coupon.clone())
-        }
-
-        async fn expire_batch(&self, now: DateTime<Utc>, max_rows: u32) -> Result<u64, Unavailable> {
-            self.batches.lock().unwrap().push(max_rows);
-            let mut marked = 0;
-            for c in self.coupons.lock().unwrap().iter_mut() {
-                if marked < u64::from(max_rows) && c.stored_status == CouponStatus::Issued && c.expires_at <= now {
-                    c.stored_status = CouponStatus::Expired;
-                    marked += 1;
-                }
-            }
-            Ok(marked)
-        }
+        coupon_fixture(id, "p", user, expires_at)
     }
 
     #[tokio::test]
