@@ -15,6 +15,10 @@ use local_runner::{LocalApp, RunnerConfig, Running};
 use serde_json::{Value, json};
 use sqlx::MySqlPool;
 
+/// These tests load one MariaDB hard (100,000 rows, hundreds of concurrent transactions): one at a
+/// time, so a test's pool never waits past its deadline behind another test's load.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The runner stands for many coupon-API instances at once: one pool as large as several of theirs.
 async fn runner() -> Running {
     let mut config = RunnerConfig::from_process(repo_root().join("template.yaml"));
@@ -28,6 +32,7 @@ async fn runner() -> Running {
 }
 
 struct World {
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
     running: Running,
     http: reqwest::Client,
     key: String,
@@ -36,13 +41,23 @@ struct World {
 }
 
 impl World {
+    /// A world that waits its turn (see `ONE_AT_A_TIME`).
     async fn new() -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
+        let mut world = Self::beside().await;
+        world._turn = Some(turn);
+        world
+    }
+
+    /// A second world inside a test that already has its turn.
+    async fn beside() -> Self {
         let partner = unique("coupons");
         let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(dynamodb().await, env("API_KEYS_TABLE"));
         let (secret, _) = fcfs_shared::keys::create_key(&keys, &partner, None, Utc::now())
             .await
             .unwrap();
         Self {
+            _turn: None,
             running: runner().await,
             http: reqwest::Client::new(),
             key: secret.expose().to_owned(),
@@ -234,7 +249,7 @@ async fn use_cancel_and_use_again_by_another_order_keep_one_story() {
     );
     // Another user's, or another partner's, coupon is simply not found.
     assert_eq!(world.use_coupon(id, "mallory", "c", 1).await.1["error"], "NOT_FOUND");
-    let other = World::new().await;
+    let other = World::beside().await;
     assert_eq!(
         other
             .call(reqwest::Method::GET, &format!("/v1/coupons/{id}"), None)
