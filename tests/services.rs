@@ -158,7 +158,13 @@ async fn mariadb_is_migrated_keeps_committed_rows_across_sigkill_and_is_private(
     tables.sort();
     assert_eq!(
         tables,
-        ["_sqlx_migrations", "campaigns", "coupon_rejections", "coupons"]
+        [
+            "_sqlx_migrations",
+            "campaigns",
+            "coupon_history",
+            "coupon_rejections",
+            "coupons"
+        ]
     );
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
         .fetch_one(&pool)
