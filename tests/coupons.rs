@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::coupons::CouponService;
-use integration_tests::{dynamodb, env, mysql, repo_root, unique};
+use integration_tests::{api_key, mysql, repo_root, unique};
 use local_runner::{LocalApp, RunnerConfig, Running};
 use serde_json::{Value, json};
 use sqlx::MySqlPool;
@@ -52,15 +52,11 @@ impl World {
     /// A second world inside a test that already has its turn.
     async fn beside() -> Self {
         let partner = unique("coupons");
-        let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(dynamodb().await, env("API_KEYS_TABLE"));
-        let (secret, _) = fcfs_shared::keys::create_key(&keys, &partner, None, Utc::now())
-            .await
-            .unwrap();
         Self {
             _turn: None,
             running: runner().await,
             http: reqwest::Client::new(),
-            key: secret.expose().to_owned(),
+            key: api_key(&partner).await,
             partner,
             pool: mysql().await,
         }

@@ -79,14 +79,10 @@ async fn the_runner_serves_with_credentials_only_from_the_local_secret() {
     env("DATABASE_SECRET_ARN");
     let runner = RunnerProcess::spawn(&[("DATABASE_URL".to_owned(), String::new())]).await;
     let partner = unique("runner-secret");
-    let keys =
-        fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(integration_tests::dynamodb().await, env("API_KEYS_TABLE"));
-    let (secret, _) = fcfs_shared::keys::create_key(&keys, &partner, None, chrono::Utc::now())
-        .await
-        .unwrap();
+    let key = integration_tests::api_key(&partner).await;
     let response = reqwest::Client::new()
         .post(format!("{}/v1/campaigns", runner.base_url()))
-        .header("X-API-KEY", secret.expose())
+        .header("X-API-KEY", &key)
         .json(&new_campaign())
         .timeout(Duration::from_secs(15))
         .send()

@@ -514,12 +514,7 @@ async fn the_api_process_killed_mid_sale_loses_no_place() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let partner = unique("killed");
-    let keys =
-        fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(integration_tests::dynamodb().await, env("API_KEYS_TABLE"));
-    let (secret, _) = fcfs_shared::keys::create_key(&keys, &partner, None, chrono::Utc::now())
-        .await
-        .unwrap();
-    let key = secret.expose().to_owned();
+    let key = integration_tests::api_key(&partner).await;
     let http = reqwest::Client::new();
     let mut runner = RunnerProcess::spawn(&envs).await;
     let now = chrono::Utc::now();

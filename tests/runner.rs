@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::QueueAttributeName;
 use integration_tests::{
-    dynamodb, env, max_receive_count, queue_arn, queue_with_dlq, receive, repo_root, sqs, template, unique,
+    api_key, max_receive_count, queue_arn, queue_with_dlq, receive, repo_root, sqs, template, unique,
 };
 use local_runner::{
     LocalApp, LocalFunction, RunnerConfig, RunnerError, Running, SCHEDULE_RATE_ENV, ScheduleSource, ScheduledFunction,
@@ -30,14 +30,6 @@ async fn load() -> LocalApp {
 
 async fn start(app: LocalApp) -> Running {
     app.start().await.expect("the runner serves")
-}
-
-async fn new_key(partner: &str) -> String {
-    let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(dynamodb().await, env("API_KEYS_TABLE"));
-    let (secret, _) = fcfs_shared::keys::create_key(&keys, partner, None, chrono::Utc::now())
-        .await
-        .unwrap();
-    secret.expose().to_owned()
 }
 
 async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
@@ -116,7 +108,7 @@ async fn every_route_and_event_source_of_the_template_is_served() {
     let routes = app.routes.clone();
     let running = start(app).await;
     let client = reqwest::Client::new();
-    let key = new_key(&unique("routes")).await;
+    let key = api_key(&unique("routes")).await;
     for route in routes {
         let path = route
             .path
@@ -195,7 +187,7 @@ async fn gateway_answers_401_403_and_caches_the_authorizer() {
     let (status, _) = call(client.delete(&url)).await;
     assert_eq!(status, 403);
 
-    let key = new_key(&unique("cache")).await;
+    let key = api_key(&unique("cache")).await;
     let before = running.stats.authorizer_invocations.load(Ordering::Relaxed);
     for i in 0..50 {
         // Different routes share the cached decision (the policy covers the whole stage).
@@ -215,7 +207,7 @@ async fn gateway_answers_401_403_and_caches_the_authorizer() {
 async fn create_issue_and_the_poller_writes_the_coupon() {
     let running = start(load().await).await;
     let client = reqwest::Client::new();
-    let key = new_key(&unique("e2e")).await;
+    let key = api_key(&unique("e2e")).await;
     let (status, created) = call(
         client
             .post(format!("{}/v1/campaigns", running.base_url))

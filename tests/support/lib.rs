@@ -45,6 +45,15 @@ pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&fcfs_shared::config::aws_sdk_config().await)
 }
 
+/// A fresh API key for `partner`, straight into the shared key table (`API_KEYS_TABLE`).
+pub async fn api_key(partner: &str) -> String {
+    let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(dynamodb().await, env("API_KEYS_TABLE"));
+    let (secret, _) = fcfs_shared::keys::create_key(&keys, partner, None, chrono::Utc::now())
+        .await
+        .expect("a key in the emulator's table");
+    secret.expose().to_owned()
+}
+
 pub async fn redis() -> redis::aio::MultiplexedConnection {
     redis::Client::open(env("REDIS_URL"))
         .expect("REDIS_URL is a redis URL")

@@ -263,17 +263,14 @@ impl MySqlStore {
     }
 
     /// Runs one call under the store's deadline. A transaction cut off here is rolled back: its
-    /// connection is dropped with it.
-    async fn timed<T>(
+    /// connection is dropped with it. Any context's error that can say "unavailable" works.
+    async fn timed<T, E: From<Unavailable>>(
         &self,
-        call: impl std::future::Future<Output = Result<T, Unavailable>>,
-    ) -> Result<T, Unavailable> {
-        tokio::time::timeout(self.timeout, call).await.unwrap_or_else(|_| {
-            Err(Unavailable::new(
-                "mysql",
-                format!("no answer within {:?}", self.timeout),
-            ))
-        })
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(Unavailable::new("mysql", format!("no answer within {:?}", self.timeout)).into()))
     }
 
     /// Users holding a coupon of the campaign, with its id: what Redis is rebuilt from.

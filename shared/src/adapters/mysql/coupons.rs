@@ -123,8 +123,8 @@ impl From<Failed> for CouponError {
 }
 
 impl MySqlStore {
-    /// Runs `body` in one transaction under the store's deadline: committed if it returns `Ok`,
-    /// rolled back (dropped) otherwise.
+    /// Runs `body` in one transaction under the store's deadline (`timed`): committed if it
+    /// returns `Ok`, rolled back (dropped) otherwise.
     async fn in_transaction<T, F>(&self, body: F) -> Result<T, CouponError>
     where
         F: for<'t> FnOnce(
@@ -146,13 +146,7 @@ impl MySqlStore {
                 .map_err(|e| CouponError::Unavailable(unavailable(e)))?;
             Ok(value)
         };
-        match tokio::time::timeout(self.timeout, run).await {
-            Ok(result) => result,
-            Err(_) => Err(CouponError::Unavailable(Unavailable::new(
-                "mysql",
-                format!("no answer within {:?}", self.timeout),
-            ))),
-        }
+        self.timed(run).await
     }
 }
 
