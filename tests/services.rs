@@ -163,7 +163,13 @@ async fn mariadb_is_migrated_keeps_committed_rows_across_sigkill_and_is_private(
             "campaigns",
             "coupon_history",
             "coupon_rejections",
-            "coupons"
+            "coupons",
+            "idempotency_keys",
+            "point_allocations",
+            "point_lots",
+            "point_policies",
+            "point_transactions",
+            "point_wallets"
         ]
     );
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")

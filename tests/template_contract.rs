@@ -113,6 +113,30 @@ const PERMISSIONS: &[(&str, &str, &str, Option<&str>)] = &[
         "!Ref DatabaseSecretKmsKeyArn",
         Some("DatabaseSecretUsesCustomerKey"),
     ),
+    (
+        "PointsApiFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
+    (
+        "PointsApiFunction",
+        "kms:Decrypt",
+        "!Ref DatabaseSecretKmsKeyArn",
+        Some("DatabaseSecretUsesCustomerKey"),
+    ),
+    (
+        "PointsExpiryFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
+    (
+        "PointsExpiryFunction",
+        "kms:Decrypt",
+        "!Ref DatabaseSecretKmsKeyArn",
+        Some("DatabaseSecretUsesCustomerKey"),
+    ),
 ];
 
 fn not_read_reason(function: &str, name: &str) -> Option<&'static str> {

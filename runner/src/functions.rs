@@ -14,10 +14,13 @@ use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::coupons::ports::CouponRecords;
 use fcfs_shared::issuance::ports::{CampaignCatalog, CouponBook, IssueLedger, ReservationQueue};
 use fcfs_shared::keys::ports::ApiKeyStore;
+use fcfs_shared::points::ports::PointRecords;
 use issue_api::IssueApi;
 use issue_recovery::IssueRecovery;
 use issue_writer::IssueWriter;
 use lambda_http::{Body, Request, Response};
+use points_api::PointsApi;
+use points_expiry::PointsExpiry;
 
 /// A function invoked through API Gateway's proxy integration.
 #[async_trait]
@@ -82,6 +85,8 @@ pub const BINARIES: &[&str] = &[
     "issue-recovery",
     "coupon-api",
     "coupon-expiry",
+    "points-api",
+    "points-expiry",
 ];
 
 pub async fn build(
@@ -97,6 +102,8 @@ pub async fn build(
         "issue-recovery" => LocalFunction::Scheduled(Arc::new(IssueRecovery::from_settings(settings, sdk).await?)),
         "coupon-api" => LocalFunction::Http(Arc::new(CouponApi::from_settings(settings, sdk)?)),
         "coupon-expiry" => LocalFunction::Scheduled(Arc::new(CouponExpiry::from_settings(settings, sdk)?)),
+        "points-api" => LocalFunction::Http(Arc::new(PointsApi::from_settings(settings, sdk)?)),
+        "points-expiry" => LocalFunction::Scheduled(Arc::new(PointsExpiry::from_settings(settings, sdk)?)),
         other => return Err(BuildError::UnknownBinary(other.to_owned())),
     })
 }
@@ -124,6 +131,21 @@ impl<R: CouponRecords> HttpFunction for CouponApi<R> {
 
 #[async_trait]
 impl<R: CouponRecords> ScheduledFunction for CouponExpiry<R> {
+    async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String> {
+        let summary = self.handle(event).await.map_err(|e| e.to_string())?;
+        serde_json::to_value(summary).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl<R: PointRecords> HttpFunction for PointsApi<R> {
+    async fn invoke(&self, request: Request) -> Response<Body> {
+        self.handle(request).await
+    }
+}
+
+#[async_trait]
+impl<R: PointRecords> ScheduledFunction for PointsExpiry<R> {
     async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String> {
         let summary = self.handle(event).await.map_err(|e| e.to_string())?;
         serde_json::to_value(summary).map_err(|e| e.to_string())

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::coupons::CouponError;
 use crate::issuance::IssuanceError;
 use crate::kernel::{InvalidField, Unavailable};
+use crate::points::PointsError;
 
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
@@ -37,6 +38,8 @@ pub enum ApiError {
     Issuance(#[from] IssuanceError),
     #[error(transparent)]
     Coupons(#[from] CouponError),
+    #[error(transparent)]
+    Points(#[from] PointsError),
 }
 
 /// How a failure shows on the wire.
@@ -78,6 +81,7 @@ impl ApiError {
     fn problem(&self) -> Problem {
         use CouponError as C;
         use IssuanceError as I;
+        use PointsError as P;
         match self {
             Self::InvalidField(f) | Self::Issuance(I::Invalid(f)) => Problem::invalid(f.field),
             Self::InvalidBodyField { field, .. } => Problem::invalid(field.as_str()),
@@ -100,6 +104,15 @@ impl ApiError {
             Self::Coupons(C::NotUsed) => Problem::new(StatusCode::CONFLICT, "NOT_USED"),
             Self::Coupons(C::Expired) => Problem::new(StatusCode::GONE, "EXPIRED"),
             Self::Coupons(C::Unavailable(e)) => Problem::unavailable(e.to_string()),
+            Self::Points(P::Invalid(f)) => Problem::invalid(f.field),
+            Self::Points(P::InsufficientPoints) => Problem::new(StatusCode::CONFLICT, "INSUFFICIENT_POINTS"),
+            Self::Points(P::NotCancellable) => Problem::new(StatusCode::CONFLICT, "NOT_CANCELLABLE"),
+            Self::Points(P::TransactionNotFound) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::Points(P::IdempotencyKeyReused) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+            }
+            Self::Points(P::InProgress) => Problem::new(StatusCode::CONFLICT, "IN_PROGRESS"),
+            Self::Points(P::Unavailable(e)) => Problem::unavailable(e.to_string()),
         }
     }
 

@@ -177,6 +177,61 @@ pub fn storable_instant(field: &'static str, at: DateTime<Utc>) -> Result<DateTi
     Ok(at)
 }
 
+/// Rows (coupons, lots) one expiry transaction changes at most: short enough never to hold long
+/// locks against live writes.
+pub const MAX_SWEEP_CHUNK: u32 = 1_000;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepSummary {
+    pub expired: u64,
+    pub chunks: u64,
+    pub duration_ms: u64,
+    /// The sweep stopped at its time budget; the next run continues.
+    pub out_of_time: bool,
+}
+
+/// Runs `chunk_of(rows)` (one short transaction that expires at most `rows`, clamped to
+/// `MAX_SWEEP_CHUNK`, and says how many it did) until a chunk comes back short or `budget` is
+/// spent, logging progress every 100 chunks.
+pub async fn sweep_in_chunks<F, Fut>(
+    what: &'static str,
+    chunk: u32,
+    budget: std::time::Duration,
+    mut chunk_of: F,
+) -> Result<SweepSummary, Unavailable>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, Unavailable>>,
+{
+    let chunk = chunk.clamp(1, MAX_SWEEP_CHUNK);
+    let started = std::time::Instant::now();
+    let mut summary = SweepSummary::default();
+    loop {
+        if started.elapsed() >= budget {
+            summary.out_of_time = true;
+            break;
+        }
+        let expired = chunk_of(chunk).await?;
+        summary.expired += expired;
+        summary.chunks += 1;
+        if summary.chunks % 100 == 0 {
+            tracing::info!(
+                sweep = what,
+                expired = summary.expired,
+                chunks = summary.chunks,
+                "sweep in progress"
+            );
+        }
+        if expired < u64::from(chunk) {
+            break;
+        }
+    }
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(sweep = what, ?summary, "sweep done");
+    Ok(summary)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,5 +17,6 @@ pub mod http;
 pub mod issuance;
 pub mod kernel;
 pub mod keys;
+pub mod points;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use fcfs_shared::adapters::mysql::{self, MySqlStore};
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::coupons::ports::CouponRecords;
-use fcfs_shared::coupons::service::MAX_SWEEP_CHUNK;
 use fcfs_shared::coupons::{CouponError, CouponService, SweepSummary};
+use fcfs_shared::kernel::MAX_SWEEP_CHUNK;
 
 pub struct CouponExpiry<R> {
     coupons: CouponService<R>,

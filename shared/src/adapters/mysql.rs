@@ -20,6 +20,9 @@ use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK
 use crate::kernel::{Unavailable, UserId};
 
 mod coupons;
+mod points;
+
+pub use points::{PointsAudit, WalletMismatch, lock_retries};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -94,7 +97,7 @@ pub fn store_from(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<My
                 name: "DATABASE_URL",
                 reason: e.to_string(),
             })?;
-            Database::Ready(pool_options(max).connect_lazy_with(tls(options, None)))
+            Database::Ready(pool_options(max, timeout).connect_lazy_with(tls(options, None)))
         }
         None => Database::Deferred(Arc::new(DeferredDatabase {
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
@@ -111,7 +114,7 @@ pub fn store_from(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<My
                 .transpose()?,
             database_name: settings.optional("DATABASE_NAME"),
             connect: Box::new(move |options| {
-                pool_options(max).connect_lazy_with(tls(options, Some(MySqlSslMode::VerifyIdentity)))
+                pool_options(max, timeout).connect_lazy_with(tls(options, Some(MySqlSslMode::VerifyIdentity)))
             }),
             pool: tokio::sync::OnceCell::new(),
         })),
@@ -119,10 +122,24 @@ pub fn store_from(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<My
     Ok(MySqlStore { pool: source, timeout })
 }
 
-fn pool_options(max_connections: u32) -> MySqlPoolOptions {
+/// A function's pool. Its sessions wait for a row lock at most a second less than a call's
+/// deadline (at least a second), so a lock wait ends in InnoDB's clean "lock wait timeout", which
+/// a write can retry or answer, rather than in a cut connection; the server's default is 50 s.
+fn pool_options(max_connections: u32, call_deadline: Duration) -> MySqlPoolOptions {
+    let lock_wait_secs = call_deadline.as_secs().saturating_sub(1).max(1);
     MySqlPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SET SESSION innodb_lock_wait_timeout = {lock_wait_secs}"
+                )))
+                .execute(conn)
+                .await?;
+                Ok(())
+            })
+        })
 }
 
 /// Where a store's connections come from.

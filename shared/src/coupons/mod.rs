@@ -7,5 +7,6 @@ pub mod error;
 pub mod ports;
 pub mod service;
 
+pub use crate::kernel::SweepSummary;
 pub use error::CouponError;
-pub use service::{CouponService, SweepSummary};
+pub use service::CouponService;

@@ -1,34 +1,18 @@
 //! The coupons context's use cases, over its port: any trigger (HTTP, a schedule) calls these.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use serde::Serialize;
+use std::time::Duration;
 
 use super::domain::{CancelUse, Coupon, CouponId, CouponQuery, Cursor, UseCoupon};
 use super::error::CouponError;
 use super::ports::CouponRecords;
-use crate::kernel::{Clock, SystemClock, UserId};
-
-/// Rows one expiry transaction marks at most: short enough never to hold long locks against live
-/// uses.
-pub const MAX_SWEEP_CHUNK: u32 = 1_000;
+use crate::kernel::{Clock, SweepSummary, SystemClock, UserId, sweep_in_chunks};
 
 /// A page of a user's coupons.
 #[derive(Debug)]
 pub struct CouponPage {
     pub coupons: Vec<Coupon>,
     pub next: Option<Cursor>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SweepSummary {
-    pub expired: u64,
-    pub chunks: u64,
-    pub duration_ms: u64,
-    /// The sweep stopped at its time budget; the next run continues.
-    pub out_of_time: bool,
 }
 
 pub struct CouponService<R> {
@@ -98,34 +82,13 @@ impl<R: CouponRecords> CouponService<R> {
     }
 
     /// Marks expired coupons in chunks of at most `chunk` rows (one transaction each) until none
-    /// is left or `budget` is spent, logging progress per 100 chunks.
+    /// is left or `budget` is spent.
     pub async fn sweep_expired(&self, chunk: u32, budget: Duration) -> Result<SweepSummary, CouponError> {
-        let chunk = chunk.clamp(1, MAX_SWEEP_CHUNK);
-        let started = Instant::now();
         let now = self.now();
-        let mut summary = SweepSummary::default();
-        loop {
-            if started.elapsed() >= budget {
-                summary.out_of_time = true;
-                break;
-            }
-            let marked = self.records.expire_batch(now, chunk).await?;
-            summary.expired += marked;
-            summary.chunks += 1;
-            if summary.chunks % 100 == 0 {
-                tracing::info!(
-                    expired = summary.expired,
-                    chunks = summary.chunks,
-                    "expiry sweep in progress"
-                );
-            }
-            if marked < u64::from(chunk) {
-                break;
-            }
-        }
-        summary.duration_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(?summary, "expiry sweep done");
-        Ok(summary)
+        Ok(sweep_in_chunks("coupon expiry", chunk, budget, |rows| {
+            self.records.expire_batch(now, rows)
+        })
+        .await?)
     }
 }
 

@@ -1,0 +1,185 @@
+//! Point wallets over HTTP, mapped to the points context's `PointsService`:
+//! `POST /v1/users/{userId}/points/earn`, `POST /v1/users/{userId}/points/use`,
+//! `POST /v1/points/transactions/{transactionId}/cancel`, `POST /v1/points/transfers`,
+//! `GET /v1/users/{userId}/points` and `GET /v1/users/{userId}/points/history`.
+//! Every POST needs an `Idempotency-Key`.
+
+use chrono::{DateTime, Utc};
+use fcfs_shared::adapters::mysql::{self, MySqlStore};
+use fcfs_shared::config::{Settings, StartupError};
+use fcfs_shared::http::{self as api, ApiError};
+use fcfs_shared::kernel::{InvalidField, UserId};
+use fcfs_shared::points::PointsService;
+use fcfs_shared::points::domain::{
+    DEFAULT_VALIDITY_DAYS, EarnPoints, Entry, HistoryQuery, IdempotencyKey, MAX_VALIDITY_DAYS, Movement, Receipt,
+    TransactionId, TransferPoints, UsePoints, encode_cursor,
+};
+use fcfs_shared::points::ports::PointRecords;
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryView {
+    transaction_id: TransactionId,
+    #[serde(rename = "type")]
+    movement: Movement,
+    amount: i64,
+    balance_after: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    related_transaction_id: Option<TransactionId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancelled_by: Option<TransactionId>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Entry> for EntryView {
+    fn from(e: Entry) -> Self {
+        Self {
+            transaction_id: e.transaction_id,
+            movement: e.movement,
+            amount: e.amount,
+            balance_after: e.balance_after,
+            reason: e.reason,
+            order_id: e.order_id,
+            related_transaction_id: e.related_transaction_id,
+            cancelled_by: e.cancelled_by,
+            created_at: e.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryView {
+    entries: Vec<EntryView>,
+    next_cursor: Option<String>,
+}
+
+pub struct PointsApi<R> {
+    points: PointsService<R>,
+}
+
+impl PointsApi<MySqlStore> {
+    /// The deployed function: MySQL (credentials from Secrets Manager), opened on first use;
+    /// `POINTS_VALIDITY_DAYS` for partners without their own policy.
+    pub fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
+        let days: u32 = settings.or("POINTS_VALIDITY_DAYS", DEFAULT_VALIDITY_DAYS)?;
+        if !(1..=MAX_VALIDITY_DAYS).contains(&days) {
+            return Err(fcfs_shared::config::ConfigError::Invalid {
+                name: "POINTS_VALIDITY_DAYS",
+                reason: format!("must be 1-{MAX_VALIDITY_DAYS}"),
+            }
+            .into());
+        }
+        Ok(Self::new(
+            PointsService::new(mysql::store_from(settings, sdk)?).with_default_validity_days(days),
+        ))
+    }
+}
+
+impl<R: PointRecords> PointsApi<R> {
+    pub fn new(points: PointsService<R>) -> Self {
+        Self { points }
+    }
+
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let user = api::path_param(&req, "userId");
+        let result = match (req.method(), user) {
+            (&Method::POST, Some(user)) if path.ends_with("/points/earn") => self.earn(&req, &user).await,
+            (&Method::POST, Some(user)) if path.ends_with("/points/use") => self.use_points(&req, &user).await,
+            (&Method::GET, Some(user)) if path.ends_with("/points/history") => self.history(&req, &user).await,
+            (&Method::GET, Some(user)) if path.ends_with("/points") => self.balance(&req, &user).await,
+            (&Method::POST, None) if path.ends_with("/cancel") => self.cancel(&req).await,
+            (&Method::POST, None) if path.ends_with("/points/transfers") => self.transfer(&req).await,
+            _ => Err(ApiError::NotFound("route")),
+        };
+        result.unwrap_or_else(ApiError::into_response)
+    }
+
+    async fn earn(&self, req: &Request, user: &str) -> Result<Response<Body>, ApiError> {
+        let (partner, key) = (api::partner_id(req)?, idempotency_key(req)?);
+        let user = UserId::parse(user)?;
+        let request = api::json_body::<EarnPoints>(req, MAX_BODY_BYTES)?;
+        Ok(receipt(
+            StatusCode::CREATED,
+            self.points.earn(&partner, user, &key, request).await?,
+        ))
+    }
+
+    async fn use_points(&self, req: &Request, user: &str) -> Result<Response<Body>, ApiError> {
+        let (partner, key) = (api::partner_id(req)?, idempotency_key(req)?);
+        let user = UserId::parse(user)?;
+        let request = api::json_body::<UsePoints>(req, MAX_BODY_BYTES)?;
+        Ok(receipt(
+            StatusCode::CREATED,
+            self.points.use_points(&partner, user, &key, request).await?,
+        ))
+    }
+
+    async fn cancel(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let (partner, key) = (api::partner_id(req)?, idempotency_key(req)?);
+        let transaction: TransactionId = api::path_param(req, "transactionId")
+            .and_then(|id| id.parse().ok())
+            .ok_or(ApiError::NotFound("transaction"))?;
+        Ok(receipt(
+            StatusCode::OK,
+            self.points.cancel(&partner, transaction, &key).await?,
+        ))
+    }
+
+    async fn transfer(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let (partner, key) = (api::partner_id(req)?, idempotency_key(req)?);
+        let request = api::json_body::<TransferPoints>(req, MAX_BODY_BYTES)?;
+        Ok(receipt(
+            StatusCode::CREATED,
+            self.points.transfer(&partner, &key, request).await?,
+        ))
+    }
+
+    async fn balance(&self, req: &Request, user: &str) -> Result<Response<Body>, ApiError> {
+        let partner = api::partner_id(req)?;
+        let user = UserId::parse(user)?;
+        Ok(api::json(StatusCode::OK, &self.points.balance(&partner, &user).await?))
+    }
+
+    async fn history(&self, req: &Request, user: &str) -> Result<Response<Body>, ApiError> {
+        let partner = api::partner_id(req)?;
+        let user = UserId::parse(user)?;
+        let params = req.query_string_parameters_ref();
+        let query = HistoryQuery::parse(params.into_iter().flat_map(|p| p.iter()))?;
+        let page = self.points.history(&partner, &user, &query).await?;
+        Ok(api::json(
+            StatusCode::OK,
+            &HistoryView {
+                entries: page.entries.into_iter().map(EntryView::from).collect(),
+                next_cursor: page.next.map(encode_cursor),
+            },
+        ))
+    }
+}
+
+fn idempotency_key(req: &Request) -> Result<IdempotencyKey, InvalidField> {
+    let header = req.headers().get(IdempotencyKey::HEADER);
+    let text = match header {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| InvalidField::new(IdempotencyKey::HEADER, "must be visible ASCII"))?,
+        ),
+        None => None,
+    };
+    IdempotencyKey::parse(text)
+}
+
+fn receipt(status: StatusCode, receipt: Receipt) -> Response<Body> {
+    api::json(status, &receipt)
+}

@@ -1,0 +1,14 @@
+use fcfs_shared::config::{Settings, aws_sdk_config, init_tracing};
+use lambda_http::{Error, Request, run, service_fn};
+use points_api::PointsApi;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let api = PointsApi::from_settings(&Settings::from_process(), &aws_sdk_config().await)?;
+    let api = &api;
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(api.handle(req).await)
+    }))
+    .await
+}

@@ -1,0 +1,1039 @@
+//! The points context's records on MySQL.
+//!
+//! Locks: a write locks the wallet rows it changes with `SELECT … FOR UPDATE` (never a shared
+//! lock first: two S locks upgrading to X is the deadlock the systems before us hit), a transfer
+//! both wallets in ascending (partner, user) order, the one global order. A wallet row is created
+//! before any transaction locks it, by an autocommitted `INSERT … ON DUPLICATE KEY UPDATE` that
+//! holds no gap lock afterwards. Every change to a wallet's lots and history happens under its
+//! wallet's lock, so a transaction reads them with plain reads once it holds that lock (its
+//! snapshot starts at its first plain read, after the lock) and locks no lot rows beyond the ones
+//! it updates. Nothing waits on a network call inside a transaction.
+//!
+//! Idempotency: the key's record, with the outcome, is the transaction's last insert, so the
+//! effect and its record commit together. A retry whose first attempt committed replays it before
+//! any transaction; one racing it waits on the uncommitted key row, gets "duplicate" once the first
+//! commits, rolls its own effect back and replays. A lock wait that outlasts the session's limit on
+//! that row answers `InProgress`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::mysql::{MySqlDatabaseError, MySqlRow};
+use sqlx::{MySql, QueryBuilder, Row, Transaction};
+
+use super::{MySqlStore, unavailable, utc};
+use crate::kernel::{Unavailable, UserId};
+use crate::points::PointsError;
+use crate::points::domain::{
+    Allocation, EarnPoints, Entry, HistoryQuery, IdempotencyKey, Lot, Movement, Operation, Outcome, Receipt, Refusal,
+    TransactionId, TransferPoints, UsePoints, allocate, split_cancel,
+};
+use crate::points::ports::{Applied, PointRecords};
+
+/// Attempts of one write when InnoDB picks it as a deadlock victim or a row lock wait times out.
+const MAX_ATTEMPTS: u32 = 3;
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// Writes retried after a deadlock or lock-wait timeout, process-wide (the tests expect 0).
+static LOCK_RETRIES: AtomicU64 = AtomicU64::new(0);
+
+pub fn lock_retries() -> u64 {
+    LOCK_RETRIES.load(Ordering::Relaxed)
+}
+
+fn error_number(e: &sqlx::Error) -> Option<u16> {
+    e.as_database_error()?
+        .try_downcast_ref::<MySqlDatabaseError>()
+        .map(MySqlDatabaseError::number)
+}
+
+/// How one attempt of a write ended short of committing.
+enum Failed {
+    /// Another request with this key committed first (or is committing): replay it.
+    KeyTaken,
+    /// The key's row stayed locked by a racing request past the lock-wait limit.
+    KeyBusy,
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Wallet {
+    id: u64,
+    user_id: String,
+    balance: u64,
+}
+
+fn wallet_from(row: &MySqlRow) -> Result<Wallet, sqlx::Error> {
+    Ok(Wallet {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        balance: row.try_get("balance")?,
+    })
+}
+
+fn lot_from(row: &MySqlRow) -> Result<Lot, sqlx::Error> {
+    Ok(Lot {
+        id: row.try_get("id")?,
+        remaining: row.try_get("remaining")?,
+        expires_at: utc(row.try_get("expires_at")?),
+    })
+}
+
+/// A lot's new remainder, and what expired of it in this write.
+#[derive(Debug, Clone, Copy)]
+struct LotChange {
+    id: u64,
+    remaining: u64,
+    expired: u64,
+}
+
+/// A history entry to append (its id comes from the insert).
+struct NewEntry<'a> {
+    movement: Movement,
+    amount: i64,
+    balance_after: u64,
+    reason: Option<&'a str>,
+    order_id: Option<&'a str>,
+    related_id: Option<TransactionId>,
+    lot_id: Option<u64>,
+}
+
+impl<'a> NewEntry<'a> {
+    fn new(movement: Movement, amount: i64, balance_after: u64) -> Self {
+        Self {
+            movement,
+            amount,
+            balance_after,
+            reason: None,
+            order_id: None,
+            related_id: None,
+            lot_id: None,
+        }
+    }
+}
+
+/// One write's transaction, for one partner at one instant.
+struct Write<'t> {
+    tx: &'t mut Transaction<'static, MySql>,
+    partner: &'t str,
+    now: DateTime<Utc>,
+}
+
+impl Write<'_> {
+    async fn lock_wallet(&mut self, user: &str) -> Result<Option<Wallet>, sqlx::Error> {
+        sqlx::query("SELECT id, user_id, balance FROM point_wallets WHERE partner_id = ? AND user_id = ? FOR UPDATE")
+            .bind(self.partner)
+            .bind(user)
+            .fetch_optional(&mut **self.tx)
+            .await?
+            .as_ref()
+            .map(wallet_from)
+            .transpose()
+    }
+
+    async fn lock_wallet_by_id(&mut self, id: u64) -> Result<Wallet, sqlx::Error> {
+        let row = sqlx::query("SELECT id, user_id, balance FROM point_wallets WHERE id = ? FOR UPDATE")
+            .bind(id)
+            .fetch_one(&mut **self.tx)
+            .await?;
+        wallet_from(&row)
+    }
+
+    /// The wallet's lots with points left (a plain read: the caller holds the wallet's lock).
+    async fn lots(&mut self, wallet: u64) -> Result<Vec<Lot>, sqlx::Error> {
+        sqlx::query(
+            "SELECT id, remaining, expires_at FROM point_lots WHERE wallet_id = ? AND remaining > 0 \
+             ORDER BY expires_at, id",
+        )
+        .bind(wallet)
+        .fetch_all(&mut **self.tx)
+        .await?
+        .iter()
+        .map(lot_from)
+        .collect()
+    }
+
+    /// Lots past their time lose what is left of them: an EXPIRE entry each, before anything else
+    /// this write does, so the balance it answers is what is spendable.
+    fn expire_due(
+        &self,
+        wallet: &mut Wallet,
+        lots: &mut Vec<Lot>,
+        changes: &mut Vec<LotChange>,
+        entries: &mut Vec<NewEntry<'static>>,
+    ) {
+        let now = self.now;
+        lots.retain(|lot| {
+            if !lot.is_due(now) {
+                return true;
+            }
+            wallet.balance -= lot.remaining;
+            changes.push(LotChange {
+                id: lot.id,
+                remaining: 0,
+                expired: lot.remaining,
+            });
+            entries.push(NewEntry {
+                lot_id: Some(lot.id),
+                ..NewEntry::new(Movement::Expire, -(lot.remaining as i64), wallet.balance)
+            });
+            false
+        });
+    }
+
+    /// Appends one entry; its id.
+    async fn append(&mut self, wallet: &Wallet, entry: &NewEntry<'_>) -> Result<TransactionId, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, reason, \
+             order_id, related_id, lot_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(wallet.id)
+        .bind(self.partner)
+        .bind(&wallet.user_id)
+        .bind(entry.movement.as_str())
+        .bind(entry.amount)
+        .bind(entry.balance_after)
+        .bind(entry.reason)
+        .bind(entry.order_id)
+        .bind(entry.related_id)
+        .bind(entry.lot_id)
+        .bind(self.now.naive_utc())
+        .execute(&mut **self.tx)
+        .await?;
+        Ok(done.last_insert_id())
+    }
+
+    /// Appends entries whose ids nobody needs (expiries) in one statement.
+    async fn append_all(&mut self, wallet: &Wallet, entries: &[NewEntry<'_>]) -> Result<(), sqlx::Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut insert = QueryBuilder::<MySql>::new(
+            "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, reason, \
+             order_id, related_id, lot_id, created_at) ",
+        );
+        insert.push_values(entries, |mut row, e| {
+            row.push_bind(wallet.id)
+                .push_bind(self.partner)
+                .push_bind(&wallet.user_id)
+                .push_bind(e.movement.as_str())
+                .push_bind(e.amount)
+                .push_bind(e.balance_after)
+                .push_bind(e.reason)
+                .push_bind(e.order_id)
+                .push_bind(e.related_id)
+                .push_bind(e.lot_id)
+                .push_bind(self.now.naive_utc());
+        });
+        insert.build().execute(&mut **self.tx).await?;
+        Ok(())
+    }
+
+    async fn allocate_to(&mut self, transaction: TransactionId, drawn: &[Allocation]) -> Result<(), sqlx::Error> {
+        let mut insert = QueryBuilder::<MySql>::new("INSERT INTO point_allocations (transaction_id, lot_id, amount) ");
+        insert.push_values(drawn, |mut row, a| {
+            row.push_bind(transaction).push_bind(a.lot_id).push_bind(a.amount);
+        });
+        insert.build().execute(&mut **self.tx).await?;
+        Ok(())
+    }
+
+    /// The wallet's new balance and its lots' changes, in one statement (a multi-table UPDATE when
+    /// lots change: one round trip less while the wallet is locked).
+    async fn save(&mut self, wallet: &Wallet, changes: &[LotChange]) -> Result<(), sqlx::Error> {
+        let changes = &merge(changes);
+        if changes.is_empty() {
+            sqlx::query("UPDATE point_wallets SET balance = ?, updated_at = ? WHERE id = ?")
+                .bind(wallet.balance)
+                .bind(self.now.naive_utc())
+                .bind(wallet.id)
+                .execute(&mut **self.tx)
+                .await?;
+            return Ok(());
+        }
+        let mut update = QueryBuilder::<MySql>::new(
+            "UPDATE point_wallets w JOIN point_lots l ON l.wallet_id = w.id SET l.remaining = CASE l.id",
+        );
+        for c in changes {
+            update
+                .push(" WHEN ")
+                .push_bind(c.id)
+                .push(" THEN ")
+                .push_bind(c.remaining);
+        }
+        update.push(" END, l.expired = l.expired + CASE l.id");
+        for c in changes {
+            update
+                .push(" WHEN ")
+                .push_bind(c.id)
+                .push(" THEN ")
+                .push_bind(c.expired);
+        }
+        update
+            .push(" ELSE 0 END, w.balance = ")
+            .push_bind(wallet.balance)
+            .push(", w.updated_at = ")
+            .push_bind(self.now.naive_utc())
+            .push(" WHERE w.id = ")
+            .push_bind(wallet.id)
+            .push(" AND l.id IN (");
+        let mut ids = update.separated(", ");
+        for c in changes {
+            ids.push_bind(c.id);
+        }
+        update.push(")");
+        update.build().execute(&mut **self.tx).await?;
+        Ok(())
+    }
+
+    /// The key's record, last: it commits with the effect or not at all.
+    async fn record(&mut self, key: &IdempotencyKey, fingerprint: &str, outcome: &Outcome) -> Result<(), Failed> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (partner_id, idempotency_key, request_hash, outcome, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(self.partner)
+        .bind(key.as_str())
+        .bind(fingerprint)
+        .bind(serde_json::to_string(outcome).unwrap_or_default())
+        .bind(self.now.naive_utc())
+        .execute(&mut **self.tx)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match error_number(&e) {
+                Some(ER_DUP_ENTRY) => Failed::KeyTaken,
+                Some(ER_LOCK_WAIT_TIMEOUT) => Failed::KeyBusy,
+                _ => Failed::Db(e),
+            }),
+        }
+    }
+
+    async fn earn(
+        &mut self,
+        user: &UserId,
+        request: &EarnPoints,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Outcome, sqlx::Error> {
+        let mut wallet = self
+            .lock_wallet(user.as_str())
+            .await?
+            .ok_or_else(|| sqlx::Error::RowNotFound)?;
+        let mut lots = self.lots(wallet.id).await?;
+        let (mut changes, mut expiries) = (Vec::new(), Vec::new());
+        self.expire_due(&mut wallet, &mut lots, &mut changes, &mut expiries);
+        self.append_all(&wallet, &expiries).await?;
+        wallet.balance += request.amount;
+        let id = self
+            .append(
+                &wallet,
+                &NewEntry {
+                    reason: Some(&request.reason),
+                    ..NewEntry::new(Movement::Earn, request.amount as i64, wallet.balance)
+                },
+            )
+            .await?;
+        sqlx::query(
+            "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(wallet.id)
+        .bind(id)
+        .bind(request.amount)
+        .bind(request.amount)
+        .bind(expires_at.naive_utc())
+        .bind(self.now.naive_utc())
+        .execute(&mut **self.tx)
+        .await?;
+        self.save(&wallet, &changes).await?;
+        Ok(done(id, wallet.balance))
+    }
+
+    async fn use_points(&mut self, user: &UserId, request: &UsePoints) -> Result<Outcome, sqlx::Error> {
+        let Some(mut wallet) = self.lock_wallet(user.as_str()).await? else {
+            return Ok(Outcome::Refused(Refusal::InsufficientPoints));
+        };
+        let mut lots = self.lots(wallet.id).await?;
+        // Refused before anything is written: a refusal changes nothing.
+        let Some(drawn) = allocate(&lots, request.amount, self.now) else {
+            return Ok(Outcome::Refused(Refusal::InsufficientPoints));
+        };
+        let (mut changes, mut expiries) = (Vec::new(), Vec::new());
+        self.expire_due(&mut wallet, &mut lots, &mut changes, &mut expiries);
+        self.append_all(&wallet, &expiries).await?;
+        wallet.balance -= request.amount;
+        let id = self
+            .append(
+                &wallet,
+                &NewEntry {
+                    reason: request.reason.as_deref(),
+                    order_id: Some(request.order_id.as_str()),
+                    ..NewEntry::new(Movement::Use, -(request.amount as i64), wallet.balance)
+                },
+            )
+            .await?;
+        changes.extend(draw(&lots, &drawn));
+        self.allocate_to(id, &drawn).await?;
+        self.save(&wallet, &changes).await?;
+        Ok(done(id, wallet.balance))
+    }
+
+    /// `owner`: the transaction's wallet and partner, read before this transaction began (they
+    /// never change, and a plain read here would start the snapshot before the wallet's lock).
+    async fn cancel(
+        &mut self,
+        transaction: TransactionId,
+        owner: Option<(u64, String)>,
+    ) -> Result<Outcome, sqlx::Error> {
+        let Some((wallet_id, _)) = owner.filter(|(_, p)| p == self.partner) else {
+            return Ok(Outcome::Refused(Refusal::TransactionNotFound));
+        };
+        let mut wallet = self.lock_wallet_by_id(wallet_id).await?;
+        let (kind, amount, cancelled_by): (String, i64, Option<u64>) =
+            sqlx::query_as("SELECT kind, amount, cancelled_by FROM point_transactions WHERE id = ? FOR UPDATE")
+                .bind(transaction)
+                .fetch_one(&mut **self.tx)
+                .await?;
+        if kind != Movement::Use.as_str() || cancelled_by.is_some() {
+            return Ok(Outcome::Refused(Refusal::NotCancellable));
+        }
+        let used = amount.unsigned_abs();
+        let drawn: Vec<(u64, u64, u64, chrono::NaiveDateTime)> = sqlx::query_as(
+            "SELECT a.lot_id, a.amount, l.remaining, l.expires_at FROM point_allocations a \
+             JOIN point_lots l ON l.id = a.lot_id WHERE a.transaction_id = ? FOR UPDATE",
+        )
+        .bind(transaction)
+        .fetch_all(&mut **self.tx)
+        .await?;
+        let mut lots = self.lots(wallet.id).await?;
+        let (mut changes, mut expiries) = (Vec::new(), Vec::new());
+        self.expire_due(&mut wallet, &mut lots, &mut changes, &mut expiries);
+        self.append_all(&wallet, &expiries).await?;
+        let allocations: Vec<Allocation> = drawn
+            .iter()
+            .map(|&(lot_id, amount, _, expires_at)| Allocation {
+                lot_id,
+                amount,
+                expires_at: utc(expires_at),
+            })
+            .collect();
+        let (back, lapsed) = split_cancel(&allocations, self.now);
+        // What each drawn lot holds now, after the expiry above.
+        let remaining_of = |lot: u64| {
+            changes
+                .iter()
+                .rev()
+                .find(|c: &&LotChange| c.id == lot)
+                .map(|c| c.remaining)
+                .or_else(|| drawn.iter().find(|d| d.0 == lot).map(|d| d.2))
+                .unwrap_or(0)
+        };
+        let lapsed_changes: Vec<LotChange> = lapsed
+            .iter()
+            .map(|a| LotChange {
+                id: a.lot_id,
+                remaining: remaining_of(a.lot_id),
+                expired: a.amount,
+            })
+            .collect();
+        let back_changes: Vec<LotChange> = back
+            .iter()
+            .map(|a| LotChange {
+                id: a.lot_id,
+                remaining: remaining_of(a.lot_id) + a.amount,
+                expired: 0,
+            })
+            .collect();
+        wallet.balance += used;
+        let id = self
+            .append(
+                &wallet,
+                &NewEntry {
+                    related_id: Some(transaction),
+                    ..NewEntry::new(Movement::UseCancel, used as i64, wallet.balance)
+                },
+            )
+            .await?;
+        let mut lapsed_entries = Vec::new();
+        for a in &lapsed {
+            wallet.balance -= a.amount;
+            lapsed_entries.push(NewEntry {
+                lot_id: Some(a.lot_id),
+                related_id: Some(id),
+                ..NewEntry::new(Movement::Expire, -(a.amount as i64), wallet.balance)
+            });
+        }
+        changes.extend(lapsed_changes);
+        changes.extend(back_changes);
+        self.append_all(&wallet, &lapsed_entries).await?;
+        sqlx::query("UPDATE point_transactions SET cancelled_by = ? WHERE id = ?")
+            .bind(id)
+            .bind(transaction)
+            .execute(&mut **self.tx)
+            .await?;
+        self.save(&wallet, &changes).await?;
+        Ok(done(id, wallet.balance))
+    }
+
+    async fn transfer(&mut self, request: &TransferPoints) -> Result<Outcome, sqlx::Error> {
+        let (from, to) = (request.from_user_id.as_str(), request.to_user_id.as_str());
+        // The global order: ascending user id within the partner (the unique key's order).
+        let (first, second) = if from < to { (from, to) } else { (to, from) };
+        let first = self.lock_wallet(first).await?;
+        let second = self.lock_wallet(second).await?;
+        let (sender, receiver) = if from < to { (first, second) } else { (second, first) };
+        let Some(mut sender) = sender else {
+            return Ok(Outcome::Refused(Refusal::InsufficientPoints));
+        };
+        let mut receiver = receiver.ok_or(sqlx::Error::RowNotFound)?;
+        let mut sender_lots = self.lots(sender.id).await?;
+        let Some(drawn) = allocate(&sender_lots, request.amount, self.now) else {
+            return Ok(Outcome::Refused(Refusal::InsufficientPoints));
+        };
+        let mut receiver_lots = self.lots(receiver.id).await?;
+        let (mut sender_changes, mut receiver_changes) = (Vec::new(), Vec::new());
+        let (mut expiries, mut receiver_expiries) = (Vec::new(), Vec::new());
+        self.expire_due(&mut sender, &mut sender_lots, &mut sender_changes, &mut expiries);
+        self.expire_due(
+            &mut receiver,
+            &mut receiver_lots,
+            &mut receiver_changes,
+            &mut receiver_expiries,
+        );
+        self.append_all(&sender, &expiries).await?;
+        self.append_all(&receiver, &receiver_expiries).await?;
+        sender.balance -= request.amount;
+        receiver.balance += request.amount;
+        let out = self
+            .append(
+                &sender,
+                &NewEntry::new(Movement::TransferOut, -(request.amount as i64), sender.balance),
+            )
+            .await?;
+        let into = self
+            .append(
+                &receiver,
+                &NewEntry {
+                    related_id: Some(out),
+                    ..NewEntry::new(Movement::TransferIn, request.amount as i64, receiver.balance)
+                },
+            )
+            .await?;
+        sqlx::query("UPDATE point_transactions SET related_id = ? WHERE id = ?")
+            .bind(into)
+            .bind(out)
+            .execute(&mut **self.tx)
+            .await?;
+        // The receiver's lots keep the sender's expiry dates: one lot per date drawn.
+        let mut by_date: BTreeMap<DateTime<Utc>, u64> = BTreeMap::new();
+        for a in &drawn {
+            *by_date.entry(a.expires_at).or_default() += a.amount;
+        }
+        let mut insert = QueryBuilder::<MySql>::new(
+            "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) ",
+        );
+        insert.push_values(&by_date, |mut row, (expires_at, amount)| {
+            row.push_bind(receiver.id)
+                .push_bind(into)
+                .push_bind(amount)
+                .push_bind(amount)
+                .push_bind(expires_at.naive_utc())
+                .push_bind(self.now.naive_utc());
+        });
+        insert.build().execute(&mut **self.tx).await?;
+        sender_changes.extend(draw(&sender_lots, &drawn));
+        self.allocate_to(out, &drawn).await?;
+        self.save(&sender, &sender_changes).await?;
+        self.save(&receiver, &receiver_changes).await?;
+        Ok(Outcome::Done(Receipt {
+            transaction_id: out,
+            balance: sender.balance,
+            to_transaction_id: Some(into),
+            to_balance: Some(receiver.balance),
+        }))
+    }
+}
+
+fn done(transaction_id: TransactionId, balance: u64) -> Outcome {
+    Outcome::Done(Receipt {
+        transaction_id,
+        balance,
+        to_transaction_id: None,
+        to_balance: None,
+    })
+}
+
+/// One change per lot: its last remainder and everything that expired of it (a lot can expire in
+/// this write and then lapse again in a cancel; a CASE takes only its first match).
+fn merge(changes: &[LotChange]) -> Vec<LotChange> {
+    let mut merged: Vec<LotChange> = Vec::with_capacity(changes.len());
+    for c in changes {
+        match merged.iter_mut().find(|m| m.id == c.id) {
+            Some(m) => {
+                m.remaining = c.remaining;
+                m.expired += c.expired;
+            }
+            None => merged.push(*c),
+        }
+    }
+    merged
+}
+
+/// The lots' new remainders after `drawn` is taken from them.
+fn draw(lots: &[Lot], drawn: &[Allocation]) -> Vec<LotChange> {
+    drawn
+        .iter()
+        .filter_map(|a| {
+            lots.iter().find(|l| l.id == a.lot_id).map(|l| LotChange {
+                id: l.id,
+                remaining: l.remaining - a.amount,
+                expired: 0,
+            })
+        })
+        .collect()
+}
+
+impl MySqlStore {
+    /// A committed record of `key`: its outcome if it was this request, `IdempotencyKeyReused`
+    /// if another.
+    async fn replay(
+        &self,
+        partner: &str,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> Result<Option<Applied>, PointsError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT request_hash, outcome FROM idempotency_keys WHERE partner_id = ? AND idempotency_key = ?",
+        )
+        .bind(partner)
+        .bind(key.as_str())
+        .fetch_optional(&self.db().await?)
+        .await
+        .map_err(unavailable)?;
+        let Some((hash, outcome)) = row else {
+            return Ok(None);
+        };
+        if hash != fingerprint {
+            return Err(PointsError::IdempotencyKeyReused);
+        }
+        let outcome = serde_json::from_str(&outcome)
+            .map_err(|e| Unavailable::new("mysql", format!("idempotency record of {}: {e}", key.as_str())))?;
+        Ok(Some(Applied {
+            outcome,
+            replayed: true,
+        }))
+    }
+
+    /// Creates the wallet if it is new, committed on its own: a later `FOR UPDATE` then finds a
+    /// row and takes a record lock, never a gap lock two creators could deadlock on.
+    async fn ensure_wallet(&self, partner: &str, user: &UserId, now: DateTime<Utc>) -> Result<(), Unavailable> {
+        let pool = self.db().await?;
+        let exists: Option<u64> =
+            sqlx::query_scalar("SELECT id FROM point_wallets WHERE partner_id = ? AND user_id = ?")
+                .bind(partner)
+                .bind(user.as_str())
+                .fetch_optional(&pool)
+                .await
+                .map_err(unavailable)?;
+        if exists.is_none() {
+            sqlx::query(
+                "INSERT INTO point_wallets (partner_id, user_id, balance, updated_at) VALUES (?, ?, 0, ?) \
+                 ON DUPLICATE KEY UPDATE id = id",
+            )
+            .bind(partner)
+            .bind(user.as_str())
+            .bind(now.naive_utc())
+            .execute(&pool)
+            .await
+            .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// One attempt: the operation and its key's record in one transaction.
+    async fn attempt(
+        &self,
+        partner: &str,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+        operation: &Operation,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Failed> {
+        let pool = self
+            .db()
+            .await
+            .map_err(|e| Failed::Db(sqlx::Error::Protocol(e.to_string())))?;
+        let owner: Option<(u64, String)> = match operation {
+            Operation::Cancel { transaction } => {
+                sqlx::query_as("SELECT wallet_id, partner_id FROM point_transactions WHERE id = ?")
+                    .bind(transaction)
+                    .fetch_optional(&pool)
+                    .await?
+            }
+            _ => None,
+        };
+        let mut tx = pool.begin().await?;
+        let mut write = Write {
+            tx: &mut tx,
+            partner,
+            now,
+        };
+        let outcome = match operation {
+            Operation::Earn {
+                user,
+                request,
+                expires_at,
+            } => write.earn(user, request, *expires_at).await?,
+            Operation::Use { user, request } => write.use_points(user, request).await?,
+            Operation::Cancel { transaction } => write.cancel(*transaction, owner).await?,
+            Operation::Transfer { request } => write.transfer(request).await?,
+        };
+        write.record(key, fingerprint, &outcome).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Wallets, lots and history that disagree: the `fcfs-admin points verify` check. Every
+    /// wallet's balance must equal the sum of its lots' remainders and the sum of its history;
+    /// every lot's amount must equal what is left, what expired, and what uses and transfers
+    /// not cancelled drew from it.
+    pub async fn verify_points(&self, partner: Option<&str>) -> Result<PointsAudit, Unavailable> {
+        let pool = self.db().await?;
+        let scope = if partner.is_some() {
+            "w.partner_id = ?"
+        } else {
+            "? IS NULL"
+        };
+        let wallets: (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM point_wallets w WHERE {scope}"
+        )))
+        .bind(partner)
+        .fetch_one(&pool)
+        .await
+        .map_err(unavailable)?;
+        let off_lots: Vec<(u64, String, String, u64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT w.id, w.partner_id, w.user_id, w.balance, CAST(COALESCE(SUM(l.remaining), 0) AS SIGNED) AS lots \
+             FROM point_wallets w LEFT JOIN point_lots l ON l.wallet_id = w.id WHERE {scope} \
+             GROUP BY w.id HAVING w.balance <> lots ORDER BY w.id LIMIT 100"
+        )))
+        .bind(partner)
+        .fetch_all(&pool)
+        .await
+        .map_err(unavailable)?;
+        let off_history: Vec<(u64, String, String, u64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT w.id, w.partner_id, w.user_id, w.balance, CAST(COALESCE(SUM(t.amount), 0) AS SIGNED) AS history \
+             FROM point_wallets w LEFT JOIN point_transactions t ON t.wallet_id = w.id WHERE {scope} \
+             GROUP BY w.id HAVING w.balance <> history ORDER BY w.id LIMIT 100"
+        )))
+        .bind(partner)
+        .fetch_all(&pool)
+        .await
+        .map_err(unavailable)?;
+        let off_allocations: Vec<(u64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT l.id FROM point_lots l JOIN point_wallets w ON w.id = l.wallet_id \
+             LEFT JOIN (SELECT a.lot_id, SUM(a.amount) AS drawn FROM point_allocations a \
+                        JOIN point_transactions t ON t.id = a.transaction_id \
+                        WHERE t.cancelled_by IS NULL GROUP BY a.lot_id) d ON d.lot_id = l.id \
+             WHERE {scope} AND l.amount <> l.remaining + l.expired + COALESCE(d.drawn, 0) ORDER BY l.id LIMIT 100"
+        )))
+        .bind(partner)
+        .fetch_all(&pool)
+        .await
+        .map_err(unavailable)?;
+        let mismatch = |rows: Vec<(u64, String, String, u64, i64)>| {
+            rows.into_iter()
+                .map(|(wallet_id, partner_id, user_id, balance, sum)| WalletMismatch {
+                    wallet_id,
+                    partner_id,
+                    user_id,
+                    balance,
+                    sum,
+                })
+                .collect()
+        };
+        Ok(PointsAudit {
+            wallets: wallets.0 as u64,
+            balance_not_lots: mismatch(off_lots),
+            balance_not_history: mismatch(off_history),
+            lots_not_allocations: off_allocations.into_iter().map(|(id,)| id).collect(),
+        })
+    }
+}
+
+/// What `verify_points` found (at most 100 of each kind).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PointsAudit {
+    pub wallets: u64,
+    pub balance_not_lots: Vec<WalletMismatch>,
+    pub balance_not_history: Vec<WalletMismatch>,
+    pub lots_not_allocations: Vec<u64>,
+}
+
+impl PointsAudit {
+    pub fn is_clean(&self) -> bool {
+        self.balance_not_lots.is_empty() && self.balance_not_history.is_empty() && self.lots_not_allocations.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletMismatch {
+    pub wallet_id: u64,
+    pub partner_id: String,
+    pub user_id: String,
+    pub balance: u64,
+    pub sum: i64,
+}
+
+impl MySqlStore {
+    /// `PointRecords::apply`, without its deadline.
+    async fn apply_untimed(
+        &self,
+        partner: &str,
+        key: &IdempotencyKey,
+        operation: &Operation,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, PointsError> {
+        let fingerprint = operation.fingerprint();
+        if let Some(applied) = self.replay(partner, key, &fingerprint).await? {
+            return Ok(applied);
+        }
+        match operation {
+            Operation::Earn { user, .. } => self.ensure_wallet(partner, user, now).await?,
+            Operation::Transfer { request } => self.ensure_wallet(partner, &request.to_user_id, now).await?,
+            Operation::Use { .. } | Operation::Cancel { .. } => {}
+        }
+        for attempt in 1..=MAX_ATTEMPTS {
+            match self.attempt(partner, key, &fingerprint, operation, now).await {
+                Ok(outcome) => {
+                    return Ok(Applied {
+                        outcome,
+                        replayed: false,
+                    });
+                }
+                Err(Failed::KeyTaken) => {
+                    return self
+                        .replay(partner, key, &fingerprint)
+                        .await?
+                        .ok_or(PointsError::InProgress);
+                }
+                Err(Failed::KeyBusy) => return Err(PointsError::InProgress),
+                Err(Failed::Db(e))
+                    if attempt < MAX_ATTEMPTS
+                        && matches!(error_number(&e), Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT)) =>
+                {
+                    LOCK_RETRIES.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(attempt, error = %e, partner_id = partner, "points write retried after a lock conflict");
+                }
+                Err(Failed::Db(e)) => {
+                    if matches!(error_number(&e), Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT)) {
+                        tracing::error!(attempts = attempt, error = %e, partner_id = partner, "points write failed on lock conflicts");
+                    }
+                    return Err(PointsError::Unavailable(unavailable(e)));
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+}
+
+#[async_trait]
+impl PointRecords for MySqlStore {
+    /// Everything (the replay check, wallet creation, every attempt) within one store deadline:
+    /// a cut-off attempt rolls back, and a retry with the key finds what committed.
+    async fn apply(
+        &self,
+        partner: &str,
+        key: &IdempotencyKey,
+        operation: &Operation,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, PointsError> {
+        self.timed(self.apply_untimed(partner, key, operation, now)).await
+    }
+
+    async fn validity_days(&self, partner: &str) -> Result<Option<u32>, Unavailable> {
+        self.timed(async {
+            sqlx::query_scalar("SELECT validity_days FROM point_policies WHERE partner_id = ?")
+                .bind(partner)
+                .fetch_optional(&self.db().await?)
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn lots(&self, partner: &str, user: &UserId) -> Result<Vec<Lot>, Unavailable> {
+        self.timed(async {
+            sqlx::query(
+                "SELECT l.id, l.remaining, l.expires_at FROM point_wallets w \
+                 JOIN point_lots l ON l.wallet_id = w.id \
+                 WHERE w.partner_id = ? AND w.user_id = ? AND l.remaining > 0 ORDER BY l.expires_at, l.id",
+            )
+            .bind(partner)
+            .bind(user.as_str())
+            .fetch_all(&self.db().await?)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(lot_from)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn history(&self, partner: &str, user: &UserId, query: &HistoryQuery) -> Result<Vec<Entry>, Unavailable> {
+        let mut sql = QueryBuilder::<MySql>::new(
+            "SELECT t.id, t.kind, t.amount, t.balance_after, t.reason, t.order_id, t.related_id, t.cancelled_by, \
+             t.created_at FROM point_wallets w JOIN point_transactions t ON t.wallet_id = w.id WHERE w.partner_id = ",
+        );
+        sql.push_bind(partner)
+            .push(" AND w.user_id = ")
+            .push_bind(user.as_str());
+        if let Some(before) = query.before {
+            sql.push(" AND t.id < ").push_bind(before);
+        }
+        sql.push(" ORDER BY t.id DESC LIMIT ").push_bind(query.limit + 1);
+        self.timed(async {
+            let rows = sql.build().fetch_all(&self.db().await?).await.map_err(unavailable)?;
+            rows.iter()
+                .map(|row| {
+                    let kind: String = row.try_get("kind")?;
+                    Ok(Entry {
+                        transaction_id: row.try_get("id")?,
+                        movement: Movement::parse(&kind)
+                            .ok_or_else(|| sqlx::Error::Decode(format!("point movement {kind}").into()))?,
+                        amount: row.try_get("amount")?,
+                        balance_after: row.try_get("balance_after")?,
+                        reason: row.try_get("reason")?,
+                        order_id: row.try_get("order_id")?,
+                        related_transaction_id: row.try_get("related_id")?,
+                        cancelled_by: row.try_get("cancelled_by")?,
+                        created_at: utc(row.try_get("created_at")?),
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn expire_batch(&self, now: DateTime<Utc>, max_lots: u32) -> Result<u64, Unavailable> {
+        self.timed(async {
+            let pool = self.db().await?;
+            // Candidates, read outside the transaction: its snapshot must start after its locks.
+            let candidates: Vec<u64> =
+                sqlx::query_scalar("SELECT wallet_id FROM point_lots WHERE due_at <= ? ORDER BY due_at LIMIT ?")
+                    .bind(now.naive_utc())
+                    .bind(max_lots)
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(unavailable)?;
+            let wallets: Vec<u64> = candidates
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if wallets.is_empty() {
+                return Ok(0);
+            }
+            expire_wallets(&pool, &wallets, now, max_lots)
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+}
+
+/// Expires the due lots of those of `wallets` no write holds (skipped, not waited for: the
+/// sweep never waits on a live write, so it cannot deadlock with one), at most `max_lots`.
+async fn expire_wallets(
+    pool: &sqlx::MySqlPool,
+    wallets: &[u64],
+    now: DateTime<Utc>,
+    max_lots: u32,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut lock =
+        QueryBuilder::<MySql>::new("SELECT id, partner_id, user_id, balance FROM point_wallets WHERE id IN (");
+    let mut ids = lock.separated(", ");
+    for id in wallets {
+        ids.push_bind(id);
+    }
+    lock.push(") ORDER BY id FOR UPDATE SKIP LOCKED");
+    let locked: Vec<(u64, String, String, u64)> = lock.build_query_as().fetch_all(&mut *tx).await?;
+    if locked.is_empty() {
+        return Ok(0);
+    }
+    let mut due = QueryBuilder::<MySql>::new("SELECT id, wallet_id, remaining FROM point_lots WHERE wallet_id IN (");
+    let mut ids = due.separated(", ");
+    for (id, ..) in &locked {
+        ids.push_bind(id);
+    }
+    due.push(") AND remaining > 0 AND expires_at <= ")
+        .push_bind(now.naive_utc())
+        .push(" ORDER BY wallet_id, expires_at, id LIMIT ")
+        .push_bind(max_lots);
+    let lots: Vec<(u64, u64, u64)> = due.build_query_as().fetch_all(&mut *tx).await?;
+    if lots.is_empty() {
+        return Ok(0);
+    }
+    let mut balances: BTreeMap<u64, (String, String, u64)> =
+        locked.into_iter().map(|(id, p, u, b)| (id, (p, u, b))).collect();
+    let mut history = QueryBuilder::<MySql>::new(
+        "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, lot_id, created_at) ",
+    );
+    let mut entries = Vec::with_capacity(lots.len());
+    for &(lot, wallet, remaining) in &lots {
+        let (partner, user, balance) = balances.get_mut(&wallet).expect("a locked wallet");
+        *balance -= remaining;
+        entries.push((wallet, partner.clone(), user.clone(), remaining, *balance, lot));
+    }
+    history.push_values(&entries, |mut row, (wallet, partner, user, remaining, balance, lot)| {
+        row.push_bind(wallet)
+            .push_bind(partner)
+            .push_bind(user)
+            .push_bind(Movement::Expire.as_str())
+            .push_bind(-(*remaining as i64))
+            .push_bind(balance)
+            .push_bind(lot)
+            .push_bind(now.naive_utc());
+    });
+    history.build().execute(&mut *tx).await?;
+    let mut expire =
+        QueryBuilder::<MySql>::new("UPDATE point_lots SET expired = expired + remaining, remaining = 0 WHERE id IN (");
+    let mut ids = expire.separated(", ");
+    for (lot, ..) in &lots {
+        ids.push_bind(lot);
+    }
+    expire.push(")");
+    expire.build().execute(&mut *tx).await?;
+    let touched: HashSet<u64> = lots.iter().map(|l| l.1).collect();
+    let mut update = QueryBuilder::<MySql>::new("UPDATE point_wallets SET balance = CASE id");
+    for (id, (_, _, balance)) in balances.iter().filter(|(id, _)| touched.contains(id)) {
+        update.push(" WHEN ").push_bind(id).push(" THEN ").push_bind(balance);
+    }
+    update
+        .push(" END, updated_at = ")
+        .push_bind(now.naive_utc())
+        .push(" WHERE id IN (");
+    let mut ids = update.separated(", ");
+    for id in &touched {
+        ids.push_bind(id);
+    }
+    update.push(")");
+    update.build().execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(lots.len() as u64)
+}
