@@ -3,6 +3,7 @@
 
 mod keys;
 mod ledger;
+mod points;
 mod provision;
 mod secret;
 
@@ -87,6 +88,14 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Point wallets: verify that balances are explained by lots and history; set a partner's
+    /// default validity of earned points.
+    Points {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+        database_url: Option<String>,
+        #[command(subcommand)]
+        command: points::PointsCommand,
+    },
     /// Create the queues and tables template.yaml declares, on the endpoint AWS_ENDPOINT_URL names
     /// (meant for local emulators; on AWS, `sam deploy` creates them). Idempotent. Prints the
     /// resource variables functions read (KEY=value), for .local/env.
@@ -159,6 +168,14 @@ async fn main() -> Result<()> {
                 bail!("the key table is not set: pass --table or set API_KEYS_TABLE (in .local/env after `make up`)");
             };
             keys::run(&table, command).await?;
+        }
+        Command::Points { database_url, command } => {
+            let Some(database_url) = database_url else {
+                bail!(
+                    "the database is not set: pass --database-url or set DATABASE_URL (in .local/env after `make up`)"
+                );
+            };
+            points::run(&database_url, command).await?;
         }
         Command::Provision { template, params } => {
             let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {

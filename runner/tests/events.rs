@@ -11,12 +11,17 @@ use campaign_api::CampaignApi;
 use coupon_api::CouponApi;
 use coupon_expiry::CouponExpiry;
 use fcfs_shared::coupons::CouponService;
+use fcfs_shared::points::PointsService;
+use fcfs_shared::points::domain::{EarnPoints, IdempotencyKey};
 use fcfs_shared::testkit::{
-    MemoryApiKeys, MemoryCatalog, MemoryCouponBook, MemoryCoupons, MemoryLedger, MemoryQueue, coupon_fixture,
+    MemoryApiKeys, MemoryCatalog, MemoryCouponBook, MemoryCoupons, MemoryLedger, MemoryPoints, MemoryQueue,
+    coupon_fixture,
 };
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
 use lambda_http::Body;
+use points_api::PointsApi;
+use points_expiry::PointsExpiry;
 use std::sync::Arc;
 
 fn event(name: &str) -> String {
@@ -53,7 +58,9 @@ fn every_sample_event_is_checked_here() {
             "issue-api-issue.json",
             "issue-api-status.json",
             "issue-recovery.json",
-            "issue-writer.json"
+            "issue-writer.json",
+            "points-api-use.json",
+            "points-expiry.json"
         ]
     );
 }
@@ -132,5 +139,45 @@ async fn coupon_expiry_event() {
         std::time::Duration::from_secs(10),
     );
     let e: serde_json::Value = serde_json::from_str(&event("coupon-expiry.json")).unwrap();
+    assert_eq!(expiry.handle(e).await.unwrap().chunks, 1);
+}
+
+#[tokio::test]
+async fn points_use_event() {
+    let points = PointsService::new(MemoryPoints::default());
+    let earn = EarnPoints {
+        amount: 500,
+        reason: "signup".into(),
+        expires_at: None,
+    };
+    let alice = fcfs_shared::kernel::UserId::parse("alice").unwrap();
+    let key = IdempotencyKey::parse(Some("earn-1")).unwrap();
+    points.earn("demo-partner", alice, &key, earn).await.unwrap();
+    let api = PointsApi::new(points);
+    let first = reply(api.handle(http("points-api-use.json")).await);
+    assert_eq!((first.0, first.1["balance"].as_u64()), (201, Some(200)), "{}", first.1);
+    assert_eq!(
+        reply(api.handle(http("points-api-use.json")).await),
+        first,
+        "a retry replays"
+    );
+    let mut without_key = http("points-api-use.json");
+    without_key.headers_mut().remove("Idempotency-Key");
+    let (status, body) = reply(api.handle(without_key).await);
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("Idempotency-Key")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn points_expiry_event() {
+    let expiry = PointsExpiry::new(
+        PointsService::new(MemoryPoints::default()),
+        1000,
+        std::time::Duration::from_secs(10),
+    );
+    let e: serde_json::Value = serde_json::from_str(&event("points-expiry.json")).unwrap();
     assert_eq!(expiry.handle(e).await.unwrap().chunks, 1);
 }

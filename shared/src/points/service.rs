@@ -165,3 +165,172 @@ impl<R: PointRecords> PointsService<R> {
         .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::points::domain::{Movement, TransferPoints};
+    use crate::testkit::{ManualClock, MemoryPoints};
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).unwrap()
+    }
+
+    fn key(k: &str) -> IdempotencyKey {
+        IdempotencyKey::parse(Some(k)).unwrap()
+    }
+
+    fn earn(amount: u64) -> EarnPoints {
+        EarnPoints {
+            amount,
+            reason: "r".into(),
+            expires_at: None,
+        }
+    }
+
+    fn spend(amount: u64, order: &str) -> UsePoints {
+        UsePoints {
+            amount,
+            order_id: order.to_owned().try_into().unwrap(),
+            reason: None,
+        }
+    }
+
+    fn service() -> (PointsService<MemoryPoints>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::default());
+        let service = PointsService::new(MemoryPoints::default())
+            .with_clock(clock.clone())
+            .with_default_validity_days(30);
+        (service, clock)
+    }
+
+    #[tokio::test]
+    async fn earned_points_expire_after_the_request_then_the_partner_then_the_default_validity() {
+        let (service, _) = service();
+        service.records().state.lock().unwrap().policies.insert("p".into(), 7);
+        let now = service.now();
+        service.earn("p", user("a"), &key("1"), earn(1)).await.unwrap();
+        service.earn("q", user("a"), &key("1"), earn(1)).await.unwrap();
+        let asked = now + chrono::Duration::days(100);
+        let explicit = EarnPoints {
+            expires_at: Some(asked),
+            ..earn(1)
+        };
+        service.earn("q", user("b"), &key("2"), explicit).await.unwrap();
+        let expiry = |partner: &str, who: &str| {
+            let lots = service.records().state.lock().unwrap().wallets[&(partner.to_owned(), who.to_owned())]
+                .0
+                .clone();
+            lots[0].expires_at
+        };
+        assert_eq!(expiry("p", "a"), now + chrono::Duration::days(7));
+        assert_eq!(expiry("q", "a"), now + chrono::Duration::days(30));
+        assert_eq!(expiry("q", "b"), asked);
+    }
+
+    #[tokio::test]
+    async fn a_key_replays_its_first_answer_even_after_the_default_expiry_moved_and_refuses_another_request() {
+        let (service, clock) = service();
+        let first = service.earn("p", user("a"), &key("k"), earn(5)).await.unwrap();
+        clock.advance(chrono::Duration::hours(1));
+        let again = service.earn("p", user("a"), &key("k"), earn(5)).await.unwrap();
+        assert_eq!(first, again);
+        assert_eq!(service.balance("p", &user("a")).await.unwrap().balance, 5, "one effect");
+        assert!(matches!(
+            service.earn("p", user("a"), &key("k"), earn(6)).await,
+            Err(PointsError::IdempotencyKeyReused)
+        ));
+        // Keys are the partner's own.
+        assert!(service.earn("q", user("a"), &key("k"), earn(6)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn refusals_are_the_contexts_errors_and_are_replayed_too() {
+        let (service, _) = service();
+        service.earn("p", user("a"), &key("e"), earn(3)).await.unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                service.use_points("p", user("a"), &key("u"), spend(4, "o")).await,
+                Err(PointsError::InsufficientPoints)
+            ));
+        }
+        let used = service
+            .use_points("p", user("a"), &key("u2"), spend(3, "o"))
+            .await
+            .unwrap();
+        assert_eq!(used.balance, 0);
+        assert!(matches!(
+            service.cancel("q", used.transaction_id, &key("c")).await,
+            Err(PointsError::TransactionNotFound)
+        ));
+        assert_eq!(
+            service
+                .cancel("p", used.transaction_id, &key("c"))
+                .await
+                .unwrap()
+                .balance,
+            3
+        );
+        let transfer = TransferPoints {
+            from_user_id: user("a"),
+            to_user_id: user("a"),
+            amount: 1,
+        };
+        assert!(matches!(
+            service.transfer("p", &key("t"), transfer).await,
+            Err(PointsError::Invalid(f)) if f.field == "toUserId"
+        ));
+    }
+
+    #[tokio::test]
+    async fn expired_points_are_never_spendable_even_before_the_sweep() {
+        let (service, clock) = service();
+        service.earn("p", user("a"), &key("e"), earn(10)).await.unwrap();
+        clock.advance(chrono::Duration::days(31));
+        assert_eq!(service.balance("p", &user("a")).await.unwrap().balance, 0);
+        assert!(matches!(
+            service.use_points("p", user("a"), &key("u"), spend(1, "o")).await,
+            Err(PointsError::InsufficientPoints)
+        ));
+    }
+
+    #[tokio::test]
+    async fn history_pages_walk_every_entry_once_newest_first() {
+        let (service, _) = service();
+        for i in 0..5 {
+            service
+                .earn("p", user("a"), &key(&format!("e{i}")), earn(1))
+                .await
+                .unwrap();
+        }
+        let mut query = HistoryQuery::parse([("limit", "2")]).unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let page = service.history("p", &user("a"), &query).await.unwrap();
+            seen.extend(page.entries.iter().map(|e| (e.transaction_id, e.movement)));
+            match page.next {
+                Some(next) => query.before = Some(next),
+                None => break,
+            }
+        }
+        let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids.len(), 5);
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+        assert!(seen.iter().all(|(_, m)| *m == Movement::Earn));
+    }
+
+    #[tokio::test]
+    async fn the_sweep_works_in_chunks_of_at_most_a_thousand_until_none_is_left() {
+        let (service, clock) = service();
+        for i in 0..2_100 {
+            service
+                .earn("p", user(&format!("u{}", i % 7)), &key(&format!("e{i}")), earn(1))
+                .await
+                .unwrap();
+        }
+        clock.advance(chrono::Duration::days(31));
+        let summary = service.sweep_expired(5_000, Duration::from_secs(60)).await.unwrap();
+        assert_eq!((summary.expired, summary.chunks), (2_100, 3));
+        assert_eq!(*service.records().batches.lock().unwrap(), vec![1_000; 3]);
+    }
+}

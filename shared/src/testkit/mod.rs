@@ -28,7 +28,9 @@ use crate::keys::domain::{ApiKeyRecord, KeyStatus};
 use crate::keys::ports::ApiKeyStore;
 
 mod gateway;
+mod points;
 pub use gateway::gateway_request;
+pub use points::{Ledger, MemoryPoints};
 
 /// A valid campaign of `quantity` AMOUNT-5 coupons, open from `opens_at` for an hour, its coupons
 /// valid for a day after: the fixture the use-case and handler tests share.

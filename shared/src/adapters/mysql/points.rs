@@ -703,6 +703,20 @@ impl MySqlStore {
         Ok(outcome)
     }
 
+    /// Sets the partner's default validity of earned points (`fcfs-admin points policy`).
+    pub async fn set_validity_days(&self, partner: &str, days: u32) -> Result<(), Unavailable> {
+        sqlx::query(
+            "INSERT INTO point_policies (partner_id, validity_days) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE validity_days = VALUES(validity_days)",
+        )
+        .bind(partner)
+        .bind(days)
+        .execute(&self.db().await?)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Wallets, lots and history that disagree: the `fcfs-admin points verify` check. Every
     /// wallet's balance must equal the sum of its lots' remainders and the sum of its history;
     /// every lot's amount must equal what is left, what expired, and what uses and transfers
