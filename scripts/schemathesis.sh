@@ -100,6 +100,19 @@ reply="$(api POST "/v1/campaigns/$sold_id/issues" '{"userId":"first"}')" || die 
 [[ ${reply%% *} == 202 ]] || die "issuing the only coupon of campaign $sold_id answered $reply"
 log "campaigns: open $open_id, not open $future_id, ended $ended_id, sold out $sold_id"
 
+# Real point transactions for the cancel route: an EARN (not cancellable), a USE (cancellable once).
+points_write() { # points_write PATH BODY KEY: prints the new transaction's id
+  local out status
+  out="$(curl -sS --max-time 10 -o - -w '\n%{http_code}' -X POST "$url$1" -H "X-API-KEY: $key" \
+    -H 'content-type: application/json' -H "Idempotency-Key: $3" --data "$2")" || die "cannot reach $url"
+  status="${out##*$'\n'}"
+  [[ $status == 201 ]] || die "POST $1 answered $status ${out%$'\n'*}"
+  python3 -c 'import json, sys; print(json.loads(sys.argv[1])["transactionId"])' "${out%$'\n'*}"
+}
+earn_id="$(points_write /v1/users/schemathesis/points/earn '{"amount":1000,"reason":"schemathesis"}' "earn-$partner")"
+use_id="$(points_write /v1/users/schemathesis/points/use '{"amount":10,"orderId":"schemathesis"}' "use-$partner")"
+log "point transactions: earn $earn_id, use $use_id"
+
 # Half the generated campaign ids are these real ones (positive cases only; negative cases draw
 # values outside the schema). The issue route's business answers (409, 410, 422) are valid-data
 # outcomes; every positive campaign must be created, since the hooks put its dates in order
@@ -112,8 +125,12 @@ enabled = false
 [dictionaries.campaigns]
 values = [$open_id, $future_id, $ended_id, $sold_id]
 
+[dictionaries.point_transactions]
+values = [$earn_id, $use_id]
+
 [parameters]
 "path.campaignId" = { dictionary = "campaigns", probability = 0.5 }
+"path.transactionId" = { dictionary = "point_transactions", probability = 0.5 }
 
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 413]
@@ -150,6 +167,32 @@ checks.positive_data_acceptance.expected-statuses = [200, 404, 409, 410]
 [[operations]]
 include-operation-id = "cancelCouponUse"
 checks.positive_data_acceptance.expected-statuses = [200, 404, 409]
+
+# Points: every positive write has a key of its own (scripts/schemathesis_hooks.py); a generated
+# user has no points (409), and a generated transaction id is another's or none (404).
+[[operations]]
+include-operation-id = "earnPoints"
+checks.positive_data_acceptance.expected-statuses = [201]
+
+[[operations]]
+include-operation-id = "usePoints"
+checks.positive_data_acceptance.expected-statuses = [201, 409]
+
+[[operations]]
+include-operation-id = "cancelPointsTransaction"
+checks.positive_data_acceptance.expected-statuses = [200, 404, 409]
+
+[[operations]]
+include-operation-id = "transferPoints"
+checks.positive_data_acceptance.expected-statuses = [201, 409]
+
+[[operations]]
+include-operation-id = "getPoints"
+checks.positive_data_acceptance.expected-statuses = [200]
+
+[[operations]]
+include-operation-id = "getPointsHistory"
+checks.positive_data_acceptance.expected-statuses = [200, 400]
 TOML
 
 st_cmd=(

@@ -6,10 +6,16 @@ never reach MySQL and Redis. For positive cases this puts the three generated da
 (instants compared across offsets), and drops the rare case whose first two instants are equal, so
 every positive campaign must be created: `positive_data_acceptance` can then demand 201.
 Negative cases are left alone.
+
+The points POSTs: a positive case gets an Idempotency-Key of its own (Hypothesis draws the same few
+keys again and again, and a key reused with another body is a correct 422); an earn's `expiresAt`
+is moved into the accepted window (after now, at most 3,650 days ahead); a transfer's two users
+differ. Then `positive_data_acceptance` can demand the business answers only.
 """
 
 import re
-from datetime import date
+import uuid
+from datetime import date, datetime, timedelta, timezone
 
 import schemathesis
 from schemathesis import GenerationMode
@@ -68,8 +74,39 @@ def filter_case(context, case):
     return _ordered(case.body) is not None
 
 
+POINTS_WRITES = (
+    "/v1/users/{userId}/points/earn",
+    "/v1/users/{userId}/points/use",
+    "/v1/points/transactions/{transactionId}/cancel",
+    "/v1/points/transfers",
+)
+
+
+def _positive_points_write(context, case):
+    meta = case.meta
+    return (
+        context.operation is not None
+        and context.operation.method.upper() == "POST"
+        and context.operation.path in POINTS_WRITES
+        and meta is not None
+        and meta.generation.mode == GenerationMode.POSITIVE
+    )
+
+
+def _points_write(case):
+    case.headers = {**(case.headers or {}), "Idempotency-Key": str(uuid.uuid4())}
+    body = case.body if isinstance(case.body, dict) else None
+    if body is not None and "expiresAt" in body:
+        later = datetime.now(timezone.utc) + timedelta(days=30)
+        case.body = {**body, "expiresAt": later.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if body is not None and body.get("fromUserId") is not None and body.get("fromUserId") == body.get("toUserId"):
+        case.body = {**case.body, "toUserId": body["fromUserId"][:63] + ("a" if body["fromUserId"][-1:] != "a" else "b")}
+
+
 @schemathesis.hook
 def map_case(context, case):
+    if _positive_points_write(context, case):
+        _points_write(case)
     if _positive_campaign(context, case):
         ordered = _ordered(case.body)
         if ordered is not None:

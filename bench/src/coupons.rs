@@ -62,7 +62,7 @@ async fn fixture(pool: &MySqlPool, partner: &str, users: usize) -> Result<(u64, 
 }
 
 /// Runs `op(worker, n)` on `WORKERS` tasks for `SECONDS`; operations per second.
-async fn rate<F, Fut>(op: F) -> Result<f64>
+pub async fn rate<F, Fut>(op: F) -> Result<f64>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,

@@ -3,6 +3,7 @@
 //! `docs/benchmarks.md` and the latency plot `docs/benchmarks-latency.png`.
 
 mod coupons;
+mod points;
 mod report;
 mod stack;
 
@@ -42,7 +43,7 @@ struct Args {
     /// Markdown report to rewrite.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: std::path::PathBuf,
-    /// Only these scenarios (authorizer, mix, accepted, writer, drain, coupons); for working on one.
+    /// Only these scenarios (authorizer, mix, accepted, writer, drain, coupons, points); for working on one.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -206,6 +207,28 @@ async fn main() -> Result<()> {
             runs.push(r);
         }
         report.coupons(&runs);
+    }
+
+    if want("points") {
+        progress(&format!(
+            "points: uses on one hot wallet and over {} wallets, and a bare FOR UPDATE + UPDATE on one wallet row ({} connections)",
+            points::WALLETS,
+            coupons::WORKERS
+        ));
+        let mut runs = Vec::new();
+        for run in 0..args.runs {
+            let r = points::run(run).await?;
+            progress(&format!(
+                "  run {}: hot {:.0} uses/s, spread {:.0} uses/s, bare row {:.0} txn/s, lock retries {}",
+                run + 1,
+                r.hot,
+                r.spread,
+                r.yardstick,
+                r.lock_retries
+            ));
+            runs.push(r);
+        }
+        report.points(&runs);
     }
 
     report.elapsed = started.elapsed();
