@@ -95,6 +95,8 @@ struct LotChange {
     id: u64,
     remaining: u64,
     expired: u64,
+    /// Points a transfer added to a lot of the same expiry (its amount grows with its remainder).
+    added: u64,
 }
 
 /// A history entry to append (its id comes from the insert).
@@ -122,45 +124,81 @@ impl<'a> NewEntry<'a> {
     }
 }
 
-/// One write's transaction, for one partner at one instant.
+/// One write's transaction, for one partner at one instant. What nothing later in the transaction
+/// reads back is not sent at once but gathered in `batch` and sent with the key's record and the
+/// COMMIT as one multi-statement round trip: on a hot wallet every round trip made while its lock
+/// is held is paid by every writer queued behind it.
 struct Write<'t> {
     tx: &'t mut Transaction<'static, MySql>,
     partner: &'t str,
     now: DateTime<Utc>,
+    batch: String,
+}
+
+/// Values written into `Write::batch`, which cannot carry bind parameters: numbers and instants
+/// formatted here, text only as hex (`_utf8mb4 X'…'`), so no value can end a literal.
+fn text(value: &str) -> String {
+    let mut hex = String::with_capacity(12 + 2 * value.len());
+    hex.push_str("_utf8mb4 X'");
+    for b in value.bytes() {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex.push('\'');
+    hex
+}
+
+fn optional_text(value: Option<&str>) -> String {
+    value.map_or_else(|| "NULL".to_owned(), text)
+}
+
+fn optional_id(value: Option<u64>) -> String {
+    value.map_or_else(|| "NULL".to_owned(), |v| v.to_string())
+}
+
+fn instant(at: DateTime<Utc>) -> String {
+    format!("'{}'", at.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f"))
 }
 
 impl Write<'_> {
-    async fn lock_wallet(&mut self, user: &str) -> Result<Option<Wallet>, sqlx::Error> {
-        sqlx::query("SELECT id, user_id, balance FROM point_wallets WHERE partner_id = ? AND user_id = ? FOR UPDATE")
-            .bind(self.partner)
-            .bind(user)
-            .fetch_optional(&mut **self.tx)
-            .await?
-            .as_ref()
-            .map(wallet_from)
-            .transpose()
-    }
-
-    async fn lock_wallet_by_id(&mut self, id: u64) -> Result<Wallet, sqlx::Error> {
-        let row = sqlx::query("SELECT id, user_id, balance FROM point_wallets WHERE id = ? FOR UPDATE")
-            .bind(id)
-            .fetch_one(&mut **self.tx)
-            .await?;
-        wallet_from(&row)
-    }
-
-    /// The wallet's lots with points left (a plain read: the caller holds the wallet's lock).
-    async fn lots(&mut self, wallet: u64) -> Result<Vec<Lot>, sqlx::Error> {
-        sqlx::query(
-            "SELECT id, remaining, expires_at FROM point_lots WHERE wallet_id = ? AND remaining > 0 \
-             ORDER BY expires_at, id",
-        )
-        .bind(wallet)
-        .fetch_all(&mut **self.tx)
-        .await?
-        .iter()
-        .map(lot_from)
-        .collect()
+    /// Locks the wallet row and its lots with points left (`FOR UPDATE`: a locking read sees the
+    /// latest committed rows, whatever the transaction read before), the lots first-expiring-first.
+    async fn lock(&mut self, wallet: WalletRef<'_>) -> Result<Option<(Wallet, Vec<Lot>)>, sqlx::Error> {
+        let select = "SELECT w.id, w.user_id, w.balance, l.id AS lot_id, l.remaining, l.expires_at \
+                      FROM point_wallets w LEFT JOIN point_lots l ON l.wallet_id = w.id AND l.remaining > 0";
+        let rows = match wallet {
+            WalletRef::Owner(user) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{select} WHERE w.partner_id = ? AND w.user_id = ? ORDER BY l.expires_at, l.id FOR UPDATE"
+                )))
+                .bind(self.partner)
+                .bind(user)
+                .fetch_all(&mut **self.tx)
+                .await?
+            }
+            WalletRef::Id(id) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{select} WHERE w.id = ? ORDER BY l.expires_at, l.id FOR UPDATE"
+                )))
+                .bind(id)
+                .fetch_all(&mut **self.tx)
+                .await?
+            }
+        };
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let wallet = wallet_from(first)?;
+        let mut lots = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(id) = row.try_get::<Option<u64>, _>("lot_id")? {
+                lots.push(Lot {
+                    id,
+                    remaining: row.try_get("remaining")?,
+                    expires_at: utc(row.try_get("expires_at")?),
+                });
+            }
+        }
+        Ok(Some((wallet, lots)))
     }
 
     /// Lots past their time lose what is left of them: an EXPIRE entry each, before anything else
@@ -182,6 +220,7 @@ impl Write<'_> {
                 id: lot.id,
                 remaining: 0,
                 expired: lot.remaining,
+                added: 0,
             });
             entries.push(NewEntry {
                 lot_id: Some(lot.id),
@@ -191,7 +230,7 @@ impl Write<'_> {
         });
     }
 
-    /// Appends one entry; its id.
+    /// Appends one entry at once; its id.
     async fn append(&mut self, wallet: &Wallet, entry: &NewEntry<'_>) -> Result<TransactionId, sqlx::Error> {
         let done = sqlx::query(
             "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, reason, \
@@ -213,103 +252,111 @@ impl Write<'_> {
         Ok(done.last_insert_id())
     }
 
-    /// Appends entries whose ids nobody needs (expiries) in one statement.
-    async fn append_all(&mut self, wallet: &Wallet, entries: &[NewEntry<'_>]) -> Result<(), sqlx::Error> {
+    /// Queues entries whose ids nobody needs (expiries).
+    fn append_all(&mut self, wallet: &Wallet, entries: &[NewEntry<'_>]) {
         if entries.is_empty() {
-            return Ok(());
+            return;
         }
-        let mut insert = QueryBuilder::<MySql>::new(
+        let rows: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    wallet.id,
+                    text(self.partner),
+                    text(&wallet.user_id),
+                    text(e.movement.as_str()),
+                    e.amount,
+                    e.balance_after,
+                    optional_text(e.reason),
+                    optional_text(e.order_id),
+                    optional_id(e.related_id),
+                    optional_id(e.lot_id),
+                    instant(self.now)
+                )
+            })
+            .collect();
+        self.queue(&format!(
             "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, reason, \
-             order_id, related_id, lot_id, created_at) ",
-        );
-        insert.push_values(entries, |mut row, e| {
-            row.push_bind(wallet.id)
-                .push_bind(self.partner)
-                .push_bind(&wallet.user_id)
-                .push_bind(e.movement.as_str())
-                .push_bind(e.amount)
-                .push_bind(e.balance_after)
-                .push_bind(e.reason)
-                .push_bind(e.order_id)
-                .push_bind(e.related_id)
-                .push_bind(e.lot_id)
-                .push_bind(self.now.naive_utc());
-        });
-        insert.build().execute(&mut **self.tx).await?;
-        Ok(())
+             order_id, related_id, lot_id, created_at) VALUES {}",
+            rows.join(", ")
+        ));
     }
 
-    async fn allocate_to(&mut self, transaction: TransactionId, drawn: &[Allocation]) -> Result<(), sqlx::Error> {
-        let mut insert = QueryBuilder::<MySql>::new("INSERT INTO point_allocations (transaction_id, lot_id, amount) ");
-        insert.push_values(drawn, |mut row, a| {
-            row.push_bind(transaction).push_bind(a.lot_id).push_bind(a.amount);
-        });
-        insert.build().execute(&mut **self.tx).await?;
-        Ok(())
+    fn queue(&mut self, statement: &str) {
+        self.batch.push_str(statement);
+        self.batch.push_str(";\n");
     }
 
-    /// The wallet's new balance and its lots' changes, in one statement (a multi-table UPDATE when
-    /// lots change: one round trip less while the wallet is locked).
-    async fn save(&mut self, wallet: &Wallet, changes: &[LotChange]) -> Result<(), sqlx::Error> {
-        let changes = &merge(changes);
+    fn allocate_to(&mut self, transaction: TransactionId, drawn: &[Allocation]) {
+        let rows: Vec<String> = drawn
+            .iter()
+            .map(|a| format!("({transaction}, {}, {})", a.lot_id, a.amount))
+            .collect();
+        self.queue(&format!(
+            "INSERT INTO point_allocations (transaction_id, lot_id, amount) VALUES {}",
+            rows.join(", ")
+        ));
+    }
+
+    /// Queues the wallet's new balance and its lots' changes, in one statement (a multi-table
+    /// UPDATE when lots change).
+    fn save(&mut self, wallet: &Wallet, changes: &[LotChange]) {
+        let changes = merge(changes);
         if changes.is_empty() {
-            sqlx::query("UPDATE point_wallets SET balance = ?, updated_at = ? WHERE id = ?")
-                .bind(wallet.balance)
-                .bind(self.now.naive_utc())
-                .bind(wallet.id)
-                .execute(&mut **self.tx)
-                .await?;
-            return Ok(());
+            self.queue(&format!(
+                "UPDATE point_wallets SET balance = {}, updated_at = {} WHERE id = {}",
+                wallet.balance,
+                instant(self.now),
+                wallet.id
+            ));
+            return;
         }
-        let mut update = QueryBuilder::<MySql>::new(
-            "UPDATE point_wallets w JOIN point_lots l ON l.wallet_id = w.id SET l.remaining = CASE l.id",
-        );
-        for c in changes {
-            update
-                .push(" WHEN ")
-                .push_bind(c.id)
-                .push(" THEN ")
-                .push_bind(c.remaining);
-        }
-        update.push(" END, l.expired = l.expired + CASE l.id");
-        for c in changes {
-            update
-                .push(" WHEN ")
-                .push_bind(c.id)
-                .push(" THEN ")
-                .push_bind(c.expired);
-        }
-        update
-            .push(" ELSE 0 END, w.balance = ")
-            .push_bind(wallet.balance)
-            .push(", w.updated_at = ")
-            .push_bind(self.now.naive_utc())
-            .push(" WHERE w.id = ")
-            .push_bind(wallet.id)
-            .push(" AND l.id IN (");
-        let mut ids = update.separated(", ");
-        for c in changes {
-            ids.push_bind(c.id);
-        }
-        update.push(")");
-        update.build().execute(&mut **self.tx).await?;
-        Ok(())
+        let remaining: String = changes
+            .iter()
+            .map(|c| format!(" WHEN {} THEN {}", c.id, c.remaining))
+            .collect();
+        let expired: String = changes
+            .iter()
+            .map(|c| format!(" WHEN {} THEN {}", c.id, c.expired))
+            .collect();
+        let added: String = changes
+            .iter()
+            .filter(|c| c.added > 0)
+            .map(|c| format!(" WHEN {} THEN {}", c.id, c.added))
+            .collect();
+        let ids: Vec<String> = changes.iter().map(|c| c.id.to_string()).collect();
+        self.queue(&format!(
+            "UPDATE point_wallets w JOIN point_lots l ON l.wallet_id = w.id \
+             SET l.amount = l.amount + CASE l.id{added} ELSE 0 END, \
+             l.remaining = CASE l.id{remaining} END, l.expired = l.expired + CASE l.id{expired} ELSE 0 END, \
+             w.balance = {}, w.updated_at = {} WHERE w.id = {} AND l.id IN ({})",
+            wallet.balance,
+            instant(self.now),
+            wallet.id,
+            ids.join(", ")
+        ));
     }
 
-    /// The key's record, last: it commits with the effect or not at all.
-    async fn record(&mut self, key: &IdempotencyKey, fingerprint: &str, outcome: &Outcome) -> Result<(), Failed> {
-        let inserted = sqlx::query(
+    /// Sends the queued statements, the key's record and the COMMIT in one round trip: the effect
+    /// and its record commit together or not at all. The only unique key the batch can collide
+    /// on is the key's own, so "duplicate" means a racing request with the key committed first.
+    async fn commit(mut self, key: &IdempotencyKey, fingerprint: &str, outcome: &Outcome) -> Result<(), Failed> {
+        let record = format!(
             "INSERT INTO idempotency_keys (partner_id, idempotency_key, request_hash, outcome, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(self.partner)
-        .bind(key.as_str())
-        .bind(fingerprint)
-        .bind(serde_json::to_string(outcome).unwrap_or_default())
-        .bind(self.now.naive_utc())
-        .execute(&mut **self.tx)
-        .await;
-        match inserted {
+             VALUES ({}, {}, {}, {}, {})",
+            text(self.partner),
+            text(key.as_str()),
+            text(fingerprint),
+            text(&serde_json::to_string(outcome).unwrap_or_default()),
+            instant(self.now)
+        );
+        self.queue(&record);
+        self.queue("COMMIT");
+        let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(std::mem::take(&mut self.batch)))
+            .execute(&mut **self.tx)
+            .await;
+        match sent {
             Ok(_) => Ok(()),
             Err(e) => Err(match error_number(&e) {
                 Some(ER_DUP_ENTRY) => Failed::KeyTaken,
@@ -319,20 +366,15 @@ impl Write<'_> {
         }
     }
 
-    async fn earn(
-        &mut self,
-        user: &UserId,
-        request: &EarnPoints,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Outcome, sqlx::Error> {
-        let mut wallet = self
-            .lock_wallet(user.as_str())
+    async fn earn(&mut self, user: &UserId, request: &EarnPoints, expires_at: DateTime<Utc>) -> Result<Outcome, sqlx::Error> {
+        let (mut wallet, mut lots) = self
+            .lock(WalletRef::Owner(user.as_str()))
             .await?
-            .ok_or_else(|| sqlx::Error::RowNotFound)?;
-        let mut lots = self.lots(wallet.id).await?;
+            .ok_or(sqlx::Error::RowNotFound)?;
         let (mut changes, mut expiries) = (Vec::new(), Vec::new());
         self.expire_due(&mut wallet, &mut lots, &mut changes, &mut expiries);
-        self.append_all(&wallet, &expiries).await?;
+        self.append_all(&wallet, &expiries);
+        self.flush().await?;
         wallet.balance += request.amount;
         let id = self
             .append(
@@ -343,34 +385,42 @@ impl Write<'_> {
                 },
             )
             .await?;
-        sqlx::query(
+        self.queue(&format!(
             "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(wallet.id)
-        .bind(id)
-        .bind(request.amount)
-        .bind(request.amount)
-        .bind(expires_at.naive_utc())
-        .bind(self.now.naive_utc())
-        .execute(&mut **self.tx)
-        .await?;
-        self.save(&wallet, &changes).await?;
+             VALUES ({}, {id}, {}, {}, {}, {})",
+            wallet.id,
+            request.amount,
+            request.amount,
+            instant(expires_at),
+            instant(self.now)
+        ));
+        self.save(&wallet, &changes);
         Ok(done(id, wallet.balance))
     }
 
+    /// Sends what is queued now (expiry entries must take their ids before the entry that
+    /// follows them, so the history reads in order). Rare: only when lots were past their time.
+    async fn flush(&mut self) -> Result<(), sqlx::Error> {
+        if !self.batch.is_empty() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(std::mem::take(&mut self.batch)))
+                .execute(&mut **self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn use_points(&mut self, user: &UserId, request: &UsePoints) -> Result<Outcome, sqlx::Error> {
-        let Some(mut wallet) = self.lock_wallet(user.as_str()).await? else {
+        let Some((mut wallet, mut lots)) = self.lock(WalletRef::Owner(user.as_str())).await? else {
             return Ok(Outcome::Refused(Refusal::InsufficientPoints));
         };
-        let mut lots = self.lots(wallet.id).await?;
         // Refused before anything is written: a refusal changes nothing.
         let Some(drawn) = allocate(&lots, request.amount, self.now) else {
             return Ok(Outcome::Refused(Refusal::InsufficientPoints));
         };
         let (mut changes, mut expiries) = (Vec::new(), Vec::new());
         self.expire_due(&mut wallet, &mut lots, &mut changes, &mut expiries);
-        self.append_all(&wallet, &expiries).await?;
+        self.append_all(&wallet, &expiries);
+        self.flush().await?;
         wallet.balance -= request.amount;
         let id = self
             .append(
@@ -383,22 +433,21 @@ impl Write<'_> {
             )
             .await?;
         changes.extend(draw(&lots, &drawn));
-        self.allocate_to(id, &drawn).await?;
-        self.save(&wallet, &changes).await?;
+        self.allocate_to(id, &drawn);
+        self.save(&wallet, &changes);
         Ok(done(id, wallet.balance))
     }
 
     /// `owner`: the transaction's wallet and partner, read before this transaction began (they
-    /// never change, and a plain read here would start the snapshot before the wallet's lock).
-    async fn cancel(
-        &mut self,
-        transaction: TransactionId,
-        owner: Option<(u64, String)>,
-    ) -> Result<Outcome, sqlx::Error> {
+    /// never change).
+    async fn cancel(&mut self, transaction: TransactionId, owner: Option<(u64, String)>) -> Result<Outcome, sqlx::Error> {
         let Some((wallet_id, _)) = owner.filter(|(_, p)| p == self.partner) else {
             return Ok(Outcome::Refused(Refusal::TransactionNotFound));
         };
-        let mut wallet = self.lock_wallet_by_id(wallet_id).await?;
+        let (mut wallet, mut lots) = self
+            .lock(WalletRef::Id(wallet_id))
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         let (kind, amount, cancelled_by): (String, i64, Option<u64>) =
             sqlx::query_as("SELECT kind, amount, cancelled_by FROM point_transactions WHERE id = ? FOR UPDATE")
                 .bind(transaction)
@@ -415,10 +464,10 @@ impl Write<'_> {
         .bind(transaction)
         .fetch_all(&mut **self.tx)
         .await?;
-        let mut lots = self.lots(wallet.id).await?;
         let (mut changes, mut expiries) = (Vec::new(), Vec::new());
         self.expire_due(&mut wallet, &mut lots, &mut changes, &mut expiries);
-        self.append_all(&wallet, &expiries).await?;
+        self.append_all(&wallet, &expiries);
+        self.flush().await?;
         let allocations: Vec<Allocation> = drawn
             .iter()
             .map(|&(lot_id, amount, _, expires_at)| Allocation {
@@ -444,6 +493,7 @@ impl Write<'_> {
                 id: a.lot_id,
                 remaining: remaining_of(a.lot_id),
                 expired: a.amount,
+                added: 0,
             })
             .collect();
         let back_changes: Vec<LotChange> = back
@@ -452,6 +502,7 @@ impl Write<'_> {
                 id: a.lot_id,
                 remaining: remaining_of(a.lot_id) + a.amount,
                 expired: 0,
+                added: 0,
             })
             .collect();
         wallet.balance += used;
@@ -475,13 +526,11 @@ impl Write<'_> {
         }
         changes.extend(lapsed_changes);
         changes.extend(back_changes);
-        self.append_all(&wallet, &lapsed_entries).await?;
-        sqlx::query("UPDATE point_transactions SET cancelled_by = ? WHERE id = ?")
-            .bind(id)
-            .bind(transaction)
-            .execute(&mut **self.tx)
-            .await?;
-        self.save(&wallet, &changes).await?;
+        self.append_all(&wallet, &lapsed_entries);
+        self.queue(&format!(
+            "UPDATE point_transactions SET cancelled_by = {id} WHERE id = {transaction}"
+        ));
+        self.save(&wallet, &changes);
         Ok(done(id, wallet.balance))
     }
 
@@ -489,29 +538,23 @@ impl Write<'_> {
         let (from, to) = (request.from_user_id.as_str(), request.to_user_id.as_str());
         // The global order: ascending user id within the partner (the unique key's order).
         let (first, second) = if from < to { (from, to) } else { (to, from) };
-        let first = self.lock_wallet(first).await?;
-        let second = self.lock_wallet(second).await?;
+        let first = self.lock(WalletRef::Owner(first)).await?;
+        let second = self.lock(WalletRef::Owner(second)).await?;
         let (sender, receiver) = if from < to { (first, second) } else { (second, first) };
-        let Some(mut sender) = sender else {
+        let Some((mut sender, mut sender_lots)) = sender else {
             return Ok(Outcome::Refused(Refusal::InsufficientPoints));
         };
-        let mut receiver = receiver.ok_or(sqlx::Error::RowNotFound)?;
-        let mut sender_lots = self.lots(sender.id).await?;
+        let (mut receiver, mut receiver_lots) = receiver.ok_or(sqlx::Error::RowNotFound)?;
         let Some(drawn) = allocate(&sender_lots, request.amount, self.now) else {
             return Ok(Outcome::Refused(Refusal::InsufficientPoints));
         };
-        let mut receiver_lots = self.lots(receiver.id).await?;
         let (mut sender_changes, mut receiver_changes) = (Vec::new(), Vec::new());
         let (mut expiries, mut receiver_expiries) = (Vec::new(), Vec::new());
         self.expire_due(&mut sender, &mut sender_lots, &mut sender_changes, &mut expiries);
-        self.expire_due(
-            &mut receiver,
-            &mut receiver_lots,
-            &mut receiver_changes,
-            &mut receiver_expiries,
-        );
-        self.append_all(&sender, &expiries).await?;
-        self.append_all(&receiver, &receiver_expiries).await?;
+        self.expire_due(&mut receiver, &mut receiver_lots, &mut receiver_changes, &mut receiver_expiries);
+        self.append_all(&sender, &expiries);
+        self.append_all(&receiver, &receiver_expiries);
+        self.flush().await?;
         sender.balance -= request.amount;
         receiver.balance += request.amount;
         let out = self
@@ -529,32 +572,41 @@ impl Write<'_> {
                 },
             )
             .await?;
-        sqlx::query("UPDATE point_transactions SET related_id = ? WHERE id = ?")
-            .bind(into)
-            .bind(out)
-            .execute(&mut **self.tx)
-            .await?;
-        // The receiver's lots keep the sender's expiry dates: one lot per date drawn.
+        self.queue(&format!("UPDATE point_transactions SET related_id = {into} WHERE id = {out}"));
+        // The receiver's lots keep the sender's expiry dates: what is drawn per date joins the
+        // receiver's live lot of that date, or makes a new one (so transfers back and forth do not
+        // pile up lots every later write of the wallet reads under its lock).
         let mut by_date: BTreeMap<DateTime<Utc>, u64> = BTreeMap::new();
         for a in &drawn {
             *by_date.entry(a.expires_at).or_default() += a.amount;
         }
-        let mut insert = QueryBuilder::<MySql>::new(
-            "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) ",
-        );
-        insert.push_values(&by_date, |mut row, (expires_at, amount)| {
-            row.push_bind(receiver.id)
-                .push_bind(into)
-                .push_bind(amount)
-                .push_bind(amount)
-                .push_bind(expires_at.naive_utc())
-                .push_bind(self.now.naive_utc());
-        });
-        insert.build().execute(&mut **self.tx).await?;
+        let mut new_lots = Vec::new();
+        for (expires_at, amount) in by_date {
+            match receiver_lots.iter().find(|l| l.expires_at == expires_at) {
+                Some(lot) => receiver_changes.push(LotChange {
+                    id: lot.id,
+                    remaining: lot.remaining + amount,
+                    expired: 0,
+                    added: amount,
+                }),
+                None => new_lots.push(format!(
+                    "({}, {into}, {amount}, {amount}, {}, {})",
+                    receiver.id,
+                    instant(expires_at),
+                    instant(self.now)
+                )),
+            }
+        }
+        if !new_lots.is_empty() {
+            self.queue(&format!(
+                "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) VALUES {}",
+                new_lots.join(", ")
+            ));
+        }
         sender_changes.extend(draw(&sender_lots, &drawn));
-        self.allocate_to(out, &drawn).await?;
-        self.save(&sender, &sender_changes).await?;
-        self.save(&receiver, &receiver_changes).await?;
+        self.allocate_to(out, &drawn);
+        self.save(&sender, &sender_changes);
+        self.save(&receiver, &receiver_changes);
         Ok(Outcome::Done(Receipt {
             transaction_id: out,
             balance: sender.balance,
@@ -562,6 +614,13 @@ impl Write<'_> {
             to_balance: Some(receiver.balance),
         }))
     }
+}
+
+/// Which wallet to lock.
+#[derive(Clone, Copy)]
+enum WalletRef<'a> {
+    Owner(&'a str),
+    Id(u64),
 }
 
 fn done(transaction_id: TransactionId, balance: u64) -> Outcome {
@@ -582,6 +641,7 @@ fn merge(changes: &[LotChange]) -> Vec<LotChange> {
             Some(m) => {
                 m.remaining = c.remaining;
                 m.expired += c.expired;
+                m.added += c.added;
             }
             None => merged.push(*c),
         }
@@ -598,6 +658,7 @@ fn draw(lots: &[Lot], drawn: &[Allocation]) -> Vec<LotChange> {
                 id: l.id,
                 remaining: l.remaining - a.amount,
                 expired: 0,
+                added: 0,
             })
         })
         .collect()
@@ -687,6 +748,7 @@ impl MySqlStore {
             tx: &mut tx,
             partner,
             now,
+            batch: String::new(),
         };
         let outcome = match operation {
             Operation::Earn {
@@ -698,7 +760,8 @@ impl MySqlStore {
             Operation::Cancel { transaction } => write.cancel(*transaction, owner).await?,
             Operation::Transfer { request } => write.transfer(request).await?,
         };
-        write.record(key, fingerprint, &outcome).await?;
+        write.commit(key, fingerprint, &outcome).await?;
+        // The batch committed; this only tells the connection so (a no-op on the server).
         tx.commit().await?;
         Ok(outcome)
     }
@@ -943,28 +1006,43 @@ impl PointRecords for MySqlStore {
         .await
     }
 
+    /// Short only when nothing is left to expire but lots of wallets a write holds (those are
+    /// skipped, and their writes expire them anyway): the sweep stops on a short chunk.
     async fn expire_batch(&self, now: DateTime<Utc>, max_lots: u32) -> Result<u64, Unavailable> {
         self.timed(async {
             let pool = self.db().await?;
-            // Candidates, read outside the transaction: its snapshot must start after its locks.
-            let candidates: Vec<u64> =
-                sqlx::query_scalar("SELECT wallet_id FROM point_lots WHERE due_at <= ? ORDER BY due_at LIMIT ?")
-                    .bind(now.naive_utc())
-                    .bind(max_lots)
+            let mut expired = 0;
+            let mut held: Vec<u64> = Vec::new();
+            while expired < u64::from(max_lots) {
+                let left = max_lots - expired as u32;
+                // Candidates, read outside the transaction: its snapshot must start after its locks.
+                let mut candidates = QueryBuilder::<MySql>::new("SELECT wallet_id FROM point_lots WHERE due_at <= ");
+                candidates.push_bind(now.naive_utc());
+                if !held.is_empty() {
+                    candidates.push(" AND wallet_id NOT IN (");
+                    let mut ids = candidates.separated(", ");
+                    for id in &held {
+                        ids.push_bind(id);
+                    }
+                    candidates.push(")");
+                }
+                candidates.push(" ORDER BY due_at LIMIT ").push_bind(left);
+                let wallets: std::collections::BTreeSet<u64> = candidates
+                    .build_query_scalar()
                     .fetch_all(&pool)
                     .await
-                    .map_err(unavailable)?;
-            let wallets: Vec<u64> = candidates
-                .into_iter()
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if wallets.is_empty() {
-                return Ok(0);
+                    .map_err(unavailable)?
+                    .into_iter()
+                    .collect();
+                if wallets.is_empty() {
+                    break;
+                }
+                let wallets: Vec<u64> = wallets.into_iter().collect();
+                let (done, locked) = expire_wallets(&pool, &wallets, now, left).await.map_err(unavailable)?;
+                expired += done;
+                held.extend(wallets.iter().filter(|w| !locked.contains(w)));
             }
-            expire_wallets(&pool, &wallets, now, max_lots)
-                .await
-                .map_err(unavailable)
+            Ok(expired)
         })
         .await
     }
@@ -977,7 +1055,7 @@ async fn expire_wallets(
     wallets: &[u64],
     now: DateTime<Utc>,
     max_lots: u32,
-) -> Result<u64, sqlx::Error> {
+) -> Result<(u64, HashSet<u64>), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut lock =
         QueryBuilder::<MySql>::new("SELECT id, partner_id, user_id, balance FROM point_wallets WHERE id IN (");
@@ -987,8 +1065,9 @@ async fn expire_wallets(
     }
     lock.push(") ORDER BY id FOR UPDATE SKIP LOCKED");
     let locked: Vec<(u64, String, String, u64)> = lock.build_query_as().fetch_all(&mut *tx).await?;
+    let locked_ids: HashSet<u64> = locked.iter().map(|w| w.0).collect();
     if locked.is_empty() {
-        return Ok(0);
+        return Ok((0, locked_ids));
     }
     let mut due = QueryBuilder::<MySql>::new("SELECT id, wallet_id, remaining FROM point_lots WHERE wallet_id IN (");
     let mut ids = due.separated(", ");
@@ -1001,7 +1080,7 @@ async fn expire_wallets(
         .push_bind(max_lots);
     let lots: Vec<(u64, u64, u64)> = due.build_query_as().fetch_all(&mut *tx).await?;
     if lots.is_empty() {
-        return Ok(0);
+        return Ok((0, locked_ids));
     }
     let mut balances: BTreeMap<u64, (String, String, u64)> =
         locked.into_iter().map(|(id, p, u, b)| (id, (p, u, b))).collect();
@@ -1049,5 +1128,5 @@ async fn expire_wallets(
     update.push(")");
     update.build().execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(lots.len() as u64)
+    Ok((lots.len() as u64, locked_ids))
 }
