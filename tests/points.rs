@@ -1,18 +1,21 @@
 //! The points wallet over the runner's HTTP API with the real MariaDB behind it: one wallet pressed
 //! by 500 uses at once, transfers both ways at once, one Idempotency-Key raced by 20 requests,
-//! first-expiring-first spending and cancels that put back exactly the lots drawn, and history
-//! pages. Fixtures (a lot past its time) are written straight into MySQL; everything under test
-//! goes through the API.
+//! first-expiring-first spending and cancels that put back exactly the lots drawn, history pages,
+//! and the expiry sweep over 100,000 lots while uses go on. Fixtures (a lot past its time, 100,000
+//! lots, a write holding a wallet) are written straight into MySQL; the sweep runs as the scheduled
+//! function runs it (`PointsService::sweep_expired`); everything else goes through the API.
 //!
 //! After every test: the partner's wallets verify (`MySqlStore::verify_points`), and where many
 //! writes ran at once, InnoDB counted no deadlock and no write was retried after a lock conflict.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use fcfs_shared::adapters::mysql::{MySqlStore, lock_retries};
+use fcfs_shared::points::PointsService;
 use integration_tests::{api_key, mysql, repo_root, unique};
 use local_runner::{LocalApp, RunnerConfig, Running};
 use reqwest::Method;
@@ -807,4 +810,241 @@ async fn history_pages_walk_every_entry_once_newest_first_and_a_stranger_has_not
     assert_eq!(other.balance("hana").await, json!({"balance": 0, "expiring": []}));
     assert_eq!(other.history("hana", 10).await.0.len(), 0);
     assert_eq!(world.assert_verifies().await, 1, "reads create no wallet");
+}
+
+/// Wallets of `lots` lots of `LOT_POINTS` each, written straight into MySQL as the API would
+/// have: the wallet, one EARN per lot (its `balance_after` says which lot of the wallet it is), the
+/// lot; `expires_at(wallet, lot)` says when each lot expires. The wallets verify.
+struct Fixture {
+    users: Vec<String>,
+}
+
+const LOT_POINTS: u64 = 10;
+
+impl Fixture {
+    async fn build(
+        world: &World,
+        wallets: usize,
+        lots: usize,
+        expires_at: impl Fn(usize, usize) -> DateTime<Utc>,
+    ) -> Self {
+        let now = Utc::now().trunc_subsecs(3);
+        let users: Vec<String> = (0..wallets).map(|w| format!("saver-{w:06}")).collect();
+        for chunk in users.chunks(5_000) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "INSERT INTO point_wallets (partner_id, user_id, balance, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, user| {
+                row.push_bind(&world.partner)
+                    .push_bind(user)
+                    .push_bind(lots as u64 * LOT_POINTS)
+                    .push_bind(now.naive_utc());
+            });
+            insert.build().execute(&world.pool).await.unwrap();
+        }
+        let ids: Vec<(String, u64)> = sqlx::query_as("SELECT user_id, id FROM point_wallets WHERE partner_id = ?")
+            .bind(&world.partner)
+            .fetch_all(&world.pool)
+            .await
+            .unwrap();
+        let ids: HashMap<String, u64> = ids.into_iter().collect();
+        assert_eq!(ids.len(), wallets);
+        // The fixture's wallet index of each wallet id.
+        let index: HashMap<u64, usize> = users.iter().enumerate().map(|(w, u)| (ids[u], w)).collect();
+
+        let earns: Vec<(u64, &str, u64)> = users
+            .iter()
+            .flat_map(|user| (1..=lots as u64).map(move |k| (user, k)))
+            .map(|(user, k)| (ids[user], user.as_str(), k * LOT_POINTS))
+            .collect();
+        for chunk in earns.chunks(5_000) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, reason, \
+                 created_at) ",
+            );
+            insert.push_values(chunk, |mut row, (wallet, user, after)| {
+                row.push_bind(wallet)
+                    .push_bind(&world.partner)
+                    .push_bind(user)
+                    .push_bind("EARN")
+                    .push_bind(LOT_POINTS as i64)
+                    .push_bind(after)
+                    .push_bind("fixture")
+                    .push_bind(now.naive_utc());
+            });
+            insert.build().execute(&world.pool).await.unwrap();
+        }
+        let earned: Vec<(u64, u64, u64)> = sqlx::query_as(
+            "SELECT id, wallet_id, balance_after FROM point_transactions WHERE partner_id = ? ORDER BY id",
+        )
+        .bind(&world.partner)
+        .fetch_all(&world.pool)
+        .await
+        .unwrap();
+        assert_eq!(earned.len(), wallets * lots);
+        let lot_rows: Vec<(u64, u64, DateTime<Utc>)> = earned
+            .into_iter()
+            .map(|(transaction, wallet, after)| {
+                let k = (after / LOT_POINTS - 1) as usize;
+                (wallet, transaction, expires_at(index[&wallet], k))
+            })
+            .collect();
+        for chunk in lot_rows.chunks(5_000) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, (wallet, transaction, expires_at)| {
+                row.push_bind(wallet)
+                    .push_bind(transaction)
+                    .push_bind(LOT_POINTS)
+                    .push_bind(LOT_POINTS)
+                    .push_bind(expires_at.naive_utc())
+                    .push_bind(now.naive_utc());
+            });
+            insert.build().execute(&world.pool).await.unwrap();
+        }
+        assert_eq!(world.assert_verifies().await, wallets as u64, "the fixture verifies");
+        Self { users }
+    }
+}
+
+impl World {
+    /// This partner's lots with points left that are past their time.
+    async fn due_lots(&self) -> i64 {
+        let (due,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM point_lots l JOIN point_wallets w ON w.id = l.wallet_id \
+             WHERE w.partner_id = ? AND l.remaining > 0 AND l.expires_at <= UTC_TIMESTAMP(3)",
+        )
+        .bind(&self.partner)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        due
+    }
+}
+
+const WALLETS: usize = 1_000;
+const LOTS_PER_WALLET: usize = 100;
+const DUE_PER_WALLET: usize = 80;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_expires_100_000_lots_while_uses_go_on() {
+    let world = Arc::new(World::new().await);
+    let started = Instant::now();
+    // 100,000 lots, 80,000 past their time, in 1,000 wallets: due lots expire at one of four
+    // instants (as programs that expire points at month end do), live ones in 30 days.
+    let now = Utc::now();
+    let fixture = Fixture::build(&world, WALLETS, LOTS_PER_WALLET, |_, k| {
+        if k < DUE_PER_WALLET {
+            now - chrono::Duration::hours(1 + (k % 4) as i64)
+        } else {
+            now + chrono::Duration::days(30)
+        }
+    })
+    .await;
+    eprintln!(
+        "fixture: {WALLETS} wallets, {} lots in {:?}",
+        WALLETS * LOTS_PER_WALLET,
+        started.elapsed()
+    );
+    let due_before = world.due_lots().await;
+    assert_eq!(due_before, (WALLETS * DUE_PER_WALLET) as i64);
+    // Nothing past its time counts, swept or not.
+    assert_eq!(
+        world.spendable(&fixture.users[1]).await,
+        (LOTS_PER_WALLET - DUE_PER_WALLET) as u64 * LOT_POINTS
+    );
+
+    let (deadlocks, retries) = (world.deadlocks().await, lock_retries());
+    let done = Arc::new(AtomicBool::new(false));
+    let sweep = {
+        let (pool, done) = (world.pool.clone(), done.clone());
+        tokio::spawn(async move {
+            let service = PointsService::new(MySqlStore::new(pool).with_timeout(Duration::from_secs(20)));
+            let summary = service.sweep_expired(1_000, Duration::from_secs(90)).await;
+            done.store(true, Ordering::SeqCst);
+            summary
+        })
+    };
+    // Uses, 16 in flight, for as long as the sweep runs, on all the wallets in a scrambled order
+    // (389 is prime to 1,000): most find due lots not swept yet, some in the very wallets the
+    // sweep is taking.
+    let used: Vec<String> = (0..WALLETS).map(|i| fixture.users[i * 389 % WALLETS].clone()).collect();
+    let next = Arc::new(AtomicUsize::new(0));
+    let uses_started = Instant::now();
+    let workers = (0..16).map(|_| {
+        let (world, done, next, used) = (world.clone(), done.clone(), next.clone(), used.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !done.load(Ordering::SeqCst) && uses_started.elapsed() < Duration::from_secs(120) {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let user = &used[i % used.len()];
+                let sent = Instant::now();
+                let answer = world.use_points(user, 1, &format!("order-{i}")).await;
+                answers.push((user.clone(), answer, sent.elapsed()));
+            }
+            answers
+        })
+    });
+    let answers: Vec<(String, Answer, Duration)> = all(workers).await.into_iter().flatten().collect();
+    let uses_took = uses_started.elapsed();
+    let summary = sweep.await.unwrap().expect("the sweep finishes");
+    let plain: Vec<Answer> = answers.iter().map(|(_, a, _)| a.clone()).collect();
+    let kinds = tally(&plain);
+    let mut latencies: Vec<Duration> = answers.iter().map(|(.., d)| *d).collect();
+    latencies.sort();
+    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default();
+    let due_after = world.due_lots().await;
+    eprintln!(
+        "sweep: {} lots in {} chunks, {} ms ({:.0} lots/s), out of time: {}; {} uses meanwhile in {uses_took:?} \
+         ({:.0}/s, p99 {p99:?}): {kinds:?}; due lots of this partner before {due_before}, after {due_after}",
+        summary.expired,
+        summary.chunks,
+        summary.duration_ms,
+        summary.expired as f64 * 1_000.0 / summary.duration_ms.max(1) as f64,
+        summary.out_of_time,
+        answers.len(),
+        answers.len() as f64 / uses_took.as_secs_f64(),
+    );
+    assert!(!answers.is_empty(), "uses ran during the sweep");
+    assert!(plain.iter().all(|(s, _)| *s < 500), "no 5xx: {kinds:?}");
+    assert_eq!(kinds.get("201"), Some(&answers.len()), "every use could pay: {kinds:?}");
+    assert!(!summary.out_of_time, "{summary:?}");
+    assert_eq!(due_after, 0, "no lot past its time keeps points ({summary:?})");
+    world.assert_verifies().await;
+    assert_eq!(world.deadlocks().await, deadlocks, "no deadlock");
+    assert_eq!(lock_retries(), retries, "no write retried after a lock conflict");
+
+    // Every due lot expired once, by the sweep or by a use that found it first.
+    let (expired_lots, expired_points): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(l.expired), 0) AS SIGNED) FROM point_lots l \
+         JOIN point_wallets w ON w.id = l.wallet_id WHERE w.partner_id = ? AND l.expired > 0",
+    )
+    .bind(&world.partner)
+    .fetch_one(&world.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (expired_lots, expired_points),
+        (due_before, due_before * LOT_POINTS as i64)
+    );
+    let mut uses_of: HashMap<&str, u64> = HashMap::new();
+    for (user, ..) in &answers {
+        *uses_of.entry(user.as_str()).or_default() += 1;
+    }
+    let live = (LOTS_PER_WALLET - DUE_PER_WALLET) as u64 * LOT_POINTS;
+    for user in [&used[0], &used[used.len() - 1], &fixture.users[1]] {
+        let left = live - uses_of.get(user.as_str()).copied().unwrap_or(0);
+        let balance = world.balance(user).await;
+        assert_eq!(balance["balance"].as_u64(), Some(left), "{user}: {balance}");
+        let (entries, _) = world.history(user, 100).await;
+        assert_eq!(count(&entries, "EXPIRE"), DUE_PER_WALLET, "{user}");
+        assert!(
+            entries
+                .iter()
+                .filter(|e| e["type"] == "EXPIRE")
+                .all(|e| e["amount"] == -(LOT_POINTS as i64))
+        );
+    }
+    eprintln!("whole test: {:?}", started.elapsed());
 }
