@@ -1048,3 +1048,53 @@ async fn the_sweep_expires_100_000_lots_while_uses_go_on() {
     }
     eprintln!("whole test: {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_held_by_a_write_does_not_end_the_sweep() {
+    let world = World::new().await;
+    // 3,000 wallets, each with one lot past its time (wallet by wallet, a millisecond apart) and
+    // one live lot: a chunk of 1,000 due lots is exactly the due lots of 1,000 wallets.
+    let now = Utc::now();
+    let fixture = Fixture::build(&world, 3_000, 2, |w, k| {
+        if k == 0 {
+            now - chrono::Duration::hours(2) + chrono::Duration::milliseconds(w as i64)
+        } else {
+            now + chrono::Duration::days(30)
+        }
+    })
+    .await;
+    assert_eq!(world.due_lots().await, 3_000);
+    // A write in flight on one wallet of the first chunk, held for as long as the sweep runs (as
+    // a use holds it for a few milliseconds; here for certain).
+    let held = &fixture.users[10];
+    let mut write = world.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM point_wallets WHERE partner_id = ? AND user_id = ? FOR UPDATE")
+        .bind(&world.partner)
+        .bind(held)
+        .fetch_one(&mut *write)
+        .await
+        .unwrap();
+    let service = PointsService::new(MySqlStore::new(world.pool.clone()).with_timeout(Duration::from_secs(20)));
+    let summary = service
+        .sweep_expired(1_000, Duration::from_secs(60))
+        .await
+        .expect("the sweep finishes");
+    let due_after = world.due_lots().await;
+    write.rollback().await.unwrap();
+    eprintln!("sweep with one wallet held: {summary:?}; due lots left: {due_after}");
+    // The held wallet is skipped, not waited for; every other wallet is swept.
+    assert_eq!(
+        due_after, 1,
+        "only the held wallet's lot is left past its time ({summary:?})"
+    );
+    let (entries, _) = world.history(held, 10).await;
+    assert_eq!(count(&entries, "EXPIRE"), 0, "the held wallet was not touched");
+    // Once the write is done, the next sweep takes it.
+    service
+        .sweep_expired(1_000, Duration::from_secs(60))
+        .await
+        .expect("the sweep finishes");
+    assert_eq!(world.due_lots().await, 0);
+    world.assert_verifies().await;
+    assert_eq!(world.spendable(held).await, LOT_POINTS);
+}
