@@ -320,16 +320,21 @@ impl Write<'_> {
             .iter()
             .map(|c| format!(" WHEN {} THEN {}", c.id, c.expired))
             .collect();
+        // CASE needs at least one WHEN: the amount clause only when a transfer added to a lot.
         let added: String = changes
             .iter()
             .filter(|c| c.added > 0)
             .map(|c| format!(" WHEN {} THEN {}", c.id, c.added))
             .collect();
+        let added = if added.is_empty() {
+            String::new()
+        } else {
+            format!("l.amount = l.amount + CASE l.id{added} ELSE 0 END, ")
+        };
         let ids: Vec<String> = changes.iter().map(|c| c.id.to_string()).collect();
         self.queue(&format!(
             "UPDATE point_wallets w JOIN point_lots l ON l.wallet_id = w.id \
-             SET l.amount = l.amount + CASE l.id{added} ELSE 0 END, \
-             l.remaining = CASE l.id{remaining} END, l.expired = l.expired + CASE l.id{expired} ELSE 0 END, \
+             SET {added}l.remaining = CASE l.id{remaining} END, l.expired = l.expired + CASE l.id{expired} ELSE 0 END, \
              w.balance = {}, w.updated_at = {} WHERE w.id = {} AND l.id IN ({})",
             wallet.balance,
             instant(self.now),
@@ -366,7 +371,12 @@ impl Write<'_> {
         }
     }
 
-    async fn earn(&mut self, user: &UserId, request: &EarnPoints, expires_at: DateTime<Utc>) -> Result<Outcome, sqlx::Error> {
+    async fn earn(
+        &mut self,
+        user: &UserId,
+        request: &EarnPoints,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Outcome, sqlx::Error> {
         let (mut wallet, mut lots) = self
             .lock(WalletRef::Owner(user.as_str()))
             .await?
@@ -440,7 +450,11 @@ impl Write<'_> {
 
     /// `owner`: the transaction's wallet and partner, read before this transaction began (they
     /// never change).
-    async fn cancel(&mut self, transaction: TransactionId, owner: Option<(u64, String)>) -> Result<Outcome, sqlx::Error> {
+    async fn cancel(
+        &mut self,
+        transaction: TransactionId,
+        owner: Option<(u64, String)>,
+    ) -> Result<Outcome, sqlx::Error> {
         let Some((wallet_id, _)) = owner.filter(|(_, p)| p == self.partner) else {
             return Ok(Outcome::Refused(Refusal::TransactionNotFound));
         };
@@ -551,7 +565,12 @@ impl Write<'_> {
         let (mut sender_changes, mut receiver_changes) = (Vec::new(), Vec::new());
         let (mut expiries, mut receiver_expiries) = (Vec::new(), Vec::new());
         self.expire_due(&mut sender, &mut sender_lots, &mut sender_changes, &mut expiries);
-        self.expire_due(&mut receiver, &mut receiver_lots, &mut receiver_changes, &mut receiver_expiries);
+        self.expire_due(
+            &mut receiver,
+            &mut receiver_lots,
+            &mut receiver_changes,
+            &mut receiver_expiries,
+        );
         self.append_all(&sender, &expiries);
         self.append_all(&receiver, &receiver_expiries);
         self.flush().await?;
@@ -572,7 +591,9 @@ impl Write<'_> {
                 },
             )
             .await?;
-        self.queue(&format!("UPDATE point_transactions SET related_id = {into} WHERE id = {out}"));
+        self.queue(&format!(
+            "UPDATE point_transactions SET related_id = {into} WHERE id = {out}"
+        ));
         // The receiver's lots keep the sender's expiry dates: what is drawn per date joins the
         // receiver's live lot of that date, or makes a new one (so transfers back and forth do not
         // pile up lots every later write of the wallet reads under its lock).
