@@ -76,14 +76,19 @@ CREATE TABLE point_policies (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 
 -- Idempotency-Key records, committed in the same transaction as the effect they answer for; a
--- racing retry's insert waits on the uncommitted row, then replays the stored outcome.
+-- repeat runs into the primary key at its own commit, rolls its effect back and replays the record.
 CREATE TABLE idempotency_keys (
-    partner_id      VARCHAR(64)  NOT NULL,
-    idempotency_key VARCHAR(128) NOT NULL,
+    partner_id        VARCHAR(64)     NOT NULL,
+    idempotency_key   VARCHAR(128)    NOT NULL,
     -- SHA-256 of the operation and its parameters: the same key with another request is refused.
-    request_hash    CHAR(64)     NOT NULL,
-    outcome         TEXT         NOT NULL,
-    created_at      DATETIME(3)  NOT NULL,
+    request_hash      CHAR(64)        NOT NULL,
+    -- The answer: a receipt (transaction_id, balance, and a transfer's receiving side) or a refusal.
+    transaction_id    BIGINT UNSIGNED NULL,
+    balance           BIGINT UNSIGNED NULL,
+    to_transaction_id BIGINT UNSIGNED NULL,
+    to_balance        BIGINT UNSIGNED NULL,
+    refusal           VARCHAR(32)     NULL,
+    created_at        DATETIME(3)     NOT NULL,
     PRIMARY KEY (partner_id, idempotency_key),
     KEY idx_idempotency_keys_age (created_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -250,6 +250,26 @@ pub enum Refusal {
     TransactionNotFound,
 }
 
+impl Refusal {
+    const ALL: [Self; 3] = [
+        Self::InsufficientPoints,
+        Self::NotCancellable,
+        Self::TransactionNotFound,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InsufficientPoints => "INSUFFICIENT_POINTS",
+            Self::NotCancellable => "NOT_CANCELLABLE",
+            Self::TransactionNotFound => "TRANSACTION_NOT_FOUND",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == raw)
+    }
+}
+
 /// A lot with points left, as a write sees it under the wallet's lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lot {

@@ -9,11 +9,11 @@
 //! snapshot starts at its first plain read, after the lock) and locks no lot rows beyond the ones
 //! it updates. Nothing waits on a network call inside a transaction.
 //!
-//! Idempotency: the key's record, with the outcome, is the transaction's last insert, so the
-//! effect and its record commit together. A retry whose first attempt committed replays it before
-//! any transaction; one racing it waits on the uncommitted key row, gets "duplicate" once the first
-//! commits, rolls its own effect back and replays. A lock wait that outlasts the session's limit on
-//! that row answers `InProgress`.
+//! Idempotency: the key's record (the receipt or the refusal, in columns) is the transaction's
+//! last insert, so the effect and its record commit together. A repeat of a committed request
+//! runs into the key's unique index at its own commit, rolls its effect back and replays the
+//! record; one racing a request still in flight waits on the uncommitted key row and does the
+//! same once it commits. A lock wait on that row past the session's limit answers `InProgress`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,7 +106,8 @@ struct NewEntry<'a> {
     balance_after: u64,
     reason: Option<&'a str>,
     order_id: Option<&'a str>,
-    related_id: Option<TransactionId>,
+    /// An SQL expression: an id, or a session variable the batch set.
+    related: Option<&'a str>,
     lot_id: Option<u64>,
 }
 
@@ -118,21 +119,30 @@ impl<'a> NewEntry<'a> {
             balance_after,
             reason: None,
             order_id: None,
-            related_id: None,
+            related: None,
             lot_id: None,
         }
     }
 }
 
-/// One write's transaction, for one partner at one instant. What nothing later in the transaction
-/// reads back is not sent at once but gathered in `batch` and sent with the key's record and the
-/// COMMIT as one multi-statement round trip: on a hot wallet every round trip made while its lock
-/// is held is paid by every writer queued behind it.
+/// One write's transaction, for one partner at one instant. Past the locking read, everything it
+/// does (entries, allocations, lots, the wallet, the key's record) is gathered in `batch` and sent
+/// with the COMMIT as one multi-statement round trip: the wallet's lock is held for two round
+/// trips, as in a bare `SELECT … FOR UPDATE` + `UPDATE`, and on a hot wallet every round trip
+/// made under its lock is paid by every writer queued behind it. Ids the batch makes are passed
+/// on in session variables (`@t`, the write's entry; `@t2`, a transfer's receiving side) and
+/// read back by its last statement.
 struct Write<'t> {
     tx: &'t mut Transaction<'static, MySql>,
     partner: &'t str,
     now: DateTime<Utc>,
     batch: String,
+}
+
+/// What a write answers once the batch has told it the ids it made.
+enum Answer {
+    Refused(Refusal),
+    Done { balance: u64, to_balance: Option<u64> },
 }
 
 /// Values written into `Write::batch`, which cannot carry bind parameters: numbers and instants
@@ -149,10 +159,6 @@ fn text(value: &str) -> String {
 
 fn optional_text(value: Option<&str>) -> String {
     value.map_or_else(|| "NULL".to_owned(), text)
-}
-
-fn optional_id(value: Option<u64>) -> String {
-    value.map_or_else(|| "NULL".to_owned(), |v| v.to_string())
 }
 
 fn instant(at: DateTime<Utc>) -> String {
@@ -201,20 +207,19 @@ impl Write<'_> {
         Ok(Some((wallet, lots)))
     }
 
-    /// Lots past their time lose what is left of them: an EXPIRE entry each, before anything else
-    /// this write does, so the balance it answers is what is spendable.
-    fn expire_due(
-        &self,
-        wallet: &mut Wallet,
-        lots: &mut Vec<Lot>,
-        changes: &mut Vec<LotChange>,
-        entries: &mut Vec<NewEntry<'static>>,
-    ) {
-        let now = self.now;
-        lots.retain(|lot| {
-            if !lot.is_due(now) {
-                return true;
-            }
+    fn queue(&mut self, statement: &str) {
+        self.batch.push_str(statement);
+        self.batch.push_str(";\n");
+    }
+
+    /// Lots past their time lose what is left of them: an EXPIRE entry each, queued before
+    /// anything else this write does (so the history reads in order and the balance it answers is
+    /// what is spendable).
+    fn expire_due(&mut self, wallet: &mut Wallet, lots: &mut Vec<Lot>, changes: &mut Vec<LotChange>) {
+        let due: Vec<Lot> = lots.iter().filter(|l| l.is_due(self.now)).copied().collect();
+        lots.retain(|l| !l.is_due(self.now));
+        let mut entries = Vec::new();
+        for lot in due {
             wallet.balance -= lot.remaining;
             changes.push(LotChange {
                 id: lot.id,
@@ -226,34 +231,12 @@ impl Write<'_> {
                 lot_id: Some(lot.id),
                 ..NewEntry::new(Movement::Expire, -(lot.remaining as i64), wallet.balance)
             });
-            false
-        });
+        }
+        self.append(wallet, &entries);
     }
 
-    /// Appends one entry at once; its id.
-    async fn append(&mut self, wallet: &Wallet, entry: &NewEntry<'_>) -> Result<TransactionId, sqlx::Error> {
-        let done = sqlx::query(
-            "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, reason, \
-             order_id, related_id, lot_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(wallet.id)
-        .bind(self.partner)
-        .bind(&wallet.user_id)
-        .bind(entry.movement.as_str())
-        .bind(entry.amount)
-        .bind(entry.balance_after)
-        .bind(entry.reason)
-        .bind(entry.order_id)
-        .bind(entry.related_id)
-        .bind(entry.lot_id)
-        .bind(self.now.naive_utc())
-        .execute(&mut **self.tx)
-        .await?;
-        Ok(done.last_insert_id())
-    }
-
-    /// Queues entries whose ids nobody needs (expiries).
-    fn append_all(&mut self, wallet: &Wallet, entries: &[NewEntry<'_>]) {
+    /// Queues entries, in order; `LAST_INSERT_ID()` is then the first one's id.
+    fn append(&mut self, wallet: &Wallet, entries: &[NewEntry<'_>]) {
         if entries.is_empty() {
             return;
         }
@@ -270,8 +253,8 @@ impl Write<'_> {
                     e.balance_after,
                     optional_text(e.reason),
                     optional_text(e.order_id),
-                    optional_id(e.related_id),
-                    optional_id(e.lot_id),
+                    e.related.unwrap_or("NULL"),
+                    e.lot_id.map_or_else(|| "NULL".to_owned(), |id| id.to_string()),
                     instant(self.now)
                 )
             })
@@ -283,12 +266,13 @@ impl Write<'_> {
         ));
     }
 
-    fn queue(&mut self, statement: &str) {
-        self.batch.push_str(statement);
-        self.batch.push_str(";\n");
+    /// Queues the write's own entry and keeps its id in `variable`.
+    fn append_as(&mut self, variable: &str, wallet: &Wallet, entry: &NewEntry<'_>) {
+        self.append(wallet, std::slice::from_ref(entry));
+        self.queue(&format!("SET {variable} = LAST_INSERT_ID()"));
     }
 
-    fn allocate_to(&mut self, transaction: TransactionId, drawn: &[Allocation]) {
+    fn allocate_to(&mut self, transaction: &str, drawn: &[Allocation]) {
         let rows: Vec<String> = drawn
             .iter()
             .map(|a| format!("({transaction}, {}, {})", a.lot_id, a.amount))
@@ -343,32 +327,57 @@ impl Write<'_> {
         ));
     }
 
-    /// Sends the queued statements, the key's record and the COMMIT in one round trip: the effect
-    /// and its record commit together or not at all. The only unique key the batch can collide
-    /// on is the key's own, so "duplicate" means a racing request with the key committed first.
-    async fn commit(mut self, key: &IdempotencyKey, fingerprint: &str, outcome: &Outcome) -> Result<(), Failed> {
+    /// Sends the batch with the key's record and the COMMIT: the effect and its record commit
+    /// together or not at all. The only unique key the batch can collide on is the key's own, so
+    /// "duplicate" means a request with the key committed first (the server runs nothing after
+    /// the failed statement, and the transaction is rolled back).
+    async fn commit(mut self, key: &IdempotencyKey, fingerprint: &str, answer: Answer) -> Result<Outcome, Failed> {
+        let (balance, to_balance, refusal) = match &answer {
+            Answer::Refused(r) => ("NULL".to_owned(), "NULL".to_owned(), text(r.as_str())),
+            Answer::Done { balance, to_balance } => (
+                balance.to_string(),
+                to_balance.map_or_else(|| "NULL".to_owned(), |b| b.to_string()),
+                "NULL".to_owned(),
+            ),
+        };
         let record = format!(
-            "INSERT INTO idempotency_keys (partner_id, idempotency_key, request_hash, outcome, created_at) \
-             VALUES ({}, {}, {}, {}, {})",
+            "INSERT INTO idempotency_keys (partner_id, idempotency_key, request_hash, transaction_id, balance, \
+             to_transaction_id, to_balance, refusal, created_at) VALUES ({}, {}, {}, @t, {balance}, @t2, {to_balance}, \
+             {refusal}, {})",
             text(self.partner),
             text(key.as_str()),
             text(fingerprint),
-            text(&serde_json::to_string(outcome).unwrap_or_default()),
             instant(self.now)
         );
         self.queue(&record);
         self.queue("COMMIT");
-        let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(std::mem::take(&mut self.batch)))
-            .execute(&mut **self.tx)
+        self.queue("SELECT CAST(@t AS CHAR) AS t, CAST(@t2 AS CHAR) AS t2");
+        // Stale ids of an earlier write on this connection must not leak into this one.
+        let batch = format!("SET @t = NULL, @t2 = NULL;\n{}", self.batch);
+        let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(batch))
+            .fetch_all(&mut **self.tx)
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match error_number(&e) {
-                Some(ER_DUP_ENTRY) => Failed::KeyTaken,
-                Some(ER_LOCK_WAIT_TIMEOUT) => Failed::KeyBusy,
-                _ => Failed::Db(e),
+        let rows = sent.map_err(|e| match error_number(&e) {
+            Some(ER_DUP_ENTRY) => Failed::KeyTaken,
+            Some(ER_LOCK_WAIT_TIMEOUT) => Failed::KeyBusy,
+            _ => Failed::Db(e),
+        })?;
+        let id = |column: &str| -> Result<Option<u64>, Failed> {
+            let text: Option<String> = match rows.last() {
+                Some(row) => row.try_get(column)?,
+                None => None,
+            };
+            Ok(text.and_then(|t| t.parse().ok()))
+        };
+        Ok(match answer {
+            Answer::Refused(r) => Outcome::Refused(r),
+            Answer::Done { balance, to_balance } => Outcome::Done(Receipt {
+                transaction_id: id("t")?.ok_or(Failed::Db(sqlx::Error::RowNotFound))?,
+                balance,
+                to_transaction_id: id("t2")?,
+                to_balance,
             }),
-        }
+        })
     }
 
     async fn earn(
@@ -376,28 +385,22 @@ impl Write<'_> {
         user: &UserId,
         request: &EarnPoints,
         expires_at: DateTime<Utc>,
-    ) -> Result<Outcome, sqlx::Error> {
+    ) -> Result<Answer, sqlx::Error> {
         let (mut wallet, mut lots) = self
             .lock(WalletRef::Owner(user.as_str()))
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
-        let (mut changes, mut expiries) = (Vec::new(), Vec::new());
-        self.expire_due(&mut wallet, &mut lots, &mut changes, &mut expiries);
-        self.append_all(&wallet, &expiries);
-        self.flush().await?;
+        let mut changes = Vec::new();
+        self.expire_due(&mut wallet, &mut lots, &mut changes);
         wallet.balance += request.amount;
-        let id = self
-            .append(
-                &wallet,
-                &NewEntry {
-                    reason: Some(&request.reason),
-                    ..NewEntry::new(Movement::Earn, request.amount as i64, wallet.balance)
-                },
-            )
-            .await?;
+        let entry = NewEntry {
+            reason: Some(&request.reason),
+            ..NewEntry::new(Movement::Earn, request.amount as i64, wallet.balance)
+        };
+        self.append_as("@t", &wallet, &entry);
         self.queue(&format!(
             "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) \
-             VALUES ({}, {id}, {}, {}, {}, {})",
+             VALUES ({}, @t, {}, {}, {}, {})",
             wallet.id,
             request.amount,
             request.amount,
@@ -405,47 +408,36 @@ impl Write<'_> {
             instant(self.now)
         ));
         self.save(&wallet, &changes);
-        Ok(done(id, wallet.balance))
+        Ok(Answer::Done {
+            balance: wallet.balance,
+            to_balance: None,
+        })
     }
 
-    /// Sends what is queued now (expiry entries must take their ids before the entry that
-    /// follows them, so the history reads in order). Rare: only when lots were past their time.
-    async fn flush(&mut self) -> Result<(), sqlx::Error> {
-        if !self.batch.is_empty() {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(std::mem::take(&mut self.batch)))
-                .execute(&mut **self.tx)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn use_points(&mut self, user: &UserId, request: &UsePoints) -> Result<Outcome, sqlx::Error> {
+    async fn use_points(&mut self, user: &UserId, request: &UsePoints) -> Result<Answer, sqlx::Error> {
         let Some((mut wallet, mut lots)) = self.lock(WalletRef::Owner(user.as_str())).await? else {
-            return Ok(Outcome::Refused(Refusal::InsufficientPoints));
+            return Ok(Answer::Refused(Refusal::InsufficientPoints));
         };
-        // Refused before anything is written: a refusal changes nothing.
+        // Refused before anything is queued: a refusal changes nothing.
         let Some(drawn) = allocate(&lots, request.amount, self.now) else {
-            return Ok(Outcome::Refused(Refusal::InsufficientPoints));
+            return Ok(Answer::Refused(Refusal::InsufficientPoints));
         };
-        let (mut changes, mut expiries) = (Vec::new(), Vec::new());
-        self.expire_due(&mut wallet, &mut lots, &mut changes, &mut expiries);
-        self.append_all(&wallet, &expiries);
-        self.flush().await?;
+        let mut changes = Vec::new();
+        self.expire_due(&mut wallet, &mut lots, &mut changes);
         wallet.balance -= request.amount;
-        let id = self
-            .append(
-                &wallet,
-                &NewEntry {
-                    reason: request.reason.as_deref(),
-                    order_id: Some(request.order_id.as_str()),
-                    ..NewEntry::new(Movement::Use, -(request.amount as i64), wallet.balance)
-                },
-            )
-            .await?;
+        let entry = NewEntry {
+            reason: request.reason.as_deref(),
+            order_id: Some(request.order_id.as_str()),
+            ..NewEntry::new(Movement::Use, -(request.amount as i64), wallet.balance)
+        };
+        self.append_as("@t", &wallet, &entry);
         changes.extend(draw(&lots, &drawn));
-        self.allocate_to(id, &drawn);
+        self.allocate_to("@t", &drawn);
         self.save(&wallet, &changes);
-        Ok(done(id, wallet.balance))
+        Ok(Answer::Done {
+            balance: wallet.balance,
+            to_balance: None,
+        })
     }
 
     /// `owner`: the transaction's wallet and partner, read before this transaction began (they
@@ -454,9 +446,9 @@ impl Write<'_> {
         &mut self,
         transaction: TransactionId,
         owner: Option<(u64, String)>,
-    ) -> Result<Outcome, sqlx::Error> {
+    ) -> Result<Answer, sqlx::Error> {
         let Some((wallet_id, _)) = owner.filter(|(_, p)| p == self.partner) else {
-            return Ok(Outcome::Refused(Refusal::TransactionNotFound));
+            return Ok(Answer::Refused(Refusal::TransactionNotFound));
         };
         let (mut wallet, mut lots) = self
             .lock(WalletRef::Id(wallet_id))
@@ -468,7 +460,7 @@ impl Write<'_> {
                 .fetch_one(&mut **self.tx)
                 .await?;
         if kind != Movement::Use.as_str() || cancelled_by.is_some() {
-            return Ok(Outcome::Refused(Refusal::NotCancellable));
+            return Ok(Answer::Refused(Refusal::NotCancellable));
         }
         let used = amount.unsigned_abs();
         let drawn: Vec<(u64, u64, u64, chrono::NaiveDateTime)> = sqlx::query_as(
@@ -478,10 +470,8 @@ impl Write<'_> {
         .bind(transaction)
         .fetch_all(&mut **self.tx)
         .await?;
-        let (mut changes, mut expiries) = (Vec::new(), Vec::new());
-        self.expire_due(&mut wallet, &mut lots, &mut changes, &mut expiries);
-        self.append_all(&wallet, &expiries);
-        self.flush().await?;
+        let mut changes = Vec::new();
+        self.expire_due(&mut wallet, &mut lots, &mut changes);
         let allocations: Vec<Allocation> = drawn
             .iter()
             .map(|&(lot_id, amount, _, expires_at)| Allocation {
@@ -520,35 +510,35 @@ impl Write<'_> {
             })
             .collect();
         wallet.balance += used;
-        let id = self
-            .append(
-                &wallet,
-                &NewEntry {
-                    related_id: Some(transaction),
-                    ..NewEntry::new(Movement::UseCancel, used as i64, wallet.balance)
-                },
-            )
-            .await?;
+        let related = transaction.to_string();
+        let entry = NewEntry {
+            related: Some(&related),
+            ..NewEntry::new(Movement::UseCancel, used as i64, wallet.balance)
+        };
+        self.append_as("@t", &wallet, &entry);
         let mut lapsed_entries = Vec::new();
         for a in &lapsed {
             wallet.balance -= a.amount;
             lapsed_entries.push(NewEntry {
                 lot_id: Some(a.lot_id),
-                related_id: Some(id),
+                related: Some("@t"),
                 ..NewEntry::new(Movement::Expire, -(a.amount as i64), wallet.balance)
             });
         }
         changes.extend(lapsed_changes);
         changes.extend(back_changes);
-        self.append_all(&wallet, &lapsed_entries);
+        self.append(&wallet, &lapsed_entries);
         self.queue(&format!(
-            "UPDATE point_transactions SET cancelled_by = {id} WHERE id = {transaction}"
+            "UPDATE point_transactions SET cancelled_by = @t WHERE id = {transaction}"
         ));
         self.save(&wallet, &changes);
-        Ok(done(id, wallet.balance))
+        Ok(Answer::Done {
+            balance: wallet.balance,
+            to_balance: None,
+        })
     }
 
-    async fn transfer(&mut self, request: &TransferPoints) -> Result<Outcome, sqlx::Error> {
+    async fn transfer(&mut self, request: &TransferPoints) -> Result<Answer, sqlx::Error> {
         let (from, to) = (request.from_user_id.as_str(), request.to_user_id.as_str());
         // The global order: ascending user id within the partner (the unique key's order).
         let (first, second) = if from < to { (from, to) } else { (to, from) };
@@ -556,44 +546,25 @@ impl Write<'_> {
         let second = self.lock(WalletRef::Owner(second)).await?;
         let (sender, receiver) = if from < to { (first, second) } else { (second, first) };
         let Some((mut sender, mut sender_lots)) = sender else {
-            return Ok(Outcome::Refused(Refusal::InsufficientPoints));
+            return Ok(Answer::Refused(Refusal::InsufficientPoints));
         };
         let (mut receiver, mut receiver_lots) = receiver.ok_or(sqlx::Error::RowNotFound)?;
         let Some(drawn) = allocate(&sender_lots, request.amount, self.now) else {
-            return Ok(Outcome::Refused(Refusal::InsufficientPoints));
+            return Ok(Answer::Refused(Refusal::InsufficientPoints));
         };
         let (mut sender_changes, mut receiver_changes) = (Vec::new(), Vec::new());
-        let (mut expiries, mut receiver_expiries) = (Vec::new(), Vec::new());
-        self.expire_due(&mut sender, &mut sender_lots, &mut sender_changes, &mut expiries);
-        self.expire_due(
-            &mut receiver,
-            &mut receiver_lots,
-            &mut receiver_changes,
-            &mut receiver_expiries,
-        );
-        self.append_all(&sender, &expiries);
-        self.append_all(&receiver, &receiver_expiries);
-        self.flush().await?;
+        self.expire_due(&mut sender, &mut sender_lots, &mut sender_changes);
+        self.expire_due(&mut receiver, &mut receiver_lots, &mut receiver_changes);
         sender.balance -= request.amount;
         receiver.balance += request.amount;
-        let out = self
-            .append(
-                &sender,
-                &NewEntry::new(Movement::TransferOut, -(request.amount as i64), sender.balance),
-            )
-            .await?;
-        let into = self
-            .append(
-                &receiver,
-                &NewEntry {
-                    related_id: Some(out),
-                    ..NewEntry::new(Movement::TransferIn, request.amount as i64, receiver.balance)
-                },
-            )
-            .await?;
-        self.queue(&format!(
-            "UPDATE point_transactions SET related_id = {into} WHERE id = {out}"
-        ));
+        let out = NewEntry::new(Movement::TransferOut, -(request.amount as i64), sender.balance);
+        self.append_as("@t", &sender, &out);
+        let into = NewEntry {
+            related: Some("@t"),
+            ..NewEntry::new(Movement::TransferIn, request.amount as i64, receiver.balance)
+        };
+        self.append_as("@t2", &receiver, &into);
+        self.queue("UPDATE point_transactions SET related_id = @t2 WHERE id = @t");
         // The receiver's lots keep the sender's expiry dates: what is drawn per date joins the
         // receiver's live lot of that date, or makes a new one (so transfers back and forth do not
         // pile up lots every later write of the wallet reads under its lock).
@@ -611,7 +582,7 @@ impl Write<'_> {
                     added: amount,
                 }),
                 None => new_lots.push(format!(
-                    "({}, {into}, {amount}, {amount}, {}, {})",
+                    "({}, @t2, {amount}, {amount}, {}, {})",
                     receiver.id,
                     instant(expires_at),
                     instant(self.now)
@@ -625,15 +596,13 @@ impl Write<'_> {
             ));
         }
         sender_changes.extend(draw(&sender_lots, &drawn));
-        self.allocate_to(out, &drawn);
+        self.allocate_to("@t", &drawn);
         self.save(&sender, &sender_changes);
         self.save(&receiver, &receiver_changes);
-        Ok(Outcome::Done(Receipt {
-            transaction_id: out,
+        Ok(Answer::Done {
             balance: sender.balance,
-            to_transaction_id: Some(into),
             to_balance: Some(receiver.balance),
-        }))
+        })
     }
 }
 
@@ -642,15 +611,6 @@ impl Write<'_> {
 enum WalletRef<'a> {
     Owner(&'a str),
     Id(u64),
-}
-
-fn done(transaction_id: TransactionId, balance: u64) -> Outcome {
-    Outcome::Done(Receipt {
-        transaction_id,
-        balance,
-        to_transaction_id: None,
-        to_balance: None,
-    })
 }
 
 /// One change per lot: its last remainder and everything that expired of it (a lot can expire in
@@ -694,22 +654,40 @@ impl MySqlStore {
         key: &IdempotencyKey,
         fingerprint: &str,
     ) -> Result<Option<Applied>, PointsError> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT request_hash, outcome FROM idempotency_keys WHERE partner_id = ? AND idempotency_key = ?",
+        type Record = (
+            String,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<String>,
+        );
+        let row: Option<Record> = sqlx::query_as(
+            "SELECT request_hash, transaction_id, balance, to_transaction_id, to_balance, refusal \
+             FROM idempotency_keys WHERE partner_id = ? AND idempotency_key = ?",
         )
         .bind(partner)
         .bind(key.as_str())
         .fetch_optional(&self.db().await?)
         .await
         .map_err(unavailable)?;
-        let Some((hash, outcome)) = row else {
+        let Some((hash, transaction_id, balance, to_transaction_id, to_balance, refusal)) = row else {
             return Ok(None);
         };
         if hash != fingerprint {
             return Err(PointsError::IdempotencyKeyReused);
         }
-        let outcome = serde_json::from_str(&outcome)
-            .map_err(|e| Unavailable::new("mysql", format!("idempotency record of {}: {e}", key.as_str())))?;
+        let corrupt = || Unavailable::new("mysql", format!("idempotency record of {} is incomplete", key.as_str()));
+        let outcome = match (refusal, transaction_id, balance) {
+            (Some(refusal), _, _) => Outcome::Refused(Refusal::parse(&refusal).ok_or_else(corrupt)?),
+            (None, Some(transaction_id), Some(balance)) => Outcome::Done(Receipt {
+                transaction_id,
+                balance,
+                to_transaction_id,
+                to_balance,
+            }),
+            _ => return Err(corrupt().into()),
+        };
         Ok(Some(Applied {
             outcome,
             replayed: true,
@@ -771,7 +749,7 @@ impl MySqlStore {
             now,
             batch: String::new(),
         };
-        let outcome = match operation {
+        let answer = match operation {
             Operation::Earn {
                 user,
                 request,
@@ -781,7 +759,7 @@ impl MySqlStore {
             Operation::Cancel { transaction } => write.cancel(*transaction, owner).await?,
             Operation::Transfer { request } => write.transfer(request).await?,
         };
-        write.commit(key, fingerprint, &outcome).await?;
+        let outcome = write.commit(key, fingerprint, answer).await?;
         // The batch committed; this only tells the connection so (a no-op on the server).
         tx.commit().await?;
         Ok(outcome)
@@ -903,10 +881,10 @@ impl MySqlStore {
         operation: &Operation,
         now: DateTime<Utc>,
     ) -> Result<Applied, PointsError> {
+        // No look-up of the key first: that would cost every request a round trip for the sake of
+        // the rare retry, and the key's insert at commit catches every repeat anyway (the repeat's
+        // own effect is then rolled back and the first outcome replayed).
         let fingerprint = operation.fingerprint();
-        if let Some(applied) = self.replay(partner, key, &fingerprint).await? {
-            return Ok(applied);
-        }
         match operation {
             Operation::Earn { user, .. } => self.ensure_wallet(partner, user, now).await?,
             Operation::Transfer { request } => self.ensure_wallet(partner, &request.to_user_id, now).await?,
