@@ -64,8 +64,7 @@ CREATE TABLE point_allocations (
     transaction_id BIGINT UNSIGNED NOT NULL,
     lot_id         BIGINT UNSIGNED NOT NULL,
     amount         BIGINT UNSIGNED NOT NULL,
-    PRIMARY KEY (transaction_id, lot_id),
-    KEY idx_point_allocations_lot (lot_id)
+    PRIMARY KEY (transaction_id, lot_id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 
 -- A partner's default validity of earned points, when it is not the functions' default.
@@ -89,6 +88,5 @@ CREATE TABLE idempotency_keys (
     to_balance        BIGINT UNSIGNED NULL,
     refusal           VARCHAR(32)     NULL,
     created_at        DATETIME(3)     NOT NULL,
-    PRIMARY KEY (partner_id, idempotency_key),
-    KEY idx_idempotency_keys_age (created_at)
+    PRIMARY KEY (partner_id, idempotency_key)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
