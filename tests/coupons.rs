@@ -10,26 +10,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::coupons::CouponService;
-use integration_tests::{api_key, mysql, repo_root, unique};
-use local_runner::{LocalApp, RunnerConfig, Running};
+use integration_tests::{api_key, innodb_deadlocks, mysql, runner_with_db_connections, unique};
+use local_runner::Running;
 use serde_json::{Value, json};
 use sqlx::MySqlPool;
 
 /// These tests load one MariaDB hard (100,000 rows, hundreds of concurrent transactions): one at a
 /// time, so a test's pool never waits past its deadline behind another test's load.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The runner stands for many coupon-API instances at once: one pool as large as several of theirs.
-async fn runner() -> Running {
-    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml"));
-    config.env.insert("DB_MAX_CONNECTIONS".into(), "16".into());
-    LocalApp::load(&config)
-        .await
-        .expect("the runner loads")
-        .start()
-        .await
-        .expect("the runner serves")
-}
 
 struct World {
     _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
@@ -54,7 +42,7 @@ impl World {
         let partner = unique("coupons");
         Self {
             _turn: None,
-            running: runner().await,
+            running: runner_with_db_connections(16).await,
             http: reqwest::Client::new(),
             key: api_key(&partner).await,
             partner,
@@ -145,11 +133,7 @@ impl World {
     }
 
     async fn deadlocks(&self) -> u64 {
-        let (_, value): (String, String) = sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
-        value.parse().unwrap()
+        innodb_deadlocks(&self.pool).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! Issuance under real faults: a Redis restarted from an older snapshot, paused or killed; a
 //! MariaDB killed mid-batch; an SQS send that succeeds but reports an error; an issue API that
-//! starts with MySQL stopped. Each test that harms a service gets a private one
+//! starts with MySQL stopped; a MariaDB killed under points writes. Each test that harms a service gets a private one
 //! (`integration_tests::services`), so the shared stack other tests use is never touched.
 
 use std::collections::{HashMap, HashSet};
@@ -14,6 +14,9 @@ use fcfs_shared::adapters::sqs::SqsReservationQueue;
 use fcfs_shared::config::Settings;
 use fcfs_shared::issuance::Recovery;
 use fcfs_shared::issuance::ports::IssueLedger;
+use fcfs_shared::kernel::UserId;
+use fcfs_shared::points::PointsService;
+use fcfs_shared::points::domain::{EarnPoints, IdempotencyKey, UsePoints};
 use fcfs_shared::testkit::gateway_request;
 use integration_tests::services::{Persistence, PrivateMariaDb, PrivateRedis};
 use integration_tests::{env, mysql, queue_with_dlq, receive, reply, sqs, sqs_event, unique};
@@ -740,4 +743,104 @@ async fn wait_until(deadline: Duration, mut check: impl AsyncFnMut() -> bool) ->
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A points write's effect and its Idempotency-Key commit together or not at all: MariaDB killed
+/// while 200 uses of one wallet are in flight leaves each either committed with its key or not at
+/// all. Every client that saw a 503 (its outcome unknown: the kill may have come after the
+/// commit) retries with its key, as the contract tells it to, and ends with exactly one effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_killed_mid_points_writes_leaves_one_effect_per_key() {
+    const USES: usize = 200;
+    let mut db = PrivateMariaDb::start().await;
+    let pool = fcfs_shared::adapters::mysql::connect(&db.url(), 8).await.unwrap();
+    let points = Arc::new(PointsService::new(
+        MySqlStore::new(pool).with_timeout(Duration::from_secs(2)),
+    ));
+    let partner = unique("points-fault");
+    let alice = UserId::parse("alice").unwrap();
+    let seed = EarnPoints {
+        amount: 1_000,
+        reason: "seed".into(),
+        expires_at: None,
+    };
+    points
+        .earn(
+            &partner,
+            alice.clone(),
+            &IdempotencyKey::parse(Some("seed")).unwrap(),
+            seed,
+        )
+        .await
+        .unwrap();
+
+    let calls: Vec<_> = (0..USES)
+        .map(|i| {
+            let (points, partner, alice) = (points.clone(), partner.clone(), alice.clone());
+            tokio::spawn(async move {
+                let key = IdempotencyKey::parse(Some(&format!("use-{i}"))).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(90);
+                let mut unknown = 0;
+                loop {
+                    let request = UsePoints {
+                        amount: 1,
+                        order_id: format!("order-{i}").try_into().unwrap(),
+                        reason: None,
+                    };
+                    match points.use_points(&partner, alice.clone(), &key, request).await {
+                        Ok(receipt) => return (receipt, unknown),
+                        Err(e) if e.is_transient() && Instant::now() < deadline => {
+                            unknown += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => panic!("use {i}: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Kill it once some uses committed and the rest are in flight.
+    let watcher = fcfs_shared::adapters::mysql::connect(&db.url(), 1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM point_transactions WHERE kind = 'USE'")
+            .fetch_one(&watcher)
+            .await
+            .unwrap();
+        if committed >= 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no use committed within 30 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(watcher);
+    db.kill();
+    db.restart().await;
+
+    let mut receipts = Vec::new();
+    let mut unknown = 0;
+    for call in calls {
+        let (receipt, retries) = call.await.unwrap();
+        receipts.push(receipt);
+        unknown += retries;
+    }
+    eprintln!("{unknown} answers were 503 and retried with their key");
+    assert!(unknown > 0, "the kill hit no write in flight: the test proved nothing");
+    let ids: HashSet<u64> = receipts.iter().map(|r| r.transaction_id).collect();
+    assert_eq!(ids.len(), USES, "one transaction per key");
+    let balances: HashSet<u64> = receipts.iter().map(|r| r.balance).collect();
+    assert_eq!(balances.len(), USES, "each use saw its own balance: {balances:?}");
+
+    let pool = fcfs_shared::adapters::mysql::connect(&db.url(), 1).await.unwrap();
+    let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM point_transactions WHERE kind = 'USE'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(used, USES as i64, "every key has exactly one effect");
+    let store = MySqlStore::new(pool);
+    let balance = points.balance(&partner, &alice).await.unwrap().balance;
+    assert_eq!(balance, 1_000 - USES as u64);
+    let audit = store.verify_points(Some(&partner)).await.unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
 }

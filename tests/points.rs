@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use fcfs_shared::adapters::mysql::{MySqlStore, lock_retries};
 use fcfs_shared::points::PointsService;
-use integration_tests::{api_key, mysql, repo_root, unique};
-use local_runner::{LocalApp, RunnerConfig, Running};
+use integration_tests::{api_key, innodb_deadlocks, mysql, runner_with_db_connections, unique};
+use local_runner::Running;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::MySqlPool;
@@ -28,18 +28,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// Every HTTP call's deadline.
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
-
-/// The runner stands for many points-API instances at once: one pool as large as several of theirs.
-async fn runner() -> Running {
-    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml"));
-    config.env.insert("DB_MAX_CONNECTIONS".into(), "16".into());
-    LocalApp::load(&config)
-        .await
-        .expect("the runner loads")
-        .start()
-        .await
-        .expect("the runner serves")
-}
 
 type Answer = (u16, Value);
 
@@ -66,7 +54,7 @@ impl World {
         let partner = unique("points");
         Self {
             _turn: None,
-            running: runner().await,
+            running: runner_with_db_connections(16).await,
             http: reqwest::Client::new(),
             key: api_key(&partner).await,
             partner,
@@ -217,11 +205,7 @@ impl World {
     }
 
     async fn deadlocks(&self) -> u64 {
-        let (_, value): (String, String) = sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
-        value.parse().unwrap()
+        innodb_deadlocks(&self.pool).await
     }
 
     /// Every wallet of this partner agrees with its lots, its history and its allocations.

@@ -132,6 +132,28 @@ impl RedisDeployment {
     }
 }
 
+/// InnoDB's deadlock count since the server started (server-wide): read it before and after.
+pub async fn innodb_deadlocks(pool: &sqlx::MySqlPool) -> u64 {
+    let (_, value): (String, String) = sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
+        .fetch_one(pool)
+        .await
+        .expect("InnoDB's status");
+    value.parse().expect("a count")
+}
+
+/// The runner serving template.yaml in-process, its functions' pools `DB_MAX_CONNECTIONS` large:
+/// it stands for many instances of a database-backed API at once.
+pub async fn runner_with_db_connections(connections: u32) -> local_runner::Running {
+    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml"));
+    config.env.insert("DB_MAX_CONNECTIONS".into(), connections.to_string());
+    local_runner::LocalApp::load(&config)
+        .await
+        .expect("the runner loads")
+        .start()
+        .await
+        .expect("the runner serves")
+}
+
 pub async fn mysql() -> sqlx::MySqlPool {
     fcfs_shared::adapters::mysql::connect(&env("DATABASE_URL"), 20)
         .await

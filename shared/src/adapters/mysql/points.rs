@@ -811,19 +811,13 @@ impl MySqlStore {
         .fetch_one(&pool)
         .await
         .map_err(unavailable)?;
-        let off_lots: Vec<(u64, String, String, u64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT w.id, w.partner_id, w.user_id, w.balance, CAST(COALESCE(SUM(l.remaining), 0) AS SIGNED) AS lots \
-             FROM point_wallets w LEFT JOIN point_lots l ON l.wallet_id = w.id WHERE {scope} \
-             GROUP BY w.id HAVING w.balance <> lots ORDER BY w.id LIMIT 100"
-        )))
-        .bind(partner)
-        .fetch_all(&pool)
-        .await
-        .map_err(unavailable)?;
-        let off_history: Vec<(u64, String, String, u64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT w.id, w.partner_id, w.user_id, w.balance, CAST(COALESCE(SUM(t.amount), 0) AS SIGNED) AS history \
-             FROM point_wallets w LEFT JOIN point_transactions t ON t.wallet_id = w.id WHERE {scope} \
-             GROUP BY w.id HAVING w.balance <> history ORDER BY w.id LIMIT 100"
+        // Both sums per wallet, each from its own index (lots by wallet, history by wallet).
+        let off: Vec<(u64, String, String, u64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT w.id, w.partner_id, w.user_id, w.balance, \
+             CAST((SELECT COALESCE(SUM(l.remaining), 0) FROM point_lots l WHERE l.wallet_id = w.id) AS SIGNED) AS lots, \
+             CAST((SELECT COALESCE(SUM(t.amount), 0) FROM point_transactions t WHERE t.wallet_id = w.id) AS SIGNED) \
+             AS history FROM point_wallets w WHERE {scope} HAVING w.balance <> lots OR w.balance <> history \
+             ORDER BY w.id LIMIT 100"
         )))
         .bind(partner)
         .fetch_all(&pool)
@@ -840,21 +834,21 @@ impl MySqlStore {
         .fetch_all(&pool)
         .await
         .map_err(unavailable)?;
-        let mismatch = |rows: Vec<(u64, String, String, u64, i64)>| {
-            rows.into_iter()
-                .map(|(wallet_id, partner_id, user_id, balance, sum)| WalletMismatch {
-                    wallet_id,
-                    partner_id,
-                    user_id,
-                    balance,
-                    sum,
-                })
-                .collect()
-        };
         Ok(PointsAudit {
             wallets: wallets.0 as u64,
-            balance_not_lots: mismatch(off_lots),
-            balance_not_history: mismatch(off_history),
+            wallets_off: off
+                .into_iter()
+                .map(
+                    |(wallet_id, partner_id, user_id, balance, lots, history)| WalletMismatch {
+                        wallet_id,
+                        partner_id,
+                        user_id,
+                        balance,
+                        lots,
+                        history,
+                    },
+                )
+                .collect(),
             lots_not_allocations: off_allocations.into_iter().map(|(id,)| id).collect(),
         })
     }
@@ -865,14 +859,15 @@ impl MySqlStore {
 #[serde(rename_all = "camelCase")]
 pub struct PointsAudit {
     pub wallets: u64,
-    pub balance_not_lots: Vec<WalletMismatch>,
-    pub balance_not_history: Vec<WalletMismatch>,
+    /// Wallets whose balance is not Σ lot remainders or not Σ history amounts.
+    pub wallets_off: Vec<WalletMismatch>,
+    /// Lots whose amount is not remaining + expired + what live uses and transfers drew.
     pub lots_not_allocations: Vec<u64>,
 }
 
 impl PointsAudit {
     pub fn is_clean(&self) -> bool {
-        self.balance_not_lots.is_empty() && self.balance_not_history.is_empty() && self.lots_not_allocations.is_empty()
+        self.wallets_off.is_empty() && self.lots_not_allocations.is_empty()
     }
 }
 
@@ -883,7 +878,10 @@ pub struct WalletMismatch {
     pub partner_id: String,
     pub user_id: String,
     pub balance: u64,
-    pub sum: i64,
+    /// Σ remaining of its lots.
+    pub lots: i64,
+    /// Σ amount of its history.
+    pub history: i64,
 }
 
 impl MySqlStore {
