@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::coupons::CouponService;
-use integration_tests::{api_key, innodb_deadlocks, mysql, runner_with_db_connections, unique};
-use local_runner::Running;
+use integration_tests::{PartnerApi, innodb_deadlocks};
 use serde_json::{Value, json};
-use sqlx::MySqlPool;
 
 /// These tests load one MariaDB hard (100,000 rows, hundreds of concurrent transactions): one at a
 /// time, so a test's pool never waits past its deadline behind another test's load.
@@ -21,11 +19,14 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 struct World {
     _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
-    running: Running,
-    http: reqwest::Client,
-    key: String,
-    partner: String,
-    pool: MySqlPool,
+    api: PartnerApi,
+}
+
+impl std::ops::Deref for World {
+    type Target = PartnerApi;
+    fn deref(&self) -> &PartnerApi {
+        &self.api
+    }
 }
 
 impl World {
@@ -39,14 +40,9 @@ impl World {
 
     /// A second world inside a test that already has its turn.
     async fn beside() -> Self {
-        let partner = unique("coupons");
         Self {
             _turn: None,
-            running: runner_with_db_connections(16).await,
-            http: reqwest::Client::new(),
-            key: api_key(&partner).await,
-            partner,
-            pool: mysql().await,
+            api: PartnerApi::start("coupons", 16).await,
         }
     }
 

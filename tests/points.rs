@@ -16,11 +16,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use fcfs_shared::adapters::mysql::{MySqlStore, lock_retries};
 use fcfs_shared::points::PointsService;
-use integration_tests::{api_key, innodb_deadlocks, mysql, runner_with_db_connections, unique};
-use local_runner::Running;
+use integration_tests::{PartnerApi, innodb_deadlocks, unique};
 use reqwest::Method;
 use serde_json::{Value, json};
-use sqlx::MySqlPool;
 
 /// These tests load one MariaDB hard (100,000 lots, hundreds of concurrent transactions on one
 /// row) and read process-wide counters (`lock_retries`, InnoDB's deadlocks): one at a time.
@@ -33,11 +31,14 @@ type Answer = (u16, Value);
 
 struct World {
     _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
-    running: Running,
-    http: reqwest::Client,
-    key: String,
-    partner: String,
-    pool: MySqlPool,
+    api: PartnerApi,
+}
+
+impl std::ops::Deref for World {
+    type Target = PartnerApi;
+    fn deref(&self) -> &PartnerApi {
+        &self.api
+    }
 }
 
 impl World {
@@ -51,14 +52,9 @@ impl World {
 
     /// A second partner inside a test that already has its turn.
     async fn beside() -> Self {
-        let partner = unique("points");
         Self {
             _turn: None,
-            running: runner_with_db_connections(16).await,
-            http: reqwest::Client::new(),
-            key: api_key(&partner).await,
-            partner,
-            pool: mysql().await,
+            api: PartnerApi::start("points", 16).await,
         }
     }
 

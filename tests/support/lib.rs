@@ -154,6 +154,31 @@ pub async fn runner_with_db_connections(connections: u32) -> local_runner::Runni
         .expect("the runner serves")
 }
 
+/// What a test that drives the API over HTTP stands on: a partner of its own with its API key, the
+/// runner serving template.yaml in-process (`runner_with_db_connections`), a client, and a pool
+/// on the same database for fixtures and checks.
+pub struct PartnerApi {
+    pub running: local_runner::Running,
+    pub http: reqwest::Client,
+    pub key: String,
+    pub partner: String,
+    pub pool: sqlx::MySqlPool,
+}
+
+impl PartnerApi {
+    /// A partner named `prefix` plus a unique suffix.
+    pub async fn start(prefix: &str, db_connections: u32) -> Self {
+        let partner = unique(prefix);
+        Self {
+            running: runner_with_db_connections(db_connections).await,
+            http: reqwest::Client::new(),
+            key: api_key(&partner).await,
+            partner,
+            pool: mysql().await,
+        }
+    }
+}
+
 pub async fn mysql() -> sqlx::MySqlPool {
     fcfs_shared::adapters::mysql::connect(&env("DATABASE_URL"), 20)
         .await
