@@ -177,6 +177,18 @@ pub fn storable_instant(field: &'static str, at: DateTime<Utc>) -> Result<DateTi
     Ok(at)
 }
 
+/// Entries of a keyset-paginated list (a user's coupons, a wallet's history) when `limit` is not given.
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 100;
+
+/// A list's `limit` query parameter: 1 to `MAX_PAGE`.
+pub fn page_limit(raw: &str) -> Result<u32, InvalidField> {
+    raw.parse()
+        .ok()
+        .filter(|l| (1..=MAX_PAGE).contains(l))
+        .ok_or_else(|| InvalidField::new("limit", "must be 1-100"))
+}
+
 /// Rows (coupons, lots) one expiry transaction changes at most: short enough never to hold long
 /// locks against live writes.
 pub const MAX_SWEEP_CHUNK: u32 = 1_000;

@@ -8,15 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use super::error::CouponError;
 use crate::issuance::domain::{CampaignId, Discount, DiscountType};
-use crate::kernel::{InvalidField, UserId, whole_number};
+use crate::kernel::{DEFAULT_PAGE, InvalidField, UserId, page_limit, whole_number};
 
 pub type CouponId = u64;
 
 pub const MAX_ORDER_ID_CHARS: usize = 128;
 /// An order amount above this is refused (it would also overflow a percentage).
 pub const MAX_ORDER_AMOUNT: u64 = 1_000_000_000_000;
-pub const DEFAULT_PAGE: u32 = 50;
-pub const MAX_PAGE: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -269,13 +267,7 @@ impl CouponQuery {
                             .map_err(|_| InvalidField::new("campaignId", "must be a campaign id"))?,
                     )
                 }
-                "limit" => {
-                    query.limit = value
-                        .parse()
-                        .ok()
-                        .filter(|l| (1..=MAX_PAGE).contains(l))
-                        .ok_or_else(|| InvalidField::new("limit", "must be 1-100"))?
-                }
+                "limit" => query.limit = page_limit(value)?,
                 "cursor" => query.cursor = Some(Cursor::decode(value)?),
                 _ => return Err(InvalidField::new("query", format!("unknown parameter {name}"))),
             }

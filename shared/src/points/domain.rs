@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::coupons::domain::OrderId;
-use crate::kernel::{InvalidField, UserId, rfc3339, storable_instant, whole_number};
+use crate::kernel::{DEFAULT_PAGE, InvalidField, UserId, page_limit, rfc3339, storable_instant, whole_number};
 
 pub type TransactionId = u64;
 pub type LotId = u64;
@@ -24,8 +24,6 @@ pub const EXPIRING_SHOWN: usize = 5;
 pub const DEFAULT_VALIDITY_DAYS: u32 = 365;
 /// The longest validity an earn or a partner's policy may give.
 pub const MAX_VALIDITY_DAYS: u32 = 3_650;
-pub const DEFAULT_PAGE: u32 = 50;
-pub const MAX_PAGE: u32 = 100;
 
 /// What a history entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,13 +394,7 @@ impl HistoryQuery {
         };
         for (name, value) in params {
             match name {
-                "limit" => {
-                    query.limit = value
-                        .parse()
-                        .ok()
-                        .filter(|l| (1..=MAX_PAGE).contains(l))
-                        .ok_or_else(|| InvalidField::new("limit", "must be 1-100"))?
-                }
+                "limit" => query.limit = page_limit(value)?,
                 "cursor" => query.before = Some(decode_cursor(value)?),
                 _ => return Err(InvalidField::new("query", format!("unknown parameter {name}"))),
             }

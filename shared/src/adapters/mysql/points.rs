@@ -1141,3 +1141,39 @@ async fn expire_wallets(
     tx.commit().await?;
     Ok((lots.len() as u64, locked_ids))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_literals_cannot_end_a_string() {
+        assert_eq!(text("a'b\\c"), "_utf8mb4 X'6127625c63'");
+        assert_eq!(text(""), "_utf8mb4 X''");
+        assert_eq!(text("ü;"), "_utf8mb4 X'c3bc3b'");
+        for hostile in ["'); DROP TABLE point_wallets; --", "\\'", "\u{0}", "X'00'"] {
+            let literal = text(hostile);
+            let hex = literal
+                .strip_prefix("_utf8mb4 X'")
+                .and_then(|l| l.strip_suffix('\''))
+                .unwrap();
+            assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{literal}");
+        }
+        assert_eq!(optional_text(None), "NULL");
+        let at = DateTime::from_timestamp_millis(1_795_420_000_123).unwrap();
+        assert_eq!(instant(at), "'2026-11-23 07:46:40.123'");
+    }
+
+    #[test]
+    fn one_change_per_lot_keeps_the_last_remainder_and_every_expiry() {
+        let change = |id, remaining, expired| LotChange {
+            id,
+            remaining,
+            expired,
+            added: 0,
+        };
+        let merged = merge(&[change(1, 0, 5), change(2, 3, 0), change(1, 0, 2)]);
+        let view: Vec<_> = merged.iter().map(|c| (c.id, c.remaining, c.expired)).collect();
+        assert_eq!(view, vec![(1, 0, 7), (2, 3, 0)]);
+    }
+}
