@@ -1,13 +1,14 @@
 //! The points context's records on MySQL.
 //!
-//! Locks: a write locks the wallet rows it changes with `SELECT … FOR UPDATE` (never a shared
-//! lock first: two S locks upgrading to X is the deadlock the systems before us hit), a transfer
-//! both wallets in ascending (partner, user) order, the one global order. A wallet row is created
-//! before any transaction locks it, by an autocommitted `INSERT … ON DUPLICATE KEY UPDATE` that
-//! holds no gap lock afterwards. Every change to a wallet's lots and history happens under its
-//! wallet's lock, so a transaction reads them with plain reads once it holds that lock (its
-//! snapshot starts at its first plain read, after the lock) and locks no lot rows beyond the ones
-//! it updates. Nothing waits on a network call inside a transaction.
+//! Locks: a write locks the wallet rows it changes, with their live lots, by one `SELECT … FOR
+//! UPDATE` (never a shared lock first: two S locks upgrading to X is the deadlock the systems
+//! before us hit); a transfer locks both wallets in ascending (partner, user) order, the one global
+//! order. A wallet row is created before any transaction locks it, by an autocommitted `INSERT …
+//! ON DUPLICATE KEY UPDATE` that holds no gap lock afterwards. Every change to a wallet's lots and
+//! history happens under its wallet's lock. After the locking read, everything a write does goes
+//! to the server in one multi-statement batch ending in `COMMIT` (see `Write`), so the lock is held
+//! for two round trips. The expiry sweep takes wallets with `SKIP LOCKED` and never waits on a
+//! write. Nothing waits on a network call inside a transaction.
 //!
 //! Idempotency: the key's record (the receipt or the refusal, in columns) is the transaction's
 //! last insert, so the effect and its record commit together. A repeat of a committed request
