@@ -124,7 +124,11 @@ pub(crate) fn router(app: &LocalApp) -> axum::Router {
         region: app.region.clone(),
         stats: app.stats.clone(),
     };
-    axum::Router::new().fallback(serve).with_state(Arc::new(gateway))
+    crate::metrics::recorder();
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(crate::metrics::page))
+        .fallback(serve)
+        .with_state(Arc::new(gateway))
 }
 
 /// `arn:aws:execute-api:{region}:{account}:{api}/{stage}/{METHOD}{path}`, as API Gateway passes it

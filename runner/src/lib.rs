@@ -8,6 +8,7 @@
 
 pub mod functions;
 mod gateway;
+pub mod metrics;
 mod poller;
 mod scheduler;
 

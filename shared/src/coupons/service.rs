@@ -60,7 +60,17 @@ impl<R: CouponRecords> CouponService<R> {
 
     pub async fn use_coupon(&self, partner: &str, id: CouponId, request: UseCoupon) -> Result<Coupon, CouponError> {
         let request = request.validate()?;
-        let coupon = self.records.use_coupon(id, partner, &request, self.now()).await?;
+        let used = self.records.use_coupon(id, partner, &request, self.now()).await;
+        let outcome = match &used {
+            Ok(_) => "used",
+            Err(CouponError::NotFound) => "not_found",
+            Err(CouponError::AlreadyUsed) => "already_used",
+            Err(CouponError::Expired) => "expired",
+            Err(CouponError::NotUsed | CouponError::Invalid(_)) => "invalid",
+            Err(CouponError::Unavailable(_)) => "unavailable",
+        };
+        metrics::counter!("fcfs_coupon_uses_total", "outcome" => outcome).increment(1);
+        let coupon = used?;
         tracing::info!(
             coupon_id = id,
             partner_id = partner,

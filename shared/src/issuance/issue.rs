@@ -128,8 +128,30 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
         }
     }
 
-    /// One user asks for one coupon of `partner`'s campaign.
+    /// One user asks for one coupon of `partner`'s campaign. Counted by outcome in
+    /// `fcfs_issue_decisions_total`.
     pub async fn issue(&self, partner: &str, campaign: CampaignId, user: &UserId) -> Result<Accepted, IssuanceError> {
+        let result = self.decide_and_send(partner, campaign, user).await;
+        let outcome = match &result {
+            Ok(_) => "reserved",
+            Err(IssuanceError::AlreadyIssued) => "already_issued",
+            Err(IssuanceError::SoldOut) => "sold_out",
+            Err(IssuanceError::NotOpen) => "not_open",
+            Err(IssuanceError::Ended) => "ended",
+            Err(IssuanceError::CampaignNotFound) => "not_found",
+            Err(IssuanceError::Invalid(_) | IssuanceError::MessageWithoutId(_)) => "invalid",
+            Err(IssuanceError::Unprimed(_) | IssuanceError::Unavailable(_)) => "unavailable",
+        };
+        metrics::counter!("fcfs_issue_decisions_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn decide_and_send(
+        &self,
+        partner: &str,
+        campaign: CampaignId,
+        user: &UserId,
+    ) -> Result<Accepted, IssuanceError> {
         let now = self.clock.now();
         let request_id = uuid::Uuid::now_v7();
         let decision = match self.ledger.reserve(campaign, partner, user, request_id, now).await {
@@ -185,15 +207,19 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
     async fn compensate(&self, campaign: CampaignId, user: &UserId, request_id: uuid::Uuid) {
         match self.ledger.release(campaign, user, request_id).await {
             Ok(released) => {
+                metrics::counter!("fcfs_compensations_total", "result" => "done").increment(1);
                 tracing::warn!(campaign_id = campaign, %request_id, released, "request failed; reservation compensated")
             }
-            Err(release_error) => tracing::error!(
+            Err(release_error) => {
+                metrics::counter!("fcfs_compensations_total", "result" => "failed").increment(1);
+                tracing::error!(
                 campaign_id = campaign,
                 %request_id,
                 user_id = user.as_str(),
                 %release_error,
                 "compensation failed: if the place was taken it stays pending, and recovery delivers it"
-            ),
+                )
+            }
         }
     }
 

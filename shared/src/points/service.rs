@@ -10,7 +10,7 @@ use super::domain::{
     TransactionId, TransferPoints, UsePoints,
 };
 use super::error::PointsError;
-use super::ports::PointRecords;
+use super::ports::{Applied, PointRecords};
 use crate::kernel::{Clock, SystemClock, UserId, sweep_in_chunks};
 
 pub use crate::kernel::SweepSummary;
@@ -59,8 +59,32 @@ impl<R: PointRecords> PointsService<R> {
         chrono::SubsecRound::trunc_subsecs(self.clock.now(), 3)
     }
 
+    /// Counted in `fcfs_points_writes_total` by operation and outcome (`done`, `replayed`, the
+    /// refusal, or the error).
     async fn apply(&self, partner: &str, key: &IdempotencyKey, operation: Operation) -> Result<Receipt, PointsError> {
-        let applied = self.records.apply(partner, key, &operation, self.now()).await?;
+        let kind = match &operation {
+            Operation::Earn { .. } => "earn",
+            Operation::Use { .. } => "use",
+            Operation::Cancel { .. } => "cancel",
+            Operation::Transfer { .. } => "transfer",
+        };
+        let applied = self.records.apply(partner, key, &operation, self.now()).await;
+        let outcome = match &applied {
+            Ok(a) if a.replayed => "replayed",
+            Ok(Applied {
+                outcome: Outcome::Done(_),
+                ..
+            }) => "done",
+            Ok(Applied {
+                outcome: Outcome::Refused(r),
+                ..
+            }) => r.as_str(),
+            Err(PointsError::IdempotencyKeyReused) => "IDEMPOTENCY_KEY_REUSED",
+            Err(PointsError::InProgress) => "IN_PROGRESS",
+            Err(_) => "UNAVAILABLE",
+        };
+        metrics::counter!("fcfs_points_writes_total", "operation" => kind, "outcome" => outcome).increment(1);
+        let applied = applied?;
         tracing::info!(
             partner_id = partner,
             idempotency_key = key.as_str(),

@@ -923,10 +923,12 @@ impl MySqlStore {
                         && matches!(error_number(&e), Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT)) =>
                 {
                     LOCK_RETRIES.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("fcfs_points_lock_retries_total").increment(1);
                     tracing::warn!(attempt, error = %e, partner_id = partner, "points write retried after a lock conflict");
                 }
                 Err(Failed::Db(e)) => {
                     if matches!(error_number(&e), Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT)) {
+                        metrics::counter!("fcfs_points_lock_failures_total").increment(1);
                         tracing::error!(attempts = attempt, error = %e, partner_id = partner, "points write failed on lock conflicts");
                     }
                     return Err(PointsError::Unavailable(unavailable(e)));
