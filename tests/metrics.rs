@@ -3,7 +3,7 @@
 //! so no other test's requests are counted.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use integration_tests::PartnerApi;
 use serde_json::{Value, json};
@@ -23,19 +23,47 @@ async fn issue(api: &PartnerApi, campaign: u64, user: &str) -> u16 {
         .as_u16()
 }
 
-/// `name{label="value"} n` lines of one metric, by label value.
-fn counts(page: &str, name: &str, label: &str) -> BTreeMap<String, u64> {
+/// The series of one metric: each one's labels and value.
+fn series(page: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
     page.lines()
         .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
         .filter_map(|rest| {
             let (labels, value) = rest.split_once("} ")?;
-            let wanted = labels
+            let labels = labels
                 .split(',')
-                .find_map(|l| l.strip_prefix(&format!("{label}=\"")))?
-                .trim_end_matches('"');
-            Some((wanted.to_owned(), value.trim().parse().ok()?))
+                .filter_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    Some((k.to_owned(), v.trim_matches('"').to_owned()))
+                })
+                .collect();
+            Some((labels, value.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// One metric's values by the value of `label`, over the series whose other labels match `with`.
+fn counts(page: &str, name: &str, label: &str, with: &[(&str, &str)]) -> BTreeMap<String, u64> {
+    series(page, name)
+        .into_iter()
+        .filter(|(labels, _)| with.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter_map(|(labels, value)| Some((labels.get(label)?.clone(), value as u64)))
+        .collect()
+}
+
+async fn scrape(api: &PartnerApi) -> String {
+    let page = api
+        .http
+        .get(format!("{}/metrics", api.running.base_url))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    page.text().await.unwrap()
+}
+
+fn named(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,28 +106,58 @@ async fn metrics_after_a_flash_sale_report_exactly_its_decisions() {
     }
     assert_eq!(answers, BTreeMap::from([(202, 50), (404, 3), (409, 10), (410, 10)]));
 
-    let page = api
-        .http
-        .get(format!("{}/metrics", api.running.base_url))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let page = page.text().await.unwrap();
-    let decisions = counts(&page, "fcfs_issue_decisions_total", "outcome");
-    let expected: BTreeMap<String, u64> = [
-        ("reserved", 50),
-        ("sold_out", 10),
-        ("already_issued", 10),
-        ("not_found", 3),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    assert_eq!(decisions, expected, "{page}");
+    let page = scrape(&api).await;
+    assert_eq!(
+        counts(&page, "fcfs_issue_decisions_total", "outcome", &[]),
+        named(&[
+            ("reserved", 50),
+            ("sold_out", 10),
+            ("already_issued", 10),
+            ("not_found", 3)
+        ]),
+        "{page}"
+    );
+    assert_eq!(
+        counts(
+            &page,
+            "fcfs_http_requests_total",
+            "status",
+            &[("route", "/v1/campaigns/{campaignId}/issues"), ("method", "POST")]
+        ),
+        named(&[("202", 50), ("404", 3), ("409", 10), ("410", 10)]),
+        "every answer counted by its route's template path: {page}"
+    );
+    assert_eq!(
+        counts(
+            &page,
+            "fcfs_http_requests_total",
+            "status",
+            &[("route", "/v1/campaigns")]
+        ),
+        named(&[("201", 1)])
+    );
     assert!(
-        counts(&page, "fcfs_compensations_total", "result").is_empty(),
+        counts(&page, "fcfs_compensations_total", "result", &[]).is_empty(),
         "nothing failed, so nothing was compensated: {page}"
     );
+    assert!(
+        page.contains("fcfs_http_request_duration_seconds_bucket{"),
+        "latency is a histogram with buckets: {page}"
+    );
+
+    // The runner's poller hands the 50 reservations to the writer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = scrape(&api).await;
+        let rows = counts(&page, "fcfs_writer_rows_total", "result", &[]);
+        if rows.get("inserted") == Some(&50) {
+            assert_eq!(rows.get("rejected"), Some(&0), "{page}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer did not record 50 rows within 60 s: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

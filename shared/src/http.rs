@@ -146,6 +146,28 @@ impl From<Unavailable> for ApiError {
     }
 }
 
+/// Counts an answer in `fcfs_http_requests_total` (route, method, status) and its time in
+/// `fcfs_http_request_duration_seconds` (route, method). The route is the template's resource path
+/// API Gateway names in the request context (`/v1/campaigns/{campaignId}`), never the raw path, so
+/// ids do not multiply the series.
+pub fn observe(req: &Request, response: &Response<Body>, started: std::time::Instant) {
+    let route = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.resource_path.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| "unknown".to_owned());
+    let method = req.method().as_str().to_owned();
+    metrics::counter!(
+        "fcfs_http_requests_total",
+        "route" => route.clone(),
+        "method" => method.clone(),
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
+    metrics::histogram!("fcfs_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+}
+
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_string(value).unwrap_or_else(|_| r#"{"error":"INTERNAL"}"#.to_owned());
     let mut response = Response::new(Body::Text(body));

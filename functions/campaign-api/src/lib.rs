@@ -78,12 +78,15 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
+        let started = std::time::Instant::now();
         let result = match (req.method(), api::path_param(&req, "campaignId")) {
             (&Method::POST, None) => self.create(&req).await,
             (&Method::GET, Some(id)) => self.get(&req, &id).await,
             _ => Err(ApiError::NotFound("route")),
         };
-        result.unwrap_or_else(ApiError::into_response)
+        let response = result.unwrap_or_else(ApiError::into_response);
+        api::observe(&req, &response, started);
+        response
     }
 
     async fn create(&self, req: &Request) -> Result<Response<Body>, ApiError> {

@@ -80,6 +80,7 @@ impl<R: CouponRecords> CouponApi<R> {
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
+        let started = std::time::Instant::now();
         let coupon = api::path_param(&req, "couponId");
         let result = match (req.method(), api::path_param(&req, "userId"), coupon) {
             (&Method::GET, Some(user), None) => self.list(&req, &user).await,
@@ -90,7 +91,9 @@ impl<R: CouponRecords> CouponApi<R> {
             (&Method::POST, None, Some(id)) if req.uri().path().ends_with("/use") => self.use_coupon(&req, &id).await,
             _ => Err(ApiError::NotFound("route")),
         };
-        result.unwrap_or_else(ApiError::into_response)
+        let response = result.unwrap_or_else(ApiError::into_response);
+        api::observe(&req, &response, started);
+        response
     }
 
     fn view(&self, coupon: Coupon) -> Response<Body> {

@@ -60,12 +60,15 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
+        let started = std::time::Instant::now();
         let result = match (req.method(), api::path_param(&req, "userId")) {
             (&Method::POST, None) => self.issue(&req).await,
             (&Method::GET, Some(user)) => self.status(&req, &user).await,
             _ => Err(ApiError::NotFound("route")),
         };
-        result.unwrap_or_else(ApiError::into_response)
+        let response = result.unwrap_or_else(ApiError::into_response);
+        api::observe(&req, &response, started);
+        response
     }
 
     /// The caller's partner and the campaign id in the path (a malformed id is "not found").

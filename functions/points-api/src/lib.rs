@@ -91,6 +91,7 @@ impl<R: PointRecords> PointsApi<R> {
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
+        let started = std::time::Instant::now();
         let path = req.uri().path().to_owned();
         let user = api::path_param(&req, "userId");
         let result = match (req.method(), user) {
@@ -102,7 +103,9 @@ impl<R: PointRecords> PointsApi<R> {
             (&Method::POST, None) if path.ends_with("/points/transfers") => self.transfer(&req).await,
             _ => Err(ApiError::NotFound("route")),
         };
-        result.unwrap_or_else(ApiError::into_response)
+        let response = result.unwrap_or_else(ApiError::into_response);
+        api::observe(&req, &response, started);
+        response
     }
 
     async fn earn(&self, req: &Request, user: &str) -> Result<Response<Body>, ApiError> {

@@ -126,6 +126,13 @@ impl<L: IssueLedger, Q: ReservationQueue> Recovery<L, Q> {
                 }
             }
         }
+        for (result, places) in [
+            ("resent", summary.resent),
+            ("released", summary.released),
+            ("failed", summary.failed),
+        ] {
+            metrics::counter!("fcfs_recovery_places_total", "result" => result).increment(places as u64);
+        }
         if summary.resent + summary.released + summary.failed > 0 {
             tracing::warn!(?summary, "recovery run");
         } else {

@@ -85,6 +85,24 @@ impl<B: CouponBook, L: IssueLedger> ReservationWriter<B, L> {
     /// Records one delivery of messages; returns the ids of those to deliver again (never an
     /// empty one) and what was done.
     pub async fn record(&self, messages: Vec<Message>) -> Result<Written, IssuanceError> {
+        let started = std::time::Instant::now();
+        let written = self.record_untimed(messages).await?;
+        let s = &written.summary;
+        for (result, rows) in [
+            ("inserted", s.inserted),
+            ("duplicate", s.duplicates),
+            ("rejected", s.rejected as u64),
+            ("malformed", s.malformed as u64),
+            ("failed", s.failed as u64),
+        ] {
+            metrics::counter!("fcfs_writer_rows_total", "result" => result).increment(rows);
+        }
+        metrics::histogram!("fcfs_writer_batch_size").record(s.received as f64);
+        metrics::histogram!("fcfs_writer_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+        Ok(written)
+    }
+
+    async fn record_untimed(&self, messages: Vec<Message>) -> Result<Written, IssuanceError> {
         let mut summary = BatchSummary {
             received: messages.len(),
             ..Default::default()

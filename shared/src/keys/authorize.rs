@@ -113,6 +113,7 @@ impl<S: ApiKeyStore> KeyAuthorizer<S> {
 
     async fn cached(&self, hash: &String, now: DateTime<Utc>) -> Result<CachedKey, Arc<Unavailable>> {
         let load = || async {
+            metrics::counter!("fcfs_authorizer_key_reads_total").increment(1);
             Ok(CachedKey {
                 record: self.store.find(hash).await?.map(Arc::new),
                 read_at: now,
@@ -136,7 +137,23 @@ impl<S: ApiKeyStore> KeyAuthorizer<S> {
             return Ok(Decision::Deny);
         };
         let now = self.clock.now();
-        match self.cached(&hash, now).await {
+        let decision = self.decide_cached(&hash, now, request_id).await;
+        let result = match &decision {
+            Ok(Decision::Allow(_)) => "allow",
+            Ok(Decision::Deny) => "deny",
+            Err(_) => "error",
+        };
+        metrics::counter!("fcfs_authorizer_decisions_total", "result" => result).increment(1);
+        decision
+    }
+
+    async fn decide_cached(
+        &self,
+        hash: &String,
+        now: DateTime<Utc>,
+        request_id: &str,
+    ) -> Result<Decision, Unavailable> {
+        match self.cached(hash, now).await {
             Ok(CachedKey { record: Some(key), .. }) if key.is_usable(now) => Ok(Decision::Allow(Principal {
                 partner_id: key.partner_id.clone(),
                 key_id: key.display_id.clone(),
