@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use integration_tests::PartnerApi;
+use integration_tests::{PartnerApi, template};
 use serde_json::{Value, json};
 
 const QUANTITY: usize = 50;
@@ -159,5 +159,26 @@ async fn metrics_after_a_flash_sale_report_exactly_its_decisions() {
             "the writer did not record 50 rows within 60 s: {rows:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every queue of the template, and its DLQ, has its depth reported.
+    let queues: Vec<String> = template().queues().unwrap().into_iter().map(|q| q.name).collect();
+    assert!(queues.len() >= 2, "the issue queue and its DLQ: {queues:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = scrape(&api).await;
+        let reported: Vec<String> = queues
+            .iter()
+            .filter(|q| counts(&page, "fcfs_queue_messages", "state", &[("queue", q.as_str())]).contains_key("visible"))
+            .cloned()
+            .collect();
+        if reported == queues {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue depths of {queues:?} not all reported within 30 s; reported: {reported:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

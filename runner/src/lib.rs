@@ -161,6 +161,8 @@ pub struct LocalApp {
     region: String,
     account_id: String,
     sqs: aws_sdk_sqs::Client,
+    /// Every queue of the template (name, URL), for the depth gauges.
+    queues: Vec<(String, String)>,
     stats: Arc<Stats>,
 }
 
@@ -196,8 +198,10 @@ impl LocalApp {
         // Queues are found by name where the SDK points (the emulator, or a deployed stack).
         let mut queue_urls = BTreeMap::new();
         let mut queues = HashMap::new();
+        let mut watched = Vec::new();
         for queue in template.queues()? {
             let (url, arn) = locate_queue(&sqs, &queue.name).await?;
+            watched.push((queue.name.clone(), url.clone()));
             queue_urls.insert(queue.name.clone(), url.clone());
             queues.insert(queue.logical_id.clone(), (url, arn));
         }
@@ -313,6 +317,7 @@ impl LocalApp {
             region,
             account_id,
             sqs,
+            queues: watched,
             stats: Arc::default(),
         };
         app.check_kinds()?;
@@ -467,6 +472,11 @@ impl LocalApp {
         for source in self.schedules.iter().filter(|s| s.enabled) {
             background.spawn(scheduler::run(self.schedule(source), stopped.clone()));
         }
+        background.spawn(metrics::watch_queues(
+            self.sqs.clone(),
+            self.queues.clone(),
+            stopped.clone(),
+        ));
         let router = gateway::router(&self);
         let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {

@@ -3,6 +3,9 @@
 //! (outside `/v1`, no key: it is bound to 127.0.0.1 like everything else).
 
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -55,5 +58,55 @@ pub async fn page() -> Response {
             response
         }
         None => (StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder").into_response(),
+    }
+}
+
+/// How often the queues' depths are read.
+pub const QUEUE_WATCH_EVERY: Duration = Duration::from_secs(5);
+/// The deadline of one read.
+const QUEUE_READ_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Every `QUEUE_WATCH_EVERY`, each queue's messages as `fcfs_queue_messages{queue, state}` (gauge;
+/// `state`: `visible`, waiting to be received, or `in_flight`, received and not yet deleted), what
+/// SQS publishes to CloudWatch by itself on AWS. Until `stop`.
+pub(crate) async fn watch_queues(
+    sqs: aws_sdk_sqs::Client,
+    queues: Vec<(String, String)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        for (name, url) in &queues {
+            let read = sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .send();
+            match tokio::time::timeout(QUEUE_READ_DEADLINE, read).await {
+                Ok(Ok(out)) => {
+                    let attributes = out.attributes();
+                    for (attribute, state) in [
+                        (QueueAttributeName::ApproximateNumberOfMessages, "visible"),
+                        (QueueAttributeName::ApproximateNumberOfMessagesNotVisible, "in_flight"),
+                    ] {
+                        if let Some(count) = attributes
+                            .and_then(|a| a.get(&attribute))
+                            .and_then(|v| v.parse::<f64>().ok())
+                        {
+                            ::metrics::gauge!("fcfs_queue_messages", "queue" => name.clone(), "state" => state)
+                                .set(count);
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(queue = name, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "queue depth not read")
+                }
+                Err(_) => tracing::warn!(queue = name, "queue depth not read within {QUEUE_READ_DEADLINE:?}"),
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(QUEUE_WATCH_EVERY) => {}
+        }
     }
 }
