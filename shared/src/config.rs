@@ -76,6 +76,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Unavailable(#[from] crate::kernel::Unavailable),
+    #[error("metrics recorder: {0}")]
+    Telemetry(String),
 }
 
 /// SDK configuration from the standard chain; `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_SQS`, …)

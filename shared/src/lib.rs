@@ -18,5 +18,6 @@ pub mod issuance;
 pub mod kernel;
 pub mod keys;
 pub mod points;
+pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -1,15 +1,21 @@
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use fcfs_shared::config::{Settings, aws_sdk_config, init_tracing};
+use fcfs_shared::telemetry::Emf;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
+    let emf = Emf::init("authorizer")?;
+    let emf = &emf;
     let auth = authorizer::from_settings(&Settings::from_process(), &aws_sdk_config().await)?;
     let auth = &auth;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async move {
-            authorizer::handle(auth, event.payload).await
+            let request_id = event.context.request_id.clone();
+            let result = authorizer::handle(auth, event.payload).await;
+            emf.flush(&request_id);
+            result
         },
     ))
     .await

@@ -1,14 +1,23 @@
 use fcfs_shared::config::{Settings, aws_sdk_config, init_tracing};
-use lambda_http::{Error, Request, run, service_fn};
+use fcfs_shared::telemetry::Emf;
+use lambda_http::{Error, Request, RequestExt, run, service_fn};
 use points_api::PointsApi;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
+    let emf = Emf::init("points-api")?;
+    let emf = &emf;
     let api = PointsApi::from_settings(&Settings::from_process(), &aws_sdk_config().await)?;
     let api = &api;
     run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(api.handle(req).await)
+        let request_id = req
+            .lambda_context_ref()
+            .map(|c| c.request_id.clone())
+            .unwrap_or_default();
+        let response = api.handle(req).await;
+        emf.flush(&request_id);
+        Ok::<_, Error>(response)
     }))
     .await
 }
