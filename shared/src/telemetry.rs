@@ -72,6 +72,31 @@ impl Emf {
         Ok(Self(collector))
     }
 
+    /// Runs one invocation's `work`, then writes what it recorded under its request id.
+    pub async fn around<T>(&self, request_id: &str, work: impl std::future::Future<Output = T>) -> T {
+        let out = work.await;
+        self.flush(request_id);
+        out
+    }
+
+    /// `around` for an API Gateway request: the request id from its Lambda context.
+    pub async fn around_http<F, Fut>(
+        &self,
+        req: lambda_http::Request,
+        handle: F,
+    ) -> lambda_http::Response<lambda_http::Body>
+    where
+        F: FnOnce(lambda_http::Request) -> Fut,
+        Fut: std::future::Future<Output = lambda_http::Response<lambda_http::Body>>,
+    {
+        use lambda_http::RequestExt;
+        let request_id = req
+            .lambda_context_ref()
+            .map(|c| c.request_id.clone())
+            .unwrap_or_default();
+        self.around(&request_id, handle(req)).await
+    }
+
     /// Writes what this invocation recorded to stdout (nothing if it recorded nothing).
     pub fn flush(&self, request_id: &str) {
         self.flush_to(request_id, std::io::stdout().lock());

@@ -12,10 +12,8 @@ async fn main() -> Result<(), Error> {
     let auth = &auth;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async move {
-            let request_id = event.context.request_id.clone();
-            let result = authorizer::handle(auth, event.payload).await;
-            emf.flush(&request_id);
-            result
+            emf.around(&event.context.request_id, authorizer::handle(auth, event.payload))
+                .await
         },
     ))
     .await

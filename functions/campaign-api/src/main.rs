@@ -1,7 +1,7 @@
 use campaign_api::CampaignApi;
 use fcfs_shared::config::{Settings, aws_sdk_config, init_tracing};
 use fcfs_shared::telemetry::Emf;
-use lambda_http::{Error, Request, RequestExt, run, service_fn};
+use lambda_http::{Error, Request, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,13 +11,7 @@ async fn main() -> Result<(), Error> {
     let api = CampaignApi::from_settings(&Settings::from_process(), &aws_sdk_config().await).await?;
     let api = &api;
     run(service_fn(move |req: Request| async move {
-        let request_id = req
-            .lambda_context_ref()
-            .map(|c| c.request_id.clone())
-            .unwrap_or_default();
-        let response = api.handle(req).await;
-        emf.flush(&request_id);
-        Ok::<_, Error>(response)
+        Ok::<_, Error>(emf.around_http(req, |req| api.handle(req)).await)
     }))
     .await
 }

@@ -11,10 +11,9 @@ async fn main() -> Result<(), Error> {
     let recovery = IssueRecovery::from_settings(&Settings::from_process(), &aws_sdk_config().await).await?;
     let recovery = &recovery;
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let request_id = event.context.request_id.clone();
-        let result = recovery.handle(event.payload).await;
-        emf.flush(&request_id);
-        let summary = result?;
+        let summary = emf
+            .around(&event.context.request_id, recovery.handle(event.payload))
+            .await?;
         Ok::<serde_json::Value, Error>(serde_json::to_value(summary)?)
     }))
     .await

@@ -12,10 +12,9 @@ async fn main() -> Result<(), Error> {
     let writer = IssueWriter::from_settings(&Settings::from_process(), &aws_sdk_config().await).await?;
     let writer = &writer;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let request_id = event.context.request_id.clone();
-        let result = writer.handle(event.payload).await;
-        emf.flush(&request_id);
-        let (response, summary) = result?;
+        let (response, summary) = emf
+            .around(&event.context.request_id, writer.handle(event.payload))
+            .await?;
         tracing::info!(?summary, "batch written");
         Ok::<SqsBatchResponse, Error>(response)
     }))

@@ -11,10 +11,9 @@ async fn main() -> Result<(), Error> {
     let expiry = PointsExpiry::from_settings(&Settings::from_process(), &aws_sdk_config().await)?;
     let expiry = &expiry;
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let request_id = event.context.request_id.clone();
-        let result = expiry.handle(event.payload).await;
-        emf.flush(&request_id);
-        let summary = result?;
+        let summary = emf
+            .around(&event.context.request_id, expiry.handle(event.payload))
+            .await?;
         Ok::<serde_json::Value, Error>(serde_json::to_value(summary)?)
     }))
     .await
