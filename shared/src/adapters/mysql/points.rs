@@ -941,8 +941,8 @@ impl MySqlStore {
 
 #[async_trait]
 impl PointRecords for MySqlStore {
-    /// Everything (the replay check, wallet creation, every attempt) within one store deadline:
-    /// a cut-off attempt rolls back, and a retry with the key finds what committed.
+    /// Everything (wallet creation, every attempt, the replay of a key taken) within one store
+    /// deadline: a cut-off attempt rolls back, and a retry with the key finds what committed.
     async fn apply(
         &self,
         partner: &str,
