@@ -7,6 +7,10 @@ cd "$ROOT"
 
 stop_on_exit_what_this_run_starts
 
+# No incremental compilation: a run from a fresh clone (what CI does) never reuses it, and its cache
+# in the shared target directory grew by gigabytes per clone path until the disk filled up.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # The tests start their own runners in-process; only the services are needed.
 "$ROOT/scripts/stack.sh" services
 
