@@ -18,6 +18,9 @@ need_cmd java openjdk-17-jre-headless
 need_cmd javac openjdk-17-jdk-headless
 need_cmd jar openjdk-17-jdk-headless
 need_cmd npm npm
+# Monitoring: `make up` runs both with observability/'s configuration; tests/alerts.rs runs its own.
+need_cmd prometheus prometheus
+need_cmd prometheus-alertmanager prometheus-alertmanager
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
 # `make bench` only: the load generator and a font for the plot's labels.
 if [[ ${FCFS_BENCH:-0} == 1 ]]; then

@@ -2,7 +2,8 @@
 # The local stack: Redis (plus a 3-master Redis Cluster and a TLS Redis for the tests), MariaDB and
 # LocalStack (SQS + DynamoDB), all on 127.0.0.1, and the local runner serving template.yaml's API
 # on top of them.
-#   stack.sh up        services + the runner on 127.0.0.1:$FCFS_API_PORT (3000) + a demo API key
+#   stack.sh up        services + the runner on 127.0.0.1:$FCFS_API_PORT (3000) + Prometheus and
+#                      Alertmanager watching it + a demo API key
 #   stack.sh services  start what is not running (reuse what is), migrate, provision, write .local/env
 #   stack.sh down      stop only what `up` started (pid files in .local/run)
 #   stack.sh status    say what runs where
@@ -266,6 +267,55 @@ runner_up() {
     die "the runner did not start; see $LOG_DIR/runner.log"
 }
 
+# observability/*.yml with each ${NAME} replaced: render FILE NAME=VALUE...
+render() {
+  local text pair; text="$(<"$1")"; shift
+  for pair in "$@"; do text="${text//"\${${pair%%=*}}"/"${pair#*=}"}"; done
+  printf '%s\n' "$text"
+}
+
+prometheus_url() { echo "http://$BIND_HOST:$PROMETHEUS_PORT"; }
+alertmanager_url() { echo "http://$BIND_HOST:$ALERTMANAGER_PORT"; }
+
+# Prometheus scraping the runner with observability/alerts.yml, and Alertmanager routing to Discord
+# when DISCORD_WEBHOOK_URL is set. Restarted with the runner, so they follow the checkout's rules.
+monitoring_up() {
+  stop_pidfile prometheus
+  stop_pidfile alertmanager
+  local port
+  for port in "$PROMETHEUS_PORT" "$ALERTMANAGER_PORT"; do
+    port_open "$BIND_HOST" "$port" &&
+      die "port $port is taken by another program: stop it or set FCFS_PROMETHEUS_PORT / FCFS_ALERTMANAGER_PORT"
+  done
+  local dir="$STATE_DIR/monitoring" receiver=ui-only level=info
+  mkdir -p "$dir" "$DATA_DIR/prometheus" "$DATA_DIR/alertmanager"
+  render "$ROOT/observability/prometheus.yml" INTERVAL=5s RULES="$ROOT/observability/alerts.yml" \
+    ALERTMANAGER="$BIND_HOST:$ALERTMANAGER_PORT" RUNNER="$BIND_HOST:$API_PORT" >"$dir/prometheus.yml"
+  (
+    umask 077 # the webhook URL is a credential
+    if [[ -n ${DISCORD_WEBHOOK_URL:-} ]]; then
+      receiver=discord
+      render "$ROOT/observability/alertmanager.yml" RECEIVER=$receiver GROUP_WAIT=10s GROUP_INTERVAL=1m \
+        DISCORD_WEBHOOK_URL="$DISCORD_WEBHOOK_URL" >"$dir/alertmanager.yml"
+    else
+      render "$ROOT/observability/alertmanager.yml" RECEIVER=$receiver GROUP_WAIT=10s GROUP_INTERVAL=1m |
+        sed '/# discord-begin/,/# discord-end/d' >"$dir/alertmanager.yml"
+    fi
+  )
+  # Without a webhook the alerts are only in the UI, and in the log at debug level.
+  [[ -n ${DISCORD_WEBHOOK_URL:-} ]] || level=debug
+  spawn alertmanager prometheus-alertmanager --config.file="$dir/alertmanager.yml" \
+    --storage.path="$DATA_DIR/alertmanager" --web.listen-address="$BIND_HOST:$ALERTMANAGER_PORT" \
+    --cluster.listen-address= --web.external-url="$(alertmanager_url)" --log.level=$level
+  spawn prometheus prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$DATA_DIR/prometheus" \
+    --web.listen-address="$BIND_HOST:$PROMETHEUS_PORT" --web.external-url="$(prometheus_url)" \
+    --storage.tsdb.retention.time=7d
+  wait_for 30 "alertmanager on $(alertmanager_url)" curl -fsS "$(alertmanager_url)/-/ready" ||
+    die "alertmanager did not start; see $LOG_DIR/alertmanager.log"
+  wait_for 30 "prometheus on $(prometheus_url)" curl -fsS "$(prometheus_url)/-/ready" ||
+    die "prometheus did not start; see $LOG_DIR/prometheus.log"
+}
+
 demo() {
   local key url
   url="$(api_url)"
@@ -290,6 +340,7 @@ EOF
 cmd_up() {
   cmd_services
   runner_up
+  monitoring_up
   cmd_status
   demo
 }
@@ -311,7 +362,7 @@ stop_pidfile() { # stop_pidfile NAME
 
 cmd_down() {
   local name
-  for name in runner localstack mariadb redis redis-tls; do stop_pidfile "$name"; done
+  for name in prometheus alertmanager runner localstack mariadb redis redis-tls; do stop_pidfile "$name"; done
   for name in "$RUN_DIR"/redis-cluster-*.pid; do
     [[ -f "$name" ]] && stop_pidfile "$(basename "$name" .pid)"
   done
@@ -339,7 +390,12 @@ cmd_status() {
   status_line redis-tls "$(redis_tls_url) (CA: REDIS_TLS_CA_FILE)" $t
   status_line mariadb "$(database_url)" $m
   status_line localstack "http://$BIND_HOST:$AWS_PORT (SQS, DynamoDB, Secrets Manager, API Gateway)" $l
-  status_line runner "$(api_url) (the API)" $a
+  status_line runner "$(api_url) (the API; $(api_url)/metrics, $(api_url)/dashboard)" $a
+  local p=no am=no
+  curl -fsS "$(prometheus_url)/-/ready" >/dev/null 2>&1 && p=yes
+  curl -fsS "$(alertmanager_url)/-/ready" >/dev/null 2>&1 && am=yes
+  status_line prometheus "$(prometheus_url) (alerts: $(prometheus_url)/alerts)" $p
+  status_line alertmanager "$(alertmanager_url) (Discord: $([[ -n ${DISCORD_WEBHOOK_URL:-} ]] && echo on || echo off))" $am
   [[ -f "$STATE_DIR/env" ]] && echo "  client environment: $STATE_DIR/env (set -a; . .local/env; set +a)"
   if [[ -f "$STATE_DIR/resources.env" ]]; then sed 's/^/    /' "$STATE_DIR/resources.env"; fi
 }

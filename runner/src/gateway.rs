@@ -127,6 +127,7 @@ pub(crate) fn router(app: &LocalApp) -> axum::Router {
     crate::metrics::recorder();
     axum::Router::new()
         .route("/metrics", axum::routing::get(crate::metrics::page))
+        .route("/dashboard", axum::routing::get(crate::metrics::dashboard))
         .fallback(serve)
         .with_state(Arc::new(gateway))
 }

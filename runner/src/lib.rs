@@ -12,7 +12,7 @@ pub mod metrics;
 mod poller;
 mod scheduler;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +60,10 @@ pub enum RunnerError {
 /// Replaces the rate of every schedule (seconds, fractions allowed), so a local run or a test
 /// need not wait for `rate(1 hour)`.
 pub const SCHEDULE_RATE_ENV: &str = "FCFS_SCHEDULE_RATE_SECS";
+
+/// How often the queues' depths are read, in seconds (fractions allowed; default
+/// [`metrics::QUEUE_WATCH_EVERY`]), so an alert test need not wait for the default.
+pub const QUEUE_WATCH_ENV: &str = "FCFS_QUEUE_WATCH_SECS";
 
 pub struct RunnerConfig {
     pub template: PathBuf,
@@ -163,6 +167,7 @@ pub struct LocalApp {
     sqs: aws_sdk_sqs::Client,
     /// Every queue of the template (name, URL), for the depth gauges.
     queues: Vec<(String, String)>,
+    queue_watch_every: Duration,
     stats: Arc<Stats>,
 }
 
@@ -192,7 +197,8 @@ impl LocalApp {
         let placement = Placement::local(&endpoint, &region);
         let account_id = placement.account_id.clone();
         let mut template = Template::load(&config.template, &params, placement)?;
-        let rate_override = schedule_rate_override(config)?;
+        let rate_override = seconds_setting(config, SCHEDULE_RATE_ENV)?;
+        let queue_watch_every = seconds_setting(config, QUEUE_WATCH_ENV)?.unwrap_or(metrics::QUEUE_WATCH_EVERY);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
 
         // Queues are found by name where the SDK points (the emulator, or a deployed stack).
@@ -318,6 +324,7 @@ impl LocalApp {
             account_id,
             sqs,
             queues: watched,
+            queue_watch_every,
             stats: Arc::default(),
         };
         app.check_kinds()?;
@@ -376,11 +383,24 @@ impl LocalApp {
         self.check_kinds()
     }
 
-    /// Points an event source at another queue (tests: a throwaway queue pair).
+    /// Points an event source at another queue (tests: a throwaway queue pair). Its gauges then
+    /// carry that queue's name; see [`watch_queue`](Self::watch_queue) for its DLQ.
     pub fn set_source_queue(&mut self, function: &str, queue_url: &str, queue_arn: &str) {
         for source in self.sources.iter_mut().filter(|s| s.function == function) {
+            for watched in self.queues.iter_mut().filter(|(_, url)| *url == source.queue_url) {
+                *watched = (queue_name(queue_url).to_owned(), queue_url.to_owned());
+            }
             source.queue_url = queue_url.to_owned();
             source.queue_arn = queue_arn.to_owned();
+        }
+    }
+
+    /// Also reports this queue's depth (and, if no event source consumes it, its oldest message's
+    /// age): tests watch the DLQ of their throwaway pair.
+    pub fn watch_queue(&mut self, queue_url: &str) {
+        if !self.queues.iter().any(|(_, url)| url == queue_url) {
+            self.queues
+                .push((queue_name(queue_url).to_owned(), queue_url.to_owned()));
         }
     }
 
@@ -472,9 +492,20 @@ impl LocalApp {
         for source in self.schedules.iter().filter(|s| s.enabled) {
             background.spawn(scheduler::run(self.schedule(source), stopped.clone()));
         }
+        let consumed: HashSet<&str> = self.sources.iter().map(|s| s.queue_url.as_str()).collect();
+        let watched = self
+            .queues
+            .iter()
+            .map(|(name, url)| metrics::WatchedQueue {
+                name: name.clone(),
+                url: url.clone(),
+                consumed: consumed.contains(url.as_str()),
+            })
+            .collect();
         background.spawn(metrics::watch_queues(
             self.sqs.clone(),
-            self.queues.clone(),
+            watched,
+            self.queue_watch_every,
             stopped.clone(),
         ));
         let router = gateway::router(&self);
@@ -493,8 +524,14 @@ impl LocalApp {
     }
 }
 
-fn schedule_rate_override(config: &RunnerConfig) -> Result<Option<Duration>, RunnerError> {
-    let Some(value) = config.env.get(SCHEDULE_RATE_ENV) else {
+/// An SQS queue URL ends with the queue's name.
+pub(crate) fn queue_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+/// A setting of a number of seconds from the runner's environment, if set.
+fn seconds_setting(config: &RunnerConfig, variable: &str) -> Result<Option<Duration>, RunnerError> {
+    let Some(value) = config.env.get(variable) else {
         return Ok(None);
     };
     value
@@ -506,7 +543,7 @@ fn schedule_rate_override(config: &RunnerConfig) -> Result<Option<Duration>, Run
         .map(Some)
         .ok_or_else(|| {
             RunnerError::InvalidSetting(format!(
-                "{SCHEDULE_RATE_ENV}={value:?}: expected a number of seconds greater than 0"
+                "{variable}={value:?}: expected a number of seconds greater than 0"
             ))
         })
 }

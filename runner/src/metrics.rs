@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -51,62 +51,142 @@ pub async fn page() -> Response {
         Some(handle) => {
             handle.run_upkeep();
             let mut response = handle.render().into_response();
-            response.headers_mut().insert(
+            let headers = response.headers_mut();
+            headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
             );
+            // The dashboard times its rates by this rather than the browser's clock, which a
+            // headless screenshot fast-forwards.
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            headers.insert("x-scraped-at-ms", HeaderValue::from(now_ms as u64));
             response
         }
         None => (StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder").into_response(),
     }
 }
 
-/// How often the queues' depths are read.
+/// `GET /dashboard`: one page, no external resources, that polls `/metrics` every 2 s and draws
+/// requests/s by status, issue decisions/s, p50/p99, queue depths and writer rows/s.
+pub async fn dashboard() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
+}
+
+/// How often the queues' depths are read, unless `FCFS_QUEUE_WATCH_SECS` says otherwise.
 pub const QUEUE_WATCH_EVERY: Duration = Duration::from_secs(5);
 /// The deadline of one read.
 const QUEUE_READ_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Every `QUEUE_WATCH_EVERY`, each queue's messages as `fcfs_queue_messages{queue, state}` (gauge;
-/// `state`: `visible`, waiting to be received, or `in_flight`, received and not yet deleted), what
-/// SQS publishes to CloudWatch by itself on AWS. Until `stop`.
+/// A queue whose depth the runner reports.
+pub(crate) struct WatchedQueue {
+    pub name: String,
+    pub url: String,
+    /// An event source polls it: the poller reports its oldest message's age as it receives
+    /// (see [`record_oldest_age`]). A peek here would count as a receive and could send the
+    /// message to the DLQ early.
+    pub consumed: bool,
+}
+
+/// Every `every`, each queue's messages as `fcfs_queue_messages{queue, state}` (gauge; `state`:
+/// `visible`, waiting to be received, or `in_flight`, received and not yet deleted), what SQS
+/// publishes to CloudWatch by itself on AWS. For a queue no event source consumes (a DLQ), also
+/// `fcfs_queue_oldest_message_age_seconds{queue}`, read by peeking at up to ten of its messages.
+/// Until `stop`.
 pub(crate) async fn watch_queues(
     sqs: aws_sdk_sqs::Client,
-    queues: Vec<(String, String)>,
+    queues: Vec<WatchedQueue>,
+    every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
-        for (name, url) in &queues {
-            let read = sqs
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-                .send();
-            match tokio::time::timeout(QUEUE_READ_DEADLINE, read).await {
-                Ok(Ok(out)) => {
-                    let attributes = out.attributes();
-                    for (attribute, state) in [
-                        (QueueAttributeName::ApproximateNumberOfMessages, "visible"),
-                        (QueueAttributeName::ApproximateNumberOfMessagesNotVisible, "in_flight"),
-                    ] {
-                        if let Some(count) = attributes
-                            .and_then(|a| a.get(&attribute))
-                            .and_then(|v| v.parse::<f64>().ok())
-                        {
-                            ::metrics::gauge!("fcfs_queue_messages", "queue" => name.clone(), "state" => state)
-                                .set(count);
-                        }
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(queue = name, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "queue depth not read")
-                }
-                Err(_) => tracing::warn!(queue = name, "queue depth not read within {QUEUE_READ_DEADLINE:?}"),
+        for queue in &queues {
+            read_depth(&sqs, queue).await;
+            if !queue.consumed {
+                peek_oldest_age(&sqs, queue).await;
             }
         }
         tokio::select! {
             _ = stop.changed() => {}
-            _ = tokio::time::sleep(QUEUE_WATCH_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+async fn read_depth(sqs: &aws_sdk_sqs::Client, queue: &WatchedQueue) {
+    let name = &queue.name;
+    let read = sqs
+        .get_queue_attributes()
+        .queue_url(&queue.url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send();
+    match tokio::time::timeout(QUEUE_READ_DEADLINE, read).await {
+        Ok(Ok(out)) => {
+            let attributes = out.attributes();
+            for (attribute, state) in [
+                (QueueAttributeName::ApproximateNumberOfMessages, "visible"),
+                (QueueAttributeName::ApproximateNumberOfMessagesNotVisible, "in_flight"),
+            ] {
+                if let Some(count) = attributes
+                    .and_then(|a| a.get(&attribute))
+                    .and_then(|v| v.parse::<f64>().ok())
+                {
+                    ::metrics::gauge!("fcfs_queue_messages", "queue" => name.clone(), "state" => state).set(count);
+                }
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(queue = name, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "queue depth not read")
+        }
+        Err(_) => tracing::warn!(queue = name, "queue depth not read within {QUEUE_READ_DEADLINE:?}"),
+    }
+}
+
+/// Receives up to ten messages without hiding them (visibility timeout 0) and reports the oldest
+/// one's age; 0 when none came back.
+async fn peek_oldest_age(sqs: &aws_sdk_sqs::Client, queue: &WatchedQueue) {
+    let peek = sqs
+        .receive_message()
+        .queue_url(&queue.url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .wait_time_seconds(0)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .send();
+    match tokio::time::timeout(QUEUE_READ_DEADLINE, peek).await {
+        Ok(Ok(out)) => record_oldest_age(&queue.name, out.messages()),
+        Ok(Err(e)) => {
+            tracing::warn!(queue = queue.name, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "queue not peeked")
+        }
+        Err(_) => tracing::warn!(queue = queue.name, "queue not peeked within {QUEUE_READ_DEADLINE:?}"),
+    }
+}
+
+/// `fcfs_queue_oldest_message_age_seconds{queue}`: the age of the oldest of `messages` (by their
+/// `SentTimestamp`), 0 for none. SQS computes it over the whole queue for CloudWatch; locally it
+/// is the oldest a receive returned, which on a backlog is the head of the queue.
+pub(crate) fn record_oldest_age(queue: &str, messages: &[Message]) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let oldest_ms = messages
+        .iter()
+        .filter_map(|m| {
+            m.attributes()?
+                .get(&MessageSystemAttributeName::SentTimestamp)?
+                .parse::<i64>()
+                .ok()
+        })
+        .min();
+    let age = oldest_ms.map_or(0.0, |sent| (now_ms - sent).max(0) as f64 / 1000.0);
+    ::metrics::gauge!("fcfs_queue_oldest_message_age_seconds", "queue" => queue.to_owned()).set(age);
 }

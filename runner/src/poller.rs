@@ -78,6 +78,10 @@ impl Poller {
                 }
             };
             let empty = got.is_empty();
+            if batch.is_empty() {
+                // The first receive of a batch: on a backlog, the head of the queue.
+                crate::metrics::record_oldest_age(crate::queue_name(&self.source.queue_url), &got);
+            }
             batch.extend(got);
             if batch.is_empty() {
                 continue;

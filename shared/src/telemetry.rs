@@ -53,6 +53,11 @@ pub fn describe() {
         "time the writer took for one delivery"
     );
     describe_gauge!("fcfs_queue_messages", Unit::Count, "messages in a queue, by state");
+    describe_gauge!(
+        "fcfs_queue_oldest_message_age_seconds",
+        Unit::Seconds,
+        "age of the oldest message a receive or peek of the queue returned"
+    );
 }
 
 /// A function's EMF recorder. Lambda runs one invocation at a time per instance: `flush` after

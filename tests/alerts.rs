@@ -1,0 +1,262 @@
+//! The alert path as `make up` runs it: the runner's `/metrics` → real Prometheus with the project's
+//! rule file (`observability/alerts.yml`) → real Alertmanager with the project's configuration
+//! (`observability/alertmanager.yml`) → a local HTTP server standing in for Discord's webhook.
+//! Only the intervals are shorter than `make up`'s.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use integration_tests::{queue_arn, repo_root, sqs, unique};
+use local_runner::{LocalApp, QUEUE_WATCH_ENV, RunnerConfig};
+use serde_json::Value;
+
+/// What Alertmanager posted to the fake webhook, in order.
+type Posts = Arc<Mutex<Vec<Value>>>;
+
+/// A webhook that records every JSON body and answers 204, as Discord does.
+async fn fake_discord() -> (String, Posts) {
+    let posts: Posts = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/api/webhooks/1/token",
+            post(|State(posts): State<Posts>, Json(body): Json<Value>| async move {
+                posts.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        )
+        .with_state(posts.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/api/webhooks/1/token"), posts)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `observability/FILE` with each `${NAME}` replaced, as scripts/stack.sh renders it.
+fn render(file: &str, values: &[(&str, String)]) -> String {
+    let mut text = std::fs::read_to_string(repo_root().join("observability").join(file)).unwrap();
+    for (name, value) in values {
+        text = text.replace(&format!("${{{name}}}"), value);
+    }
+    assert!(
+        !text
+            .lines()
+            .any(|l| !l.trim_start().starts_with('#') && l.contains("${")),
+        "{file}: a placeholder is left: {text}"
+    );
+    text
+}
+
+/// A child process killed when the test ends, passed or not.
+struct Service(std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(program: &str, args: &[String], log: &Path) -> Service {
+    let log = std::fs::File::create(log).unwrap();
+    Service(
+        std::process::Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} starts (scripts/install.sh installs it): {e}")),
+    )
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, deadline: Instant) {
+    loop {
+        if let Ok(r) = http.get(url).timeout(Duration::from_secs(2)).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} not ready in time");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_in_the_dlq_reaches_discord_through_prometheus_and_alertmanager() {
+    let (webhook, posts) = fake_discord().await;
+    let sqs = sqs().await;
+    // A queue pair of the test's own, named like the template's (`…-issue-requests`, `…-dlq`) so
+    // the rules' queue patterns match, with a short visibility timeout and maxReceiveCount 2.
+    let name = format!("{}-issue-requests", unique("fcfs-alert"));
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = queue_arn(&sqs, &dlq_url).await;
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "1")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = queue_arn(&sqs, &queue_url).await;
+
+    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml"));
+    config.env.insert(QUEUE_WATCH_ENV.to_owned(), "0.5".to_owned());
+    let mut app = LocalApp::load(&config).await.expect("the runner loads");
+    app.set_source_queue("IssueWriterFunction", &queue_url, &arn);
+    app.watch_queue(&dlq_url);
+    let running = app.start().await.unwrap();
+    let runner = running.base_url.trim_start_matches("http://").to_owned();
+
+    let dir = std::env::temp_dir().join(unique("fcfs-alerts"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (prometheus_port, alertmanager_port) = (free_port(), free_port());
+    let alertmanager = format!("127.0.0.1:{alertmanager_port}");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        render(
+            "prometheus.yml",
+            &[
+                ("INTERVAL", "1s".into()),
+                (
+                    "RULES",
+                    repo_root().join("observability/alerts.yml").display().to_string(),
+                ),
+                ("ALERTMANAGER", alertmanager.clone()),
+                ("RUNNER", runner),
+            ],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        render(
+            "alertmanager.yml",
+            &[
+                ("RECEIVER", "discord".into()),
+                ("GROUP_WAIT", "1s".into()),
+                ("GROUP_INTERVAL", "1s".into()),
+                ("DISCORD_WEBHOOK_URL", webhook),
+            ],
+        ),
+    )
+    .unwrap();
+    let path = |p: &str| dir.join(p).display().to_string();
+    let _alertmanager = spawn(
+        "prometheus-alertmanager",
+        &[
+            format!("--config.file={}", path("alertmanager.yml")),
+            format!("--storage.path={}", path("am-data")),
+            format!("--web.listen-address={alertmanager}"),
+            "--cluster.listen-address=".into(),
+        ],
+        &dir.join("alertmanager.log"),
+    );
+    let _prometheus = spawn(
+        "prometheus",
+        &[
+            format!("--config.file={}", path("prometheus.yml")),
+            format!("--storage.tsdb.path={}", path("prom-data")),
+            format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
+            format!("--web.external-url=http://127.0.0.1:{prometheus_port}"),
+        ],
+        &dir.join("prometheus.log"),
+    );
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    wait_ready(&http, &format!("http://{alertmanager}/-/ready"), deadline).await;
+    wait_ready(&http, &format!("http://127.0.0.1:{prometheus_port}/-/ready"), deadline).await;
+
+    // Nothing about our queues before the poison.
+    let ours = |post: &Value| post.to_string().contains(&format!("{name}-dlq"));
+    assert!(!posts.lock().unwrap().iter().any(ours));
+
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body("poison: not a reservation")
+        .send()
+        .await
+        .unwrap();
+    let alert = loop {
+        if let Some(post) = posts.lock().unwrap().iter().find(|p| ours(p)).cloned() {
+            break post;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert reached the webhook in {:?}; logs in {} (posts so far: {:?})",
+            deadline - started,
+            dir.display(),
+            posts.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!(
+        "the alert as it arrived, {:.1} s after the poison was sent:\n{}",
+        started.elapsed().as_secs_f64(),
+        serde_json::to_string_pretty(&alert).unwrap()
+    );
+
+    // Discord's webhook shape: embeds with a title, a description and a colour.
+    let embed = &alert["embeds"][0];
+    let title = embed["title"].as_str().expect("an embed title");
+    let description = embed["description"].as_str().expect("an embed description");
+    assert!(
+        title.contains("DeadLetterQueueNotEmpty") && title.contains("FIRING"),
+        "{alert}"
+    );
+    assert!(title.contains("critical"), "{alert}");
+    assert!(description.contains(&format!("`{name}-dlq`")), "{alert}");
+    assert!(description.contains("message(s) in dead-letter queue"), "{alert}");
+    assert!(
+        description.contains(&format!("Graph: http://127.0.0.1:{prometheus_port}/graph?")),
+        "a link to the alert's graph: {alert}"
+    );
+    assert!(embed["color"].as_u64().is_some(), "{alert}");
+    // The message really sits in the DLQ.
+    let depth = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        depth
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .map(String::as_str),
+        Some("1")
+    );
+
+    running.stop().await.unwrap();
+    for url in [queue_url, dlq_url] {
+        let _ = sqs.delete_queue().queue_url(url).send().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
