@@ -2,6 +2,10 @@
 //! rule file (`observability/alerts.yml`) → real Alertmanager with the project's configuration
 //! (`observability/alertmanager.yml`) → a local HTTP server standing in for Discord's webhook.
 //! Only the intervals are shorter than `make up`'s.
+//!
+//! And the `alert-notifier` function (AWS's path: CloudWatch alarm → SNS → notifier → Discord)
+//! with its real webhook adapter, the URL in a Secrets Manager secret, against a local server
+//! that answers 429 and 500 before it accepts, or never accepts.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -259,4 +263,121 @@ async fn a_poison_message_in_the_dlq_reaches_discord_through_prometheus_and_aler
         let _ = sqs.delete_queue().queue_url(url).send().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A webhook that answers from a script (status, `Retry-After`), then 204; records when and what.
+type Script = Arc<Mutex<(Vec<(u16, Option<&'static str>)>, Vec<(Instant, Value)>)>>;
+
+async fn scripted_discord(answers: Vec<(u16, Option<&'static str>)>) -> (String, Script) {
+    let script: Script = Arc::new(Mutex::new((answers, Vec::new())));
+    let app = axum::Router::new()
+        .route(
+            "/api/webhooks/2/token",
+            post(|State(script): State<Script>, Json(body): Json<Value>| async move {
+                let mut script = script.lock().unwrap();
+                script.1.push((Instant::now(), body));
+                let (status, retry_after) = if script.0.is_empty() {
+                    (204, None)
+                } else {
+                    script.0.remove(0)
+                };
+                let mut response = axum::response::Response::new(axum::body::Body::from(
+                    r#"{"message":"scripted","retry_after":0.3,"global":false}"#,
+                ));
+                *response.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+                if let Some(after) = retry_after {
+                    response.headers_mut().insert("retry-after", after.parse().unwrap());
+                }
+                response
+            }),
+        )
+        .with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/api/webhooks/2/token"), script)
+}
+
+/// The notifier as its main.rs builds it, reading the webhook URL from a new secret.
+async fn notifier_with_webhook(
+    url: &str,
+) -> (
+    alert_notifier::AlertNotifierFunction<fcfs_shared::adapters::discord::DiscordWebhook>,
+    String,
+) {
+    let sdk = fcfs_shared::config::aws_sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let name = unique("fcfs-discord-webhook");
+    secrets
+        .create_secret()
+        .name(&name)
+        .secret_string(url)
+        .send()
+        .await
+        .expect("the secret is created");
+    let settings = fcfs_shared::config::Settings::new([("DISCORD_WEBHOOK_SECRET".to_owned(), name.clone())].into());
+    (
+        alert_notifier::AlertNotifierFunction::from_settings(&settings, &sdk).expect("the notifier starts"),
+        name,
+    )
+}
+
+fn alarm_event() -> aws_lambda_events::sns::SnsEvent {
+    let text = std::fs::read_to_string(repo_root().join("events/alert-notifier.json")).unwrap();
+    serde_json::from_str(&text).expect("AWS's sample shape parses as an SNS event")
+}
+
+#[tokio::test]
+async fn the_notifier_posts_a_cloudwatch_alarm_to_discord_through_429_and_500() {
+    let (url, script) = scripted_discord(vec![(429, Some("0.3")), (500, None), (502, None)]).await;
+    let (notifier, _) = notifier_with_webhook(&url).await;
+    let started = Instant::now();
+    assert_eq!(notifier.handle(alarm_event()).await, Ok(1));
+    let (_, posts) = &*script.lock().unwrap();
+    assert_eq!(posts.len(), 4, "429, 500, 502, then accepted");
+    let gaps: Vec<Duration> = posts.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(300),
+        "waited as the 429 asked: {gaps:?}"
+    );
+    assert!(gaps[2] > gaps[1], "backoff grows: {gaps:?}");
+    let message = &posts[3].1;
+    println!(
+        "delivered after {:.1} s:\n{}",
+        started.elapsed().as_secs_f64(),
+        serde_json::to_string_pretty(message).unwrap()
+    );
+    let embed = &message["embeds"][0];
+    assert_eq!(embed["title"], "🔴 ALARM: fcfs-prod-issue-dlq-not-empty");
+    assert!(
+        embed["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://us-east-1.console.aws.amazon.com/cloudwatch/")
+    );
+    assert_eq!(embed["fields"][0]["name"], "What");
+    assert_eq!(message["username"], "fcfs-coupons alerts");
+    assert_eq!(posts[0].1, *message, "every attempt posts the same message");
+}
+
+#[tokio::test]
+async fn the_notifier_fails_loudly_when_the_webhook_never_accepts() {
+    let (url, script) = scripted_discord(vec![(500, None); 10]).await;
+    let (notifier, _) = notifier_with_webhook(&url).await;
+    let err = notifier.handle(alarm_event()).await.expect_err("the invocation fails");
+    assert!(
+        err.to_string()
+            .contains("1 of 1 alert(s) not delivered to Discord after 5 attempt(s): the webhook answered 500"),
+        "{err}"
+    );
+    assert_eq!(script.lock().unwrap().1.len(), 5);
+
+    // A secret that holds no URL: one clear failure naming the fix, and no post.
+    let (notifier, name) = notifier_with_webhook("not a url").await;
+    let err = notifier.handle(alarm_event()).await.expect_err("the invocation fails");
+    assert!(
+        err.to_string()
+            .contains(&format!("secret {name} does not hold a webhook URL")),
+        "{err}"
+    );
 }

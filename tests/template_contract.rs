@@ -137,6 +137,12 @@ const PERMISSIONS: &[(&str, &str, &str, Option<&str>)] = &[
         "!Ref DatabaseSecretKmsKeyArn",
         Some("DatabaseSecretUsesCustomerKey"),
     ),
+    (
+        "AlertNotifierFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref AlertWebhookSecret",
+        None,
+    ),
 ];
 
 fn not_read_reason(function: &str, name: &str) -> Option<&'static str> {
@@ -257,6 +263,76 @@ fn each_function_has_exactly_the_permissions_of_the_table() {
     for missing in expected.difference(&actual) {
         problems.push(format!("in the table but not granted: {missing:?}"));
     }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// observability/alerts.yml (Prometheus, locally) and template.yaml's CloudWatch alarms are the
+/// same rules: each rule names its alarms and its threshold, and the number its expression compares
+/// with, each alarm's `Threshold`, and that label are equal. Every alarm is some rule's, and
+/// publishes to the alert topic.
+#[test]
+fn alert_rules_and_cloudwatch_alarms_have_the_same_thresholds() {
+    let text = std::fs::read_to_string(repo_root().join("observability/alerts.yml")).unwrap();
+    let rules: Value = serde_yaml::from_str(&text).unwrap();
+    let raw = raw_template();
+    let mut problems = Vec::new();
+    let mut claimed = BTreeSet::new();
+    for rule in rules["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().expect("rules").iter())
+    {
+        let name = rule["alert"].as_str().expect("an alert name");
+        let threshold: f64 = rule["labels"]["threshold"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: a numeric threshold label"));
+        let compared = rule["expr"]
+            .as_str()
+            .and_then(|e| e.trim().rsplit_once("> "))
+            .and_then(|(_, n)| n.trim().parse::<f64>().ok());
+        if compared != Some(threshold) {
+            problems.push(format!(
+                "{name}: the expression compares with {compared:?}, the label says {threshold}"
+            ));
+        }
+        for alarm in rule["labels"]["alarm"].as_str().unwrap_or_default().split_whitespace() {
+            claimed.insert(alarm.to_owned());
+            let resource = &raw["Resources"][alarm];
+            if resource["Type"].as_str() != Some("AWS::CloudWatch::Alarm") {
+                problems.push(format!("{name}: {alarm} is not an alarm of the template"));
+                continue;
+            }
+            let properties = &resource["Properties"];
+            if properties["Threshold"].as_f64() != Some(threshold) {
+                problems.push(format!(
+                    "{name}: {alarm}'s Threshold is {:?}, the rule's is {threshold}",
+                    properties["Threshold"]
+                ));
+            }
+            if properties["ComparisonOperator"].as_str() != Some("GreaterThanThreshold") {
+                problems.push(format!("{name}: {alarm} must compare as the rule does (>)"));
+            }
+        }
+    }
+    for (id, resource) in raw["Resources"].as_mapping().expect("Resources") {
+        if resource["Type"].as_str() != Some("AWS::CloudWatch::Alarm") {
+            continue;
+        }
+        let id = id.as_str().unwrap_or_default();
+        if !claimed.contains(id) {
+            problems.push(format!("{id}: no rule of observability/alerts.yml names it"));
+        }
+        let actions: Vec<String> = resource["Properties"]["AlarmActions"]
+            .as_sequence()
+            .map(|a| a.iter().map(render).collect())
+            .unwrap_or_default();
+        if actions != ["!Ref AlertTopic"] {
+            problems.push(format!("{id}: AlarmActions {actions:?}, expected the alert topic"));
+        }
+    }
+    assert!(claimed.len() >= 7, "every rule names its alarm: {claimed:?}");
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 

@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
+use alert_notifier::AlertNotifierFunction;
 use async_trait::async_trait;
 use authorizer::KeyAuthorizer;
 use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse};
+use aws_lambda_events::sns::SnsEvent;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use campaign_api::CampaignApi;
 use coupon_api::CouponApi;
 use coupon_expiry::CouponExpiry;
+use fcfs_shared::alerts::ports::ChatWebhook;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::coupons::ports::CouponRecords;
 use fcfs_shared::issuance::ports::{CampaignCatalog, CouponBook, IssueLedger, ReservationQueue};
@@ -40,6 +43,13 @@ pub trait ScheduledFunction: Send + Sync {
     async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String>;
 }
 
+/// A function subscribed to an SNS topic. The runner delivers no SNS messages (locally,
+/// Alertmanager posts alerts itself); tests and `--invoke` call it directly.
+#[async_trait]
+pub trait SnsFunction: Send + Sync {
+    async fn invoke(&self, event: SnsEvent) -> Result<(), String>;
+}
+
 /// A REQUEST authorizer. An error whose message is `Unauthorized` is API Gateway's 401.
 #[async_trait]
 pub trait AuthorizerFunction: Send + Sync {
@@ -55,6 +65,7 @@ pub enum LocalFunction {
     Sqs(Arc<dyn SqsFunction>),
     Authorizer(Arc<dyn AuthorizerFunction>),
     Scheduled(Arc<dyn ScheduledFunction>),
+    Sns(Arc<dyn SnsFunction>),
 }
 
 impl LocalFunction {
@@ -64,6 +75,7 @@ impl LocalFunction {
             Self::Sqs(_) => "sqs",
             Self::Authorizer(_) => "authorizer",
             Self::Scheduled(_) => "scheduled",
+            Self::Sns(_) => "sns",
         }
     }
 }
@@ -87,6 +99,7 @@ pub const BINARIES: &[&str] = &[
     "coupon-expiry",
     "points-api",
     "points-expiry",
+    "alert-notifier",
 ];
 
 pub async fn build(
@@ -104,6 +117,7 @@ pub async fn build(
         "coupon-expiry" => LocalFunction::Scheduled(Arc::new(CouponExpiry::from_settings(settings, sdk)?)),
         "points-api" => LocalFunction::Http(Arc::new(PointsApi::from_settings(settings, sdk)?)),
         "points-expiry" => LocalFunction::Scheduled(Arc::new(PointsExpiry::from_settings(settings, sdk)?)),
+        "alert-notifier" => LocalFunction::Sns(Arc::new(AlertNotifierFunction::from_settings(settings, sdk)?)),
         other => return Err(BuildError::UnknownBinary(other.to_owned())),
     })
 }
@@ -176,5 +190,12 @@ impl<L: IssueLedger, Q: ReservationQueue> ScheduledFunction for IssueRecovery<L,
     async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String> {
         let summary = self.handle(event).await.map_err(|e| e.to_string())?;
         serde_json::to_value(summary).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl<W: ChatWebhook> SnsFunction for AlertNotifierFunction<W> {
+    async fn invoke(&self, event: SnsEvent) -> Result<(), String> {
+        self.handle(event).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }

@@ -24,7 +24,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use fcfs_shared::config::{ConfigError, Settings, StartupError};
 use fcfs_template::{ApiSpec, Placement, Template, TemplateError};
 
-pub use functions::{AuthorizerFunction, HttpFunction, LocalFunction, ScheduledFunction, SqsFunction};
+pub use functions::{AuthorizerFunction, HttpFunction, LocalFunction, ScheduledFunction, SnsFunction, SqsFunction};
 pub use gateway::method_arn;
 
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +309,21 @@ impl LocalApp {
                     path: route.path.clone(),
                     function: spec.logical_id.clone(),
                 });
+            }
+            if !spec.sns_topics.is_empty() {
+                if function.kind() != "sns" {
+                    return Err(RunnerError::Unsupported(format!(
+                        "SNS {}: function {} is {:?}, an sns function is needed",
+                        spec.sns_topics.join(", "),
+                        spec.logical_id,
+                        function.kind()
+                    )));
+                }
+                tracing::info!(
+                    function = spec.logical_id,
+                    topics = ?spec.sns_topics,
+                    "SNS is not emulated: locally Alertmanager posts the alerts (observability/alertmanager.yml)"
+                );
             }
             environments.insert(spec.logical_id.clone(), env);
             functions.insert(spec.logical_id.clone(), function);

@@ -1,5 +1,6 @@
 //! The fcfs-coupons domain, by bounded context, and the adapters that connect it to AWS.
 //!
+//! - `alerts`: alarms turned into Discord messages (the `alert-notifier` function).
 //! - `kernel`: what every context speaks in (a user id, a field that failed validation, a
 //!   backing service that is unavailable, the clock).
 //! - One folder per context (`issuance`, `keys`; `coupons`, `points` and `grading` join them):
@@ -11,6 +12,7 @@
 //! - `testkit` (feature `testkit`, tests only): in-memory fakes of the ports and a manual clock.
 
 pub mod adapters;
+pub mod alerts;
 pub mod config;
 pub mod coupons;
 pub mod http;

@@ -38,6 +38,7 @@ pub fn describe() {
             "fcfs_recovery_places_total",
             "pending places recovery handled, by result",
         ),
+        ("fcfs_alert_deliveries_total", "alerts posted to Discord, by result"),
     ] {
         describe_counter!(name, Unit::Count, help);
     }

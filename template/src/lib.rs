@@ -104,6 +104,8 @@ pub struct FunctionSpec {
     pub routes: Vec<ApiRoute>,
     pub sqs_sources: Vec<SqsSource>,
     pub schedules: Vec<ScheduleSpec>,
+    /// Logical ids of the SNS topics it subscribes to (`SNS` events).
+    pub sns_topics: Vec<String>,
 }
 
 /// A `Schedule` (EventBridge rule) or `ScheduleV2` (EventBridge Scheduler) event of a function.
@@ -637,6 +639,7 @@ impl Template {
             let mut routes = Vec::new();
             let mut sqs_sources = Vec::new();
             let mut schedules = Vec::new();
+            let mut sns_topics = Vec::new();
             for (event_name, event) in self
                 .property(&id, "Events")
                 .and_then(Value::as_mapping)
@@ -667,6 +670,11 @@ impl Template {
                         maximum_concurrency: self
                             .resolve_int(prop("ScalingConfig").and_then(|s| s.get("MaximumConcurrency")))?,
                     }),
+                    Some("SNS") => sns_topics.push(
+                        prop("Topic")
+                            .and_then(Self::referenced_id)
+                            .ok_or_else(|| TemplateError::Invalid(format!("{id}: SNS event without a topic")))?,
+                    ),
                     Some(kind @ ("Schedule" | "ScheduleV2")) => {
                         let name =
                             scalar(event_name).ok_or_else(|| TemplateError::Invalid(format!("{id}: event name")))?;
@@ -687,6 +695,7 @@ impl Template {
                 routes,
                 sqs_sources,
                 schedules,
+                sns_topics,
             });
         }
         Ok(functions)

@@ -1,5 +1,6 @@
 //! The contexts' ports implemented, grouped by technology.
 
+pub mod discord;
 pub mod dynamodb;
 pub mod mysql;
 pub mod redis;
