@@ -161,15 +161,21 @@ async fn metrics_after_a_flash_sale_report_exactly_its_decisions() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Every queue of the template, and its DLQ, has its depth reported.
+    // Every queue of the template, and its DLQ, has its depth and its oldest message's age reported
+    // (the issue queue's by its poller, the DLQs' by a peek).
     let queues: Vec<String> = template().queues().unwrap().into_iter().map(|q| q.name).collect();
     assert!(queues.len() >= 2, "the issue queue and its DLQ: {queues:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let page = scrape(&api).await;
+        let ages = series(&page, "fcfs_queue_oldest_message_age_seconds");
         let reported: Vec<String> = queues
             .iter()
             .filter(|q| counts(&page, "fcfs_queue_messages", "state", &[("queue", q.as_str())]).contains_key("visible"))
+            .filter(|q| {
+                ages.iter()
+                    .any(|(labels, age)| labels.get("queue") == Some(*q) && *age >= 0.0)
+            })
             .cloned()
             .collect();
         if reported == queues {
@@ -177,7 +183,7 @@ async fn metrics_after_a_flash_sale_report_exactly_its_decisions() {
         }
         assert!(
             Instant::now() < deadline,
-            "queue depths of {queues:?} not all reported within 30 s; reported: {reported:?}"
+            "queue depths and ages of {queues:?} not all reported within 30 s; reported: {reported:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
