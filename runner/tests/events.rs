@@ -6,7 +6,13 @@ use std::path::PathBuf;
 use authorizer::{CacheSettings, KeyAuthorizer, api_wide_resource};
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use aws_lambda_events::iam::IamPolicyEffect;
+use alert_notifier::AlertNotifierFunction;
+use aws_lambda_events::sns::SnsEvent;
 use aws_lambda_events::sqs::SqsEvent;
+use fcfs_shared::alerts::domain::DiscordMessage;
+use fcfs_shared::alerts::error::DeliveryFailure;
+use fcfs_shared::alerts::ports::ChatWebhook;
+use fcfs_shared::alerts::service::{AlertNotifier, RetryPolicy};
 use campaign_api::CampaignApi;
 use coupon_api::CouponApi;
 use coupon_expiry::CouponExpiry;
@@ -50,6 +56,7 @@ fn every_sample_event_is_checked_here() {
     assert_eq!(
         files,
         [
+            "alert-notifier.json",
             "authorizer.json",
             "campaign-api-create.json",
             "campaign-api-get.json",
@@ -63,6 +70,28 @@ fn every_sample_event_is_checked_here() {
             "points-expiry.json"
         ]
     );
+}
+
+/// Records what would be posted to Discord.
+#[derive(Default)]
+struct RecordingWebhook(std::sync::Mutex<Vec<DiscordMessage>>);
+
+#[async_trait::async_trait]
+impl ChatWebhook for &RecordingWebhook {
+    async fn post(&self, message: &DiscordMessage) -> Result<(), DeliveryFailure> {
+        self.0.lock().unwrap().push(message.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn alert_notifier_event() {
+    let e: SnsEvent = serde_json::from_str(&event("alert-notifier.json")).unwrap();
+    let webhook = RecordingWebhook::default();
+    let notifier = AlertNotifierFunction::new(AlertNotifier::new(&webhook, RetryPolicy::default()));
+    assert_eq!(notifier.handle(e).await, Ok(1));
+    let posted = webhook.0.lock().unwrap();
+    assert_eq!(posted[0].embeds[0].title, "🔴 ALARM: fcfs-prod-issue-dlq-not-empty");
 }
 
 #[tokio::test]
