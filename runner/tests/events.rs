@@ -3,19 +3,19 @@
 
 use std::path::PathBuf;
 
+use alert_notifier::AlertNotifierFunction;
 use authorizer::{CacheSettings, KeyAuthorizer, api_wide_resource};
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use aws_lambda_events::iam::IamPolicyEffect;
-use alert_notifier::AlertNotifierFunction;
 use aws_lambda_events::sns::SnsEvent;
 use aws_lambda_events::sqs::SqsEvent;
+use campaign_api::CampaignApi;
+use coupon_api::CouponApi;
+use coupon_expiry::CouponExpiry;
 use fcfs_shared::alerts::domain::DiscordMessage;
 use fcfs_shared::alerts::error::DeliveryFailure;
 use fcfs_shared::alerts::ports::ChatWebhook;
 use fcfs_shared::alerts::service::{AlertNotifier, RetryPolicy};
-use campaign_api::CampaignApi;
-use coupon_api::CouponApi;
-use coupon_expiry::CouponExpiry;
 use fcfs_shared::coupons::CouponService;
 use fcfs_shared::points::PointsService;
 use fcfs_shared::points::domain::{EarnPoints, IdempotencyKey};
