@@ -193,6 +193,29 @@ checks.positive_data_acceptance.expected-statuses = [200]
 [[operations]]
 include-operation-id = "getPointsHistory"
 checks.positive_data_acceptance.expected-statuses = [200, 400]
+
+# Grading: generated orders may reuse an id with other content (409); generated tiers may repeat
+# a grade or an amount, which JSON Schema cannot forbid (400), or name no campaign of the
+# partner's (422); a run before any policy is 409, a grade before any finished run 404.
+[[operations]]
+include-operation-id = "recordOrders"
+checks.positive_data_acceptance.expected-statuses = [200, 409]
+
+[[operations]]
+include-operation-id = "putGradingPolicy"
+checks.positive_data_acceptance.expected-statuses = [200, 400, 422]
+
+[[operations]]
+include-operation-id = "startGradingRun"
+checks.positive_data_acceptance.expected-statuses = [202, 409]
+
+[[operations]]
+include-operation-id = "getGradingRun"
+checks.positive_data_acceptance.expected-statuses = [200, 404]
+
+[[operations]]
+include-operation-id = "getUserGrade"
+checks.positive_data_acceptance.expected-statuses = [200, 404]
 TOML
 
 st_cmd=(

@@ -1,6 +1,7 @@
 //! `fcfs-admin`: the operator's command line. Works against a local stack and real AWS alike:
 //! endpoints come from `AWS_ENDPOINT_URL` and `DATABASE_URL`.
 
+mod grading;
 mod keys;
 mod ledger;
 mod points;
@@ -96,6 +97,20 @@ enum Command {
         #[command(subcommand)]
         command: points::PointsCommand,
     },
+    /// Partners' orders: generate a realistic month of them (load tests, the bench).
+    Orders {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+        database_url: Option<String>,
+        #[command(subcommand)]
+        command: grading::OrdersCommand,
+    },
+    /// Monthly grading: start a month's run and follow it.
+    Grading {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+        database_url: Option<String>,
+        #[command(subcommand)]
+        command: grading::GradingCommand,
+    },
     /// Create the queues and tables template.yaml declares, on the endpoint AWS_ENDPOINT_URL names
     /// (meant for local emulators; on AWS, `sam deploy` creates them). Idempotent. Prints the
     /// resource variables functions read (KEY=value), for .local/env.
@@ -176,6 +191,22 @@ async fn main() -> Result<()> {
                 );
             };
             points::run(&database_url, command).await?;
+        }
+        Command::Orders { database_url, command } => {
+            let Some(database_url) = database_url else {
+                bail!(
+                    "the database is not set: pass --database-url or set DATABASE_URL (in .local/env after `make up`)"
+                );
+            };
+            grading::orders(&database_url, command).await?;
+        }
+        Command::Grading { database_url, command } => {
+            let Some(database_url) = database_url else {
+                bail!(
+                    "the database is not set: pass --database-url or set DATABASE_URL (in .local/env after `make up`)"
+                );
+            };
+            grading::grading(&database_url, command).await?;
         }
         Command::Provision { template, params } => {
             let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {

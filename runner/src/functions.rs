@@ -15,9 +15,13 @@ use coupon_expiry::CouponExpiry;
 use fcfs_shared::alerts::ports::ChatWebhook;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::coupons::ports::CouponRecords;
+use fcfs_shared::grading::ports::{GradingRecords, PartitionQueue};
 use fcfs_shared::issuance::ports::{CampaignCatalog, CouponBook, IssueLedger, ReservationQueue};
 use fcfs_shared::keys::ports::ApiKeyStore;
 use fcfs_shared::points::ports::PointRecords;
+use grading_api::GradingApi;
+use grading_scheduler::GradingScheduler;
+use grading_worker::GradingWorker;
 use issue_api::IssueApi;
 use issue_recovery::IssueRecovery;
 use issue_writer::IssueWriter;
@@ -100,6 +104,9 @@ pub const BINARIES: &[&str] = &[
     "points-api",
     "points-expiry",
     "alert-notifier",
+    "grading-api",
+    "grading-worker",
+    "grading-scheduler",
 ];
 
 pub async fn build(
@@ -117,6 +124,9 @@ pub async fn build(
         "coupon-expiry" => LocalFunction::Scheduled(Arc::new(CouponExpiry::from_settings(settings, sdk)?)),
         "points-api" => LocalFunction::Http(Arc::new(PointsApi::from_settings(settings, sdk)?)),
         "points-expiry" => LocalFunction::Scheduled(Arc::new(PointsExpiry::from_settings(settings, sdk)?)),
+        "grading-api" => LocalFunction::Http(Arc::new(GradingApi::from_settings(settings, sdk)?)),
+        "grading-worker" => LocalFunction::Sqs(Arc::new(GradingWorker::from_settings(settings, sdk)?)),
+        "grading-scheduler" => LocalFunction::Scheduled(Arc::new(GradingScheduler::from_settings(settings, sdk)?)),
         "alert-notifier" => LocalFunction::Sns(Arc::new(AlertNotifierFunction::from_settings(settings, sdk)?)),
         other => return Err(BuildError::UnknownBinary(other.to_owned())),
     })
@@ -197,5 +207,27 @@ impl<L: IssueLedger, Q: ReservationQueue> ScheduledFunction for IssueRecovery<L,
 impl<W: ChatWebhook> SnsFunction for AlertNotifierFunction<W> {
     async fn invoke(&self, event: SnsEvent) -> Result<(), String> {
         self.handle(event).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl<R: GradingRecords, Q: PartitionQueue> HttpFunction for GradingApi<R, Q> {
+    async fn invoke(&self, request: Request) -> Response<Body> {
+        self.handle(request).await
+    }
+}
+
+#[async_trait]
+impl<R: GradingRecords, Q: PartitionQueue> SqsFunction for GradingWorker<R, Q> {
+    async fn invoke(&self, event: SqsEvent) -> Result<SqsBatchResponse, String> {
+        Ok(self.handle(event).await)
+    }
+}
+
+#[async_trait]
+impl<R: GradingRecords, Q: PartitionQueue> ScheduledFunction for GradingScheduler<R, Q> {
+    async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String> {
+        let started = self.handle(event).await.map_err(|e| e.to_string())?;
+        serde_json::to_value(started).map_err(|e| e.to_string())
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::coupons::CouponError;
+use crate::grading::GradingError;
 use crate::issuance::IssuanceError;
 use crate::kernel::{InvalidField, Unavailable};
 use crate::points::PointsError;
@@ -40,6 +41,8 @@ pub enum ApiError {
     Coupons(#[from] CouponError),
     #[error(transparent)]
     Points(#[from] PointsError),
+    #[error(transparent)]
+    Grading(#[from] GradingError),
 }
 
 /// How a failure shows on the wire.
@@ -80,6 +83,7 @@ impl ApiError {
     /// The one mapping to HTTP.
     fn problem(&self) -> Problem {
         use CouponError as C;
+        use GradingError as G;
         use IssuanceError as I;
         use PointsError as P;
         match self {
@@ -113,6 +117,17 @@ impl ApiError {
             }
             Self::Points(P::InProgress) => Problem::new(StatusCode::CONFLICT, "IN_PROGRESS"),
             Self::Points(P::Unavailable(e)) => Problem::unavailable(e.to_string()),
+            Self::Grading(G::Invalid(f)) => Problem::invalid(f.field),
+            Self::Grading(G::InvalidOrder(o)) => Problem::invalid(format!("orders[{}].{}", o.index, o.field)),
+            Self::Grading(G::TooManyOrders(_)) => Problem::invalid("orders"),
+            Self::Grading(G::OrderConflict(_)) => Problem::new(StatusCode::CONFLICT, "ORDER_CONFLICT"),
+            Self::Grading(G::UnknownCampaign { .. }) => Problem {
+                field: Some("tiers.couponCampaignId".into()),
+                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_CAMPAIGN")
+            },
+            Self::Grading(G::NoPolicy) => Problem::new(StatusCode::CONFLICT, "NO_POLICY"),
+            Self::Grading(G::RunNotFound | G::NoFinishedRun) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::Grading(G::Unavailable(e)) => Problem::unavailable(e.to_string()),
         }
     }
 

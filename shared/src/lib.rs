@@ -15,6 +15,7 @@ pub mod adapters;
 pub mod alerts;
 pub mod config;
 pub mod coupons;
+pub mod grading;
 pub mod http;
 pub mod issuance;
 pub mod kernel;

@@ -20,6 +20,7 @@ use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK
 use crate::kernel::{Unavailable, UserId};
 
 mod coupons;
+mod grading;
 mod points;
 
 pub use points::{PointsAudit, WalletMismatch, lock_retries};

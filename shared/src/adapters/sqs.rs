@@ -227,3 +227,60 @@ impl ReservationQueue for SqsReservationQueue {
             .map_err(|_| SendError::Unknown(Unavailable::new("sqs", "the batching task dropped the message")))?
     }
 }
+
+/// The grading queue: one message per partition of a run, sent ten per `SendMessageBatch`, every
+/// batch at once, each call within `timeout`. Any entry not sent fails the whole call: the run
+/// stays undispatched and the next request for its month sends again (workers skip done steps).
+#[derive(Clone)]
+pub struct SqsPartitionQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    timeout: Duration,
+}
+
+impl SqsPartitionQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+            timeout: DEFAULT_SEND_TIMEOUT,
+        }
+    }
+}
+
+#[async_trait]
+impl crate::grading::ports::PartitionQueue for SqsPartitionQueue {
+    async fn send_partitions(&self, tasks: &[crate::grading::domain::PartitionTask]) -> Result<(), Unavailable> {
+        let calls = tasks.chunks(MAX_BATCH).map(|group| async move {
+            let entries = group
+                .iter()
+                .enumerate()
+                .map(|(i, task)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(serde_json::to_string(task).unwrap_or_default())
+                        .build()
+                        .map_err(|e| Unavailable::new("sqs", e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let call = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send();
+            let output = tokio::time::timeout(self.timeout, call)
+                .await
+                .map_err(|_| Unavailable::new("sqs", format!("no answer within {:?}", self.timeout)))?
+                .map_err(|e| Unavailable::new("sqs", DisplayErrorContext(e)))?;
+            match output.failed.first() {
+                Some(failed) => Err(Unavailable::new(
+                    "sqs",
+                    format!("{}: {}", failed.code, failed.message.clone().unwrap_or_default()),
+                )),
+                None => Ok(()),
+            }
+        });
+        futures_util::future::join_all(calls).await.into_iter().collect()
+    }
+}

@@ -35,9 +35,9 @@ use crate::points::ports::{Applied, PointRecords};
 
 /// Attempts of one write when InnoDB picks it as a deadlock victim or a row lock wait times out.
 const MAX_ATTEMPTS: u32 = 3;
-const ER_DUP_ENTRY: u16 = 1062;
-const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
-const ER_LOCK_DEADLOCK: u16 = 1213;
+pub(super) const ER_DUP_ENTRY: u16 = 1062;
+pub(super) const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+pub(super) const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// Writes retried after a deadlock or lock-wait timeout, process-wide (the tests expect 0).
 static LOCK_RETRIES: AtomicU64 = AtomicU64::new(0);
@@ -46,7 +46,7 @@ pub fn lock_retries() -> u64 {
     LOCK_RETRIES.load(Ordering::Relaxed)
 }
 
-fn error_number(e: &sqlx::Error) -> Option<u16> {
+pub(super) fn error_number(e: &sqlx::Error) -> Option<u16> {
     e.as_database_error()?
         .try_downcast_ref::<MySqlDatabaseError>()
         .map(MySqlDatabaseError::number)

@@ -1,0 +1,455 @@
+//! The grading rules, pure: months, orders, the user partition, tiers and runs.
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::{InvalidField, UserId};
+
+/// Buckets a user id hashes into; a run's partitions are ranges of them, so any partition count
+/// up to this works and a partition is an index range (`orders.user_bucket`).
+pub const BUCKETS: u32 = 1024;
+pub const DEFAULT_PARTITIONS: u32 = 64;
+pub const MAX_ORDERS_PER_CALL: usize = 1000;
+pub const MAX_TIERS: usize = 20;
+
+/// The bucket of a user: FNV-1a of the id's bytes, modulo [`BUCKETS`]. Stable across processes,
+/// machines and versions (it is stored with every order), unlike std's hasher.
+pub fn user_bucket(user: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in user.as_bytes() {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % BUCKETS
+}
+
+/// The buckets `[first, last]` of partition `index` of `count`.
+pub fn partition_buckets(index: u32, count: u32) -> (u32, u32) {
+    let first = index * BUCKETS / count;
+    let next = (index + 1) * BUCKETS / count;
+    (first, next - 1)
+}
+
+/// A calendar month, `2026-10` on the wire, `202610` in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Month {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl Month {
+    pub fn parse(text: &str) -> Result<Self, InvalidField> {
+        let bad = || InvalidField::new("month", "expected YYYY-MM (e.g. 2026-10)");
+        let (y, m) = text.split_once('-').ok_or_else(bad)?;
+        if y.len() != 4 || m.len() != 2 {
+            return Err(bad());
+        }
+        let year: i32 = y.parse().map_err(|_| bad())?;
+        let month: u32 = m.parse().map_err(|_| bad())?;
+        if !(2000..=9998).contains(&year) || !(1..=12).contains(&month) {
+            return Err(bad());
+        }
+        Ok(Self { year, month })
+    }
+
+    pub fn of(at: DateTime<Utc>) -> Self {
+        Self {
+            year: at.year(),
+            month: at.month(),
+        }
+    }
+
+    pub fn from_number(n: i32) -> Self {
+        Self {
+            year: n / 100,
+            month: (n % 100) as u32,
+        }
+    }
+
+    pub fn number(self) -> i32 {
+        self.year * 100 + self.month as i32
+    }
+
+    pub fn previous(self) -> Self {
+        if self.month == 1 {
+            Self {
+                year: self.year - 1,
+                month: 12,
+            }
+        } else {
+            Self {
+                year: self.year,
+                month: self.month - 1,
+            }
+        }
+    }
+
+    pub fn next(self) -> Self {
+        if self.month == 12 {
+            Self {
+                year: self.year + 1,
+                month: 1,
+            }
+        } else {
+            Self {
+                year: self.year,
+                month: self.month + 1,
+            }
+        }
+    }
+
+    /// The first instant of the month (UTC).
+    pub fn start(self) -> DateTime<Utc> {
+        let day = NaiveDate::from_ymd_opt(self.year, self.month, 1).expect("a valid month");
+        Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"))
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+impl Serialize for Month {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OrderStatus {
+    Paid,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "PAID",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+/// An order as a partner sends it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderInput {
+    pub order_id: String,
+    pub user_id: String,
+    pub amount: u64,
+    pub status: OrderStatus,
+    pub ordered_at: DateTime<Utc>,
+}
+
+/// The most an order may be worth: far above any real order, and sums of a month stay exact.
+pub const MAX_ORDER_AMOUNT: u64 = 1_000_000_000_000;
+
+/// A valid order of a partner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub order_id: String,
+    pub user_id: UserId,
+    pub amount: u64,
+    pub status: OrderStatus,
+    /// Milliseconds, as MySQL keeps them, so a resent order compares equal.
+    pub ordered_at: DateTime<Utc>,
+}
+
+impl Order {
+    pub fn bucket(&self) -> u32 {
+        user_bucket(self.user_id.as_str())
+    }
+
+    pub fn month(&self) -> Month {
+        Month::of(self.ordered_at)
+    }
+}
+
+/// Why one order of a call is refused: its index in the call and the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidOrder {
+    pub index: usize,
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl OrderInput {
+    pub fn validate(self, index: usize) -> Result<Order, InvalidOrder> {
+        let bad = |field: &'static str, reason: &str| InvalidOrder {
+            index,
+            field,
+            reason: reason.to_owned(),
+        };
+        let id_ok = !self.order_id.is_empty()
+            && self.order_id.len() <= 64
+            && self.order_id.bytes().all(|b| b.is_ascii_graphic());
+        if !id_ok {
+            return Err(bad("orderId", "1-64 visible ASCII characters"));
+        }
+        let user_id = UserId::parse(&self.user_id).map_err(|e| bad("userId", &e.reason))?;
+        if self.amount > MAX_ORDER_AMOUNT {
+            return Err(bad("amount", "at most 1,000,000,000,000"));
+        }
+        let year = self.ordered_at.year();
+        if !(2000..=9998).contains(&year) {
+            return Err(bad("orderedAt", "a time between the years 2000 and 9998"));
+        }
+        let millis = self.ordered_at.timestamp_millis();
+        let ordered_at = DateTime::from_timestamp_millis(millis).ok_or_else(|| bad("orderedAt", "out of range"))?;
+        Ok(Order {
+            order_id: self.order_id,
+            user_id,
+            amount: self.amount,
+            status: self.status,
+            ordered_at,
+        })
+    }
+}
+
+/// One grade of a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tier {
+    pub grade: String,
+    pub min_amount: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon_campaign_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<u64>,
+}
+
+/// A partner's tiers, highest `minAmount` first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub tiers: Vec<Tier>,
+}
+
+/// Most points one grade may grant (as one earn may).
+pub const MAX_GRADE_POINTS: u64 = 1_000_000_000;
+
+impl Policy {
+    /// Checked and ordered highest tier first.
+    pub fn validate(mut self) -> Result<Self, InvalidField> {
+        if self.tiers.is_empty() || self.tiers.len() > MAX_TIERS {
+            return Err(InvalidField::new("tiers", "1 to 20 tiers"));
+        }
+        let mut grades = std::collections::HashSet::new();
+        let mut amounts = std::collections::HashSet::new();
+        for tier in &self.tiers {
+            let ok = !tier.grade.is_empty()
+                && tier.grade.len() <= 32
+                && tier
+                    .grade
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err(InvalidField::new(
+                    "tiers.grade",
+                    "1-32 characters: letters, digits, _ and -",
+                ));
+            }
+            if !grades.insert(tier.grade.clone()) {
+                return Err(InvalidField::new("tiers.grade", "each grade once"));
+            }
+            if !amounts.insert(tier.min_amount) {
+                return Err(InvalidField::new("tiers.minAmount", "each minAmount once"));
+            }
+            if tier.min_amount > MAX_ORDER_AMOUNT * 1000 {
+                return Err(InvalidField::new("tiers.minAmount", "too large"));
+            }
+            if tier.coupon_campaign_id == Some(0) {
+                return Err(InvalidField::new(
+                    "tiers.couponCampaignId",
+                    "a campaign id is at least 1",
+                ));
+            }
+            if matches!(tier.points, Some(p) if p == 0 || p > MAX_GRADE_POINTS) {
+                return Err(InvalidField::new("tiers.points", "1 to 1,000,000,000"));
+            }
+        }
+        self.tiers.sort_by_key(|t| std::cmp::Reverse(t.min_amount));
+        Ok(self)
+    }
+
+    /// The tier a paid total earns: the highest whose `minAmount` it reaches.
+    pub fn tier_for(&self, paid: u64) -> Option<&Tier> {
+        self.tiers.iter().find(|t| paid >= t.min_amount)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RunStatus {
+    Running,
+    Done,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Done => "DONE",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "DONE" => Self::Done,
+            "FAILED" => Self::Failed,
+            _ => Self::Running,
+        }
+    }
+}
+
+pub type RunId = u64;
+
+/// A run as `GET /v1/grading/runs/{runId}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub run_id: RunId,
+    pub month: Month,
+    pub status: RunStatus,
+    pub partitions_done: u32,
+    pub partitions_total: u32,
+    pub users_graded: u64,
+    pub rewards_granted: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    #[serde(skip)]
+    pub partner_id: String,
+    /// Whether the partitions' messages were all sent (a run whose planner died before is
+    /// dispatched again by the next request for its month).
+    #[serde(skip)]
+    pub dispatched: bool,
+}
+
+/// One partition's message on the grading queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionTask {
+    pub run_id: RunId,
+    pub partition: u32,
+}
+
+/// What grading one partition did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionSummary {
+    /// The step was done already (a redelivered message).
+    pub skipped: bool,
+    pub users_graded: u64,
+    pub rewards_granted: u64,
+    pub chunks: u32,
+    /// Coupons a tier's campaign had no quantity left for.
+    pub coupons_refused: u64,
+}
+
+/// A user's grade for a month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserGrade {
+    pub user_id: String,
+    pub month: Month,
+    pub grade: Option<String>,
+    pub paid_amount: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_every_bucket_once_for_any_count() {
+        for count in [1, 2, 3, 7, 64, 100, 1024] {
+            let mut next = 0;
+            for p in 0..count {
+                let (first, last) = partition_buckets(p, count);
+                assert_eq!(first, next, "count {count} partition {p}");
+                assert!(last >= first);
+                next = last + 1;
+            }
+            assert_eq!(next, BUCKETS);
+        }
+    }
+
+    #[test]
+    fn the_bucket_is_stable_and_spreads_users() {
+        // Fixed values: the bucket is stored with every order and must never change.
+        assert_eq!(user_bucket(""), 0x811c_9dc5 % BUCKETS);
+        assert_eq!(user_bucket("u1"), user_bucket("u1"));
+        let mut counts = vec![0u32; 64];
+        for i in 0..64_000 {
+            let (first, _) = (user_bucket(&format!("user-{i}")), ());
+            counts[(first * 64 / BUCKETS) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (700..1300).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn months_parse_and_step() {
+        let m = Month::parse("2026-10").unwrap();
+        assert_eq!(m.number(), 202610);
+        assert_eq!(m.to_string(), "2026-10");
+        assert_eq!(Month::parse("2026-01").unwrap().previous().to_string(), "2025-12");
+        assert_eq!(Month::parse("2026-12").unwrap().next().to_string(), "2027-01");
+        assert_eq!(m.start().to_rfc3339(), "2026-10-01T00:00:00+00:00");
+        for bad in ["2026-13", "2026-1", "26-10", "2026/10", "", "2026-00"] {
+            assert!(Month::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_policy_grades_from_the_highest_tier_and_refuses_ambiguity() {
+        let tier = |g: &str, min| Tier {
+            grade: g.into(),
+            min_amount: min,
+            coupon_campaign_id: None,
+            points: None,
+        };
+        let policy = Policy {
+            tiers: vec![tier("SILVER", 100), tier("VIP", 1000), tier("BASIC", 0)],
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(policy.tier_for(5000).unwrap().grade, "VIP");
+        assert_eq!(policy.tier_for(1000).unwrap().grade, "VIP");
+        assert_eq!(policy.tier_for(999).unwrap().grade, "SILVER");
+        assert_eq!(policy.tier_for(0).unwrap().grade, "BASIC");
+        let dup = Policy {
+            tiers: vec![tier("A", 1), tier("B", 1)],
+        };
+        assert_eq!(dup.validate().unwrap_err().field, "tiers.minAmount");
+        assert!(Policy { tiers: vec![] }.validate().is_err());
+        let no_basic = Policy {
+            tiers: vec![tier("VIP", 1000)],
+        }
+        .validate()
+        .unwrap();
+        assert!(no_basic.tier_for(10).is_none());
+    }
+
+    #[test]
+    fn orders_are_checked_field_by_field() {
+        let input = |id: &str, user: &str| OrderInput {
+            order_id: id.into(),
+            user_id: user.into(),
+            amount: 10,
+            status: OrderStatus::Paid,
+            ordered_at: "2026-10-05T10:00:00.123456Z".parse().unwrap(),
+        };
+        let order = input("o-1", "u1").validate(0).unwrap();
+        assert_eq!(order.ordered_at.to_rfc3339(), "2026-10-05T10:00:00.123+00:00");
+        assert_eq!(order.month().to_string(), "2026-10");
+        assert_eq!(input("", "u1").validate(3).unwrap_err().field, "orderId");
+        assert_eq!(input("o 1", "u1").validate(3).unwrap_err().index, 3);
+        assert_eq!(input("o1", "").validate(0).unwrap_err().field, "userId");
+    }
+}

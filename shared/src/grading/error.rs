@@ -1,0 +1,35 @@
+use crate::kernel::{InvalidField, Unavailable};
+
+use super::domain::InvalidOrder;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GradingError {
+    #[error("{0}")]
+    Invalid(#[from] InvalidField),
+    #[error("orders[{}].{}: {}", .0.index, .0.field, .0.reason)]
+    InvalidOrder(InvalidOrder),
+    /// An order id sent before with other content: orders are recorded once, never changed.
+    #[error("order {0} was recorded before with different content")]
+    OrderConflict(String),
+    #[error("a call may carry at most {0} orders")]
+    TooManyOrders(usize),
+    /// A tier names a campaign of another partner, or none.
+    #[error("tier {grade}: campaign {campaign_id} is not one of the partner's campaigns")]
+    UnknownCampaign { grade: String, campaign_id: u64 },
+    /// A run needs the partner's policy first (`PUT /v1/grading/policy`).
+    #[error("no grading policy: PUT /v1/grading/policy first")]
+    NoPolicy,
+    #[error("grading run not found")]
+    RunNotFound,
+    /// A grade asked for without a month before any run of the partner finished.
+    #[error("no grading run has finished yet: ask for a month (?month=YYYY-MM)")]
+    NoFinishedRun,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+impl GradingError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
