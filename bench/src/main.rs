@@ -3,6 +3,7 @@
 //! `docs/benchmarks.md` and the latency plot `docs/benchmarks-latency.png`.
 
 mod coupons;
+mod grading;
 mod points;
 mod report;
 mod stack;
@@ -43,7 +44,7 @@ struct Args {
     /// Markdown report to rewrite.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: std::path::PathBuf,
-    /// Only these scenarios (authorizer, mix, accepted, writer, drain, coupons, points); for working on one.
+    /// Only these scenarios (authorizer, mix, accepted, writer, drain, coupons, points, grading); for working on one.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -229,6 +230,34 @@ async fn main() -> Result<()> {
             runs.push(r);
         }
         report.points(&runs);
+    }
+
+    if want("grading") {
+        let services = Services::connect().await?;
+        let partner = format!("bench-grading-{}", uuid::Uuid::new_v4().simple());
+        let key = services.new_key(&partner).await?;
+        progress(&format!(
+            "grading: {} orders of {} users, the whole run through the API, beside a bare GROUP BY over the same rows",
+            grading::ORDERS,
+            grading::USERS
+        ));
+        let loaded = grading::load(&services, &partner).await?;
+        progress(&format!("  orders loaded in {loaded:.1} s"));
+        let mut runs = Vec::new();
+        for run in 0..args.runs {
+            let r = grading::run(&services, &partner, &key).await?;
+            progress(&format!(
+                "  run {}: {:.2} s end to end (run {} ms), bare GROUP BY {:.2} s, {} users, {} rewards",
+                run + 1,
+                r.seconds,
+                r.run_ms,
+                r.yardstick,
+                r.users,
+                r.rewards
+            ));
+            runs.push(r);
+        }
+        report.grading(&runs, loaded);
     }
 
     report.elapsed = started.elapsed();

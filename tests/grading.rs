@@ -1,0 +1,409 @@
+//! Monthly grading through the API on real MariaDB and LocalStack's SQS: a month of a million
+//! orders graded exactly (against an independent aggregate), each reward granted once, one run
+//! per month; and a runner SIGKILLed mid-run whose run still completes with nothing twice.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use fcfs_shared::adapters::mysql::MySqlStore;
+use fcfs_shared::grading::domain::Month;
+use fcfs_shared::grading::generate::OrderGenerator;
+use integration_tests::services::RunnerProcess;
+use integration_tests::{PartnerApi, api_key, mysql, queue_arn, sqs, unique};
+use serde_json::{Value, json};
+use sqlx::MySqlPool;
+
+const MONTH: &str = "2026-10";
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http
+        .request(method, url)
+        .header("X-API-KEY", key)
+        .timeout(Duration::from_secs(30));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the runner answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Loads `orders` generated orders of `users` users into the month, plus a few of the months
+/// around it (which must not count).
+async fn load_month(pool: &MySqlPool, partner: &str, users: u32, orders: usize) {
+    let store = MySqlStore::new(pool.clone()).with_timeout(Duration::from_secs(120));
+    let month = Month::parse(MONTH).unwrap();
+    let started = Instant::now();
+    let generated: Vec<_> = OrderGenerator::new(month, users, 42).take(orders).collect();
+    for part in generated.chunks(50_000) {
+        store.load_orders(partner, part).await.unwrap();
+    }
+    for (other, seed) in [(month.previous(), 7), (month.next(), 8)] {
+        let around: Vec<_> = OrderGenerator::new(other, users, seed).take(1_000).collect();
+        store.load_orders(partner, &around).await.unwrap();
+    }
+    eprintln!(
+        "{orders} orders of {users} users loaded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Every user's paid total of the month, computed from `ordered_at` alone (not from the columns
+/// grading reads).
+async fn independent_totals(pool: &MySqlPool, partner: &str) -> HashMap<String, u64> {
+    sqlx::query_as::<_, (String, u64)>(
+        "SELECT user_id, CAST(SUM(amount) AS UNSIGNED) FROM orders WHERE partner_id = ? \
+         AND ordered_at >= '2026-10-01' AND ordered_at < '2026-11-01' AND status = 'PAID' GROUP BY user_id",
+    )
+    .bind(partner)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+async fn wait_done(http: &reqwest::Client, base: &str, key: &str, run: u64, deadline: Duration) -> Value {
+    let until = Instant::now() + deadline;
+    loop {
+        let (status, body) = call(
+            http,
+            reqwest::Method::GET,
+            format!("{base}/v1/grading/runs/{run}"),
+            key,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if body["status"] == "DONE" {
+            return body;
+        }
+        assert_ne!(body["status"], "FAILED", "{body}");
+        assert!(Instant::now() < until, "run {run} not done within {deadline:?}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tier(paid: u64) -> &'static str {
+    match paid {
+        p if p >= 6_000_000 => "VIP",
+        p if p >= 3_000_000 => "GOLD",
+        p if p >= 1_000_000 => "SILVER",
+        _ => "BASIC",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
+    let api = PartnerApi::start("grading", 16).await;
+    let (base, key, partner, pool) = (&api.running.base_url, &api.key, &api.partner, &api.pool);
+    load_month(pool, partner, 30_000, 1_000_000).await;
+
+    let now = chrono::Utc::now();
+    let (status, campaign) = call(
+        &api.http,
+        reqwest::Method::POST,
+        format!("{base}/v1/campaigns"),
+        key,
+        Some(json!({
+            "name": "VIP reward", "totalQuantity": 2000,
+            "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::days(30),
+            "couponExpiresAt": now + chrono::Duration::days(60), "discount": {"type": "AMOUNT", "value": 5000}
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{campaign}");
+    let campaign = campaign["campaignId"].as_u64().unwrap();
+    let policy = json!({"tiers": [
+        {"grade": "BASIC", "minAmount": 0},
+        {"grade": "SILVER", "minAmount": 1_000_000},
+        {"grade": "GOLD", "minAmount": 3_000_000, "points": 500},
+        {"grade": "VIP", "minAmount": 6_000_000, "couponCampaignId": campaign, "points": 2000}
+    ]});
+    let (status, body) = call(
+        &api.http,
+        reqwest::Method::POST,
+        format!("{base}/v1/grading/runs"),
+        key,
+        Some(json!({"month": MONTH})),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("NO_POLICY")), "{body}");
+    let (status, body) = call(
+        &api.http,
+        reqwest::Method::PUT,
+        format!("{base}/v1/grading/policy"),
+        key,
+        Some(policy),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tiers"][0]["grade"], "VIP", "highest tier first: {body}");
+
+    let started = Instant::now();
+    let (status, first) = call(
+        &api.http,
+        reqwest::Method::POST,
+        format!("{base}/v1/grading/runs"),
+        key,
+        Some(json!({"month": MONTH})),
+    )
+    .await;
+    assert_eq!(status, 202, "{first}");
+    let run = first["runId"].as_u64().unwrap();
+    // The same month again: the same run.
+    let (status, second) = call(
+        &api.http,
+        reqwest::Method::POST,
+        format!("{base}/v1/grading/runs"),
+        key,
+        Some(json!({"month": MONTH})),
+    )
+    .await;
+    assert_eq!((status, second["runId"].as_u64()), (202, Some(run)));
+    let done = wait_done(&api.http, base, key, run, Duration::from_secs(300)).await;
+    eprintln!(
+        "run done in {:.1} s (the run's own durationMs: {}): {done}",
+        started.elapsed().as_secs_f64(),
+        done["durationMs"]
+    );
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grading_runs WHERE partner_id = ?")
+        .bind(partner)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1);
+
+    // Every user with paid orders has exactly their total and tier; nobody else has a grade.
+    let totals = independent_totals(pool, partner).await;
+    let grades: HashMap<String, (Option<String>, u64)> = sqlx::query_as::<_, (String, Option<String>, u64)>(
+        "SELECT user_id, grade, paid_amount FROM user_grades WHERE partner_id = ? AND month = 202610",
+    )
+    .bind(partner)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(u, g, p)| (u, (g, p)))
+    .collect();
+    assert_eq!(grades.len(), totals.len());
+    assert!(totals.len() > 29_000, "{}", totals.len());
+    for (user, paid) in &totals {
+        let (grade, graded) = &grades[user];
+        assert_eq!((grade.as_deref(), *graded), (Some(tier(*paid)), *paid), "{user}");
+    }
+    assert_eq!(done["usersGraded"].as_u64(), Some(totals.len() as u64));
+    assert_eq!(done["partitionsDone"], done["partitionsTotal"]);
+
+    // Each reward once: points to GOLD and VIP, a coupon to the first 2,000 VIPs.
+    let count = |grade: &str| totals.values().filter(|p| tier(**p) == grade).count() as u64;
+    let (vip, gold) = (count("VIP"), count("GOLD"));
+    assert!(vip > 2000, "more VIPs than coupons: {vip}");
+    let rewards: HashMap<(String, String), u64> = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT kind, outcome, COUNT(*) FROM grade_rewards WHERE partner_id = ? AND month = 202610 GROUP BY kind, outcome",
+    )
+    .bind(partner)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(k, o, n)| ((k, o), n as u64))
+    .collect();
+    let get = |k: &str, o: &str| rewards.get(&(k.to_owned(), o.to_owned())).copied().unwrap_or(0);
+    assert_eq!(get("POINTS", "GRANTED"), vip + gold, "{rewards:?}");
+    assert_eq!(
+        (get("COUPON", "GRANTED"), get("COUPON", "SOLD_OUT")),
+        (2000, vip - 2000),
+        "{rewards:?}"
+    );
+    let (coupons, issued): (i64, u32) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM coupons WHERE campaign_id = ?), (SELECT issued_count FROM campaigns WHERE id = ?)",
+    )
+    .bind(campaign)
+    .bind(campaign)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((coupons, issued), (2000, 2000));
+    let (earns, points): (i64, Option<u64>) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(SUM(amount) AS UNSIGNED) FROM point_transactions WHERE partner_id = ? AND kind = 'EARN' AND reason LIKE 'grade %'",
+    )
+    .bind(partner)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(earns as u64, vip + gold);
+    assert_eq!(points, Some(vip * 2000 + gold * 500));
+    assert_eq!(done["rewardsGranted"].as_u64(), Some(vip + gold + 2000));
+    let audit = MySqlStore::new(pool.clone())
+        .verify_points(Some(partner))
+        .await
+        .unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+
+    // Grades read from committed data: a month, the last finished month, a stranger.
+    let (user, paid) = totals.iter().next().unwrap();
+    let (status, body) = call(
+        &api.http,
+        reqwest::Method::GET,
+        format!("{base}/v1/users/{user}/grade?month={MONTH}"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"userId": user, "month": MONTH, "grade": tier(*paid), "paidAmount": paid})
+    );
+    let (_, latest) = call(
+        &api.http,
+        reqwest::Method::GET,
+        format!("{base}/v1/users/{user}/grade"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(latest, body);
+    let (status, stranger) = call(
+        &api.http,
+        reqwest::Method::GET,
+        format!("{base}/v1/users/nobody/grade"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &stranger["grade"], &stranger["paidAmount"]),
+        (200, &Value::Null, &json!(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_run_completes_the_run_with_nothing_twice() {
+    let pool = mysql().await;
+    let partner = unique("graded-killed");
+    let key = api_key(&partner).await;
+    load_month(&pool, &partner, 10_000, 300_000).await;
+    // A grading queue of the test's own, whose messages come back 2 s after a worker died.
+    let sqs = sqs().await;
+    let dlq = sqs
+        .create_queue()
+        .queue_name(unique("fcfs-grading-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = queue_arn(&sqs, &dlq).await;
+    let queue = sqs
+        .create_queue()
+        .queue_name(unique("fcfs-grading"))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "2")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 10}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let envs = vec![("GRADING_QUEUE_URL".to_owned(), queue.clone())];
+    let http = reqwest::Client::new();
+    let mut runner = RunnerProcess::spawn(&envs).await;
+    let base = runner.base_url();
+    let policy = json!({"tiers": [{"grade": "BASIC", "minAmount": 0, "points": 10}, {"grade": "GOLD", "minAmount": 3_000_000, "points": 100}]});
+    let (status, body) = call(
+        &http,
+        reqwest::Method::PUT,
+        format!("{base}/v1/grading/policy"),
+        &key,
+        Some(policy),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, started) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/v1/grading/runs"),
+        &key,
+        Some(json!({"month": MONTH})),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let run = started["runId"].as_u64().unwrap();
+
+    // Kill it once some partitions are done and others are not.
+    let until = Instant::now() + Duration::from_secs(120);
+    let at_kill = loop {
+        let (_, body) = call(
+            &http,
+            reqwest::Method::GET,
+            format!("{base}/v1/grading/runs/{run}"),
+            &key,
+            None,
+        )
+        .await;
+        if body["partitionsDone"].as_u64().unwrap_or(0) >= 3 {
+            runner.kill();
+            break body;
+        }
+        assert!(Instant::now() < until, "no progress: {body}\n{}", runner.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let done_at_kill: u64 = sqlx::query_scalar("SELECT partitions_done FROM grading_runs WHERE id = ?")
+        .bind(run)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    eprintln!("killed at {at_kill}; {done_at_kill} partitions done once it was dead");
+    assert!(
+        done_at_kill < 64,
+        "the run finished before the kill: the test proved nothing"
+    );
+
+    let runner = RunnerProcess::spawn(&envs).await;
+    let done = wait_done(&http, &runner.base_url(), &key, run, Duration::from_secs(180)).await;
+    eprintln!("after the restart: {done}");
+
+    let totals = independent_totals(&pool, &partner).await;
+    let graded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_grades WHERE partner_id = ? AND month = 202610")
+        .bind(&partner)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(graded as usize, totals.len());
+    assert_eq!(done["usersGraded"].as_u64(), Some(totals.len() as u64));
+    // Everyone earns once: one EARN entry, one reward row, the tier's points in the wallet.
+    let gold = totals.values().filter(|p| **p >= 3_000_000).count() as u64;
+    let everyone = totals.len() as u64;
+    let (earns, rewards, balance): (i64, i64, Option<u64>) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM point_transactions WHERE partner_id = ? AND reason LIKE 'grade %'), \
+                (SELECT COUNT(*) FROM grade_rewards WHERE partner_id = ?), \
+                (SELECT CAST(SUM(balance) AS UNSIGNED) FROM point_wallets WHERE partner_id = ?)",
+    )
+    .bind(&partner)
+    .bind(&partner)
+    .bind(&partner)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((earns as u64, rewards as u64), (everyone, everyone));
+    assert_eq!(balance, Some(gold * 100 + (everyone - gold) * 10));
+    assert_eq!(done["rewardsGranted"].as_u64(), Some(everyone));
+    let audit = MySqlStore::new(pool.clone())
+        .verify_points(Some(&partner))
+        .await
+        .unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    for url in [queue, dlq] {
+        let _ = sqs.delete_queue().queue_url(url).send().await;
+    }
+}
