@@ -1,6 +1,8 @@
 //! Monthly grading through the API on real MariaDB and LocalStack's SQS: a month of a million
 //! orders graded exactly (against an independent aggregate), each reward granted once, one run
-//! per month; and a runner SIGKILLed mid-run whose run still completes with nothing twice.
+//! per month, while live issues and grade reads are all answered; and a runner SIGKILLed mid-run
+//! whose run still completes with nothing twice. (How much the run slows the live API is a
+//! benchmark figure: `make bench`, not a timed test.)
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -146,6 +148,55 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["tiers"][0]["grade"], "VIP", "highest tier first: {body}");
 
+    // Live traffic all through the run: issues on an open campaign and grade reads, which must
+    // all be answered (no 5xx, no waiting on the batch).
+    let (status, open) = call(
+        &api.http,
+        reqwest::Method::POST,
+        format!("{base}/v1/campaigns"),
+        key,
+        Some(json!({
+            "name": "live", "totalQuantity": 1_000_000,
+            "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::days(1),
+            "couponExpiresAt": now + chrono::Duration::days(2), "discount": {"type": "AMOUNT", "value": 100}
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{open}");
+    let open = open["campaignId"].as_u64().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut live = Vec::new();
+    for client in 0..4 {
+        let (http, base, key, stop) = (api.http.clone(), base.clone(), key.clone(), stop.clone());
+        live.push(tokio::spawn(async move {
+            let mut answers: HashMap<(String, u16), u32> = HashMap::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let (status, _) = call(
+                    &http,
+                    reqwest::Method::POST,
+                    format!("{base}/v1/campaigns/{open}/issues"),
+                    &key,
+                    Some(json!({"userId": format!("live-{client}-{i}")})),
+                )
+                .await;
+                *answers.entry(("issue".into(), status)).or_default() += 1;
+                let user = OrderGenerator::user_id(i % 30_000);
+                let (status, _) = call(
+                    &http,
+                    reqwest::Method::GET,
+                    format!("{base}/v1/users/{user}/grade?month={MONTH}"),
+                    &key,
+                    None,
+                )
+                .await;
+                *answers.entry(("grade".into(), status)).or_default() += 1;
+            }
+            answers
+        }));
+    }
+
     let started = Instant::now();
     let (status, first) = call(
         &api.http,
@@ -173,6 +224,21 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
         started.elapsed().as_secs_f64(),
         done["durationMs"]
     );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers: HashMap<(String, u16), u32> = HashMap::new();
+    for client in live {
+        for (k, n) in client.await.unwrap() {
+            *answers.entry(k).or_default() += n;
+        }
+    }
+    eprintln!("live answers during the run: {answers:?}");
+    assert!(
+        answers
+            .keys()
+            .all(|(route, status)| (route == "issue" && *status == 202) || (route == "grade" && *status == 200)),
+        "every live request answered, none waiting on the batch: {answers:?}"
+    );
+    assert!(answers.values().sum::<u32>() > 20, "the live load ran: {answers:?}");
     let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grading_runs WHERE partner_id = ?")
         .bind(partner)
         .fetch_one(pool)

@@ -164,12 +164,18 @@ async fn mariadb_is_migrated_keeps_committed_rows_across_sigkill_and_is_private(
             "coupon_history",
             "coupon_rejections",
             "coupons",
+            "grade_rewards",
+            "grading_policies",
+            "grading_runs",
+            "grading_steps",
             "idempotency_keys",
+            "orders",
             "point_allocations",
             "point_lots",
             "point_policies",
             "point_transactions",
-            "point_wallets"
+            "point_wallets",
+            "user_grades"
         ]
     );
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")

@@ -21,6 +21,10 @@ const MONTH: &str = "2026-10";
 pub struct GradingRun {
     /// From the POST to the GET that saw DONE, seconds.
     pub seconds: f64,
+    /// p99 of the live load (issues and grade reads, 8 clients), ms: alone, then during the run.
+    pub live_alone_p99: f64,
+    pub live_during_p99: f64,
+    pub live_errors: u64,
     /// The run's own startedAt → finishedAt.
     pub run_ms: u64,
     pub yardstick: f64,
@@ -89,6 +93,11 @@ pub async fn run(services: &Services, partner: &str, key: &str) -> Result<Gradin
     if put.status() != 200 {
         bail!("policy not set: {}", put.text().await?);
     }
+    let campaign = services.create_campaign(&base, key, 10_000_000).await?;
+    let (alone, alone_errors) = live_load(http, &base, key, campaign, "alone", async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    })
+    .await;
     let started = Instant::now();
     let post = http
         .post(format!("{base}/v1/grading/runs"))
@@ -101,22 +110,36 @@ pub async fn run(services: &Services, partner: &str, key: &str) -> Result<Gradin
         bail!("no run started: {body}");
     };
     let deadline = started + Duration::from_secs(600);
-    let done = loop {
-        let body: Value = http
-            .get(format!("{base}/v1/grading/runs/{run}"))
-            .header("X-API-KEY", key)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if body["status"] == "DONE" {
-            break body;
+    let follow = async {
+        loop {
+            let body: Value = http
+                .get(format!("{base}/v1/grading/runs/{run}"))
+                .header("X-API-KEY", key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if body["status"] == "DONE" {
+                return Ok::<Value, anyhow::Error>(body);
+            }
+            if body["status"] == "FAILED" || Instant::now() > deadline {
+                bail!("the run did not finish: {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if body["status"] == "FAILED" || Instant::now() > deadline {
-            bail!("the run did not finish: {body}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let (finished, (during, during_errors)) = {
+        let done = std::sync::Arc::new(tokio::sync::Notify::new());
+        let signal = done.clone();
+        let follow = async move {
+            let r = follow.await;
+            signal.notify_waiters();
+            r
+        };
+        let notified = done.notified();
+        tokio::join!(follow, live_load(http, &base, key, campaign, "during", notified))
+    };
+    let done = finished?;
     let seconds = started.elapsed().as_secs_f64();
     runner.stop().await?;
     let users = done["usersGraded"].as_u64().unwrap_or_default();
@@ -130,9 +153,84 @@ pub async fn run(services: &Services, partner: &str, key: &str) -> Result<Gradin
     }
     Ok(GradingRun {
         seconds,
+        live_alone_p99: p99(alone),
+        live_during_p99: p99(during),
+        live_errors: alone_errors + during_errors,
         run_ms: done["durationMs"].as_u64().unwrap_or_default(),
         yardstick,
         users,
         rewards,
     })
+}
+
+fn p99(mut samples: Vec<Duration>) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort();
+    samples[(samples.len() * 99 / 100).min(samples.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// Eight clients, each alternating an issue request (a new user) and a grade read, until `until`
+/// resolves: every answer's time, and how many were not 202/200.
+async fn live_load(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    campaign: u64,
+    label: &str,
+    until: impl std::future::Future<Output = ()>,
+) -> (Vec<Duration>, u64) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (http, base, key, stop, label) = (
+                http.clone(),
+                base.to_owned(),
+                key.to_owned(),
+                stop.clone(),
+                label.to_owned(),
+            );
+            tokio::spawn(async move {
+                let (mut times, mut errors) = (Vec::new(), 0u64);
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let t = Instant::now();
+                    let issue = http
+                        .post(format!("{base}/v1/campaigns/{campaign}/issues"))
+                        .header("X-API-KEY", &key)
+                        .json(&json!({"userId": format!("live-{label}-{c}-{i}")}))
+                        .send()
+                        .await;
+                    times.push(t.elapsed());
+                    if !matches!(&issue, Ok(r) if r.status() == 202) {
+                        errors += 1;
+                    }
+                    let t = Instant::now();
+                    let user = OrderGenerator::user_id(i % USERS);
+                    let grade = http
+                        .get(format!("{base}/v1/users/{user}/grade?month={MONTH}"))
+                        .header("X-API-KEY", &key)
+                        .send()
+                        .await;
+                    times.push(t.elapsed());
+                    if !matches!(&grade, Ok(r) if r.status() == 200) {
+                        errors += 1;
+                    }
+                }
+                (times, errors)
+            })
+        })
+        .collect();
+    until.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut times, mut errors) = (Vec::new(), 0);
+    for client in clients {
+        if let Ok((t, e)) = client.await {
+            times.extend(t);
+            errors += e;
+        }
+    }
+    (times, errors)
 }

@@ -247,13 +247,16 @@ async fn main() -> Result<()> {
         for run in 0..args.runs {
             let r = grading::run(&services, &partner, &key).await?;
             progress(&format!(
-                "  run {}: {:.2} s end to end (run {} ms), bare GROUP BY {:.2} s, {} users, {} rewards",
+                "  run {}: {:.2} s end to end (run {} ms), bare GROUP BY {:.2} s, {} users, {} rewards; live p99 {:.1} ms alone, {:.1} ms during, {} errors",
                 run + 1,
                 r.seconds,
                 r.run_ms,
                 r.yardstick,
                 r.users,
-                r.rewards
+                r.rewards,
+                r.live_alone_p99,
+                r.live_during_p99,
+                r.live_errors
             ));
             runs.push(r);
         }

@@ -331,6 +331,16 @@ impl Report {
             target: "≤ 5 s",
             verdict: verdict(whole <= 5.0),
         });
+        let (alone, during) = (pick(|r| r.live_alone_p99), pick(|r| r.live_during_p99));
+        let errors: u64 = runs.iter().map(|r| r.live_errors).sum();
+        self.rows.push(Row {
+            what: "live API during the grading run (issues + grade reads, 8 clients)".into(),
+            figure: format!("p99 {during:.1} ms, {errors} errors"),
+            yardstick: format!("same load without the run: p99 {alone:.1} ms"),
+            ratio: format!("{:.1}×", during / alone.max(0.001)),
+            target: "no errors, p99 ≤ 2× without the run",
+            verdict: verdict(errors == 0 && during <= 2.0 * alone),
+        });
         let list = |f: fn(&crate::grading::GradingRun) -> String| runs.iter().map(f).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
             self.details,
@@ -341,12 +351,16 @@ impl Report {
              a runner, sets a four-tier policy (GOLD 500 points, VIP 2,000), posts the run and polls it every \
              20 ms until DONE: {} s end to end (the run's own durationMs: {} ms). Every user with paid orders \
              graded ({} users) and every GOLD/VIP rewarded once ({} rewards), checked against the yardstick's \
-             rows. Yardstick: the bare aggregate over the same rows, {} s.\n",
+             rows. Yardstick: the bare aggregate over the same rows, {} s. Live load (8 clients, each \
+             alternating an issue for a new user and a grade read) for 4 s alone, then all through the run: \
+             p99 {} ms alone, {} ms during the run.\n",
             list(|r| format!("{:.2}", r.seconds)),
             list(|r| r.run_ms.to_string()),
             list(|r| r.users.to_string()),
             list(|r| r.rewards.to_string()),
             list(|r| format!("{:.2}", r.yardstick)),
+            list(|r| format!("{:.1}", r.live_alone_p99)),
+            list(|r| format!("{:.1}", r.live_during_p99)),
         );
     }
 

@@ -139,9 +139,26 @@ impl OrderStatus {
 pub struct OrderInput {
     pub order_id: String,
     pub user_id: String,
+    #[serde(deserialize_with = "crate::kernel::whole_number")]
     pub amount: u64,
     pub status: OrderStatus,
+    #[serde(deserialize_with = "order_time")]
     pub ordered_at: DateTime<Utc>,
+}
+
+/// An RFC 3339 date-time (`T` between date and time) written in a year from 2000 to 9998: the
+/// contract's pattern, checked on the text (its UTC instant may fall a day outside those years).
+fn order_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    use serde::de::{Error, Unexpected};
+    let text = String::deserialize(deserializer)?;
+    let expected = &"an RFC 3339 date-time such as 2026-10-05T10:00:00Z, in a year from 2000 to 9998";
+    let year = text.get(..4).and_then(|y| y.parse::<u32>().ok());
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) || !year.is_some_and(|y| (2000..=9998).contains(&y)) {
+        return Err(D::Error::invalid_value(Unexpected::Str(&text), expected));
+    }
+    DateTime::parse_from_rfc3339(&text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| D::Error::invalid_value(Unexpected::Str(&text), expected))
 }
 
 /// The most an order may be worth: far above any real order, and sums of a month stay exact.
@@ -192,10 +209,6 @@ impl OrderInput {
         let user_id = UserId::parse(&self.user_id).map_err(|e| bad("userId", &e.reason))?;
         if self.amount > MAX_ORDER_AMOUNT {
             return Err(bad("amount", "at most 1,000,000,000,000"));
-        }
-        let year = self.ordered_at.year();
-        if !(2000..=9998).contains(&year) {
-            return Err(bad("orderedAt", "a time between the years 2000 and 9998"));
         }
         let millis = self.ordered_at.timestamp_millis();
         let ordered_at = DateTime::from_timestamp_millis(millis).ok_or_else(|| bad("orderedAt", "out of range"))?;
@@ -451,5 +464,23 @@ mod tests {
         assert_eq!(input("", "u1").validate(3).unwrap_err().field, "orderId");
         assert_eq!(input("o 1", "u1").validate(3).unwrap_err().index, 3);
         assert_eq!(input("o1", "").validate(0).unwrap_err().field, "userId");
+    }
+
+    #[test]
+    fn an_order_time_is_judged_by_the_year_it_is_written_in() {
+        let parse = |at: &str| {
+            serde_json::from_value::<OrderInput>(serde_json::json!({
+                "orderId": "o", "userId": "u", "amount": 1.0, "status": "PAID", "orderedAt": at
+            }))
+        };
+        let early = parse("2000-01-01T00:30:00+01:00").unwrap();
+        assert_eq!(Month::of(early.ordered_at).to_string(), "1999-12");
+        for refused in [
+            "1999-12-31T23:00:00-05:00",
+            "9999-01-01T00:00:00Z",
+            "2026-10-05 10:00:00Z",
+        ] {
+            assert!(parse(refused).is_err(), "{refused}");
+        }
     }
 }
