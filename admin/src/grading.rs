@@ -34,11 +34,13 @@ pub enum OrdersCommand {
 
 #[derive(Subcommand)]
 pub enum GradingCommand {
-    /// Start the partner's run for a month (one per partner and month: an existing run is
-    /// returned) and print its id; with --wait, show its progress until it finishes.
+    /// Start a month's run (one per partner and month: an existing run is returned) for one
+    /// partner, or for every partner with a policy, and print the run ids; with --wait, show
+    /// their progress until they finish.
     Run {
+        /// Only this partner (default: every partner with a grading policy).
         #[arg(long)]
-        partner: String,
+        partner: Option<String>,
         /// YYYY-MM.
         #[arg(long)]
         month: String,
@@ -49,7 +51,7 @@ pub enum GradingCommand {
         queue_url: String,
         #[arg(long, env = "GRADING_PARTITIONS", default_value_t = DEFAULT_PARTITIONS)]
         partitions: u32,
-        /// Give up waiting after this many seconds (the run goes on).
+        /// Give up waiting after this many seconds (the runs go on).
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
     },
@@ -129,47 +131,67 @@ pub async fn grading(database_url: &str, command: GradingCommand) -> Result<()> 
     let sdk = fcfs_shared::config::aws_sdk_config().await;
     let queue = SqsPartitionQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url);
     let service = GradingService::new(store(database_url).await?, queue).with_partitions(partitions);
-    let run = service.start_run(&partner, month).await?;
-    println!("{}", run.run_id);
+    let partners = match partner {
+        Some(p) => vec![p],
+        None => service.records().partners_with_policy().await?,
+    };
+    if partners.is_empty() {
+        bail!("no partner has a grading policy (PUT /v1/grading/policy)");
+    }
+    let mut runs = Vec::new();
+    for partner in &partners {
+        let run = service.start_run(partner, month).await?;
+        println!("{partner} {}", run.run_id);
+        runs.push((partner.clone(), run.run_id));
+    }
     if !wait {
         return Ok(());
     }
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     loop {
-        let run = service
-            .records()
-            .run(&partner, run.run_id)
-            .await?
-            .context("the run disappeared")?;
+        let (mut done, mut total, mut users, mut rewards, mut finished) = (0u64, 0u64, 0u64, 0u64, 0usize);
+        for (partner, id) in &runs {
+            let run = service
+                .records()
+                .run(partner, *id)
+                .await?
+                .with_context(|| format!("run {id} disappeared"))?;
+            if run.status == RunStatus::Failed {
+                eprintln!();
+                bail!("run {id} of {partner} failed");
+            }
+            done += u64::from(run.partitions_done);
+            total += u64::from(run.partitions_total);
+            users += run.users_graded;
+            rewards += run.rewards_granted;
+            finished += usize::from(run.status == RunStatus::Done);
+        }
         bar(
-            u64::from(run.partitions_done),
-            u64::from(run.partitions_total),
+            done,
+            total,
             &format!(
-                "{}/{} partitions, {} users graded, {} rewards",
-                run.partitions_done, run.partitions_total, run.users_graded, run.rewards_granted
+                "{done}/{total} partitions, {users} users graded, {rewards} rewards, {finished}/{} runs done",
+                runs.len()
             ),
         );
-        match run.status {
-            RunStatus::Done => {
-                eprintln!();
-                eprintln!(
-                    "run {} of {month} done: {} users graded, {} rewards granted, {} ms",
-                    run.run_id,
-                    run.users_graded,
-                    run.rewards_granted,
-                    run.duration_ms.unwrap_or_default()
-                );
-                return Ok(());
+        if finished == runs.len() {
+            eprintln!();
+            for (partner, id) in &runs {
+                if let Some(run) = service.records().run(partner, *id).await? {
+                    eprintln!(
+                        "run {id} of {partner} for {month} done: {} users graded, {} rewards granted, {} ms",
+                        run.users_graded,
+                        run.rewards_granted,
+                        run.duration_ms.unwrap_or_default()
+                    );
+                }
             }
-            RunStatus::Failed => {
-                eprintln!();
-                bail!("run {} failed", run.run_id);
-            }
-            RunStatus::Running if Instant::now() >= deadline => {
-                eprintln!();
-                bail!("run {} still running after {timeout_secs} s (it goes on)", run.run_id);
-            }
-            RunStatus::Running => tokio::time::sleep(Duration::from_millis(250)).await,
+            return Ok(());
         }
+        if Instant::now() >= deadline {
+            eprintln!();
+            bail!("runs still going after {timeout_secs} s (they go on)");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
