@@ -285,7 +285,7 @@ async fn a_reported_failure_returns_and_ends_in_the_dlq() {
 
     let mut app = load().await;
     let picky = Arc::new(Picky::default());
-    let writer = app.sources[0].function.clone();
+    let writer = "IssueWriterFunction".to_owned();
     app.replace_function(&writer, LocalFunction::Sqs(picky.clone()))
         .unwrap();
     app.set_source_queue(&writer, &queue, &arn);

@@ -648,9 +648,8 @@ async fn drain(services: &Services, key: &str) -> Result<f64> {
     let (url, arn) = throwaway_queue(services, "bench-drain", 360).await?;
     // A runner only to create the campaign; the drain's own runner polls the throwaway queue.
     let setup = start_runner(|app| {
-        for s in app.sources.clone() {
-            app.set_source_queue(&s.function, &url, &arn);
-        }
+        // The writer's poller only: the grading worker's queue carries other messages.
+        app.set_source_queue("IssueWriterFunction", &url, &arn);
     })
     .await?;
     let campaign = services.create_campaign(&setup.base_url, key, BATCH as u32).await?;
@@ -691,9 +690,8 @@ async fn drain(services: &Services, key: &str) -> Result<f64> {
     }
     let started = Instant::now();
     let runner = start_runner(|app| {
-        for s in app.sources.clone() {
-            app.set_source_queue(&s.function, &url, &arn);
-        }
+        // The writer's poller only: the grading worker's queue carries other messages.
+        app.set_source_queue("IssueWriterFunction", &url, &arn);
     })
     .await?;
     // Queued directly, never reserved through Redis: only MySQL's side is checked.
