@@ -395,7 +395,10 @@ cmd_status() {
   curl -fsS "$(prometheus_url)/-/ready" >/dev/null 2>&1 && p=yes
   curl -fsS "$(alertmanager_url)/-/ready" >/dev/null 2>&1 && am=yes
   status_line prometheus "$(prometheus_url) (alerts: $(prometheus_url)/alerts)" $p
-  status_line alertmanager "$(alertmanager_url) (Discord: $([[ -n ${DISCORD_WEBHOOK_URL:-} ]] && echo on || echo off))" $am
+  # Whether the running Alertmanager was configured with a webhook (at `make up`).
+  local discord=off
+  grep -q '^  receiver: discord' "$STATE_DIR/monitoring/alertmanager.yml" 2>/dev/null && discord=on
+  status_line alertmanager "$(alertmanager_url) (Discord: $discord)" $am
   [[ -f "$STATE_DIR/env" ]] && echo "  client environment: $STATE_DIR/env (set -a; . .local/env; set +a)"
   if [[ -f "$STATE_DIR/resources.env" ]]; then sed 's/^/    /' "$STATE_DIR/resources.env"; fi
 }
