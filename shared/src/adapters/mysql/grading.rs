@@ -30,6 +30,25 @@ pub const CHUNK_USERS: usize = 1000;
 /// committed first (it re-reads and skips those).
 const CHUNK_ATTEMPTS: u32 = 4;
 
+/// One multi-row `INSERT IGNORE` of orders, with the month and bucket grading reads them by; an
+/// order id the partner has already is skipped.
+fn order_insert(partner: &str, orders: &[Order]) -> QueryBuilder<MySql> {
+    let mut insert = QueryBuilder::<MySql>::new(
+        "INSERT IGNORE INTO orders (partner_id, order_id, user_id, amount, status, ordered_at, order_month, user_bucket) ",
+    );
+    insert.push_values(orders, |mut r, o| {
+        r.push_bind(partner)
+            .push_bind(&o.order_id)
+            .push_bind(o.user_id.as_str())
+            .push_bind(o.amount)
+            .push_bind(o.status.as_str())
+            .push_bind(o.ordered_at.naive_utc())
+            .push_bind(o.month().number())
+            .push_bind(o.bucket());
+    });
+    insert
+}
+
 fn run_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Run, sqlx::Error> {
     let started_at = utc(row.try_get("started_at")?);
     let finished_at: Option<DateTime<Utc>> = row.try_get::<Option<chrono::NaiveDateTime>, _>("finished_at")?.map(utc);
@@ -468,20 +487,12 @@ impl GradingRecords for MySqlStore {
         self.timed(async {
             let pool = self.db().await?;
             let mut tx = pool.begin().await.map_err(unavailable)?;
-            let mut insert = QueryBuilder::<MySql>::new(
-                "INSERT IGNORE INTO orders (partner_id, order_id, user_id, amount, status, ordered_at, order_month, user_bucket) ",
-            );
-            insert.push_values(orders, |mut r, o| {
-                r.push_bind(partner)
-                    .push_bind(&o.order_id)
-                    .push_bind(o.user_id.as_str())
-                    .push_bind(o.amount)
-                    .push_bind(o.status.as_str())
-                    .push_bind(o.ordered_at.naive_utc())
-                    .push_bind(o.month().number())
-                    .push_bind(o.bucket());
-            });
-            let inserted = insert.build().execute(&mut *tx).await.map_err(unavailable)?.rows_affected() as usize;
+            let inserted = order_insert(partner, orders)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected() as usize;
             let distinct: HashSet<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
             if inserted < distinct.len() {
                 // Some were there: each must be the same order, or the whole call is refused.
@@ -826,19 +837,7 @@ impl MySqlStore {
         let pool = self.db().await?;
         let mut inserted = 0;
         for chunk in orders.chunks(LOAD_CHUNK) {
-            let mut insert = QueryBuilder::<MySql>::new(
-                "INSERT IGNORE INTO orders (partner_id, order_id, user_id, amount, status, ordered_at, order_month, user_bucket) ",
-            );
-            insert.push_values(chunk, |mut r, o| {
-                r.push_bind(partner)
-                    .push_bind(&o.order_id)
-                    .push_bind(o.user_id.as_str())
-                    .push_bind(o.amount)
-                    .push_bind(o.status.as_str())
-                    .push_bind(o.ordered_at.naive_utc())
-                    .push_bind(o.month().number())
-                    .push_bind(o.bucket());
-            });
+            let mut insert = order_insert(partner, chunk);
             inserted += self
                 .timed(async { insert.build().execute(&pool).await.map_err(unavailable) })
                 .await?
