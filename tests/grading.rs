@@ -92,6 +92,25 @@ async fn wait_done(http: &reqwest::Client, base: &str, key: &str, run: u64, dead
     }
 }
 
+/// A campaign open now for `open_for`, created through the API; its id.
+async fn create_campaign(api: &PartnerApi, name: &str, quantity: u32, open_for: chrono::Duration) -> u64 {
+    let now = chrono::Utc::now();
+    let (status, created) = call(
+        &api.http,
+        reqwest::Method::POST,
+        format!("{}/v1/campaigns", api.running.base_url),
+        &api.key,
+        Some(json!({
+            "name": name, "totalQuantity": quantity,
+            "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + open_for,
+            "couponExpiresAt": now + open_for + chrono::Duration::days(1), "discount": {"type": "AMOUNT", "value": 100}
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    created["campaignId"].as_u64().expect("a campaign id")
+}
+
 fn tier(paid: u64) -> &'static str {
     match paid {
         p if p >= 6_000_000 => "VIP",
@@ -107,21 +126,7 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
     let (base, key, partner, pool) = (&api.running.base_url, &api.key, &api.partner, &api.pool);
     load_month(pool, partner, 30_000, 1_000_000).await;
 
-    let now = chrono::Utc::now();
-    let (status, campaign) = call(
-        &api.http,
-        reqwest::Method::POST,
-        format!("{base}/v1/campaigns"),
-        key,
-        Some(json!({
-            "name": "VIP reward", "totalQuantity": 2000,
-            "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::days(30),
-            "couponExpiresAt": now + chrono::Duration::days(60), "discount": {"type": "AMOUNT", "value": 5000}
-        })),
-    )
-    .await;
-    assert_eq!(status, 201, "{campaign}");
-    let campaign = campaign["campaignId"].as_u64().unwrap();
+    let campaign = create_campaign(&api, "VIP reward", 2000, chrono::Duration::days(30)).await;
     let policy = json!({"tiers": [
         {"grade": "BASIC", "minAmount": 0},
         {"grade": "SILVER", "minAmount": 1_000_000},
@@ -150,20 +155,7 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
 
     // Live traffic all through the run: issues on an open campaign and grade reads, which must
     // all be answered (no 5xx, no waiting on the batch).
-    let (status, open) = call(
-        &api.http,
-        reqwest::Method::POST,
-        format!("{base}/v1/campaigns"),
-        key,
-        Some(json!({
-            "name": "live", "totalQuantity": 1_000_000,
-            "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::days(1),
-            "couponExpiresAt": now + chrono::Duration::days(2), "discount": {"type": "AMOUNT", "value": 100}
-        })),
-    )
-    .await;
-    assert_eq!(status, 201, "{open}");
-    let open = open["campaignId"].as_u64().unwrap();
+    let open = create_campaign(&api, "live", 1_000_000, chrono::Duration::days(1)).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut live = Vec::new();
     for client in 0..4 {

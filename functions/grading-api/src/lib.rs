@@ -2,11 +2,11 @@
 //! `POST /v1/orders`, `PUT /v1/grading/policy`, `POST /v1/grading/runs`,
 //! `GET /v1/grading/runs/{runId}` and `GET /v1/users/{userId}/grade`.
 
-use fcfs_shared::adapters::mysql::{self, MySqlStore};
+use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::adapters::sqs::SqsPartitionQueue;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::grading::GradingService;
-use fcfs_shared::grading::domain::{DEFAULT_PARTITIONS, Month, OrderInput, Policy, RunId};
+use fcfs_shared::grading::domain::{Month, OrderInput, Policy, RunId};
 use fcfs_shared::grading::ports::{GradingRecords, PartitionQueue};
 use fcfs_shared::http::{self as api, ApiError};
 use fcfs_shared::kernel::{InvalidField, UserId};
@@ -51,11 +51,7 @@ impl GradingApi<MySqlStore, SqsPartitionQueue> {
     /// MySQL (credentials from Secrets Manager, opened on first use), the grading queue at
     /// `GRADING_QUEUE_URL`, `GRADING_PARTITIONS` partitions per run (default 64).
     pub fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        let queue = SqsPartitionQueue::new(aws_sdk_sqs::Client::new(sdk), settings.required("GRADING_QUEUE_URL")?);
-        Ok(Self::new(
-            GradingService::new(mysql::store_from(settings, sdk)?, queue)
-                .with_partitions(settings.or("GRADING_PARTITIONS", DEFAULT_PARTITIONS)?),
-        ))
+        Ok(Self::new(fcfs_shared::adapters::grading_service_from(settings, sdk)?))
     }
 }
 

@@ -5,10 +5,10 @@
 //! finished), so a repeated event (Lambda's retries) starts nothing twice.
 
 use chrono::{DateTime, Datelike, Utc};
-use fcfs_shared::adapters::mysql::{self, MySqlStore};
+use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::adapters::sqs::SqsPartitionQueue;
 use fcfs_shared::config::{Settings, StartupError};
-use fcfs_shared::grading::domain::{DEFAULT_PARTITIONS, RunId};
+use fcfs_shared::grading::domain::RunId;
 use fcfs_shared::grading::ports::{GradingRecords, PartitionQueue};
 use fcfs_shared::grading::{GradingError, GradingService};
 use serde::Serialize;
@@ -26,11 +26,7 @@ pub struct GradingScheduler<R, Q> {
 
 impl GradingScheduler<MySqlStore, SqsPartitionQueue> {
     pub fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        let queue = SqsPartitionQueue::new(aws_sdk_sqs::Client::new(sdk), settings.required("GRADING_QUEUE_URL")?);
-        Ok(Self::new(
-            GradingService::new(mysql::store_from(settings, sdk)?, queue)
-                .with_partitions(settings.or("GRADING_PARTITIONS", DEFAULT_PARTITIONS)?),
-        ))
+        Ok(Self::new(fcfs_shared::adapters::grading_service_from(settings, sdk)?))
     }
 }
 

@@ -4,7 +4,7 @@
 //! reported too: it can never succeed, and the DLQ alert says so.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use fcfs_shared::adapters::mysql::{self, MySqlStore};
+use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::adapters::sqs::SqsPartitionQueue;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::grading::GradingService;
@@ -17,9 +17,8 @@ pub struct GradingWorker<R, Q> {
 
 impl GradingWorker<MySqlStore, SqsPartitionQueue> {
     pub fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        // The worker sends nothing; the queue is the port's other half, pointed at its own queue.
-        let queue = SqsPartitionQueue::new(aws_sdk_sqs::Client::new(sdk), settings.required("GRADING_QUEUE_URL")?);
-        Ok(Self::new(GradingService::new(mysql::store_from(settings, sdk)?, queue)))
+        // The worker sends nothing: the queue is the port's other half, pointed at its own queue.
+        Ok(Self::new(fcfs_shared::adapters::grading_service_from(settings, sdk)?))
     }
 }
 

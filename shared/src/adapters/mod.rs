@@ -6,3 +6,17 @@ pub mod mysql;
 pub mod redis;
 pub mod secrets;
 pub mod sqs;
+
+/// The grading context as every grading function runs it: MySQL (credentials from Secrets Manager,
+/// opened on first use), the grading queue at `GRADING_QUEUE_URL`, `GRADING_PARTITIONS` partitions
+/// per run (default 64).
+pub fn grading_service_from(
+    settings: &crate::config::Settings,
+    sdk: &aws_config::SdkConfig,
+) -> Result<crate::grading::GradingService<mysql::MySqlStore, sqs::SqsPartitionQueue>, crate::config::StartupError> {
+    let queue = sqs::SqsPartitionQueue::new(aws_sdk_sqs::Client::new(sdk), settings.required("GRADING_QUEUE_URL")?);
+    Ok(
+        crate::grading::GradingService::new(mysql::store_from(settings, sdk)?, queue)
+            .with_partitions(settings.or("GRADING_PARTITIONS", crate::grading::domain::DEFAULT_PARTITIONS)?),
+    )
+}
