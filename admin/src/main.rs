@@ -209,7 +209,8 @@ async fn main() -> Result<()> {
             grading::grading(&database_url, command).await?;
         }
         Command::Provision { template, params } => {
-            let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
+            // Queue URLs are built on SQS's endpoint, which may be another emulator than the rest's.
+            let Some(endpoint) = fcfs_shared::config::local_sqs_endpoint(|name| std::env::var(name).ok()) else {
                 bail!(
                     "AWS_ENDPOINT_URL is not set: provision creates resources on a local emulator only (use `sam deploy` for AWS)"
                 );

@@ -185,10 +185,7 @@ impl LocalApp {
     ) -> Result<Self, RunnerError> {
         let sdk = fcfs_shared::config::aws_sdk_config().await;
         let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), |r| r.to_string());
-        let endpoint = config
-            .env
-            .get("AWS_ENDPOINT_URL")
-            .cloned()
+        let endpoint = fcfs_shared::config::local_sqs_endpoint(|name| config.env.get(name).cloned())
             .unwrap_or_else(|| format!("https://sqs.{region}.amazonaws.com"));
         let mut params = config.params.clone();
         if let Some(stage) = config.env.get("FCFS_STAGE") {

@@ -86,6 +86,14 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
+/// The SQS endpoint of a local stack, from `var` (an environment): `AWS_ENDPOINT_URL_SQS` when SQS
+/// runs on its own emulator (as the SDK itself prefers it), else `AWS_ENDPOINT_URL`.
+pub fn local_sqs_endpoint(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    var("AWS_ENDPOINT_URL_SQS")
+        .filter(|v| !v.is_empty())
+        .or_else(|| var("AWS_ENDPOINT_URL"))
+}
+
 /// Structured JSON logs (CloudWatch parses them) on stdout; `RUST_LOG` sets the level.
 pub fn init_tracing() {
     init_tracing_to(std::io::stdout);

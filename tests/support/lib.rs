@@ -30,9 +30,15 @@ pub fn template() -> Template {
     Template::load(
         &repo_root().join("template.yaml"),
         &overrides,
-        Placement::local(&env("AWS_ENDPOINT_URL"), &env("AWS_REGION")),
+        Placement::local(&sqs_endpoint(), &env("AWS_REGION")),
     )
     .expect("template.yaml loads")
+}
+
+/// Where SQS is: its own emulator (`AWS_ENDPOINT_URL_SQS`, FCFS_AWS=fauxqs) or LocalStack.
+pub fn sqs_endpoint() -> String {
+    env("AWS_ENDPOINT_URL");
+    fcfs_shared::config::local_sqs_endpoint(|name| std::env::var(name).ok()).expect("AWS_ENDPOINT_URL is set")
 }
 
 pub async fn sqs() -> aws_sdk_sqs::Client {
