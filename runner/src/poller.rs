@@ -1,5 +1,6 @@
 //! An SQS event source mapping: long-poll, gather a batch (up to `BatchSize`, at most
-//! `MaximumBatchingWindowInSeconds` after its first message), invoke, delete what succeeded.
+//! `MaximumBatchingWindowInSeconds` after its first message, and, as Lambda, no more than an
+//! invocation's 6 MB payload), invoke, delete what succeeded.
 //! Messages reported in `batchItemFailures`, and every message of a failed invocation, are left
 //! on the queue: they return after the visibility timeout and, past `maxReceiveCount`, the queue's
 //! redrive policy moves them to the DLQ.
@@ -21,6 +22,11 @@ use crate::{EventSource, Stats};
 /// midway, since messages it took would stay invisible until their visibility timeout.
 const POLL_WAIT_SECS: i32 = 2;
 const SQS_MAX_RECEIVE: usize = 10;
+/// Lambda invokes a batch once its payload reaches 6 MB, before `BatchSize` or the window. A
+/// message's share of the event is its body plus about this much (ids, receipt handle, digests,
+/// attributes, ARN): the cap stops gathering a little early rather than late.
+const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+const EVENT_BYTES_PER_MESSAGE: usize = 1_024;
 
 pub(crate) struct Poller {
     pub function: Arc<dyn SqsFunction>,
@@ -50,8 +56,11 @@ pub(crate) async fn run(poller: Poller, stop: watch::Receiver<bool>) {
 impl Poller {
     async fn gather(&self, stop: &watch::Receiver<bool>) -> Vec<Message> {
         let mut batch: Vec<Message> = Vec::new();
+        let mut payload = 0;
         let mut window_ends: Option<Instant> = None;
-        while !*stop.borrow() && batch.len() < self.source.batch_size {
+        // A receive may bring up to ten messages of at most 256 KiB each past the limit's mark.
+        let payload_mark = LAMBDA_PAYLOAD_LIMIT - SQS_MAX_RECEIVE * (256 * 1024 + EVENT_BYTES_PER_MESSAGE);
+        while !*stop.borrow() && batch.len() < self.source.batch_size && payload < payload_mark {
             let wait = match window_ends {
                 None => POLL_WAIT_SECS,
                 Some(end) => end.saturating_duration_since(Instant::now()).as_secs() as i32,
@@ -82,6 +91,10 @@ impl Poller {
                 // The first receive of a batch: on a backlog, the head of the queue.
                 crate::metrics::record_oldest_age(crate::queue_name(&self.source.queue_url), &got);
             }
+            payload += got
+                .iter()
+                .map(|m| m.body.as_deref().map_or(0, str::len) + EVENT_BYTES_PER_MESSAGE)
+                .sum::<usize>();
             batch.extend(got);
             if batch.is_empty() {
                 continue;

@@ -1,11 +1,14 @@
 //! The reservation queue on SQS.
 //!
 //! Concurrent enqueues from one process are grouped into `SendMessageBatch` calls of up to ten
-//! (group commit): a request waits only for its own entry's outcome, so a failed entry is still
-//! compensated by exactly the request that made it. With one request at a time (a Lambda instance)
-//! every call carries one message, as before; where many requests share a process (the local
-//! runner, a container) the number of SQS calls drops up to tenfold. Measured on the SQS emulator:
-//! 255 single sends/s against 2,144 messages/s in batches of ten.
+//! entries (group commit): a request waits only for its own entry's outcome, so a failed entry is
+//! still compensated by exactly the requests that made it. With one request at a time (a Lambda
+//! instance) every call carries one message of one reservation, as before. Where many requests
+//! share a process (the local runner, a container) and more than ten wait, the entries are packed:
+//! each message body is then a JSON array of reservations (see [`Reservation`]'s `ReservationBody`
+//! in the writer). That divides the messages to send, receive and delete — the cost every SQS
+//! emulator and SQS's own per-message price grow with — by the pack size (issue 17: the writer's
+//! poller drains at the emulator's receive rate, in messages).
 //!
 //! Every send is one attempt under a deadline, and its failure is classified: certainly not sent
 //! (the connection was refused, the request could not be built, SQS answered an error for it) or
@@ -67,6 +70,12 @@ fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
 const MAX_BATCH: usize = 10;
 /// Batches in flight at once; while all are busy, new messages gather into fuller batches.
 const MAX_BATCHES_IN_FLIGHT: usize = 16;
+/// Reservations gathered into one call at most: packs of up to 100 per entry.
+const MAX_GATHER: usize = 1_000;
+/// Bytes of reservation bodies gathered into one call at most, below SQS's 256 KiB per message and
+/// per batch (the larger 1 MiB limit of 2025 is not on every emulator), with room for the arrays'
+/// brackets and commas.
+const MAX_GATHER_BYTES: usize = 240 * 1024;
 
 struct Pending {
     body: String,
@@ -106,14 +115,31 @@ impl SqsReservationQueue {
 
 async fn batch_sender(client: aws_sdk_sqs::Client, queue_url: String, mut receiver: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
-    while let Some(first) = receiver.recv().await {
+    // A message that would have made the previous call too large starts the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match receiver.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        let mut bytes = first.body.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_GATHER {
             match receiver.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) if bytes + next.body.len() + 1 > MAX_GATHER_BYTES => {
+                    carried = Some(next);
+                    break;
+                }
+                Ok(next) => {
+                    bytes += next.body.len() + 1;
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -125,8 +151,33 @@ async fn batch_sender(client: aws_sdk_sqs::Client, queue_url: String, mut receiv
     }
 }
 
+/// The batch's entries: one reservation each up to ten, else ten packs of near-equal size, each a
+/// JSON array. Returns each entry's body and how many of the batch (in order) it carries.
+fn entries_of(batch: &[Pending]) -> Vec<(String, usize)> {
+    if batch.len() <= MAX_BATCH {
+        return batch.iter().map(|p| (p.body.clone(), 1)).collect();
+    }
+    let per_entry = batch.len().div_ceil(MAX_BATCH);
+    batch
+        .chunks(per_entry)
+        .map(|pack| {
+            let mut body = String::with_capacity(pack.iter().map(|p| p.body.len() + 1).sum::<usize>() + 1);
+            body.push('[');
+            for (i, p) in pack.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&p.body);
+            }
+            body.push(']');
+            (body, pack.len())
+        })
+        .collect()
+}
+
 async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pending>) {
-    if batch.len() == 1 {
+    let entries = entries_of(&batch);
+    if entries.len() == 1 && batch.len() == 1 {
         let Pending { body, sent } = batch.remove(0);
         let outcome = client
             .send_message()
@@ -139,13 +190,14 @@ async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pend
         let _ = sent.send(outcome);
         return;
     }
-    let entries = batch
-        .iter()
+    let sizes: Vec<usize> = entries.iter().map(|(_, n)| *n).collect();
+    let entries = entries
+        .into_iter()
         .enumerate()
-        .map(|(i, p)| {
+        .map(|(i, (body, _))| {
             SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
-                .message_body(&p.body)
+                .message_body(body)
                 .build()
                 .map_err(|e| SendError::NotSent(Unavailable::new("sqs", e)))
         })
@@ -160,10 +212,10 @@ async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pend
             .map_err(classify),
         Err(e) => Err(e),
     };
-    let mut results: Vec<Result<(), SendError>> = match outcome {
+    let results: Vec<Result<(), SendError>> = match outcome {
         Ok(output) => {
             // An entry in neither list may or may not be on the queue.
-            let mut results: Vec<_> = (0..batch.len())
+            let mut results: Vec<_> = (0..sizes.len())
                 .map(|_| {
                     Err(SendError::Unknown(Unavailable::new(
                         "sqs",
@@ -186,13 +238,14 @@ async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pend
             }
             results
         }
-        Err(e) => (0..batch.len()).map(|_| Err(e.clone())).collect(),
+        Err(e) => (0..sizes.len()).map(|_| Err(e.clone())).collect(),
     };
-    for pending in batch.into_iter().rev() {
-        let result = results
-            .pop()
-            .unwrap_or_else(|| Err(SendError::Unknown(Unavailable::new("sqs", "batch result missing"))));
-        let _ = pending.sent.send(result);
+    // Every reservation of an entry shares the entry's outcome, in the order they were packed.
+    let mut pending = batch.drain(..);
+    for (result, size) in results.into_iter().zip(sizes) {
+        for p in pending.by_ref().take(size) {
+            let _ = p.sent.send(result.clone());
+        }
     }
 }
 
@@ -282,5 +335,46 @@ impl crate::grading::ports::PartitionQueue for SqsPartitionQueue {
             }
         });
         futures_util::future::join_all(calls).await.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(n: usize) -> Vec<Pending> {
+        (0..n)
+            .map(|i| Pending {
+                body: format!("{{\"n\":{i}}}"),
+                sent: oneshot::channel().0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn up_to_ten_waiting_reservations_go_one_per_message() {
+        for n in [1, 2, 10] {
+            let entries = entries_of(&pending(n));
+            assert_eq!(entries.len(), n);
+            assert!(entries.iter().all(|(body, size)| *size == 1 && body.starts_with('{')));
+        }
+    }
+
+    #[test]
+    fn more_than_ten_are_packed_into_at_most_ten_arrays_in_order() {
+        for n in [11, 25, 1_000] {
+            let entries = entries_of(&pending(n));
+            assert!(entries.len() <= MAX_BATCH, "{n}: {} entries", entries.len());
+            assert_eq!(entries.iter().map(|(_, size)| size).sum::<usize>(), n);
+            let all: Vec<u64> = entries
+                .iter()
+                .flat_map(|(body, size)| {
+                    let pack: Vec<serde_json::Value> = serde_json::from_str(body).expect("a JSON array");
+                    assert_eq!(pack.len(), *size);
+                    pack.into_iter().map(|v| v["n"].as_u64().unwrap())
+                })
+                .collect();
+            assert_eq!(all, (0..n as u64).collect::<Vec<_>>());
+        }
     }
 }

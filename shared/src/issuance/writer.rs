@@ -114,8 +114,8 @@ impl<B: CouponBook, L: IssueLedger> ReservationWriter<B, L> {
                 Some(id) if !id.is_empty() => id,
                 _ => return Err(IssuanceError::MessageWithoutId(i)),
             };
-            match serde_json::from_str::<Reservation>(message.body.as_deref().unwrap_or_default()) {
-                Ok(r) => valid.push((id, r)),
+            match parse_body(message.body.as_deref().unwrap_or_default()) {
+                Ok(reservations) => valid.extend(reservations.into_iter().map(|r| (id.clone(), r))),
                 Err(e) => {
                     tracing::warn!(message_id = %id, error = %e, "malformed reservation message");
                     summary.malformed += 1;
@@ -177,10 +177,24 @@ impl<B: CouponBook, L: IssueLedger> ReservationWriter<B, L> {
                 tracing::warn!(campaign_id = campaign, error = %e, "outcomes not recorded in the ledger");
             }
         }
+        // A packed message whose rows fell into several failed chunks is still one message to retry.
+        let mut seen = std::collections::HashSet::new();
+        failures.retain(|id| seen.insert(id.clone()));
         Ok(Written {
             failed: failures,
             summary,
         })
+    }
+}
+
+/// A message's reservations: a body is one reservation (a JSON object, as a Lambda instance always
+/// sends) or a pack of them (a JSON array, as the SQS adapter sends when more than ten requests
+/// of one process wait at once). A pack is recorded, or retried, as one message.
+fn parse_body(body: &str) -> Result<Vec<Reservation>, serde_json::Error> {
+    if body.trim_start().starts_with('[') {
+        serde_json::from_str(body)
+    } else {
+        serde_json::from_str(body).map(|one| vec![one])
     }
 }
 
@@ -277,6 +291,38 @@ mod tests {
             assert!(written.failed.iter().all(|id| !id.is_empty()));
             assert_eq!((written.summary.malformed, written.summary.inserted), (1, 2));
         }
+    }
+
+    #[tokio::test]
+    async fn a_packed_message_is_recorded_row_by_row_and_retried_once_as_a_whole() {
+        let writer = writer(2);
+        *writer.book.fail_chunk_with_user.lock().unwrap() = Some(UserId::parse("boom").unwrap());
+        let pack = |users: &[(u64, &str)]| {
+            let rows: Vec<Reservation> = users.iter().map(|(c, u)| reservation(*c, u)).collect();
+            serde_json::to_string(&rows).unwrap()
+        };
+        let bodies = vec![
+            pack(&[(1, "a"), (1, "b"), (2, "c")]),                // m0: recorded
+            pack(&[(2, "d"), (2, "boom"), (2, "e"), (2, "f")]),   // m1: its rows span a failing chunk
+            serde_json::to_string(&reservation(1, "g")).unwrap(), // m2: a single reservation
+            " [".to_owned(),                                      // m3: a broken pack
+        ];
+        let written = writer.record(event(bodies)).await.unwrap();
+        // m1's rows fell into two chunks ([d, boom] fails, [e, f] commits) yet it is retried once.
+        assert_eq!(failed_ids(&written), ["m3", "m1"]);
+        assert_eq!((written.summary.inserted, written.summary.malformed), (6, 1));
+        assert_eq!(writer.book.rows.lock().unwrap().len(), 6);
+        // The redelivery writes what was missing and nothing twice.
+        *writer.book.fail_chunk_with_user.lock().unwrap() = None;
+        let again = writer
+            .record(event(vec![
+                pack(&[(1, "a"), (1, "b"), (2, "c")]),
+                pack(&[(2, "d"), (2, "boom"), (2, "e"), (2, "f")]),
+            ]))
+            .await
+            .unwrap();
+        assert!(again.failed.is_empty());
+        assert_eq!(writer.book.rows.lock().unwrap().len(), 8);
     }
 
     #[tokio::test]
