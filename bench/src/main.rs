@@ -47,12 +47,23 @@ struct Args {
     /// Only these scenarios (authorizer, mix, accepted, writer, drain, coupons, points, grading); for working on one.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Write the table's rows as JSON here instead of a report, and skip the mix's extra
+    /// connection counts and sold-out runs: how the bench measures its LocalStack comparison rows
+    /// in a child process whose environment points SQS at LocalStack.
+    #[arg(long)]
+    rows_out: Option<std::path::PathBuf>,
 }
+
+/// `make bench` sets these: an environment file whose SQS is LocalStack, and LocalStack's label.
+const COMPARE_ENV: &str = "FCFS_BENCH_COMPARE_ENV";
+const COMPARE_LABEL: &str = "FCFS_BENCH_COMPARE_LABEL";
+/// The comparison rows: the SQS-bound scenarios, one run each.
+const COMPARED: &str = "mix,accepted,writer,drain";
 
 const COUPONS: u32 = 10_000;
 const MIX_REQUESTS: u64 = 200_000;
 const MIX_USERS: u64 = 100_000;
-const ACCEPTED_REQUESTS: u64 = 5_000;
+const ACCEPTED_REQUESTS: u64 = 30_000;
 const BATCH: usize = 10_000;
 
 fn progress(step: &str) {
@@ -121,13 +132,15 @@ async fn main() -> Result<()> {
             mix.push(flash_mix(&services, &runner, &key, args.connections, run).await?);
         }
         let mut other_connections = Vec::new();
-        for connections in [64, 256] {
+        let extra_connections: &[u32] = if args.rows_out.is_some() { &[] } else { &[64, 256] };
+        for &connections in extra_connections {
             progress(&format!("flash-sale mix at {connections} connections (one run)"));
             other_connections.push((connections, flash_mix(&services, &runner, &key, connections, 9).await?));
         }
         progress("rejection path: the same mix on a sold-out campaign (no SQS traffic)");
         let mut sold_out = Vec::new();
-        for run in 0..args.runs {
+        let sold_out_runs = if args.rows_out.is_some() { 0 } else { args.runs };
+        for run in 0..sold_out_runs {
             sold_out.push(
                 flash_mix_of(
                     &services,
@@ -180,12 +193,28 @@ async fn main() -> Result<()> {
     runner.stop().await?;
 
     if want("drain") {
-        progress("drain: 10,000 queued messages → rows through the runner's poller");
         let mut drains = Vec::new();
-        for run in 0..args.runs {
-            let rate = drain(&services, &key).await?;
-            progress(&format!("  run {}: {rate:.0} rows/s", run + 1));
-            drains.push(rate);
+        for (fill, what) in [
+            (
+                Fill::ThroughAdapter,
+                format!("{DRAIN_PACKED_ROWS} reservations enqueued at once through the issue API's queue adapter"),
+            ),
+            (Fill::OnePerMessage, format!("{BATCH} messages of one reservation each")),
+        ] {
+            progress(&format!("drain: {what} → rows through the runner's poller"));
+            let mut runs = Vec::new();
+            for run in 0..args.runs {
+                let d = drain(&services, &key, fill).await?;
+                progress(&format!(
+                    "  run {}: {:.0} rows/s ({} rows in {} messages)",
+                    run + 1,
+                    d.rate,
+                    d.rows,
+                    d.messages
+                ));
+                runs.push(d);
+            }
+            drains.push((fill, runs));
         }
         report.drain(&drains, median(&mut writer_rates.clone()));
     }
@@ -263,6 +292,17 @@ async fn main() -> Result<()> {
         report.grading(&runs, loaded);
     }
 
+    if let Some(path) = &args.rows_out {
+        std::fs::write(path, report.rows_json()?)?;
+        if report.failures > 0 {
+            bail!("{} run(s) produced a wrong result", report.failures);
+        }
+        return Ok(());
+    }
+    if let Ok(env_file) = std::env::var(COMPARE_ENV) {
+        compare_on_localstack(&args, &env_file, &mut report).await?;
+    }
+
     report.elapsed = started.elapsed();
     report.write(&args.out)?;
     println!("{}", report.table());
@@ -278,6 +318,55 @@ async fn main() -> Result<()> {
             args.out.display()
         );
     }
+    Ok(())
+}
+
+/// The SQS-bound scenarios again, once, in a child bench whose SQS is LocalStack (the environment
+/// file `make bench` wrote for it), so the report keeps a LocalStack row beside each fauxqs one.
+async fn compare_on_localstack(args: &Args, env_file: &str, report: &mut Report) -> Result<()> {
+    let label = std::env::var(COMPARE_LABEL).unwrap_or_else(|_| "LocalStack".into());
+    progress(&format!(
+        "comparison: {COMPARED} once more with SQS on {label} (a child bench)"
+    ));
+    let text = std::fs::read_to_string(env_file).with_context(|| format!("cannot read {env_file}"))?;
+    let rows_out = std::env::temp_dir().join(format!("fcfs-bench-rows-{}.json", std::process::id()));
+    let mut child = tokio::process::Command::new(std::env::current_exe()?);
+    child
+        .args(["--runs", "1", "--only", COMPARED, "--connections"])
+        .arg(args.connections.to_string())
+        .arg("--rows-out")
+        .arg(&rows_out)
+        .env_remove("AWS_ENDPOINT_URL_SQS")
+        .env_remove(COMPARE_ENV)
+        .env("FCFS_SQS_EMULATOR", &label);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((name, value)) = line.split_once('=')
+            && name != "PATH"
+        {
+            child.env(name, value);
+        }
+    }
+    let status = child.status().await.context("cannot start the comparison bench")?;
+    let rows: Vec<report::Row> = match std::fs::read_to_string(&rows_out) {
+        Ok(json) => serde_json::from_str(&json)?,
+        Err(_) => Vec::new(),
+    };
+    let _ = std::fs::remove_file(&rows_out);
+    let failures = usize::from(!status.success());
+    report.add_rows(
+        rows,
+        &label,
+        failures,
+        &format!(
+            "### On LocalStack\n\nThe rows naming {label} come from one run of `{COMPARED}` in a child bench \
+             whose SQS is LocalStack (its queues provisioned by `make bench` into `{env_file}`){}.\n\n",
+            if status.success() {
+                ""
+            } else {
+                "; **that child failed: see its output above**"
+            }
+        ),
+    );
     Ok(())
 }
 
@@ -591,7 +680,11 @@ fn reservation(campaign: u64, partner: &str, user: &str, rank: u32) -> Reservati
 }
 
 fn reservations(campaign: u64) -> Vec<Reservation> {
-    (1..=BATCH as u32)
+    reservations_of(campaign, BATCH)
+}
+
+fn reservations_of(campaign: u64, count: usize) -> Vec<Reservation> {
+    (1..=count as u32)
         .map(|i| reservation(campaign, "bench-partner", &format!("w{i}"), i))
         .collect()
 }
@@ -644,7 +737,30 @@ async fn writer(services: &Services, runner: &Running, key: &str) -> Result<(f64
     Ok((writer_rate, raw_rate))
 }
 
-async fn drain(services: &Services, key: &str) -> Result<f64> {
+/// One drain: reservations queued on a fresh queue first, then a runner whose writer poller drains
+/// it, timed from the runner's start until MySQL holds every row.
+pub struct DrainRun {
+    pub rows: usize,
+    pub messages: u64,
+    pub rate: f64,
+}
+
+/// How a drain's queue is filled: one reservation per message as a Lambda instance sends them
+/// (`SendMessageBatch` of ten), or every reservation at once through the issue API's own queue
+/// adapter, which packs what waits together (as a busy runner or container does).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    OnePerMessage,
+    ThroughAdapter,
+}
+
+pub const DRAIN_PACKED_ROWS: usize = 100_000;
+
+async fn drain(services: &Services, key: &str, fill: Fill) -> Result<DrainRun> {
+    let rows = match fill {
+        Fill::OnePerMessage => BATCH,
+        Fill::ThroughAdapter => DRAIN_PACKED_ROWS,
+    };
     let (url, arn) = throwaway_queue(services, "bench-drain", 360).await?;
     // A runner only to create the campaign; the drain's own runner polls the throwaway queue.
     let setup = start_runner(|app| {
@@ -652,17 +768,56 @@ async fn drain(services: &Services, key: &str) -> Result<f64> {
         app.set_source_queue("IssueWriterFunction", &url, &arn);
     })
     .await?;
-    let campaign = services.create_campaign(&setup.base_url, key, BATCH as u32).await?;
+    let campaign = services.create_campaign(&setup.base_url, key, rows as u32).await?;
     setup.stop().await?;
-    let bodies: Vec<String> = reservations(campaign)
+    let reservations = reservations_of(campaign, rows);
+    match fill {
+        Fill::OnePerMessage => send_one_per_message(services, &url, &reservations).await?,
+        Fill::ThroughAdapter => {
+            use fcfs_shared::issuance::ports::ReservationQueue;
+            let queue = fcfs_shared::adapters::sqs::SqsReservationQueue::new(services.sqs.clone(), url.clone());
+            // Every request of a flash sale's burst waiting on the adapter at once.
+            let mut sends = tokio::task::JoinSet::new();
+            for r in reservations {
+                let queue = queue.clone();
+                sends.spawn(async move { queue.enqueue(&r).await });
+            }
+            while let Some(sent) = sends.join_next().await {
+                sent?.map_err(|e| anyhow::anyhow!("enqueue: {e}"))?;
+            }
+        }
+    }
+    let messages = queue_depth(services, &url).await?;
+    let runner = start_runner(|app| {
+        // The writer's poller only: the grading worker's queue carries other messages.
+        app.set_source_queue("IssueWriterFunction", &url, &arn);
+    })
+    .await?;
+    let started = Instant::now();
+    // Queued directly, never reserved through Redis: only MySQL's side is checked.
+    let verdict = services
+        .verify(campaign, rows as i64, rows as i64, false, Duration::from_secs(180))
+        .await;
+    let elapsed = started.elapsed();
+    runner.stop().await?;
+    services.sqs.delete_queue().queue_url(&url).send().await?;
+    verdict?;
+    Ok(DrainRun {
+        rows,
+        messages,
+        rate: rows as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+async fn send_one_per_message(services: &Services, url: &str, reservations: &[Reservation]) -> Result<()> {
+    let bodies: Vec<String> = reservations
         .iter()
         .map(|r| serde_json::to_string(r).expect("serializable"))
         .collect();
-    let sqs = services.sqs.clone();
     let mut tasks = tokio::task::JoinSet::new();
     let bodies = Arc::new(bodies);
     for worker in 0..16 {
-        let (sqs, url, bodies) = (sqs.clone(), url.clone(), bodies.clone());
+        let (sqs, url, bodies) = (services.sqs.clone(), url.to_owned(), bodies.clone());
         tasks.spawn(async move {
             for (n, group) in bodies.chunks(10).enumerate().filter(|(n, _)| n % 16 == worker) {
                 let entries = group
@@ -688,19 +843,20 @@ async fn drain(services: &Services, key: &str) -> Result<f64> {
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    let started = Instant::now();
-    let runner = start_runner(|app| {
-        // The writer's poller only: the grading worker's queue carries other messages.
-        app.set_source_queue("IssueWriterFunction", &url, &arn);
-    })
-    .await?;
-    // Queued directly, never reserved through Redis: only MySQL's side is checked.
-    let verdict = services
-        .verify(campaign, BATCH as i64, BATCH as i64, false, Duration::from_secs(180))
-        .await;
-    let elapsed = started.elapsed();
-    runner.stop().await?;
-    services.sqs.delete_queue().queue_url(&url).send().await?;
-    verdict?;
-    Ok(BATCH as f64 / elapsed.as_secs_f64())
+    Ok(())
+}
+
+async fn queue_depth(services: &Services, url: &str) -> Result<u64> {
+    let attributes = services
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await?;
+    attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+        .and_then(|v| v.parse().ok())
+        .context("the queue reported no depth")
 }

@@ -10,18 +10,21 @@ use plotters::prelude::*;
 use crate::stack::{WrkRun, median, repo_root};
 use crate::{AcceptedRun, MixRun};
 
-struct Row {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Row {
     what: String,
     figure: String,
     yardstick: String,
     ratio: String,
-    target: &'static str,
+    target: String,
     verdict: String,
 }
 
 pub struct Report {
     runs: usize,
     connections: u32,
+    /// The SQS emulator the SQS-bound figures were measured on (`FCFS_SQS_EMULATOR`).
+    sqs: String,
     rows: Vec<Row>,
     details: String,
     /// (label, percentiles µs) for the plot.
@@ -46,6 +49,8 @@ impl Report {
         Self {
             runs,
             connections,
+            sqs: std::env::var("FCFS_SQS_EMULATOR")
+                .unwrap_or_else(|_| "the SQS emulator at AWS_ENDPOINT_URL(_SQS)".into()),
             rows: Vec::new(),
             details: String::new(),
             curves: Vec::new(),
@@ -61,7 +66,7 @@ impl Report {
             figure: format!("{rate:.0} decisions/s, p50 {p50:.2} µs, p99 {p99:.2} µs"),
             yardstick: "—".into(),
             ratio: "—".into(),
-            target: "p99 < 50 µs",
+            target: "p99 < 50 µs".into(),
             verdict: verdict(p99 < 50.0),
         });
         self.rows.push(Row {
@@ -69,7 +74,7 @@ impl Report {
             figure: format!("p50 {cold_p50:.2} ms, p99 {cold_p99:.2} ms"),
             yardstick: "—".into(),
             ratio: "—".into(),
-            target: "report",
+            target: "report".into(),
             verdict: "—".into(),
         });
         let _ = writeln!(
@@ -104,7 +109,10 @@ impl Report {
         self.failures += wrong.len();
         let met = wrong.is_empty() && rate >= 30_000.0 && p99 <= 10.0 && rate >= 0.25 * trivial_rate;
         self.rows.push(Row {
-            what: format!("issue API, flash-sale mix ({} connections)", self.connections),
+            what: format!(
+                "issue API, flash-sale mix ({} connections; SQS: {})",
+                self.connections, self.sqs
+            ),
             figure: format!("{rate:.0} req/s, p99 {p99:.2} ms"),
             yardstick: format!("trivial route {trivial_rate:.0} req/s; Redis EVALSHA {evalsha_rate:.0}/s"),
             ratio: format!(
@@ -112,27 +120,29 @@ impl Report {
                 100.0 * rate / trivial_rate,
                 100.0 * rate / evalsha_rate
             ),
-            target: "≥ 30,000 req/s, p99 ≤ 10 ms, ≥ 25% of trivial",
+            target: "≥ 30,000 req/s, p99 ≤ 10 ms, ≥ 25% of trivial".into(),
             verdict: if wrong.is_empty() {
                 verdict(met)
             } else {
                 "**WRONG RESULT**".into()
             },
         });
-        let mut rejected: Vec<f64> = sold_out.iter().map(|m| m.wrk.rate()).collect();
-        let mut rejected_p99: Vec<f64> = sold_out.iter().map(|m| m.wrk.p(99.0)).collect();
-        let (rejected, rejected_p99) = (median(&mut rejected), median(&mut rejected_p99));
-        self.rows.push(Row {
-            what: format!(
-                "issue API, rejection path only ({} connections; sold out, no SQS)",
-                self.connections
-            ),
-            figure: format!("{rejected:.0} req/s, p99 {rejected_p99:.2} ms"),
-            yardstick: format!("trivial route {trivial_rate:.0} req/s"),
-            ratio: format!("{:.0}% of trivial", 100.0 * rejected / trivial_rate),
-            target: "report (the mix without the emulator's SQS)",
-            verdict: "—".into(),
-        });
+        if !sold_out.is_empty() {
+            let mut rejected: Vec<f64> = sold_out.iter().map(|m| m.wrk.rate()).collect();
+            let mut rejected_p99: Vec<f64> = sold_out.iter().map(|m| m.wrk.p(99.0)).collect();
+            let (rejected, rejected_p99) = (median(&mut rejected), median(&mut rejected_p99));
+            self.rows.push(Row {
+                what: format!(
+                    "issue API, rejection path only ({} connections; sold out, no SQS)",
+                    self.connections
+                ),
+                figure: format!("{rejected:.0} req/s, p99 {rejected_p99:.2} ms"),
+                yardstick: format!("trivial route {trivial_rate:.0} req/s"),
+                ratio: format!("{:.0}% of trivial", 100.0 * rejected / trivial_rate),
+                target: "report (the mix without the emulator's SQS)".into(),
+                verdict: "—".into(),
+            });
+        }
         let d = &mut self.details;
         let _ = writeln!(
             d,
@@ -206,13 +216,13 @@ impl Report {
         self.failures += wrong;
         let m = median_run(runs, |r| r.wrk.rate());
         self.rows.push(Row {
-            what: "issue API, accepted path only (64 connections)".into(),
+            what: format!("issue API, accepted path only (64 connections; SQS: {})", self.sqs),
             figure: format!("{rate:.0} req/s, p99 {:.2} ms", m.wrk.p(99.0)),
             yardstick: format!("SQS emulator SendMessage {send:.0}/s (one client, 64 in flight)"),
             ratio: format!("{:.0}%", 100.0 * rate / send),
-            target: "report the ratio",
+            target: "≥ 10,000 req/s".into(),
             verdict: if wrong == 0 {
-                "—".into()
+                verdict(rate >= 10_000.0)
             } else {
                 "**WRONG RESULT**".into()
             },
@@ -249,7 +259,7 @@ impl Report {
             figure: format!("{w:.0} rows/s"),
             yardstick: format!("raw multi-row INSERT, one connection: {r:.0} rows/s"),
             ratio: format!("{:.0}%", 100.0 * w / r),
-            target: "≥ 150,000 rows/s, ≥ 70% of raw",
+            target: "≥ 150,000 rows/s, ≥ 70% of raw".into(),
             verdict: verdict(w >= 150_000.0 && w >= 0.7 * r),
         });
         let _ = writeln!(
@@ -264,23 +274,67 @@ impl Report {
         );
     }
 
-    pub fn drain(&mut self, drains: &[f64], writer: f64) {
-        let d = median(&mut drains.to_vec());
-        self.rows.push(Row {
-            what: "drain, 10,000 queued messages through the poller".into(),
-            figure: format!("{d:.0} rows/s"),
-            yardstick: format!("writer above: {writer:.0} rows/s"),
-            ratio: format!("{:.1}%", 100.0 * d / writer),
-            target: "report",
-            verdict: "—".into(),
-        });
-        let _ = writeln!(
-            self.details,
-            "### Drain\n\nEach run: 10,000 reservation messages queued on a fresh queue first, then a runner started \
-             whose writer poller (batch ≤ 10,000, window 1 s, 5 concurrent batches, as in the template) drains it; timed \
-             from the runner's start until MySQL holds all 10,000 rows, checked as above. Runs: {} rows/s.\n",
-            drains.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
+    pub fn drain(&mut self, drains: &[(crate::Fill, Vec<crate::DrainRun>)], writer: f64) {
+        let mut text = String::from(
+            "### Drain\n\nEach run: reservations queued on a fresh queue first, then a runner started whose writer \
+             poller (batch ≤ 10,000 messages and ≤ an invocation's 6 MB, window 1 s, 5 concurrent batches, as in the \
+             template and as Lambda) drains it; timed from the runner's start until MySQL holds every row, checked as \
+             above (rows = distinct users = `issued_count`).\n\n",
         );
+        for (fill, runs) in drains {
+            let d = median(&mut runs.iter().map(|r| r.rate).collect::<Vec<_>>());
+            let first = &runs[0];
+            let per_message = first.rows as f64 / first.messages.max(1) as f64;
+            let (what, target, met): (String, &str, _) = match fill {
+                crate::Fill::ThroughAdapter => (
+                    format!(
+                        "drain, {} reservations enqueued at once through the issue API's queue adapter ({} messages, {per_message:.0} per message; SQS: {})",
+                        first.rows, first.messages, self.sqs
+                    ),
+                    "≥ 50,000 rows/s",
+                    Some(d >= 50_000.0),
+                ),
+                crate::Fill::OnePerMessage => (
+                    format!(
+                        "drain, {} messages of one reservation each (as Lambda sends them; SQS: {})",
+                        first.rows, self.sqs
+                    ),
+                    "report",
+                    None,
+                ),
+            };
+            self.rows.push(Row {
+                what,
+                figure: format!("{d:.0} rows/s"),
+                yardstick: format!("writer above: {writer:.0} rows/s"),
+                ratio: format!("{:.1}%", 100.0 * d / writer),
+                target: target.into(),
+                verdict: met.map_or_else(|| "—".into(), verdict),
+            });
+            let _ = writeln!(
+                text,
+                "- {}: {} rows/s.",
+                match fill {
+                    crate::Fill::ThroughAdapter => format!(
+                        "{} reservations handed to `SqsReservationQueue` all at once (a flash sale's burst in one \
+                         process), which packs what waits together ({} messages)",
+                        first.rows, first.messages
+                    ),
+                    crate::Fill::OnePerMessage => {
+                        format!(
+                            "{} messages of one reservation, sent ten per `SendMessageBatch`",
+                            first.rows
+                        )
+                    }
+                },
+                runs.iter()
+                    .map(|r| format!("{:.0}", r.rate))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        text.push('\n');
+        self.details.push_str(&text);
     }
 
     pub fn coupons(&mut self, runs: &[crate::coupons::CouponRun]) {
@@ -292,7 +346,7 @@ impl Report {
             figure: format!("{many:.0} uses/s"),
             yardstick: yardstick.clone(),
             ratio: format!("{:.0}%", 100.0 * many / bare),
-            target: "report",
+            target: "report".into(),
             verdict: "—".into(),
         });
         self.rows.push(Row {
@@ -300,7 +354,7 @@ impl Report {
             figure: format!("{hot:.0} attempts/s"),
             yardstick,
             ratio: format!("{:.0}%", 100.0 * hot / bare),
-            target: "report",
+            target: "report".into(),
             verdict: "—".into(),
         });
         let list = |f: fn(&crate::coupons::CouponRun) -> f64| {
@@ -328,7 +382,7 @@ impl Report {
             figure: format!("{whole:.2} s"),
             yardstick: format!("bare `SELECT user_id, SUM(amount) … GROUP BY user_id`, same rows: {bare:.2} s"),
             ratio: format!("{:.1}×", whole / bare),
-            target: "≤ 5 s",
+            target: "≤ 5 s".into(),
             verdict: verdict(whole <= 5.0),
         });
         let (alone, during) = (pick(|r| r.live_alone_p99), pick(|r| r.live_during_p99));
@@ -338,7 +392,7 @@ impl Report {
             figure: format!("p99 {during:.1} ms, {errors} errors"),
             yardstick: format!("same load without the run: p99 {alone:.1} ms"),
             ratio: format!("{:.1}×", during / alone.max(0.001)),
-            target: "no errors, p99 ≤ 2× without the run",
+            target: "no errors, p99 ≤ 2× without the run".into(),
             verdict: verdict(errors == 0 && during <= 2.0 * alone),
         });
         let list = |f: fn(&crate::grading::GradingRun) -> String| runs.iter().map(f).collect::<Vec<_>>().join(", ");
@@ -374,7 +428,7 @@ impl Report {
             figure: format!("{hot:.0} uses/s"),
             yardstick: yardstick.clone(),
             ratio: format!("{:.0}%", 100.0 * hot / bare),
-            target: "≥ 60% of the bare row, 0 lock retries",
+            target: "≥ 60% of the bare row, 0 lock retries".into(),
             verdict: verdict(hot >= 0.6 * bare && retries == 0),
         });
         self.rows.push(Row {
@@ -382,7 +436,7 @@ impl Report {
             figure: format!("{spread:.0} uses/s"),
             yardstick,
             ratio: format!("{:.0}%", 100.0 * spread / bare),
-            target: "report",
+            target: "report".into(),
             verdict: "—".into(),
         });
         let list = |f: fn(&crate::points::PointsRun) -> f64| {
@@ -406,6 +460,18 @@ impl Report {
             list(|r| r.spread),
             list(|r| r.yardstick)
         );
+    }
+
+    /// The rows so far, for a parent bench to show beside its own (`--rows-out`).
+    pub fn rows_json(&self) -> Result<String> {
+        Ok(serde_json::to_string(&self.rows)?)
+    }
+
+    /// Rows measured by a child bench on another emulator (those naming it), with what it found wrong.
+    pub fn add_rows(&mut self, rows: Vec<Row>, emulator: &str, failures: usize, note: &str) {
+        self.failures += failures;
+        self.rows.extend(rows.into_iter().filter(|r| r.what.contains(emulator)));
+        self.details.push_str(note);
     }
 
     pub fn table(&self) -> String {
@@ -433,12 +499,15 @@ impl Report {
              `bench/analysis.md`._\n\n- When: {} UTC; the whole bench took {:.0} s.\n- Machine: {machine}.\n- Command: \
              `make bench` (= `scripts/bench.sh`: services up, `cargo build --release -p fcfs-bench`, then \
              `fcfs-bench --runs {} --connections {}`). Load generator: wrk 4.1 (`bench/lua/load.lua`), one thread; the \
-             runner, Redis, MariaDB and LocalStack share the same 2 cores with it.\n- Every figure is the median of {} \
+             runner, Redis, MariaDB, LocalStack and the SQS emulator share the same 2 cores with it.\n- SQS: {} \
+             (`FCFS_AWS`; each SQS-bound row names its emulator, and the rows marked LocalStack were measured on it \
+             in the same run, one run each).\n- Every figure is the median of {} \
              runs and is printed beside a yardstick measured in the same run.\n",
             chrono::Utc::now().format("%Y-%m-%d %H:%M"),
             self.elapsed.as_secs_f64(),
             self.runs,
             self.connections,
+            self.sqs,
             self.runs
         );
         md.push_str(&self.table());

@@ -115,7 +115,8 @@ impl Services {
             if rows >= expected || started.elapsed() > deadline {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Fine enough for a drain of a fifth of a second.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let drained = started.elapsed();
         let (rows, distinct, issued) = self.recorded(campaign).await?;
