@@ -49,5 +49,5 @@ set -a
 # shellcheck disable=SC1091
 source "$STATE_DIR/env-fauxqs"
 set +a
-cargo test -p integration-tests --no-fail-fast --test issuance --test runner --test metrics \
+cargo test -p integration-tests --no-fail-fast --test foundation --test issuance --test runner --test metrics \
   --test faults --test alerts --test grading --test services
