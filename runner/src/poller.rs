@@ -86,7 +86,7 @@ impl Poller {
                     break;
                 }
             };
-            let empty = got.is_empty();
+            let got_count = got.len();
             if batch.is_empty() {
                 // The first receive of a batch: on a backlog, the head of the queue.
                 crate::metrics::record_oldest_age(crate::queue_name(&self.source.queue_url), &got);
@@ -104,8 +104,10 @@ impl Poller {
             if now >= end {
                 break;
             }
-            if empty && wait == 0 {
-                // Short polls on an empty queue: do not spin until the window closes.
+            if got_count < want && wait == 0 {
+                // The queue gave what it had: let more arrive rather than poll it for each message
+                // (a flash sale's trickle made five pollers call the emulator thousands of times a
+                // second for one message each, as much CPU as the requests themselves).
                 tokio::time::sleep((end - now).min(Duration::from_millis(50))).await;
             }
         }
