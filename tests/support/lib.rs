@@ -211,6 +211,20 @@ pub async fn receive(client: &aws_sdk_sqs::Client, url: &str, wait: i32) -> Vec<
         .unwrap_or_default()
 }
 
+/// How many reservations issue-queue messages carry: a body is one reservation, or a pack of them
+/// (a JSON array) when several requests of one process were sent together.
+pub fn reservations_in(messages: &[aws_sdk_sqs::types::Message]) -> usize {
+    messages
+        .iter()
+        .map(
+            |m| match serde_json::from_str::<serde_json::Value>(m.body().unwrap_or_default()) {
+                Ok(serde_json::Value::Array(pack)) => pack.len(),
+                _ => 1,
+            },
+        )
+        .sum()
+}
+
 /// A name no other test run uses, for throwaway resources.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
