@@ -185,8 +185,11 @@ fn entries_of(batch: &[Pending]) -> Vec<(String, usize)> {
 }
 
 async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pending>) {
+    // `entries_of` alone decides what a message body is, the lone reservation's included.
+    let mut entries = entries_of(&batch);
     if batch.len() == 1 {
-        let Pending { body, sent } = batch.remove(0);
+        let (body, _) = entries.remove(0);
+        let Pending { sent, .. } = batch.remove(0);
         let outcome = client
             .send_message()
             .queue_url(queue_url)
@@ -198,7 +201,6 @@ async fn send(client: &aws_sdk_sqs::Client, queue_url: &str, mut batch: Vec<Pend
         let _ = sent.send(outcome);
         return;
     }
-    let entries = entries_of(&batch);
     let sizes: Vec<usize> = entries.iter().map(|(_, n)| *n).collect();
     let entries = entries
         .into_iter()
