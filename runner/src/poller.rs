@@ -27,6 +27,9 @@ const SQS_MAX_RECEIVE: usize = 10;
 /// attributes, ARN): the cap stops gathering a little early rather than late.
 const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
 const EVENT_BYTES_PER_MESSAGE: usize = 1_024;
+/// Gathering stops past this mark: one more receive (ten messages of at most 256 KiB each) still
+/// stays within the limit.
+const PAYLOAD_MARK: usize = LAMBDA_PAYLOAD_LIMIT - SQS_MAX_RECEIVE * (256 * 1024 + EVENT_BYTES_PER_MESSAGE);
 
 pub(crate) struct Poller {
     pub function: Arc<dyn SqsFunction>,
@@ -58,9 +61,7 @@ impl Poller {
         let mut batch: Vec<Message> = Vec::new();
         let mut payload = 0;
         let mut window_ends: Option<Instant> = None;
-        // A receive may bring up to ten messages of at most 256 KiB each past the limit's mark.
-        let payload_mark = LAMBDA_PAYLOAD_LIMIT - SQS_MAX_RECEIVE * (256 * 1024 + EVENT_BYTES_PER_MESSAGE);
-        while !*stop.borrow() && batch.len() < self.source.batch_size && payload < payload_mark {
+        while !*stop.borrow() && batch.len() < self.source.batch_size && payload < PAYLOAD_MARK {
             let wait = match window_ends {
                 None => POLL_WAIT_SECS,
                 Some(end) => end.saturating_duration_since(Instant::now()).as_secs() as i32,
