@@ -10,7 +10,7 @@ use chrono::Utc;
 use fcfs_shared::adapters::redis::{
     LIVE_CAMPAIGNS_KEY, RedisIssueLedger, RedisSettings, count_key, outcomes_key, pending_key, rules_key, users_key,
 };
-use fcfs_shared::issuance::domain::{CampaignId, IssueDecision, IssueRules, Outcome, RejectionReason};
+use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, IssueDecision, IssueRules, Outcome, RejectionReason};
 use fcfs_shared::issuance::ports::IssueLedger;
 use fcfs_shared::kernel::UserId;
 use integration_tests::{RedisDeployment, env};
@@ -88,6 +88,7 @@ fn rules(id: CampaignId, quantity: u32) -> IssueRules {
         issue_starts_at: now - chrono::Duration::minutes(1),
         issue_ends_at: now + chrono::Duration::hours(1),
         coupon_expires_at: now + chrono::Duration::days(1),
+        kind: CampaignKind::Sale,
     }
 }
 
@@ -136,6 +137,25 @@ async fn exercise(ledger: &RedisIssueLedger, id: CampaignId) {
         IssueDecision::NotOwner
     );
     assert_eq!(ledger.reserved_count(id).await.unwrap(), 3);
+    // A reward campaign is never on sale; its owner is told so, anyone else "not found".
+    let reward = IssueRules {
+        campaign_id: id + 1,
+        kind: CampaignKind::Reward,
+        ..rules.clone()
+    };
+    ledger.prime(&reward).await.unwrap();
+    assert_eq!(ledger.rules(id + 1).await.unwrap(), Some(reward));
+    for (partner, decision) in [
+        ("ledger-test", IssueDecision::NotOnSale),
+        ("someone-else", IssueDecision::NotOwner),
+    ] {
+        let answer = ledger
+            .reserve(id + 1, partner, &user("u0"), Uuid::now_v7(), now)
+            .await
+            .unwrap();
+        assert_eq!(answer, decision);
+    }
+    assert_eq!(ledger.reserved_count(id + 1).await.unwrap(), 0);
 
     let pending = ledger.pending(id, usize::MAX).await.unwrap();
     assert_eq!(pending.iter().map(|p| p.rank).collect::<Vec<_>>(), [1, 2, 3]);

@@ -11,7 +11,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::adapters::redis::{RedisIssueLedger, RedisSettings};
 use fcfs_shared::adapters::sqs::SqsReservationQueue;
-use fcfs_shared::issuance::domain::{CampaignId, IssueRules, Outcome, RejectionReason};
+use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, IssueRules, Outcome, RejectionReason};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger};
 use fcfs_shared::issuance::reconcile::{Difference, LedgerView, RecordView, compare};
 use fcfs_shared::issuance::{Recovery, RecoverySummary};
@@ -96,6 +96,7 @@ impl Stores {
         };
         let counts = self.store.counts(id).await?;
         let record = RecordView {
+            on_sale: rules.kind == CampaignKind::Sale,
             quantity: rules.total_quantity.into(),
             issued_count: counts.issued_count,
             rejected_count: counts.rejected_count,

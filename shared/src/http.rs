@@ -100,6 +100,7 @@ impl ApiError {
             Self::Issuance(I::SoldOut) => Problem::new(StatusCode::GONE, "SOLD_OUT"),
             Self::Issuance(I::NotOpen) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_OPEN"),
             Self::Issuance(I::Ended) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "ENDED"),
+            Self::Issuance(I::NotOnSale) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_ON_SALE"),
             Self::Issuance(e @ I::Unprimed(_)) => Problem::unavailable(e.to_string()),
             Self::Issuance(I::Unavailable(e)) => Problem::unavailable(e.to_string()),
             Self::Coupons(C::Invalid(f)) => Problem::invalid(f.field),
@@ -301,6 +302,7 @@ mod tests {
             (IssuanceError::SoldOut, 410, "SOLD_OUT"),
             (IssuanceError::NotOpen, 422, "NOT_OPEN"),
             (IssuanceError::Ended, 422, "ENDED"),
+            (IssuanceError::NotOnSale, 422, "NOT_ON_SALE"),
             (IssuanceError::CampaignNotFound, 404, "NOT_FOUND"),
         ] {
             let r = ApiError::from(e).into_response();
@@ -331,6 +333,7 @@ mod tests {
             IssuanceError::SoldOut,
             IssuanceError::NotOpen,
             IssuanceError::Ended,
+            IssuanceError::NotOnSale,
             IssuanceError::Unprimed(1),
             IssuanceError::MessageWithoutId(0),
             IssuanceError::Unavailable(Unavailable::new("redis", "down")),

@@ -6,7 +6,7 @@ use fcfs_shared::adapters::mysql::{self, MySqlStore};
 use fcfs_shared::adapters::redis::RedisIssueLedger;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::http::{self as api, ApiError};
-use fcfs_shared::issuance::domain::{CampaignId, Discount, NewCampaign};
+use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, Discount, NewCampaign};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger};
 use fcfs_shared::issuance::{CampaignSummary, Campaigns};
 use lambda_http::http::{Method, StatusCode};
@@ -26,6 +26,7 @@ struct CampaignView {
     issue_ends_at: DateTime<Utc>,
     coupon_expires_at: DateTime<Utc>,
     discount: Discount,
+    kind: CampaignKind,
     created_at: DateTime<Utc>,
     reserved: u64,
     issued: u64,
@@ -48,6 +49,7 @@ impl From<CampaignSummary> for CampaignView {
             issue_ends_at: c.issue_ends_at,
             coupon_expires_at: c.coupon_expires_at,
             discount: c.discount,
+            kind: c.kind,
             created_at: c.created_at,
             reserved,
             issued,

@@ -14,7 +14,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 use super::secrets::{DatabaseSecret, fetch_database_secret};
 use crate::config::{ConfigError, Settings, StartupError};
 use crate::issuance::domain::{
-    Campaign, CampaignId, Discount, DiscountType, NewCampaign, Outcome, RejectionReason, Reservation, allot,
+    Campaign, CampaignId, CampaignKind, Discount, DiscountType, NewCampaign, Outcome, RejectionReason, Reservation, allot,
 };
 use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
 use crate::kernel::{Unavailable, UserId};
@@ -359,11 +359,16 @@ impl MySqlStore {
     }
 }
 
-const CAMPAIGN_COLUMNS: &str = "id, partner_id, name, total_quantity, issue_starts_at, issue_ends_at, \
+const CAMPAIGN_COLUMNS: &str = "id, partner_id, kind, name, total_quantity, issue_starts_at, issue_ends_at, \
      coupon_expires_at, discount_type, discount_value, created_at";
+
+fn campaign_kind(raw: &str) -> Result<CampaignKind, sqlx::Error> {
+    CampaignKind::parse(raw).ok_or_else(|| sqlx::Error::Decode(format!("campaign kind {raw}").into()))
+}
 
 fn campaign_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Campaign, sqlx::Error> {
     let kind: String = row.try_get("discount_type")?;
+    let purpose: String = row.try_get("kind")?;
     Ok(Campaign {
         id: row.try_get("id")?,
         partner_id: row.try_get("partner_id")?,
@@ -377,6 +382,7 @@ fn campaign_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Campaign, sqlx::Erro
                 .ok_or_else(|| sqlx::Error::Decode(format!("discount_type {kind}").into()))?,
             value: row.try_get("discount_value")?,
         },
+        kind: campaign_kind(&purpose)?,
         created_at: utc(row.try_get("created_at")?),
     })
 }
@@ -386,10 +392,11 @@ impl CampaignCatalog for MySqlStore {
     async fn create(&self, partner_id: &str, c: &NewCampaign) -> Result<Campaign, Unavailable> {
         self.timed(async {
             let id = sqlx::query(
-                "INSERT INTO campaigns (partner_id, name, total_quantity, issue_starts_at, issue_ends_at, \
-                 coupon_expires_at, discount_type, discount_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO campaigns (partner_id, kind, name, total_quantity, issue_starts_at, issue_ends_at, \
+                 coupon_expires_at, discount_type, discount_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(partner_id)
+            .bind(c.kind.as_str())
             .bind(&c.name)
             .bind(c.total_quantity)
             .bind(c.issue_starts_at.naive_utc())
@@ -478,6 +485,7 @@ impl CampaignCatalog for MySqlStore {
 /// One campaign's row as the writer locks it.
 struct LockedCampaign {
     partner_id: String,
+    kind: CampaignKind,
     room: u32,
     expires_at: NaiveDateTime,
 }
@@ -498,31 +506,28 @@ impl MySqlStore {
         // order, so concurrent chunks never deadlock), and held to the commit: the room each
         // campaign has left cannot change under this transaction.
         let mut lock = QueryBuilder::<MySql>::new(
-            "SELECT id, partner_id, total_quantity, issued_count, coupon_expires_at FROM campaigns WHERE id IN (",
+            "SELECT id, partner_id, kind, total_quantity, issued_count, coupon_expires_at FROM campaigns WHERE id IN (",
         );
         let mut ids = lock.separated(", ");
         for id in by_campaign.keys() {
             ids.push_bind(*id);
         }
         lock.push(") ORDER BY id FOR UPDATE");
-        let locked: HashMap<CampaignId, LockedCampaign> = lock
-            .build_query_as::<(CampaignId, String, u32, u32, NaiveDateTime)>()
+        let mut locked: HashMap<CampaignId, LockedCampaign> = HashMap::new();
+        for (id, partner_id, kind, total, issued, expires_at) in lock
+            .build_query_as::<(CampaignId, String, String, u32, u32, NaiveDateTime)>()
             .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?
-            .into_iter()
-            .map(|(id, partner_id, total, issued, expires_at)| {
-                let room = total.saturating_sub(issued);
-                (
-                    id,
-                    LockedCampaign {
-                        partner_id,
-                        room,
-                        expires_at,
-                    },
-                )
-            })
-            .collect();
+        {
+            let campaign = LockedCampaign {
+                partner_id,
+                kind: campaign_kind(&kind).map_err(unavailable)?,
+                room: total.saturating_sub(issued),
+                expires_at,
+            };
+            locked.insert(id, campaign);
+        }
 
         let mut rejected_users: Vec<(CampaignId, &Reservation, RejectionReason)> = Vec::new();
         for (campaign_id, rows) in &by_campaign {
@@ -552,7 +557,7 @@ impl MySqlStore {
                 Vec::new()
             };
             let written: HashSet<&str> = written.iter().map(String::as_str).collect();
-            let allotment = allot(rows, &campaign.partner_id, &written, campaign.room);
+            let allotment = allot(rows, &campaign.partner_id, campaign.kind, &written, campaign.room);
             record.duplicates += allotment.duplicates.len() as u64;
 
             let mut inserted = 0;

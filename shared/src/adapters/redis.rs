@@ -30,18 +30,19 @@ use redis::cluster_async::ClusterConnection;
 use uuid::Uuid;
 
 use crate::config::{ConfigError, Settings};
-use crate::issuance::domain::{CampaignId, IssueDecision, IssueRules, Outcome, PendingReservation, RejectionReason};
+use crate::issuance::domain::{CampaignId, CampaignKind, IssueDecision, IssueRules, Outcome, PendingReservation, RejectionReason};
 use crate::issuance::ports::{IssueLedger, Standing};
 use crate::kernel::{Unavailable, UserId};
 
-/// Owner, window, duplicate, then stock; the counter is checked before it is raised, so it never
+/// Owner, kind (a `REWARD` campaign is never on sale), window, duplicate, then stock; the counter is checked before it is raised, so it never
 /// exceeds the quantity, not even for an instant. The place is recorded as pending in the same
 /// step, so no crash can leave a place held without a trace. Mirrors `domain::decide`.
 /// KEYS: rules, users, count, pending. ARGV: user, now (epoch ms), request id, partner.
 const RESERVE: &str = r"
-local rules = redis.call('HMGET', KEYS[1], 'quantity', 'startsAt', 'endsAt', 'partner', 'expiresAt')
+local rules = redis.call('HMGET', KEYS[1], 'quantity', 'startsAt', 'endsAt', 'partner', 'expiresAt', 'kind')
 if not rules[1] or not rules[4] then return -4 end
 if rules[4] ~= ARGV[4] then return -5 end
+if rules[6] == 'REWARD' then return -6 end
 local now = tonumber(ARGV[2])
 if now < tonumber(rules[2]) then return -3 end
 if now >= tonumber(rules[3]) then return -2 end
@@ -532,6 +533,10 @@ fn rules_from(id: CampaignId, fields: &HashMap<String, String>) -> Option<IssueR
         issue_starts_at: millis("startsAt")?,
         issue_ends_at: millis("endsAt")?,
         coupon_expires_at: millis("couponExpiresAt")?,
+        // Rules primed before campaigns had kinds were all on sale.
+        kind: fields
+            .get("kind")
+            .map_or(Some(CampaignKind::Sale), |k| CampaignKind::parse(k))?,
     })
 }
 
@@ -560,7 +565,9 @@ impl IssueLedger for RedisIssueLedger {
                 .arg("couponExpiresAt")
                 .arg(rules.coupon_expires_at.timestamp_millis())
                 .arg("expiresAt")
-                .arg(expires),
+                .arg(expires)
+                .arg("kind")
+                .arg(rules.kind.as_str()),
         )
         .await?;
         self.query::<()>(redis::cmd("PEXPIREAT").arg(rules_key(id)).arg(expires))
@@ -592,6 +599,7 @@ impl IssueLedger for RedisIssueLedger {
             .arg(partner);
         let answer: i64 = self.invoke(&invocation).await?;
         Ok(match answer {
+            -6 => IssueDecision::NotOnSale,
             -5 => IssueDecision::NotOwner,
             -4 => IssueDecision::Unprimed,
             -3 => IssueDecision::NotOpen,

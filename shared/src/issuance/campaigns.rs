@@ -85,6 +85,7 @@ mod tests {
                 kind: DiscountType::Percent,
                 value: 10,
             },
+            kind: Default::default(),
         }
     }
 

@@ -35,6 +35,35 @@ impl DiscountType {
     }
 }
 
+/// What a campaign is for. A `SALE` campaign is issued first-come-first-served to callers; a
+/// `REWARD` campaign is never on sale: its coupons are granted only by grading policies, so a
+/// grant can never take a place a caller was promised (the sale's count lives in Redis, a grant's
+/// in MySQL, and one campaign never has both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CampaignKind {
+    #[default]
+    Sale,
+    Reward,
+}
+
+impl CampaignKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sale => "SALE",
+            Self::Reward => "REWARD",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "SALE" => Some(Self::Sale),
+            "REWARD" => Some(Self::Reward),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Discount {
     #[serde(rename = "type")]
@@ -57,6 +86,9 @@ pub struct NewCampaign {
     #[serde(deserialize_with = "rfc3339")]
     pub coupon_expires_at: DateTime<Utc>,
     pub discount: Discount,
+    /// `SALE` when absent.
+    #[serde(default)]
+    pub kind: CampaignKind,
 }
 
 impl NewCampaign {
@@ -106,6 +138,7 @@ pub struct Campaign {
     pub issue_ends_at: DateTime<Utc>,
     pub coupon_expires_at: DateTime<Utc>,
     pub discount: Discount,
+    pub kind: CampaignKind,
     pub created_at: DateTime<Utc>,
 }
 
@@ -119,6 +152,7 @@ pub struct IssueRules {
     pub issue_starts_at: DateTime<Utc>,
     pub issue_ends_at: DateTime<Utc>,
     pub coupon_expires_at: DateTime<Utc>,
+    pub kind: CampaignKind,
 }
 
 impl IssueRules {
@@ -139,6 +173,7 @@ impl From<&Campaign> for IssueRules {
             issue_starts_at: c.issue_starts_at,
             issue_ends_at: c.issue_ends_at,
             coupon_expires_at: c.coupon_expires_at,
+            kind: c.kind,
         }
     }
 }
@@ -156,6 +191,8 @@ pub enum IssueDecision {
     Ended,
     /// The campaign belongs to another partner.
     NotOwner,
+    /// A `REWARD` campaign: only grading grants its coupons.
+    NotOnSale,
     /// Redis holds no rules for the campaign (an unknown id, never primed, or Redis lost its
     /// state): only the catalog can tell which.
     Unprimed,
@@ -172,6 +209,8 @@ pub fn decide(
 ) -> IssueDecision {
     if rules.partner_id != partner {
         IssueDecision::NotOwner
+    } else if rules.kind == CampaignKind::Reward {
+        IssueDecision::NotOnSale
     } else if now < rules.issue_starts_at {
         IssueDecision::NotOpen
     } else if now >= rules.issue_ends_at {
@@ -248,6 +287,8 @@ pub enum RejectionReason {
     OverQuantity,
     /// The message names a partner that does not own the campaign.
     PartnerMismatch,
+    /// The campaign is a `REWARD` campaign, which Redis never hands places of: a forged message.
+    NotOnSale,
 }
 
 impl RejectionReason {
@@ -255,6 +296,7 @@ impl RejectionReason {
         match self {
             Self::OverQuantity => "OVER_QUANTITY",
             Self::PartnerMismatch => "PARTNER_MISMATCH",
+            Self::NotOnSale => "NOT_ON_SALE",
         }
     }
 
@@ -262,6 +304,7 @@ impl RejectionReason {
         match raw {
             "OVER_QUANTITY" => Some(Self::OverQuantity),
             "PARTNER_MISMATCH" => Some(Self::PartnerMismatch),
+            "NOT_ON_SALE" => Some(Self::NotOnSale),
             _ => None,
         }
     }
@@ -286,10 +329,12 @@ pub struct Allotment<'a> {
 
 /// The database's guard, as a pure rule: of one campaign's reservations, those of its owner and of
 /// users without a coupon get one, in Redis's order of acceptance (rank, then time), while
-/// `room` (quantity minus coupons written) lasts; the rest are rejected, never dropped.
+/// `room` (quantity minus coupons written) lasts; the rest are rejected, never dropped. A campaign
+/// not on sale takes no reservation.
 pub fn allot<'a>(
     reservations: &[&'a Reservation],
     owner: &str,
+    kind: CampaignKind,
     written: &std::collections::HashSet<&str>,
     room: u32,
 ) -> Allotment<'a> {
@@ -298,6 +343,8 @@ pub fn allot<'a>(
     for &r in reservations {
         if r.partner_id != owner {
             allotment.rejected.push((r, RejectionReason::PartnerMismatch));
+        } else if kind == CampaignKind::Reward {
+            allotment.rejected.push((r, RejectionReason::NotOnSale));
         } else if written.contains(r.user_id.as_str()) {
             allotment.duplicates.push(r);
         } else {
@@ -344,6 +391,7 @@ mod tests {
             issue_starts_at: now - Duration::hours(1),
             issue_ends_at: now + Duration::hours(1),
             coupon_expires_at: now + Duration::days(1),
+            kind: CampaignKind::Sale,
         }
     }
 
@@ -360,6 +408,12 @@ mod tests {
         assert_eq!(decide(&r, "p", now, true, 2), IssueDecision::AlreadyIssued);
         assert_eq!(decide(&r, "p", now, false, 2), IssueDecision::SoldOut);
         assert_eq!(decide(&r, "p", now, false, 1), IssueDecision::Reserved { rank: 2 });
+        let reward = IssueRules {
+            kind: CampaignKind::Reward,
+            ..r.clone()
+        };
+        assert_eq!(decide(&reward, "other", now, false, 0), IssueDecision::NotOwner);
+        assert_eq!(decide(&reward, "p", now, false, 0), IssueDecision::NotOnSale);
     }
 
     fn reservation(user: &str, partner: &str, rank: u32) -> Reservation {
@@ -386,7 +440,7 @@ mod tests {
         let done = reservation("w", "p", 1);
         let written = std::collections::HashSet::from(["w"]);
         let all = [&a, &b, &c, &d, &forged, &again, &done];
-        let allotment = allot(&all, "p", &written, 2);
+        let allotment = allot(&all, "p", CampaignKind::Sale, &written, 2);
         let users = |rs: &[&Reservation]| rs.iter().map(|r| r.user_id.as_str().to_owned()).collect::<Vec<_>>();
         assert_eq!(users(&allotment.issue), ["b", "c"], "lowest ranks first");
         let mut duplicates = users(&allotment.duplicates);
@@ -406,10 +460,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            allot(&all, "p", &written, 0).issue.len(),
+            allot(&all, "p", CampaignKind::Sale, &written, 0).issue.len(),
             0,
             "a full campaign takes nobody"
         );
+        let reward = allot(&[&b], "p", CampaignKind::Reward, &std::collections::HashSet::new(), 5);
+        assert_eq!(reward.rejected, vec![(&b, RejectionReason::NotOnSale)]);
     }
 
     fn campaign() -> NewCampaign {
@@ -424,6 +480,7 @@ mod tests {
                 kind: DiscountType::Percent,
                 value: 10,
             },
+            kind: CampaignKind::Sale,
         }
     }
 

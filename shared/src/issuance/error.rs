@@ -20,6 +20,9 @@ pub enum IssuanceError {
     NotOpen,
     #[error("issuance has ended")]
     Ended,
+    /// A `REWARD` campaign: its coupons are granted by grading policies, never issued to callers.
+    #[error("this campaign is not on sale: its coupons are granted as rewards only")]
+    NotOnSale,
     /// Redis holds no rules for the campaign (never primed, or its state was lost): issuing
     /// resumes once an operator runs `fcfs-admin rebuild-ledger`, so the caller may retry.
     #[error("campaign {0} is not primed in the issue ledger")]

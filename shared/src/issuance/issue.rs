@@ -138,6 +138,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             Err(IssuanceError::SoldOut) => "sold_out",
             Err(IssuanceError::NotOpen) => "not_open",
             Err(IssuanceError::Ended) => "ended",
+            Err(IssuanceError::NotOnSale) => "not_on_sale",
             Err(IssuanceError::CampaignNotFound) => "not_found",
             Err(IssuanceError::Invalid(_) | IssuanceError::MessageWithoutId(_)) => "invalid",
             Err(IssuanceError::Unprimed(_) | IssuanceError::Unavailable(_)) => "unavailable",
@@ -169,6 +170,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             IssueDecision::NotOpen => return Err(IssuanceError::NotOpen),
             IssueDecision::Ended => return Err(IssuanceError::Ended),
             IssueDecision::NotOwner => return Err(IssuanceError::CampaignNotFound),
+            IssueDecision::NotOnSale => return Err(IssuanceError::NotOnSale),
             IssueDecision::Unprimed => {
                 // Redis keeps a campaign's state until a day after its coupons expire: past
                 // that, the campaign has long ended, which is the answer.

@@ -22,6 +22,9 @@ pub struct LedgerView {
 /// The campaign as MySQL recorded it.
 #[derive(Debug, Default, Clone)]
 pub struct RecordView {
+    /// A `REWARD` campaign is never on sale: Redis holds its rules only, and its coupons (granted
+    /// by grading) have no place there.
+    pub on_sale: bool,
     pub quantity: u64,
     pub issued_count: u64,
     pub rejected_count: u64,
@@ -128,10 +131,10 @@ pub fn compare(ledger: &LedgerView, record: &RecordView) -> Vec<Difference> {
         users.sort();
         users
     };
+    let on_sale_coupons = || record.coupons.iter().filter(|_| record.on_sale);
     let not_held = sorted(
-        record
-            .coupons
-            .keys()
+        on_sale_coupons()
+            .map(|(u, _)| u)
             .filter(|u| !ledger.holders.contains_key(*u))
             .cloned()
             .collect(),
@@ -141,9 +144,7 @@ pub fn compare(ledger: &LedgerView, record: &RecordView) -> Vec<Difference> {
         differences.push(Difference::CouponsNotHeld { users: not_held });
     }
     let unknown = sorted(
-        record
-            .coupons
-            .iter()
+        on_sale_coupons()
             .filter(|(u, id)| ledger.outcomes.get(*u) != Some(&Outcome::Issued { coupon_id: **id }))
             .map(|(u, _)| u.clone())
             .collect(),
@@ -199,6 +200,7 @@ mod tests {
             ]),
         };
         let record = RecordView {
+            on_sale: true,
             quantity: 3,
             issued_count: 2,
             rejected_count: 0,
@@ -245,5 +247,26 @@ mod tests {
         );
         assert!(found[..4].iter().all(Difference::repairable));
         assert!(!found[4].repairable());
+    }
+
+    #[test]
+    fn a_reward_campaigns_coupons_need_no_place_in_redis() {
+        let (mut ledger, mut record) = views();
+        record.on_sale = false;
+        ledger.holders.clear();
+        ledger.pending.clear();
+        ledger.outcomes.clear();
+        ledger.count = 0;
+        assert_eq!(compare(&ledger, &record), []);
+        record.coupons.insert("c".into(), 3);
+        record.coupons.insert("d".into(), 4);
+        record.issued_count = 4;
+        assert_eq!(
+            compare(&ledger, &record),
+            [Difference::OverIssued {
+                coupons: 4,
+                quantity: 3
+            }]
+        );
     }
 }

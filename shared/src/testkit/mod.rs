@@ -17,7 +17,7 @@ use crate::coupons::domain::{
 };
 use crate::coupons::ports::CouponRecords;
 use crate::issuance::domain::{
-    Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation, Reservation, allot,
+    Campaign, CampaignId, CampaignKind, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation, Reservation, allot,
     decide,
 };
 use crate::issuance::ports::{
@@ -45,6 +45,7 @@ pub fn new_campaign(quantity: u32, opens_at: DateTime<Utc>) -> NewCampaign {
             kind: crate::issuance::domain::DiscountType::Amount,
             value: 5,
         },
+        kind: CampaignKind::Sale,
     }
 }
 
@@ -248,6 +249,7 @@ impl CampaignCatalog for MemoryCatalog {
             issue_ends_at: c.issue_ends_at,
             coupon_expires_at: c.coupon_expires_at,
             discount: c.discount,
+            kind: c.kind,
             created_at: Utc::now(),
         };
         campaigns.insert(id, campaign.clone());
@@ -324,8 +326,9 @@ impl ReservationQueue for MemoryQueue {
 pub struct MemoryCouponBook {
     pub rows: Mutex<HashMap<(CampaignId, UserId), Reservation>>,
     pub rejections: Mutex<HashMap<(CampaignId, UserId), crate::issuance::domain::RejectionReason>>,
-    /// Campaign id → (owner, quantity).
+    /// Campaign id → (owner, quantity); every one on sale but those in `rewards`.
     pub campaigns: Mutex<HashMap<CampaignId, (String, u32)>>,
+    pub rewards: Mutex<HashSet<CampaignId>>,
     pub chunk_sizes: Mutex<Vec<usize>>,
     /// A chunk containing this user fails as a whole, as a failed transaction would.
     pub fail_chunk_with_user: Mutex<Option<UserId>>,
@@ -356,7 +359,12 @@ impl CouponBook for MemoryCouponBook {
             let written: HashSet<&str> = rows.keys().filter(|(c, _)| *c == id).map(|(_, u)| u.as_str()).collect();
             let issued = written.len() as u32;
             let reservations: Vec<&Reservation> = members.iter().map(|(_, r)| *r).collect();
-            let allotment = allot(&reservations, owner, &written, quantity.saturating_sub(issued));
+            let kind = if self.rewards.lock().unwrap().contains(&id) {
+                CampaignKind::Reward
+            } else {
+                CampaignKind::Sale
+            };
+            let allotment = allot(&reservations, owner, kind, &written, quantity.saturating_sub(issued));
             let position = |r: &Reservation| members.iter().find(|(_, m)| std::ptr::eq(*m, r)).map(|(i, _)| *i);
             record.duplicates += allotment.duplicates.len() as u64;
             let issue: Vec<Reservation> = allotment.issue.iter().map(|r| (*r).clone()).collect();
