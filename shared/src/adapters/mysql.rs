@@ -14,7 +14,8 @@ use sqlx::{MySql, QueryBuilder, Row};
 use super::secrets::{DatabaseSecret, fetch_database_secret};
 use crate::config::{ConfigError, Settings, StartupError};
 use crate::issuance::domain::{
-    Campaign, CampaignId, CampaignKind, Discount, DiscountType, NewCampaign, Outcome, RejectionReason, Reservation, allot,
+    Campaign, CampaignId, CampaignKind, Discount, DiscountType, NewCampaign, Outcome, RejectionReason, Reservation,
+    allot,
 };
 use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
 use crate::kernel::{Unavailable, UserId};

@@ -30,7 +30,9 @@ use redis::cluster_async::ClusterConnection;
 use uuid::Uuid;
 
 use crate::config::{ConfigError, Settings};
-use crate::issuance::domain::{CampaignId, CampaignKind, IssueDecision, IssueRules, Outcome, PendingReservation, RejectionReason};
+use crate::issuance::domain::{
+    CampaignId, CampaignKind, IssueDecision, IssueRules, Outcome, PendingReservation, RejectionReason,
+};
 use crate::issuance::ports::{IssueLedger, Standing};
 use crate::kernel::{Unavailable, UserId};
 
