@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 
 use fcfs_shared::config::Settings;
 use integration_tests::{env, repo_root, template};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// Variables a function is given but does not read through `Settings`: (function or "*", name, why).
 const NOT_READ_BY_THE_CODE: &[(&str, &str, &str)] = &[
@@ -321,7 +321,7 @@ fn each_function_has_exactly_the_permissions_of_the_table() {
 #[test]
 fn alert_rules_and_cloudwatch_alarms_have_the_same_thresholds() {
     let text = std::fs::read_to_string(repo_root().join("observability/alerts.yml")).unwrap();
-    let rules: Value = serde_yaml::from_str(&text).unwrap();
+    let rules: Value = yaml_serde::from_str(&text).unwrap();
     let raw = raw_template();
     let mut problems = Vec::new();
     let mut claimed = BTreeSet::new();
@@ -401,7 +401,7 @@ fn the_authorizer_lookup_deadline_is_at_most_one_second() {
 
 fn raw_template() -> Value {
     let text = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template.yaml");
-    serde_yaml::from_str(&text).expect("template.yaml is YAML")
+    yaml_serde::from_str(&text).expect("template.yaml is YAML")
 }
 
 fn raw_function<'a>(raw: &'a Value, id: &str) -> &'a Value {
@@ -413,7 +413,7 @@ fn render(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Tagged(t) => format!("{} {}", t.tag, render(&t.value)),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+        other => yaml_serde::to_string(other).unwrap_or_default().trim().to_owned(),
     }
 }
 

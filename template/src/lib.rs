@@ -1,21 +1,34 @@
 //! The SAM template as data: the one description of our queues, tables, functions and events.
 //!
 //! Local provisioning and the tests read resources from here, so what runs locally cannot drift
-//! from what `template.yaml` deploys. Only the intrinsics the template uses are resolved
-//! (`!Ref`, `!Sub` with `${Name}`, `!GetAtt X.Arn|QueueUrl|QueueName`).
+//! from what `template.yaml` deploys. The template is read into typed structs when it is loaded
+//! (`document`), so a resource the runner would misread (an API event without its `Path`, a
+//! redrive policy without its count) is an error then, naming the resource and the key. Only the
+//! intrinsics the template uses are resolved (`!Ref`, `!Sub` with `${Name}`,
+//! `!GetAtt X.Arn|QueueUrl|QueueName`); the others load, and resolving one is an error.
 
-use std::collections::BTreeMap;
+mod document;
+mod values;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use serde_yaml::Value;
+use document::{Body, Document, Event, Resource, ScheduleProperties};
+pub use values::Expr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("cannot read template {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("template is not valid YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    /// Not YAML, or not a SAM template (a resource without `Type`); the error names the key and
+    /// the line.
+    #[error("template: {0}")]
+    Yaml(#[from] yaml_serde::Error),
+    /// A resource's properties are not shaped as its type's are (an API event without `Path`):
+    /// where (a resource, an event, a key) and what.
+    #[error("template: {at}: {source}")]
+    Shape { at: String, source: yaml_serde::Error },
     #[error("template: {0}")]
     Invalid(String),
     /// A parameter without a `Default` that was given no value: deployments must choose it.
@@ -196,11 +209,14 @@ pub fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 pub struct Template {
-    root: Value,
+    /// In document order.
+    resources: Vec<Resource>,
+    /// `Globals.Function.Environment.Variables`: every function's, before its own.
+    global_variables: Vec<(String, Expr)>,
     /// Every parameter with a value: its default or an override.
     parameters: BTreeMap<String, String>,
     /// Every parameter the template declares, with a value or not.
-    declared: std::collections::BTreeSet<String>,
+    declared: BTreeSet<String>,
     placement: Placement,
 }
 
@@ -222,17 +238,14 @@ impl Template {
         overrides: &BTreeMap<String, String>,
         placement: Placement,
     ) -> Result<Self, TemplateError> {
-        let root: Value = serde_yaml::from_str(text)?;
+        let document: Document = yaml_serde::from_str(text)?;
         let mut parameters = BTreeMap::new();
-        let mut declared = std::collections::BTreeSet::new();
-        if let Some(Value::Mapping(params)) = root.get("Parameters") {
-            for (name, spec) in params {
-                let name = scalar(name).ok_or_else(|| TemplateError::Invalid("parameter name".into()))?;
-                if let Some(default) = spec.get("Default").and_then(scalar) {
-                    parameters.insert(name.clone(), default);
-                }
-                declared.insert(name);
+        let mut declared = BTreeSet::new();
+        for (name, spec) in document.parameters.0 {
+            if let Some(default) = spec.default {
+                parameters.insert(name.clone(), default.0);
             }
+            declared.insert(name);
         }
         for (name, value) in overrides {
             if !declared.contains(name) {
@@ -240,8 +253,15 @@ impl Template {
             }
             parameters.insert(name.clone(), value.clone());
         }
+        let resources = document
+            .resources
+            .0
+            .into_iter()
+            .map(|(id, raw)| Resource::read(id, raw))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
-            root,
+            resources,
+            global_variables: document.globals.function.environment.variables.0,
             parameters,
             declared,
             placement,
@@ -253,37 +273,26 @@ impl Template {
         self.placement.queue_urls = urls;
     }
 
-    fn resources(&self) -> impl Iterator<Item = (String, &Value)> {
-        self.root
-            .get("Resources")
-            .and_then(Value::as_mapping)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| scalar(k).map(|k| (k, v)))
+    fn resource(&self, logical_id: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.logical_id == logical_id)
     }
 
     fn resource_type(&self, logical_id: &str) -> Option<&str> {
-        self.root.get("Resources")?.get(logical_id)?.get("Type")?.as_str()
-    }
-
-    fn property(&self, logical_id: &str, name: &str) -> Option<&Value> {
-        self.root
-            .get("Resources")?
-            .get(logical_id)?
-            .get("Properties")?
-            .get(name)
+        self.resource(logical_id).map(|r| r.kind.as_str())
     }
 
     /// The physical name a resource gets: its name property resolved, or the logical id.
     pub fn physical_name(&self, logical_id: &str) -> Result<String, TemplateError> {
-        let prop = match self.resource_type(logical_id) {
-            Some("AWS::SQS::Queue") => "QueueName",
-            Some("AWS::DynamoDB::Table") => "TableName",
-            Some(_) => return Ok(logical_id.to_owned()),
-            None => return Err(TemplateError::Invalid(format!("no resource {logical_id}"))),
+        let resource = self
+            .resource(logical_id)
+            .ok_or_else(|| TemplateError::Invalid(format!("no resource {logical_id}")))?;
+        let name = match &resource.body {
+            Body::Queue(queue) => queue.queue_name.as_ref(),
+            Body::Table(table) => table.table_name.as_ref(),
+            _ => None,
         };
-        match self.property(logical_id, prop) {
-            Some(v) => self.resolve(v),
+        match name {
+            Some(name) => self.resolve(name),
             None => Ok(logical_id.to_owned()),
         }
     }
@@ -318,7 +327,7 @@ impl Template {
         }
         let physical = self.physical_name(name)?;
         Ok(match self.resource_type(name) {
-            Some("AWS::SQS::Queue") => self.queue_url(&physical),
+            Some(document::QUEUE) => self.queue_url(&physical),
             _ => physical,
         })
     }
@@ -326,10 +335,10 @@ impl Template {
     fn get_att(&self, logical_id: &str, attribute: &str) -> Result<String, TemplateError> {
         let physical = self.physical_name(logical_id)?;
         match (self.resource_type(logical_id), attribute) {
-            (Some("AWS::SQS::Queue"), "Arn") => Ok(self.arn("sqs", &physical)),
-            (Some("AWS::SQS::Queue"), "QueueUrl") => Ok(self.queue_url(&physical)),
-            (Some("AWS::SQS::Queue"), "QueueName") => Ok(physical),
-            (Some("AWS::DynamoDB::Table"), "Arn") => Ok(self.arn("dynamodb", &physical)),
+            (Some(document::QUEUE), "Arn") => Ok(self.arn("sqs", &physical)),
+            (Some(document::QUEUE), "QueueUrl") => Ok(self.queue_url(&physical)),
+            (Some(document::QUEUE), "QueueName") => Ok(physical),
+            (Some(document::TABLE), "Arn") => Ok(self.arn("dynamodb", &physical)),
             (kind, _) => Err(TemplateError::Invalid(format!(
                 "!GetAtt {logical_id}.{attribute} is not supported locally (type {kind:?})"
             ))),
@@ -357,149 +366,84 @@ impl Template {
     }
 
     /// Resolves a property value to a string, evaluating the intrinsics we use.
-    pub fn resolve(&self, value: &Value) -> Result<String, TemplateError> {
+    pub fn resolve(&self, value: &Expr) -> Result<String, TemplateError> {
         match value {
-            Value::Tagged(tagged) => {
-                let arg = &tagged.value;
-                match tagged.tag.to_string().as_str() {
-                    "!Ref" => self.ref_value(&scalar(arg).unwrap_or_default()),
-                    "!Sub" => self.substitute(&scalar(arg).unwrap_or_default()),
-                    "!GetAtt" => {
-                        let spec = scalar(arg).unwrap_or_default();
-                        let (id, att) = spec
-                            .split_once('.')
-                            .ok_or_else(|| TemplateError::Invalid(format!("!GetAtt {spec}")))?;
-                        self.get_att(id, att)
-                    }
-                    other => Err(TemplateError::Invalid(format!(
-                        "intrinsic {other} is not supported locally"
-                    ))),
-                }
-            }
-            Value::Mapping(map) if map.len() == 1 => {
-                let (key, arg) = map.iter().next().expect("one entry");
-                match key.as_str() {
-                    Some("Ref") => self.ref_value(&scalar(arg).unwrap_or_default()),
-                    Some("Fn::Sub") => self.substitute(&scalar(arg).unwrap_or_default()),
-                    Some("Fn::GetAtt") => {
-                        let parts: Vec<String> = arg
-                            .as_sequence()
-                            .map(|s| s.iter().filter_map(scalar).collect())
-                            .unwrap_or_default();
-                        match parts.as_slice() {
-                            [id, att] => self.get_att(id, att),
-                            _ => Err(TemplateError::Invalid("Fn::GetAtt needs [id, attribute]".into())),
-                        }
-                    }
-                    _ => Err(TemplateError::Invalid(format!("cannot resolve {value:?}"))),
-                }
-            }
-            other => scalar(other).ok_or_else(|| TemplateError::Invalid(format!("cannot resolve {other:?}"))),
+            Expr::Literal(text) => Ok(text.clone()),
+            Expr::Ref(name) => self.ref_value(name),
+            Expr::Sub(pattern) => self.substitute(pattern),
+            Expr::GetAtt { resource, attribute } => self.get_att(resource, attribute),
+            Expr::Unsupported(name) => Err(TemplateError::Invalid(format!(
+                "intrinsic {name} is not supported locally"
+            ))),
         }
     }
 
-    fn resolve_int(&self, value: Option<&Value>) -> Result<Option<i64>, TemplateError> {
-        value
-            .map(|v| {
-                self.resolve(v)?
-                    .parse::<i64>()
-                    .map_err(|e| TemplateError::Invalid(format!("expected a number: {e}")))
-            })
-            .transpose()
+    fn resolve_i64(&self, value: &Expr) -> Result<i64, TemplateError> {
+        self.resolve(value)?
+            .parse::<i64>()
+            .map_err(|e| TemplateError::Invalid(format!("expected a number: {e}")))
     }
 
-    /// Logical id named by `!GetAtt X.Arn` / `!Ref X` in a property.
-    fn referenced_id(value: &Value) -> Option<String> {
-        match value {
-            Value::Tagged(t) => scalar(&t.value).map(|s| s.split('.').next().unwrap_or_default().to_owned()),
-            Value::Mapping(m) if m.len() == 1 => {
-                let (_, arg) = m.iter().next()?;
-                scalar(arg).or_else(|| arg.as_sequence()?.first().and_then(scalar))
-            }
-            _ => None,
-        }
+    fn resolve_int(&self, value: Option<&Expr>) -> Result<Option<i64>, TemplateError> {
+        value.map(|v| self.resolve_i64(v)).transpose()
     }
 
     pub fn queues(&self) -> Result<Vec<QueueSpec>, TemplateError> {
         let mut queues = Vec::new();
-        for (id, res) in self.resources() {
-            if res.get("Type").and_then(Value::as_str) != Some("AWS::SQS::Queue") {
-                continue;
-            }
-            let redrive = match self.property(&id, "RedrivePolicy") {
+        for resource in &self.resources {
+            let Body::Queue(props) = &resource.body else { continue };
+            let id = &resource.logical_id;
+            let redrive = match &props.redrive_policy {
                 Some(policy) => {
-                    let target = policy
-                        .get("deadLetterTargetArn")
-                        .and_then(Self::referenced_id)
-                        .ok_or_else(|| {
-                            TemplateError::Invalid(format!("{id}: redrive target must reference a queue"))
-                        })?;
-                    let count = self
-                        .resolve_int(policy.get("maxReceiveCount"))?
-                        .ok_or_else(|| TemplateError::Invalid(format!("{id}: maxReceiveCount missing")))?;
-                    Some((target, count))
+                    let target = policy.dead_letter_target_arn.referenced_id().ok_or_else(|| {
+                        TemplateError::Invalid(format!("{id}: redrive target must reference a queue"))
+                    })?;
+                    let count = self.resolve_i64(&policy.max_receive_count)?;
+                    Some((target.to_owned(), count))
                 }
                 None => None,
             };
             queues.push(QueueSpec {
-                name: self.physical_name(&id)?,
-                visibility_timeout: self.resolve_int(self.property(&id, "VisibilityTimeout"))?,
-                message_retention: self.resolve_int(self.property(&id, "MessageRetentionPeriod"))?,
+                name: self.physical_name(id)?,
+                visibility_timeout: self.resolve_int(props.visibility_timeout.as_ref())?,
+                message_retention: self.resolve_int(props.message_retention_period.as_ref())?,
                 redrive,
-                logical_id: id,
+                logical_id: id.clone(),
             });
         }
         Ok(queues)
     }
 
     pub fn tables(&self) -> Result<Vec<TableSpec>, TemplateError> {
-        let keys = |v: Option<&Value>| -> Vec<KeySpec> {
-            v.and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-                .filter_map(|k| {
-                    Some(KeySpec {
-                        attribute: k.get("AttributeName").and_then(scalar)?,
-                        key_type: k.get("KeyType").and_then(scalar)?,
-                    })
+        let keys = |schema: &[document::KeyElement]| -> Vec<KeySpec> {
+            schema
+                .iter()
+                .map(|k| KeySpec {
+                    attribute: k.attribute_name.0.clone(),
+                    key_type: k.key_type.0.clone(),
                 })
                 .collect()
         };
         let mut tables = Vec::new();
-        for (id, res) in self.resources() {
-            if res.get("Type").and_then(Value::as_str) != Some("AWS::DynamoDB::Table") {
-                continue;
-            }
-            let attributes = self
-                .property(&id, "AttributeDefinitions")
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-                .filter_map(|a| {
-                    Some((
-                        a.get("AttributeName").and_then(scalar)?,
-                        a.get("AttributeType").and_then(scalar)?,
-                    ))
-                })
-                .collect();
-            let global_indexes = self
-                .property(&id, "GlobalSecondaryIndexes")
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-                .filter_map(|i| {
-                    Some(IndexSpec {
-                        name: i.get("IndexName").and_then(scalar)?,
-                        keys: keys(i.get("KeySchema")),
-                    })
-                })
-                .collect();
+        for resource in &self.resources {
+            let Body::Table(props) = &resource.body else { continue };
             tables.push(TableSpec {
-                name: self.physical_name(&id)?,
-                attributes,
-                keys: keys(self.property(&id, "KeySchema")),
-                global_indexes,
-                logical_id: id,
+                name: self.physical_name(&resource.logical_id)?,
+                attributes: props
+                    .attribute_definitions
+                    .iter()
+                    .map(|a| (a.attribute_name.0.clone(), a.attribute_type.0.clone()))
+                    .collect(),
+                keys: keys(&props.key_schema),
+                global_indexes: props
+                    .global_secondary_indexes
+                    .iter()
+                    .map(|i| IndexSpec {
+                        name: i.index_name.0.clone(),
+                        keys: keys(&i.key_schema),
+                    })
+                    .collect(),
+                logical_id: resource.logical_id.clone(),
             });
         }
         Ok(tables)
@@ -508,66 +452,62 @@ impl Template {
     /// The template's one `AWS::Serverless::Api`. Anything about it a local runner could not
     /// reproduce (several APIs, other authorizer kinds) is an error, not silently ignored.
     pub fn api(&self) -> Result<ApiSpec, TemplateError> {
-        let apis: Vec<String> = self
-            .resources()
-            .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Api"))
-            .map(|(id, _)| id)
+        let apis: Vec<(&String, &document::ApiProperties)> = self
+            .resources
+            .iter()
+            .filter_map(|r| match &r.body {
+                Body::Api(props) => Some((&r.logical_id, props)),
+                _ => None,
+            })
             .collect();
-        let [logical_id] = apis.as_slice() else {
+        let [(logical_id, props)] = apis.as_slice() else {
+            let ids: Vec<&String> = apis.iter().map(|(id, _)| *id).collect();
             return Err(TemplateError::Invalid(format!(
-                "expected exactly one AWS::Serverless::Api, found {apis:?}"
+                "expected exactly one AWS::Serverless::Api, found {ids:?}"
             )));
         };
-        let stage = self
-            .property(logical_id, "StageName")
-            .map(|v| self.resolve(v))
-            .transpose()?
-            .ok_or_else(|| TemplateError::Invalid(format!("{logical_id}: StageName missing")))?;
-        let auth = self.property(logical_id, "Auth");
-        let authorizer = match auth.and_then(|a| a.get("DefaultAuthorizer")).and_then(scalar) {
+        let stage = self.resolve(&props.stage_name)?;
+        let auth = props.auth.as_ref();
+        let authorizer = match auth.and_then(|a| a.default_authorizer.as_ref()) {
             None => None,
             Some(name) => {
                 let spec = auth
-                    .and_then(|a| a.get("Authorizers"))
-                    .and_then(|a| a.get(name.as_str()))
+                    .and_then(|a| a.authorizers.get(name.as_str()))
                     .ok_or_else(|| TemplateError::Invalid(format!("authorizer {name} is not declared")))?;
-                let payload = spec.get("FunctionPayloadType").and_then(scalar).unwrap_or_default();
+                let payload = spec.function_payload_type.as_ref().map_or("", |p| p.as_str());
                 if payload != "REQUEST" {
                     return Err(TemplateError::Invalid(format!(
                         "authorizer {name}: FunctionPayloadType {payload:?} is not supported locally (REQUEST only)"
                     )));
                 }
-                let identity = spec.get("Identity");
-                let headers: Vec<String> = identity
-                    .and_then(|i| i.get("Headers"))
-                    .and_then(Value::as_sequence)
-                    .map(|h| h.iter().filter_map(scalar).collect())
-                    .unwrap_or_default();
-                let others = ["QueryStrings", "StageVariables", "Context"];
-                let [header] = headers.as_slice() else {
+                let identity = spec.identity.as_ref();
+                let headers = identity.map_or(&[][..], |i| i.headers.as_slice());
+                let [header] = headers else {
                     return Err(TemplateError::Invalid(format!(
                         "authorizer {name}: exactly one identity header is supported locally"
                     )));
                 };
-                if let Some(other) = others.iter().find(|o| identity.and_then(|i| i.get(**o)).is_some()) {
+                if let Some(other) = identity.and_then(|i| i.other_sources().next()) {
                     return Err(TemplateError::Invalid(format!(
                         "authorizer {name}: identity source {other} is not supported locally"
                     )));
                 }
                 Some(AuthorizerSpec {
                     function_logical_id: spec
-                        .get("FunctionArn")
-                        .and_then(Self::referenced_id)
-                        .ok_or_else(|| TemplateError::Invalid(format!("authorizer {name}: FunctionArn")))?,
-                    identity_header: header.clone(),
+                        .function_arn
+                        .as_ref()
+                        .and_then(Expr::referenced_id)
+                        .ok_or_else(|| TemplateError::Invalid(format!("authorizer {name}: FunctionArn")))?
+                        .to_owned(),
+                    identity_header: header.0.clone(),
                     reauthorize_every_secs: self
-                        .resolve_int(identity.and_then(|i| i.get("ReauthorizeEvery")))?
+                        .resolve_int(identity.and_then(|i| i.reauthorize_every.as_ref()))?
                         .unwrap_or(300),
-                    name,
+                    name: name.0.clone(),
                 })
             }
         };
-        let api_key_required = match auth.and_then(|a| a.get("ApiKeyRequired")) {
+        let api_key_required = match auth.and_then(|a| a.api_key_required.as_ref()) {
             None => false,
             Some(v) => match self.resolve(v)?.as_str() {
                 "true" => true,
@@ -580,8 +520,9 @@ impl Template {
             },
         };
         if api_key_required {
-            let source = self
-                .property(logical_id, "ApiKeySourceType")
+            let source = props
+                .api_key_source_type
+                .as_ref()
                 .map(|v| self.resolve(v))
                 .transpose()?;
             if source.as_deref() != Some("AUTHORIZER") || authorizer.is_none() {
@@ -592,7 +533,7 @@ impl Template {
             }
         }
         Ok(ApiSpec {
-            logical_id: logical_id.clone(),
+            logical_id: (*logical_id).clone(),
             stage,
             authorizer,
             api_key_required,
@@ -600,95 +541,84 @@ impl Template {
     }
 
     pub fn functions(&self) -> Result<Vec<FunctionSpec>, TemplateError> {
-        let globals = self
-            .root
-            .get("Globals")
-            .and_then(|g| g.get("Function"))
-            .and_then(|f| f.get("Environment"))
-            .and_then(|e| e.get("Variables"));
         let mut functions = Vec::new();
-        for (id, res) in self.resources() {
-            if res.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
+        for resource in &self.resources {
+            let Body::Function(function) = &resource.body else {
                 continue;
-            }
+            };
+            let id = &resource.logical_id;
             let mut environment = BTreeMap::new();
             let mut unresolved = BTreeMap::new();
-            let own = self.property(&id, "Environment").and_then(|e| e.get("Variables"));
-            for vars in [globals, own].into_iter().flatten() {
-                for (k, v) in vars.as_mapping().into_iter().flatten() {
-                    let Some(k) = scalar(k) else { continue };
-                    match self.resolve(v) {
-                        Ok(value) => {
-                            unresolved.remove(&k);
-                            environment.insert(k, value);
-                        }
-                        Err(TemplateError::NoValue(parameter)) => {
-                            environment.remove(&k);
-                            unresolved.insert(k, parameter);
-                        }
-                        Err(e) => return Err(e),
+            let variables = self.global_variables.iter().map(|(k, v)| (k.as_str(), v));
+            for (k, v) in variables.chain(function.variables.iter()) {
+                match self.resolve(v) {
+                    Ok(value) => {
+                        unresolved.remove(k);
+                        environment.insert(k.to_owned(), value);
                     }
+                    Err(TemplateError::NoValue(parameter)) => {
+                        environment.remove(k);
+                        unresolved.insert(k.to_owned(), parameter);
+                    }
+                    Err(e) => return Err(e),
                 }
             }
-            let binary = res
-                .get("Metadata")
-                .and_then(|m| m.get("BuildProperties"))
-                .and_then(|b| b.get("Binary"))
-                .and_then(scalar)
+            let binary = function
+                .binary
+                .clone()
                 .ok_or_else(|| TemplateError::Invalid(format!("{id}: Metadata.BuildProperties.Binary missing")))?;
             let mut routes = Vec::new();
             let mut sqs_sources = Vec::new();
             let mut schedules = Vec::new();
             let mut sns_topics = Vec::new();
-            for (event_name, event) in self
-                .property(&id, "Events")
-                .and_then(Value::as_mapping)
-                .into_iter()
-                .flatten()
-            {
-                let props = event.get("Properties");
-                let prop = |name: &str| props.and_then(|p| p.get(name));
-                match event.get("Type").and_then(Value::as_str) {
-                    Some("Api") if prop("Auth").is_some() => {
+            for (name, event) in &function.events {
+                match event {
+                    Event::Api(api) if api.auth.is_some() => {
                         return Err(TemplateError::Invalid(format!(
                             "{id}: per-route Auth is not supported locally"
                         )));
                     }
-                    Some("Api") => routes.push(ApiRoute {
-                        method: prop("Method").and_then(scalar).unwrap_or_default().to_uppercase(),
-                        path: prop("Path").and_then(scalar).unwrap_or_default(),
+                    Event::Api(api) => routes.push(ApiRoute {
+                        method: api.method.as_ref().map_or("", |m| m.as_str()).to_uppercase(),
+                        path: api.path.as_ref().map_or("", |p| p.as_str()).to_owned(),
                     }),
-                    Some("SQS") => sqs_sources.push(SqsSource {
-                        queue_logical_id: prop("Queue")
-                            .and_then(Self::referenced_id)
-                            .ok_or_else(|| TemplateError::Invalid(format!("{id}: SQS event without a queue")))?,
-                        batch_size: self.resolve_int(prop("BatchSize"))?.unwrap_or(10),
-                        batching_window_secs: self.resolve_int(prop("MaximumBatchingWindowInSeconds"))?.unwrap_or(0),
-                        report_batch_item_failures: prop("FunctionResponseTypes")
-                            .and_then(Value::as_sequence)
-                            .is_some_and(|s| s.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures"))),
+                    Event::Sqs(sqs) => sqs_sources.push(SqsSource {
+                        queue_logical_id: sqs
+                            .queue
+                            .referenced_id()
+                            .ok_or_else(|| TemplateError::Invalid(format!("{id}: SQS event without a queue")))?
+                            .to_owned(),
+                        batch_size: self.resolve_int(sqs.batch_size.as_ref())?.unwrap_or(10),
+                        batching_window_secs: self
+                            .resolve_int(sqs.maximum_batching_window_in_seconds.as_ref())?
+                            .unwrap_or(0),
+                        report_batch_item_failures: sqs
+                            .function_response_types
+                            .iter()
+                            .any(|t| t.as_str() == "ReportBatchItemFailures"),
                         maximum_concurrency: self
-                            .resolve_int(prop("ScalingConfig").and_then(|s| s.get("MaximumConcurrency")))?,
+                            .resolve_int(sqs.scaling_config.as_ref().and_then(|s| s.maximum_concurrency.as_ref()))?,
                     }),
-                    Some("SNS") => sns_topics.push(
-                        prop("Topic")
-                            .and_then(Self::referenced_id)
-                            .ok_or_else(|| TemplateError::Invalid(format!("{id}: SNS event without a topic")))?,
+                    Event::Sns(sns) => sns_topics.push(
+                        sns.topic
+                            .referenced_id()
+                            .ok_or_else(|| TemplateError::Invalid(format!("{id}: SNS event without a topic")))?
+                            .to_owned(),
                     ),
-                    Some(kind @ ("Schedule" | "ScheduleV2")) => {
-                        let name =
-                            scalar(event_name).ok_or_else(|| TemplateError::Invalid(format!("{id}: event name")))?;
-                        schedules.push(self.schedule(&id, &name, kind, props)?);
-                    }
-                    other => {
+                    Event::Schedule {
+                        kind,
+                        expression,
+                        properties,
+                    } => schedules.push(self.schedule(id, name, kind, expression, properties)?),
+                    Event::Other(kind) => {
                         return Err(TemplateError::Invalid(format!(
-                            "{id}: event type {other:?} is not supported locally"
+                            "{id}: event type {kind:?} is not supported locally"
                         )));
                     }
                 }
             }
             functions.push(FunctionSpec {
-                logical_id: id,
+                logical_id: id.clone(),
                 binary,
                 environment,
                 unresolved,
@@ -702,21 +632,30 @@ impl Template {
     }
 
     /// A `Schedule` or `ScheduleV2` event (`kind`) named `name` of function `id`.
-    fn schedule(&self, id: &str, name: &str, kind: &str, props: Option<&Value>) -> Result<ScheduleSpec, TemplateError> {
-        let prop = |p: &str| props.and_then(|props| props.get(p));
+    fn schedule(
+        &self,
+        id: &str,
+        name: &str,
+        kind: &str,
+        expression: &Expr,
+        props: &ScheduleProperties,
+    ) -> Result<ScheduleSpec, TemplateError> {
         let context = |what: String| TemplateError::Invalid(format!("{id}: {kind} event {name}: {what}"));
-        let (expression_prop, unsupported): (&str, &[&str]) = match kind {
-            "Schedule" => ("Schedule", &["Input"]),
-            _ => ("ScheduleExpression", &["Input", "StartDate", "EndDate"]),
+        let unsupported: &[(&str, bool)] = match kind {
+            "Schedule" => &[("Input", props.input.is_some())],
+            _ => &[
+                ("Input", props.input.is_some()),
+                ("StartDate", props.start_date.is_some()),
+                ("EndDate", props.end_date.is_some()),
+            ],
         };
         // These change what the function receives or when it runs; the runner cannot honour them.
-        if let Some(p) = unsupported.iter().find(|p| prop(p).is_some()) {
+        if let Some((p, _)) = unsupported.iter().find(|(_, set)| *set) {
             return Err(context(format!("{p} is not supported locally")));
         }
-        let expression =
-            self.resolve(prop(expression_prop).ok_or_else(|| context(format!("{expression_prop} missing")))?)?;
+        let expression = self.resolve(expression)?;
         let rate = rate_period(&expression).map_err(context)?;
-        let enabled = match (prop("Enabled"), prop("State")) {
+        let enabled = match (&props.enabled, &props.state) {
             (Some(_), Some(_)) => return Err(context("Enabled and State cannot both be set".into())),
             (Some(_), None) if kind != "Schedule" => {
                 return Err(context("Enabled is not a ScheduleV2 property".into()));
@@ -745,39 +684,23 @@ impl Template {
     /// function environments in the template name them.
     pub fn resource_environment(&self) -> Result<BTreeMap<String, String>, TemplateError> {
         let mut env = BTreeMap::new();
-        let globals = self
-            .root
-            .get("Globals")
-            .and_then(|g| g.get("Function"))
-            .and_then(|f| f.get("Environment"))
-            .and_then(|e| e.get("Variables"));
-        let functions: Vec<_> = self.resources().map(|(id, _)| id).collect();
-        let owns = functions
-            .iter()
-            .filter_map(|id| self.property(id, "Environment").and_then(|e| e.get("Variables")));
-        for vars in globals.into_iter().chain(owns) {
-            for (k, v) in vars.as_mapping().into_iter().flatten() {
-                let Some(referenced) = Self::referenced_id(v) else {
-                    continue;
-                };
-                if self.declared.contains(&referenced) || referenced.starts_with("AWS::") {
-                    continue;
-                }
-                if let Some(k) = scalar(k) {
-                    env.insert(k, self.resolve(v)?);
-                }
+        let owns = self.resources.iter().filter_map(|r| match &r.body {
+            Body::Function(f) => Some(f.variables.iter()),
+            _ => None,
+        });
+        let globals = self.global_variables.iter().map(|(k, v)| (k.as_str(), v));
+        for (k, v) in globals.chain(owns.flatten()) {
+            let from_resource = match v {
+                Expr::Ref(name) => !self.declared.contains(name) && !name.starts_with("AWS::"),
+                // A name built from the stage (`fcfs-${Stage}-discord-webhook`), or an attribute.
+                Expr::Sub(_) | Expr::GetAtt { .. } => true,
+                Expr::Literal(_) | Expr::Unsupported(_) => false,
+            };
+            if from_resource {
+                env.insert(k.to_owned(), self.resolve(v)?);
             }
         }
         Ok(env)
-    }
-}
-
-fn scalar(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 
@@ -872,7 +795,7 @@ mod tests {
         );
         assert!(!writer.unresolved.contains_key("REDIS_URL"));
         // Anywhere else, a missing value is an error that names the parameter.
-        let err = t.resolve(&serde_yaml::from_str("!Ref VpcId").unwrap()).unwrap_err();
+        let err = t.resolve(&yaml_serde::from_str("!Ref VpcId").unwrap()).unwrap_err();
         assert!(matches!(&err, TemplateError::NoValue(p) if p == "VpcId"), "{err}");
     }
 
@@ -1047,6 +970,145 @@ mod tests {
                 .contains("Input is not supported locally")
         );
         let missing = "        Tick:\n          Type: Schedule\n          Properties:\n            Enabled: true\n";
-        assert!(schedules(missing).unwrap_err().to_string().contains("Schedule missing"));
+        let err = schedules(missing).unwrap_err().to_string();
+        assert!(
+            err.contains("IssueRecoveryFunction: event Tick (Schedule): missing field `Schedule`"),
+            "{err}"
+        );
+    }
+
+    /// A template of `resources` (YAML, indented as `Resources`' entries) with a `Stage` parameter.
+    fn load(resources: &str) -> Result<Template, TemplateError> {
+        let text = format!("Parameters:\n  Stage:\n    Type: String\n    Default: t\nResources:\n{resources}");
+        Template::parse(&text, &BTreeMap::new(), Placement::local("http://x", "us-east-1"))
+    }
+
+    fn load_error(result: Result<Template, TemplateError>) -> String {
+        match result {
+            Ok(_) => panic!("the template loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn other_malformed_resources_do_not_load_and_name_the_resource() {
+        let queue = |properties: &str| {
+            load(&format!(
+                "  Jobs:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: jobs\n{properties}"
+            ))
+        };
+        for (result, expected) in [
+            (
+                load("  Jobs:\n    Properties: {}\n"),
+                "Resources.Jobs: missing field `Type`",
+            ),
+            (
+                load("  Jobs:\n    Type: AWS::SQS::Queue\n  Jobs:\n    Type: AWS::SQS::Queue\n"),
+                "Jobs is written twice",
+            ),
+            (
+                queue("      RedrivePolicy:\n        deadLetterTargetArn: !GetAtt Dead.Arn\n"),
+                "Jobs: RedrivePolicy: missing field `maxReceiveCount`",
+            ),
+            (
+                queue("      VisibilityTimeout: !GetAtt Dead\n"),
+                "!GetAtt Dead: expected Resource.Attribute",
+            ),
+            (
+                queue("      VisibilityTimeout: {Ref: Stage, Extra: 1}\n"),
+                "an intrinsic function is a mapping of one key",
+            ),
+            (
+                queue("      VisibilityTimeout: {Seconds: 30}\n"),
+                "found a mapping with key Seconds",
+            ),
+            (
+                load(
+                    "  Worker:\n    Type: AWS::Serverless::Function\n    Properties:\n      Events:\n        Jobs:\n          Type: SQS\n          Properties: {BatchSize: 5}\n",
+                ),
+                "Worker: event Jobs (SQS): missing field `Queue`",
+            ),
+            (
+                load("  Api:\n    Type: AWS::Serverless::Api\n    Properties: {Name: x}\n"),
+                "Api: missing field `StageName`",
+            ),
+        ] {
+            let err = load_error(result);
+            assert!(err.contains(expected), "expected {expected:?} in: {err}");
+        }
+    }
+
+    #[test]
+    fn every_short_form_intrinsic_loads_and_only_ref_sub_getatt_resolve() {
+        let tags = [
+            "!Ref Stage",
+            "!Sub x-${Stage}",
+            "!GetAtt Jobs.Arn",
+            "!If [Prod, a, !Ref AWS::NoValue]",
+            "!Equals [!Ref Stage, prod]",
+            "!Select [0, !GetAZs '']",
+            "!Split [',', 'a,b']",
+            "!Join ['', [a, !Ref Stage]]",
+            "!FindInMap [M, K, V]",
+            "!Not [!Equals [a, b]]",
+            "!And [!Condition Prod, !Condition Big]",
+            "!Or [!Condition Prod, !Condition Big]",
+            "!ImportValue other-stack-queue",
+            "!GetAZs us-east-1",
+            "!Base64 text",
+            "!Cidr [10.0.0.0/16, 4, 8]",
+            "!Sub ['x-${Name}', {Name: !Ref Stage}]",
+        ];
+        let variables: String = tags
+            .iter()
+            .enumerate()
+            .map(|(i, tag)| format!("          V{i:02}: {tag}\n"))
+            .collect();
+        let template = |variables: &str| {
+            load(&format!(
+                "  Jobs:\n    Type: AWS::SQS::Queue\n    Properties: {{QueueName: !Sub 'jobs-${{Stage}}'}}\n\
+                 \x20 Worker:\n    Type: AWS::Serverless::Function\n    Metadata: {{BuildProperties: {{Binary: worker}}}}\n\
+                 \x20   Properties:\n      Policies: [!If [Prod, {{Statement: []}}, !Ref AWS::NoValue]]\n\
+                 \x20     Environment:\n        Variables:\n{variables}"
+            ))
+        };
+        let t = template(&variables).unwrap();
+        let err = t.functions().unwrap_err().to_string();
+        assert!(err.contains("intrinsic !If is not supported locally"), "{err}");
+        for (i, tag) in tags.iter().enumerate().skip(3) {
+            let t = template(&format!("          V: {tag}\n")).unwrap();
+            let err = t.functions().unwrap_err().to_string();
+            let name = tag.split([' ', '[']).next().unwrap();
+            assert!(err.contains(&format!("intrinsic {name}")), "{i}: {tag}: {err}");
+        }
+        let t = template(&variables.lines().take(3).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        let env = &t.functions().unwrap()[0].environment;
+        assert_eq!(
+            env.values().map(String::as_str).collect::<Vec<_>>(),
+            ["t", "x-t", "arn:aws:sqs:us-east-1:000000000000:jobs-t"]
+        );
+    }
+
+    #[test]
+    fn long_form_intrinsics_resolve_as_the_short_ones() {
+        let t = load(
+            "  Jobs:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: {\"Fn::Sub\": \"jobs-${Stage}\"}\n\
+             \x20 Worker:\n    Type: AWS::Serverless::Function\n    Metadata: {BuildProperties: {Binary: worker}}\n\
+             \x20   Properties:\n      Environment:\n        Variables:\n\
+             \x20         A: {Ref: Jobs}\n          B: {\"Fn::GetAtt\": [Jobs, Arn]}\n          C: !GetAtt [Jobs, QueueName]\n\
+             \x20         D: 42\n          E: true\n",
+        )
+        .unwrap();
+        let env = &t.functions().unwrap()[0].environment;
+        assert_eq!(
+            env.values().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "http://x/000000000000/jobs-t",
+                "arn:aws:sqs:us-east-1:000000000000:jobs-t",
+                "jobs-t",
+                "42",
+                "true"
+            ]
+        );
     }
 }

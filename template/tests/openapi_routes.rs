@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use fcfs_template::{Placement, Template};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 fn repo_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
@@ -14,7 +14,7 @@ fn repo_file(name: &str) -> PathBuf {
 fn openapi() -> Value {
     let path = repo_file("docs/openapi.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).expect("docs/openapi.yaml is YAML")
+    yaml_serde::from_str(&text).expect("docs/openapi.yaml is YAML")
 }
 
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "options"];
