@@ -578,3 +578,31 @@ async fn locate_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, 
         .map_err(|e| error(e.detail))?;
     Ok((url, arn))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route the gateway could only get wrong (no method) stops the start, naming the function,
+    /// its event and the missing key, before any queue is looked up.
+    #[tokio::test]
+    async fn an_api_event_without_its_method_stops_the_start() {
+        let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+        let broken = template.replacen("            Method: post\n", "", 1);
+        assert_ne!(broken, template);
+        let path = std::env::temp_dir().join(format!("fcfs-runner-no-method-{}.yaml", std::process::id()));
+        std::fs::write(&path, broken).unwrap();
+        let config = RunnerConfig {
+            template: path.clone(),
+            params: BTreeMap::new(),
+            env: BTreeMap::new(),
+        };
+        let result = LocalApp::load(&config).await;
+        std::fs::remove_file(&path).unwrap();
+        let err = result.err().expect("the runner refuses to start").to_string();
+        assert!(
+            err.contains("CampaignApiFunction: event CreateCampaign (Api): missing field `Method`"),
+            "{err}"
+        );
+    }
+}

@@ -20,6 +20,9 @@ pub(crate) const TABLE: &str = "AWS::DynamoDB::Table";
 pub(crate) const FUNCTION: &str = "AWS::Serverless::Function";
 pub(crate) const API: &str = "AWS::Serverless::Api";
 
+/// The methods SAM accepts in an `Api` event (`any` is every method).
+const METHODS: [&str; 8] = ["get", "post", "put", "delete", "patch", "head", "options", "any"];
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct Document {
@@ -239,8 +242,8 @@ pub(crate) enum Event {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ApiEvent {
-    pub path: Option<Literal>,
-    pub method: Option<Literal>,
+    pub path: Literal,
+    pub method: Literal,
     pub auth: Option<IgnoredAny>,
 }
 
@@ -340,7 +343,11 @@ impl Event {
     fn read(at: &str, raw: RawEvent) -> Result<Self, TemplateError> {
         let at = format!("{at} ({})", raw.kind);
         Ok(match raw.kind.as_str() {
-            "Api" => Self::Api(typed(&at, raw.properties)?),
+            "Api" => {
+                let event: ApiEvent = typed(&at, raw.properties)?;
+                event.check(&at)?;
+                Self::Api(event)
+            }
             "SQS" => Self::Sqs(typed(&at, raw.properties)?),
             "SNS" => Self::Sns(typed(&at, raw.properties)?),
             "Schedule" | "ScheduleV2" => {
@@ -364,4 +371,32 @@ impl Event {
             other => Self::Other(other.to_owned()),
         })
     }
+}
+
+impl ApiEvent {
+    /// A route API Gateway would refuse to deploy is refused here, before any request is served.
+    fn check(&self, at: &str) -> Result<(), TemplateError> {
+        let invalid = |what: String| Err(TemplateError::Invalid(format!("{at}: {what}")));
+        let method = self.method.as_str();
+        if !METHODS.contains(&method.to_ascii_lowercase().as_str()) {
+            return invalid(format!("Method {method:?} is not an HTTP method"));
+        }
+        let path = self.path.as_str();
+        if !path.starts_with('/') {
+            return invalid(format!("Path {path:?} must start with /"));
+        }
+        // A variable is a whole segment: `/v1/{id}`, never `/v1/x{id}`.
+        if let Some(bad) = path.split('/').find(|s| s.contains(['{', '}']) && !is_variable(s)) {
+            return invalid(format!("Path {path:?}: segment {bad:?} is not a {{variable}}"));
+        }
+        Ok(())
+    }
+}
+
+/// `{name}` or `{name+}` (greedy).
+pub(crate) fn is_variable(segment: &str) -> bool {
+    segment
+        .strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .is_some_and(|name| !name.is_empty() && !name.contains(['{', '}']))
 }

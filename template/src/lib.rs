@@ -573,15 +573,29 @@ impl Template {
             let mut sns_topics = Vec::new();
             for (name, event) in &function.events {
                 match event {
-                    Event::Api(api) if api.auth.is_some() => {
-                        return Err(TemplateError::Invalid(format!(
-                            "{id}: per-route Auth is not supported locally"
-                        )));
+                    Event::Api(api) => {
+                        let unsupported = |what: &str| {
+                            Err(TemplateError::Invalid(format!(
+                                "{id}: Api event {name}: {what} is not supported locally"
+                            )))
+                        };
+                        if api.auth.is_some() {
+                            return unsupported("per-route Auth");
+                        }
+                        let method = api.method.as_str().to_uppercase();
+                        // The local gateway matches one method per route and one segment per
+                        // variable; it would never route these.
+                        if method == "ANY" {
+                            return unsupported("Method any");
+                        }
+                        if api.path.as_str().contains("+}") {
+                            return unsupported("a greedy path variable ({name+})");
+                        }
+                        routes.push(ApiRoute {
+                            method,
+                            path: api.path.0.clone(),
+                        });
                     }
-                    Event::Api(api) => routes.push(ApiRoute {
-                        method: api.method.as_ref().map_or("", |m| m.as_str()).to_uppercase(),
-                        path: api.path.as_ref().map_or("", |p| p.as_str()).to_owned(),
-                    }),
                     Event::Sqs(sqs) => sqs_sources.push(SqsSource {
                         queue_logical_id: sqs
                             .queue
@@ -983,10 +997,109 @@ mod tests {
         Template::parse(&text, &BTreeMap::new(), Placement::local("http://x", "us-east-1"))
     }
 
+    /// One function, `ApiFunction` (binary `api`), whose one event `Route` has these properties.
+    fn route(properties: &str) -> Result<Template, TemplateError> {
+        load(&format!(
+            "  ApiFunction:\n    Type: AWS::Serverless::Function\n    Metadata: {{BuildProperties: {{Binary: api}}}}\n\
+             \x20   Properties:\n      Events:\n        Route:\n          Type: Api\n          Properties:\n{properties}"
+        ))
+    }
+
     fn load_error(result: Result<Template, TemplateError>) -> String {
         match result {
             Ok(_) => panic!("the template loaded"),
             Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_api_event_without_method_or_path_does_not_load() {
+        let err = load_error(route("            Path: /v1/things\n"));
+        assert!(
+            err.contains("ApiFunction: event Route (Api)") && err.contains("missing field `Method`"),
+            "{err}"
+        );
+        let err = load_error(route("            Method: get\n"));
+        assert!(
+            err.contains("ApiFunction: event Route (Api)") && err.contains("missing field `Path`"),
+            "{err}"
+        );
+        // Present but empty is no better than missing.
+        let err = load_error(route("            Path: /v1/things\n            Method: \"\"\n"));
+        assert!(
+            err.contains("ApiFunction") && err.contains("Method \"\" is not an HTTP method"),
+            "{err}"
+        );
+        let err = load_error(route("            Path: \"\"\n            Method: get\n"));
+        assert!(
+            err.contains("ApiFunction") && err.contains("Path \"\" must start with /"),
+            "{err}"
+        );
+        let t = route("            Path: /v1/things/{thingId}\n            Method: get\n").unwrap();
+        let routes = &t.functions().unwrap()[0].routes;
+        assert_eq!(
+            routes,
+            &[ApiRoute {
+                method: "GET".into(),
+                path: "/v1/things/{thingId}".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn malformed_api_events_do_not_load() {
+        for (properties, expected) in [
+            (
+                "Path: /v1/things\n            Method: fetch",
+                "Method \"fetch\" is not an HTTP method",
+            ),
+            (
+                "Path: v1/things\n            Method: get",
+                "Path \"v1/things\" must start with /",
+            ),
+            (
+                "Path: /v1/x{id}\n            Method: get",
+                "segment \"x{id}\" is not a {variable}",
+            ),
+            (
+                "Path: /v1/{}\n            Method: get",
+                "segment \"{}\" is not a {variable}",
+            ),
+            // SAM builds the API from these before CloudFormation resolves anything.
+            ("Path: !Ref Stage\n            Method: get", "!Ref is not accepted here"),
+            (
+                "Path: /v1/things\n            Method: [get, post]",
+                "expected a scalar written out",
+            ),
+        ] {
+            let err = load_error(route(&format!("            {properties}\n")));
+            assert!(
+                err.contains("ApiFunction: event Route (Api)") && err.contains(expected),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_the_local_gateway_cannot_serve_are_refused_when_read() {
+        for (properties, expected) in [
+            (
+                "Path: /v1/things\n            Method: any",
+                "Method any is not supported locally",
+            ),
+            ("Path: /v1/{proxy+}\n            Method: get", "greedy path variable"),
+            (
+                "Path: /v1/things\n            Method: get\n            Auth: {ApiKeyRequired: false}",
+                "per-route Auth is not supported locally",
+            ),
+        ] {
+            // Well-formed: fcfs-admin can still provision from such a template.
+            let t = route(&format!("            {properties}\n")).unwrap();
+            let err = t.functions().unwrap_err().to_string();
+            assert!(
+                err.contains("ApiFunction: Api event Route") && err.contains(expected),
+                "{err}"
+            );
         }
     }
 
