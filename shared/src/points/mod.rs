@@ -6,6 +6,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod ledger;
 pub mod ports;
 pub mod service;
 

@@ -241,15 +241,11 @@ mod tests {
             ..earn(1)
         };
         service.earn("q", user("b"), &key("2"), explicit).await.unwrap();
-        let expiry = |partner: &str, who: &str| {
-            let lots = service.records().state.lock().unwrap().wallets[&(partner.to_owned(), who.to_owned())]
-                .0
-                .clone();
-            lots[0].expires_at
-        };
-        assert_eq!(expiry("p", "a"), now + chrono::Duration::days(7));
-        assert_eq!(expiry("q", "a"), now + chrono::Duration::days(30));
-        assert_eq!(expiry("q", "b"), asked);
+        let expiry =
+            async |partner: &str, who: &str| service.records().lots(partner, &user(who)).await.unwrap()[0].expires_at;
+        assert_eq!(expiry("p", "a").await, now + chrono::Duration::days(7));
+        assert_eq!(expiry("q", "a").await, now + chrono::Duration::days(30));
+        assert_eq!(expiry("q", "b").await, asked);
     }
 
     #[tokio::test]

@@ -17,8 +17,8 @@ use crate::coupons::domain::{
 };
 use crate::coupons::ports::CouponRecords;
 use crate::issuance::domain::{
-    Campaign, CampaignId, CampaignKind, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation, Reservation, allot,
-    decide,
+    Campaign, CampaignId, CampaignKind, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation,
+    Reservation, allot, decide,
 };
 use crate::issuance::ports::{
     CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, SendError, Standing,
@@ -30,7 +30,7 @@ use crate::keys::ports::ApiKeyStore;
 mod gateway;
 mod points;
 pub use gateway::gateway_request;
-pub use points::{Ledger, MemoryPoints};
+pub use points::{MemoryPoints, Tables};
 
 /// A valid campaign of `quantity` AMOUNT-5 coupons, open from `opens_at` for an hour, its coupons
 /// valid for a day after: the fixture the use-case and handler tests share.

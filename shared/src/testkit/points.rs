@@ -1,7 +1,8 @@
-//! Point wallets in memory, with the context's own rules (`allocate`, `split_cancel`) and the
-//! idempotency contract (a key replays its outcome, or is refused for another request).
+//! Point wallets in memory: the tables the MySQL records keep (wallets, lots, entries,
+//! allocations, idempotency keys) as maps, written by applying the plan `points::ledger::plan`
+//! makes, exactly as the MySQL records persist it. No rule of the ledger is written here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -10,167 +11,260 @@ use chrono::{DateTime, Utc};
 use crate::kernel::{Unavailable, UserId};
 use crate::points::PointsError;
 use crate::points::domain::{
-    Allocation, Entry, HistoryQuery, IdempotencyKey, Lot, Movement, Operation, Outcome, Receipt, Refusal,
-    TransactionId, allocate, split_cancel,
+    Allocation, Entry, HistoryQuery, IdempotencyKey, Lot, Operation, Outcome, Receipt, TransactionId,
 };
+use crate::points::ledger::{self, Answer, CancelTarget, Locked, Plan, Related, Side, WalletState};
 use crate::points::ports::{Applied, PointRecords};
 
 #[derive(Default)]
 pub struct MemoryPoints {
-    pub state: Mutex<Ledger>,
+    pub state: Mutex<Tables>,
     /// Each `expire_batch` call's `max_lots`.
     pub batches: Mutex<Vec<u32>>,
 }
 
-#[derive(Default)]
-pub struct Ledger {
-    /// (partner, user) → lots (all, spent ones included) and history, oldest first.
-    pub wallets: HashMap<(String, String), (Vec<Lot>, Vec<Entry>)>,
-    pub policies: HashMap<String, u32>,
-    keys: HashMap<(String, String), (String, Outcome)>,
-    /// transaction → (partner, user, what it drew).
-    drawn: HashMap<TransactionId, (String, String, Vec<Allocation>)>,
-    next_id: u64,
+#[derive(Debug, Clone)]
+struct WalletRow {
+    partner: String,
+    user: String,
+    balance: u64,
 }
 
-impl Ledger {
-    fn id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
+#[derive(Debug, Clone)]
+struct LotRow {
+    wallet: u64,
+    remaining: u64,
+    expires_at: DateTime<Utc>,
+}
 
-    fn balance(&self, owner: &(String, String)) -> u64 {
+#[derive(Debug, Clone)]
+struct EntryRow {
+    wallet: u64,
+    entry: Entry,
+}
+
+/// The records' tables. Ids are handed out in one sequence per table, as AUTO_INCREMENT does.
+#[derive(Default)]
+pub struct Tables {
+    /// Partner → default validity of earned points, in days.
+    pub policies: HashMap<String, u32>,
+    wallets: BTreeMap<u64, WalletRow>,
+    lots: BTreeMap<u64, LotRow>,
+    entries: BTreeMap<TransactionId, EntryRow>,
+    /// Entry → what it drew.
+    allocations: HashMap<TransactionId, Vec<Allocation>>,
+    keys: HashMap<(String, String), (String, Outcome)>,
+    next_wallet: u64,
+    next_lot: u64,
+    next_entry: u64,
+}
+
+impl Tables {
+    fn wallet_of(&self, partner: &str, user: &str) -> Option<u64> {
         self.wallets
-            .get(owner)
-            .map_or(0, |(lots, _)| lots.iter().map(|l| l.remaining).sum())
+            .iter()
+            .find(|(_, w)| w.partner == partner && w.user == user)
+            .map(|(id, _)| *id)
     }
 
-    /// Appends an entry; its id.
-    fn record(&mut self, owner: &(String, String), movement: Movement, amount: i64, now: DateTime<Utc>) -> u64 {
-        let id = self.id();
-        let balance_after = self.balance(owner);
-        self.wallets.entry(owner.clone()).or_default().1.push(Entry {
-            transaction_id: id,
-            movement,
-            amount,
-            balance_after,
-            reason: None,
-            order_id: None,
-            related_transaction_id: None,
-            cancelled_by: None,
-            created_at: now,
-        });
-        id
+    /// The wallet, created if new (as the records create it before they lock it).
+    fn ensure_wallet(&mut self, partner: &str, user: &UserId) -> u64 {
+        if let Some(id) = self.wallet_of(partner, user.as_str()) {
+            return id;
+        }
+        self.next_wallet += 1;
+        let row = WalletRow {
+            partner: partner.to_owned(),
+            user: user.as_str().to_owned(),
+            balance: 0,
+        };
+        self.wallets.insert(self.next_wallet, row);
+        self.next_wallet
     }
 
-    fn expire_due(&mut self, owner: &(String, String), now: DateTime<Utc>) {
-        let due: Vec<u64> = self.wallets.get_mut(owner).map_or_else(Vec::new, |(lots, _)| {
-            lots.iter_mut()
-                .filter(|l| l.is_due(now) && l.remaining > 0)
-                .map(|l| std::mem::take(&mut l.remaining))
-                .collect()
-        });
-        for amount in due {
-            self.record(owner, Movement::Expire, -(amount as i64), now);
+    fn live_lots(&self, wallet: u64) -> Vec<Lot> {
+        self.lots
+            .iter()
+            .filter(|(_, l)| l.wallet == wallet && l.remaining > 0)
+            .map(|(id, l)| Lot {
+                id: *id,
+                remaining: l.remaining,
+                expires_at: l.expires_at,
+            })
+            .collect()
+    }
+
+    fn state_of(&self, wallet: u64) -> WalletState {
+        WalletState {
+            balance: self.wallets[&wallet].balance,
+            lots: self.live_lots(wallet),
         }
     }
 
-    fn take(&mut self, owner: &(String, String), amount: u64, now: DateTime<Utc>) -> Option<Vec<Allocation>> {
-        let lots = &mut self.wallets.get_mut(owner)?.0;
-        let drawn = allocate(lots, amount, now)?;
-        for a in &drawn {
-            if let Some(lot) = lots.iter_mut().find(|l| l.id == a.lot_id) {
-                lot.remaining -= a.amount;
+    /// What the records lock for `operation`: (the own wallet, a transfer's receiver) and the
+    /// ledger's view of them.
+    fn lock(&mut self, partner: &str, operation: &Operation) -> (Option<u64>, Option<u64>, Locked) {
+        let (own, receiver, target) = match operation {
+            Operation::Earn { user, .. } => (Some(self.ensure_wallet(partner, user)), None, None),
+            Operation::Use { user, .. } => (self.wallet_of(partner, user.as_str()), None, None),
+            Operation::Transfer { request } => {
+                let receiver = self.ensure_wallet(partner, &request.to_user_id);
+                (
+                    self.wallet_of(partner, request.from_user_id.as_str()),
+                    Some(receiver),
+                    None,
+                )
+            }
+            Operation::Cancel { transaction } => match self.entries.get(transaction) {
+                Some(row) if self.wallets[&row.wallet].partner == partner => {
+                    let drawn = self.allocations.get(transaction).cloned().unwrap_or_default();
+                    let target = CancelTarget {
+                        movement: row.entry.movement,
+                        amount: row.entry.amount.unsigned_abs(),
+                        cancelled: row.entry.cancelled_by.is_some(),
+                        drawn: drawn
+                            .into_iter()
+                            .map(|a| (a, self.lots.get(&a.lot_id).map_or(0, |l| l.remaining)))
+                            .collect(),
+                    };
+                    (Some(row.wallet), None, Some(target))
+                }
+                _ => (None, None, None),
+            },
+        };
+        let locked = Locked {
+            wallet: own.map(|w| self.state_of(w)),
+            receiver: receiver.map(|w| self.state_of(w)),
+            target,
+        };
+        (own, receiver, locked)
+    }
+
+    fn append(&mut self, wallet: u64, mut entry: Entry) -> TransactionId {
+        self.next_entry += 1;
+        entry.transaction_id = self.next_entry;
+        self.entries.insert(self.next_entry, EntryRow { wallet, entry });
+        self.next_entry
+    }
+
+    /// Writes `plan` as the MySQL records persist it; the ids of the principal entries.
+    fn persist(&mut self, plan: &Plan, own: u64, receiver: Option<u64>, now: DateTime<Utc>) -> HashMap<Side, u64> {
+        let wallet_of = |side: Side| match side {
+            Side::Own => own,
+            Side::Receiver => receiver.unwrap_or(own),
+        };
+        let mut principals: HashMap<Side, TransactionId> = HashMap::new();
+        let mut links: Vec<(TransactionId, Side)> = Vec::new();
+        for planned in &plan.entries {
+            let related = match planned.related {
+                Some(Related::Transaction(id)) => Some(id),
+                Some(Related::Principal(side)) => principals.get(&side).copied(),
+                None => None,
+            };
+            let entry = Entry {
+                transaction_id: 0,
+                movement: planned.movement,
+                amount: planned.amount,
+                balance_after: planned.balance_after,
+                reason: planned.reason.clone(),
+                order_id: planned.order_id.clone(),
+                related_transaction_id: related,
+                cancelled_by: None,
+                created_at: now,
+            };
+            let id = self.append(wallet_of(planned.side), entry);
+            if planned.principal {
+                principals.insert(planned.side, id);
+            }
+            if let (Some(Related::Principal(side)), None) = (planned.related, related) {
+                links.push((id, side));
             }
         }
-        Some(drawn)
+        for (id, side) in links {
+            let linked = principals.get(&side).copied();
+            if let Some(row) = self.entries.get_mut(&id) {
+                row.entry.related_transaction_id = linked;
+            }
+        }
+        for new in &plan.new_lots {
+            self.next_lot += 1;
+            let row = LotRow {
+                wallet: wallet_of(new.side),
+                remaining: new.amount,
+                expires_at: new.expires_at,
+            };
+            self.lots.insert(self.next_lot, row);
+        }
+        if !plan.drawn.is_empty()
+            && let Some(id) = principals.get(&Side::Own)
+        {
+            self.allocations.insert(*id, plan.drawn.clone());
+        }
+        if let (Some(cancelled), Some(by)) = (plan.cancels, principals.get(&Side::Own))
+            && let Some(row) = self.entries.get_mut(&cancelled)
+        {
+            row.entry.cancelled_by = Some(*by);
+        }
+        for change in &plan.lots {
+            if let Some(lot) = self.lots.get_mut(&change.id) {
+                lot.remaining = change.remaining;
+            }
+        }
+        for (side, balance) in &plan.balances {
+            if let Some(wallet) = self.wallets.get_mut(&wallet_of(*side)) {
+                wallet.balance = *balance;
+            }
+        }
+        principals
     }
 
     fn run(&mut self, partner: &str, operation: &Operation, now: DateTime<Utc>) -> Outcome {
-        let owner = |user: &UserId| (partner.to_owned(), user.as_str().to_owned());
-        let done = |ledger: &Self, id, who: &(String, String)| {
-            Outcome::Done(Receipt {
-                transaction_id: id,
-                balance: ledger.balance(who),
-                to_transaction_id: None,
-                to_balance: None,
-            })
-        };
-        match operation {
-            Operation::Earn {
-                user,
-                request,
-                expires_at,
-            } => {
-                let who = owner(user);
-                self.expire_due(&who, now);
-                let lot = self.id();
-                self.wallets.entry(who.clone()).or_default().0.push(Lot {
-                    id: lot,
-                    remaining: request.amount,
-                    expires_at: *expires_at,
-                });
-                let id = self.record(&who, Movement::Earn, request.amount as i64, now);
-                done(self, id, &who)
-            }
-            Operation::Use { user, request } => {
-                let who = owner(user);
-                let Some(drawn) = self.take(&who, request.amount, now) else {
-                    return Outcome::Refused(Refusal::InsufficientPoints);
-                };
-                self.expire_due(&who, now);
-                let id = self.record(&who, Movement::Use, -(request.amount as i64), now);
-                self.drawn.insert(id, (who.0.clone(), who.1.clone(), drawn));
-                done(self, id, &who)
-            }
-            Operation::Cancel { transaction } => {
-                let Some((p, user, drawn)) = self.drawn.get(transaction).cloned() else {
-                    return Outcome::Refused(Refusal::TransactionNotFound);
-                };
-                if p != partner {
-                    return Outcome::Refused(Refusal::TransactionNotFound);
-                }
-                let who = (p, user);
-                self.drawn.remove(transaction);
-                let (back, _lapsed) = split_cancel(&drawn, now);
-                if let Some((lots, _)) = self.wallets.get_mut(&who) {
-                    for a in back {
-                        if let Some(lot) = lots.iter_mut().find(|l| l.id == a.lot_id) {
-                            lot.remaining += a.amount;
-                        }
-                    }
-                }
-                let id = self.record(
-                    &who,
-                    Movement::UseCancel,
-                    drawn.iter().map(|a| a.amount as i64).sum(),
-                    now,
-                );
-                done(self, id, &who)
-            }
-            Operation::Transfer { request } => {
-                let (from, to) = (owner(&request.from_user_id), owner(&request.to_user_id));
-                let Some(drawn) = self.take(&from, request.amount, now) else {
-                    return Outcome::Refused(Refusal::InsufficientPoints);
-                };
-                for a in &drawn {
-                    let lot = self.id();
-                    self.wallets.entry(to.clone()).or_default().0.push(Lot {
-                        id: lot,
-                        remaining: a.amount,
-                        expires_at: a.expires_at,
-                    });
-                }
-                let out = self.record(&from, Movement::TransferOut, -(request.amount as i64), now);
-                let into = self.record(&to, Movement::TransferIn, request.amount as i64, now);
+        let (own, receiver, locked) = self.lock(partner, operation);
+        let plan = ledger::plan(operation, locked, now);
+        match plan.answer {
+            Answer::Refused(refusal) => Outcome::Refused(refusal),
+            Answer::Done { balance, to_balance } => {
+                let own = own.expect("a write the ledger did names a wallet");
+                let made = self.persist(&plan, own, receiver, now);
                 Outcome::Done(Receipt {
-                    transaction_id: out,
-                    balance: self.balance(&from),
-                    to_transaction_id: Some(into),
-                    to_balance: Some(self.balance(&to)),
+                    transaction_id: made[&Side::Own],
+                    balance,
+                    to_transaction_id: made.get(&Side::Receiver).copied(),
+                    to_balance,
                 })
             }
         }
+    }
+
+    /// Expires up to `max_lots` due lots, wallet by wallet in id order, as the sweep does.
+    fn expire(&mut self, now: DateTime<Utc>, max_lots: u32) -> u64 {
+        let mut left = max_lots as usize;
+        let mut expired = 0;
+        let wallets: Vec<u64> = self.wallets.keys().copied().collect();
+        for wallet in wallets {
+            let mut due = ledger::due_lots(&self.live_lots(wallet), now);
+            due.truncate(left);
+            if due.is_empty() {
+                continue;
+            }
+            let (entries, changes, balance) = ledger::expire(Side::Own, self.wallets[&wallet].balance, &due);
+            let plan = Plan {
+                answer: Answer::Done {
+                    balance,
+                    to_balance: None,
+                },
+                entries,
+                lots: changes,
+                new_lots: Vec::new(),
+                drawn: Vec::new(),
+                cancels: None,
+                balances: vec![(Side::Own, balance)],
+            };
+            self.persist(&plan, wallet, None, now);
+            left -= due.len();
+            expired += due.len() as u64;
+        }
+        expired
     }
 }
 
@@ -183,10 +277,10 @@ impl PointRecords for MemoryPoints {
         operation: &Operation,
         now: DateTime<Utc>,
     ) -> Result<Applied, PointsError> {
-        let mut ledger = self.state.lock().unwrap();
+        let mut tables = self.state.lock().unwrap();
         let fingerprint = operation.fingerprint();
         let slot = (partner.to_owned(), key.as_str().to_owned());
-        if let Some((hash, outcome)) = ledger.keys.get(&slot) {
+        if let Some((hash, outcome)) = tables.keys.get(&slot) {
             if *hash != fingerprint {
                 return Err(PointsError::IdempotencyKeyReused);
             }
@@ -195,8 +289,8 @@ impl PointRecords for MemoryPoints {
                 replayed: true,
             });
         }
-        let outcome = ledger.run(partner, operation, now);
-        ledger.keys.insert(slot, (fingerprint, outcome.clone()));
+        let outcome = tables.run(partner, operation, now);
+        tables.keys.insert(slot, (fingerprint, outcome.clone()));
         Ok(Applied {
             outcome,
             replayed: false,
@@ -208,41 +302,45 @@ impl PointRecords for MemoryPoints {
     }
 
     async fn lots(&self, partner: &str, user: &UserId) -> Result<Vec<Lot>, Unavailable> {
-        let ledger = self.state.lock().unwrap();
-        let owner = (partner.to_owned(), user.as_str().to_owned());
-        Ok(ledger.wallets.get(&owner).map_or_else(Vec::new, |(lots, _)| {
-            lots.iter().filter(|l| l.remaining > 0).copied().collect()
-        }))
+        let tables = self.state.lock().unwrap();
+        let mut lots = tables
+            .wallet_of(partner, user.as_str())
+            .map_or_else(Vec::new, |w| tables.live_lots(w));
+        lots.sort_by_key(|l| (l.expires_at, l.id));
+        Ok(lots)
     }
 
     async fn history(&self, partner: &str, user: &UserId, query: &HistoryQuery) -> Result<Vec<Entry>, Unavailable> {
-        let ledger = self.state.lock().unwrap();
-        let owner = (partner.to_owned(), user.as_str().to_owned());
-        Ok(ledger.wallets.get(&owner).map_or_else(Vec::new, |(_, entries)| {
-            entries
-                .iter()
-                .rev()
-                .filter(|e| query.before.is_none_or(|b| e.transaction_id < b))
-                .take(query.limit as usize + 1)
-                .cloned()
-                .collect()
-        }))
+        let tables = self.state.lock().unwrap();
+        let Some(wallet) = tables.wallet_of(partner, user.as_str()) else {
+            return Ok(Vec::new());
+        };
+        Ok(tables
+            .entries
+            .values()
+            .rev()
+            .filter(|row| row.wallet == wallet && query.before.is_none_or(|b| row.entry.transaction_id < b))
+            .take(query.limit as usize + 1)
+            .map(|row| row.entry.clone())
+            .collect())
     }
 
     async fn expire_batch(&self, now: DateTime<Utc>, max_lots: u32) -> Result<u64, Unavailable> {
         self.batches.lock().unwrap().push(max_lots);
-        let mut ledger = self.state.lock().unwrap();
-        let mut expired = Vec::new();
-        for (owner, (lots, _)) in ledger.wallets.iter_mut() {
-            for lot in lots.iter_mut().filter(|l| l.is_due(now) && l.remaining > 0) {
-                if expired.len() < max_lots as usize {
-                    expired.push((owner.clone(), std::mem::take(&mut lot.remaining)));
-                }
-            }
-        }
-        for (owner, amount) in &expired {
-            ledger.record(owner, Movement::Expire, -(*amount as i64), now);
-        }
-        Ok(expired.len() as u64)
+        Ok(self.state.lock().unwrap().expire(now, max_lots))
+    }
+}
+
+impl MemoryPoints {
+    /// Every history entry of the user's wallet, oldest first (for comparing backends).
+    pub fn entries(&self, partner: &str, user: &str) -> Vec<Entry> {
+        let tables = self.state.lock().unwrap();
+        let wallet = tables.wallet_of(partner, user);
+        tables
+            .entries
+            .values()
+            .filter(|row| Some(row.wallet) == wallet)
+            .map(|row| row.entry.clone())
+            .collect()
     }
 }

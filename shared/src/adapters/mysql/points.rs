@@ -22,14 +22,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlDatabaseError, MySqlRow};
-use sqlx::{MySql, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 
 use super::{MySqlStore, unavailable, utc};
 use crate::kernel::{Unavailable, UserId};
 use crate::points::PointsError;
 use crate::points::domain::{
-    Allocation, EarnPoints, Entry, HistoryQuery, IdempotencyKey, Lot, Movement, Operation, Outcome, Receipt, Refusal,
-    TransactionId, TransferPoints, UsePoints, allocate, split_cancel,
+    Allocation, Entry, HistoryQuery, IdempotencyKey, Lot, Movement, Operation, Outcome, Receipt, Refusal, TransactionId,
+};
+use crate::points::ledger::{
+    self, Answer, CancelTarget, Locked, LotChange, Plan, PlannedEntry, Related, Side, WalletState,
 };
 use crate::points::ports::{Applied, PointRecords};
 
@@ -67,19 +69,12 @@ impl From<sqlx::Error> for Failed {
     }
 }
 
+/// A wallet row as a write locks it.
 #[derive(Debug, Clone)]
 struct Wallet {
     id: u64,
     user_id: String,
-    balance: u64,
-}
-
-fn wallet_from(row: &MySqlRow) -> Result<Wallet, sqlx::Error> {
-    Ok(Wallet {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        balance: row.try_get("balance")?,
-    })
+    state: WalletState,
 }
 
 fn lot_from(row: &MySqlRow) -> Result<Lot, sqlx::Error> {
@@ -90,60 +85,18 @@ fn lot_from(row: &MySqlRow) -> Result<Lot, sqlx::Error> {
     })
 }
 
-/// A lot's new remainder, and what expired of it in this write.
-#[derive(Debug, Clone, Copy)]
-struct LotChange {
-    id: u64,
-    remaining: u64,
-    expired: u64,
-    /// Points a transfer added to a lot of the same expiry (its amount grows with its remainder).
-    added: u64,
-}
-
-/// A history entry to append (its id comes from the insert).
-struct NewEntry<'a> {
-    movement: Movement,
-    amount: i64,
-    balance_after: u64,
-    reason: Option<&'a str>,
-    order_id: Option<&'a str>,
-    /// An SQL expression: an id, or a session variable the batch set.
-    related: Option<&'a str>,
-    lot_id: Option<u64>,
-}
-
-impl<'a> NewEntry<'a> {
-    fn new(movement: Movement, amount: i64, balance_after: u64) -> Self {
-        Self {
-            movement,
-            amount,
-            balance_after,
-            reason: None,
-            order_id: None,
-            related: None,
-            lot_id: None,
-        }
-    }
-}
-
-/// One write's transaction, for one partner at one instant. Past the locking read, everything it
-/// does (entries, allocations, lots, the wallet, the key's record) is gathered in `batch` and sent
-/// with the COMMIT as one multi-statement round trip: the wallet's lock is held for two round
-/// trips, as in a bare `SELECT … FOR UPDATE` + `UPDATE`, and on a hot wallet every round trip
-/// made under its lock is paid by every writer queued behind it. Ids the batch makes are passed
-/// on in session variables (`@t`, the write's entry; `@t2`, a transfer's receiving side) and
-/// read back by its last statement.
+/// One write's transaction, for one partner at one instant. Past the locking reads, the plan the
+/// ledger made (entries, allocations, lots, the wallets, the key's record) is gathered in `batch`
+/// and sent with the COMMIT as one multi-statement round trip: the wallet's lock is held for two
+/// round trips, as in a bare `SELECT … FOR UPDATE` + `UPDATE`, and on a hot wallet every round
+/// trip made under its lock is paid by every writer queued behind it. Ids the batch makes are
+/// passed on in session variables (`@t`, the own principal entry; `@t2`, a transfer's receiving
+/// side) and read back by its last statement.
 struct Write<'t> {
-    tx: &'t mut Transaction<'static, MySql>,
+    tx: &'t mut MySqlConnection,
     partner: &'t str,
     now: DateTime<Utc>,
     batch: String,
-}
-
-/// What a write answers once the batch has told it the ids it made.
-enum Answer {
-    Refused(Refusal),
-    Done { balance: u64, to_balance: Option<u64> },
 }
 
 /// Values written into `Write::batch`, which cannot carry bind parameters: numbers and instants
@@ -166,11 +119,19 @@ fn instant(at: DateTime<Utc>) -> String {
     format!("'{}'", at.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f"))
 }
 
+/// The session variable holding the id of a side's principal entry.
+fn principal_id(side: Side) -> &'static str {
+    match side {
+        Side::Own => "@t",
+        Side::Receiver => "@t2",
+    }
+}
+
 impl Write<'_> {
     /// Locks the wallet row and its lots with points left (`FOR UPDATE`: a locking read sees the
-    /// latest committed rows, whatever the transaction read before). Unordered: `allocate` orders
+    /// latest committed rows, whatever the transaction read before). Unordered: the ledger orders
     /// them, and a sort in the database would cost the lock holder time.
-    async fn lock(&mut self, wallet: WalletRef<'_>) -> Result<Option<(Wallet, Vec<Lot>)>, sqlx::Error> {
+    async fn lock(&mut self, wallet: WalletRef<'_>) -> Result<Option<Wallet>, sqlx::Error> {
         let select = "SELECT w.id, w.user_id, w.balance, l.id AS lot_id, l.remaining, l.expires_at \
                       FROM point_wallets w LEFT JOIN point_lots l ON l.wallet_id = w.id AND l.remaining > 0";
         let rows = match wallet {
@@ -180,20 +141,19 @@ impl Write<'_> {
                 )))
                 .bind(self.partner)
                 .bind(user)
-                .fetch_all(&mut **self.tx)
+                .fetch_all(&mut *self.tx)
                 .await?
             }
             WalletRef::Id(id) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!("{select} WHERE w.id = ? FOR UPDATE")))
                     .bind(id)
-                    .fetch_all(&mut **self.tx)
+                    .fetch_all(&mut *self.tx)
                     .await?
             }
         };
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let wallet = wallet_from(first)?;
         let mut lots = Vec::with_capacity(rows.len());
         for row in &rows {
             if let Some(id) = row.try_get::<Option<u64>, _>("lot_id")? {
@@ -204,7 +164,47 @@ impl Write<'_> {
                 });
             }
         }
-        Ok(Some((wallet, lots)))
+        Ok(Some(Wallet {
+            id: first.try_get("id")?,
+            user_id: first.try_get("user_id")?,
+            state: WalletState {
+                balance: first.try_get("balance")?,
+                lots,
+            },
+        }))
+    }
+
+    /// The entry a cancel names and what it drew, locked (its wallet is locked first).
+    async fn target(&mut self, transaction: TransactionId) -> Result<CancelTarget, sqlx::Error> {
+        let (kind, amount, cancelled_by): (String, i64, Option<u64>) =
+            sqlx::query_as("SELECT kind, amount, cancelled_by FROM point_transactions WHERE id = ? FOR UPDATE")
+                .bind(transaction)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        let drawn: Vec<(u64, u64, u64, chrono::NaiveDateTime)> = sqlx::query_as(
+            "SELECT a.lot_id, a.amount, l.remaining, l.expires_at FROM point_allocations a \
+             JOIN point_lots l ON l.id = a.lot_id WHERE a.transaction_id = ? FOR UPDATE",
+        )
+        .bind(transaction)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(CancelTarget {
+            movement: Movement::parse(&kind)
+                .ok_or_else(|| sqlx::Error::Decode(format!("point movement {kind}").into()))?,
+            amount: amount.unsigned_abs(),
+            cancelled: cancelled_by.is_some(),
+            drawn: drawn
+                .into_iter()
+                .map(|(lot_id, amount, remaining, expires_at)| {
+                    let allocation = Allocation {
+                        lot_id,
+                        amount,
+                        expires_at: utc(expires_at),
+                    };
+                    (allocation, remaining)
+                })
+                .collect(),
+        })
     }
 
     fn queue(&mut self, statement: &str) {
@@ -212,48 +212,30 @@ impl Write<'_> {
         self.batch.push_str(";\n");
     }
 
-    /// Lots past their time lose what is left of them: an EXPIRE entry each, queued before
-    /// anything else this write does (so the history reads in order and the balance it answers is
-    /// what is spendable).
-    fn expire_due(&mut self, wallet: &mut Wallet, lots: &mut Vec<Lot>, changes: &mut Vec<LotChange>) {
-        let due: Vec<Lot> = lots.iter().filter(|l| l.is_due(self.now)).copied().collect();
-        lots.retain(|l| !l.is_due(self.now));
-        let mut entries = Vec::new();
-        for lot in due {
-            wallet.balance -= lot.remaining;
-            changes.push(LotChange {
-                id: lot.id,
-                remaining: 0,
-                expired: lot.remaining,
-                added: 0,
-            });
-            entries.push(NewEntry {
-                lot_id: Some(lot.id),
-                ..NewEntry::new(Movement::Expire, -(lot.remaining as i64), wallet.balance)
-            });
-        }
-        self.append(wallet, &entries);
-    }
-
-    /// Queues entries, in order; `LAST_INSERT_ID()` is then the first one's id.
-    fn append(&mut self, wallet: &Wallet, entries: &[NewEntry<'_>]) {
+    /// Queues entries of one wallet, in order, in one multi-row INSERT.
+    fn append(&mut self, wallet: &Wallet, entries: &[&PlannedEntry], made: &[Side]) {
         if entries.is_empty() {
             return;
         }
         let rows: Vec<String> = entries
             .iter()
             .map(|e| {
+                let related = match e.related {
+                    Some(Related::Transaction(id)) => id.to_string(),
+                    Some(Related::Principal(side)) if made.contains(&side) => principal_id(side).to_owned(),
+                    // Linked once that entry is made (`persist`).
+                    Some(Related::Principal(_)) | None => "NULL".to_owned(),
+                };
                 format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {related}, {}, {})",
                     wallet.id,
                     text(self.partner),
                     text(&wallet.user_id),
                     text(e.movement.as_str()),
                     e.amount,
                     e.balance_after,
-                    optional_text(e.reason),
-                    optional_text(e.order_id),
-                    e.related.unwrap_or("NULL"),
+                    optional_text(e.reason.as_deref()),
+                    optional_text(e.order_id.as_deref()),
                     e.lot_id.map_or_else(|| "NULL".to_owned(), |id| id.to_string()),
                     instant(self.now)
                 )
@@ -266,33 +248,98 @@ impl Write<'_> {
         ));
     }
 
-    /// Queues the write's own entry and keeps its id in `variable`.
-    fn append_as(&mut self, variable: &str, wallet: &Wallet, entry: &NewEntry<'_>) {
-        self.append(wallet, std::slice::from_ref(entry));
-        self.queue(&format!("SET {variable} = LAST_INSERT_ID()"));
-    }
-
-    fn allocate_to(&mut self, transaction: &str, drawn: &[Allocation]) {
-        let rows: Vec<String> = drawn
-            .iter()
-            .map(|a| format!("({transaction}, {}, {})", a.lot_id, a.amount))
-            .collect();
-        self.queue(&format!(
-            "INSERT INTO point_allocations (transaction_id, lot_id, amount) VALUES {}",
-            rows.join(", ")
-        ));
-    }
-
-    /// Queues the wallet's new balance and its lots' changes.
-    fn save(&mut self, wallet: &Wallet, changes: &[LotChange]) {
-        let changes = merge(changes);
-        if changes.is_empty() {
+    /// Queues everything `plan` writes. `receiver`: a transfer's receiving wallet.
+    fn persist(&mut self, plan: &Plan, own: &Wallet, receiver: Option<&Wallet>) {
+        let wallet_of = |side: Side| match side {
+            Side::Own => own,
+            Side::Receiver => receiver.unwrap_or(own),
+        };
+        // Runs of entries up to each principal go in one INSERT; a principal alone, its id kept.
+        let mut made: Vec<Side> = Vec::new();
+        let mut run: Vec<&PlannedEntry> = Vec::new();
+        for entry in &plan.entries {
+            if run.first().is_some_and(|first| first.side != entry.side) {
+                self.append(wallet_of(run[0].side), &run, &made);
+                run.clear();
+            }
+            if entry.principal {
+                self.append(wallet_of(run.first().map_or(entry.side, |e| e.side)), &run, &made);
+                run.clear();
+                self.append(wallet_of(entry.side), &[entry], &made);
+                self.queue(&format!("SET {} = LAST_INSERT_ID()", principal_id(entry.side)));
+                made.push(entry.side);
+            } else {
+                run.push(entry);
+            }
+        }
+        if let Some(first) = run.first() {
+            self.append(wallet_of(first.side), &run, &made);
+        }
+        // A principal that points at one made after it (a transfer's sending side).
+        let mut seen: Vec<Side> = Vec::new();
+        for entry in plan.entries.iter().filter(|e| e.principal) {
+            if let Some(Related::Principal(side)) = entry.related
+                && !seen.contains(&side)
+            {
+                self.queue(&format!(
+                    "UPDATE point_transactions SET related_id = {} WHERE id = {}",
+                    principal_id(side),
+                    principal_id(entry.side)
+                ));
+            }
+            seen.push(entry.side);
+        }
+        if !plan.new_lots.is_empty() {
+            let rows: Vec<String> = plan
+                .new_lots
+                .iter()
+                .map(|l| {
+                    format!(
+                        "({}, {}, {}, {}, {}, {})",
+                        wallet_of(l.side).id,
+                        principal_id(l.side),
+                        l.amount,
+                        l.amount,
+                        instant(l.expires_at),
+                        instant(self.now)
+                    )
+                })
+                .collect();
             self.queue(&format!(
-                "UPDATE point_wallets SET balance = {}, updated_at = {} WHERE id = {}",
-                wallet.balance,
-                instant(self.now),
-                wallet.id
+                "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) VALUES {}",
+                rows.join(", ")
             ));
+        }
+        if !plan.drawn.is_empty() {
+            let rows: Vec<String> = plan
+                .drawn
+                .iter()
+                .map(|a| format!("(@t, {}, {})", a.lot_id, a.amount))
+                .collect();
+            self.queue(&format!(
+                "INSERT INTO point_allocations (transaction_id, lot_id, amount) VALUES {}",
+                rows.join(", ")
+            ));
+        }
+        if let Some(cancelled) = plan.cancels {
+            self.queue(&format!(
+                "UPDATE point_transactions SET cancelled_by = @t WHERE id = {cancelled}"
+            ));
+        }
+        self.save_lots(&plan.lots);
+        for (side, balance) in &plan.balances {
+            self.queue(&format!(
+                "UPDATE point_wallets SET balance = {balance}, updated_at = {} WHERE id = {}",
+                instant(self.now),
+                wallet_of(*side).id
+            ));
+        }
+    }
+
+    /// Queues the lots' changes: one statement, a CASE per column. In one batch it costs no round
+    /// trip more than one per lot would, and MariaDB runs it faster than a multi-table UPDATE.
+    fn save_lots(&mut self, changes: &[LotChange]) {
+        if changes.is_empty() {
             return;
         }
         let remaining: String = changes
@@ -315,18 +362,10 @@ impl Write<'_> {
             format!("amount = amount + CASE id{added} ELSE 0 END, ")
         };
         let ids: Vec<String> = changes.iter().map(|c| c.id.to_string()).collect();
-        // Two single-table statements: in one batch they cost no round trip more, and MariaDB runs
-        // them faster than one multi-table UPDATE.
         self.queue(&format!(
             "UPDATE point_lots SET {added}remaining = CASE id{remaining} END, \
              expired = expired + CASE id{expired} ELSE 0 END WHERE id IN ({})",
             ids.join(", ")
-        ));
-        self.queue(&format!(
-            "UPDATE point_wallets SET balance = {}, updated_at = {} WHERE id = {}",
-            wallet.balance,
-            instant(self.now),
-            wallet.id
         ));
     }
 
@@ -334,44 +373,20 @@ impl Write<'_> {
     /// together or not at all. The only unique key the batch can collide on is the key's own, so
     /// "duplicate" means a request with the key committed first (the server runs nothing after
     /// the failed statement, and the transaction is rolled back).
-    async fn commit(mut self, key: &IdempotencyKey, fingerprint: &str, answer: Answer) -> Result<Outcome, Failed> {
-        // Session variables outlive a batch on its connection: only those this batch set are read.
-        let null = || "NULL".to_owned();
-        let (transaction, balance, to_transaction, to_balance, refusal) = match &answer {
-            Answer::Refused(r) => (null(), null(), null(), null(), text(r.as_str())),
-            Answer::Done {
-                balance,
-                to_balance: None,
-            } => ("@t".to_owned(), balance.to_string(), null(), null(), null()),
-            Answer::Done {
-                balance,
-                to_balance: Some(to),
-            } => (
-                "@t".to_owned(),
-                balance.to_string(),
-                "@t2".to_owned(),
-                to.to_string(),
-                null(),
-            ),
-        };
-        let record = format!(
-            "INSERT INTO idempotency_keys (partner_id, idempotency_key, request_hash, transaction_id, balance, \
-             to_transaction_id, to_balance, refusal, created_at) VALUES ({}, {}, {}, {transaction}, {balance}, \
-             {to_transaction}, {to_balance}, {refusal}, {})",
-            text(self.partner),
-            text(key.as_str()),
-            text(fingerprint),
-            instant(self.now)
-        );
-        self.queue(&record);
+    async fn commit(mut self, key: &str, fingerprint: &str, answer: Answer) -> Result<Outcome, Failed> {
+        self.queue_key(key, fingerprint, answer);
         self.queue("COMMIT");
+        // Session variables outlive a batch on its connection: only those this batch set are read.
+        let (transaction, to_transaction) = match answer {
+            Answer::Refused(_) => ("NULL", "NULL"),
+            Answer::Done { to_balance: None, .. } => ("@t", "NULL"),
+            Answer::Done { .. } => ("@t", "@t2"),
+        };
         self.queue(&format!(
             "SELECT CAST({transaction} AS CHAR) AS t, CAST({to_transaction} AS CHAR) AS t2"
         ));
         let batch = std::mem::take(&mut self.batch);
-        let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(batch))
-            .fetch_all(&mut **self.tx)
-            .await;
+        let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(batch)).fetch_all(&mut *self.tx).await;
         let rows = sent.map_err(|e| match error_number(&e) {
             Some(ER_DUP_ENTRY) => Failed::KeyTaken,
             Some(ER_LOCK_WAIT_TIMEOUT) => Failed::KeyBusy,
@@ -395,229 +410,72 @@ impl Write<'_> {
         })
     }
 
-    async fn earn(
-        &mut self,
-        user: &UserId,
-        request: &EarnPoints,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Answer, sqlx::Error> {
-        let (mut wallet, mut lots) = self
-            .lock(WalletRef::Owner(user.as_str()))
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        let mut changes = Vec::new();
-        self.expire_due(&mut wallet, &mut lots, &mut changes);
-        wallet.balance += request.amount;
-        let entry = NewEntry {
-            reason: Some(&request.reason),
-            ..NewEntry::new(Movement::Earn, request.amount as i64, wallet.balance)
+    /// Queues the key's record (the receipt or the refusal, in columns): the transaction's last
+    /// insert, so the effect and its record commit together.
+    fn queue_key(&mut self, key: &str, fingerprint: &str, answer: Answer) {
+        let null = || "NULL".to_owned();
+        let (transaction, balance, to_transaction, to_balance, refusal) = match answer {
+            Answer::Refused(r) => (null(), null(), null(), null(), text(r.as_str())),
+            Answer::Done {
+                balance,
+                to_balance: None,
+            } => ("@t".to_owned(), balance.to_string(), null(), null(), null()),
+            Answer::Done {
+                balance,
+                to_balance: Some(to),
+            } => (
+                "@t".to_owned(),
+                balance.to_string(),
+                "@t2".to_owned(),
+                to.to_string(),
+                null(),
+            ),
         };
-        self.append_as("@t", &wallet, &entry);
-        self.queue(&format!(
-            "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) \
-             VALUES ({}, @t, {}, {}, {}, {})",
-            wallet.id,
-            request.amount,
-            request.amount,
-            instant(expires_at),
+        let record = format!(
+            "INSERT INTO idempotency_keys (partner_id, idempotency_key, request_hash, transaction_id, balance, \
+             to_transaction_id, to_balance, refusal, created_at) VALUES ({}, {}, {}, {transaction}, {balance}, \
+             {to_transaction}, {to_balance}, {refusal}, {})",
+            text(self.partner),
+            text(key),
+            text(fingerprint),
             instant(self.now)
-        ));
-        self.save(&wallet, &changes);
-        Ok(Answer::Done {
-            balance: wallet.balance,
-            to_balance: None,
-        })
+        );
+        self.queue(&record);
     }
 
-    async fn use_points(&mut self, user: &UserId, request: &UsePoints) -> Result<Answer, sqlx::Error> {
-        let Some((mut wallet, mut lots)) = self.lock(WalletRef::Owner(user.as_str())).await? else {
-            return Ok(Answer::Refused(Refusal::InsufficientPoints));
-        };
-        // Refused before anything is queued: a refusal changes nothing.
-        let Some(drawn) = allocate(&lots, request.amount, self.now) else {
-            return Ok(Answer::Refused(Refusal::InsufficientPoints));
-        };
-        let mut changes = Vec::new();
-        self.expire_due(&mut wallet, &mut lots, &mut changes);
-        wallet.balance -= request.amount;
-        let entry = NewEntry {
-            reason: request.reason.as_deref(),
-            order_id: Some(request.order_id.as_str()),
-            ..NewEntry::new(Movement::Use, -(request.amount as i64), wallet.balance)
-        };
-        self.append_as("@t", &wallet, &entry);
-        changes.extend(draw(&lots, &drawn));
-        self.allocate_to("@t", &drawn);
-        self.save(&wallet, &changes);
-        Ok(Answer::Done {
-            balance: wallet.balance,
-            to_balance: None,
-        })
-    }
-
-    /// `owner`: the transaction's wallet and partner, read before this transaction began (they
-    /// never change).
-    async fn cancel(
+    /// Locks what `operation` names, in the one global order: a transfer's two wallets by
+    /// ascending user id within the partner (the unique key's order); a cancel's wallet, then
+    /// its entry. `owner`: a cancelled entry's wallet and partner, read before this transaction
+    /// began (they never change).
+    async fn lock_for(
         &mut self,
-        transaction: TransactionId,
+        operation: &Operation,
         owner: Option<(u64, String)>,
-    ) -> Result<Answer, sqlx::Error> {
-        let Some((wallet_id, _)) = owner.filter(|(_, p)| p == self.partner) else {
-            return Ok(Answer::Refused(Refusal::TransactionNotFound));
-        };
-        let (mut wallet, mut lots) = self
-            .lock(WalletRef::Id(wallet_id))
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        let (kind, amount, cancelled_by): (String, i64, Option<u64>) =
-            sqlx::query_as("SELECT kind, amount, cancelled_by FROM point_transactions WHERE id = ? FOR UPDATE")
-                .bind(transaction)
-                .fetch_one(&mut **self.tx)
-                .await?;
-        if kind != Movement::Use.as_str() || cancelled_by.is_some() {
-            return Ok(Answer::Refused(Refusal::NotCancellable));
-        }
-        let used = amount.unsigned_abs();
-        let drawn: Vec<(u64, u64, u64, chrono::NaiveDateTime)> = sqlx::query_as(
-            "SELECT a.lot_id, a.amount, l.remaining, l.expires_at FROM point_allocations a \
-             JOIN point_lots l ON l.id = a.lot_id WHERE a.transaction_id = ? FOR UPDATE",
-        )
-        .bind(transaction)
-        .fetch_all(&mut **self.tx)
-        .await?;
-        let mut changes = Vec::new();
-        self.expire_due(&mut wallet, &mut lots, &mut changes);
-        let allocations: Vec<Allocation> = drawn
-            .iter()
-            .map(|&(lot_id, amount, _, expires_at)| Allocation {
-                lot_id,
-                amount,
-                expires_at: utc(expires_at),
-            })
-            .collect();
-        let (back, lapsed) = split_cancel(&allocations, self.now);
-        // What each drawn lot holds now, after the expiry above.
-        let remaining_of = |lot: u64| {
-            changes
-                .iter()
-                .rev()
-                .find(|c: &&LotChange| c.id == lot)
-                .map(|c| c.remaining)
-                .or_else(|| drawn.iter().find(|d| d.0 == lot).map(|d| d.2))
-                .unwrap_or(0)
-        };
-        let lapsed_changes: Vec<LotChange> = lapsed
-            .iter()
-            .map(|a| LotChange {
-                id: a.lot_id,
-                remaining: remaining_of(a.lot_id),
-                expired: a.amount,
-                added: 0,
-            })
-            .collect();
-        let back_changes: Vec<LotChange> = back
-            .iter()
-            .map(|a| LotChange {
-                id: a.lot_id,
-                remaining: remaining_of(a.lot_id) + a.amount,
-                expired: 0,
-                added: 0,
-            })
-            .collect();
-        wallet.balance += used;
-        let related = transaction.to_string();
-        let entry = NewEntry {
-            related: Some(&related),
-            ..NewEntry::new(Movement::UseCancel, used as i64, wallet.balance)
-        };
-        self.append_as("@t", &wallet, &entry);
-        let mut lapsed_entries = Vec::new();
-        for a in &lapsed {
-            wallet.balance -= a.amount;
-            lapsed_entries.push(NewEntry {
-                lot_id: Some(a.lot_id),
-                related: Some("@t"),
-                ..NewEntry::new(Movement::Expire, -(a.amount as i64), wallet.balance)
-            });
-        }
-        changes.extend(lapsed_changes);
-        changes.extend(back_changes);
-        self.append(&wallet, &lapsed_entries);
-        self.queue(&format!(
-            "UPDATE point_transactions SET cancelled_by = @t WHERE id = {transaction}"
-        ));
-        self.save(&wallet, &changes);
-        Ok(Answer::Done {
-            balance: wallet.balance,
-            to_balance: None,
-        })
-    }
-
-    async fn transfer(&mut self, request: &TransferPoints) -> Result<Answer, sqlx::Error> {
-        let (from, to) = (request.from_user_id.as_str(), request.to_user_id.as_str());
-        // The global order: ascending user id within the partner (the unique key's order).
-        let (first, second) = if from < to { (from, to) } else { (to, from) };
-        let first = self.lock(WalletRef::Owner(first)).await?;
-        let second = self.lock(WalletRef::Owner(second)).await?;
-        let (sender, receiver) = if from < to { (first, second) } else { (second, first) };
-        let Some((mut sender, mut sender_lots)) = sender else {
-            return Ok(Answer::Refused(Refusal::InsufficientPoints));
-        };
-        let (mut receiver, mut receiver_lots) = receiver.ok_or(sqlx::Error::RowNotFound)?;
-        let Some(drawn) = allocate(&sender_lots, request.amount, self.now) else {
-            return Ok(Answer::Refused(Refusal::InsufficientPoints));
-        };
-        let (mut sender_changes, mut receiver_changes) = (Vec::new(), Vec::new());
-        self.expire_due(&mut sender, &mut sender_lots, &mut sender_changes);
-        self.expire_due(&mut receiver, &mut receiver_lots, &mut receiver_changes);
-        sender.balance -= request.amount;
-        receiver.balance += request.amount;
-        let out = NewEntry::new(Movement::TransferOut, -(request.amount as i64), sender.balance);
-        self.append_as("@t", &sender, &out);
-        let into = NewEntry {
-            related: Some("@t"),
-            ..NewEntry::new(Movement::TransferIn, request.amount as i64, receiver.balance)
-        };
-        self.append_as("@t2", &receiver, &into);
-        self.queue("UPDATE point_transactions SET related_id = @t2 WHERE id = @t");
-        // The receiver's lots keep the sender's expiry dates: what is drawn per date joins the
-        // receiver's live lot of that date, or makes a new one (so transfers back and forth do not
-        // pile up lots every later write of the wallet reads under its lock).
-        let mut by_date: BTreeMap<DateTime<Utc>, u64> = BTreeMap::new();
-        for a in &drawn {
-            *by_date.entry(a.expires_at).or_default() += a.amount;
-        }
-        let mut new_lots = Vec::new();
-        for (expires_at, amount) in by_date {
-            match receiver_lots.iter().find(|l| l.expires_at == expires_at) {
-                Some(lot) => receiver_changes.push(LotChange {
-                    id: lot.id,
-                    remaining: lot.remaining + amount,
-                    expired: 0,
-                    added: amount,
-                }),
-                None => new_lots.push(format!(
-                    "({}, @t2, {amount}, {amount}, {}, {})",
-                    receiver.id,
-                    instant(expires_at),
-                    instant(self.now)
-                )),
+    ) -> Result<(Locked, Option<Wallet>, Option<Wallet>), sqlx::Error> {
+        let mut locked = Locked::default();
+        let (own, receiver) = match operation {
+            Operation::Earn { user, .. } | Operation::Use { user, .. } => {
+                (self.lock(WalletRef::Owner(user.as_str())).await?, None)
             }
-        }
-        if !new_lots.is_empty() {
-            self.queue(&format!(
-                "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) VALUES {}",
-                new_lots.join(", ")
-            ));
-        }
-        sender_changes.extend(draw(&sender_lots, &drawn));
-        self.allocate_to("@t", &drawn);
-        self.save(&sender, &sender_changes);
-        self.save(&receiver, &receiver_changes);
-        Ok(Answer::Done {
-            balance: sender.balance,
-            to_balance: Some(receiver.balance),
-        })
+            Operation::Cancel { transaction } => match owner.filter(|(_, p)| p == self.partner) {
+                Some((wallet_id, _)) => {
+                    let own = self.lock(WalletRef::Id(wallet_id)).await?;
+                    locked.target = Some(self.target(*transaction).await?);
+                    (own, None)
+                }
+                None => (None, None),
+            },
+            Operation::Transfer { request } => {
+                let (from, to) = (request.from_user_id.as_str(), request.to_user_id.as_str());
+                let (first, second) = if from < to { (from, to) } else { (to, from) };
+                let first = self.lock(WalletRef::Owner(first)).await?;
+                let second = self.lock(WalletRef::Owner(second)).await?;
+                if from < to { (first, second) } else { (second, first) }
+            }
+        };
+        locked.wallet = own.as_ref().map(|w| w.state.clone());
+        locked.receiver = receiver.as_ref().map(|w| w.state.clone());
+        Ok((locked, own, receiver))
     }
 }
 
@@ -627,39 +485,6 @@ enum WalletRef<'a> {
     Owner(&'a str),
     Id(u64),
 }
-
-/// One change per lot: its last remainder and everything that expired of it (a lot can expire in
-/// this write and then lapse again in a cancel; a CASE takes only its first match).
-fn merge(changes: &[LotChange]) -> Vec<LotChange> {
-    let mut merged: Vec<LotChange> = Vec::with_capacity(changes.len());
-    for c in changes {
-        match merged.iter_mut().find(|m| m.id == c.id) {
-            Some(m) => {
-                m.remaining = c.remaining;
-                m.expired += c.expired;
-                m.added += c.added;
-            }
-            None => merged.push(*c),
-        }
-    }
-    merged
-}
-
-/// The lots' new remainders after `drawn` is taken from them.
-fn draw(lots: &[Lot], drawn: &[Allocation]) -> Vec<LotChange> {
-    drawn
-        .iter()
-        .filter_map(|a| {
-            lots.iter().find(|l| l.id == a.lot_id).map(|l| LotChange {
-                id: l.id,
-                remaining: l.remaining - a.amount,
-                expired: 0,
-                added: 0,
-            })
-        })
-        .collect()
-}
-
 impl MySqlStore {
     /// A committed record of `key`: its outcome if it was this request, `IdempotencyKeyReused`
     /// if another.
@@ -764,17 +589,17 @@ impl MySqlStore {
             now,
             batch: String::new(),
         };
-        let answer = match operation {
-            Operation::Earn {
-                user,
-                request,
-                expires_at,
-            } => write.earn(user, request, *expires_at).await?,
-            Operation::Use { user, request } => write.use_points(user, request).await?,
-            Operation::Cancel { transaction } => write.cancel(*transaction, owner).await?,
-            Operation::Transfer { request } => write.transfer(request).await?,
-        };
-        let outcome = write.commit(key, fingerprint, answer).await?;
+        let (locked, own, receiver) = write.lock_for(operation, owner).await?;
+        let plan = ledger::plan(operation, locked, now);
+        if let Answer::Done { to_balance, .. } = plan.answer {
+            // Both wallets an earn or a transfer writes to were created before this transaction.
+            let own = own.as_ref().ok_or(sqlx::Error::RowNotFound)?;
+            if to_balance.is_some() && receiver.is_none() {
+                return Err(Failed::Db(sqlx::Error::RowNotFound));
+            }
+            write.persist(&plan, own, receiver.as_ref());
+        }
+        let outcome = write.commit(key.as_str(), fingerprint, plan.answer).await?;
         // The batch committed; this only tells the connection so (a no-op on the server).
         tx.commit().await?;
         Ok(outcome)
@@ -1083,7 +908,8 @@ async fn expire_wallets(
     if locked.is_empty() {
         return Ok((0, locked_ids));
     }
-    let mut due = QueryBuilder::<MySql>::new("SELECT id, wallet_id, remaining FROM point_lots WHERE wallet_id IN (");
+    let mut due =
+        QueryBuilder::<MySql>::new("SELECT id, wallet_id, remaining, expires_at FROM point_lots WHERE wallet_id IN (");
     let mut ids = due.separated(", ");
     for (id, ..) in &locked {
         ids.push_bind(id);
@@ -1092,43 +918,63 @@ async fn expire_wallets(
         .push_bind(now.naive_utc())
         .push(" ORDER BY wallet_id, expires_at, id LIMIT ")
         .push_bind(max_lots);
-    let lots: Vec<(u64, u64, u64)> = due.build_query_as().fetch_all(&mut *tx).await?;
+    let lots: Vec<(u64, u64, u64, chrono::NaiveDateTime)> = due.build_query_as().fetch_all(&mut *tx).await?;
     if lots.is_empty() {
         return Ok((0, locked_ids));
     }
-    let mut balances: BTreeMap<u64, (String, String, u64)> =
+    let mut by_wallet: BTreeMap<u64, Vec<Lot>> = BTreeMap::new();
+    for &(id, wallet, remaining, expires_at) in &lots {
+        by_wallet.entry(wallet).or_default().push(Lot {
+            id,
+            remaining,
+            expires_at: utc(expires_at),
+        });
+    }
+    // The ledger's own expiry, wallet by wallet: what every write does first.
+    let owners: BTreeMap<u64, (String, String, u64)> =
         locked.into_iter().map(|(id, p, u, b)| (id, (p, u, b))).collect();
+    let mut entries: Vec<(u64, PlannedEntry)> = Vec::with_capacity(lots.len());
+    let mut changes: Vec<LotChange> = Vec::with_capacity(lots.len());
+    let mut balances: Vec<(u64, u64)> = Vec::with_capacity(by_wallet.len());
+    for (wallet, due) in &by_wallet {
+        let (_, _, balance) = owners[wallet];
+        let (expiring, expired, after) = ledger::expire(Side::Own, balance, due);
+        entries.extend(expiring.into_iter().map(|e| (*wallet, e)));
+        changes.extend(expired);
+        balances.push((*wallet, after));
+    }
     let mut history = QueryBuilder::<MySql>::new(
         "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, lot_id, created_at) ",
     );
-    let mut entries = Vec::with_capacity(lots.len());
-    for &(lot, wallet, remaining) in &lots {
-        let (partner, user, balance) = balances.get_mut(&wallet).expect("a locked wallet");
-        *balance -= remaining;
-        entries.push((wallet, partner.clone(), user.clone(), remaining, *balance, lot));
-    }
-    history.push_values(&entries, |mut row, (wallet, partner, user, remaining, balance, lot)| {
+    history.push_values(&entries, |mut row, (wallet, entry)| {
+        let (partner, user, _) = &owners[wallet];
         row.push_bind(wallet)
             .push_bind(partner)
             .push_bind(user)
-            .push_bind(Movement::Expire.as_str())
-            .push_bind(-(*remaining as i64))
-            .push_bind(balance)
-            .push_bind(lot)
+            .push_bind(entry.movement.as_str())
+            .push_bind(entry.amount)
+            .push_bind(entry.balance_after)
+            .push_bind(entry.lot_id)
             .push_bind(now.naive_utc());
     });
     history.build().execute(&mut *tx).await?;
-    let mut expire =
-        QueryBuilder::<MySql>::new("UPDATE point_lots SET expired = expired + remaining, remaining = 0 WHERE id IN (");
+    let mut expire = QueryBuilder::<MySql>::new("UPDATE point_lots SET remaining = 0, expired = expired + CASE id");
+    for c in &changes {
+        expire
+            .push(" WHEN ")
+            .push_bind(c.id)
+            .push(" THEN ")
+            .push_bind(c.expired);
+    }
+    expire.push(" END WHERE id IN (");
     let mut ids = expire.separated(", ");
-    for (lot, ..) in &lots {
-        ids.push_bind(lot);
+    for c in &changes {
+        ids.push_bind(c.id);
     }
     expire.push(")");
     expire.build().execute(&mut *tx).await?;
-    let touched: HashSet<u64> = lots.iter().map(|l| l.1).collect();
     let mut update = QueryBuilder::<MySql>::new("UPDATE point_wallets SET balance = CASE id");
-    for (id, (_, _, balance)) in balances.iter().filter(|(id, _)| touched.contains(id)) {
+    for (id, balance) in &balances {
         update.push(" WHEN ").push_bind(id).push(" THEN ").push_bind(balance);
     }
     update
@@ -1136,7 +982,7 @@ async fn expire_wallets(
         .push_bind(now.naive_utc())
         .push(" WHERE id IN (");
     let mut ids = update.separated(", ");
-    for id in &touched {
+    for (id, _) in &balances {
         ids.push_bind(id);
     }
     update.push(")");
@@ -1165,18 +1011,5 @@ mod tests {
         assert_eq!(optional_text(None), "NULL");
         let at = DateTime::from_timestamp_millis(1_795_420_000_123).unwrap();
         assert_eq!(instant(at), "'2026-11-23 07:46:40.123'");
-    }
-
-    #[test]
-    fn one_change_per_lot_keeps_the_last_remainder_and_every_expiry() {
-        let change = |id, remaining, expired| LotChange {
-            id,
-            remaining,
-            expired,
-            added: 0,
-        };
-        let merged = merge(&[change(1, 0, 5), change(2, 3, 0), change(1, 0, 2)]);
-        let view: Vec<_> = merged.iter().map(|c| (c.id, c.remaining, c.expired)).collect();
-        assert_eq!(view, vec![(1, 0, 7), (2, 3, 0)]);
     }
 }
