@@ -29,6 +29,7 @@ use crate::keys::ports::ApiKeyStore;
 
 mod gateway;
 mod points;
+pub mod points_cases;
 pub use gateway::gateway_request;
 pub use points::{MemoryPoints, Tables};
 
@@ -59,6 +60,10 @@ impl Default for ManualClock {
 }
 
 impl ManualClock {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self(Mutex::new(now))
+    }
+
     pub fn advance(&self, by: chrono::Duration) {
         *self.0.lock().unwrap() += by;
     }
