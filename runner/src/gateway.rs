@@ -191,7 +191,7 @@ impl Gateway {
         let arn = method_arn(&self.region, &self.stage, parts.method.as_str(), parts.uri.path());
         let context = match &self.authorizer {
             None => None,
-            Some(auth) => match self.authorize(auth, &parts, &params, &arn, request_id).await {
+            Some(auth) => match self.authorize(auth, &parts, route, &params, &arn, request_id).await {
                 Ok(context) => Some(context),
                 Err(denied) => return denied,
             },
@@ -240,6 +240,7 @@ impl Gateway {
         &self,
         auth: &Authorizer,
         parts: &axum::http::request::Parts,
+        route: &Route,
         params: &HashMap<String, String>,
         arn: &str,
         request_id: &str,
@@ -263,13 +264,15 @@ impl Gateway {
             let mut event = ApiGatewayCustomAuthorizerRequestTypeRequest::default();
             event.type_ = Some("REQUEST".to_owned());
             event.method_arn = Some(arn.to_owned());
-            event.resource = Some(parts.uri.path().to_owned());
+            // As in the proxy event: `resource` is the route's template, `path` the request's.
+            event.resource = Some(route.resource.clone());
             event.path = Some(parts.uri.path().to_owned());
             event.http_method = Some(parts.method.clone());
             event.headers = headers.clone();
             event.path_parameters = params.clone();
             event.query_string_parameters = query_map(parts.uri.query());
             event.request_context.request_id = Some(request_id.to_owned());
+            event.request_context.resource_path = Some(route.resource.clone());
             event.request_context.stage = Some(self.stage.clone());
             event.request_context.http_method = Some(parts.method.clone());
             event.request_context.apiid = Some(API_ID.to_owned());
