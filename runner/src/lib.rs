@@ -605,4 +605,75 @@ mod tests {
             "{err}"
         );
     }
+
+    /// An API Gateway proxy request for `route` (`resource` and path parameters filled in as API
+    /// Gateway fills them) with no authorizer context: a handler it reaches answers 401 before
+    /// any I/O.
+    fn gateway_request(route: &fcfs_template::ApiRoute, path: &str) -> lambda_http::Request {
+        let mut event = aws_lambda_events::apigw::ApiGatewayProxyRequest::default();
+        event.http_method = route.method.parse().unwrap();
+        event.resource = Some(route.path.clone());
+        event.request_context.resource_path = Some(route.path.clone());
+        event.path = Some(path.to_owned());
+        event.path_parameters = route
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| (name.to_owned(), "7".to_owned()))
+            .collect();
+        lambda_http::request::LambdaRequest::ApiGatewayV1(event).into()
+    }
+
+    /// Routing lives once: every route of template.yaml reaches a handler of its function, and a
+    /// route of another function is not found there, whatever the raw path says.
+    #[tokio::test]
+    async fn each_function_serves_exactly_its_template_routes() {
+        let template = Template::load(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")),
+            &BTreeMap::new(),
+            Placement::local("http://127.0.0.1:1", "us-east-1"),
+        )
+        .unwrap();
+        let specs = template.functions().unwrap();
+        let routes: Vec<(&str, &fcfs_template::ApiRoute)> = specs
+            .iter()
+            .flat_map(|f| f.routes.iter().map(move |r| (f.logical_id.as_str(), r)))
+            .collect();
+        assert!(!routes.is_empty(), "template.yaml declares routes");
+        let sdk = fcfs_shared::config::aws_sdk_config().await;
+        for spec in specs.iter().filter(|f| !f.routes.is_empty()) {
+            let mut env = spec.environment.clone();
+            // Nothing is connected at build time; these are never reached.
+            env.insert("REDIS_URL".into(), "redis://127.0.0.1:1".into());
+            env.insert(
+                "DATABASE_SECRET_ARN".into(),
+                "arn:aws:secretsmanager:us-east-1:000000000000:secret:unused".into(),
+            );
+            let Ok(LocalFunction::Http(function)) = functions::build(&spec.binary, &Settings::new(env), &sdk).await
+            else {
+                panic!("{}: an HTTP function", spec.logical_id)
+            };
+            for (owner, route) in &routes {
+                // The raw path is another route's: only the matched template may count.
+                let response = function.invoke(gateway_request(route, "/v1/coupons/7/use")).await;
+                let status = response.status().as_u16();
+                let lambda_http::Body::Text(body) = response.body() else {
+                    panic!("a text body")
+                };
+                let what = format!(
+                    "{} {} on {}: {status} {body}",
+                    route.method, route.path, spec.logical_id
+                );
+                if *owner == spec.logical_id {
+                    assert_eq!(status, 401, "{what}");
+                } else {
+                    assert_eq!(
+                        (status, body.as_str()),
+                        (404, r#"{"error":"NOT_FOUND","message":"route not found"}"#),
+                        "{what}"
+                    );
+                }
+            }
+        }
+    }
 }

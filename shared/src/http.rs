@@ -3,6 +3,8 @@
 //! JSON body `{"error": CODE, "message": text, "field"?: name}`. Transient failures answer 503
 //! with `Retry-After`; permanent ones a 4xx with their own code.
 
+use std::collections::BTreeSet;
+
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -167,11 +169,7 @@ impl From<Unavailable> for ApiError {
 /// API Gateway names in the request context (`/v1/campaigns/{campaignId}`), never the raw path, so
 /// ids do not multiply the series.
 pub fn observe(req: &Request, response: &Response<Body>, started: std::time::Instant) {
-    let route = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.resource_path.clone(),
-        _ => None,
-    }
-    .unwrap_or_else(|| "unknown".to_owned());
+    let route = matched_template(req).unwrap_or("unknown").to_owned();
     let method = req.method().as_str().to_owned();
     metrics::counter!(
         "fcfs_http_requests_total",
@@ -182,6 +180,50 @@ pub fn observe(req: &Request, response: &Response<Body>, started: std::time::Ins
     .increment(1);
     metrics::histogram!("fcfs_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// The route template API Gateway matched this request to (`/v1/campaigns/{campaignId}`), as
+/// `template.yaml` declares it: the proxy event's `resource`, which lambda_http exposes as the REST
+/// request context's `resource_path` (the local runner fills both, as API Gateway does).
+pub fn matched_template(req: &Request) -> Option<&str> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.resource_path.as_deref(),
+        _ => None,
+    }
+}
+
+/// Which of a function's `routes` (method, path template as `template.yaml` declares it, and the
+/// function's name for it) this request is. A function dispatches on this and never reads the raw
+/// path: the route was matched once, by API Gateway or the local runner, against the template.
+///
+/// A request built in process (`testkit::gateway_request`) carries no template: it is the one
+/// route of its method whose variables are exactly its path parameters, or none when several are.
+pub fn route<R: Copy>(req: &Request, routes: &[(&str, &str, R)]) -> Option<R> {
+    let method = req.method().as_str();
+    let mut candidates = routes.iter().filter(|(m, _, _)| *m == method);
+    let found = match matched_template(req) {
+        Some(template) => candidates.find(|(_, t, _)| *t == template),
+        None => {
+            let params: BTreeSet<&str> = req
+                .path_parameters_ref()
+                .map(|p| p.iter().map(|(name, _)| name).collect())
+                .unwrap_or_default();
+            let mut fitting = candidates.filter(|(_, t, _)| variables(t) == params);
+            match (fitting.next(), fitting.next()) {
+                (Some(one), None) => Some(one),
+                _ => None,
+            }
+        }
+    };
+    found.map(|(_, _, name)| *name)
+}
+
+/// The `{variables}` of a path template.
+fn variables(template: &str) -> BTreeSet<&str> {
+    template
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        .collect()
 }
 
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
@@ -342,6 +384,67 @@ mod tests {
             let status = ApiError::from(e).problem().status;
             assert_eq!(status == StatusCode::SERVICE_UNAVAILABLE, transient, "{status}");
         }
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Route {
+        Get,
+        Use,
+        CancelUse,
+    }
+
+    const ROUTES: &[(&str, &str, Route)] = &[
+        ("GET", "/v1/coupons/{couponId}", Route::Get),
+        ("POST", "/v1/coupons/{couponId}/use", Route::Use),
+        ("POST", "/v1/coupons/{couponId}/cancel-use", Route::CancelUse),
+    ];
+
+    fn routed(method: &str, template: Option<&str>, path: &str) -> Request {
+        let mut req = crate::testkit::gateway_request(method, &[("couponId", "7")], "", Some("acme"));
+        *req.uri_mut() = path.parse().unwrap();
+        let Some(RequestContext::ApiGatewayV1(mut ctx)) = req.request_context_ref().cloned() else {
+            panic!("a REST request")
+        };
+        ctx.resource_path = template.map(str::to_owned);
+        req.with_request_context(RequestContext::ApiGatewayV1(ctx))
+    }
+
+    #[test]
+    fn the_route_is_the_matched_template_and_method_never_the_path() {
+        let cancel = routed(
+            "POST",
+            Some("/v1/coupons/{couponId}/cancel-use"),
+            "/v1/coupons/7/cancel-use",
+        );
+        assert_eq!(matched_template(&cancel), Some("/v1/coupons/{couponId}/cancel-use"));
+        assert_eq!(route(&cancel, ROUTES), Some(Route::CancelUse));
+        // The path is not read: only what the gateway matched counts.
+        let odd = routed("POST", Some("/v1/coupons/{couponId}/use"), "/v1/coupons/7/cancel-use");
+        assert_eq!(route(&odd, ROUTES), Some(Route::Use));
+        // A template of this function with another method, or another function's template.
+        assert_eq!(
+            route(&routed("GET", Some("/v1/coupons/{couponId}/use"), "/x"), ROUTES),
+            None
+        );
+        assert_eq!(
+            route(&routed("GET", Some("/v1/coupons/{couponId}/x"), "/x"), ROUTES),
+            None
+        );
+        assert_eq!(
+            route(&routed("GET", Some("/v1/users/{userId}/coupons"), "/x"), ROUTES),
+            None
+        );
+    }
+
+    #[test]
+    fn a_request_built_in_process_is_the_one_route_its_parameters_fit() {
+        let get = routed("GET", None, "/");
+        assert_eq!(matched_template(&get), None);
+        assert_eq!(route(&get, ROUTES), Some(Route::Get));
+        // Two POST routes take a couponId: which one is not guessed.
+        assert_eq!(route(&routed("POST", None, "/"), ROUTES), None);
+        let none = crate::testkit::gateway_request("GET", &[], "", Some("acme"));
+        assert_eq!(route(&none, ROUTES), None);
     }
 
     #[test]

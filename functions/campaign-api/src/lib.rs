@@ -9,7 +9,7 @@ use fcfs_shared::http::{self as api, ApiError};
 use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, Discount, NewCampaign};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger};
 use fcfs_shared::issuance::{CampaignSummary, Campaigns};
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
@@ -57,6 +57,19 @@ impl From<CampaignSummary> for CampaignView {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Route {
+    Create,
+    Get,
+}
+
+/// This function's routes as `template.yaml` declares them (method, path template): it dispatches
+/// on the one API Gateway (or the local runner) matched, never on the path again.
+const ROUTES: &[(&str, &str, Route)] = &[
+    ("POST", "/v1/campaigns", Route::Create),
+    ("GET", "/v1/campaigns/{campaignId}", Route::Get),
+];
+
 pub struct CampaignApi<C, L> {
     campaigns: Campaigns<C, L>,
 }
@@ -81,10 +94,10 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let started = std::time::Instant::now();
-        let result = match (req.method(), api::path_param(&req, "campaignId")) {
-            (&Method::POST, None) => self.create(&req).await,
-            (&Method::GET, Some(id)) => self.get(&req, &id).await,
-            _ => Err(ApiError::NotFound("route")),
+        let result = match api::route(&req, ROUTES) {
+            Some(Route::Create) => self.create(&req).await,
+            Some(Route::Get) => self.get(&req).await,
+            None => Err(ApiError::NotFound("route")),
         };
         let response = result.unwrap_or_else(ApiError::into_response);
         api::observe(&req, &response, started);
@@ -98,9 +111,11 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
         Ok(api::json(StatusCode::CREATED, &CampaignView::from(created)))
     }
 
-    async fn get(&self, req: &Request, raw_id: &str) -> Result<Response<Body>, ApiError> {
+    async fn get(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
-        let id: CampaignId = raw_id.parse().map_err(|_| ApiError::NotFound("campaign"))?;
+        let id: CampaignId = api::path_param(req, "campaignId")
+            .and_then(|raw| raw.parse().ok())
+            .ok_or(ApiError::NotFound("campaign"))?;
         let summary = self.campaigns.get(&partner, id).await?;
         Ok(api::json(StatusCode::OK, &CampaignView::from(summary)))
     }

@@ -11,7 +11,7 @@ use fcfs_shared::coupons::ports::CouponRecords;
 use fcfs_shared::http::{self as api, ApiError};
 use fcfs_shared::issuance::domain::{CampaignId, Discount};
 use fcfs_shared::kernel::UserId;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 
@@ -63,6 +63,23 @@ struct PageView {
     next_cursor: Option<String>,
 }
 
+#[derive(Clone, Copy)]
+enum Route {
+    List,
+    Get,
+    Use,
+    CancelUse,
+}
+
+/// This function's routes as `template.yaml` declares them (method, path template): it dispatches
+/// on the one API Gateway (or the local runner) matched, never on the path again.
+const ROUTES: &[(&str, &str, Route)] = &[
+    ("GET", "/v1/users/{userId}/coupons", Route::List),
+    ("GET", "/v1/coupons/{couponId}", Route::Get),
+    ("POST", "/v1/coupons/{couponId}/use", Route::Use),
+    ("POST", "/v1/coupons/{couponId}/cancel-use", Route::CancelUse),
+];
+
 pub struct CouponApi<R> {
     coupons: CouponService<R>,
 }
@@ -81,15 +98,14 @@ impl<R: CouponRecords> CouponApi<R> {
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let started = std::time::Instant::now();
-        let coupon = api::path_param(&req, "couponId");
-        let result = match (req.method(), api::path_param(&req, "userId"), coupon) {
-            (&Method::GET, Some(user), None) => self.list(&req, &user).await,
-            (&Method::GET, None, Some(id)) => self.get(&req, &id).await,
-            (&Method::POST, None, Some(id)) if req.uri().path().ends_with("/cancel-use") => {
-                self.cancel_use(&req, &id).await
-            }
-            (&Method::POST, None, Some(id)) if req.uri().path().ends_with("/use") => self.use_coupon(&req, &id).await,
-            _ => Err(ApiError::NotFound("route")),
+        let user = api::path_param(&req, "userId").unwrap_or_default();
+        let coupon = api::path_param(&req, "couponId").unwrap_or_default();
+        let result = match api::route(&req, ROUTES) {
+            Some(Route::List) => self.list(&req, &user).await,
+            Some(Route::Get) => self.get(&req, &coupon).await,
+            Some(Route::Use) => self.use_coupon(&req, &coupon).await,
+            Some(Route::CancelUse) => self.cancel_use(&req, &coupon).await,
+            None => Err(ApiError::NotFound("route")),
         };
         let response = result.unwrap_or_else(ApiError::into_response);
         api::observe(&req, &response, started);

@@ -12,7 +12,7 @@ use fcfs_shared::issuance::domain::{CampaignId, IssueStatus};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger, ReservationQueue};
 use fcfs_shared::issuance::{Issuance, IssueState};
 use fcfs_shared::kernel::UserId;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -25,6 +25,19 @@ pub const MAX_BODY_BYTES: usize = 1024;
 struct IssueBody {
     user_id: String,
 }
+
+#[derive(Clone, Copy)]
+enum Route {
+    Issue,
+    Status,
+}
+
+/// This function's routes as `template.yaml` declares them (method, path template): it dispatches
+/// on the one API Gateway (or the local runner) matched, never on the path again.
+const ROUTES: &[(&str, &str, Route)] = &[
+    ("POST", "/v1/campaigns/{campaignId}/issues", Route::Issue),
+    ("GET", "/v1/campaigns/{campaignId}/issues/{userId}", Route::Status),
+];
 
 pub struct IssueApi<C, L, Q> {
     issuance: Issuance<C, L, Q>,
@@ -61,10 +74,10 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let started = std::time::Instant::now();
-        let result = match (req.method(), api::path_param(&req, "userId")) {
-            (&Method::POST, None) => self.issue(&req).await,
-            (&Method::GET, Some(user)) => self.status(&req, &user).await,
-            _ => Err(ApiError::NotFound("route")),
+        let result = match api::route(&req, ROUTES) {
+            Some(Route::Issue) => self.issue(&req).await,
+            Some(Route::Status) => self.status(&req).await,
+            None => Err(ApiError::NotFound("route")),
         };
         let response = result.unwrap_or_else(ApiError::into_response);
         api::observe(&req, &response, started);
@@ -91,9 +104,9 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
         ))
     }
 
-    async fn status(&self, req: &Request, raw_user: &str) -> Result<Response<Body>, ApiError> {
+    async fn status(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let (partner, campaign) = Self::target(req)?;
-        let user = UserId::parse(raw_user)?;
+        let user = UserId::parse(&api::path_param(req, "userId").unwrap_or_default())?;
         let body = match self.issuance.status(&partner, campaign, &user).await? {
             IssueState::Issued { coupon_id } => {
                 json!({"status": IssueStatus::Issued, "couponId": coupon_id.to_string()})

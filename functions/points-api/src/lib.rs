@@ -15,7 +15,7 @@ use fcfs_shared::points::domain::{
     TransactionId, TransferPoints, UsePoints, encode_cursor,
 };
 use fcfs_shared::points::ports::PointRecords;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 
@@ -63,6 +63,27 @@ struct HistoryView {
     next_cursor: Option<String>,
 }
 
+#[derive(Clone, Copy)]
+enum Route {
+    Earn,
+    Use,
+    Cancel,
+    Transfer,
+    Balance,
+    History,
+}
+
+/// This function's routes as `template.yaml` declares them (method, path template): it dispatches
+/// on the one API Gateway (or the local runner) matched, never on the path again.
+const ROUTES: &[(&str, &str, Route)] = &[
+    ("POST", "/v1/users/{userId}/points/earn", Route::Earn),
+    ("POST", "/v1/users/{userId}/points/use", Route::Use),
+    ("POST", "/v1/points/transactions/{transactionId}/cancel", Route::Cancel),
+    ("POST", "/v1/points/transfers", Route::Transfer),
+    ("GET", "/v1/users/{userId}/points", Route::Balance),
+    ("GET", "/v1/users/{userId}/points/history", Route::History),
+];
+
 pub struct PointsApi<R> {
     points: PointsService<R>,
 }
@@ -92,16 +113,15 @@ impl<R: PointRecords> PointsApi<R> {
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let started = std::time::Instant::now();
-        let path = req.uri().path().to_owned();
-        let user = api::path_param(&req, "userId");
-        let result = match (req.method(), user) {
-            (&Method::POST, Some(user)) if path.ends_with("/points/earn") => self.earn(&req, &user).await,
-            (&Method::POST, Some(user)) if path.ends_with("/points/use") => self.use_points(&req, &user).await,
-            (&Method::GET, Some(user)) if path.ends_with("/points/history") => self.history(&req, &user).await,
-            (&Method::GET, Some(user)) if path.ends_with("/points") => self.balance(&req, &user).await,
-            (&Method::POST, None) if path.ends_with("/cancel") => self.cancel(&req).await,
-            (&Method::POST, None) if path.ends_with("/points/transfers") => self.transfer(&req).await,
-            _ => Err(ApiError::NotFound("route")),
+        let user = api::path_param(&req, "userId").unwrap_or_default();
+        let result = match api::route(&req, ROUTES) {
+            Some(Route::Earn) => self.earn(&req, &user).await,
+            Some(Route::Use) => self.use_points(&req, &user).await,
+            Some(Route::Cancel) => self.cancel(&req).await,
+            Some(Route::Transfer) => self.transfer(&req).await,
+            Some(Route::Balance) => self.balance(&req, &user).await,
+            Some(Route::History) => self.history(&req, &user).await,
+            None => Err(ApiError::NotFound("route")),
         };
         let response = result.unwrap_or_else(ApiError::into_response);
         api::observe(&req, &response, started);
