@@ -92,8 +92,8 @@ async fn wait_done(http: &reqwest::Client, base: &str, key: &str, run: u64, dead
     }
 }
 
-/// A campaign open now for `open_for`, created through the API; its id.
-async fn create_campaign(api: &PartnerApi, name: &str, quantity: u32, open_for: chrono::Duration) -> u64 {
+/// A campaign of `kind` (SALE or REWARD) open now for `open_for`, created through the API; its id.
+async fn create_campaign(api: &PartnerApi, name: &str, kind: &str, quantity: u32, open_for: chrono::Duration) -> u64 {
     let now = chrono::Utc::now();
     let (status, created) = call(
         &api.http,
@@ -103,12 +103,27 @@ async fn create_campaign(api: &PartnerApi, name: &str, quantity: u32, open_for: 
         Some(json!({
             "name": name, "totalQuantity": quantity,
             "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + open_for,
-            "couponExpiresAt": now + open_for + chrono::Duration::days(1), "discount": {"type": "AMOUNT", "value": 100}
+            "couponExpiresAt": now + open_for + chrono::Duration::days(1), "discount": {"type": "AMOUNT", "value": 100},
+            "kind": kind
         })),
     )
     .await;
-    assert_eq!(status, 201, "{created}");
+    assert_eq!((status, created["kind"].as_str()), (201, Some(kind)), "{created}");
     created["campaignId"].as_u64().expect("a campaign id")
+}
+
+/// `fcfs-admin reconcile --campaign <id>` against the stack: its exit code and output.
+fn reconcile(campaign: u64) -> (Option<i32>, String) {
+    let out = std::process::Command::new(integration_tests::services::workspace_binary("fcfs-admin"))
+        .args(["reconcile", "--campaign", &campaign.to_string()])
+        .output()
+        .expect("fcfs-admin runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
 }
 
 fn tier(paid: u64) -> &'static str {
@@ -126,7 +141,33 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
     let (base, key, partner, pool) = (&api.running.base_url, &api.key, &api.partner, &api.pool);
     load_month(pool, partner, 30_000, 1_000_000).await;
 
-    let campaign = create_campaign(&api, "VIP reward", 2000, chrono::Duration::days(30)).await;
+    // The sale runs on a SALE campaign; the VIP reward comes from a REWARD campaign, which is
+    // never on sale, so no grant can take a place a caller was promised.
+    let open = create_campaign(&api, "live", "SALE", 1_000_000, chrono::Duration::days(1)).await;
+    let campaign = create_campaign(&api, "VIP reward", "REWARD", 2000, chrono::Duration::days(30)).await;
+    let (status, body) = call(
+        &api.http,
+        reqwest::Method::POST,
+        format!("{base}/v1/campaigns/{campaign}/issues"),
+        key,
+        Some(json!({"userId": "caller"})),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("NOT_ON_SALE")), "{body}");
+    let on_sale = json!({"tiers": [{"grade": "VIP", "minAmount": 1, "couponCampaignId": open}]});
+    let (status, body) = call(
+        &api.http,
+        reqwest::Method::PUT,
+        format!("{base}/v1/grading/policy"),
+        key,
+        Some(on_sale),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["field"].as_str()),
+        (422, Some("NOT_REWARD_CAMPAIGN"), Some("tiers.couponCampaignId")),
+        "{body}"
+    );
     let policy = json!({"tiers": [
         {"grade": "BASIC", "minAmount": 0},
         {"grade": "SILVER", "minAmount": 1_000_000},
@@ -155,7 +196,6 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
 
     // Live traffic all through the run: issues on an open campaign and grade reads, which must
     // all be answered (no 5xx, no waiting on the batch).
-    let open = create_campaign(&api, "live", 1_000_000, chrono::Duration::days(1)).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut live = Vec::new();
     for client in 0..4 {
@@ -174,6 +214,9 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
                 )
                 .await;
                 *answers.entry(("issue".into(), status)).or_default() += 1;
+                if status == 202 {
+                    *answers.entry(("accepted".into(), 0)).or_default() += 1;
+                }
                 let user = OrderGenerator::user_id(i % 30_000);
                 let (status, _) = call(
                     &http,
@@ -224,12 +267,42 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
         }
     }
     eprintln!("live answers during the run: {answers:?}");
+    let accepted = answers.remove(&("accepted".to_owned(), 0)).unwrap_or(0);
     assert!(
         answers
             .keys()
             .all(|(route, status)| (route == "issue" && *status == 202) || (route == "grade" && *status == 200)),
         "every live request answered, none waiting on the batch: {answers:?}"
     );
+    // Every 202 of the sale ends ISSUED, and Redis and MySQL agree on both campaigns.
+    let until = Instant::now() + Duration::from_secs(60);
+    let sale = loop {
+        let (_, sale) = call(
+            &api.http,
+            reqwest::Method::GET,
+            format!("{base}/v1/campaigns/{open}"),
+            key,
+            None,
+        )
+        .await;
+        if sale["issued"].as_u64() == Some(u64::from(accepted)) {
+            break sale;
+        }
+        assert!(Instant::now() < until, "{accepted} accepted, not all issued: {sale}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sale["reserved"].as_u64(), Some(u64::from(accepted)), "{sale}");
+    let rejected: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_rejections WHERE campaign_id IN (?, ?)")
+        .bind(open)
+        .bind(campaign)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(rejected, 0);
+    for id in [open, campaign] {
+        let (code, text) = reconcile(id);
+        assert_eq!(code, Some(0), "campaign {id}: {text}");
+    }
     assert!(answers.values().sum::<u32>() > 20, "the live load ran: {answers:?}");
     let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grading_runs WHERE partner_id = ?")
         .bind(partner)
@@ -456,6 +529,131 @@ async fn a_runner_killed_mid_run_completes_the_run_with_nothing_twice() {
     assert_eq!((earns as u64, rewards as u64), (everyone, everyone));
     assert_eq!(balance, Some(gold * 100 + (everyone - gold) * 10));
     assert_eq!(done["rewardsGranted"].as_u64(), Some(everyone));
+    let audit = MySqlStore::new(pool.clone())
+        .verify_points(Some(&partner))
+        .await
+        .unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    for url in [queue, dlq] {
+        let _ = sqs.delete_queue().queue_url(url).send().await;
+    }
+}
+
+/// A run whose partition ended in the grading DLQ (its worker failed every delivery) stays
+/// RUNNING, says which partition is pending, and reaches DONE once its month is asked for again:
+/// that sends every partition not done again. Driven through the grading service as the API and
+/// the worker call it, on MariaDB and a queue of the test's own with a real redrive policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_in_the_dlq_is_sent_again_when_its_run_is_asked_for_again() {
+    use fcfs_shared::adapters::sqs::SqsPartitionQueue;
+    use fcfs_shared::grading::GradingService;
+    use fcfs_shared::grading::domain::{PartitionTask, Policy, RunStatus, Tier};
+
+    let pool = mysql().await;
+    let partner = unique("graded-stuck");
+    load_month(&pool, &partner, 200, 2_000).await;
+    let sqs = sqs().await;
+    let dlq = sqs
+        .create_queue()
+        .queue_name(unique("fcfs-grading-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = queue_arn(&sqs, &dlq).await;
+    // One receive, then the DLQ: a worker that failed on every delivery leaves its message so.
+    let queue = sqs
+        .create_queue()
+        .queue_name(unique("fcfs-grading"))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "1")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let grading = GradingService::new(
+        MySqlStore::new(pool.clone()).with_timeout(Duration::from_secs(30)),
+        SqsPartitionQueue::new(sqs.clone(), &queue),
+    )
+    .with_partitions(4);
+    let tiers = vec![Tier {
+        grade: "BASIC".into(),
+        min_amount: 0,
+        coupon_campaign_id: None,
+        points: Some(10),
+    }];
+    grading.set_policy(&partner, Policy { tiers }).await.unwrap();
+    let month = Month::parse(MONTH).unwrap();
+    let run = grading.start_run(&partner, month).await.unwrap();
+    assert_eq!(run.pending_partitions, [0, 1, 2, 3]);
+
+    // The workers: every partition but 1 is graded and deleted; partition 1's worker fails.
+    let failing = 1;
+    let mut handled = std::collections::HashSet::new();
+    let mut in_dlq = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while in_dlq.is_empty() {
+        assert!(
+            Instant::now() < until,
+            "partitions seen {handled:?}, nothing in the DLQ"
+        );
+        for message in integration_tests::receive(&sqs, &queue, 1).await {
+            let task: PartitionTask = serde_json::from_str(message.body().unwrap()).unwrap();
+            handled.insert(task.partition);
+            if task.partition != failing {
+                grading.grade_partition(task).await.unwrap();
+                let handle = message.receipt_handle().unwrap();
+                sqs.delete_message()
+                    .queue_url(&queue)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        in_dlq = integration_tests::receive(&sqs, &dlq, 0).await;
+    }
+    let dead: PartitionTask = serde_json::from_str(in_dlq[0].body().unwrap()).unwrap();
+    assert_eq!(dead.partition, failing);
+    let stuck = grading.run(&partner, run.run_id).await.unwrap();
+    assert_eq!(
+        (stuck.status, stuck.partitions_done, stuck.pending_partitions.clone()),
+        (RunStatus::Running, 3, vec![failing])
+    );
+
+    // Asked again: the same run, its pending partition sent again, then graded to DONE.
+    let again = grading.start_run(&partner, month).await.unwrap();
+    assert_eq!(
+        (again.run_id, again.pending_partitions.clone()),
+        (run.run_id, vec![failing])
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < until, "the partition was not sent again");
+        let messages = integration_tests::receive(&sqs, &queue, 1).await;
+        if let Some(message) = messages.first() {
+            let task: PartitionTask = serde_json::from_str(message.body().unwrap()).unwrap();
+            assert_eq!(task, dead);
+            grading.grade_partition(task).await.unwrap();
+            break;
+        }
+    }
+    let done = grading.run(&partner, run.run_id).await.unwrap();
+    let totals = independent_totals(&pool, &partner).await;
+    assert_eq!((done.status, done.users_graded), (RunStatus::Done, totals.len() as u64));
+    assert!(done.pending_partitions.is_empty());
+    let earns: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM point_transactions WHERE partner_id = ? AND kind = 'EARN'")
+            .bind(&partner)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(earns as usize, totals.len(), "one EARN per user");
     let audit = MySqlStore::new(pool.clone())
         .verify_points(Some(&partner))
         .await

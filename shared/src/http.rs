@@ -128,6 +128,10 @@ impl ApiError {
                 field: Some("tiers.couponCampaignId".into()),
                 ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_CAMPAIGN")
             },
+            Self::Grading(G::NotRewardCampaign { .. }) => Problem {
+                field: Some("tiers.couponCampaignId".into()),
+                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_REWARD_CAMPAIGN")
+            },
             Self::Grading(G::NoPolicy) => Problem::new(StatusCode::CONFLICT, "NO_POLICY"),
             Self::Grading(G::RunNotFound | G::NoFinishedRun) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::Grading(G::Unavailable(e)) => Problem::unavailable(e.to_string()),

@@ -81,6 +81,18 @@ impl Unavailable {
     }
 }
 
+/// A write made inside a caller's transaction (another context's, which owns the transaction and
+/// commits it) that could not finish. The caller rolls its whole transaction back either way.
+#[derive(Debug, thiserror::Error)]
+pub enum TxError {
+    /// A deadlock, a lock wait past its limit, or a unique key another writer took first: the
+    /// caller starts its transaction over, and the new one sees what the other committed.
+    #[error("write conflict, start over: {0}")]
+    Conflict(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
 /// Deserializes a non-negative integer that JSON may spell `5` or `5.0`: JSON has one number type
 /// and JSON Schema (the API's contract) counts `5.0` as the integer 5. A fraction, a negative or a
 /// value past `T` is refused, naming the value.

@@ -1003,26 +1003,30 @@ impl Drop for RunnerProcess {
     }
 }
 
-/// `$CARGO_TARGET_DIR/debug/fcfs-runner`, else the one beside this test binary (in
-/// `<target>/debug/deps`), else `<repo>/target/debug/fcfs-runner`.
 fn runner_binary() -> PathBuf {
+    workspace_binary("fcfs-runner")
+}
+
+/// A binary of the workspace (`fcfs-runner`, `fcfs-admin`): `$CARGO_TARGET_DIR/debug/<name>`, else
+/// the one beside this test binary (in `<target>/debug/deps`), else `<repo>/target/debug/<name>`.
+pub fn workspace_binary(name: &str) -> PathBuf {
     let mut candidates = Vec::new();
     if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("debug/fcfs-runner"));
+        candidates.push(PathBuf::from(dir).join("debug").join(name));
     }
     if let Ok(exe) = std::env::current_exe()
         && let Some(profile) = exe.parent().and_then(Path::parent)
     {
-        candidates.push(profile.join("fcfs-runner"));
+        candidates.push(profile.join(name));
     }
-    candidates.push(repo_root().join("target/debug/fcfs-runner"));
+    candidates.push(repo_root().join("target/debug").join(name));
     candidates
         .iter()
         .find(|path| path.is_file())
         .cloned()
         .unwrap_or_else(|| {
             panic!(
-                "no fcfs-runner binary at {candidates:?}: run the tests through `make test`, which builds it first \
+                "no {name} binary at {candidates:?}: run the tests through `make test`, which builds it first \
              (scripts/stack.sh services)"
             )
         })

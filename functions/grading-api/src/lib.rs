@@ -41,6 +41,8 @@ struct RunBody {
 #[serde(rename_all = "camelCase")]
 struct StartedView {
     run_id: RunId,
+    /// The partitions this request sent (again): all of a new run, those not done of an old one.
+    pending_partitions: Vec<u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -119,7 +121,11 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingApi<R, Q> {
         let body = api::json_body::<RunBody>(req, MAX_BODY_BYTES)?;
         let month = Month::parse(&body.month)?;
         let run = self.grading.start_run(&partner, month).await?;
-        Ok(api::json(StatusCode::ACCEPTED, &StartedView { run_id: run.run_id }))
+        let started = StartedView {
+            run_id: run.run_id,
+            pending_partitions: run.pending_partitions,
+        };
+        Ok(api::json(StatusCode::ACCEPTED, &started))
     }
 
     async fn run(&self, req: &Request) -> Result<Response<Body>, ApiError> {

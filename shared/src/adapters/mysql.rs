@@ -18,11 +18,12 @@ use crate::issuance::domain::{
     allot,
 };
 use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
-use crate::kernel::{Unavailable, UserId};
+use crate::kernel::{TxError, Unavailable, UserId};
 
 mod coupons;
 mod grading;
 mod points;
+mod reward_coupons;
 
 pub use points::{PointsAudit, WalletMismatch, lock_retries};
 
@@ -228,6 +229,25 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError
 
 fn unavailable(e: sqlx::Error) -> Unavailable {
     Unavailable::new("mysql", e)
+}
+
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+fn error_number(e: &sqlx::Error) -> Option<u16> {
+    e.as_database_error()?
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(sqlx::mysql::MySqlDatabaseError::number)
+}
+
+/// A failed statement inside a transaction another context owns: a deadlock, a lock wait past its
+/// limit or a duplicate key starts that transaction over; anything else is the store failing.
+fn tx_error(e: sqlx::Error) -> TxError {
+    match error_number(&e) {
+        Some(ER_DUP_ENTRY | ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT) => TxError::Conflict(Box::new(e)),
+        _ => TxError::Unavailable(unavailable(e)),
+    }
 }
 
 fn utc(naive: NaiveDateTime) -> DateTime<Utc> {

@@ -336,6 +336,9 @@ pub struct Run {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
+    /// Partitions not graded yet: in flight, or stuck (their message went to the grading DLQ).
+    /// Asking for the run's month again sends each of them again.
+    pub pending_partitions: Vec<u32>,
     #[serde(skip)]
     pub partner_id: String,
     /// Whether the partitions' messages were all sent (a run whose planner died before is
@@ -363,6 +366,215 @@ pub struct PartitionSummary {
     pub chunks: u32,
     /// Coupons a tier's campaign had no quantity left for.
     pub coupons_refused: u64,
+}
+
+/// Users per chunk transaction: a few thousand rows written, a few milliseconds of locks.
+pub const CHUNK_USERS: usize = 1000;
+
+/// A user of a partition, graded: what they paid in the month and the tier it reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GradedUser {
+    pub user: UserId,
+    pub paid: u64,
+    pub tier: Option<Tier>,
+}
+
+impl GradedUser {
+    pub fn grade(&self) -> Option<&str> {
+        self.tier.as_ref().map(|t| t.grade.as_str())
+    }
+}
+
+/// Each user's paid total graded by `policy`, in the order given.
+pub fn grade_users(totals: Vec<(UserId, u64)>, policy: &Policy) -> Vec<GradedUser> {
+    totals
+        .into_iter()
+        .map(|(user, paid)| GradedUser {
+            tier: policy.tier_for(paid).cloned(),
+            user,
+            paid,
+        })
+        .collect()
+}
+
+/// What a tier grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RewardKind {
+    Coupon,
+    Points,
+}
+
+impl RewardKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Coupon => "COUPON",
+            Self::Points => "POINTS",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Coupon, Self::Points].into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
+/// A reward a graded user is owed and has not been given yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewardDue {
+    pub user: UserId,
+    pub grade: String,
+    pub grant: Grant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// One coupon of the campaign.
+    Coupon(u64),
+    Points(u64),
+}
+
+impl Grant {
+    pub fn kind(self) -> RewardKind {
+        match self {
+            Self::Coupon(_) => RewardKind::Coupon,
+            Self::Points(_) => RewardKind::Points,
+        }
+    }
+}
+
+/// The rewards of `users` not in `given` (user, kind): what a chunk grants. A grant happens once
+/// per user, month and kind, however often a partition is graded.
+pub fn rewards_due(users: &[GradedUser], given: &std::collections::HashSet<(UserId, RewardKind)>) -> Vec<RewardDue> {
+    let mut due = Vec::new();
+    for user in users {
+        let Some(tier) = &user.tier else { continue };
+        let grants = [
+            tier.coupon_campaign_id.map(Grant::Coupon),
+            tier.points.map(Grant::Points),
+        ];
+        for grant in grants.into_iter().flatten() {
+            if !given.contains(&(user.user.clone(), grant.kind())) {
+                due.push(RewardDue {
+                    user: user.user.clone(),
+                    grade: tier.grade.clone(),
+                    grant,
+                });
+            }
+        }
+    }
+    due
+}
+
+/// How a reward ended: granted, or why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewardOutcome {
+    Granted,
+    /// The user already held one of the campaign's coupons.
+    AlreadyHeld,
+    /// The campaign had no quantity left.
+    SoldOut,
+    /// The campaign is gone, or not the partner's.
+    NoCampaign,
+    /// The campaign is on sale (a policy from before campaigns had kinds): its places are the
+    /// sale's, never a reward's.
+    OnSale,
+}
+
+impl RewardOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Granted => "GRANTED",
+            Self::AlreadyHeld => "ALREADY_HELD",
+            Self::SoldOut => "SOLD_OUT",
+            Self::NoCampaign => "NO_CAMPAIGN",
+            Self::OnSale => "ON_SALE",
+        }
+    }
+}
+
+impl From<crate::issuance::domain::CouponGrant> for RewardOutcome {
+    fn from(grant: crate::issuance::domain::CouponGrant) -> Self {
+        use crate::issuance::domain::CouponGrant as G;
+        match grant {
+            G::Granted => Self::Granted,
+            G::AlreadyHeld => Self::AlreadyHeld,
+            G::SoldOut => Self::SoldOut,
+            G::NoCampaign => Self::NoCampaign,
+            G::OnSale => Self::OnSale,
+        }
+    }
+}
+
+/// A reward as its record keeps it: what was due and how it ended; `reference` is the campaign of
+/// a coupon, the EARN entry of points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewardRecord {
+    pub due: RewardDue,
+    pub outcome: RewardOutcome,
+    pub reference: Option<u64>,
+}
+
+/// What one chunk's records add to its step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkCount {
+    pub granted: u64,
+    /// Coupons a campaign had no quantity left for.
+    pub refused: u64,
+}
+
+impl ChunkCount {
+    pub fn of(records: &[RewardRecord]) -> Self {
+        Self {
+            granted: records.iter().filter(|r| r.outcome == RewardOutcome::Granted).count() as u64,
+            refused: records.iter().filter(|r| r.outcome == RewardOutcome::SoldOut).count() as u64,
+        }
+    }
+}
+
+/// What a partition's worker needs of its run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionWork {
+    pub partner: String,
+    pub month: Month,
+    pub policy: Policy,
+    pub partitions: u32,
+    /// The partner's validity of earned points, in days.
+    pub validity_days: u32,
+    /// The step is done (a redelivered message).
+    pub done: bool,
+}
+
+impl PartitionWork {
+    /// The idempotency key of a user's points reward of this run: one EARN per (run, user).
+    pub fn points_key(run: RunId, user: &UserId) -> crate::points::domain::IdempotencyKey {
+        crate::points::domain::IdempotencyKey::parse(Some(&format!("grading-{run}-{}", user.as_str())))
+            .expect("a run id and a user id make a valid key")
+    }
+
+    pub fn points_reason(&self, grade: &str) -> String {
+        format!("grade {grade} for {}", self.month)
+    }
+}
+
+/// A tier's coupons come from a `REWARD` campaign of the partner, never from one on sale: a grant
+/// can then never take a place the sale promised a caller.
+pub fn check_reward_campaign(
+    tier: &Tier,
+    partner: &str,
+    campaign: Option<&crate::issuance::domain::Campaign>,
+) -> Result<(), super::GradingError> {
+    use crate::issuance::domain::CampaignKind;
+    let campaign_id = tier.coupon_campaign_id.unwrap_or_default();
+    match campaign {
+        Some(c) if c.partner_id == partner && c.kind == CampaignKind::Reward => Ok(()),
+        Some(c) if c.partner_id == partner => Err(super::GradingError::NotRewardCampaign {
+            grade: tier.grade.clone(),
+            campaign_id,
+        }),
+        _ => Err(super::GradingError::UnknownCampaign {
+            grade: tier.grade.clone(),
+            campaign_id,
+        }),
+    }
 }
 
 /// A user's grade for a month.

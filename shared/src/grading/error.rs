@@ -16,6 +16,9 @@ pub enum GradingError {
     /// A tier names a campaign of another partner, or none.
     #[error("tier {grade}: campaign {campaign_id} is not one of the partner's campaigns")]
     UnknownCampaign { grade: String, campaign_id: u64 },
+    /// A tier names a `SALE` campaign: its places are promised to the sale's callers.
+    #[error("tier {grade}: campaign {campaign_id} is on sale; a reward needs a campaign of kind REWARD")]
+    NotRewardCampaign { grade: String, campaign_id: u64 },
     /// A run needs the partner's policy first (`PUT /v1/grading/policy`).
     #[error("no grading policy: PUT /v1/grading/policy first")]
     NoPolicy,

@@ -4,6 +4,7 @@
 //! SQS message each; a worker grades one partition with set-based SQL in short chunks and marks
 //! its step done with its last chunk. No heartbeats: an unfinished partition's message comes back.
 
+pub mod chunk;
 pub mod domain;
 pub mod error;
 pub mod generate;

@@ -1,8 +1,14 @@
-use async_trait::async_trait;
+use std::collections::HashSet;
 
-use super::domain::{Month, Order, PartitionSummary, PartitionTask, Policy, Run, RunId, UserGrade};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::domain::{
+    ChunkCount, GradedUser, Month, Order, PartitionTask, PartitionWork, Policy, RewardKind, RewardRecord, Run, RunId,
+    UserGrade,
+};
 use super::error::GradingError;
-use crate::kernel::Unavailable;
+use crate::kernel::{TxError, Unavailable, UserId};
 
 /// What recording a call's orders did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,10 +52,23 @@ pub trait GradingRecords: Send + Sync {
     async fn mark_dispatched(&self, run: RunId) -> Result<(), Unavailable>;
     async fn run(&self, partner: &str, run: RunId) -> Result<Option<Run>, Unavailable>;
 
-    /// Grades one partition: aggregates its users' paid orders of the run's month, writes grades
-    /// and rewards in short chunks, and marks the step done with the last chunk. A done step is
-    /// skipped; a half-done one resumes without granting anything twice.
-    async fn grade_partition(&self, task: PartitionTask) -> Result<PartitionSummary, GradingError>;
+    /// What grading `task` needs of its run and step; `None` for an unknown run or step.
+    async fn partition(&self, task: PartitionTask) -> Result<Option<PartitionWork>, Unavailable>;
+
+    /// Each user's paid total in the run's month, over the buckets `[first, last]`, in user order:
+    /// a consistent read, no locks.
+    async fn paid_totals(&self, work: &PartitionWork, buckets: (u32, u32)) -> Result<Vec<(UserId, u64)>, Unavailable>;
+
+    /// Records one chunk of graded users in one short transaction (`grading::chunk::write_chunk`),
+    /// started over after a conflict; `last`: the partition's user count, with its last chunk,
+    /// which marks the step done.
+    async fn record_chunk(
+        &self,
+        task: PartitionTask,
+        work: &PartitionWork,
+        users: &[GradedUser],
+        last: Option<u64>,
+    ) -> Result<ChunkCount, GradingError>;
 
     /// The user's grade for `month`, or for the last month a run of the partner finished (grade
     /// `None` and paid 0 for a user without paid orders in it); `None` only without a month and
@@ -60,6 +79,48 @@ pub trait GradingRecords: Send + Sync {
         user: &str,
         month: Option<Month>,
     ) -> Result<Option<UserGrade>, Unavailable>;
+}
+
+/// Grading's own tables as a chunk writes them, inside its transaction `Tx`.
+#[async_trait]
+pub trait ChunkTables<Tx: Send>: Send + Sync {
+    /// The users' grades for the run's month, replacing an earlier run's.
+    async fn record_grades(
+        &self,
+        tx: &mut Tx,
+        task: PartitionTask,
+        work: &PartitionWork,
+        users: &[GradedUser],
+        now: DateTime<Utc>,
+    ) -> Result<(), TxError>;
+
+    /// The rewards of the month already recorded for `users`.
+    async fn rewards_given(
+        &self,
+        tx: &mut Tx,
+        work: &PartitionWork,
+        users: &[GradedUser],
+    ) -> Result<HashSet<(UserId, RewardKind)>, TxError>;
+
+    /// One record per user and kind: a second for the same is a conflict (the chunk starts over).
+    async fn record_rewards(
+        &self,
+        tx: &mut Tx,
+        work: &PartitionWork,
+        rewards: &[RewardRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), TxError>;
+
+    /// Adds the chunk to its step; `last` (the partition's user count) marks the step done and
+    /// adds it to the run, which is done with its last step.
+    async fn count_step(
+        &self,
+        tx: &mut Tx,
+        task: PartitionTask,
+        count: ChunkCount,
+        last: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TxError>;
 }
 
 /// The grading queue: one message per partition.

@@ -2,8 +2,8 @@
 //! read a run and a user's grade.
 
 use super::domain::{
-    DEFAULT_PARTITIONS, MAX_ORDERS_PER_CALL, Month, Order, OrderInput, PartitionSummary, PartitionTask, Policy, Run,
-    RunId, UserGrade,
+    CHUNK_USERS, DEFAULT_PARTITIONS, GradedUser, MAX_ORDERS_PER_CALL, Month, Order, OrderInput, PartitionSummary,
+    PartitionTask, Policy, Run, RunId, RunStatus, UserGrade, grade_users, partition_buckets,
 };
 use super::error::GradingError;
 use super::ports::{GradingRecords, OrdersRecorded, PartitionQueue};
@@ -32,6 +32,10 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
 
     pub fn records(&self) -> &R {
         &self.records
+    }
+
+    pub fn queue(&self) -> &Q {
+        &self.queue
     }
 
     pub async fn record_orders(&self, partner: &str, inputs: Vec<OrderInput>) -> Result<OrdersRecorded, GradingError> {
@@ -65,25 +69,30 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
         Ok(policy)
     }
 
-    /// The run of (partner, month): created and dispatched (one message per partition) if new; an
-    /// existing run is returned as it is, and dispatched again if its planner never finished
-    /// sending (a worker skips partitions already done).
+    /// The run of (partner, month): created and dispatched (one message per partition) if new.
+    /// Asked again, a run not done sends every partition not done again: one whose planner died
+    /// before sending, or whose message ended in the grading DLQ, would otherwise never finish. A
+    /// worker skips a done partition and resumes a half-done one without granting twice, so a
+    /// partition still in flight loses nothing by a second message.
     pub async fn start_run(&self, partner: &str, month: Month) -> Result<Run, GradingError> {
         let policy = self.records.policy(partner).await?.ok_or(GradingError::NoPolicy)?;
         let planned = self.records.plan_run(partner, month, self.partitions, &policy).await?;
         let mut run = planned.run;
-        if !run.dispatched {
-            let pending = self.records.pending_partitions(run.run_id).await?;
-            let tasks: Vec<PartitionTask> = pending
-                .into_iter()
-                .map(|partition| PartitionTask {
+        if run.status != RunStatus::Done {
+            run.pending_partitions = self.records.pending_partitions(run.run_id).await?;
+            let tasks: Vec<PartitionTask> = run
+                .pending_partitions
+                .iter()
+                .map(|&partition| PartitionTask {
                     run_id: run.run_id,
                     partition,
                 })
                 .collect();
             self.queue.send_partitions(&tasks).await?;
-            self.records.mark_dispatched(run.run_id).await?;
-            run.dispatched = true;
+            if !run.dispatched {
+                self.records.mark_dispatched(run.run_id).await?;
+                run.dispatched = true;
+            }
             tracing::info!(run = run.run_id, %month, partitions = tasks.len(), created = planned.created, "grading run dispatched");
         }
         Ok(run)
@@ -99,12 +108,55 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
         Ok(runs)
     }
 
+    /// Grades one partition: its users' paid totals of the run's month (one aggregate), their
+    /// tiers, then chunks of `CHUNK_USERS` users written in one short transaction each; the last
+    /// chunk marks the step done. A done step is skipped; a half-done one resumes without
+    /// granting anything twice (a chunk grants only what its users were not given yet).
     pub async fn grade_partition(&self, task: PartitionTask) -> Result<PartitionSummary, GradingError> {
-        self.records.grade_partition(task).await
+        let skipped = PartitionSummary {
+            skipped: true,
+            ..PartitionSummary::default()
+        };
+        let Some(work) = self.records.partition(task).await? else {
+            tracing::warn!(
+                run = task.run_id,
+                partition = task.partition,
+                "no such run or step: message dropped"
+            );
+            return Ok(skipped);
+        };
+        if work.done {
+            return Ok(skipped);
+        }
+        let buckets = partition_buckets(task.partition, work.partitions);
+        let graded = grade_users(self.records.paid_totals(&work, buckets).await?, &work.policy);
+        let mut summary = PartitionSummary {
+            users_graded: graded.len() as u64,
+            ..PartitionSummary::default()
+        };
+        // An empty partition still has its one (empty) chunk: it marks the step done.
+        let chunks: Vec<&[GradedUser]> = if graded.is_empty() {
+            vec![&[]]
+        } else {
+            graded.chunks(CHUNK_USERS).collect()
+        };
+        let count = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let last = (i + 1 == count).then_some(summary.users_graded);
+            let written = self.records.record_chunk(task, &work, chunk, last).await?;
+            summary.rewards_granted += written.granted;
+            summary.coupons_refused += written.refused;
+            summary.chunks += 1;
+        }
+        Ok(summary)
     }
 
     pub async fn run(&self, partner: &str, run: RunId) -> Result<Run, GradingError> {
-        self.records.run(partner, run).await?.ok_or(GradingError::RunNotFound)
+        let mut run = self.records.run(partner, run).await?.ok_or(GradingError::RunNotFound)?;
+        if run.status != RunStatus::Done {
+            run.pending_partitions = self.records.pending_partitions(run.run_id).await?;
+        }
+        Ok(run)
     }
 
     /// Never waits for a running batch: committed grades only. `None` month: the last month a
@@ -119,5 +171,224 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
             .user_grade(partner, user.as_str(), month)
             .await?
             .ok_or(GradingError::NoFinishedRun)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{Duration, Utc};
+
+    use super::*;
+    use crate::grading::domain::{OrderStatus, RewardOutcome, Tier};
+    use crate::issuance::domain::CampaignKind;
+    use crate::issuance::ports::CampaignCatalog;
+    use crate::points::domain::{HistoryQuery, Movement};
+    use crate::points::ports::PointRecords;
+    use crate::testkit::{
+        MemoryCatalog, MemoryGrading, MemoryPartitionQueue, MemoryPoints, granted_coupons, new_campaign,
+    };
+
+    struct World {
+        grading: GradingService<MemoryGrading, MemoryPartitionQueue>,
+        month: Month,
+    }
+
+    impl World {
+        fn new(partitions: u32) -> Self {
+            let records = MemoryGrading::new(Arc::new(MemoryCatalog::default()), Arc::new(MemoryPoints::default()));
+            let grading = GradingService::new(records, MemoryPartitionQueue::default()).with_partitions(partitions);
+            Self {
+                grading,
+                month: Month::of(Utc::now()).previous(),
+            }
+        }
+
+        fn records(&self) -> &MemoryGrading {
+            self.grading.records()
+        }
+
+        async fn campaign(&self, partner: &str, kind: CampaignKind, quantity: u32) -> u64 {
+            let mut campaign = new_campaign(quantity, Utc::now() - Duration::hours(2));
+            campaign.kind = kind;
+            self.records().catalog.create(partner, &campaign).await.unwrap().id
+        }
+
+        async fn orders(&self, partner: &str, paid: &[(&str, u64)]) {
+            let at = self.month.start() + Duration::days(3);
+            let orders = paid
+                .iter()
+                .enumerate()
+                .map(|(i, (user, amount))| OrderInput {
+                    order_id: format!("o{i}"),
+                    user_id: (*user).into(),
+                    amount: *amount,
+                    status: OrderStatus::Paid,
+                    ordered_at: at,
+                })
+                .collect();
+            self.grading.record_orders(partner, orders).await.unwrap();
+        }
+
+        /// Grades every partition sent, as the workers would.
+        async fn work(&self) -> u64 {
+            let mut granted = 0;
+            for task in self.grading.queue().drain() {
+                granted += self.grading.grade_partition(task).await.unwrap().rewards_granted;
+            }
+            granted
+        }
+    }
+
+    fn tier(grade: &str, min: u64, campaign: Option<u64>, points: Option<u64>) -> Tier {
+        Tier {
+            grade: grade.into(),
+            min_amount: min,
+            coupon_campaign_id: campaign,
+            points,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_policy_rewards_only_from_the_partners_reward_campaigns() {
+        let world = World::new(4);
+        let sale = world.campaign("p", CampaignKind::Sale, 10).await;
+        let reward = world.campaign("p", CampaignKind::Reward, 10).await;
+        let theirs = world.campaign("q", CampaignKind::Reward, 10).await;
+        let policy = |campaign| Policy {
+            tiers: vec![tier("VIP", 100, Some(campaign), None)],
+        };
+        assert!(matches!(
+            world.grading.set_policy("p", policy(sale)).await,
+            Err(GradingError::NotRewardCampaign { campaign_id, .. }) if campaign_id == sale
+        ));
+        assert!(matches!(
+            world.grading.set_policy("p", policy(theirs)).await,
+            Err(GradingError::UnknownCampaign { .. })
+        ));
+        assert!(world.grading.set_policy("p", policy(reward)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn rewards_go_through_issuance_and_the_points_ledger_once_each() {
+        let world = World::new(4);
+        let reward = world.campaign("p", CampaignKind::Reward, 2).await;
+        let policy = Policy {
+            tiers: vec![
+                tier("VIP", 1_000, Some(reward), Some(50)),
+                tier("SILVER", 100, None, Some(5)),
+            ],
+        };
+        world.grading.set_policy("p", policy).await.unwrap();
+        world
+            .orders("p", &[("a", 2_000), ("b", 1_500), ("c", 1_000), ("d", 150), ("e", 10)])
+            .await;
+        let run = world.grading.start_run("p", world.month).await.unwrap();
+        assert_eq!(run.pending_partitions, [0, 1, 2, 3]);
+        // Three VIP coupons due, two places: one refused; four points rewards.
+        assert_eq!(world.work().await, 2 + 4);
+        let run = world.grading.run("p", run.run_id).await.unwrap();
+        assert_eq!(
+            (run.status, run.users_graded, run.rewards_granted),
+            (RunStatus::Done, 5, 6)
+        );
+        assert!(run.pending_partitions.is_empty());
+        assert_eq!(granted_coupons(&world.records().catalog)[&reward], 2);
+        let outcomes: Vec<RewardOutcome> = world
+            .records()
+            .rewards("p", world.month)
+            .iter()
+            .map(|r| r.outcome)
+            .collect();
+        assert_eq!(outcomes.iter().filter(|o| **o == RewardOutcome::SoldOut).count(), 1);
+        // Points are the ledger's EARNs, with its history.
+        let a = UserId::parse("a").unwrap();
+        let history = world
+            .records()
+            .points
+            .history(
+                "p",
+                &a,
+                &HistoryQuery {
+                    limit: 10,
+                    before: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!((history[0].movement, history[0].amount), (Movement::Earn, 50));
+        assert_eq!(
+            history[0].reason.as_deref(),
+            Some(format!("grade VIP for {}", world.month).as_str())
+        );
+        // A partition graded again (its message redelivered after a crash) grants nothing again.
+        for p in 0..4 {
+            let task = PartitionTask {
+                run_id: run.run_id,
+                partition: p,
+            };
+            world.records().reopen_step(task);
+            world.grading.grade_partition(task).await.unwrap();
+        }
+        assert_eq!(granted_coupons(&world.records().catalog)[&reward], 2);
+        let history = world
+            .records()
+            .points
+            .history(
+                "p",
+                &a,
+                &HistoryQuery {
+                    limit: 10,
+                    before: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 1, "one EARN per run and user");
+    }
+
+    #[tokio::test]
+    async fn a_run_asked_again_sends_every_partition_not_done_until_it_is_done() {
+        let world = World::new(3);
+        world
+            .grading
+            .set_policy(
+                "p",
+                Policy {
+                    tiers: vec![tier("ANY", 1, None, Some(1))],
+                },
+            )
+            .await
+            .unwrap();
+        world.orders("p", &[("a", 5), ("b", 5), ("c", 5), ("d", 5)]).await;
+        let run = world.grading.start_run("p", world.month).await.unwrap();
+        // One partition's message is lost (it went to the DLQ): the others are graded.
+        let mut sent = world.grading.queue().drain();
+        let lost = sent.remove(1);
+        for task in sent {
+            world.grading.grade_partition(task).await.unwrap();
+        }
+        let stuck = world.grading.run("p", run.run_id).await.unwrap();
+        assert_eq!(
+            (stuck.status, stuck.pending_partitions.clone()),
+            (RunStatus::Running, vec![lost.partition])
+        );
+        let again = world.grading.start_run("p", world.month).await.unwrap();
+        assert_eq!(
+            (again.run_id, again.pending_partitions.clone()),
+            (run.run_id, vec![lost.partition])
+        );
+        assert_eq!(world.grading.queue().drain(), [lost]);
+        world.grading.grade_partition(lost).await.unwrap();
+        let done = world.grading.run("p", run.run_id).await.unwrap();
+        assert_eq!(
+            (done.status, done.users_graded, done.rewards_granted),
+            (RunStatus::Done, 4, 4)
+        );
+        // A done run is answered as it is, and sends nothing.
+        world.grading.start_run("p", world.month).await.unwrap();
+        assert!(world.grading.queue().drain().is_empty());
     }
 }

@@ -367,6 +367,72 @@ pub fn allot<'a>(
     allotment
 }
 
+/// What granting one of a campaign's coupons as a reward did for one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CouponGrant {
+    Granted,
+    /// The user already held one of the campaign's coupons.
+    AlreadyHeld,
+    /// The campaign holds `totalQuantity` coupons.
+    SoldOut,
+    /// No such campaign of the partner.
+    NoCampaign,
+    /// A `SALE` campaign: its places are the sale's, never a grant's.
+    OnSale,
+}
+
+impl CouponGrant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Granted => "GRANTED",
+            Self::AlreadyHeld => "ALREADY_HELD",
+            Self::SoldOut => "SOLD_OUT",
+            Self::NoCampaign => "NO_CAMPAIGN",
+            Self::OnSale => "ON_SALE",
+        }
+    }
+}
+
+/// A campaign as a reward grant finds it under its counter row's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantableCampaign<'a> {
+    pub owner: &'a str,
+    pub kind: CampaignKind,
+    /// Quantity minus coupons written.
+    pub room: u32,
+}
+
+/// The database's guard for rewards: a `REWARD` campaign of `partner` gives one coupon to each of
+/// `users` who holds none, in the order given, while the room lasts; every user gets an answer.
+pub fn grant_coupons(
+    campaign: Option<GrantableCampaign<'_>>,
+    partner: &str,
+    users: &[&str],
+    holders: &std::collections::HashSet<&str>,
+) -> Vec<CouponGrant> {
+    let Some(campaign) = campaign.filter(|c| c.owner == partner) else {
+        return vec![CouponGrant::NoCampaign; users.len()];
+    };
+    if campaign.kind != CampaignKind::Reward {
+        return vec![CouponGrant::OnSale; users.len()];
+    }
+    let mut room = campaign.room;
+    let mut seen = std::collections::HashSet::new();
+    users
+        .iter()
+        .map(|user| {
+            if holders.contains(user) || !seen.insert(*user) {
+                CouponGrant::AlreadyHeld
+            } else if room == 0 {
+                CouponGrant::SoldOut
+            } else {
+                room -= 1;
+                CouponGrant::Granted
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum IssueStatus {
@@ -466,6 +532,40 @@ mod tests {
         );
         let reward = allot(&[&b], "p", CampaignKind::Reward, &std::collections::HashSet::new(), 5);
         assert_eq!(reward.rejected, vec![(&b, RejectionReason::NotOnSale)]);
+    }
+
+    #[test]
+    fn a_reward_grant_gives_a_reward_campaigns_room_in_order_and_never_a_sale_place() {
+        use std::collections::HashSet;
+        let reward = |room| GrantableCampaign {
+            owner: "p",
+            kind: CampaignKind::Reward,
+            room,
+        };
+        let holders = HashSet::from(["b"]);
+        assert_eq!(
+            grant_coupons(Some(reward(2)), "p", &["a", "b", "c", "a", "d"], &holders),
+            [
+                CouponGrant::Granted,
+                CouponGrant::AlreadyHeld,
+                CouponGrant::Granted,
+                CouponGrant::AlreadyHeld,
+                CouponGrant::SoldOut
+            ]
+        );
+        let sale = GrantableCampaign {
+            kind: CampaignKind::Sale,
+            ..reward(5)
+        };
+        assert_eq!(grant_coupons(Some(sale), "p", &["a"], &holders), [CouponGrant::OnSale]);
+        assert_eq!(
+            grant_coupons(Some(reward(5)), "q", &["a"], &holders),
+            [CouponGrant::NoCampaign]
+        );
+        assert_eq!(
+            grant_coupons(None, "p", &["a", "c"], &holders),
+            [CouponGrant::NoCampaign; 2]
+        );
     }
 
     fn campaign() -> NewCampaign {

@@ -6,10 +6,27 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::domain::{
-    Campaign, CampaignId, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation, RejectionReason,
-    Reservation,
+    Campaign, CampaignId, CouponGrant, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation,
+    RejectionReason, Reservation,
 };
-use crate::kernel::{Unavailable, UserId};
+use crate::kernel::{TxError, Unavailable, UserId};
+
+/// Coupons of `REWARD` campaigns granted by another context inside its own transaction `Tx` (a
+/// grading chunk), so the grant commits or rolls back with the grant's record there. Only the
+/// issuance context's storage writes campaigns and coupons; this is how others ask it to.
+#[async_trait]
+pub trait RewardCoupons<Tx: Send>: Send + Sync {
+    /// One coupon of `campaign` for each of `users` (`issuance::domain::grant_coupons` decides,
+    /// under the campaign's counter row lock), in the order given; one answer per user.
+    async fn grant_coupons(
+        &self,
+        tx: &mut Tx,
+        partner: &str,
+        campaign: CampaignId,
+        users: &[UserId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CouponGrant>, TxError>;
+}
 
 /// Campaigns as the database records them.
 #[async_trait]

@@ -3,9 +3,52 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::domain::{Entry, HistoryQuery, IdempotencyKey, Lot, Operation, Outcome};
+use super::domain::{EarnPoints, Entry, HistoryQuery, IdempotencyKey, Lot, Operation, Outcome, TransactionId};
 use super::error::PointsError;
-use crate::kernel::{Unavailable, UserId};
+use crate::kernel::{TxError, Unavailable, UserId};
+
+/// Points another context grants (a grading reward): an EARN with the ledger's own rules, under
+/// an idempotency key of the granting context's choosing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointGrant {
+    pub user: UserId,
+    pub key: IdempotencyKey,
+    pub amount: u64,
+    pub reason: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl PointGrant {
+    /// The EARN this grant is, as the ledger plans it and the key's record fingerprints it.
+    pub fn operation(&self) -> Operation {
+        Operation::Earn {
+            user: self.user.clone(),
+            request: EarnPoints {
+                amount: self.amount,
+                reason: self.reason.clone(),
+                expires_at: Some(self.expires_at),
+            },
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// EARNs granted by another context inside its own transaction `Tx` (a grading chunk), so they
+/// commit or roll back with the grant's record there. Only the points context's storage writes
+/// wallets, lots, history and idempotency keys; this is how others ask it to.
+#[async_trait]
+pub trait PointGrants<Tx: Send>: Send + Sync {
+    /// Each grant an EARN (`points::ledger::earn`: due lots expired first, one entry, one lot)
+    /// with its key's record; wallets locked in user order. A grant whose key is recorded
+    /// already changes nothing again. The EARN entry of each grant, in the order given.
+    async fn grant_points(
+        &self,
+        tx: &mut Tx,
+        partner: &str,
+        grants: &[PointGrant],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TransactionId>, TxError>;
+}
 
 /// An applied write's answer, and whether it was replayed from an earlier request with the key.
 #[derive(Debug, Clone, PartialEq, Eq)]

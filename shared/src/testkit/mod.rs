@@ -17,20 +17,22 @@ use crate::coupons::domain::{
 };
 use crate::coupons::ports::CouponRecords;
 use crate::issuance::domain::{
-    Campaign, CampaignId, CampaignKind, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation,
-    Reservation, allot, decide,
+    Campaign, CampaignId, CampaignKind, CouponGrant, GrantableCampaign, IssueDecision, IssueRules, NewCampaign,
+    Outcome, PendingReservation, Reservation, allot, decide, grant_coupons,
 };
 use crate::issuance::ports::{
-    CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, SendError, Standing,
+    CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, RewardCoupons, SendError, Standing,
 };
-use crate::kernel::{Clock, Unavailable, UserId};
+use crate::kernel::{Clock, TxError, Unavailable, UserId};
 use crate::keys::domain::{ApiKeyRecord, KeyStatus};
 use crate::keys::ports::ApiKeyStore;
 
 mod gateway;
+mod grading;
 mod points;
 pub mod points_cases;
 pub use gateway::gateway_request;
+pub use grading::{MemoryGrading, MemoryPartitionQueue, granted_coupons};
 pub use points::{MemoryPoints, Tables};
 
 /// A valid campaign of `quantity` AMOUNT-5 coupons, open from `opens_at` for an hour, its coupons
@@ -281,6 +283,43 @@ impl CampaignCatalog for MemoryCatalog {
 
     async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable> {
         Ok(self.outcomes.lock().unwrap().get(&(id, user.clone())).copied())
+    }
+}
+
+/// Reward grants in memory: a granted coupon is an `Issued` outcome, as the writer's are.
+#[async_trait]
+impl RewardCoupons<()> for MemoryCatalog {
+    async fn grant_coupons(
+        &self,
+        _: &mut (),
+        partner: &str,
+        campaign: CampaignId,
+        users: &[UserId],
+        _: DateTime<Utc>,
+    ) -> Result<Vec<CouponGrant>, TxError> {
+        let found = self.campaigns.lock().unwrap().get(&campaign).cloned();
+        let mut outcomes = self.outcomes.lock().unwrap();
+        let holders: HashSet<UserId> = outcomes
+            .iter()
+            .filter(|((c, _), o)| *c == campaign && matches!(o, Outcome::Issued { .. }))
+            .map(|((_, u), _)| u.clone())
+            .collect();
+        let held: HashSet<&str> = holders.iter().map(UserId::as_str).collect();
+        let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        let grantable = found.as_ref().map(|c| GrantableCampaign {
+            owner: &c.partner_id,
+            kind: c.kind,
+            room: c.total_quantity.saturating_sub(holders.len() as u32),
+        });
+        let grants = grant_coupons(grantable, partner, &names, &held);
+        let mut next = outcomes.len() as u64;
+        for (user, grant) in users.iter().zip(&grants) {
+            if *grant == CouponGrant::Granted {
+                next += 1;
+                outcomes.insert((campaign, user.clone()), Outcome::Issued { coupon_id: next });
+            }
+        }
+        Ok(grants)
     }
 }
 

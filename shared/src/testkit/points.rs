@@ -8,13 +8,13 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::kernel::{Unavailable, UserId};
+use crate::kernel::{TxError, Unavailable, UserId};
 use crate::points::PointsError;
 use crate::points::domain::{
     Allocation, Entry, HistoryQuery, IdempotencyKey, Lot, Operation, Outcome, Receipt, TransactionId,
 };
 use crate::points::ledger::{self, Answer, CancelTarget, Locked, Plan, Related, Side, WalletState};
-use crate::points::ports::{Applied, PointRecords};
+use crate::points::ports::{Applied, PointGrant, PointGrants, PointRecords};
 
 #[derive(Default)]
 pub struct MemoryPoints {
@@ -328,6 +328,38 @@ impl PointRecords for MemoryPoints {
     async fn expire_batch(&self, now: DateTime<Utc>, max_lots: u32) -> Result<u64, Unavailable> {
         self.batches.lock().unwrap().push(max_lots);
         Ok(self.state.lock().unwrap().expire(now, max_lots))
+    }
+}
+
+/// Grants in memory: each an EARN planned by the ledger and written as the MySQL records write it,
+/// with its key's record; a key recorded already is not granted again.
+#[async_trait]
+impl PointGrants<()> for MemoryPoints {
+    async fn grant_points(
+        &self,
+        _: &mut (),
+        partner: &str,
+        grants: &[PointGrant],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TransactionId>, TxError> {
+        let mut tables = self.state.lock().unwrap();
+        let mut made = Vec::with_capacity(grants.len());
+        for grant in grants {
+            let slot = (partner.to_owned(), grant.key.as_str().to_owned());
+            if let Some((_, Outcome::Done(receipt))) = tables.keys.get(&slot) {
+                made.push(receipt.transaction_id);
+                continue;
+            }
+            let operation = grant.operation();
+            let Outcome::Done(receipt) = tables.run(partner, &operation, now) else {
+                return Err(TxError::Unavailable(Unavailable::new("memory", "an earn was refused")));
+            };
+            made.push(receipt.transaction_id);
+            tables
+                .keys
+                .insert(slot, (operation.fingerprint(), Outcome::Done(receipt)));
+        }
+        Ok(made)
     }
 }
 

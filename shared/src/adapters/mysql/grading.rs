@@ -1,34 +1,29 @@
 //! `GradingRecords` on MySQL: orders, policies, runs and their step log, grades and rewards.
 //!
 //! A partition is graded from one aggregate over the covering index
-//! `(partner_id, order_month, user_bucket, user_id, status, amount)`, then written in chunks of
-//! [`CHUNK_USERS`] users, each chunk one short transaction: its grades (upserts), its rewards
-//! (one `grade_rewards` row per user and kind: the unique key that makes a grant happen once),
-//! the coupons and points those rewards grant, and the step's counters. The last chunk also marks
-//! the step done and adds it to the run. Rows the live API writes (a campaign's counter, a
-//! wallet) are locked for one chunk at most, in one order: campaigns by id, then wallets by user.
+//! `(partner_id, order_month, user_bucket, user_id, status, amount)`; its chunks are written by
+//! `grading::chunk::write_chunk`, each in one short transaction here (`chunks`), with the
+//! coupons and points its rewards grant written by their own contexts' storage inside it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{MySql, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, QueryBuilder, Row};
 
-use super::points::{ER_DUP_ENTRY, ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, error_number};
 use super::{MySqlStore, unavailable, utc};
 use crate::grading::GradingError;
 use crate::grading::domain::{
-    Month, Order, PartitionSummary, PartitionTask, Policy, Run, RunId, RunStatus, Tier, UserGrade, partition_buckets,
+    ChunkCount, GradedUser, Month, Order, PartitionTask, PartitionWork, Policy, Run, RunId, RunStatus, UserGrade,
+    check_reward_campaign,
 };
 use crate::grading::ports::{GradingRecords, OrdersRecorded, PlannedRun};
-use crate::kernel::Unavailable;
+use crate::issuance::ports::CampaignCatalog;
+use crate::kernel::{Unavailable, UserId};
 use crate::points::domain::DEFAULT_VALIDITY_DAYS;
+use crate::points::ports::PointRecords;
 
-/// Users per chunk transaction: a few thousand rows written, a few milliseconds of locks.
-pub const CHUNK_USERS: usize = 1000;
-/// Attempts of a chunk that lost a deadlock, waited out a lock, or met a grant another worker
-/// committed first (it re-reads and skips those).
-const CHUNK_ATTEMPTS: u32 = 4;
+mod chunks;
 
 /// One multi-row `INSERT IGNORE` of orders, with the month and bucket grading reads them by; an
 /// order id the partner has already is skipped.
@@ -63,6 +58,7 @@ fn run_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Run, sqlx::Error> {
         started_at,
         finished_at,
         duration_ms: finished_at.map(|f| (f - started_at).num_milliseconds().max(0) as u64),
+        pending_partitions: Vec::new(),
         partner_id: row.try_get("partner_id")?,
         dispatched: row.try_get::<i8, _>("dispatched")? != 0,
     })
@@ -74,411 +70,6 @@ macro_rules! run_columns {
         "id, partner_id, month, status, partitions_done, partitions_total, users_graded, \
          rewards_granted, started_at, finished_at, dispatched"
     };
-}
-
-/// A chunk attempt that must start over (after a rollback).
-enum ChunkFailure {
-    Retry(sqlx::Error),
-    Fatal(GradingError),
-}
-
-impl From<sqlx::Error> for ChunkFailure {
-    fn from(e: sqlx::Error) -> Self {
-        match error_number(&e) {
-            Some(ER_DUP_ENTRY | ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT) => Self::Retry(e),
-            _ => Self::Fatal(GradingError::Unavailable(unavailable(e))),
-        }
-    }
-}
-
-/// One user of a partition and what their tier grants.
-struct Graded<'p> {
-    user: String,
-    paid: u64,
-    tier: Option<&'p Tier>,
-}
-
-impl MySqlStore {
-    async fn chunk(
-        &self,
-        run: &RunContext,
-        task: PartitionTask,
-        users: &[Graded<'_>],
-        last: bool,
-        summary: &mut PartitionSummary,
-    ) -> Result<(), GradingError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let pool = self.db().await?;
-            let mut tx = pool.begin().await.map_err(unavailable)?;
-            match self.write_chunk(&mut tx, run, task, users, last, summary).await {
-                Ok(counted) => {
-                    tx.commit().await.map_err(unavailable)?;
-                    summary.rewards_granted += counted.granted;
-                    summary.coupons_refused += counted.refused;
-                    summary.chunks += 1;
-                    return Ok(());
-                }
-                Err(ChunkFailure::Retry(e)) if attempt < CHUNK_ATTEMPTS => {
-                    let _ = tx.rollback().await;
-                    tracing::warn!(run = task.run_id, partition = task.partition, attempt, error = %e, "grading chunk retried");
-                }
-                Err(ChunkFailure::Retry(e)) => return Err(GradingError::Unavailable(unavailable(e))),
-                Err(ChunkFailure::Fatal(e)) => return Err(e),
-            }
-        }
-    }
-
-    async fn write_chunk(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        run: &RunContext,
-        task: PartitionTask,
-        users: &[Graded<'_>],
-        last: bool,
-        summary: &PartitionSummary,
-    ) -> Result<Counted, ChunkFailure> {
-        let now = Utc::now().naive_utc();
-        let month = run.month.number();
-        let mut counted = Counted::default();
-        if !users.is_empty() {
-            let mut grades = QueryBuilder::<MySql>::new(
-                "INSERT INTO user_grades (partner_id, month, user_id, grade, paid_amount, run_id, graded_at) ",
-            );
-            grades.push_values(users, |mut row, g| {
-                row.push_bind(&run.partner)
-                    .push_bind(month)
-                    .push_bind(&g.user)
-                    .push_bind(g.tier.map(|t| t.grade.as_str()))
-                    .push_bind(g.paid)
-                    .push_bind(task.run_id)
-                    .push_bind(now);
-            });
-            grades.push(
-                " ON DUPLICATE KEY UPDATE grade = VALUES(grade), paid_amount = VALUES(paid_amount), \
-                 run_id = VALUES(run_id), graded_at = VALUES(graded_at)",
-            );
-            grades.build().execute(&mut **tx).await?;
-            counted = self.grant(tx, run, users, now).await?;
-        }
-        sqlx::query(
-            "UPDATE grading_steps SET rewards_granted = rewards_granted + ? WHERE run_id = ? AND partition_no = ?",
-        )
-        .bind(counted.granted)
-        .bind(task.run_id)
-        .bind(task.partition)
-        .execute(&mut **tx)
-        .await?;
-        if last {
-            let marked = sqlx::query(
-                "UPDATE grading_steps SET done_at = ?, users_graded = ? WHERE run_id = ? AND partition_no = ? AND done_at IS NULL",
-            )
-            .bind(now)
-            .bind(summary.users_graded)
-            .bind(task.run_id)
-            .bind(task.partition)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if marked == 1 {
-                // The status and finish time read the count before this step's increment.
-                sqlx::query(
-                    "UPDATE grading_runs r JOIN grading_steps s ON s.run_id = r.id AND s.partition_no = ? \
-                     SET r.status = IF(r.partitions_done + 1 >= r.partitions_total, 'DONE', r.status), \
-                         r.finished_at = IF(r.partitions_done + 1 >= r.partitions_total, ?, r.finished_at), \
-                         r.partitions_done = r.partitions_done + 1, \
-                         r.users_graded = r.users_graded + s.users_graded, \
-                         r.rewards_granted = r.rewards_granted + s.rewards_granted \
-                     WHERE r.id = ?",
-                )
-                .bind(task.partition)
-                .bind(now)
-                .bind(task.run_id)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
-        Ok(counted)
-    }
-
-    /// The chunk's rewards not granted yet: a `grade_rewards` row per user and kind (a duplicate
-    /// key means another worker granted it meanwhile: the chunk starts over and skips it), then
-    /// the coupons (campaigns locked in id order, capped at their quantity) and the points (wallets
-    /// locked in user order: one EARN entry, one lot, the balance).
-    async fn grant(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        run: &RunContext,
-        users: &[Graded<'_>],
-        now: chrono::NaiveDateTime,
-    ) -> Result<Counted, ChunkFailure> {
-        let month = run.month.number();
-        let eligible: Vec<&Graded> = users
-            .iter()
-            .filter(|g| {
-                g.tier
-                    .is_some_and(|t| t.coupon_campaign_id.is_some() || t.points.is_some())
-            })
-            .collect();
-        let mut counted = Counted::default();
-        if eligible.is_empty() {
-            return Ok(counted);
-        }
-        let mut lookup = QueryBuilder::<MySql>::new("SELECT user_id, kind FROM grade_rewards WHERE partner_id = ");
-        lookup
-            .push_bind(&run.partner)
-            .push(" AND month = ")
-            .push_bind(month)
-            .push(" AND user_id IN (");
-        let mut list = lookup.separated(", ");
-        for g in &eligible {
-            list.push_bind(&g.user);
-        }
-        lookup.push(")");
-        let granted: HashSet<(String, String)> = lookup
-            .build_query_as::<(String, String)>()
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect();
-        let owed = |g: &Graded, kind: &str| !granted.contains(&(g.user.clone(), kind.to_owned()));
-
-        // Coupons, by campaign in id order.
-        let mut by_campaign: BTreeMap<u64, Vec<&Graded>> = BTreeMap::new();
-        for g in &eligible {
-            if let Some(campaign) = g.tier.and_then(|t| t.coupon_campaign_id)
-                && owed(g, "COUPON")
-            {
-                by_campaign.entry(campaign).or_default().push(g);
-            }
-        }
-        let mut rewards: Vec<Reward> = Vec::new();
-        for (campaign, winners) in &by_campaign {
-            let row = sqlx::query(
-                "SELECT total_quantity, issued_count, coupon_expires_at FROM campaigns WHERE id = ? AND partner_id = ? FOR UPDATE",
-            )
-            .bind(campaign)
-            .bind(&run.partner)
-            .fetch_optional(&mut **tx)
-            .await?;
-            let Some(row) = row else {
-                for g in winners {
-                    rewards.push((g.user.clone(), "COUPON", grade(g), Some(*campaign), None, "NO_CAMPAIGN"));
-                }
-                continue;
-            };
-            let total: u32 = row.try_get("total_quantity")?;
-            let issued: u32 = row.try_get("issued_count")?;
-            let expires: chrono::NaiveDateTime = row.try_get("coupon_expires_at")?;
-            let room = total.saturating_sub(issued) as usize;
-            let (given, refused) = winners.split_at(room.min(winners.len()));
-            let mut inserted = 0;
-            let requests: Vec<String> = given
-                .iter()
-                .map(|_| uuid::Uuid::new_v4().hyphenated().to_string())
-                .collect();
-            if !given.is_empty() {
-                let mut insert = QueryBuilder::<MySql>::new(
-                    "INSERT IGNORE INTO coupons (campaign_id, partner_id, user_id, status, issue_rank, request_id, issued_at, expires_at) ",
-                );
-                insert.push_values(given.iter().zip(&requests).enumerate(), |mut r, (i, (g, request))| {
-                    r.push_bind(campaign)
-                        .push_bind(&run.partner)
-                        .push_bind(&g.user)
-                        .push_bind("ISSUED")
-                        .push_bind(issued + i as u32 + 1)
-                        .push_bind(request)
-                        .push_bind(now)
-                        .push_bind(expires);
-                });
-                inserted = insert.build().execute(&mut **tx).await?.rows_affected();
-                sqlx::query("UPDATE campaigns SET issued_count = issued_count + ? WHERE id = ?")
-                    .bind(inserted)
-                    .bind(campaign)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            // INSERT IGNORE skipped users who already held one of the campaign's coupons: their
-            // row carries another request id.
-            let mut holders = HashSet::new();
-            if inserted < given.len() as u64 {
-                let mut q = QueryBuilder::<MySql>::new("SELECT user_id, request_id FROM coupons WHERE campaign_id = ");
-                q.push_bind(campaign).push(" AND user_id IN (");
-                let mut list = q.separated(", ");
-                for g in given {
-                    list.push_bind(&g.user);
-                }
-                q.push(")");
-                let ours: HashSet<&str> = requests.iter().map(String::as_str).collect();
-                holders = q
-                    .build_query_as::<(String, String)>()
-                    .fetch_all(&mut **tx)
-                    .await?
-                    .into_iter()
-                    .filter(|(_, request)| !ours.contains(request.as_str()))
-                    .map(|(user, _)| user)
-                    .collect();
-            }
-            for g in given {
-                let outcome = if holders.contains(&g.user) {
-                    "ALREADY_HELD"
-                } else {
-                    "GRANTED"
-                };
-                if outcome == "GRANTED" {
-                    counted.granted += 1;
-                }
-                rewards.push((g.user.clone(), "COUPON", grade(g), Some(*campaign), None, outcome));
-            }
-            for g in refused {
-                counted.refused += 1;
-                rewards.push((g.user.clone(), "COUPON", grade(g), Some(*campaign), None, "SOLD_OUT"));
-            }
-        }
-
-        // Points, wallets in user order (the chunk is sorted by user id).
-        let points: Vec<(&Graded, u64)> = eligible
-            .iter()
-            .filter_map(|g| Some((*g, g.tier?.points?)))
-            .filter(|(g, _)| owed(g, "POINTS"))
-            .collect();
-        if !points.is_empty() {
-            let mut ensure =
-                QueryBuilder::<MySql>::new("INSERT INTO point_wallets (partner_id, user_id, balance, updated_at) ");
-            ensure.push_values(&points, |mut r, (g, _)| {
-                r.push_bind(&run.partner)
-                    .push_bind(&g.user)
-                    .push_bind(0u64)
-                    .push_bind(now);
-            });
-            ensure.push(" ON DUPLICATE KEY UPDATE id = id");
-            ensure.build().execute(&mut **tx).await?;
-            let mut lock =
-                QueryBuilder::<MySql>::new("SELECT user_id, id, balance FROM point_wallets WHERE partner_id = ");
-            lock.push_bind(&run.partner).push(" AND user_id IN (");
-            let mut list = lock.separated(", ");
-            for (g, _) in &points {
-                list.push_bind(&g.user);
-            }
-            lock.push(") ORDER BY user_id FOR UPDATE");
-            let wallets: HashMap<String, (u64, u64)> = lock
-                .build_query_as::<(String, u64, u64)>()
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(|(user, id, balance)| (user, (id, balance)))
-                .collect();
-            let mut entries = QueryBuilder::<MySql>::new(
-                "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, reason, created_at) ",
-            );
-            entries.push_values(&points, |mut r, (g, amount)| {
-                let (id, balance) = wallets[&g.user];
-                r.push_bind(id)
-                    .push_bind(&run.partner)
-                    .push_bind(&g.user)
-                    .push_bind("EARN")
-                    .push_bind(*amount as i64)
-                    .push_bind(balance + amount)
-                    .push_bind(format!("grade {} for {}", grade(g), run.month))
-                    .push_bind(now);
-            });
-            let first = entries.build().execute(&mut **tx).await?.last_insert_id();
-            // The wallets are locked: every entry of theirs from `first` on is one of these.
-            let mut read =
-                QueryBuilder::<MySql>::new("SELECT wallet_id, id, amount FROM point_transactions WHERE id >= ");
-            read.push_bind(first).push(" AND wallet_id IN (");
-            let mut list = read.separated(", ");
-            for (g, _) in &points {
-                list.push_bind(wallets[&g.user].0);
-            }
-            read.push(")");
-            let made: Vec<(u64, u64, i64)> = read.build_query_as().fetch_all(&mut **tx).await?;
-            let expires = now + chrono::Duration::days(i64::from(run.validity_days));
-            let mut lots = QueryBuilder::<MySql>::new(
-                "INSERT INTO point_lots (wallet_id, transaction_id, amount, remaining, expires_at, created_at) ",
-            );
-            lots.push_values(&made, |mut r, (wallet, transaction, amount)| {
-                r.push_bind(wallet)
-                    .push_bind(transaction)
-                    .push_bind(*amount as u64)
-                    .push_bind(*amount as u64)
-                    .push_bind(expires)
-                    .push_bind(now);
-            });
-            lots.build().execute(&mut **tx).await?;
-            let by_wallet: HashMap<u64, u64> = made.iter().map(|(w, t, _)| (*w, *t)).collect();
-            // One statement for every wallet: CASE by id.
-            let mut update = QueryBuilder::<MySql>::new("UPDATE point_wallets SET updated_at = ");
-            update.push_bind(now).push(", balance = balance + CASE id");
-            for (g, amount) in &points {
-                update
-                    .push(" WHEN ")
-                    .push_bind(wallets[&g.user].0)
-                    .push(" THEN ")
-                    .push_bind(*amount);
-            }
-            update.push(" END WHERE id IN (");
-            let mut list = update.separated(", ");
-            for (g, _) in &points {
-                list.push_bind(wallets[&g.user].0);
-            }
-            update.push(")");
-            update.build().execute(&mut **tx).await?;
-            for (g, amount) in &points {
-                counted.granted += 1;
-                let transaction = by_wallet.get(&wallets[&g.user].0).copied();
-                rewards.push((
-                    g.user.clone(),
-                    "POINTS",
-                    grade(g),
-                    transaction,
-                    Some(*amount),
-                    "GRANTED",
-                ));
-            }
-        }
-        if !rewards.is_empty() {
-            let mut insert = QueryBuilder::<MySql>::new(
-                "INSERT INTO grade_rewards (partner_id, month, user_id, kind, grade, reference_id, points, outcome, granted_at) ",
-            );
-            insert.push_values(&rewards, |mut r, (user, kind, grade, reference, points, outcome)| {
-                r.push_bind(&run.partner)
-                    .push_bind(month)
-                    .push_bind(user)
-                    .push_bind(*kind)
-                    .push_bind(grade)
-                    .push_bind(*reference)
-                    .push_bind(*points)
-                    .push_bind(*outcome)
-                    .push_bind(now);
-            });
-            insert.build().execute(&mut **tx).await?;
-        }
-        Ok(counted)
-    }
-}
-
-/// A `grade_rewards` row: user, kind, grade, reference (campaign or EARN entry), points, outcome.
-type Reward = (String, &'static str, String, Option<u64>, Option<u64>, &'static str);
-
-fn grade(g: &Graded) -> String {
-    g.tier.map(|t| t.grade.clone()).unwrap_or_default()
-}
-
-#[derive(Default)]
-struct Counted {
-    granted: u64,
-    refused: u64,
-}
-
-/// What a worker needs of its run.
-struct RunContext {
-    partner: String,
-    month: Month,
-    policy: Policy,
-    partitions: u32,
-    validity_days: u32,
 }
 
 #[async_trait]
@@ -538,21 +129,10 @@ impl GradingRecords for MySqlStore {
     async fn set_policy(&self, partner: &str, policy: &Policy) -> Result<(), GradingError> {
         self.timed(async {
             let pool = self.db().await?;
+            // Each tier's campaign, through issuance's own catalog.
             for tier in &policy.tiers {
                 if let Some(campaign) = tier.coupon_campaign_id {
-                    let found: Option<u64> =
-                        sqlx::query_scalar("SELECT id FROM campaigns WHERE id = ? AND partner_id = ?")
-                            .bind(campaign)
-                            .bind(partner)
-                            .fetch_optional(&pool)
-                            .await
-                            .map_err(unavailable)?;
-                    if found.is_none() {
-                        return Err(GradingError::UnknownCampaign {
-                            grade: tier.grade.clone(),
-                            campaign_id: campaign,
-                        });
-                    }
+                    check_reward_campaign(tier, partner, CampaignCatalog::get(self, campaign).await?.as_ref())?;
                 }
             }
             let text = serde_json::to_string(policy).map_err(|e| Unavailable::new("mysql", e))?;
@@ -687,58 +267,43 @@ impl GradingRecords for MySqlStore {
         .await
     }
 
-    async fn grade_partition(&self, task: PartitionTask) -> Result<PartitionSummary, GradingError> {
-        // No overall deadline: each statement and chunk has the store's own (`timed` per call).
-        let pool = self.db().await?;
+    async fn partition(&self, task: PartitionTask) -> Result<Option<PartitionWork>, Unavailable> {
         let row = self
             .timed(async {
                 sqlx::query(
-                    "SELECT r.partner_id, r.month, r.policy, r.partitions_total, s.done_at, \
-                     (SELECT validity_days FROM point_policies p WHERE p.partner_id = r.partner_id) AS validity_days \
+                    "SELECT r.partner_id, r.month, r.policy, r.partitions_total, s.done_at \
                      FROM grading_runs r JOIN grading_steps s ON s.run_id = r.id \
                      WHERE r.id = ? AND s.partition_no = ?",
                 )
                 .bind(task.run_id)
                 .bind(task.partition)
-                .fetch_optional(&pool)
+                .fetch_optional(&self.db().await?)
                 .await
                 .map_err(unavailable)
             })
             .await?;
         let Some(row) = row else {
-            tracing::warn!(
-                run = task.run_id,
-                partition = task.partition,
-                "no such run or step: message dropped"
-            );
-            return Ok(PartitionSummary {
-                skipped: true,
-                ..PartitionSummary::default()
-            });
+            return Ok(None);
         };
-        if row
-            .try_get::<Option<chrono::NaiveDateTime>, _>("done_at")
-            .map_err(unavailable)?
-            .is_some()
-        {
-            return Ok(PartitionSummary {
-                skipped: true,
-                ..PartitionSummary::default()
-            });
-        }
+        let partner: String = row.try_get("partner_id").map_err(unavailable)?;
         let policy_text: String = row.try_get("policy").map_err(unavailable)?;
-        let run = RunContext {
-            partner: row.try_get("partner_id").map_err(unavailable)?,
+        // The points context's own policy, through its port.
+        let validity_days = self.validity_days(&partner).await?.unwrap_or(DEFAULT_VALIDITY_DAYS);
+        Ok(Some(PartitionWork {
             month: Month::from_number(row.try_get("month").map_err(unavailable)?),
             policy: serde_json::from_str(&policy_text)
                 .map_err(|e| Unavailable::new("mysql", format!("stored policy: {e}")))?,
             partitions: row.try_get("partitions_total").map_err(unavailable)?,
-            validity_days: row
-                .try_get::<Option<u32>, _>("validity_days")
+            validity_days,
+            done: row
+                .try_get::<Option<chrono::NaiveDateTime>, _>("done_at")
                 .map_err(unavailable)?
-                .unwrap_or(DEFAULT_VALIDITY_DAYS),
-        };
-        let (first, last) = partition_buckets(task.partition, run.partitions);
+                .is_some(),
+            partner,
+        }))
+    }
+
+    async fn paid_totals(&self, work: &PartitionWork, buckets: (u32, u32)) -> Result<Vec<(UserId, u64)>, Unavailable> {
         // The aggregate, in the database, over the covering index; a consistent read, no locks.
         let totals: Vec<(String, u64)> = self
             .timed(async {
@@ -747,38 +312,32 @@ impl GradingRecords for MySqlStore {
                      WHERE partner_id = ? AND order_month = ? AND user_bucket BETWEEN ? AND ? AND status = 'PAID' \
                      GROUP BY user_id ORDER BY user_id",
                 )
-                .bind(&run.partner)
-                .bind(run.month.number())
-                .bind(first)
-                .bind(last)
-                .fetch_all(&pool)
+                .bind(&work.partner)
+                .bind(work.month.number())
+                .bind(buckets.0)
+                .bind(buckets.1)
+                .fetch_all(&self.db().await?)
                 .await
                 .map_err(unavailable)
             })
             .await?;
-        let graded: Vec<Graded> = totals
+        totals
             .into_iter()
-            .map(|(user, paid)| Graded {
-                tier: run.policy.tier_for(paid),
-                user,
-                paid,
+            .map(|(user, paid)| {
+                let user = UserId::parse(&user).map_err(|e| Unavailable::new("mysql", format!("stored order: {e}")))?;
+                Ok((user, paid))
             })
-            .collect();
-        let mut summary = PartitionSummary {
-            users_graded: graded.len() as u64,
-            ..PartitionSummary::default()
-        };
-        let chunks: Vec<&[Graded]> = if graded.is_empty() {
-            vec![&[]]
-        } else {
-            graded.chunks(CHUNK_USERS).collect()
-        };
-        let count = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            self.timed(self.chunk(&run, task, chunk, i + 1 == count, &mut summary))
-                .await?;
-        }
-        Ok(summary)
+            .collect()
+    }
+
+    async fn record_chunk(
+        &self,
+        task: PartitionTask,
+        work: &PartitionWork,
+        users: &[GradedUser],
+        last: Option<u64>,
+    ) -> Result<ChunkCount, GradingError> {
+        self.timed(self.write_chunk_retrying(task, work, users, last)).await
     }
 
     async fn user_grade(

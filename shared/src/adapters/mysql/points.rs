@@ -21,10 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::mysql::{MySqlDatabaseError, MySqlRow};
+use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 
-use super::{MySqlStore, unavailable, utc};
+use super::{ER_DUP_ENTRY, ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, MySqlStore, error_number, unavailable, utc};
+
+mod grants;
 use crate::kernel::{Unavailable, UserId};
 use crate::points::PointsError;
 use crate::points::domain::{
@@ -37,21 +39,12 @@ use crate::points::ports::{Applied, PointRecords};
 
 /// Attempts of one write when InnoDB picks it as a deadlock victim or a row lock wait times out.
 const MAX_ATTEMPTS: u32 = 3;
-pub(super) const ER_DUP_ENTRY: u16 = 1062;
-pub(super) const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
-pub(super) const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// Writes retried after a deadlock or lock-wait timeout, process-wide (the tests expect 0).
 static LOCK_RETRIES: AtomicU64 = AtomicU64::new(0);
 
 pub fn lock_retries() -> u64 {
     LOCK_RETRIES.load(Ordering::Relaxed)
-}
-
-pub(super) fn error_number(e: &sqlx::Error) -> Option<u16> {
-    e.as_database_error()?
-        .try_downcast_ref::<MySqlDatabaseError>()
-        .map(MySqlDatabaseError::number)
 }
 
 /// How one attempt of a write ended short of committing.
