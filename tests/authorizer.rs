@@ -155,7 +155,13 @@ async fn one_partner_cannot_see_or_touch_anothers_campaign() {
     });
     let (status, created) = reply(
         campaigns
-            .handle(gateway_request("POST", &[], body.to_string(), Some(&as_b)))
+            .handle(gateway_request(
+                "POST",
+                "/v1/campaigns",
+                &[],
+                body.to_string(),
+                Some(&as_b),
+            ))
             .await,
     );
     assert_eq!(status, 201, "{created}");
@@ -166,13 +172,20 @@ async fn one_partner_cannot_see_or_touch_anothers_campaign() {
     for campaign in [id.as_str(), missing] {
         let got = reply(
             campaigns
-                .handle(gateway_request("GET", &[("campaignId", campaign)], "", Some(&as_a)))
+                .handle(gateway_request(
+                    "GET",
+                    "/v1/campaigns/{campaignId}",
+                    &[("campaignId", campaign)],
+                    "",
+                    Some(&as_a),
+                ))
                 .await,
         );
         let issued = reply(
             issues
                 .handle(gateway_request(
                     "POST",
+                    "/v1/campaigns/{campaignId}/issues",
                     &[("campaignId", campaign)],
                     user.clone(),
                     Some(&as_a),
@@ -183,6 +196,7 @@ async fn one_partner_cannot_see_or_touch_anothers_campaign() {
             issues
                 .handle(gateway_request(
                     "GET",
+                    "/v1/campaigns/{campaignId}/issues/{userId}",
                     &[("campaignId", campaign), ("userId", "u1")],
                     "",
                     Some(&as_a),
@@ -197,7 +211,13 @@ async fn one_partner_cannot_see_or_touch_anothers_campaign() {
     // A's attempt changed nothing; B still sees its untouched campaign.
     let (status, seen) = reply(
         campaigns
-            .handle(gateway_request("GET", &[("campaignId", &id)], "", Some(&as_b)))
+            .handle(gateway_request(
+                "GET",
+                "/v1/campaigns/{campaignId}",
+                &[("campaignId", &id)],
+                "",
+                Some(&as_b),
+            ))
             .await,
     );
     assert_eq!((status, seen["reserved"].as_u64()), (200, Some(0)), "{seen}");

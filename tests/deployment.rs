@@ -53,7 +53,7 @@ async fn a_function_reads_database_credentials_from_secrets_manager_when_they_ap
         .await
         .expect("starts without reaching Secrets Manager or MySQL");
     let partner = unique("secret");
-    let create = || gateway_request("POST", &[], new_campaign().to_string(), Some(&partner));
+    let create = || gateway_request("POST", "/v1/campaigns", &[], new_campaign().to_string(), Some(&partner));
 
     let response = api.handle(create()).await;
     assert_eq!(response.status(), 503, "{:?}", reply(response));
@@ -118,7 +118,7 @@ async fn a_database_that_cannot_prove_itself_is_not_used() {
         )
     };
     let partner = unique("tls");
-    let create = || gateway_request("POST", &[], new_campaign().to_string(), Some(&partner));
+    let create = || gateway_request("POST", "/v1/campaigns", &[], new_campaign().to_string(), Some(&partner));
     let verifying = CampaignApi::from_settings(&settings("VERIFY_IDENTITY"), &sdk)
         .await
         .unwrap();

@@ -69,8 +69,14 @@ impl Sale {
             "couponExpiresAt": now + chrono::Duration::days(7), "discount": {"type": "AMOUNT", "value": 100}
         });
         let (status, created) = reply(
-            api.handle(gateway_request("POST", &[], body.to_string(), Some(&self.partner)))
-                .await,
+            api.handle(gateway_request(
+                "POST",
+                "/v1/campaigns",
+                &[],
+                body.to_string(),
+                Some(&self.partner),
+            ))
+            .await,
         );
         assert_eq!(status, 201, "{created}");
         created["campaignId"].as_u64().unwrap()
@@ -81,6 +87,7 @@ impl Sale {
         reply(
             api.handle(gateway_request(
                 "POST",
+                "/v1/campaigns/{campaignId}/issues",
                 &[("campaignId", &id)],
                 json!({"userId": user}).to_string(),
                 Some(&self.partner),
@@ -94,6 +101,7 @@ impl Sale {
         reply(
             api.handle(gateway_request(
                 "GET",
+                "/v1/campaigns/{campaignId}/issues/{userId}",
                 &[("campaignId", &id), ("userId", user)],
                 "",
                 Some(&self.partner),
@@ -403,6 +411,7 @@ async fn mysql_killed_mid_batch_loses_and_doubles_nothing() {
             reply(
                 api.handle(gateway_request(
                     "POST",
+                    "/v1/campaigns/{campaignId}/issues",
                     &[("campaignId", &id)],
                     json!({"userId": format!("m{i}")}).to_string(),
                     Some(&partner),

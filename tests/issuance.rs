@@ -67,8 +67,14 @@ impl Stack {
             "couponExpiresAt": now + chrono::Duration::days(7), "discount": {"type": "AMOUNT", "value": 1000}
         });
         let (status, created) = reply(
-            api.handle(gateway_request("POST", &[], body.to_string(), Some(&self.partner)))
-                .await,
+            api.handle(gateway_request(
+                "POST",
+                "/v1/campaigns",
+                &[],
+                body.to_string(),
+                Some(&self.partner),
+            ))
+            .await,
         );
         assert_eq!(status, 201, "{created}");
         created["campaignId"].to_string()
@@ -77,8 +83,14 @@ impl Stack {
     async fn campaign(&self, id: &str) -> Value {
         let api = CampaignApi::new(self.store.clone(), self.ledger.clone());
         let (status, body) = reply(
-            api.handle(gateway_request("GET", &[("campaignId", id)], "", Some(&self.partner)))
-                .await,
+            api.handle(gateway_request(
+                "GET",
+                "/v1/campaigns/{campaignId}",
+                &[("campaignId", id)],
+                "",
+                Some(&self.partner),
+            ))
+            .await,
         );
         assert_eq!(status, 200, "{body}");
         body
@@ -168,6 +180,7 @@ async fn issue(api: &Api, campaign: &str, user: &str, partner: &str) -> (u16, Va
     reply(
         api.handle(gateway_request(
             "POST",
+            "/v1/campaigns/{campaignId}/issues",
             &[("campaignId", campaign)],
             body,
             Some(partner),
@@ -302,6 +315,7 @@ async fn redelivered_and_duplicated_messages_write_nothing_twice() {
     let status = |user: &'static str| {
         let req = gateway_request(
             "GET",
+            "/v1/campaigns/{campaignId}/issues/{userId}",
             &[("campaignId", &campaign), ("userId", user)],
             "",
             Some(&stack.partner),
@@ -335,6 +349,7 @@ async fn sqs_down_answers_503_undoes_the_reservation_and_a_retry_succeeds() {
     let res = broken
         .handle(gateway_request(
             "POST",
+            "/v1/campaigns/{campaignId}/issues",
             &[("campaignId", &campaign)],
             body,
             Some(&stack.partner),
@@ -396,7 +411,13 @@ async fn issue_api_4xx_over_the_real_stack() {
     let campaign = stack.create_campaign(5).await;
     let api = stack.issue_api();
     let post = |body: String, partner: &str, id: &str| {
-        let req = gateway_request("POST", &[("campaignId", id)], body, Some(partner));
+        let req = gateway_request(
+            "POST",
+            "/v1/campaigns/{campaignId}/issues",
+            &[("campaignId", id)],
+            body,
+            Some(partner),
+        );
         let api = &api;
         async move { reply(api.handle(req).await) }
     };

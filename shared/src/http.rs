@@ -3,8 +3,6 @@
 //! JSON body `{"error": CODE, "message": text, "field"?: name}`. Transient failures answer 503
 //! with `Retry-After`; permanent ones a 4xx with their own code.
 
-use std::collections::BTreeSet;
-
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -199,35 +197,13 @@ pub fn matched_template(req: &Request) -> Option<&str> {
 /// Which of a function's `routes` (method, path template as `template.yaml` declares it, and the
 /// function's name for it) this request is. A function dispatches on this and never reads the raw
 /// path: the route was matched once, by API Gateway or the local runner, against the template.
-///
-/// A request built in process (`testkit::gateway_request`) carries no template: it is the one
-/// route of its method whose variables are exactly its path parameters, or none when several are.
 pub fn route<R: Copy>(req: &Request, routes: &[(&str, &str, R)]) -> Option<R> {
     let method = req.method().as_str();
-    let mut candidates = routes.iter().filter(|(m, _, _)| *m == method);
-    let found = match matched_template(req) {
-        Some(template) => candidates.find(|(_, t, _)| *t == template),
-        None => {
-            let params: BTreeSet<&str> = req
-                .path_parameters_ref()
-                .map(|p| p.iter().map(|(name, _)| name).collect())
-                .unwrap_or_default();
-            let mut fitting = candidates.filter(|(_, t, _)| variables(t) == params);
-            match (fitting.next(), fitting.next()) {
-                (Some(one), None) => Some(one),
-                _ => None,
-            }
-        }
-    };
-    found.map(|(_, _, name)| *name)
-}
-
-/// The `{variables}` of a path template.
-fn variables(template: &str) -> BTreeSet<&str> {
-    template
-        .split('/')
-        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
-        .collect()
+    let template = matched_template(req)?;
+    routes
+        .iter()
+        .find(|(m, t, _)| *m == method && *t == template)
+        .map(|(_, _, name)| *name)
 }
 
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
@@ -404,7 +380,7 @@ mod tests {
     ];
 
     fn routed(method: &str, template: Option<&str>, path: &str) -> Request {
-        let mut req = crate::testkit::gateway_request(method, &[("couponId", "7")], "", Some("acme"));
+        let mut req = crate::testkit::gateway_request(method, "/", &[("couponId", "7")], "", Some("acme"));
         *req.uri_mut() = path.parse().unwrap();
         let Some(RequestContext::ApiGatewayV1(mut ctx)) = req.request_context_ref().cloned() else {
             panic!("a REST request")
@@ -441,21 +417,23 @@ mod tests {
     }
 
     #[test]
-    fn a_request_built_in_process_is_the_one_route_its_parameters_fit() {
-        let get = routed("GET", None, "/");
-        assert_eq!(matched_template(&get), None);
-        assert_eq!(route(&get, ROUTES), Some(Route::Get));
-        // Two POST routes take a couponId: which one is not guessed.
-        assert_eq!(route(&routed("POST", None, "/"), ROUTES), None);
-        let none = crate::testkit::gateway_request("GET", &[], "", Some("acme"));
-        assert_eq!(route(&none, ROUTES), None);
+    fn a_request_without_a_matched_template_is_no_route() {
+        let bare = routed("GET", None, "/v1/coupons/7");
+        assert_eq!(matched_template(&bare), None);
+        assert_eq!(route(&bare, ROUTES), None);
     }
 
     #[test]
     fn partner_comes_from_the_authorizer_context_only() {
         assert!(matches!(partner_id(&req("")), Err(ApiError::Unauthenticated)));
         assert_eq!(ApiError::Unauthenticated.into_response().status(), 401);
-        let r = crate::testkit::gateway_request("GET", &[("campaignId", "7")], "", Some("acme"));
+        let r = crate::testkit::gateway_request(
+            "GET",
+            "/v1/campaigns/{campaignId}",
+            &[("campaignId", "7")],
+            "",
+            Some("acme"),
+        );
         assert_eq!(partner_id(&r).unwrap(), "acme");
         assert_eq!(path_param(&r, "campaignId").as_deref(), Some("7"));
     }

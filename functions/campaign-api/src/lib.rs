@@ -144,7 +144,11 @@ mod tests {
     #[tokio::test]
     async fn create_answers_201_and_get_is_404_for_another_partner() {
         let api = CampaignApi::new(MemoryCatalog::default(), MemoryLedger::default());
-        let (status, created) = call(&api, gateway_request("POST", &[], body().to_string(), Some("p1"))).await;
+        let (status, created) = call(
+            &api,
+            gateway_request("POST", "/v1/campaigns", &[], body().to_string(), Some("p1")),
+        )
+        .await;
         assert_eq!(status, 201, "{created}");
         assert_eq!(
             (created["totalQuantity"].as_u64(), created["partnerId"].as_str()),
@@ -152,21 +156,49 @@ mod tests {
         );
         let id = created["campaignId"].to_string();
         assert_eq!(created["issueEndsAt"], "2026-11-27T15:00:00Z");
-        let (status, got) = call(&api, gateway_request("GET", &[("campaignId", &id)], "", Some("p1"))).await;
+        let (status, got) = call(
+            &api,
+            gateway_request(
+                "GET",
+                "/v1/campaigns/{campaignId}",
+                &[("campaignId", &id)],
+                "",
+                Some("p1"),
+            ),
+        )
+        .await;
         assert_eq!(
             (status, got["reserved"].as_u64(), got["issued"].as_u64()),
             (200, Some(0), Some(0))
         );
         assert_eq!(
-            call(&api, gateway_request("GET", &[("campaignId", &id)], "", Some("p2")))
-                .await
-                .0,
+            call(
+                &api,
+                gateway_request(
+                    "GET",
+                    "/v1/campaigns/{campaignId}",
+                    &[("campaignId", &id)],
+                    "",
+                    Some("p2")
+                )
+            )
+            .await
+            .0,
             404
         );
         assert_eq!(
-            call(&api, gateway_request("GET", &[("campaignId", "x")], "", Some("p1")))
-                .await
-                .0,
+            call(
+                &api,
+                gateway_request(
+                    "GET",
+                    "/v1/campaigns/{campaignId}",
+                    &[("campaignId", "x")],
+                    "",
+                    Some("p1")
+                )
+            )
+            .await
+            .0,
             404
         );
     }
@@ -188,7 +220,11 @@ mod tests {
         for (field, value) in cases {
             let mut b = body();
             b[field] = value.clone();
-            let (status, err) = call(&api, gateway_request("POST", &[], b.to_string(), Some("p1"))).await;
+            let (status, err) = call(
+                &api,
+                gateway_request("POST", "/v1/campaigns", &[], b.to_string(), Some("p1")),
+            )
+            .await;
             assert_eq!(status, 400, "{field}={value}: {err}");
             assert_eq!(err["error"], "INVALID_REQUEST");
             assert!(err["message"].as_str().unwrap().contains(field), "{field}: {err}");
@@ -200,9 +236,18 @@ mod tests {
         }
         let mut missing = body();
         missing.as_object_mut().unwrap().remove("couponExpiresAt");
-        let (status, err) = call(&api, gateway_request("POST", &[], missing.to_string(), Some("p1"))).await;
+        let (status, err) = call(
+            &api,
+            gateway_request("POST", "/v1/campaigns", &[], missing.to_string(), Some("p1")),
+        )
+        .await;
         assert!(status == 400 && err["message"].as_str().unwrap().contains("couponExpiresAt"));
         let huge = json!({"name": "x".repeat(MAX_BODY_BYTES)}).to_string();
-        assert_eq!(call(&api, gateway_request("POST", &[], huge, Some("p1"))).await.0, 413);
+        assert_eq!(
+            call(&api, gateway_request("POST", "/v1/campaigns", &[], huge, Some("p1")))
+                .await
+                .0,
+            413
+        );
     }
 }

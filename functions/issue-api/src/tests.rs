@@ -23,7 +23,13 @@ async fn api_with_campaign(quantity: u32, starts_in: Duration) -> (Api, String) 
 
 async fn call(api: &Api, id: &str, body: &str, partner: Option<&str>) -> (u16, serde_json::Value) {
     let res = api
-        .handle(gateway_request("POST", &[("campaignId", id)], body, partner))
+        .handle(gateway_request(
+            "POST",
+            "/v1/campaigns/{campaignId}/issues",
+            &[("campaignId", id)],
+            body,
+            partner,
+        ))
         .await;
     let Body::Text(text) = res.body() else {
         panic!("text body")
@@ -67,7 +73,13 @@ async fn failed_enqueue_releases_the_reservation() {
     let (api, id) = api_with_campaign(1, -Duration::minutes(1)).await;
     api.issuance().queue().fail_with(QueueFault::Refuse);
     let res = api
-        .handle(gateway_request("POST", &[("campaignId", &id)], user("a"), Some("p1")))
+        .handle(gateway_request(
+            "POST",
+            "/v1/campaigns/{campaignId}/issues",
+            &[("campaignId", &id)],
+            user("a"),
+            Some("p1"),
+        ))
         .await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
@@ -116,6 +128,7 @@ async fn status_moves_from_none_to_pending_to_issued() {
             let res = api
                 .handle(gateway_request(
                     "GET",
+                    "/v1/campaigns/{campaignId}/issues/{userId}",
                     &[("campaignId", &id), ("userId", u)],
                     "",
                     Some("p1"),

@@ -1,10 +1,12 @@
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 
-/// A request as API Gateway hands it to a function: path parameters and, when an authorizer ran,
-/// its context. Used by in-process callers (tests, the local runner).
+/// A request as API Gateway hands it to a function: the route it matched (`route`, the path
+/// template as `template.yaml` declares it), path parameters and, when an authorizer ran, its
+/// context. Used by in-process callers (tests).
 pub fn gateway_request(
     method: &str,
+    route: &str,
     path_params: &[(&str, &str)],
     body: impl Into<String>,
     partner_id: Option<&str>,
@@ -16,6 +18,7 @@ pub fn gateway_request(
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     let mut ctx = lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext::default();
+    ctx.resource_path = Some(route.to_owned());
     if let Some(partner) = partner_id {
         ctx.authorizer.fields.insert("partnerId".into(), partner.into());
     }
