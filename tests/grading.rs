@@ -126,6 +126,37 @@ fn reconcile(campaign: u64) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// A grading queue of the test's own and its DLQ: a message not deleted comes back after
+/// `visibility` seconds and goes to the DLQ after `max_receives` receives.
+async fn grading_queue(sqs: &aws_sdk_sqs::Client, visibility: u32, max_receives: u32) -> (String, String) {
+    let dlq = sqs
+        .create_queue()
+        .queue_name(unique("fcfs-grading-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = queue_arn(sqs, &dlq).await;
+    let queue = sqs
+        .create_queue()
+        .queue_name(unique("fcfs-grading"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            visibility.to_string(),
+        )
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    (queue, dlq)
+}
+
 fn tier(paid: u64) -> &'static str {
     match paid {
         p if p >= 6_000_000 => "VIP",
@@ -424,28 +455,7 @@ async fn a_runner_killed_mid_run_completes_the_run_with_nothing_twice() {
     load_month(&pool, &partner, 10_000, 300_000).await;
     // A grading queue of the test's own, whose messages come back 2 s after a worker died.
     let sqs = sqs().await;
-    let dlq = sqs
-        .create_queue()
-        .queue_name(unique("fcfs-grading-dlq"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let dlq_arn = queue_arn(&sqs, &dlq).await;
-    let queue = sqs
-        .create_queue()
-        .queue_name(unique("fcfs-grading"))
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "2")
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 10}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let (queue, dlq) = grading_queue(&sqs, 2, 10).await;
     let envs = vec![("GRADING_QUEUE_URL".to_owned(), queue.clone())];
     let http = reqwest::Client::new();
     let mut runner = RunnerProcess::spawn(&envs).await;
@@ -553,29 +563,8 @@ async fn a_partition_in_the_dlq_is_sent_again_when_its_run_is_asked_for_again() 
     let partner = unique("graded-stuck");
     load_month(&pool, &partner, 200, 2_000).await;
     let sqs = sqs().await;
-    let dlq = sqs
-        .create_queue()
-        .queue_name(unique("fcfs-grading-dlq"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let dlq_arn = queue_arn(&sqs, &dlq).await;
     // One receive, then the DLQ: a worker that failed on every delivery leaves its message so.
-    let queue = sqs
-        .create_queue()
-        .queue_name(unique("fcfs-grading"))
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "1")
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let (queue, dlq) = grading_queue(&sqs, 1, 1).await;
     let grading = GradingService::new(
         MySqlStore::new(pool.clone()).with_timeout(Duration::from_secs(30)),
         SqsPartitionQueue::new(sqs.clone(), &queue),

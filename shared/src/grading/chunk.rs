@@ -62,7 +62,7 @@ where
                 .await?;
             records.extend(owed.into_iter().zip(grants).map(|(reward, grant)| RewardRecord {
                 due: reward.clone(),
-                outcome: grant.into(),
+                outcome: grant,
                 reference: Some(campaign),
             }));
         }

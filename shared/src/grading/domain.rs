@@ -464,45 +464,9 @@ pub fn rewards_due(users: &[GradedUser], given: &std::collections::HashSet<(User
     due
 }
 
-/// How a reward ended: granted, or why not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RewardOutcome {
-    Granted,
-    /// The user already held one of the campaign's coupons.
-    AlreadyHeld,
-    /// The campaign had no quantity left.
-    SoldOut,
-    /// The campaign is gone, or not the partner's.
-    NoCampaign,
-    /// The campaign is on sale (a policy from before campaigns had kinds): its places are the
-    /// sale's, never a reward's.
-    OnSale,
-}
-
-impl RewardOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Granted => "GRANTED",
-            Self::AlreadyHeld => "ALREADY_HELD",
-            Self::SoldOut => "SOLD_OUT",
-            Self::NoCampaign => "NO_CAMPAIGN",
-            Self::OnSale => "ON_SALE",
-        }
-    }
-}
-
-impl From<crate::issuance::domain::CouponGrant> for RewardOutcome {
-    fn from(grant: crate::issuance::domain::CouponGrant) -> Self {
-        use crate::issuance::domain::CouponGrant as G;
-        match grant {
-            G::Granted => Self::Granted,
-            G::AlreadyHeld => Self::AlreadyHeld,
-            G::SoldOut => Self::SoldOut,
-            G::NoCampaign => Self::NoCampaign,
-            G::OnSale => Self::OnSale,
-        }
-    }
-}
+/// How a reward ended: the grant's answer (`GRANTED`, or why a coupon was not: `ALREADY_HELD`,
+/// `SOLD_OUT`, `NO_CAMPAIGN`, `ON_SALE`). Points are always granted.
+pub type RewardOutcome = crate::issuance::domain::CouponGrant;
 
 /// A reward as its record keeps it: what was due and how it ended; `reference` is the campaign of
 /// a coupon, the EARN entry of points.

@@ -35,7 +35,18 @@ impl MySqlStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut tx = self.db().await?.begin().await.map_err(unavailable)?;
+            let mut conn = self.db().await?.acquire().await.map_err(unavailable)?;
+            // READ COMMITTED: the chunk's locking reads (wallets, their lots, a campaign's row)
+            // lock the rows they find and no gap beside them. Concurrent chunks create wallets
+            // and lots with interleaved ids, so under REPEATABLE READ one chunk's gap lock on
+            // `point_lots` blocked another's insert of a lot into that gap and the two deadlocked
+            // (measured: 53 restarts, 4 partitions failed, in one run of a million orders). Every
+            // row a chunk decides on is read current under its owner row's lock anyway.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(unavailable)?;
             match write_chunk(&mut *tx, &stores, task, work, users, last, Utc::now()).await {
                 Ok(count) => {
                     tx.commit().await.map_err(unavailable)?;
