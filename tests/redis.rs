@@ -138,24 +138,26 @@ async fn exercise(ledger: &RedisIssueLedger, id: CampaignId) {
     );
     assert_eq!(ledger.reserved_count(id).await.unwrap(), 3);
     // A reward campaign is never on sale; its owner is told so, anyone else "not found".
+    // A fresh id: the cluster test's campaigns are neighbours, so `id + 1` may be one of them.
+    let reward_id = fresh_id();
     let reward = IssueRules {
-        campaign_id: id + 1,
+        campaign_id: reward_id,
         kind: CampaignKind::Reward,
         ..rules.clone()
     };
     ledger.prime(&reward).await.unwrap();
-    assert_eq!(ledger.rules(id + 1).await.unwrap(), Some(reward));
+    assert_eq!(ledger.rules(reward_id).await.unwrap(), Some(reward));
     for (partner, decision) in [
         ("ledger-test", IssueDecision::NotOnSale),
         ("someone-else", IssueDecision::NotOwner),
     ] {
         let answer = ledger
-            .reserve(id + 1, partner, &user("u0"), Uuid::now_v7(), now)
+            .reserve(reward_id, partner, &user("u0"), Uuid::now_v7(), now)
             .await
             .unwrap();
         assert_eq!(answer, decision);
     }
-    assert_eq!(ledger.reserved_count(id + 1).await.unwrap(), 0);
+    assert_eq!(ledger.reserved_count(reward_id).await.unwrap(), 0);
 
     let pending = ledger.pending(id, usize::MAX).await.unwrap();
     assert_eq!(pending.iter().map(|p| p.rank).collect::<Vec<_>>(), [1, 2, 3]);
