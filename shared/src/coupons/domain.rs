@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::CouponError;
 use crate::issuance::domain::{CampaignId, Discount, DiscountType};
-use crate::kernel::{DEFAULT_PAGE, InvalidField, UserId, page_limit, whole_number};
+use crate::kernel::{DEFAULT_PAGE, InvalidField, UserId, page_limit, storable_instant, whole_number};
 
 pub type CouponId = u64;
 
@@ -232,8 +232,11 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let (millis, id) = text.split_once('.').ok_or_else(invalid)?;
+        let issued_at = DateTime::from_timestamp_millis(millis.parse().map_err(|_| invalid())?).ok_or_else(invalid)?;
         Ok(Self {
-            issued_at: DateTime::from_timestamp_millis(millis.parse().map_err(|_| invalid())?).ok_or_else(invalid)?,
+            // Bound to what MySQL's DATETIME holds: the query binds it, and sqlx's encoder panics on
+            // a year it cannot encode (a crafted cursor answered 502 before).
+            issued_at: storable_instant("cursor", issued_at).map_err(|_| invalid())?,
             id: id.parse().map_err(|_| invalid())?,
         })
     }
@@ -401,7 +404,16 @@ mod tests {
         let now = DateTime::from_timestamp_millis(1_795_420_000_123).unwrap();
         let cursor = Cursor { issued_at: now, id: 42 };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
-        for bad in ["", "!!", &URL_SAFE_NO_PAD.encode("x.1"), &URL_SAFE_NO_PAD.encode("1")] {
+        let far = |millis: i64| URL_SAFE_NO_PAD.encode(format!("{millis}.1"));
+        let (year_99999, year_minus_1) = (far(3_093_527_980_800_000), far(-62_198_755_200_000));
+        for bad in [
+            "",
+            "!!",
+            &URL_SAFE_NO_PAD.encode("x.1"),
+            &URL_SAFE_NO_PAD.encode("1"),
+            &year_99999,
+            &year_minus_1,
+        ] {
             assert_eq!(Cursor::decode(bad).unwrap_err().field, "cursor");
         }
     }
