@@ -176,6 +176,7 @@ impl MySqlStore {
             partner,
             now,
             batch: String::new(),
+            statements: 0,
         };
         let (locked, own, receiver) = write.lock_for(operation, owner).await?;
         let plan = ledger::plan(operation, locked, now);

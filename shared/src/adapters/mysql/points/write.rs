@@ -2,6 +2,8 @@
 //! multi-statement batch with the key's record and the COMMIT (see `Write`).
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use sqlx::Either;
 use sqlx::{MySqlConnection, Row};
 
 use super::{ER_DUP_ENTRY, ER_LOCK_WAIT_TIMEOUT, Failed, error_number, utc};
@@ -28,6 +30,8 @@ pub(super) struct Write<'t> {
     pub(super) partner: &'t str,
     pub(super) now: DateTime<Utc>,
     pub(super) batch: String,
+    /// Statements queued in `batch` so far.
+    pub(super) statements: usize,
 }
 
 /// Values written into `Write::batch`, which cannot carry bind parameters: numbers and instants
@@ -139,6 +143,7 @@ impl Write<'_> {
     }
 
     fn queue(&mut self, statement: &str) {
+        self.statements += 1;
         self.batch.push_str(statement);
         self.batch.push_str(";\n");
     }
@@ -305,6 +310,7 @@ impl Write<'_> {
     /// "duplicate" means a request with the key committed first (the server runs nothing after
     /// the failed statement, and the transaction is rolled back).
     pub(super) async fn commit(mut self, key: &str, fingerprint: &str, answer: Answer) -> Result<Outcome, Failed> {
+        let key_statement = self.statements;
         self.queue_key(key, fingerprint, answer);
         self.queue("COMMIT");
         // Session variables outlive a batch on its connection: only those this batch set are read.
@@ -317,12 +323,28 @@ impl Write<'_> {
             "SELECT CAST({transaction} AS CHAR) AS t, CAST({to_transaction} AS CHAR) AS t2"
         ));
         let batch = std::mem::take(&mut self.batch);
-        let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(batch)).fetch_all(&mut *self.tx).await;
-        let rows = sent.map_err(|e| match error_number(&e) {
-            Some(ER_DUP_ENTRY) => Failed::KeyTaken,
-            Some(ER_LOCK_WAIT_TIMEOUT) => Failed::KeyBusy,
-            _ => Failed::Db(e),
-        })?;
+        // Statements are counted as the server finishes them, so a lock-wait timeout names its
+        // statement: on the key's row it is a racing request with this key (`KeyBusy`); anywhere
+        // else (a lot or an entry inserted into a gap another transaction locked, a neighbouring
+        // wallet's write perhaps) it is a lock conflict like any other, retried, then a 503.
+        let mut results = sqlx::raw_sql(sqlx::AssertSqlSafe(batch)).fetch_many(&mut *self.tx);
+        let (mut finished, mut rows) = (0, Vec::new());
+        let failed = loop {
+            match results.try_next().await {
+                Ok(Some(Either::Left(_))) => finished += 1,
+                Ok(Some(Either::Right(row))) => rows.push(row),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        drop(results);
+        if let Some(e) = failed {
+            return Err(match error_number(&e) {
+                Some(ER_DUP_ENTRY) => Failed::KeyTaken,
+                Some(ER_LOCK_WAIT_TIMEOUT) if finished == key_statement => Failed::KeyBusy,
+                _ => Failed::Db(e),
+            });
+        }
         let id = |column: &str| -> Result<Option<u64>, Failed> {
             let text: Option<String> = match rows.last() {
                 Some(row) => row.try_get(column)?,
