@@ -485,3 +485,120 @@ async fn redis_state_is_rebuilt_from_mysql() {
     );
     assert_eq!(issue(&api, &campaign, "r4", &stack.partner).await.0, 410);
 }
+
+/// A ledger on the stack's Redis as a user who may not run the commands `denied` names (an ACL
+/// rule such as `-del`): a failure between priming's commands, injected by Redis itself (a
+/// script's writes before a refused call stay, as after a timeout or a failover mid-way).
+async fn ledger_denied(user: &str, denied: &[&str]) -> RedisIssueLedger {
+    let mut rule = redis::cmd("ACL");
+    rule.arg("SETUSER")
+        .arg(user)
+        .arg("reset")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all");
+    for command in denied {
+        rule.arg(format!("-{command}"));
+    }
+    RedisDeployment::Single.run(&rule).await;
+    let url = RedisDeployment::Single.url();
+    let rest = url.strip_prefix("redis://").filter(|r| !r.contains('@'));
+    let rest = rest.unwrap_or_else(|| panic!("REDIS_URL {url} is a redis:// URL without credentials"));
+    RedisIssueLedger::with_settings(
+        &format!("redis://{user}:secret@{rest}"),
+        RedisDeployment::Single.settings(Duration::from_secs(10)),
+    )
+    .unwrap()
+}
+
+/// The live campaigns whose rules in Redis name `partner`.
+async fn live_rules_of(ledger: &RedisIssueLedger, partner: &str) -> Vec<u64> {
+    let mut found = Vec::new();
+    for id in ledger.live_campaigns().await.unwrap() {
+        if ledger.rules(id).await.unwrap().is_some_and(|r| r.partner_id == partner) {
+            found.push(id);
+        }
+    }
+    found
+}
+
+/// `fcfs-admin reconcile --campaign <id>` (and `--repair`) against the stack.
+fn admin_reconcile(campaign: u64, repair: bool) -> (Option<i32>, String) {
+    let mut command = std::process::Command::new(integration_tests::services::workspace_binary("fcfs-admin"));
+    command.args(["reconcile", "--campaign", &campaign.to_string()]);
+    if repair {
+        command.arg("--repair");
+    }
+    let out = command.output().expect("fcfs-admin runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn a_campaign_whose_priming_fails_half_way_is_in_neither_store() {
+    let stack = Stack::new(30).await;
+    let now = chrono::Utc::now();
+    let body = json!({
+        "name": "half", "totalQuantity": 5,
+        "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::hours(1),
+        "couponExpiresAt": now + chrono::Duration::days(7), "discount": {"type": "AMOUNT", "value": 1000}
+    })
+    .to_string();
+    let create = |ledger: RedisIssueLedger| {
+        let (store, body, partner) = (stack.store.clone(), body.clone(), stack.partner.clone());
+        async move {
+            let api = CampaignApi::new(store, ledger);
+            reply(
+                api.handle(gateway_request("POST", "/v1/campaigns", &[], body, Some(&partner)))
+                    .await,
+            )
+        }
+    };
+    let in_mysql = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM campaigns WHERE partner_id = ?")
+            .bind(&stack.partner)
+            .fetch_one(&mysql().await)
+            .await
+            .unwrap()
+    };
+    let (limited, stuck) = (unique("prime-fails"), unique("prime-and-clean-up-fail"));
+
+    // The rules land, their expiry is refused: the create undoes both stores.
+    let (status, answer) = create(ledger_denied(&limited, &["pexpireat"]).await).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(in_mysql().await, 0, "not in MySQL");
+    assert_eq!(
+        live_rules_of(&stack.ledger, &stack.partner).await,
+        Vec::<u64>::new(),
+        "not in Redis"
+    );
+
+    // The clean-up fails too: the rules stay, and reconcile finds and removes them.
+    let (status, answer) = create(ledger_denied(&stuck, &["pexpireat", "del"]).await).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(in_mysql().await, 0, "not in MySQL");
+    let left = live_rules_of(&stack.ledger, &stack.partner).await;
+    let [id] = left[..] else {
+        panic!("one campaign's rules left in Redis, found {left:?}")
+    };
+    let (code, out) = admin_reconcile(id, false);
+    assert_eq!(code, Some(2), "reported, not repaired:\n{out}");
+    assert!(out.contains("MySQL does not have"), "{out}");
+    let (code, out) = admin_reconcile(id, true);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(stack.ledger.rules(id).await.unwrap().is_none(), "removed:\n{out}");
+    let (status, answer) = issue(&stack.issue_api(), &id.to_string(), "u1", &stack.partner).await;
+    assert_eq!(status, 404, "nothing accepts requests for it: {answer}");
+
+    for user in [limited, stuck] {
+        RedisDeployment::Single
+            .run(redis::cmd("ACL").arg("DELUSER").arg(user))
+            .await;
+    }
+}

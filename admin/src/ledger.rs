@@ -13,7 +13,7 @@ use fcfs_shared::adapters::redis::{RedisIssueLedger, RedisSettings};
 use fcfs_shared::adapters::sqs::SqsReservationQueue;
 use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, IssueRules, Outcome, RejectionReason};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger};
-use fcfs_shared::issuance::reconcile::{Difference, LedgerView, RecordView, compare};
+use fcfs_shared::issuance::reconcile::{Difference, LedgerView, RecordView, compare_with};
 use fcfs_shared::issuance::{Recovery, RecoverySummary};
 use fcfs_shared::kernel::UserId;
 
@@ -78,8 +78,8 @@ impl Stores {
         Ok((&campaign).into())
     }
 
-    async fn views(&self, rules: &IssueRules) -> Result<(LedgerView, RecordView)> {
-        let id = rules.campaign_id;
+    /// What Redis keeps of the campaign, whether or not MySQL has it.
+    async fn ledger_view(&self, id: CampaignId) -> Result<LedgerView> {
         let pending: HashSet<String> = self
             .ledger
             .pending(id, usize::MAX)
@@ -87,15 +87,19 @@ impl Stores {
             .into_iter()
             .map(|p| p.user_id.as_str().to_owned())
             .collect();
-        let ledger = LedgerView {
+        Ok(LedgerView {
             has_rules: self.ledger.rules(id).await?.is_some(),
             count: self.ledger.reserved_count(id).await?,
             holders: self.ledger.holders(id).await?,
             pending,
             outcomes: self.ledger.outcomes(id).await?,
-        };
+        })
+    }
+
+    async fn record_view(&self, rules: &IssueRules) -> Result<RecordView> {
+        let id = rules.campaign_id;
         let counts = self.store.counts(id).await?;
-        let record = RecordView {
+        Ok(RecordView {
             on_sale: rules.kind == CampaignKind::Sale,
             quantity: rules.total_quantity.into(),
             issued_count: counts.issued_count,
@@ -108,13 +112,23 @@ impl Stores {
                 .into_iter()
                 .filter_map(|(user, reason)| Some((user, RejectionReason::parse(&reason)?)))
                 .collect(),
-        };
-        Ok((ledger, record))
+        })
     }
 
-    async fn repair(&self, rules: &IssueRules, difference: &Difference, record: &RecordView) -> Result<()> {
-        let id = rules.campaign_id;
+    async fn repair(
+        &self,
+        id: CampaignId,
+        rules: Option<&IssueRules>,
+        difference: &Difference,
+        record: Option<&RecordView>,
+    ) -> Result<()> {
+        let rules = match (difference, rules) {
+            (Difference::StateWithoutCampaign, _) => return Ok(self.ledger.discard(id).await?),
+            (_, Some(rules)) => rules,
+            (_, None) => bail!("campaign {id}: {difference}, but MySQL does not have it"),
+        };
         match difference {
+            Difference::StateWithoutCampaign => {}
             Difference::RulesMissing => self.ledger.prime(rules).await?,
             Difference::CountersOff { .. } => {
                 self.store.settle_counts(id).await?;
@@ -124,7 +138,7 @@ impl Stores {
                 let outcomes: Vec<(UserId, Outcome)> = users
                     .iter()
                     .filter_map(|u| {
-                        let coupon_id = *record.coupons.get(u)?;
+                        let coupon_id = *record?.coupons.get(u)?;
                         Some((UserId::parse(u).ok()?, Outcome::Issued { coupon_id }))
                     })
                     .collect();
@@ -138,26 +152,49 @@ impl Stores {
         Ok(())
     }
 
+    /// Every campaign MySQL has, and every campaign Redis still lists (a leftover of a create
+    /// that failed half-way is only there).
+    async fn reconciled_campaigns(&self, only: Option<CampaignId>) -> Result<Vec<CampaignId>> {
+        if let Some(id) = only {
+            return Ok(vec![id]);
+        }
+        let mut ids = self.store.campaign_ids().await?;
+        ids.extend(self.ledger.live_campaigns().await?);
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// Prints every campaign's differences; repairs the safe ones if asked. Returns how many
     /// differences remain.
     pub async fn reconcile(&self, only: Option<CampaignId>, repair: bool) -> Result<usize> {
-        let ids = self.campaigns(only).await?;
+        let ids = self.reconciled_campaigns(only).await?;
         let mut remaining = 0;
         for (n, id) in ids.iter().enumerate() {
             // Read once per campaign: every repair below works from the same rules.
-            let rules = self.rules(*id).await?;
-            let (ledger, record) = self.views(&rules).await?;
-            let differences = compare(&ledger, &record);
+            let rules: Option<IssueRules> = self.store.get(*id).await?.as_ref().map(Into::into);
+            let ledger = self.ledger_view(*id).await?;
+            let record = match &rules {
+                Some(rules) => Some(self.record_view(rules).await?),
+                None => None,
+            };
+            let differences = compare_with(&ledger, record.as_ref());
+            let mysql = match &record {
+                Some(r) => format!(
+                    "{} coupons / {} rejected of {}",
+                    r.coupons.len(),
+                    r.rejections.len(),
+                    r.quantity
+                ),
+                None => "no such campaign".to_owned(),
+            };
             let head = format!(
-                "[{}/{}] campaign {id}: Redis {} reserved / {} held / {} pending; MySQL {} coupons / {} rejected of {}",
+                "[{}/{}] campaign {id}: Redis {} reserved / {} held / {} pending; MySQL {mysql}",
                 n + 1,
                 ids.len(),
                 ledger.count,
                 ledger.holders.len(),
                 ledger.pending.len(),
-                record.coupons.len(),
-                record.rejections.len(),
-                record.quantity
             );
             if differences.is_empty() {
                 println!("{head}: in agreement");
@@ -169,7 +206,7 @@ impl Stores {
                     (_, false) => "needs an operator",
                     (false, true) => "repairable with --repair",
                     (true, true) => {
-                        self.repair(&rules, difference, &record).await?;
+                        self.repair(*id, rules.as_ref(), difference, record.as_ref()).await?;
                         "repaired"
                     }
                 };

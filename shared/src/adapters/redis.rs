@@ -95,6 +95,14 @@ if expires then redis.call('PEXPIREAT', KEYS[1], expires) end
 return #ARGV / 2
 ";
 
+/// The rules and their expiry in one step, so rules never outlive their campaign's window,
+/// whatever fails after. KEYS: rules. ARGV: expires at (ms), field, value, field, value, …
+const PRIME: &str = r"
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+";
+
 /// The sorted set of campaigns whose state is live, scored by when it expires.
 pub const LIVE_CAMPAIGNS_KEY: &str = "cpn:live";
 
@@ -313,6 +321,7 @@ pub struct RedisIssueLedger {
     release: Arc<redis::Script>,
     standing: Arc<redis::Script>,
     record_outcomes: Arc<redis::Script>,
+    prime: Arc<redis::Script>,
 }
 
 fn unavailable(e: redis::RedisError) -> Unavailable {
@@ -335,6 +344,7 @@ impl RedisIssueLedger {
             release: Arc::new(redis::Script::new(RELEASE)),
             standing: Arc::new(redis::Script::new(STANDING)),
             record_outcomes: Arc::new(redis::Script::new(RECORD_OUTCOMES)),
+            prime: Arc::new(redis::Script::new(PRIME)),
         })
     }
 
@@ -553,27 +563,25 @@ impl IssueLedger for RedisIssueLedger {
         // recovery would not walk.
         self.query::<()>(redis::cmd("ZADD").arg(LIVE_CAMPAIGNS_KEY).arg(expires).arg(id))
             .await?;
-        self.query::<()>(
-            redis::cmd("HSET")
-                .arg(rules_key(id))
-                .arg("quantity")
-                .arg(rules.total_quantity)
-                .arg("startsAt")
-                .arg(rules.issue_starts_at.timestamp_millis())
-                .arg("endsAt")
-                .arg(rules.issue_ends_at.timestamp_millis())
-                .arg("partner")
-                .arg(&rules.partner_id)
-                .arg("couponExpiresAt")
-                .arg(rules.coupon_expires_at.timestamp_millis())
-                .arg("expiresAt")
-                .arg(expires)
-                .arg("kind")
-                .arg(rules.kind.as_str()),
-        )
-        .await?;
-        self.query::<()>(redis::cmd("PEXPIREAT").arg(rules_key(id)).arg(expires))
-            .await
+        let mut invocation = self.prime.prepare_invoke();
+        invocation
+            .key(rules_key(id))
+            .arg(expires)
+            .arg("quantity")
+            .arg(rules.total_quantity)
+            .arg("startsAt")
+            .arg(rules.issue_starts_at.timestamp_millis())
+            .arg("endsAt")
+            .arg(rules.issue_ends_at.timestamp_millis())
+            .arg("partner")
+            .arg(&rules.partner_id)
+            .arg("couponExpiresAt")
+            .arg(rules.coupon_expires_at.timestamp_millis())
+            .arg("expiresAt")
+            .arg(expires)
+            .arg("kind")
+            .arg(rules.kind.as_str());
+        self.invoke::<()>(&invocation).await
     }
 
     async fn rules(&self, id: CampaignId) -> Result<Option<IssueRules>, Unavailable> {
@@ -669,6 +677,22 @@ impl IssueLedger for RedisIssueLedger {
         )
         .await?;
         self.query(redis::cmd("ZRANGE").arg(LIVE_CAMPAIGNS_KEY).arg(0).arg(-1))
+            .await
+    }
+
+    /// The rules go first: once they are gone the campaign is `Unprimed` to every request, whatever
+    /// of the rest a failure leaves (one slot, so one `DEL` for all of them on a cluster too).
+    async fn discard(&self, id: CampaignId) -> Result<(), Unavailable> {
+        self.query::<()>(
+            redis::cmd("DEL")
+                .arg(rules_key(id))
+                .arg(users_key(id))
+                .arg(count_key(id))
+                .arg(pending_key(id))
+                .arg(outcomes_key(id)),
+        )
+        .await?;
+        self.query::<()>(redis::cmd("ZREM").arg(LIVE_CAMPAIGNS_KEY).arg(id))
             .await
     }
 

@@ -34,7 +34,16 @@ impl<C: CampaignCatalog, L: IssueLedger> Campaigns<C, L> {
         let campaign = campaign.validate()?;
         let created = self.catalog.create(partner, &campaign).await?;
         if let Err(e) = self.ledger.prime(&IssueRules::from(&created)).await {
-            // A campaign Redis cannot decide for must not exist: undo, so the client's retry is clean.
+            // A campaign exists in both stores or in neither, so the client's retry is clean. The
+            // rules may have landed although priming failed (a timeout, or a failure between
+            // its commands): they go first, since Redis alone decides a request, and rules
+            // without a campaign would accept requests for nothing.
+            if let Err(discard) = self.ledger.discard(created.id).await {
+                tracing::error!(
+                    campaign_id = created.id, %discard,
+                    "its rules may be left in Redis: `fcfs-admin reconcile --repair` removes them"
+                );
+            }
             if let Err(discard) = self.catalog.discard(created.id).await {
                 tracing::error!(campaign_id = created.id, %discard, "unprimed campaign left behind");
             }
@@ -112,6 +121,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(decision, IssueDecision::NotOpen);
+    }
+
+    #[tokio::test]
+    async fn a_campaign_whose_priming_failed_is_in_neither_store() {
+        let catalog = std::sync::Arc::new(MemoryCatalog::default());
+        let ledger = std::sync::Arc::new(MemoryLedger::default());
+        let campaigns = Campaigns::new(catalog.clone(), ledger.clone());
+        ledger
+            .prime_lands_then_fails
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = campaigns.create("p1", campaign(10)).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(catalog.get(1).await.unwrap().is_none(), "not in the catalog");
+        assert!(ledger.rules(1).await.unwrap().is_none(), "not in the ledger");
+        let user = UserId::parse("u").unwrap();
+        let decision = ledger
+            .reserve(1, "p1", &user, uuid::Uuid::nil(), Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(decision, IssueDecision::Unprimed, "nothing accepts requests for it");
     }
 
     #[tokio::test]

@@ -82,6 +82,9 @@ pub trait IssueLedger: Send + Sync {
     async fn record_outcomes(&self, id: CampaignId, outcomes: &[(UserId, Outcome)]) -> Result<(), Unavailable>;
     /// Campaigns whose state is still kept (recovery walks them).
     async fn live_campaigns(&self) -> Result<Vec<CampaignId>, Unavailable>;
+    /// Removes everything the ledger keeps of a campaign the catalog does not hold: a create whose
+    /// priming failed (its rules may have landed anyway), or rules left behind by one.
+    async fn discard(&self, id: CampaignId) -> Result<(), Unavailable>;
     /// Up to `limit` pending reservations of the campaign, oldest first.
     async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable>;
 }
@@ -185,6 +188,9 @@ impl<T: IssueLedger + ?Sized> IssueLedger for std::sync::Arc<T> {
     }
     async fn live_campaigns(&self) -> Result<Vec<CampaignId>, Unavailable> {
         (**self).live_campaigns().await
+    }
+    async fn discard(&self, id: CampaignId) -> Result<(), Unavailable> {
+        (**self).discard(id).await
     }
     async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable> {
         (**self).pending(id, limit).await

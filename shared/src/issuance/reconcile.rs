@@ -35,6 +35,10 @@ pub struct RecordView {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Difference {
+    /// Redis holds state for a campaign MySQL does not have (a create whose priming failed
+    /// half-way and whose clean-up failed too): its rules would accept requests for nothing.
+    /// Repair: remove it from Redis.
+    StateWithoutCampaign,
     /// Redis has no rules for the campaign: nothing can be issued. Repair: prime them from MySQL.
     RulesMissing,
     /// MySQL's counters disagree with its rows. Repair: recount under the counter row's lock.
@@ -78,6 +82,10 @@ impl std::fmt::Display for Difference {
             }
         };
         match self {
+            Self::StateWithoutCampaign => write!(
+                f,
+                "Redis holds state for a campaign MySQL does not have (its requests would be accepted for nothing)"
+            ),
             Self::RulesMissing => write!(f, "Redis holds no issue rules"),
             Self::CountersOff {
                 issued_count,
@@ -109,6 +117,27 @@ impl std::fmt::Display for Difference {
             ),
             Self::OverIssued { coupons, quantity } => write!(f, "{coupons} coupons for a quantity of {quantity}"),
         }
+    }
+}
+
+/// Every difference between the two views, in the order repairs must be applied. `record` is
+/// `None` when MySQL does not hold the campaign: then anything Redis keeps of it is a leftover.
+pub fn compare_with(ledger: &LedgerView, record: Option<&RecordView>) -> Vec<Difference> {
+    match record {
+        Some(record) => compare(ledger, record),
+        None if ledger.is_empty() => Vec::new(),
+        None => vec![Difference::StateWithoutCampaign],
+    }
+}
+
+impl LedgerView {
+    /// Redis keeps nothing of the campaign.
+    pub fn is_empty(&self) -> bool {
+        !self.has_rules
+            && self.count == 0
+            && self.holders.is_empty()
+            && self.pending.is_empty()
+            && self.outcomes.is_empty()
     }
 }
 
@@ -267,6 +296,28 @@ mod tests {
                 coupons: 4,
                 quantity: 3
             }]
+        );
+    }
+
+    #[test]
+    fn state_of_a_campaign_mysql_does_not_have_is_a_leftover_to_remove() {
+        let (mut ledger, record) = views();
+        assert_eq!(compare_with(&ledger, Some(&record)), compare(&ledger, &record));
+        assert_eq!(compare_with(&ledger, None), [Difference::StateWithoutCampaign]);
+        assert!(Difference::StateWithoutCampaign.repairable());
+        ledger = LedgerView {
+            has_rules: true,
+            ..LedgerView::default()
+        };
+        assert_eq!(
+            compare_with(&ledger, None),
+            [Difference::StateWithoutCampaign],
+            "rules alone accept requests"
+        );
+        assert_eq!(
+            compare_with(&LedgerView::default(), None),
+            [],
+            "nothing kept, nothing to do"
         );
     }
 }

@@ -92,6 +92,9 @@ pub struct MemoryLedger {
     /// Kept apart from the rest, as Redis keeps them in their own key.
     outcomes: Mutex<HashMap<(CampaignId, UserId), Outcome>>,
     pub failing: AtomicBool,
+    /// `prime` stores the rules and then fails, as a Redis that times out after running the
+    /// command, or fails between its commands, does.
+    pub prime_lands_then_fails: AtomicBool,
 }
 
 impl MemoryLedger {
@@ -128,6 +131,12 @@ impl IssueLedger for MemoryLedger {
                 pending: HashMap::new(),
             })
             .rules = rules.clone();
+        if self.prime_lands_then_fails.load(Ordering::SeqCst) {
+            return Err(Unavailable::new(
+                "redis",
+                "no answer after the rules were stored (test)",
+            ));
+        }
         Ok(())
     }
 
@@ -218,6 +227,12 @@ impl IssueLedger for MemoryLedger {
         let mut ids: Vec<_> = self.state.lock().unwrap().keys().copied().collect();
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    async fn discard(&self, id: CampaignId) -> Result<(), Unavailable> {
+        self.check()?;
+        self.forget(id);
+        Ok(())
     }
 
     async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable> {
