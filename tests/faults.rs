@@ -158,7 +158,7 @@ impl Sale {
     async fn coupons(&self, campaign: u64) -> Vec<String> {
         sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
             .bind(campaign)
-            .fetch_all(self.store.pool())
+            .fetch_all(self.store.pool().expect("a store made with MySqlStore::new"))
             .await
             .unwrap()
     }
@@ -166,7 +166,7 @@ impl Sale {
     async fn rejections(&self, campaign: u64) -> Vec<(String, String)> {
         sqlx::query_as("SELECT user_id, reason FROM coupon_rejections WHERE campaign_id = ?")
             .bind(campaign)
-            .fetch_all(self.store.pool())
+            .fetch_all(self.store.pool().expect("a store made with MySqlStore::new"))
             .await
             .unwrap()
     }

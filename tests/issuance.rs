@@ -169,7 +169,7 @@ impl Stack {
     async fn coupon_users(&self, campaign: &str) -> Vec<String> {
         sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
             .bind(campaign.parse::<u64>().unwrap())
-            .fetch_all(self.store.pool())
+            .fetch_all(self.store.pool().expect("a store made with MySqlStore::new"))
             .await
             .unwrap()
     }

@@ -82,7 +82,7 @@ async fn reconcile_finds_a_planted_difference_and_repairs_it() {
         .unwrap();
     sqlx::query("UPDATE campaigns SET issued_count = 9 WHERE id = ?")
         .bind(rules.campaign_id)
-        .execute(store.pool())
+        .execute(store.pool().expect("a store made with MySqlStore::new"))
         .await
         .unwrap();
 

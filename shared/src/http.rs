@@ -146,10 +146,13 @@ impl ApiError {
             }
             None => self.to_string(),
         };
-        let mut body = serde_json::json!({ "error": problem.code, "message": message });
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), problem.code.into());
+        body.insert("message".into(), message.into());
         if let Some(field) = problem.field {
-            body["field"] = field.into();
+            body.insert("field".into(), field.into());
         }
+        let body = serde_json::Value::Object(body);
         let mut response = json(problem.status, &body);
         if problem.status == StatusCode::SERVICE_UNAVAILABLE {
             response

@@ -23,4 +23,11 @@ pub mod keys;
 pub mod points;
 pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "fakes and cases for tests only: a panic there is a failed test"
+)]
 pub mod testkit;

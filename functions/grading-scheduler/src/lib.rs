@@ -37,8 +37,9 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingScheduler<R, Q> {
 
     /// The event's `time` (EventBridge's), else now, decides the day and the previous month.
     pub async fn handle(&self, event: serde_json::Value) -> Result<Started, GradingError> {
-        let now = event["time"]
-            .as_str()
+        let now = event
+            .get("time")
+            .and_then(|t| t.as_str())
             .and_then(|t| t.parse::<DateTime<Utc>>().ok())
             .unwrap_or_else(Utc::now);
         if now.day() != 1 {

@@ -78,7 +78,7 @@ async fn read_secret(client: &aws_sdk_secretsmanager::Client, secret_id: &str) -
         .map_err(|e| DeliveryFailure::Misconfigured(format!("secret {secret_id}: {}", DisplayErrorContext(e))))?;
     let text = output.secret_string().unwrap_or_default().trim();
     let url = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(json) => json["url"].as_str().unwrap_or_default().to_owned(),
+        Ok(json) => json.get("url").and_then(|u| u.as_str()).unwrap_or_default().to_owned(),
         Err(_) => text.to_owned(),
     };
     parse_url(&url).map_err(|_| {

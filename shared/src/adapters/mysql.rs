@@ -283,12 +283,12 @@ impl MySqlStore {
         self
     }
 
-    /// The pool of a store made with [`MySqlStore::new`] (tools and tests); panics for a store
+    /// The pool of a store made with [`MySqlStore::new`] (tools and tests); `None` for a store
     /// whose credentials come from Secrets Manager, which has no pool until first use.
-    pub fn pool(&self) -> &MySqlPool {
+    pub fn pool(&self) -> Option<&MySqlPool> {
         match &self.pool {
-            Database::Ready(pool) => pool,
-            Database::Deferred(_) => panic!("MySqlStore::pool on a store whose credentials are read on first use"),
+            Database::Ready(pool) => Some(pool),
+            Database::Deferred(_) => None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The grading rules, pure: months, orders, the user partition, tiers and runs.
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::{InvalidField, UserId};
@@ -30,11 +30,12 @@ pub fn partition_buckets(index: u32, count: u32) -> (u32, u32) {
     (first, next - 1)
 }
 
-/// A calendar month, `2026-10` on the wire, `202610` in the database.
+/// A calendar month, `2026-10` on the wire, `202610` in the database. Valid by construction: the
+/// fields are private, and every constructor checks or derives them from a real date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Month {
-    pub year: i32,
-    pub month: u32,
+    year: i32,
+    month: u32,
 }
 
 impl Month {
@@ -59,11 +60,11 @@ impl Month {
         }
     }
 
-    pub fn from_number(n: i32) -> Self {
-        Self {
-            year: n / 100,
-            month: (n % 100) as u32,
-        }
+    /// The database's `YYYYMM`; `None` for a number that is no month (a corrupt row).
+    pub fn from_number(n: i32) -> Option<Self> {
+        let month = u32::try_from(n % 100).ok().filter(|m| (1..=12).contains(m))?;
+        let year = n / 100;
+        (0..=9999).contains(&year).then_some(Self { year, month })
     }
 
     pub fn number(self) -> i32 {
@@ -100,8 +101,11 @@ impl Month {
 
     /// The first instant of the month (UTC).
     pub fn start(self) -> DateTime<Utc> {
-        let day = NaiveDate::from_ymd_opt(self.year, self.month, 1).expect("a valid month");
-        Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"))
+        // Every month is valid; only the month after chrono's last year has no date, and it
+        // starts after every instant.
+        NaiveDate::from_ymd_opt(self.year, self.month, 1).map_or(DateTime::<Utc>::MAX_UTC, |day| {
+            Utc.from_utc_datetime(&day.and_time(NaiveTime::MIN))
+        })
     }
 }
 
@@ -510,6 +514,10 @@ pub struct PartitionWork {
 impl PartitionWork {
     /// The idempotency key of a user's points reward of this run: one EARN per (run, user).
     pub fn points_key(run: RunId, user: &UserId) -> crate::points::domain::IdempotencyKey {
+        #[allow(
+            clippy::expect_used,
+            reason = "a user id (1-64 of A-Z a-z 0-9 _ . : -) and a u64 run id make at most 93 visible ASCII characters, within a key's 128"
+        )]
         crate::points::domain::IdempotencyKey::parse(Some(&format!("grading-{run}-{}", user.as_str())))
             .expect("a run id and a user id make a valid key")
     }
@@ -658,5 +666,15 @@ mod tests {
         ] {
             assert!(parse(refused).is_err(), "{refused}");
         }
+    }
+
+    #[test]
+    fn a_stored_month_that_is_no_month_is_refused_not_a_panic_later() {
+        assert_eq!(Month::from_number(202610).map(|m| m.to_string()).as_deref(), Some("2026-10"));
+        for corrupt in [202600, 202613, -202610, 0, i32::MAX, i32::MIN, 99_999_912] {
+            assert_eq!(Month::from_number(corrupt), None, "{corrupt}");
+        }
+        let last = Month::from_number(999_912).unwrap();
+        assert!(last.next().start() > last.start());
     }
 }

@@ -61,6 +61,7 @@ impl Iterator for OrderGenerator {
         let at = self.month.start() + Duration::milliseconds((self.random() % self.month_ms as u64) as i64);
         let order = Order {
             order_id: format!("o-{}-{:07}", self.month, self.next),
+            #[allow(clippy::expect_used, reason = "`u` and five or more digits: a valid user id")]
             user_id: UserId::parse(&user).expect("a generated user id is valid"),
             amount,
             status,

@@ -141,10 +141,14 @@ impl<B: CouponBook, L: IssueLedger> ReservationWriter<B, L> {
                 Ok(record) => {
                     summary.inserted += record.inserted;
                     summary.duplicates += record.duplicates;
-                    for &(i, reason) in &record.rejected {
-                        let r = &chunk[i].1;
+                    // The record's indexes are positions in this chunk, so each is found.
+                    for (message_id, r, reason) in record
+                        .rejected
+                        .iter()
+                        .filter_map(|&(i, reason)| chunk.get(i).map(|(m, r)| (m, r, reason)))
+                    {
                         tracing::error!(
-                            message_id = %chunk[i].0,
+                            message_id = %message_id,
                             campaign_id = r.campaign_id,
                             partner_id = %r.partner_id,
                             user_id = r.user_id.as_str(),
@@ -155,9 +159,9 @@ impl<B: CouponBook, L: IssueLedger> ReservationWriter<B, L> {
                         );
                     }
                     summary.rejected += record.rejected.len();
-                    for &i in &record.unknown_campaign {
-                        tracing::warn!(message_id = %chunk[i].0, campaign_id = chunk[i].1.campaign_id, "reservation for an unknown campaign");
-                        failures.push(chunk[i].0.clone());
+                    for (message_id, r) in record.unknown_campaign.iter().filter_map(|&i| chunk.get(i)) {
+                        tracing::warn!(message_id = %message_id, campaign_id = r.campaign_id, "reservation for an unknown campaign");
+                        failures.push(message_id.clone());
                     }
                     summary.failed += record.unknown_campaign.len();
                     for (campaign, user, outcome) in record.outcomes {

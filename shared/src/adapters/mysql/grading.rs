@@ -44,12 +44,16 @@ fn order_insert(partner: &str, orders: &[Order]) -> QueryBuilder<MySql> {
     insert
 }
 
+fn stored_month(n: i32) -> Result<Month, sqlx::Error> {
+    Month::from_number(n).ok_or_else(|| sqlx::Error::Decode(format!("grading month {n}").into()))
+}
+
 fn run_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Run, sqlx::Error> {
     let started_at = utc(row.try_get("started_at")?);
     let finished_at: Option<DateTime<Utc>> = row.try_get::<Option<chrono::NaiveDateTime>, _>("finished_at")?.map(utc);
     Ok(Run {
         run_id: row.try_get("id")?,
-        month: Month::from_number(row.try_get("month")?),
+        month: stored_month(row.try_get("month")?)?,
         status: RunStatus::parse(row.try_get::<&str, _>("status")?),
         partitions_done: row.try_get("partitions_done")?,
         partitions_total: row.try_get("partitions_total")?,
@@ -290,7 +294,7 @@ impl GradingRecords for MySqlStore {
         // The points context's own policy, through its port.
         let validity_days = self.validity_days(&partner).await?.unwrap_or(DEFAULT_VALIDITY_DAYS);
         Ok(Some(PartitionWork {
-            month: Month::from_number(row.try_get("month").map_err(unavailable)?),
+            month: stored_month(row.try_get("month").map_err(unavailable)?).map_err(unavailable)?,
             policy: serde_json::from_str(&policy_text)
                 .map_err(|e| Unavailable::new("mysql", format!("stored policy: {e}")))?,
             partitions: row.try_get("partitions_total").map_err(unavailable)?,
@@ -359,7 +363,7 @@ impl GradingRecords for MySqlStore {
                     .await
                     .map_err(unavailable)?;
                     match last {
-                        Some(m) => Month::from_number(m),
+                        Some(m) => stored_month(m).map_err(unavailable)?,
                         None => return Ok(None),
                     }
                 }

@@ -56,21 +56,29 @@ pub(super) async fn expire_wallets(
     // The ledger's own expiry, wallet by wallet: what every write does first.
     let owners: BTreeMap<u64, (String, String, u64)> =
         locked.into_iter().map(|(id, p, u, b)| (id, (p, u, b))).collect();
-    let mut entries: Vec<(u64, PlannedEntry)> = Vec::with_capacity(lots.len());
+    let mut entries: Vec<(u64, &str, &str, PlannedEntry)> = Vec::with_capacity(lots.len());
     let mut changes: Vec<LotChange> = Vec::with_capacity(lots.len());
     let mut balances: Vec<(u64, u64)> = Vec::with_capacity(by_wallet.len());
     for (wallet, due) in &by_wallet {
-        let (_, _, balance) = owners[wallet];
-        let (expiring, expired, after) = ledger::expire(Side::Own, balance, due);
-        entries.extend(expiring.into_iter().map(|e| (*wallet, e)));
+        // The lots were selected by the locked wallets' ids, so each has its owner.
+        let Some((partner, user, balance)) = owners.get(wallet) else {
+            return Err(sqlx::Error::Protocol(format!(
+                "due lots of wallet {wallet}, which is not locked"
+            )));
+        };
+        let (expiring, expired, after) = ledger::expire(Side::Own, *balance, due);
+        entries.extend(
+            expiring
+                .into_iter()
+                .map(|e| (*wallet, partner.as_str(), user.as_str(), e)),
+        );
         changes.extend(expired);
         balances.push((*wallet, after));
     }
     let mut history = QueryBuilder::<MySql>::new(
         "INSERT INTO point_transactions (wallet_id, partner_id, user_id, kind, amount, balance_after, lot_id, created_at) ",
     );
-    history.push_values(&entries, |mut row, (wallet, entry)| {
-        let (partner, user, _) = &owners[wallet];
+    history.push_values(&entries, |mut row, (wallet, partner, user, entry)| {
         row.push_bind(wallet)
             .push_bind(partner)
             .push_bind(user)

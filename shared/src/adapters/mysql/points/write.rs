@@ -194,8 +194,8 @@ impl Write<'_> {
         let mut made: Vec<Side> = Vec::new();
         let mut run: Vec<&PlannedEntry> = Vec::new();
         for entry in &plan.entries {
-            if run.first().is_some_and(|first| first.side != entry.side) {
-                self.append(wallet_of(run[0].side), &run, &made);
+            if let Some(first) = run.first().filter(|first| first.side != entry.side) {
+                self.append(wallet_of(first.side), &run, &made);
                 run.clear();
             }
             if entry.principal {
