@@ -203,6 +203,41 @@ async fn gateway_answers_401_403_and_caches_the_authorizer() {
     running.stop().await.unwrap();
 }
 
+/// API Gateway (and the runner, as it) answers from the cached Allow for `ReauthorizeEvery`
+/// (300 s here): the key's expiry travels in the context and the function refuses it on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_key_is_refused_while_its_allow_is_still_cached() {
+    let running = start(load().await).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/campaigns/1", running.base_url);
+    let keys = fcfs_shared::adapters::dynamodb::DynamoApiKeys::new(
+        integration_tests::dynamodb().await,
+        integration_tests::env("API_KEYS_TABLE"),
+    );
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (secret, _) = fcfs_shared::keys::create_key(&keys, &unique("expiring"), Some(expires), chrono::Utc::now())
+        .await
+        .unwrap();
+    let (status, body) = call(client.get(&url).header("X-API-KEY", secret.expose())).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &json!("NOT_FOUND")),
+        "allowed before: {body}"
+    );
+    let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(50);
+    assert!(wait < Duration::from_secs(3), "the wait is bounded: {wait:?}");
+    tokio::time::sleep(wait).await;
+    let before = running.stats.authorizer_invocations.load(Ordering::Relaxed);
+    let (status, body) = call(client.get(&url).header("X-API-KEY", secret.expose())).await;
+    assert_eq!((status, &body["error"]), (403, &json!("KEY_EXPIRED")), "{body}");
+    assert_eq!(
+        running.stats.authorizer_invocations.load(Ordering::Relaxed),
+        before,
+        "answered from the cached Allow"
+    );
+    running.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_issue_and_the_poller_writes_the_coupon() {
     let running = start(load().await).await;

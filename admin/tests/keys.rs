@@ -54,6 +54,7 @@ async fn create_list_authorize_revoke() {
         Ok(Decision::Allow(Principal {
             partner_id: partner.clone(),
             key_id: display_id.clone(),
+            expires_at: None,
         }))
     );
 

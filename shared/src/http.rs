@@ -33,6 +33,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request carries no authorized partner")]
     Unauthenticated,
+    #[error("the API key has expired")]
+    KeyExpired,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error(transparent)]
@@ -95,6 +97,7 @@ impl ApiError {
             }
             Self::PayloadTooLarge(_) => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::Unauthenticated => Problem::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Self::KeyExpired => Problem::new(StatusCode::FORBIDDEN, "KEY_EXPIRED"),
             Self::NotFound(_) | Self::Issuance(I::CampaignNotFound) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::Issuance(I::AlreadyIssued) => Problem::new(StatusCode::CONFLICT, "ALREADY_ISSUED"),
             Self::Issuance(I::SoldOut) => Problem::new(StatusCode::GONE, "SOLD_OUT"),
@@ -219,17 +222,35 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     response
 }
 
+/// The authorizer context's field with the key's expiry (RFC 3339), when it has one.
+pub const KEY_EXPIRES_AT: &str = "keyExpiresAt";
+
 /// The partner the authorizer vouched for (`requestContext.authorizer.partnerId`). Every route
 /// sits behind the authorizer, so a request without one never reached us through API Gateway:
-/// it is refused rather than given some default owner.
+/// it is refused rather than given some default owner. API Gateway answers from a cached Allow
+/// for `ReauthorizeEvery`, so a key's expiry is enforced here, to the millisecond.
 pub fn partner_id(req: &Request) -> Result<String, ApiError> {
-    if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref()
-        && let Some(serde_json::Value::String(id)) = ctx.authorizer.fields.get("partnerId")
-        && !id.is_empty()
-    {
-        return Ok(id.clone());
+    partner_id_at(req, chrono::Utc::now())
+}
+
+pub fn partner_id_at(req: &Request, now: chrono::DateTime<chrono::Utc>) -> Result<String, ApiError> {
+    let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref() else {
+        return Err(ApiError::Unauthenticated);
+    };
+    let fields = &ctx.authorizer.fields;
+    let Some(serde_json::Value::String(id)) = fields.get("partnerId").filter(|id| id.as_str() != Some("")) else {
+        return Err(ApiError::Unauthenticated);
+    };
+    match fields.get(KEY_EXPIRES_AT) {
+        None | Some(serde_json::Value::Null) => Ok(id.clone()),
+        Some(serde_json::Value::String(at)) => match chrono::DateTime::parse_from_rfc3339(at) {
+            Ok(at) if now < at => Ok(id.clone()),
+            Ok(_) => Err(ApiError::KeyExpired),
+            // Only our authorizer writes the context: what it cannot have written is refused.
+            Err(_) => Err(ApiError::Unauthenticated),
+        },
+        Some(_) => Err(ApiError::Unauthenticated),
     }
-    Err(ApiError::Unauthenticated)
 }
 
 pub fn path_param(req: &Request, name: &'static str) -> Option<String> {
@@ -439,5 +460,44 @@ mod tests {
         );
         assert_eq!(partner_id(&r).unwrap(), "acme");
         assert_eq!(path_param(&r, "campaignId").as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn an_expired_key_is_refused_though_api_gateway_cached_its_allow() {
+        let now = chrono::Utc::now();
+        let with_expiry = |at: serde_json::Value| {
+            let r = crate::testkit::gateway_request("GET", "/v1/coupons", &[], "", Some("acme"));
+            let Some(RequestContext::ApiGatewayV1(mut ctx)) = r.request_context_ref().cloned() else {
+                panic!("a REST API request")
+            };
+            ctx.authorizer.fields.insert(KEY_EXPIRES_AT.into(), at);
+            r.with_request_context(RequestContext::ApiGatewayV1(ctx))
+        };
+        let at = |d: chrono::Duration| (now + d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into();
+        let ms = chrono::Duration::milliseconds(1);
+        assert_eq!(partner_id_at(&with_expiry(at(ms)), now).unwrap(), "acme");
+        assert!(matches!(
+            partner_id_at(&with_expiry(at(chrono::Duration::zero())), now),
+            Err(ApiError::KeyExpired)
+        ));
+        assert!(matches!(
+            partner_id_at(&with_expiry(at(-ms)), now),
+            Err(ApiError::KeyExpired)
+        ));
+        assert_eq!(ApiError::KeyExpired.into_response().status(), 403);
+        for forged in [
+            serde_json::json!("tomorrow"),
+            serde_json::json!(17),
+            serde_json::json!({}),
+        ] {
+            assert!(matches!(
+                partner_id_at(&with_expiry(forged), now),
+                Err(ApiError::Unauthenticated)
+            ));
+        }
+        assert_eq!(
+            partner_id_at(&with_expiry(serde_json::Value::Null), now).unwrap(),
+            "acme"
+        );
     }
 }

@@ -18,8 +18,10 @@ use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
+use chrono::SecondsFormat;
 use fcfs_shared::adapters::dynamodb::{DEFAULT_LOOKUP_TIMEOUT, DynamoApiKeys};
 use fcfs_shared::config::{ConfigError, Settings, StartupError};
+use fcfs_shared::http::KEY_EXPIRES_AT;
 use fcfs_shared::keys::domain::usage_identifier_key;
 use fcfs_shared::keys::ports::ApiKeyStore;
 pub use fcfs_shared::keys::{CacheSettings, Decision, KeyAuthorizer, Principal};
@@ -122,12 +124,14 @@ pub fn policy(decision: Decision, method_arn: Option<&str>, request_id: &str) ->
     let (principal, effect, resource, context) = match (decision, resource) {
         (Decision::Allow(p), Some(resource)) => {
             usage_key = Some(usage_identifier_key(&p.partner_id));
-            (
-                p.partner_id.clone(),
-                IamPolicyEffect::Allow,
-                resource,
-                json!({"partnerId": p.partner_id, "keyId": p.key_id}),
-            )
+            let mut context = json!({"partnerId": p.partner_id, "keyId": p.key_id});
+            if let (Some(at), Some(fields)) = (p.expires_at, context.as_object_mut()) {
+                fields.insert(
+                    KEY_EXPIRES_AT.into(),
+                    at.to_rfc3339_opts(SecondsFormat::Millis, true).into(),
+                );
+            }
+            (p.partner_id.clone(), IamPolicyEffect::Allow, resource, context)
         }
         (decision, resource) => {
             if matches!(decision, Decision::Allow(_)) {

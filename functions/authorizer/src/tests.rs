@@ -106,8 +106,25 @@ fn the_resource_covers_the_whole_stage() {
     let allow = Decision::Allow(Principal {
         partner_id: "p".into(),
         key_id: "k".into(),
+        expires_at: None,
     });
     // Without a usable ARN nothing is allowed.
     let response = policy(allow, Some("garbage"), "r");
     assert_eq!(response.policy_document.statement[0].effect, IamPolicyEffect::Deny);
+}
+
+#[tokio::test]
+async fn an_allow_carries_the_keys_expiry_for_the_functions_to_enforce() {
+    let store = MemoryApiKeys::default();
+    let expires = Utc::now() + chrono::Duration::hours(1);
+    let (secret, record) = create_key(&store, "acme", Some(expires), Utc::now()).await.unwrap();
+    let auth = KeyAuthorizer::new(store, CacheSettings::default());
+    let response = handle(&auth, event(Some(secret.expose()))).await.unwrap();
+    assert_eq!(
+        response.context,
+        json!({
+            "partnerId": "acme", "keyId": record.display_id,
+            "keyExpiresAt": expires.to_rfc3339_opts(SecondsFormat::Millis, true)
+        })
+    );
 }

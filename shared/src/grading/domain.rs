@@ -670,7 +670,10 @@ mod tests {
 
     #[test]
     fn a_stored_month_that_is_no_month_is_refused_not_a_panic_later() {
-        assert_eq!(Month::from_number(202610).map(|m| m.to_string()).as_deref(), Some("2026-10"));
+        assert_eq!(
+            Month::from_number(202610).map(|m| m.to_string()).as_deref(),
+            Some("2026-10")
+        );
         for corrupt in [202600, 202613, -202610, 0, i32::MAX, i32::MIN, 99_999_912] {
             assert_eq!(Month::from_number(corrupt), None, "{corrupt}");
         }

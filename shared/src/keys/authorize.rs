@@ -42,6 +42,9 @@ impl Default for CacheSettings {
 pub struct Principal {
     pub partner_id: String,
     pub key_id: String,
+    /// Handed on with the decision: API Gateway caches an Allow for `ReauthorizeEvery`, so the
+    /// functions refuse the key themselves once this passes (see `http::partner_id`).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +160,7 @@ impl<S: ApiKeyStore> KeyAuthorizer<S> {
             Ok(CachedKey { record: Some(key), .. }) if key.is_usable(now) => Ok(Decision::Allow(Principal {
                 partner_id: key.partner_id.clone(),
                 key_id: key.display_id.clone(),
+                expires_at: key.expires_at,
             })),
             Ok(CachedKey { record: Some(key), .. }) => {
                 tracing::info!(request_id, key_id = %key.display_id, status = key.status.as_str(), "denied: key revoked or expired");
