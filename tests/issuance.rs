@@ -602,3 +602,86 @@ async fn a_campaign_whose_priming_fails_half_way_is_in_neither_store() {
             .await;
     }
 }
+
+/// One bad message among 1,000 fails or is rejected alone: the 999 others are written on this
+/// first delivery. Each kind of poison gets its own campaign and batch.
+#[tokio::test]
+async fn one_poison_message_in_a_batch_of_1000_leaves_999_written_on_the_first_delivery() {
+    use fcfs_shared::issuance::domain::Reservation;
+    let stack = Stack::new(30).await;
+    let now = chrono::Utc::now();
+    let healthy = |campaign: u64, i: u32| {
+        let user = fcfs_shared::kernel::UserId::parse(&format!("h{i:04}")).unwrap();
+        Reservation::new(uuid::Uuid::now_v7(), campaign, &stack.partner, user, i + 1, now)
+    };
+    let poisoned = |campaign: u64, kind: &str| -> String {
+        let mut r = serde_json::to_value(healthy(campaign, 999)).unwrap();
+        match kind {
+            // An instant chrono holds and MySQL's DATETIME does not (sqlx's encoder panics on it).
+            "reservedAt beyond the database" => {
+                r["reservedAt"] = json!(chrono::DateTime::from_timestamp_millis(3_093_527_980_800_000).unwrap())
+            }
+            "nil requestId" => r["requestId"] = json!(uuid::Uuid::nil()),
+            "not JSON" => return "{\"requestId\":".to_owned(),
+            "another partner" => r["partnerId"] = json!("someone-else"),
+            "before the window" => r["reservedAt"] = json!(now - chrono::Duration::hours(2)),
+            "rank beyond the quantity" => r["rank"] = json!(1001),
+            other => panic!("unknown poison {other}"),
+        }
+        r.to_string()
+    };
+    let cases = [
+        ("reservedAt beyond the database", None),
+        ("nil requestId", None),
+        ("not JSON", None),
+        ("another partner", Some("PARTNER_MISMATCH")),
+        ("before the window", Some("OUTSIDE_WINDOW")),
+        ("rank beyond the quantity", Some("INVALID_RANK")),
+    ];
+    let writer = stack.writer(1000);
+    for (kind, rejection) in cases {
+        let campaign: u64 = stack.create_campaign(1000).await.parse().unwrap();
+        let mut bodies: Vec<String> = (0..999)
+            .map(|i| serde_json::to_string(&healthy(campaign, i)).unwrap())
+            .collect();
+        bodies.insert(500, poisoned(campaign, kind));
+        let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+        event.records = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+                record.message_id = Some(format!("m{i}"));
+                record.body = Some(body);
+                record
+            })
+            .collect();
+        let (response, _) = writer.handle(event).await.unwrap();
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        let written = stack.coupon_users(&campaign.to_string()).await;
+        assert_eq!(written.len(), 999, "{kind}: the healthy messages are written at once");
+        assert!(!written.contains(&"h0999".to_owned()), "{kind}: the poison is not");
+        let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM coupon_rejections WHERE campaign_id = ?")
+            .bind(campaign)
+            .fetch_all(&mysql().await)
+            .await
+            .unwrap();
+        match rejection {
+            None => {
+                assert_eq!(failed, ["m500"], "{kind}: only the poison is delivered again");
+                assert!(reasons.is_empty(), "{kind}: {reasons:?}");
+            }
+            Some(reason) => {
+                assert!(
+                    failed.is_empty(),
+                    "{kind}: kept as a rejection, not retried: {failed:?}"
+                );
+                assert_eq!(reasons, [reason], "{kind}");
+            }
+        }
+    }
+}

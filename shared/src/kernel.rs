@@ -174,6 +174,19 @@ impl Clock for SystemClock {
     }
 }
 
+/// The longest partner id (the `partner_id` columns are `VARCHAR(64)`).
+pub const PARTNER_ID_MAX: usize = 64;
+
+/// A partner id: 1-64 letters, digits, `.`, `_` or `-` (what keys are issued for, and so what the
+/// authorizer hands on; a message naming anything else was not written by us).
+pub fn is_partner_id(raw: &str) -> bool {
+    !raw.is_empty()
+        && raw.len() <= PARTNER_ID_MAX
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// The range of MySQL's `DATETIME` (what every timestamp column is): a date outside it would be
 /// refused by the database after validation passed, so validation refuses it first.
 pub fn storable_instant(field: &'static str, at: DateTime<Utc>) -> Result<DateTime<Utc>, InvalidField> {

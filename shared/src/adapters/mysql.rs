@@ -14,8 +14,8 @@ use sqlx::{MySql, QueryBuilder, Row};
 use super::secrets::{DatabaseSecret, fetch_database_secret};
 use crate::config::{ConfigError, Settings, StartupError};
 use crate::issuance::domain::{
-    Campaign, CampaignId, CampaignKind, Discount, DiscountType, NewCampaign, Outcome, RejectionReason, Reservation,
-    allot,
+    Campaign, CampaignId, CampaignKind, CampaignTerms, Discount, DiscountType, NewCampaign, Outcome, RejectionReason,
+    Reservation, allot,
 };
 use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
 use crate::kernel::{TxError, Unavailable, UserId};
@@ -507,7 +507,10 @@ impl CampaignCatalog for MySqlStore {
 struct LockedCampaign {
     partner_id: String,
     kind: CampaignKind,
+    total_quantity: u32,
     room: u32,
+    issue_starts_at: DateTime<Utc>,
+    issue_ends_at: DateTime<Utc>,
     expires_at: NaiveDateTime,
 }
 
@@ -527,7 +530,8 @@ impl MySqlStore {
         // order, so concurrent chunks never deadlock), and held to the commit: the room each
         // campaign has left cannot change under this transaction.
         let mut lock = QueryBuilder::<MySql>::new(
-            "SELECT id, partner_id, kind, total_quantity, issued_count, coupon_expires_at FROM campaigns WHERE id IN (",
+            "SELECT id, partner_id, kind, total_quantity, issued_count, issue_starts_at, issue_ends_at, coupon_expires_at \
+             FROM campaigns WHERE id IN (",
         );
         let mut ids = lock.separated(", ");
         for id in by_campaign.keys() {
@@ -535,8 +539,18 @@ impl MySqlStore {
         }
         lock.push(") ORDER BY id FOR UPDATE");
         let mut locked: HashMap<CampaignId, LockedCampaign> = HashMap::new();
-        for (id, partner_id, kind, total, issued, expires_at) in lock
-            .build_query_as::<(CampaignId, String, String, u32, u32, NaiveDateTime)>()
+        type Row = (
+            CampaignId,
+            String,
+            String,
+            u32,
+            u32,
+            NaiveDateTime,
+            NaiveDateTime,
+            NaiveDateTime,
+        );
+        for (id, partner_id, kind, total, issued, starts_at, ends_at, expires_at) in lock
+            .build_query_as::<Row>()
             .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?
@@ -544,7 +558,10 @@ impl MySqlStore {
             let campaign = LockedCampaign {
                 partner_id,
                 kind: campaign_kind(&kind).map_err(unavailable)?,
+                total_quantity: total,
                 room: total.saturating_sub(issued),
+                issue_starts_at: utc(starts_at),
+                issue_ends_at: utc(ends_at),
                 expires_at,
             };
             locked.insert(id, campaign);
@@ -578,7 +595,14 @@ impl MySqlStore {
                 Vec::new()
             };
             let written: HashSet<&str> = written.iter().map(String::as_str).collect();
-            let allotment = allot(rows, &campaign.partner_id, campaign.kind, &written, campaign.room);
+            let terms = CampaignTerms {
+                owner: &campaign.partner_id,
+                kind: campaign.kind,
+                total_quantity: campaign.total_quantity,
+                issue_starts_at: campaign.issue_starts_at,
+                issue_ends_at: campaign.issue_ends_at,
+            };
+            let allotment = allot(rows, &terms, &written, campaign.room);
             record.duplicates += allotment.duplicates.len() as u64;
 
             let mut inserted = 0;

@@ -268,6 +268,42 @@ impl Reservation {
     }
 }
 
+/// Why a delivered reservation cannot be recorded at all: a field no issue API writes. The message
+/// alone is failed (and, redelivered, reaches the DLQ); the rest of its delivery is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidReservation {
+    pub field: &'static str,
+    pub reason: &'static str,
+}
+
+impl Reservation {
+    /// The checks that need no campaign: every field within what the issue API writes and what
+    /// the database stores. The campaign's own terms (owner, kind, window, quantity) are `allot`'s.
+    pub fn check(&self) -> Result<(), InvalidReservation> {
+        let bad = |field, reason| Err(InvalidReservation { field, reason });
+        if self.schema_version == 0 {
+            return bad("schemaVersion", "versions start at 1");
+        }
+        if self.request_id.is_nil() {
+            return bad("requestId", "the nil UUID is no request");
+        }
+        if self.campaign_id == 0 {
+            return bad("campaignId", "campaign ids start at 1");
+        }
+        if !crate::kernel::is_partner_id(&self.partner_id) {
+            return bad("partnerId", "1-64 letters, digits, '.', '_' or '-'");
+        }
+        if self.rank == 0 {
+            return bad("rank", "ranks start at 1");
+        }
+        if crate::kernel::storable_instant("reservedAt", self.reserved_at).is_err() {
+            return bad("reservedAt", "outside what the database stores (years 1000-9999)");
+        }
+        Ok(())
+    }
+}
+
 /// A place Redis handed out whose message is not known to be on the queue yet. The reserve script
 /// records it in the same atomic step as the decision, so a process that dies before sending
 /// leaves it behind for recovery instead of losing the place.
@@ -289,6 +325,10 @@ pub enum RejectionReason {
     PartnerMismatch,
     /// The campaign is a `REWARD` campaign, which Redis never hands places of: a forged message.
     NotOnSale,
+    /// Reserved outside the campaign's issue window, which Redis never accepts: a forged message.
+    OutsideWindow,
+    /// A rank beyond the campaign's quantity, which Redis never hands out: a forged message.
+    InvalidRank,
 }
 
 impl RejectionReason {
@@ -297,6 +337,8 @@ impl RejectionReason {
             Self::OverQuantity => "OVER_QUANTITY",
             Self::PartnerMismatch => "PARTNER_MISMATCH",
             Self::NotOnSale => "NOT_ON_SALE",
+            Self::OutsideWindow => "OUTSIDE_WINDOW",
+            Self::InvalidRank => "INVALID_RANK",
         }
     }
 
@@ -305,6 +347,8 @@ impl RejectionReason {
             "OVER_QUANTITY" => Some(Self::OverQuantity),
             "PARTNER_MISMATCH" => Some(Self::PartnerMismatch),
             "NOT_ON_SALE" => Some(Self::NotOnSale),
+            "OUTSIDE_WINDOW" => Some(Self::OutsideWindow),
+            "INVALID_RANK" => Some(Self::InvalidRank),
             _ => None,
         }
     }
@@ -327,24 +371,50 @@ pub struct Allotment<'a> {
     pub rejected: Vec<(&'a Reservation, RejectionReason)>,
 }
 
-/// The database's guard, as a pure rule: of one campaign's reservations, those of its owner and of
-/// users without a coupon get one, in Redis's order of acceptance (rank, then time), while
-/// `room` (quantity minus coupons written) lasts; the rest are rejected, never dropped. A campaign
-/// not on sale takes no reservation.
+/// What the writer's guard knows of a campaign, read under its counter row's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CampaignTerms<'a> {
+    pub owner: &'a str,
+    pub kind: CampaignKind,
+    pub total_quantity: u32,
+    pub issue_starts_at: DateTime<Utc>,
+    pub issue_ends_at: DateTime<Utc>,
+}
+
+impl CampaignTerms<'_> {
+    /// Why Redis could not have handed out this place, if it could not: each message is judged on
+    /// its own, by the same terms `decide` applies (the window at Redis's millisecond).
+    pub fn refusal(&self, r: &Reservation) -> Option<RejectionReason> {
+        let at = r.reserved_at.timestamp_millis();
+        if r.partner_id != self.owner {
+            Some(RejectionReason::PartnerMismatch)
+        } else if self.kind == CampaignKind::Reward {
+            Some(RejectionReason::NotOnSale)
+        } else if at < self.issue_starts_at.timestamp_millis() || at >= self.issue_ends_at.timestamp_millis() {
+            Some(RejectionReason::OutsideWindow)
+        } else if r.rank == 0 || r.rank > self.total_quantity {
+            Some(RejectionReason::InvalidRank)
+        } else {
+            None
+        }
+    }
+}
+
+/// The database's guard, as a pure rule: of one campaign's reservations, those Redis could have
+/// accepted (`CampaignTerms::refusal`) of users without a coupon get one, in Redis's order of
+/// acceptance (rank, then time), while `room` (quantity minus coupons written) lasts; the rest are
+/// rejected, never dropped.
 pub fn allot<'a>(
     reservations: &[&'a Reservation],
-    owner: &str,
-    kind: CampaignKind,
+    terms: &CampaignTerms<'_>,
     written: &std::collections::HashSet<&str>,
     room: u32,
 ) -> Allotment<'a> {
     let mut allotment = Allotment::default();
     let mut candidates: Vec<&Reservation> = Vec::with_capacity(reservations.len());
     for &r in reservations {
-        if r.partner_id != owner {
-            allotment.rejected.push((r, RejectionReason::PartnerMismatch));
-        } else if kind == CampaignKind::Reward {
-            allotment.rejected.push((r, RejectionReason::NotOnSale));
+        if let Some(reason) = terms.refusal(r) {
+            allotment.rejected.push((r, reason));
         } else if written.contains(r.user_id.as_str()) {
             allotment.duplicates.push(r);
         } else {
@@ -506,7 +576,8 @@ mod tests {
         let done = reservation("w", "p", 1);
         let written = std::collections::HashSet::from(["w"]);
         let all = [&a, &b, &c, &d, &forged, &again, &done];
-        let allotment = allot(&all, "p", CampaignKind::Sale, &written, 2);
+        let terms = terms(CampaignKind::Sale);
+        let allotment = allot(&all, &terms, &written, 2);
         let users = |rs: &[&Reservation]| rs.iter().map(|r| r.user_id.as_str().to_owned()).collect::<Vec<_>>();
         assert_eq!(users(&allotment.issue), ["b", "c"], "lowest ranks first");
         let mut duplicates = users(&allotment.duplicates);
@@ -526,12 +597,121 @@ mod tests {
             ]
         );
         assert_eq!(
-            allot(&all, "p", CampaignKind::Sale, &written, 0).issue.len(),
+            allot(&all, &terms, &written, 0).issue.len(),
             0,
             "a full campaign takes nobody"
         );
-        let reward = allot(&[&b], "p", CampaignKind::Reward, &std::collections::HashSet::new(), 5);
+        let reward = allot(
+            &[&b],
+            &self::terms(CampaignKind::Reward),
+            &std::collections::HashSet::new(),
+            5,
+        );
         assert_eq!(reward.rejected, vec![(&b, RejectionReason::NotOnSale)]);
+    }
+
+    fn terms(kind: CampaignKind) -> CampaignTerms<'static> {
+        let now = Utc::now();
+        CampaignTerms {
+            owner: "p",
+            kind,
+            total_quantity: 10,
+            issue_starts_at: now - Duration::hours(1),
+            issue_ends_at: now + Duration::hours(1),
+        }
+    }
+
+    #[test]
+    fn a_place_redis_could_not_have_handed_out_is_rejected_with_its_reason() {
+        let terms = terms(CampaignKind::Sale);
+        let at = |r: Reservation, reserved_at| Reservation { reserved_at, ..r };
+        let ms = Duration::milliseconds(1);
+        let cases = [
+            (reservation("a", "p", 1), None),
+            (reservation("a", "p", 10), None),
+            (at(reservation("a", "p", 1), terms.issue_starts_at), None),
+            (at(reservation("a", "p", 1), terms.issue_ends_at - ms), None),
+            (reservation("a", "q", 1), Some(RejectionReason::PartnerMismatch)),
+            (reservation("a", "p", 11), Some(RejectionReason::InvalidRank)),
+            (
+                at(reservation("a", "p", 1), terms.issue_starts_at - ms),
+                Some(RejectionReason::OutsideWindow),
+            ),
+            (
+                at(reservation("a", "p", 1), terms.issue_ends_at),
+                Some(RejectionReason::OutsideWindow),
+            ),
+            (
+                at(reservation("a", "p", 1), terms.issue_ends_at + Duration::days(400)),
+                Some(RejectionReason::OutsideWindow),
+            ),
+        ];
+        for (r, expected) in cases {
+            assert_eq!(terms.refusal(&r), expected, "{r:?}");
+            let allotment = allot(&[&r], &terms, &std::collections::HashSet::new(), 5);
+            assert_eq!(allotment.rejected.first().map(|(_, why)| *why), expected);
+            assert_eq!(allotment.issue.len(), usize::from(expected.is_none()));
+        }
+    }
+
+    #[test]
+    fn a_reservation_no_issue_api_writes_is_refused_field_by_field() {
+        let good = reservation("a", "p", 1);
+        assert_eq!(good.check(), Ok(()));
+        let far = DateTime::<Utc>::from_timestamp_millis(3_093_527_980_800_000).unwrap();
+        let field = |r: Reservation| r.check().map_err(|e| e.field);
+        assert_eq!(
+            field(Reservation {
+                schema_version: 0,
+                ..good.clone()
+            }),
+            Err("schemaVersion")
+        );
+        assert_eq!(
+            field(Reservation {
+                schema_version: 7,
+                ..good.clone()
+            }),
+            Ok(()),
+            "newer versions are read"
+        );
+        assert_eq!(
+            field(Reservation {
+                request_id: uuid::Uuid::nil(),
+                ..good.clone()
+            }),
+            Err("requestId")
+        );
+        assert_eq!(
+            field(Reservation {
+                campaign_id: 0,
+                ..good.clone()
+            }),
+            Err("campaignId")
+        );
+        for partner in ["", "a b", &"p".repeat(65), "é"] {
+            assert_eq!(
+                field(Reservation {
+                    partner_id: partner.into(),
+                    ..good.clone()
+                }),
+                Err("partnerId")
+            );
+        }
+        assert_eq!(
+            field(Reservation {
+                rank: 0,
+                ..good.clone()
+            }),
+            Err("rank")
+        );
+        assert_eq!(
+            field(Reservation {
+                reserved_at: far,
+                ..good.clone()
+            }),
+            Err("reservedAt")
+        );
     }
 
     #[test]

@@ -114,8 +114,27 @@ impl<B: CouponBook, L: IssueLedger> ReservationWriter<B, L> {
                 Some(id) if !id.is_empty() => id,
                 _ => return Err(IssuanceError::MessageWithoutId(i)),
             };
+            // Judged alone: a message that cannot be recorded fails by itself, before any chunk,
+            // so the rest of the delivery is recorded on this delivery.
+            // A pack's valid reservations are recorded even when another of it is not: the message
+            // fails for the invalid one, and its redelivery finds the rest recorded.
             match parse_body(message.body.as_deref().unwrap_or_default()) {
-                Ok(reservations) => valid.extend(reservations.into_iter().map(|r| (id.clone(), r))),
+                Ok(reservations) => {
+                    let mut invalid = false;
+                    for (i, r) in reservations.into_iter().enumerate() {
+                        match r.check() {
+                            Ok(()) => valid.push((id.clone(), r)),
+                            Err(e) => {
+                                tracing::warn!(message_id = %id, reservation = i, error = %e, "invalid reservation");
+                                invalid = true;
+                            }
+                        }
+                    }
+                    if invalid {
+                        summary.malformed += 1;
+                        failures.push(id);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(message_id = %id, error = %e, "malformed reservation message");
                     summary.malformed += 1;
@@ -194,12 +213,24 @@ impl<B: CouponBook, L: IssueLedger> ReservationWriter<B, L> {
 /// A message's reservations: a body is one reservation (a JSON object, as a Lambda instance always
 /// sends) or a pack of them (a JSON array, as the SQS adapter sends when more than ten requests
 /// of one process wait at once). A pack is recorded, or retried, as one message.
-fn parse_body(body: &str) -> Result<Vec<Reservation>, serde_json::Error> {
-    if body.trim_start().starts_with('[') {
-        serde_json::from_str(body)
+fn parse_body(body: &str) -> Result<Vec<Reservation>, BodyError> {
+    let reservations: Vec<Reservation> = if body.trim_start().starts_with('[') {
+        serde_json::from_str(body)?
     } else {
-        serde_json::from_str(body).map(|one| vec![one])
+        vec![serde_json::from_str(body)?]
+    };
+    if reservations.is_empty() {
+        return Err(BodyError::Empty);
     }
+    Ok(reservations)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("not a reservation: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("an empty pack")]
+    Empty,
 }
 
 #[cfg(test)]
@@ -349,10 +380,11 @@ mod tests {
         writer.book.campaigns.lock().unwrap().insert(3, ("p".into(), 2));
         let mut forged = reservation(3, "forged");
         forged.partner_id = "intruder".into();
+        // Ranks handed out twice (a failover lost the counter): more places than the quantity.
         let mut bodies: Vec<String> = (1..=4)
             .map(|i| {
                 let mut r = reservation(3, &format!("u{i}"));
-                r.rank = i;
+                r.rank = if i <= 2 { i } else { i - 2 };
                 serde_json::to_string(&r).unwrap()
             })
             .collect();
@@ -362,8 +394,12 @@ mod tests {
         assert_eq!((written.summary.inserted, written.summary.rejected), (2, 3));
         let outcome = |user: &str| writer.ledger.outcome(3, &UserId::parse(user).unwrap());
         assert!(matches!(outcome("u1"), Some(Outcome::Issued { .. })));
-        assert!(matches!(outcome("u2"), Some(Outcome::Issued { .. })));
+        assert!(
+            matches!(outcome("u2"), Some(Outcome::Issued { .. })),
+            "the first chunk took the room"
+        );
         assert_eq!(outcome("u3"), Some(Outcome::Rejected(RejectionReason::OverQuantity)));
+        assert_eq!(outcome("u4"), Some(Outcome::Rejected(RejectionReason::OverQuantity)));
         assert_eq!(
             outcome("forged"),
             Some(Outcome::Rejected(RejectionReason::PartnerMismatch))
@@ -372,5 +408,37 @@ mod tests {
         let again = writer.record(event(bodies)).await.unwrap();
         assert_eq!((again.summary.inserted, again.summary.duplicates), (0, 2));
         assert_eq!(writer.book.rows.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn each_message_is_judged_alone_and_the_rest_of_the_delivery_is_recorded() {
+        let writer = writer(100);
+        let good: Vec<String> = (0..5)
+            .map(|i| serde_json::to_string(&reservation(1, &format!("g{i}"))).unwrap())
+            .collect();
+        let far = chrono::DateTime::<Utc>::from_timestamp_millis(3_093_527_980_800_000).unwrap();
+        let beyond = Reservation {
+            reserved_at: far,
+            ..reservation(1, "late")
+        };
+        let nil = Reservation {
+            request_id: uuid::Uuid::nil(),
+            ..reservation(1, "nil")
+        };
+        // A pack with one invalid reservation: its valid one is recorded, the message retried.
+        let pack = serde_json::to_string(&[reservation(2, "packed"), beyond.clone()]).unwrap();
+        let mut bodies = good.clone();
+        bodies.extend([
+            serde_json::to_string(&beyond).unwrap(),
+            serde_json::to_string(&nil).unwrap(),
+            "[]".to_owned(),
+            pack,
+        ]);
+        let written = writer.record(event(bodies)).await.unwrap();
+        assert_eq!(failed_ids(&written), ["m5", "m6", "m7", "m8"]);
+        assert_eq!((written.summary.inserted, written.summary.malformed), (6, 4));
+        let rows = writer.book.rows.lock().unwrap();
+        assert!(rows.contains_key(&(2, UserId::parse("packed").unwrap())));
+        assert!(!rows.keys().any(|(_, u)| ["late", "nil"].contains(&u.as_str())));
     }
 }

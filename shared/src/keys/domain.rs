@@ -13,7 +13,7 @@ pub const KEY_PREFIX: &str = "fcfs_";
 pub(super) const KEY_RANDOM_BYTES: usize = 32;
 /// Prefix + 43 URL-safe base64 characters.
 pub const KEY_LEN: usize = KEY_PREFIX.len() + (KEY_RANDOM_BYTES * 4).div_ceil(3);
-pub const PARTNER_ID_MAX: usize = 64;
+pub use crate::kernel::PARTNER_ID_MAX;
 
 /// A plaintext key: exists only between its creation and the moment it is printed to its owner.
 /// It is deliberately not `Debug`/`Display`, so it cannot slip into a log line.
@@ -102,12 +102,7 @@ pub(super) fn hex_lower(bytes: &[u8]) -> String {
 }
 
 pub(super) fn validate_partner(partner_id: &str) -> Result<(), KeyError> {
-    let ok = !partner_id.is_empty()
-        && partner_id.len() <= PARTNER_ID_MAX
-        && partner_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if crate::kernel::is_partner_id(partner_id) {
         Ok(())
     } else {
         Err(KeyError::InvalidPartner(partner_id.to_owned()))

@@ -17,8 +17,8 @@ use crate::coupons::domain::{
 };
 use crate::coupons::ports::CouponRecords;
 use crate::issuance::domain::{
-    Campaign, CampaignId, CampaignKind, CouponGrant, GrantableCampaign, IssueDecision, IssueRules, NewCampaign,
-    Outcome, PendingReservation, Reservation, allot, decide, grant_coupons,
+    Campaign, CampaignId, CampaignKind, CampaignTerms, CouponGrant, GrantableCampaign, IssueDecision, IssueRules,
+    NewCampaign, Outcome, PendingReservation, Reservation, allot, decide, grant_coupons,
 };
 use crate::issuance::ports::{
     CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, RewardCoupons, SendError, Standing,
@@ -379,6 +379,9 @@ impl ReservationQueue for MemoryQueue {
     }
 }
 
+/// A campaign's issue window: from its start, until its end (excluded).
+pub type IssueWindow = (DateTime<Utc>, DateTime<Utc>);
+
 /// A coupon book with a unique (campaign, user) key, campaigns with an owner and a quantity (the
 /// same `allot` rule as MySQL's), and chunks that can be made to fail.
 #[derive(Default)]
@@ -388,6 +391,8 @@ pub struct MemoryCouponBook {
     /// Campaign id → (owner, quantity); every one on sale but those in `rewards`.
     pub campaigns: Mutex<HashMap<CampaignId, (String, u32)>>,
     pub rewards: Mutex<HashSet<CampaignId>>,
+    /// Issue windows (start, end) of the campaigns that have one; the others are open always.
+    pub windows: Mutex<HashMap<CampaignId, IssueWindow>>,
     pub chunk_sizes: Mutex<Vec<usize>>,
     /// A chunk containing this user fails as a whole, as a failed transaction would.
     pub fail_chunk_with_user: Mutex<Option<UserId>>,
@@ -423,7 +428,21 @@ impl CouponBook for MemoryCouponBook {
             } else {
                 CampaignKind::Sale
             };
-            let allotment = allot(&reservations, owner, kind, &written, quantity.saturating_sub(issued));
+            let (issue_starts_at, issue_ends_at) = self
+                .windows
+                .lock()
+                .unwrap()
+                .get(&id)
+                .copied()
+                .unwrap_or((DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC));
+            let terms = CampaignTerms {
+                owner,
+                kind,
+                total_quantity: *quantity,
+                issue_starts_at,
+                issue_ends_at,
+            };
+            let allotment = allot(&reservations, &terms, &written, quantity.saturating_sub(issued));
             let position = |r: &Reservation| members.iter().find(|(_, m)| std::ptr::eq(*m, r)).map(|(i, _)| *i);
             record.duplicates += allotment.duplicates.len() as u64;
             let issue: Vec<Reservation> = allotment.issue.iter().map(|r| (*r).clone()).collect();
