@@ -28,8 +28,10 @@ redis_up() {
   fi
   mkdir -p "$DATA_DIR/redis"
   # Redis is a cache of decisions that can be rebuilt from MySQL, so local runs skip persistence.
+  # noeviction: every ledger key has an expiry, so a volatile-* policy would drop live places
+  # under memory pressure; a full Redis must refuse new work instead (see README, Partner limits).
   spawn redis redis-server --bind "$BIND_HOST" --port "$REDIS_PORT" --dir "$DATA_DIR/redis" \
-    --save "" --appendonly no --daemonize no --protected-mode yes
+    --save "" --appendonly no --daemonize no --protected-mode yes --maxmemory-policy noeviction
   wait_for 20 "redis on $BIND_HOST:$REDIS_PORT" redis-cli -h "$BIND_HOST" -p "$REDIS_PORT" ping ||
     die "redis did not start; see $LOG_DIR/redis.log"
 }
@@ -62,7 +64,7 @@ redis_cluster_up() {
     mkdir -p "$DATA_DIR/redis-cluster/$port"
     spawn "redis-cluster-$port" redis-server --bind "$BIND_HOST" --port "$port" \
       --dir "$DATA_DIR/redis-cluster/$port" --save "" --appendonly no --daemonize no --protected-mode yes \
-      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000
+      --maxmemory-policy noeviction --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000
     nodes+=("$BIND_HOST:$port")
   done
   for port in "${REDIS_CLUSTER_PORTS[@]}"; do
@@ -118,7 +120,8 @@ redis_tls_up() {
   spawn redis-tls redis-server --bind "$BIND_HOST" --port 0 --tls-port "$REDIS_TLS_PORT" \
     --tls-cert-file "$REDIS_TLS_DIR/server.crt" --tls-key-file "$REDIS_TLS_DIR/server.key" \
     --tls-ca-cert-file "$REDIS_TLS_DIR/ca.crt" --tls-auth-clients no \
-    --dir "$DATA_DIR/redis-tls" --save "" --appendonly no --daemonize no --protected-mode yes
+    --dir "$DATA_DIR/redis-tls" --save "" --appendonly no --daemonize no --protected-mode yes \
+    --maxmemory-policy noeviction
   wait_for 20 "redis tls on $BIND_HOST:$REDIS_TLS_PORT" redis_tls_ping ||
     die "redis with TLS did not start; see $LOG_DIR/redis-tls.log"
 }

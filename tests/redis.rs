@@ -328,3 +328,71 @@ async fn tls_refuses_a_server_the_roots_do_not_vouch_for() {
             .is_err()
     );
 }
+
+/// A full Redis refuses new places (the issue API answers 503) and keeps every place it held:
+/// with `noeviction`, as the stack's servers run, nothing of a live campaign is dropped to make
+/// room (ElastiCache's default `volatile-lru` would pick exactly these keys: all have a TTL).
+#[tokio::test]
+async fn a_full_redis_refuses_new_places_and_keeps_the_held_ones() {
+    for deployment in [RedisDeployment::Single, RedisDeployment::Tls] {
+        let policy = deployment
+            .run(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
+            .await;
+        assert_eq!(
+            redis::from_redis_value::<Vec<String>>(policy).unwrap(),
+            ["maxmemory-policy", "noeviction"],
+            "the {deployment:?} server of the stack"
+        );
+    }
+    use integration_tests::services::{Persistence, PrivateRedis};
+    let private = PrivateRedis::start(Persistence::None).await;
+    let mut conn = private.connection(Duration::from_secs(5)).await;
+    let ledger = RedisIssueLedger::new(&private.url()).unwrap();
+    let id = fresh_id();
+    ledger.prime(&rules(id, 1_000)).await.unwrap();
+    let now = Utc::now();
+    for i in 0..50 {
+        let decision = ledger
+            .reserve(id, "ledger-test", &user(&format!("h{i}")), Uuid::now_v7(), now)
+            .await;
+        assert!(matches!(decision, Ok(IssueDecision::Reserved { .. })), "{decision:?}");
+    }
+    // Another tenant's data, then a limit below what is used: Redis is full. With noeviction
+    // nothing is dropped to get under it; every write is refused until memory is freed.
+    let filler = "x".repeat(16 * 1024);
+    for i in 0..128 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("filler:{i}"))
+            .arg(&filler)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let used: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap();
+    let used: u64 = used
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO memory has used_memory");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .arg("maxmemory")
+        .arg(used - 1024 * 1024)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let put: redis::RedisResult<()> = redis::cmd("SET").arg("one-more").arg("x").query_async(&mut conn).await;
+    assert!(put.is_err_and(|e| e.to_string().contains("OOM")), "Redis is full");
+    let refused = ledger
+        .reserve(id, "ledger-test", &user("late"), Uuid::now_v7(), now)
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new place is refused, not made room for: {refused:?}"
+    );
+    let holders = ledger.holders(id).await.unwrap();
+    assert_eq!(holders.len(), 50, "every held place is kept");
+    assert_eq!(ledger.reserved_count(id).await.unwrap(), 50);
+}

@@ -15,6 +15,7 @@ const STORAGE: &[(&str, &str)] = &[
     ("shared/src/adapters/mysql/points/", "points"),
     ("shared/src/adapters/mysql/grading.rs", "grading"),
     ("shared/src/adapters/mysql/grading/", "grading"),
+    ("shared/src/adapters/mysql/partners.rs", "partners"),
 ];
 
 /// Tables, by the contexts that may write them (coupons: issuance creates them, the coupons
@@ -28,6 +29,7 @@ fn owners(table: &str) -> &'static [&'static str] {
         "orders" | "grading_policies" | "grading_runs" | "grading_steps" | "user_grades" | "grade_rewards" => {
             &["grading"]
         }
+        "partner_limits" => &["partners"],
         _ => &[],
     }
 }
@@ -110,6 +112,7 @@ fn every_table_is_written_only_by_its_owners_storage_code() {
         "point_transactions",
         "idempotency_keys",
         "grade_rewards",
+        "partner_limits",
     ] {
         assert!(seen.contains_key(table), "no write of {table} found: {seen:?}");
     }

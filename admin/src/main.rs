@@ -4,6 +4,7 @@
 mod grading;
 mod keys;
 mod ledger;
+mod limits;
 mod points;
 mod provision;
 mod secret;
@@ -96,6 +97,13 @@ enum Command {
         database_url: Option<String>,
         #[command(subcommand)]
         command: points::PointsCommand,
+    },
+    /// Partners' limits: how many live campaigns and orders a month one partner may hold.
+    Limits {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+        database_url: Option<String>,
+        #[command(subcommand)]
+        command: limits::LimitsCommand,
     },
     /// Partners' orders: generate a realistic month of them (load tests, the bench).
     Orders {
@@ -191,6 +199,14 @@ async fn main() -> Result<()> {
                 );
             };
             points::run(&database_url, command).await?;
+        }
+        Command::Limits { database_url, command } => {
+            let Some(database_url) = database_url else {
+                bail!(
+                    "the database is not set: pass --database-url or set DATABASE_URL (in .local/env after `make up`)"
+                );
+            };
+            limits::run(&database_url, command).await?;
         }
         Command::Orders { database_url, command } => {
             let Some(database_url) = database_url else {

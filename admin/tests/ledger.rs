@@ -35,6 +35,7 @@ async fn written_campaign() -> (MySqlStore, RedisIssueLedger, IssueRules) {
         .create(
             &partner,
             &new_campaign(5, chrono::Utc::now() - chrono::Duration::minutes(1)),
+            fcfs_shared::partners::domain::DEFAULT_LIVE_CAMPAIGNS,
         )
         .await
         .unwrap();

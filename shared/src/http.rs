@@ -66,6 +66,14 @@ impl Problem {
         }
     }
 
+    /// 422 `LIMIT_EXCEEDED`, the limit's name as `field`: a partner's quota, not a retry later.
+    fn limit(e: &crate::partners::domain::LimitExceeded) -> Self {
+        Self {
+            field: Some(e.limit.as_str().into()),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "LIMIT_EXCEEDED")
+        }
+    }
+
     fn invalid(field: impl Into<String>) -> Self {
         Self {
             field: Some(field.into()),
@@ -104,6 +112,7 @@ impl ApiError {
             Self::Issuance(I::NotOpen) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_OPEN"),
             Self::Issuance(I::Ended) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "ENDED"),
             Self::Issuance(I::NotOnSale) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_ON_SALE"),
+            Self::Issuance(I::LimitExceeded(e)) => Problem::limit(e),
             Self::Issuance(e @ I::Unprimed(_)) => Problem::unavailable(e.to_string()),
             Self::Issuance(I::Unavailable(e)) => Problem::unavailable(e.to_string()),
             Self::Coupons(C::Invalid(f)) => Problem::invalid(f.field),

@@ -3,7 +3,7 @@
 //! - `alerts`: alarms turned into Discord messages (the `alert-notifier` function).
 //! - `kernel`: what every context speaks in (a user id, a field that failed validation, a
 //!   backing service that is unavailable, the clock).
-//! - One folder per context (`issuance`, `keys`; `coupons`, `points` and `grading` join them):
+//! - One folder per context (`issuance`, `keys`, `coupons`, `points`, `grading`, `partners`):
 //!   `domain` (pure rules, no I/O), `ports` (the traits it needs from the outside), its error
 //!   enum, and its use cases, plain async methods any trigger can call.
 //! - `adapters`: the ports implemented, one module per technology.
@@ -20,6 +20,7 @@ pub mod http;
 pub mod issuance;
 pub mod kernel;
 pub mod keys;
+pub mod partners;
 pub mod points;
 pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]

@@ -9,6 +9,7 @@ use fcfs_shared::http::{self as api, ApiError};
 use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, Discount, NewCampaign};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger};
 use fcfs_shared::issuance::{CampaignSummary, Campaigns};
+use fcfs_shared::partners::ports::PartnerLimitStore;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
@@ -78,10 +79,10 @@ impl CampaignApi<MySqlStore, RedisIssueLedger> {
     /// The deployed function: MySQL at `DATABASE_URL`, Redis at `REDIS_URL`.
     /// Both connect on first use, each call under its deadline.
     pub async fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        Ok(Self::new(
-            mysql::store_from(settings, sdk)?,
-            RedisIssueLedger::from_settings(settings)?,
-        ))
+        let store = mysql::store_from(settings, sdk)?;
+        let api = Self::new(store.clone(), RedisIssueLedger::from_settings(settings)?);
+        // The same store answers the partners context's port: each partner's limits.
+        Ok(api.with_limits(std::sync::Arc::new(store)))
     }
 }
 
@@ -89,6 +90,13 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
     pub fn new(catalog: C, ledger: L) -> Self {
         Self {
             campaigns: Campaigns::new(catalog, ledger),
+        }
+    }
+
+    /// Each partner's limits from `limits` (by default every partner has the defaults).
+    pub fn with_limits(self, limits: std::sync::Arc<dyn PartnerLimitStore>) -> Self {
+        Self {
+            campaigns: self.campaigns.with_limits(limits),
         }
     }
 

@@ -11,7 +11,7 @@ async fn api_with_campaign(quantity: u32, starts_in: Duration) -> (Api, String) 
     let ledger = MemoryLedger::default();
     let now = Utc::now();
     let campaign = catalog
-        .create("p1", &new_campaign(quantity, now + starts_in))
+        .create("p1", &new_campaign(quantity, now + starts_in), u32::MAX)
         .await
         .unwrap();
     ledger.prime(&(&campaign).into()).await.unwrap();

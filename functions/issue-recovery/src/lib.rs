@@ -59,7 +59,11 @@ mod tests {
         let ledger = Arc::new(MemoryLedger::default());
         let catalog = MemoryCatalog::default();
         let campaign = catalog
-            .create("p", &new_campaign(5, clock.now() - chrono::Duration::minutes(1)))
+            .create(
+                "p",
+                &new_campaign(5, clock.now() - chrono::Duration::minutes(1)),
+                u32::MAX,
+            )
             .await
             .unwrap();
         ledger.prime(&(&campaign).into()).await.unwrap();

@@ -13,15 +13,18 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::secrets::{DatabaseSecret, fetch_database_secret};
 use crate::config::{ConfigError, Settings, StartupError};
+use crate::issuance::IssuanceError;
 use crate::issuance::domain::{
     Campaign, CampaignId, CampaignKind, CampaignTerms, Discount, DiscountType, NewCampaign, Outcome, RejectionReason,
     Reservation, allot,
 };
 use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
 use crate::kernel::{TxError, Unavailable, UserId};
+use crate::partners::domain::{Limit, LimitExceeded, admit};
 
 mod coupons;
 mod grading;
+mod partners;
 mod points;
 mod reward_coupons;
 
@@ -410,30 +413,34 @@ fn campaign_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Campaign, sqlx::Erro
 
 #[async_trait]
 impl CampaignCatalog for MySqlStore {
-    async fn create(&self, partner_id: &str, c: &NewCampaign) -> Result<Campaign, Unavailable> {
-        self.timed(async {
-            let id = sqlx::query(
-                "INSERT INTO campaigns (partner_id, kind, name, total_quantity, issue_starts_at, issue_ends_at, \
-                 coupon_expires_at, discount_type, discount_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(partner_id)
-            .bind(c.kind.as_str())
-            .bind(&c.name)
-            .bind(c.total_quantity)
-            .bind(c.issue_starts_at.naive_utc())
-            .bind(c.issue_ends_at.naive_utc())
-            .bind(c.coupon_expires_at.naive_utc())
-            .bind(c.discount.kind.as_str())
-            .bind(c.discount.value)
-            .execute(&self.db().await?)
-            .await
-            .map_err(unavailable)?
-            .last_insert_id();
-            self.get(id)
-                .await?
-                .ok_or_else(|| Unavailable::new("mysql", format!("campaign {id} vanished after insert")))
-        })
-        .await
+    async fn create(&self, partner_id: &str, c: &NewCampaign, max_live: u32) -> Result<Campaign, IssuanceError> {
+        // Two creates of one partner at once lock each other's new row in their counts: one is
+        // chosen as the deadlock's victim and starts over (after a short, staggered pause, so a
+        // crowd of them does not meet again), counting the other's campaign.
+        // One deadline for every attempt: the caller's answer is bounded as for any other call.
+        let id = self
+            .timed(async {
+                let mut attempt: u32 = 0;
+                loop {
+                    attempt += 1;
+                    match self.create_within(partner_id, c, max_live).await {
+                        Err(CreateFailure::Conflict(e)) if attempt < CREATE_ATTEMPTS => {
+                            tracing::info!(partner_id, attempt, error = %e, "campaign create met another: starting over");
+                            let stagger = u64::from(Utc::now().timestamp_subsec_micros() % 20);
+                            tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5 + stagger))
+                                .await;
+                        }
+                        Err(CreateFailure::Conflict(e)) => return Err(IssuanceError::from(unavailable(e))),
+                        Err(CreateFailure::Refused(e)) => return Err(e.into()),
+                        Err(CreateFailure::Unavailable(e)) => return Err(e.into()),
+                        Ok(id) => return Ok(id),
+                    }
+                }
+            })
+            .await?;
+        self.get(id)
+            .await?
+            .ok_or_else(|| Unavailable::new("mysql", format!("campaign {id} vanished after insert")).into())
     }
 
     async fn discard(&self, id: CampaignId) -> Result<(), Unavailable> {
@@ -512,6 +519,75 @@ struct LockedCampaign {
     issue_starts_at: DateTime<Utc>,
     issue_ends_at: DateTime<Utc>,
     expires_at: NaiveDateTime,
+}
+
+/// Attempts at a campaign create that meets concurrent creates of its partner (each loses a
+/// deadlock at most once per other create in flight).
+const CREATE_ATTEMPTS: u32 = 10;
+
+/// Why one attempt at creating a campaign did not commit.
+enum CreateFailure {
+    Refused(LimitExceeded),
+    Conflict(sqlx::Error),
+    Unavailable(Unavailable),
+}
+
+impl From<Unavailable> for CreateFailure {
+    fn from(e: Unavailable) -> Self {
+        Self::Unavailable(e)
+    }
+}
+
+impl From<sqlx::Error> for CreateFailure {
+    fn from(e: sqlx::Error) -> Self {
+        match error_number(&e) {
+            Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT) => Self::Conflict(e),
+            _ => Self::Unavailable(unavailable(e)),
+        }
+    }
+}
+
+impl MySqlStore {
+    /// One attempt: the row inserted, then the partner's live campaigns counted with a locking
+    /// read (which waits for, and then counts, another create's uncommitted row), then
+    /// `partners::domain::admit` decides whether it commits.
+    async fn create_within(
+        &self,
+        partner_id: &str,
+        c: &NewCampaign,
+        max_live: u32,
+    ) -> Result<CampaignId, CreateFailure> {
+        let mut tx = self.db().await?.begin().await?;
+        let id = sqlx::query(
+            "INSERT INTO campaigns (partner_id, kind, name, total_quantity, issue_starts_at, issue_ends_at, \
+             coupon_expires_at, discount_type, discount_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(partner_id)
+        .bind(c.kind.as_str())
+        .bind(&c.name)
+        .bind(c.total_quantity)
+        .bind(c.issue_starts_at.naive_utc())
+        .bind(c.issue_ends_at.naive_utc())
+        .bind(c.coupon_expires_at.naive_utc())
+        .bind(c.discount.kind.as_str())
+        .bind(c.discount.value)
+        .execute(&mut *tx)
+        .await?
+        .last_insert_id();
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM campaigns WHERE partner_id = ? AND issue_ends_at > ? LOCK IN SHARE MODE",
+        )
+        .bind(partner_id)
+        .bind(Utc::now().naive_utc())
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Err(refused) = admit(Limit::LiveCampaigns, max_live.into(), live.unsigned_abs()) {
+            tx.rollback().await?;
+            return Err(CreateFailure::Refused(refused));
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
 }
 
 impl MySqlStore {

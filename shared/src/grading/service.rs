@@ -212,7 +212,12 @@ mod tests {
         async fn campaign(&self, partner: &str, kind: CampaignKind, quantity: u32) -> u64 {
             let mut campaign = new_campaign(quantity, Utc::now() - Duration::hours(2));
             campaign.kind = kind;
-            self.records().catalog.create(partner, &campaign).await.unwrap().id
+            self.records()
+                .catalog
+                .create(partner, &campaign, u32::MAX)
+                .await
+                .unwrap()
+                .id
         }
 
         async fn orders(&self, partner: &str, paid: &[(&str, u64)]) {

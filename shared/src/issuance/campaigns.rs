@@ -1,9 +1,12 @@
 //! Campaign use cases: create one (recorded in the catalog, then primed in the ledger so Redis
 //! can decide alone) and read one with its live counters.
 
+use std::sync::Arc;
+
 use super::domain::{Campaign, CampaignId, IssueRules, NewCampaign};
 use super::error::IssuanceError;
 use super::ports::{CampaignCatalog, IssueLedger};
+use crate::partners::ports::{DefaultLimits, PartnerLimitStore};
 
 /// A campaign and how far its issuance has got.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,11 +21,23 @@ pub struct CampaignSummary {
 pub struct Campaigns<C, L> {
     catalog: C,
     ledger: L,
+    /// The partners context's port: how many live campaigns each partner may hold.
+    limits: Arc<dyn PartnerLimitStore>,
 }
 
 impl<C: CampaignCatalog, L: IssueLedger> Campaigns<C, L> {
+    /// Every partner with the default limits until `with_limits` names their store.
     pub fn new(catalog: C, ledger: L) -> Self {
-        Self { catalog, ledger }
+        Self {
+            catalog,
+            ledger,
+            limits: Arc::new(DefaultLimits),
+        }
+    }
+
+    pub fn with_limits(mut self, limits: Arc<dyn PartnerLimitStore>) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn ledger(&self) -> &L {
@@ -32,7 +47,8 @@ impl<C: CampaignCatalog, L: IssueLedger> Campaigns<C, L> {
     /// Validates, records and primes a campaign for `partner`.
     pub async fn create(&self, partner: &str, campaign: NewCampaign) -> Result<CampaignSummary, IssuanceError> {
         let campaign = campaign.validate()?;
-        let created = self.catalog.create(partner, &campaign).await?;
+        let max_live = self.limits.limits(partner).await?.live_campaigns;
+        let created = self.catalog.create(partner, &campaign, max_live).await?;
         if let Err(e) = self.ledger.prime(&IssueRules::from(&created)).await {
             // A campaign exists in both stores or in neither, so the client's retry is clean. The
             // rules may have landed although priming failed (a timeout, or a failure between
@@ -141,6 +157,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(decision, IssueDecision::Unprimed, "nothing accepts requests for it");
+    }
+
+    #[tokio::test]
+    async fn a_partner_at_its_live_campaign_limit_is_refused_and_another_is_not() {
+        use crate::partners::domain::{Limit, LimitOverrides};
+        let limits = std::sync::Arc::new(crate::testkit::MemoryPartnerLimits::default());
+        let overrides = LimitOverrides {
+            live_campaigns: Some(2),
+            ..LimitOverrides::default()
+        };
+        limits.set_overrides("p1", overrides).await.unwrap();
+        let ledger = std::sync::Arc::new(MemoryLedger::default());
+        let campaigns = Campaigns::new(MemoryCatalog::default(), ledger.clone()).with_limits(limits);
+        for _ in 0..2 {
+            campaigns.create("p1", campaign(10)).await.unwrap();
+        }
+        match campaigns.create("p1", campaign(10)).await {
+            Err(IssuanceError::LimitExceeded(e)) => {
+                assert_eq!((e.limit, e.allowed, e.would_be), (Limit::LiveCampaigns, 2, 3))
+            }
+            other => panic!("refused, not {other:?}"),
+        }
+        assert!(
+            ledger.rules(3).await.unwrap().is_none(),
+            "nothing primed for the refused one"
+        );
+        let other = campaigns.create("p2", campaign(10)).await.unwrap();
+        assert_eq!(other.campaign.id, 3, "another partner is unaffected");
     }
 
     #[tokio::test]

@@ -27,6 +27,9 @@ pub enum IssuanceError {
     /// resumes once an operator runs `fcfs-admin rebuild-ledger`, so the caller may retry.
     #[error("campaign {0} is not primed in the issue ledger")]
     Unprimed(CampaignId),
+    /// Creating the campaign would take the partner past its limit of live campaigns.
+    #[error(transparent)]
+    LimitExceeded(#[from] crate::partners::domain::LimitExceeded),
     /// A delivered message without an id cannot be reported alone, and an empty identifier would
     /// fail the batch anyway: the whole delivery fails explicitly (every write is idempotent, so
     /// the redelivery is safe).

@@ -140,7 +140,9 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             Err(IssuanceError::Ended) => "ended",
             Err(IssuanceError::NotOnSale) => "not_on_sale",
             Err(IssuanceError::CampaignNotFound) => "not_found",
-            Err(IssuanceError::Invalid(_) | IssuanceError::MessageWithoutId(_)) => "invalid",
+            Err(IssuanceError::Invalid(_) | IssuanceError::MessageWithoutId(_) | IssuanceError::LimitExceeded(_)) => {
+                "invalid"
+            }
             Err(IssuanceError::Unprimed(_) | IssuanceError::Unavailable(_)) => "unavailable",
         };
         metrics::counter!("fcfs_issue_decisions_total", "outcome" => outcome).increment(1);

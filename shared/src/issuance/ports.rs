@@ -9,6 +9,7 @@ use super::domain::{
     Campaign, CampaignId, CouponGrant, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation,
     RejectionReason, Reservation,
 };
+use super::error::IssuanceError;
 use crate::kernel::{TxError, Unavailable, UserId};
 
 /// Coupons of `REWARD` campaigns granted by another context inside its own transaction `Tx` (a
@@ -31,7 +32,10 @@ pub trait RewardCoupons<Tx: Send>: Send + Sync {
 /// Campaigns as the database records them.
 #[async_trait]
 pub trait CampaignCatalog: Send + Sync {
-    async fn create(&self, partner_id: &str, campaign: &NewCampaign) -> Result<Campaign, Unavailable>;
+    /// Records the campaign unless the partner would then have more than `max_live` campaigns
+    /// whose issue window has not ended (`partners::domain::admit` decides, under a lock on the
+    /// partner's live campaigns, so concurrent creates cannot both pass): `LimitExceeded`.
+    async fn create(&self, partner_id: &str, campaign: &NewCampaign, max_live: u32) -> Result<Campaign, IssuanceError>;
     /// Removes a campaign that could not be made issuable (no coupon can exist for it yet).
     async fn discard(&self, id: CampaignId) -> Result<(), Unavailable>;
     /// Any partner's campaign: callers check ownership.
@@ -136,8 +140,8 @@ pub trait CouponBook: Send + Sync {
 /// Shared ownership of one catalog or ledger by several functions (the local runner, tests).
 #[async_trait]
 impl<T: CampaignCatalog + ?Sized> CampaignCatalog for std::sync::Arc<T> {
-    async fn create(&self, partner_id: &str, campaign: &NewCampaign) -> Result<Campaign, Unavailable> {
-        (**self).create(partner_id, campaign).await
+    async fn create(&self, partner_id: &str, campaign: &NewCampaign, max_live: u32) -> Result<Campaign, IssuanceError> {
+        (**self).create(partner_id, campaign, max_live).await
     }
     async fn discard(&self, id: CampaignId) -> Result<(), Unavailable> {
         (**self).discard(id).await

@@ -169,7 +169,7 @@ mod tests {
             Arc::new(MemoryQueue::default()),
         );
         let campaign = catalog
-            .create("p1", &new_campaign(10, clock.now() - Span::minutes(1)))
+            .create("p1", &new_campaign(10, clock.now() - Span::minutes(1)), u32::MAX)
             .await
             .unwrap();
         ledger.prime(&(&campaign).into()).await.unwrap();

@@ -16,6 +16,7 @@ use crate::coupons::domain::{
     CancelUse, Coupon, CouponId, CouponQuery, CouponStatus, UseCoupon, decide_cancel, decide_use,
 };
 use crate::coupons::ports::CouponRecords;
+use crate::issuance::IssuanceError;
 use crate::issuance::domain::{
     Campaign, CampaignId, CampaignKind, CampaignTerms, CouponGrant, GrantableCampaign, IssueDecision, IssueRules,
     NewCampaign, Outcome, PendingReservation, Reservation, allot, decide, grant_coupons,
@@ -26,6 +27,8 @@ use crate::issuance::ports::{
 use crate::kernel::{Clock, TxError, Unavailable, UserId};
 use crate::keys::domain::{ApiKeyRecord, KeyStatus};
 use crate::keys::ports::ApiKeyStore;
+use crate::partners::domain::{Limit, LimitOverrides, admit};
+use crate::partners::ports::PartnerLimitStore;
 
 mod gateway;
 mod grading;
@@ -248,6 +251,21 @@ impl IssueLedger for MemoryLedger {
     }
 }
 
+/// Partner limits kept in memory, as `partner_limits` keeps them.
+#[derive(Default)]
+pub struct MemoryPartnerLimits(Mutex<HashMap<String, LimitOverrides>>);
+
+#[async_trait]
+impl PartnerLimitStore for MemoryPartnerLimits {
+    async fn overrides(&self, partner: &str) -> Result<LimitOverrides, Unavailable> {
+        Ok(self.0.lock().unwrap().get(partner).copied().unwrap_or_default())
+    }
+    async fn set_overrides(&self, partner: &str, overrides: LimitOverrides) -> Result<(), Unavailable> {
+        self.0.lock().unwrap().insert(partner.to_owned(), overrides);
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 pub struct MemoryCatalog {
     campaigns: Mutex<BTreeMap<CampaignId, Campaign>>,
@@ -259,8 +277,15 @@ pub struct MemoryCatalog {
 
 #[async_trait]
 impl CampaignCatalog for MemoryCatalog {
-    async fn create(&self, partner_id: &str, c: &NewCampaign) -> Result<Campaign, Unavailable> {
+    async fn create(&self, partner_id: &str, c: &NewCampaign, max_live: u32) -> Result<Campaign, IssuanceError> {
         let mut campaigns = self.campaigns.lock().unwrap();
+        let now = Utc::now();
+        let live = campaigns
+            .values()
+            .filter(|k| k.partner_id == partner_id && k.issue_ends_at > now)
+            .count();
+        let would_be = live as u64 + u64::from(c.issue_ends_at > now);
+        admit(Limit::LiveCampaigns, max_live.into(), would_be)?;
         let id = campaigns.keys().next_back().copied().unwrap_or(0) + 1;
         let campaign = Campaign {
             id,

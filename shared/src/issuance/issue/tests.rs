@@ -15,7 +15,7 @@ async fn service(quantity: u32, opens_in: Duration) -> (Service, CampaignId, Arc
     let ledger = MemoryLedger::default();
     let now = clock.now();
     let campaign = catalog
-        .create("p1", &new_campaign(quantity, now + opens_in))
+        .create("p1", &new_campaign(quantity, now + opens_in), u32::MAX)
         .await
         .unwrap();
     ledger.prime(&(&campaign).into()).await.unwrap();
@@ -118,7 +118,7 @@ async fn other_partners_and_unknown_campaigns_are_not_found() {
 async fn an_unprimed_campaign_is_transient_not_a_guess() {
     let (s, _, clock) = service(1, Duration::zero()).await;
     let never_primed = new_campaign(1, clock.now());
-    let other = s.catalog().create("p1", &never_primed).await.unwrap();
+    let other = s.catalog().create("p1", &never_primed, u32::MAX).await.unwrap();
     let err = s.issue("p1", other.id, &user("a")).await.unwrap_err();
     assert!(matches!(err, IssuanceError::Unprimed(_)) && err.is_transient());
 }

@@ -1,0 +1,99 @@
+//! Partners are bounded: a partner at its limit of live campaigns is answered 422
+//! `LIMIT_EXCEEDED` through the real API (runner, MariaDB, Redis) while another partner is
+//! unaffected; limits are set with `fcfs-admin limits`; concurrent creates cannot pass the limit
+//! together.
+
+use integration_tests::{PartnerApi, unique};
+use serde_json::{Value, json};
+
+fn campaign_body(name: &str) -> Value {
+    let now = chrono::Utc::now();
+    json!({
+        "name": name, "totalQuantity": 10,
+        "issueStartsAt": now - chrono::Duration::minutes(1), "issueEndsAt": now + chrono::Duration::hours(1),
+        "couponExpiresAt": now + chrono::Duration::days(7), "discount": {"type": "AMOUNT", "value": 100}
+    })
+}
+
+async fn create(api: &PartnerApi, key: &str, name: &str) -> (u16, Value) {
+    let res = api
+        .http
+        .post(format!("{}/v1/campaigns", api.running.base_url))
+        .header("X-API-KEY", key)
+        .json(&campaign_body(name))
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the runner answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// `fcfs-admin limits …` against the stack's database: its exit code and stdout.
+fn admin_limits(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(integration_tests::services::workspace_binary("fcfs-admin"))
+        .arg("limits")
+        .args(args)
+        .output()
+        .expect("fcfs-admin runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code(), text + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_past_its_live_campaigns_is_refused_while_another_is_not() {
+    let api = PartnerApi::start("limited", 4).await;
+    let (code, out) = admin_limits(&["set", "--partner", &api.partner, "--live-campaigns", "2"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\"liveCampaigns\": 2"), "{out}");
+    for i in 0..2 {
+        let (status, body) = create(&api, &api.key, &format!("c{i}")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = create(&api, &api.key, "one too many").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        (&body["error"], &body["field"]),
+        (&json!("LIMIT_EXCEEDED"), &json!("liveCampaigns")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap_or_default().contains("at most 2"),
+        "{body}"
+    );
+
+    let other = unique("unlimited");
+    let other_key = integration_tests::api_key(&other).await;
+    let (status, body) = create(&api, &other_key, "another partner's").await;
+    assert_eq!(status, 201, "another partner is unaffected: {body}");
+
+    let (code, out) = admin_limits(&["set", "--partner", &api.partner, "--live-campaigns", "default"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (status, body) = create(&api, &api.key, "after the reset").await;
+    assert_eq!(status, 201, "back to the default: {body}");
+    let (code, out) = admin_limits(&["set", "--partner", "no such!", "--live-campaigns", "1"]);
+    assert_ne!(code, Some(0), "a malformed partner id is refused: {out}");
+    api.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_cannot_pass_the_limit_together() {
+    let api = PartnerApi::start("racing", 8).await;
+    let (code, out) = admin_limits(&["set", "--partner", &api.partner, "--live-campaigns", "3"]);
+    assert_eq!(code, Some(0), "{out}");
+    let names: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+    let answers = futures_util::future::join_all(names.iter().map(|name| create(&api, &api.key, name))).await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, b)| *s == 422 && b["error"] == "LIMIT_EXCEEDED")
+        .count();
+    assert_eq!((created, refused), (3, 5), "{answers:?}");
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM campaigns WHERE partner_id = ?")
+        .bind(&api.partner)
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 3);
+    api.running.stop().await.unwrap();
+}
