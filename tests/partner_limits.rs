@@ -97,3 +97,57 @@ async fn concurrent_creates_cannot_pass_the_limit_together() {
     assert_eq!(stored, 3);
     api.running.stop().await.unwrap();
 }
+
+async fn post_orders(api: &PartnerApi, key: &str, ids: std::ops::Range<u32>) -> (u16, Value) {
+    let at = "2026-10-05T10:00:00Z";
+    let orders: Vec<Value> = ids
+        .map(|i| json!({"orderId": format!("o{i}"), "userId": "u1", "amount": 1000, "status": "PAID", "orderedAt": at}))
+        .collect();
+    let res = api
+        .http
+        .post(format!("{}/v1/orders", api.running.base_url))
+        .header("X-API-KEY", key)
+        .json(&json!({ "orders": orders }))
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the runner answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_past_its_orders_of_a_month_records_nothing_of_the_call() {
+    let api = PartnerApi::start("orders-limited", 4).await;
+    let (code, out) = admin_limits(&["set", "--partner", &api.partner, "--orders-per-month", "5"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (status, body) = post_orders(&api, &api.key, 0..4).await;
+    assert_eq!((status, &body["recorded"]), (200, &json!(4)), "{body}");
+    let (status, body) = post_orders(&api, &api.key, 2..6).await;
+    assert_eq!(status, 422, "4 + 2 new > 5: {body}");
+    assert_eq!(
+        (&body["error"], &body["field"]),
+        (&json!("LIMIT_EXCEEDED"), &json!("ordersPerMonth")),
+        "{body}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE partner_id = ?")
+        .bind(&api.partner)
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 4, "nothing of the refused call is recorded");
+    let (status, body) = post_orders(&api, &api.key, 0..5).await;
+    assert_eq!(
+        (status, &body["recorded"], &body["unchanged"]),
+        (200, &json!(1), &json!(4)),
+        "resent orders count once: {body}"
+    );
+    let other = integration_tests::api_key(&unique("orders-unlimited")).await;
+    let (status, body) = post_orders(&api, &other, 0..10).await;
+    assert_eq!(
+        (status, &body["recorded"]),
+        (200, &json!(10)),
+        "another partner is unaffected: {body}"
+    );
+    api.running.stop().await.unwrap();
+}

@@ -26,9 +26,8 @@ fn owners(table: &str) -> &'static [&'static str] {
         "coupons" => &["issuance", "coupons"],
         "coupon_history" => &["coupons"],
         t if t.starts_with("point_") || t == "idempotency_keys" => &["points"],
-        "orders" | "grading_policies" | "grading_runs" | "grading_steps" | "user_grades" | "grade_rewards" => {
-            &["grading"]
-        }
+        "orders" | "order_counts" | "grading_policies" | "grading_runs" | "grading_steps" | "user_grades"
+        | "grade_rewards" => &["grading"],
         "partner_limits" => &["partners"],
         _ => &[],
     }

@@ -134,6 +134,7 @@ impl ApiError {
             Self::Grading(G::InvalidOrder(o)) => Problem::invalid(format!("orders[{}].{}", o.index, o.field)),
             Self::Grading(G::TooManyOrders(_)) => Problem::invalid("orders"),
             Self::Grading(G::OrderConflict(_)) => Problem::new(StatusCode::CONFLICT, "ORDER_CONFLICT"),
+            Self::Grading(G::LimitExceeded(e)) => Problem::limit(e),
             Self::Grading(G::UnknownCampaign { .. }) => Problem {
                 field: Some("tiers.couponCampaignId".into()),
                 ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_CAMPAIGN")

@@ -15,8 +15,9 @@ pub fn grading_service_from(
     sdk: &aws_config::SdkConfig,
 ) -> Result<crate::grading::GradingService<mysql::MySqlStore, sqs::SqsPartitionQueue>, crate::config::StartupError> {
     let queue = sqs::SqsPartitionQueue::new(aws_sdk_sqs::Client::new(sdk), settings.required("GRADING_QUEUE_URL")?);
-    Ok(
-        crate::grading::GradingService::new(mysql::store_from(settings, sdk)?, queue)
-            .with_partitions(settings.or("GRADING_PARTITIONS", crate::grading::domain::DEFAULT_PARTITIONS)?),
-    )
+    let store = mysql::store_from(settings, sdk)?;
+    Ok(crate::grading::GradingService::new(store.clone(), queue)
+        .with_partitions(settings.or("GRADING_PARTITIONS", crate::grading::domain::DEFAULT_PARTITIONS)?)
+        // The same store answers the partners context's port: each partner's limits.
+        .with_limits(std::sync::Arc::new(store)))
 }

@@ -27,6 +27,9 @@ pub enum GradingError {
     /// A grade asked for without a month before any run of the partner finished.
     #[error("no grading run has finished yet: ask for a month (?month=YYYY-MM)")]
     NoFinishedRun,
+    /// Recording the call's orders would take the partner past its orders of one month.
+    #[error(transparent)]
+    LimitExceeded(#[from] crate::partners::domain::LimitExceeded),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }

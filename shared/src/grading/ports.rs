@@ -29,8 +29,15 @@ pub struct PlannedRun {
 #[async_trait]
 pub trait GradingRecords: Send + Sync {
     /// Records new orders; an order id already there with the same content is unchanged, with
-    /// other content `OrderConflict` (and nothing of the call is recorded).
-    async fn record_orders(&self, partner: &str, orders: &[Order]) -> Result<OrdersRecorded, GradingError>;
+    /// other content `OrderConflict` (and nothing of the call is recorded). `LimitExceeded` (and
+    /// nothing recorded) when a month would then hold more than `max_per_month` of the partner's
+    /// orders (`partners::domain::admit` decides).
+    async fn record_orders(
+        &self,
+        partner: &str,
+        orders: &[Order],
+        max_per_month: u64,
+    ) -> Result<OrdersRecorded, GradingError>;
 
     /// `UnknownCampaign` if a tier's campaign is not the partner's.
     async fn set_policy(&self, partner: &str, policy: &Policy) -> Result<(), GradingError>;

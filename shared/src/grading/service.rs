@@ -7,21 +7,33 @@ use super::domain::{
 };
 use super::error::GradingError;
 use super::ports::{GradingRecords, OrdersRecorded, PartitionQueue};
+use std::sync::Arc;
+
 use crate::kernel::UserId;
+use crate::partners::ports::{DefaultLimits, PartnerLimitStore};
 
 pub struct GradingService<R, Q> {
     records: R,
     queue: Q,
     partitions: u32,
+    /// The partners context's port: how many orders a month each partner may record.
+    limits: Arc<dyn PartnerLimitStore>,
 }
 
 impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
+    /// Every partner with the default limits until `with_limits` names their store.
     pub fn new(records: R, queue: Q) -> Self {
         Self {
             records,
             queue,
             partitions: DEFAULT_PARTITIONS,
+            limits: Arc::new(DefaultLimits),
         }
+    }
+
+    pub fn with_limits(mut self, limits: Arc<dyn PartnerLimitStore>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Partitions per run (1 to [`super::domain::BUCKETS`]).
@@ -60,7 +72,8 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
                 return Err(GradingError::OrderConflict(o.order_id.clone()));
             }
         }
-        self.records.record_orders(partner, &orders).await
+        let max_per_month = self.limits.limits(partner).await?.orders_per_month;
+        self.records.record_orders(partner, &orders, max_per_month).await
     }
 
     pub async fn set_policy(&self, partner: &str, policy: Policy) -> Result<Policy, GradingError> {
@@ -395,5 +408,41 @@ mod tests {
         // A done run is answered as it is, and sends nothing.
         world.grading.start_run("p", world.month).await.unwrap();
         assert!(world.grading.queue().drain().is_empty());
+    }
+
+    #[tokio::test]
+    async fn orders_past_the_partners_month_limit_are_refused_whole() {
+        use crate::partners::domain::{Limit, LimitOverrides};
+        let limits = Arc::new(crate::testkit::MemoryPartnerLimits::default());
+        let five = LimitOverrides {
+            orders_per_month: Some(5),
+            ..LimitOverrides::default()
+        };
+        limits.set_overrides("p", five).await.unwrap();
+        let world = World::new(4);
+        let grading = GradingService::new(world.grading.records, MemoryPartitionQueue::default()).with_limits(limits);
+        let at = world.month.start() + Duration::days(1);
+        let orders = |ids: std::ops::Range<u32>| -> Vec<OrderInput> {
+            ids.map(|i| OrderInput {
+                order_id: format!("o{i}"),
+                user_id: "u".into(),
+                amount: 1,
+                status: OrderStatus::Paid,
+                ordered_at: at,
+            })
+            .collect()
+        };
+        assert_eq!(grading.record_orders("p", orders(0..4)).await.unwrap().recorded, 4);
+        match grading.record_orders("p", orders(2..6)).await {
+            Err(GradingError::LimitExceeded(e)) => assert_eq!((e.limit, e.would_be), (Limit::OrdersPerMonth, 6)),
+            other => panic!("refused, not {other:?}"),
+        }
+        let resent = grading.record_orders("p", orders(0..5)).await.unwrap();
+        assert_eq!(
+            (resent.recorded, resent.unchanged),
+            (1, 4),
+            "the refused call recorded nothing"
+        );
+        assert_eq!(grading.record_orders("q", orders(0..10)).await.unwrap().recorded, 10);
     }
 }

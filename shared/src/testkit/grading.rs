@@ -19,6 +19,7 @@ use crate::grading::domain::{
 use crate::grading::ports::{ChunkTables, GradingRecords, OrdersRecorded, PartitionQueue, PlannedRun};
 use crate::issuance::ports::CampaignCatalog;
 use crate::kernel::{TxError, Unavailable, UserId};
+use crate::partners::domain::{Limit, admit};
 use crate::points::domain::DEFAULT_VALIDITY_DAYS;
 use crate::points::ports::PointRecords;
 
@@ -73,15 +74,34 @@ impl MemoryGrading {
 
 #[async_trait]
 impl GradingRecords for MemoryGrading {
-    async fn record_orders(&self, partner: &str, orders: &[Order]) -> Result<OrdersRecorded, GradingError> {
+    async fn record_orders(
+        &self,
+        partner: &str,
+        orders: &[Order],
+        max_per_month: u64,
+    ) -> Result<OrdersRecorded, GradingError> {
         let mut state = self.state.lock().unwrap();
         let mut recorded = OrdersRecorded::default();
+        let mut new_by_month: BTreeMap<Month, u64> = BTreeMap::new();
+        let mut seen = HashSet::new();
         for o in orders {
             match state.orders.get(&(partner.to_owned(), o.order_id.clone())) {
                 Some(same) if same == o => recorded.unchanged += 1,
                 Some(_) => return Err(GradingError::OrderConflict(o.order_id.clone())),
-                None => recorded.recorded += 1,
+                None if seen.insert(o.order_id.as_str()) => {
+                    recorded.recorded += 1;
+                    *new_by_month.entry(o.month()).or_default() += 1;
+                }
+                None => recorded.unchanged += 1,
             }
+        }
+        for (month, new) in new_by_month {
+            let held = state
+                .orders
+                .iter()
+                .filter(|((p, _), o)| p == partner && o.month() == month)
+                .count() as u64;
+            admit(Limit::OrdersPerMonth, max_per_month, held + new)?;
         }
         for o in orders {
             state.orders.insert((partner.to_owned(), o.order_id.clone()), o.clone());

@@ -5,7 +5,7 @@
 //! `grading::chunk::write_chunk`, each in one short transaction here (`chunks`), with the
 //! coupons and points its rewards grant written by their own contexts' storage inside it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,6 +20,7 @@ use crate::grading::domain::{
 use crate::grading::ports::{GradingRecords, OrdersRecorded, PlannedRun};
 use crate::issuance::ports::CampaignCatalog;
 use crate::kernel::{Unavailable, UserId};
+use crate::partners::domain::{Limit, admit};
 use crate::points::domain::DEFAULT_VALIDITY_DAYS;
 use crate::points::ports::PointRecords;
 
@@ -78,17 +79,38 @@ macro_rules! run_columns {
 
 #[async_trait]
 impl GradingRecords for MySqlStore {
-    async fn record_orders(&self, partner: &str, orders: &[Order]) -> Result<OrdersRecorded, GradingError> {
+    async fn record_orders(
+        &self,
+        partner: &str,
+        orders: &[Order],
+        max_per_month: u64,
+    ) -> Result<OrdersRecorded, GradingError> {
         self.timed(async {
             let pool = self.db().await?;
             let mut tx = pool.begin().await.map_err(unavailable)?;
+            let distinct: HashSet<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
+            // Which are new, for the month counters (a plain read: an id another call inserts
+            // meanwhile is counted by both, so a counter can only run high, never let one by).
+            let mut known = QueryBuilder::<MySql>::new("SELECT order_id FROM orders WHERE partner_id = ");
+            known.push_bind(partner).push(" AND order_id IN (");
+            let mut list = known.separated(", ");
+            for id in &distinct {
+                list.push_bind(*id);
+            }
+            known.push(")");
+            let known: HashSet<String> = known
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .collect();
             let inserted = order_insert(partner, orders)
                 .build()
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?
                 .rows_affected() as usize;
-            let distinct: HashSet<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
             if inserted < distinct.len() {
                 // Some were there: each must be the same order, or the whole call is refused.
                 let mut read = QueryBuilder::<MySql>::new(
@@ -120,6 +142,17 @@ impl GradingRecords for MySqlStore {
                         return Err(GradingError::OrderConflict(o.order_id.clone()));
                     }
                 }
+            }
+            let mut new_by_month: BTreeMap<i32, u64> = BTreeMap::new();
+            let mut counted = HashSet::new();
+            for o in orders {
+                if !known.contains(&o.order_id) && counted.insert(o.order_id.as_str()) {
+                    *new_by_month.entry(o.month().number()).or_default() += 1;
+                }
+            }
+            if let Err(e) = count_orders(&mut tx, partner, &new_by_month, max_per_month).await {
+                let _ = tx.rollback().await;
+                return Err(e);
             }
             tx.commit().await.map_err(unavailable)?;
             Ok(OrdersRecorded {
@@ -389,22 +422,100 @@ impl GradingRecords for MySqlStore {
     }
 }
 
+/// Adds the call's new orders to the partner's month counters (rows locked in month order, held
+/// to the commit, so concurrent calls of one partner and month count one after the other) and
+/// runs `partners::domain::admit` on each month's total.
+async fn count_orders(
+    tx: &mut sqlx::MySqlConnection,
+    partner: &str,
+    new_by_month: &BTreeMap<i32, u64>,
+    max_per_month: u64,
+) -> Result<(), GradingError> {
+    if new_by_month.is_empty() {
+        return Ok(());
+    }
+    let mut add = QueryBuilder::<MySql>::new("INSERT INTO order_counts (partner_id, order_month, orders) ");
+    add.push_values(new_by_month, |mut row, (month, new)| {
+        row.push_bind(partner).push_bind(month).push_bind(new);
+    });
+    add.push(" ON DUPLICATE KEY UPDATE orders = orders + VALUES(orders)");
+    add.build().execute(&mut *tx).await.map_err(unavailable)?;
+    let mut read = QueryBuilder::<MySql>::new("SELECT orders FROM order_counts WHERE partner_id = ");
+    read.push_bind(partner).push(" AND order_month IN (");
+    let mut months = read.separated(", ");
+    for month in new_by_month.keys() {
+        months.push_bind(month);
+    }
+    read.push(")");
+    let totals: Vec<u64> = read
+        .build_query_scalar()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    for total in totals {
+        admit(Limit::OrdersPerMonth, max_per_month, total)?;
+    }
+    Ok(())
+}
+
+/// A bulk load's month counters: the rows a chunk of one month added are that month's (a
+/// generated month, the usual case); a chunk over several months has its months recounted.
+async fn count_loaded(
+    pool: &sqlx::MySqlPool,
+    partner: &str,
+    months: &BTreeSet<i32>,
+    added: u64,
+) -> Result<(), Unavailable> {
+    if let (1, Some(month)) = (months.len(), months.first()) {
+        sqlx::query(
+            "INSERT INTO order_counts (partner_id, order_month, orders) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE orders = orders + VALUES(orders)",
+        )
+        .bind(partner)
+        .bind(month)
+        .bind(added)
+        .execute(pool)
+        .await
+        .map_err(unavailable)?;
+        return Ok(());
+    }
+    if months.is_empty() {
+        return Ok(());
+    }
+    let mut recount = QueryBuilder::<MySql>::new(
+        "INSERT INTO order_counts (partner_id, order_month, orders) \
+         SELECT partner_id, order_month, COUNT(*) FROM orders WHERE partner_id = ",
+    );
+    recount.push_bind(partner).push(" AND order_month IN (");
+    let mut list = recount.separated(", ");
+    for month in months {
+        list.push_bind(month);
+    }
+    recount.push(") GROUP BY partner_id, order_month ON DUPLICATE KEY UPDATE orders = VALUES(orders)");
+    recount.build().execute(pool).await.map_err(unavailable)?;
+    Ok(())
+}
+
 /// Orders per bulk INSERT: 8 placeholders each, far below the 65,535 limit.
 pub const LOAD_CHUNK: usize = 5_000;
 
 impl MySqlStore {
     /// Loads generated orders fast (`fcfs-admin orders generate`, tests, the bench): one
     /// multi-row `INSERT IGNORE` of up to [`LOAD_CHUNK`] orders, autocommitted; an order id already
-    /// there is skipped. The rows inserted.
+    /// there is skipped; no limit is applied (an operator's tool), and the month counters are
+    /// recounted at the end. The rows inserted.
     pub async fn load_orders(&self, partner: &str, orders: &[Order]) -> Result<u64, Unavailable> {
         let pool = self.db().await?;
         let mut inserted = 0;
         for chunk in orders.chunks(LOAD_CHUNK) {
             let mut insert = order_insert(partner, chunk);
-            inserted += self
+            let added = self
                 .timed(async { insert.build().execute(&pool).await.map_err(unavailable) })
                 .await?
                 .rows_affected();
+            inserted += added;
+            let months: BTreeSet<i32> = chunk.iter().map(|o| o.month().number()).collect();
+            self.timed(count_loaded(&pool, partner, &months, added)).await?;
         }
         Ok(inserted)
     }
