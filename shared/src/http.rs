@@ -277,23 +277,39 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
         return Err(ApiError::InvalidBody("a JSON body is required".into()));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = inner.to_string();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::InvalidBody(format!("body is not valid JSON: {message}"));
+            // serde_json calls some type errors syntax errors (a number or null where an enum's
+            // name belongs): a body that is valid JSON is judged again from its value, which
+            // names the field.
+            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes)
+                && let Err(e) = serde_path_to_error::deserialize::<_, T>(json)
+            {
+                return field_error(&e.path().to_string(), e.into_inner().to_string());
+            }
+            return ApiError::InvalidBody(format!("body is not valid JSON: {inner}"));
         }
-        // serde names a missing or unknown field only in its message.
-        let named = message.split('`').nth(1).filter(|_| message.contains(" field `"));
-        let field = match (path.as_str(), named) {
-            (".", Some(name)) => name.to_owned(),
-            (".", None) => "body".to_owned(),
-            (p, Some(name)) if message.starts_with("missing") => format!("{p}.{name}"),
-            (p, _) => p.to_owned(),
-        };
-        ApiError::InvalidBodyField { field, message }
-    })
+        field_error(&path, inner.to_string())
+    })?;
+    // One JSON value and nothing after it but whitespace.
+    de.end()
+        .map_err(|e| ApiError::InvalidBody(format!("body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// The body member a deserialization error is about: serde names a missing or unknown field
+/// only in its message.
+fn field_error(path: &str, message: String) -> ApiError {
+    let named = message.split('`').nth(1).filter(|_| message.contains(" field `"));
+    let field = match (path, named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "body".to_owned(),
+        (p, Some(name)) if message.starts_with("missing") => format!("{p}.{name}"),
+        (p, _) => p.to_owned(),
+    };
+    ApiError::InvalidBodyField { field, message }
 }
 
 #[cfg(test)]

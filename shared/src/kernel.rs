@@ -174,6 +174,15 @@ impl Clock for SystemClock {
     }
 }
 
+/// A whole number written as the contract writes one: ASCII digits only (`str::parse` also takes
+/// a leading `+`, which no pattern of the API allows); `None` for anything else or an overflow.
+pub fn digits<T: std::str::FromStr>(raw: &str) -> Option<T> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
 /// The longest partner id (the `partner_id` columns are `VARCHAR(64)`).
 pub const PARTNER_ID_MAX: usize = 64;
 
@@ -208,8 +217,7 @@ pub const MAX_PAGE: u32 = 100;
 
 /// A list's `limit` query parameter: 1 to `MAX_PAGE`.
 pub fn page_limit(raw: &str) -> Result<u32, InvalidField> {
-    raw.parse()
-        .ok()
+    digits(raw)
         .filter(|l| (1..=MAX_PAGE).contains(l))
         .ok_or_else(|| InvalidField::new("limit", "must be 1-100"))
 }

@@ -122,7 +122,7 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
     async fn get(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
         let id: CampaignId = api::path_param(req, "campaignId")
-            .and_then(|raw| raw.parse().ok())
+            .and_then(|raw| fcfs_shared::kernel::digits(&raw))
             .ok_or(ApiError::NotFound("campaign"))?;
         let summary = self.campaigns.get(&partner, id).await?;
         Ok(api::json(StatusCode::OK, &CampaignView::from(summary)))

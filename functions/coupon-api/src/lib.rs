@@ -134,20 +134,20 @@ impl<R: CouponRecords> CouponApi<R> {
 
     async fn get(&self, req: &Request, raw_id: &str) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
-        let id: CouponId = raw_id.parse().map_err(|_| ApiError::NotFound("coupon"))?;
+        let id: CouponId = fcfs_shared::kernel::digits(raw_id).ok_or(ApiError::NotFound("coupon"))?;
         Ok(self.view(self.coupons.get(&partner, id).await?))
     }
 
     async fn use_coupon(&self, req: &Request, raw_id: &str) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
-        let id: CouponId = raw_id.parse().map_err(|_| ApiError::NotFound("coupon"))?;
+        let id: CouponId = fcfs_shared::kernel::digits(raw_id).ok_or(ApiError::NotFound("coupon"))?;
         let request = api::json_body::<UseCoupon>(req, MAX_BODY_BYTES)?;
         Ok(self.view(self.coupons.use_coupon(&partner, id, request).await?))
     }
 
     async fn cancel_use(&self, req: &Request, raw_id: &str) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
-        let id: CouponId = raw_id.parse().map_err(|_| ApiError::NotFound("coupon"))?;
+        let id: CouponId = fcfs_shared::kernel::digits(raw_id).ok_or(ApiError::NotFound("coupon"))?;
         let request = api::json_body::<CancelUse>(req, MAX_BODY_BYTES)?;
         Ok(self.view(self.coupons.cancel_use(&partner, id, request).await?))
     }

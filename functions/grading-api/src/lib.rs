@@ -131,7 +131,7 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingApi<R, Q> {
     async fn run(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
         let run: RunId = api::path_param(req, "runId")
-            .and_then(|id| id.parse().ok())
+            .and_then(|id| fcfs_shared::kernel::digits(&id))
             .ok_or(ApiError::NotFound("grading run"))?;
         Ok(api::json(StatusCode::OK, &self.grading.run(&partner, run).await?))
     }

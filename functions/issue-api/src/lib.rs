@@ -88,7 +88,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
     fn target(req: &Request) -> Result<(String, CampaignId), ApiError> {
         let partner = api::partner_id(req)?;
         let campaign = api::path_param(req, "campaignId")
-            .and_then(|raw| raw.parse().ok())
+            .and_then(|raw| fcfs_shared::kernel::digits(&raw))
             .ok_or(ApiError::NotFound("campaign"))?;
         Ok((partner, campaign))
     }

@@ -151,7 +151,7 @@ impl<R: PointRecords> PointsApi<R> {
     async fn cancel(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let (partner, key) = (api::partner_id(req)?, idempotency_key(req)?);
         let transaction: TransactionId = api::path_param(req, "transactionId")
-            .and_then(|id| id.parse().ok())
+            .and_then(|id| fcfs_shared::kernel::digits(&id))
             .ok_or(ApiError::NotFound("transaction"))?;
         Ok(receipt(
             StatusCode::OK,

@@ -45,9 +45,11 @@ fn port_number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<
         Number(u16),
         Text(String),
     }
-    match Port::deserialize(d)? {
-        Port::Number(n) => Ok(Some(n)),
-        Port::Text(t) => t.trim().parse().map(Some).map_err(serde::de::Error::custom),
+    // `null` is an absent port, as for host and dbname.
+    match Option::<Port>::deserialize(d)? {
+        None => Ok(None),
+        Some(Port::Number(n)) => Ok(Some(n)),
+        Some(Port::Text(t)) => t.trim().parse().map(Some).map_err(serde::de::Error::custom),
     }
 }
 

@@ -109,6 +109,8 @@ const MAX_TITLE: usize = 256;
 const MAX_DESCRIPTION: usize = 4096;
 const MAX_FIELD: usize = 1024;
 const MAX_CONTENT: usize = 2000;
+/// An embed's title, description, field names and values together.
+const MAX_EMBED_TOTAL: usize = 6000;
 
 const RED: u32 = 0xE7_4C_3C;
 const GREEN: u32 = 0x2E_CC_71;
@@ -171,16 +173,24 @@ impl DiscordMessage {
         if let Some(old) = &alarm.old_state_value {
             fields.push(field("Was", old, true));
         }
+        let title = cut(
+            &format!("{icon} {}: {}", alarm.new_state_value, alarm.alarm_name),
+            MAX_TITLE,
+        );
+        // The description gets what the title and fields leave of the embed's total.
+        let used: usize = title.chars().count()
+            + fields
+                .iter()
+                .map(|f| f.name.chars().count() + f.value.chars().count())
+                .sum::<usize>();
+        let description = cut(&description, MAX_DESCRIPTION.min(MAX_EMBED_TOTAL.saturating_sub(used)));
         Self {
             username: USERNAME.to_owned(),
             content: String::new(),
             embeds: vec![Embed {
-                title: cut(
-                    &format!("{icon} {}: {}", alarm.new_state_value, alarm.alarm_name),
-                    MAX_TITLE,
-                ),
+                title,
                 url: region.map(|r| console_link(r, &alarm.alarm_name)),
-                description: cut(&description, MAX_DESCRIPTION),
+                description,
                 color,
                 timestamp: alarm.state_change_time.as_deref().and_then(iso_time),
                 fields,
@@ -254,6 +264,9 @@ fn field(name: &str, value: &str, inline: bool) -> Field {
 fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
+    }
+    if max == 0 {
+        return String::new();
     }
     let mut out: String = text.chars().take(max - 1).collect();
     out.push('…');

@@ -237,7 +237,7 @@ impl Cursor {
             // Bound to what MySQL's DATETIME holds: the query binds it, and sqlx's encoder panics on
             // a year it cannot encode (a crafted cursor answered 502 before).
             issued_at: storable_instant("cursor", issued_at).map_err(|_| invalid())?,
-            id: id.parse().map_err(|_| invalid())?,
+            id: crate::kernel::digits(id).ok_or_else(invalid)?,
         })
     }
 }

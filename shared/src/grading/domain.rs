@@ -45,8 +45,8 @@ impl Month {
         if y.len() != 4 || m.len() != 2 {
             return Err(bad());
         }
-        let year: i32 = y.parse().map_err(|_| bad())?;
-        let month: u32 = m.parse().map_err(|_| bad())?;
+        let year: i32 = crate::kernel::digits(y).ok_or_else(bad)?;
+        let month: u32 = crate::kernel::digits(m).ok_or_else(bad)?;
         if !(2000..=9998).contains(&year) || !(1..=12).contains(&month) {
             return Err(bad());
         }

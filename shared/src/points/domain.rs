@@ -413,7 +413,7 @@ fn decode_cursor(raw: &str) -> Result<TransactionId, InvalidField> {
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     text.strip_prefix('t')
-        .and_then(|id| id.parse().ok())
+        .and_then(crate::kernel::digits)
         .ok_or_else(invalid)
 }
 
