@@ -108,10 +108,9 @@ pub async fn run(table: &str, command: KeysCommand) -> Result<()> {
     Ok(())
 }
 
-/// Puts the partner's usage identifier key in the usage plan as an API key of that value, creating
-/// the key if it does not exist and adding it to the plan if it is not there. Safe to repeat.
-pub async fn register_usage(sdk: &aws_config::SdkConfig, usage_plan_id: &str, partner: &str) -> Result<()> {
-    let apigateway = aws_sdk_apigateway::Client::new(sdk);
+/// The id of the partner's usage-plan key in API Gateway (an API key whose value is the partner's
+/// usage identifier key), created if it does not exist.
+pub async fn usage_key_id(apigateway: &aws_sdk_apigateway::Client, partner: &str) -> Result<String> {
     let value = keys::domain::usage_identifier_key(partner);
     // The key's name is its value: unique per partner, and found again by name.
     let existing = apigateway
@@ -126,7 +125,7 @@ pub async fn register_usage(sdk: &aws_config::SdkConfig, usage_plan_id: &str, pa
         .items()
         .iter()
         .find(|k| k.name() == Some(value.as_str()) && k.value() == Some(value.as_str()));
-    let key_id = match found {
+    Ok(match found {
         Some(key) => {
             if key.enabled() {
                 eprintln!("usage key of partner {partner} exists");
@@ -149,7 +148,14 @@ pub async fn register_usage(sdk: &aws_config::SdkConfig, usage_plan_id: &str, pa
             eprintln!("usage key of partner {partner} created");
             created.id().context("CreateApiKey returned no id")?.to_owned()
         }
-    };
+    })
+}
+
+/// Puts the partner's usage identifier key in the usage plan as an API key of that value, creating
+/// the key if it does not exist and adding it to the plan if it is not there. Safe to repeat.
+pub async fn register_usage(sdk: &aws_config::SdkConfig, usage_plan_id: &str, partner: &str) -> Result<()> {
+    let apigateway = aws_sdk_apigateway::Client::new(sdk);
+    let key_id = usage_key_id(&apigateway, partner).await?;
     match apigateway
         .create_usage_plan_key()
         .usage_plan_id(usage_plan_id)

@@ -7,6 +7,8 @@ use fcfs_shared::kernel::is_partner_id;
 use fcfs_shared::partners::domain::LimitOverrides;
 use fcfs_shared::partners::ports::PartnerLimitStore;
 
+use crate::throttle::Rate;
+
 #[derive(Subcommand)]
 pub enum LimitsCommand {
     /// Print the partner's limits (JSON): what applies, and which the operator set.
@@ -25,6 +27,17 @@ pub enum LimitsCommand {
         /// Orders recorded per calendar month (POST /v1/orders past it: 422 LIMIT_EXCEEDED).
         #[arg(long, value_parser = parse_setting::<u64>)]
         orders_per_month: Option<Setting<u64>>,
+        /// Requests per second (with --burst), enforced by API Gateway (429 above): the partner
+        /// gets a usage plan of its own on the API's stages; `default` puts it back under the
+        /// stack's plan. Needs --usage-plan-id.
+        #[arg(long, value_parser = parse_setting::<f64>, requires = "usage_plan_id")]
+        rate: Option<Setting<f64>>,
+        /// Requests at once above the rate, with --rate N.
+        #[arg(long)]
+        burst: Option<i32>,
+        /// The stack's usage plan (stack output UsagePlanId).
+        #[arg(long, env = "USAGE_PLAN_ID")]
+        usage_plan_id: Option<String>,
     },
 }
 
@@ -62,6 +75,24 @@ pub async fn run(database_url: &str, command: LimitsCommand) -> Result<()> {
     };
     if !is_partner_id(&partner) {
         bail!("--partner {partner:?}: 1-64 letters, digits, '.', '_' or '-'");
+    }
+    if let LimitsCommand::Set {
+        rate: Some(rate),
+        burst,
+        usage_plan_id: Some(plan),
+        ..
+    } = &command
+    {
+        let rate = match (*rate, *burst) {
+            (Setting::Default, _) => Rate::Shared,
+            (Setting::Value(rate), Some(burst)) if rate > 0.0 && rate.is_finite() && burst >= 1 => {
+                Rate::Own { rate, burst }
+            }
+            _ => bail!("--rate N needs --burst M (N > 0 requests per second, M ≥ 1), or --rate default"),
+        };
+        let sdk = fcfs_shared::config::aws_sdk_config().await;
+        let now = crate::throttle::set(&sdk, plan, &partner, rate).await?;
+        eprintln!("requests of {partner} are throttled by usage plan {now}");
     }
     if let LimitsCommand::Set {
         live_campaigns,

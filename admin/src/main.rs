@@ -8,6 +8,7 @@ mod limits;
 mod points;
 mod provision;
 mod secret;
+mod throttle;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

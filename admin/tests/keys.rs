@@ -168,3 +168,109 @@ async fn a_partner_is_registered_once_in_the_usage_plan() {
         .collect();
     assert_eq!(ours.len(), 1, "{in_plan:?}");
 }
+
+/// `limits set --rate N --burst M` gives the partner a usage plan of its own (its key leaves the
+/// stack's plan: API Gateway allows one plan per stage), a second call changes that plan's
+/// throttle, and `--rate default` puts the key back and deletes the plan. Against LocalStack's
+/// API Gateway (which stores throttles; enforcing them is API Gateway's, on AWS).
+#[tokio::test]
+async fn a_partners_own_rate_is_a_usage_plan_of_its_own() {
+    let sdk = fcfs_shared::config::aws_sdk_config().await;
+    let gateway = aws_sdk_apigateway::Client::new(&sdk);
+    let shared_name = unique("shared-plan");
+    let shared = gateway
+        .create_usage_plan()
+        .name(&shared_name)
+        .send()
+        .await
+        .expect("a usage plan on the emulator")
+        .id
+        .expect("its id");
+    let partner = unique("throttled");
+    let run = admin(&[
+        "keys",
+        "register-usage",
+        "--partner",
+        &partner,
+        "--usage-plan-id",
+        &shared,
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let value = fcfs_shared::keys::domain::usage_identifier_key(&partner);
+    let in_plan = async |plan: &str| {
+        gateway
+            .get_usage_plan_keys()
+            .usage_plan_id(plan)
+            .send()
+            .await
+            .expect("the plan's keys")
+            .items
+            .unwrap_or_default()
+            .iter()
+            .any(|k| k.value.as_deref() == Some(value.as_str()))
+    };
+    let own_plan = async || {
+        gateway
+            .get_usage_plans()
+            .limit(500)
+            .send()
+            .await
+            .expect("the plans")
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.name.as_deref() == Some(format!("{shared_name}-partner-{partner}").as_str()))
+    };
+    // Whole rates: LocalStack's UpdateUsagePlan parses a patched rate as an integer (AWS takes a double).
+    for (rate, burst) in [("5", "2"), ("8", "3")] {
+        let args = [
+            "limits",
+            "set",
+            "--partner",
+            &partner,
+            "--rate",
+            rate,
+            "--burst",
+            burst,
+            "--usage-plan-id",
+            &shared,
+        ];
+        let run = admin(&args);
+        assert!(run.status.success(), "{args:?}: {}", stderr(&run));
+        let own = own_plan().await.expect("the partner's own plan");
+        let throttle = own.throttle.clone().expect("a throttle");
+        assert_eq!(
+            (throttle.rate_limit, throttle.burst_limit),
+            (rate.parse().unwrap(), burst.parse().unwrap())
+        );
+        assert!(
+            in_plan(own.id.as_deref().unwrap()).await,
+            "the key is in the partner's plan"
+        );
+        assert!(!in_plan(&shared).await, "and no longer in the stack's");
+    }
+    let run = admin(&[
+        "limits",
+        "set",
+        "--partner",
+        &partner,
+        "--rate",
+        "default",
+        "--usage-plan-id",
+        &shared,
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(in_plan(&shared).await, "back in the stack's plan");
+    assert!(own_plan().await.is_none(), "the partner's plan is gone");
+    let run = admin(&[
+        "limits",
+        "set",
+        "--partner",
+        &partner,
+        "--rate",
+        "5",
+        "--usage-plan-id",
+        &shared,
+    ]);
+    assert!(!run.status.success(), "a rate without a burst is refused");
+}
