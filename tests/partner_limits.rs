@@ -151,3 +151,132 @@ async fn a_partner_past_its_orders_of_a_month_records_nothing_of_the_call() {
     );
     api.running.stop().await.unwrap();
 }
+
+async fn earn(api: &PartnerApi, key: &str, idempotency_key: &str) -> (u16, Value) {
+    let res = api
+        .http
+        .post(format!("{}/v1/users/u1/points/earn", api.running.base_url))
+        .header("X-API-KEY", key)
+        .header("Idempotency-Key", idempotency_key)
+        .json(&json!({"amount": 10, "reason": "limits"}))
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the runner answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_past_its_idempotency_records_is_refused_but_its_retries_replay() {
+    let api = PartnerApi::start("keys-limited", 4).await;
+    let (code, out) = admin_limits(&["set", "--partner", &api.partner, "--idempotency-records", "2"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\"idempotencyRecords\": 2"), "{out}");
+    let (status, first) = earn(&api, &api.key, "k1").await;
+    assert_eq!(status, 201, "{first}");
+    let (status, body) = earn(&api, &api.key, "k2").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = earn(&api, &api.key, "k3").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        (&body["error"], &body["field"]),
+        (&json!("LIMIT_EXCEEDED"), &json!("idempotencyRecords")),
+        "{body}"
+    );
+    assert_eq!(earn(&api, &api.key, "k1").await, (201, first), "a retry still replays");
+    let other = integration_tests::api_key(&unique("keys-unlimited")).await;
+    let (status, body) = earn(&api, &other, "k3").await;
+    assert_eq!(status, 201, "another partner is unaffected: {body}");
+    let balance: Option<u64> =
+        sqlx::query_scalar("SELECT balance FROM point_wallets WHERE partner_id = ? AND user_id = 'u1'")
+            .bind(&api.partner)
+            .fetch_optional(&api.pool)
+            .await
+            .unwrap();
+    assert_eq!(balance, Some(20), "the refused write changed nothing");
+    api.running.stop().await.unwrap();
+}
+
+/// Records are counted per UTC day and pruned by the expiry sweep once their retention is over;
+/// then the partner may write again. The service's clock is set back, so the sweep deletes only
+/// records older than any other test's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_records_past_their_retention_are_pruned_and_count_no_more() {
+    use fcfs_shared::adapters::mysql::MySqlStore;
+    use fcfs_shared::partners::domain::LimitOverrides;
+    use fcfs_shared::partners::ports::PartnerLimitStore;
+    use fcfs_shared::points::domain::{EarnPoints, IdempotencyKey, KEY_RETENTION_DAYS};
+    use fcfs_shared::points::{PointsError, PointsService};
+    use std::sync::Arc;
+
+    let api = PartnerApi::start("keys-pruned", 4).await;
+    let store = MySqlStore::new(api.pool.clone()).with_timeout(std::time::Duration::from_secs(20));
+    let two = LimitOverrides {
+        idempotency_records: Some(2),
+        ..LimitOverrides::default()
+    };
+    store.set_overrides(&api.partner, two).await.unwrap();
+    let retention = chrono::Duration::days(i64::from(KEY_RETENTION_DAYS));
+    let clock = Arc::new(fcfs_shared::testkit::ManualClock::at(
+        chrono::Utc::now() - retention - retention,
+    ));
+    let points = PointsService::new(store.clone())
+        .with_clock(clock.clone())
+        .with_limits(Arc::new(store));
+    let user = fcfs_shared::kernel::UserId::parse("u1").unwrap();
+    let key = |k: &str| IdempotencyKey::parse(Some(k)).unwrap();
+    let request = || EarnPoints {
+        amount: 1,
+        reason: "r".into(),
+        expires_at: None,
+    };
+    for k in ["k1", "k2"] {
+        points
+            .earn(&api.partner, user.clone(), &key(k), request())
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        points.earn(&api.partner, user.clone(), &key("k3"), request()).await,
+        Err(PointsError::LimitExceeded(_))
+    ));
+    let kept = |pool: sqlx::MySqlPool, partner: String| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM idempotency_keys WHERE partner_id = ?")
+            .bind(partner)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    clock.advance(retention);
+    points
+        .prune_keys(1_000, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        kept(api.pool.clone(), api.partner.clone()).await,
+        2,
+        "kept through the retention"
+    );
+
+    clock.advance(chrono::Duration::days(1));
+    let pruned = points.prune_keys(1, std::time::Duration::from_secs(20)).await.unwrap();
+    assert!(
+        pruned.expired >= 2 && pruned.chunks >= 3,
+        "one record per chunk: {pruned:?}"
+    );
+    assert_eq!(kept(api.pool.clone(), api.partner.clone()).await, 0);
+    let counted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_counts WHERE partner_id = ?")
+        .bind(&api.partner)
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, 0, "the counts of days past retention go with them");
+    points
+        .earn(&api.partner, user.clone(), &key("k3"), request())
+        .await
+        .expect("the partner may write again");
+    let receipt = points.earn(&api.partner, user, &key("k1"), request()).await.unwrap();
+    assert_eq!(receipt.balance, 4, "a pruned key is a new request");
+    api.running.stop().await.unwrap();
+}

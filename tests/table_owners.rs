@@ -25,7 +25,7 @@ fn owners(table: &str) -> &'static [&'static str] {
         "campaigns" | "coupon_rejections" => &["issuance"],
         "coupons" => &["issuance", "coupons"],
         "coupon_history" => &["coupons"],
-        t if t.starts_with("point_") || t == "idempotency_keys" => &["points"],
+        t if t.starts_with("point_") || t == "idempotency_keys" || t == "idempotency_counts" => &["points"],
         "orders" | "order_counts" | "grading_policies" | "grading_runs" | "grading_steps" | "user_grades"
         | "grade_rewards" => &["grading"],
         "partner_limits" => &["partners"],

@@ -27,6 +27,10 @@ pub enum LimitsCommand {
         /// Orders recorded per calendar month (POST /v1/orders past it: 422 LIMIT_EXCEEDED).
         #[arg(long, value_parser = parse_setting::<u64>)]
         orders_per_month: Option<Setting<u64>>,
+        /// Idempotency-Key records of point writes kept at once (each kept 30 days; a point write
+        /// past it: 422 LIMIT_EXCEEDED).
+        #[arg(long, value_parser = parse_setting::<u64>)]
+        idempotency_records: Option<Setting<u64>>,
         /// Requests per second (with --burst), enforced by API Gateway (429 above): the partner
         /// gets a usage plan of its own on the API's stages; `default` puts it back under the
         /// stack's plan. Needs --usage-plan-id.
@@ -97,6 +101,7 @@ pub async fn run(database_url: &str, command: LimitsCommand) -> Result<()> {
     if let LimitsCommand::Set {
         live_campaigns,
         orders_per_month,
+        idempotency_records,
         ..
     } = command
     {
@@ -104,6 +109,7 @@ pub async fn run(database_url: &str, command: LimitsCommand) -> Result<()> {
         let next = LimitOverrides {
             live_campaigns: applied(current.live_campaigns, live_campaigns),
             orders_per_month: applied(current.orders_per_month, orders_per_month),
+            idempotency_records: applied(current.idempotency_records, idempotency_records),
         };
         store.set_overrides(&partner, next).await?;
         eprintln!("limits of {partner} set");
@@ -115,6 +121,7 @@ pub async fn run(database_url: &str, command: LimitsCommand) -> Result<()> {
         "set": {
             "liveCampaigns": overrides.live_campaigns,
             "ordersPerMonth": overrides.orders_per_month,
+            "idempotencyRecords": overrides.idempotency_records,
         },
     });
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -208,5 +208,6 @@ async fn points_expiry_event() {
         std::time::Duration::from_secs(10),
     );
     let e: serde_json::Value = serde_json::from_str(&event("points-expiry.json")).unwrap();
-    assert_eq!(expiry.handle(e).await.unwrap().chunks, 1);
+    let sweep = expiry.handle(e).await.unwrap();
+    assert_eq!((sweep.lots.chunks, sweep.idempotency_records.chunks), (1, 1));
 }

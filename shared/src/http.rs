@@ -129,6 +129,7 @@ impl ApiError {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
             }
             Self::Points(P::InProgress) => Problem::new(StatusCode::CONFLICT, "IN_PROGRESS"),
+            Self::Points(P::LimitExceeded(e)) => Problem::limit(e),
             Self::Points(P::Unavailable(e)) => Problem::unavailable(e.to_string()),
             Self::Grading(G::Invalid(f)) => Problem::invalid(f.field),
             Self::Grading(G::InvalidOrder(o)) => Problem::invalid(format!("orders[{}].{}", o.index, o.field)),

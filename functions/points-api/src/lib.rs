@@ -100,8 +100,12 @@ impl PointsApi<MySqlStore> {
             }
             .into());
         }
+        let store = mysql::store_from(settings, sdk)?;
         Ok(Self::new(
-            PointsService::new(mysql::store_from(settings, sdk)?).with_default_validity_days(days),
+            PointsService::new(store.clone())
+                .with_default_validity_days(days)
+                // The same store answers the partners context's port: each partner's limits.
+                .with_limits(std::sync::Arc::new(store)),
         ))
     }
 }

@@ -7,6 +7,9 @@ use serde::Serialize;
 pub const DEFAULT_LIVE_CAMPAIGNS: u32 = 200;
 /// Orders recorded per partner and calendar month (grading reads them all once a month).
 pub const DEFAULT_ORDERS_PER_MONTH: u64 = 20_000_000;
+/// Idempotency-Key records a partner's point writes keep at once (each for
+/// `points::domain::KEY_RETENTION_DAYS` days): about 330,000 writes a day.
+pub const DEFAULT_IDEMPOTENCY_RECORDS: u64 = 10_000_000;
 
 /// What one partner may hold. Defaults apply where an operator set nothing (`fcfs-admin limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -14,6 +17,7 @@ pub const DEFAULT_ORDERS_PER_MONTH: u64 = 20_000_000;
 pub struct PartnerLimits {
     pub live_campaigns: u32,
     pub orders_per_month: u64,
+    pub idempotency_records: u64,
 }
 
 impl Default for PartnerLimits {
@@ -21,6 +25,7 @@ impl Default for PartnerLimits {
         Self {
             live_campaigns: DEFAULT_LIVE_CAMPAIGNS,
             orders_per_month: DEFAULT_ORDERS_PER_MONTH,
+            idempotency_records: DEFAULT_IDEMPOTENCY_RECORDS,
         }
     }
 }
@@ -30,6 +35,7 @@ impl Default for PartnerLimits {
 pub struct LimitOverrides {
     pub live_campaigns: Option<u32>,
     pub orders_per_month: Option<u64>,
+    pub idempotency_records: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -38,6 +44,7 @@ impl LimitOverrides {
         PartnerLimits {
             live_campaigns: self.live_campaigns.unwrap_or(defaults.live_campaigns),
             orders_per_month: self.orders_per_month.unwrap_or(defaults.orders_per_month),
+            idempotency_records: self.idempotency_records.unwrap_or(defaults.idempotency_records),
         }
     }
 }
@@ -46,6 +53,7 @@ impl LimitOverrides {
 pub enum Limit {
     LiveCampaigns,
     OrdersPerMonth,
+    IdempotencyRecords,
 }
 
 impl Limit {
@@ -54,6 +62,7 @@ impl Limit {
         match self {
             Self::LiveCampaigns => "liveCampaigns",
             Self::OrdersPerMonth => "ordersPerMonth",
+            Self::IdempotencyRecords => "idempotencyRecords",
         }
     }
 }
@@ -72,6 +81,7 @@ impl LimitExceeded {
         match self.limit {
             Limit::LiveCampaigns => "campaigns whose issue window has not ended",
             Limit::OrdersPerMonth => "orders in one month",
+            Limit::IdempotencyRecords => "Idempotency-Key records kept at once",
         }
     }
 }
@@ -110,6 +120,7 @@ mod tests {
         let limits = LimitOverrides {
             live_campaigns: Some(3),
             orders_per_month: None,
+            idempotency_records: None,
         }
         .apply();
         assert_eq!(limits.live_campaigns, 3);

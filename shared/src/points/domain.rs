@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -83,6 +83,35 @@ impl IdempotencyKey {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Days a key's record is kept after the UTC day it was made: a retry within them replays the
+/// first answer; after them the key is free again and its record is pruned by the expiry sweep.
+pub const KEY_RETENTION_DAYS: u32 = 30;
+/// Counter rows per partner and day the storage spreads a partner's new records over, so that
+/// writes to different wallets rarely wait on one counter.
+pub const KEY_COUNTER_SHARDS: u8 = 16;
+
+/// Key records are kept and counted by the UTC day they were made: those of this day and after
+/// are active at `now` (they count against the partner's limit of idempotency records).
+pub fn first_active_key_day(now: DateTime<Utc>) -> NaiveDate {
+    now.date_naive() - Days::new(u64::from(KEY_RETENTION_DAYS))
+}
+
+/// Records made before this instant are past their retention: pruned, and counted no more.
+pub fn keys_expire_before(now: DateTime<Utc>) -> DateTime<Utc> {
+    first_active_key_day(now).and_time(NaiveTime::MIN).and_utc()
+}
+
+impl IdempotencyKey {
+    /// The counter row of the day this key's record is counted in: the key's FNV-1a hash (stable
+    /// across builds and processes, unlike std's hasher), over `KEY_COUNTER_SHARDS` rows.
+    pub fn counter_shard(&self) -> u8 {
+        let hash = self.0.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash % u64::from(KEY_COUNTER_SHARDS)) as u8
     }
 }
 

@@ -19,6 +19,8 @@ pub enum PointsError {
     #[error("a request with this Idempotency-Key is still in progress; retry later")]
     InProgress,
     #[error(transparent)]
+    LimitExceeded(#[from] crate::partners::domain::LimitExceeded),
+    #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }
 

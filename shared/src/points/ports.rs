@@ -64,13 +64,17 @@ pub trait PointRecords: Send + Sync {
     /// changes; lots past their time are expired first; the outcome, refusals included, commits
     /// with the key. A key already committed replays its outcome (`IdempotencyKeyReused` if it
     /// was another request's); one still in flight makes this call wait for it, or answer
-    /// `InProgress` past the lock-wait limit. Never two effects for one key.
+    /// `InProgress` past the lock-wait limit. Never two effects for one key. A new record is
+    /// counted in its UTC day; one that would take the partner's records still kept
+    /// (`domain::first_active_key_day` on) past `records_allowed` is `LimitExceeded`, and nothing
+    /// is written (a committed key still replays).
     async fn apply(
         &self,
         partner: &str,
         key: &IdempotencyKey,
         operation: &Operation,
         now: DateTime<Utc>,
+        records_allowed: u64,
     ) -> Result<Applied, PointsError>;
 
     /// The partner's default validity of earned points, in days, if it has its own.
@@ -86,4 +90,9 @@ pub trait PointRecords: Send + Sync {
     /// Expires up to `max_lots` lots past their time in one short transaction, skipping wallets a
     /// write holds; how many lots it expired.
     async fn expire_batch(&self, now: DateTime<Utc>, max_lots: u32) -> Result<u64, Unavailable>;
+
+    /// Deletes up to `max_records` key records made before `domain::keys_expire_before(now)`,
+    /// oldest first, in one short transaction, and the counts of days before
+    /// `domain::first_active_key_day(now)`; how many records it deleted.
+    async fn prune_keys(&self, now: DateTime<Utc>, max_records: u32) -> Result<u64, Unavailable>;
 }

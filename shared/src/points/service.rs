@@ -12,6 +12,7 @@ use super::domain::{
 use super::error::PointsError;
 use super::ports::{Applied, PointRecords};
 use crate::kernel::{Clock, SystemClock, UserId, sweep_in_chunks};
+use crate::partners::ports::{DefaultLimits, PartnerLimitStore};
 
 pub use crate::kernel::SweepSummary;
 
@@ -27,6 +28,8 @@ pub struct PointsService<R> {
     records: R,
     clock: Arc<dyn Clock>,
     default_validity_days: u32,
+    /// The partners context's port: how many key records each partner may keep.
+    limits: Arc<dyn PartnerLimitStore>,
 }
 
 impl<R: PointRecords> PointsService<R> {
@@ -35,7 +38,14 @@ impl<R: PointRecords> PointsService<R> {
             records,
             clock: Arc::new(SystemClock),
             default_validity_days: DEFAULT_VALIDITY_DAYS,
+            limits: Arc::new(DefaultLimits),
         }
+    }
+
+    /// Every partner with the default limits until this names their store.
+    pub fn with_limits(mut self, limits: Arc<dyn PartnerLimitStore>) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -68,7 +78,14 @@ impl<R: PointRecords> PointsService<R> {
             Operation::Cancel { .. } => "cancel",
             Operation::Transfer { .. } => "transfer",
         };
-        let applied = self.records.apply(partner, key, &operation, self.now()).await;
+        let applied = match self.limits.limits(partner).await {
+            Ok(limits) => {
+                self.records
+                    .apply(partner, key, &operation, self.now(), limits.idempotency_records)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
         let outcome = match &applied {
             Ok(a) if a.replayed => "replayed",
             Ok(Applied {
@@ -81,6 +98,7 @@ impl<R: PointRecords> PointsService<R> {
             }) => r.as_str(),
             Err(PointsError::IdempotencyKeyReused) => "IDEMPOTENCY_KEY_REUSED",
             Err(PointsError::InProgress) => "IN_PROGRESS",
+            Err(PointsError::LimitExceeded(_)) => "LIMIT_EXCEEDED",
             Err(_) => "UNAVAILABLE",
         };
         metrics::counter!("fcfs_points_writes_total", "operation" => kind, "outcome" => outcome).increment(1);
@@ -185,6 +203,17 @@ impl<R: PointRecords> PointsService<R> {
         let now = self.now();
         Ok(sweep_in_chunks("point expiry", chunk, budget, |lots| {
             self.records.expire_batch(now, lots)
+        })
+        .await?)
+    }
+
+    /// Deletes Idempotency-Key records past their retention (`domain::KEY_RETENTION_DAYS`),
+    /// oldest first, at most `chunk` (≤ 1,000) per transaction, until none is left or `budget`
+    /// is spent. A retry with a pruned key is a new request.
+    pub async fn prune_keys(&self, chunk: u32, budget: Duration) -> Result<SweepSummary, PointsError> {
+        let now = self.now();
+        Ok(sweep_in_chunks("idempotency records", chunk, budget, |records| {
+            self.records.prune_keys(now, records)
         })
         .await?)
     }
@@ -312,6 +341,66 @@ mod tests {
             service.use_points("p", user("a"), &key("u"), spend(1, "o")).await,
             Err(PointsError::InsufficientPoints)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_partner_keeps_at_most_its_limit_of_key_records_until_they_are_pruned() {
+        use crate::partners::domain::{Limit, LimitOverrides};
+        let limits = Arc::new(crate::testkit::MemoryPartnerLimits::default());
+        let two = LimitOverrides {
+            idempotency_records: Some(2),
+            ..LimitOverrides::default()
+        };
+        limits.set_overrides("p", two).await.unwrap();
+        let (service, clock) = service();
+        let service = service.with_limits(limits);
+        let first = service.earn("p", user("a"), &key("k1"), earn(1)).await.unwrap();
+        service.earn("p", user("a"), &key("k2"), earn(1)).await.unwrap();
+        match service.earn("p", user("a"), &key("k3"), earn(1)).await {
+            Err(PointsError::LimitExceeded(e)) => {
+                assert_eq!((e.limit, e.allowed, e.would_be), (Limit::IdempotencyRecords, 2, 3))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            service.earn("p", user("a"), &key("k1"), earn(1)).await.unwrap(),
+            first,
+            "a committed key still replays"
+        );
+        assert_eq!(service.balance("p", &user("a")).await.unwrap().balance, 2);
+        service
+            .earn("q", user("a"), &key("k3"), earn(1))
+            .await
+            .expect("another partner is not limited by p's records");
+
+        // A day short of the retention the records still count; past it they are pruned.
+        clock.advance(chrono::Duration::days(i64::from(
+            super::super::domain::KEY_RETENTION_DAYS,
+        )));
+        assert_eq!(
+            service
+                .prune_keys(1_000, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .expired,
+            0
+        );
+        assert!(matches!(
+            service.earn("p", user("a"), &key("k3"), earn(1)).await,
+            Err(PointsError::LimitExceeded(_))
+        ));
+        clock.advance(chrono::Duration::days(1));
+        assert_eq!(
+            service
+                .prune_keys(1_000, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .expired,
+            3
+        );
+        service.earn("p", user("a"), &key("k3"), earn(1)).await.unwrap();
+        let again = service.earn("p", user("a"), &key("k1"), earn(1)).await.unwrap();
+        assert_ne!(again, first, "a pruned key is a new request");
     }
 
     #[tokio::test]

@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::kernel::{TxError, Unavailable, UserId};
+use crate::partners::domain::{Limit, admit};
 use crate::points::PointsError;
 use crate::points::domain::{
     Allocation, Entry, HistoryQuery, IdempotencyKey, Lot, Operation, Outcome, Receipt, TransactionId,
+    first_active_key_day, keys_expire_before,
 };
 use crate::points::ledger::{self, Answer, CancelTarget, Locked, Plan, Related, Side, WalletState};
 use crate::points::ports::{Applied, PointGrant, PointGrants, PointRecords};
@@ -53,7 +55,10 @@ pub struct Tables {
     entries: BTreeMap<TransactionId, EntryRow>,
     /// Entry → what it drew.
     allocations: HashMap<TransactionId, Vec<Allocation>>,
-    keys: HashMap<(String, String), (String, Outcome)>,
+    /// (partner, key) → the request's fingerprint, its answer and when it was recorded.
+    keys: HashMap<(String, String), (String, Outcome, DateTime<Utc>)>,
+    /// (partner, UTC day) → records of the partner's requests made that day.
+    key_counts: BTreeMap<(String, NaiveDate), u64>,
     next_wallet: u64,
     next_lot: u64,
     next_entry: u64,
@@ -276,11 +281,12 @@ impl PointRecords for MemoryPoints {
         key: &IdempotencyKey,
         operation: &Operation,
         now: DateTime<Utc>,
+        records_allowed: u64,
     ) -> Result<Applied, PointsError> {
         let mut tables = self.state.lock().unwrap();
         let fingerprint = operation.fingerprint();
         let slot = (partner.to_owned(), key.as_str().to_owned());
-        if let Some((hash, outcome)) = tables.keys.get(&slot) {
+        if let Some((hash, outcome, _)) = tables.keys.get(&slot) {
             if *hash != fingerprint {
                 return Err(PointsError::IdempotencyKeyReused);
             }
@@ -289,8 +295,19 @@ impl PointRecords for MemoryPoints {
                 replayed: true,
             });
         }
+        let active: u64 = tables
+            .key_counts
+            .range((partner.to_owned(), first_active_key_day(now))..)
+            .take_while(|((p, _), _)| p == partner)
+            .map(|(_, records)| records)
+            .sum();
+        admit(Limit::IdempotencyRecords, records_allowed, active + 1)?;
         let outcome = tables.run(partner, operation, now);
-        tables.keys.insert(slot, (fingerprint, outcome.clone()));
+        tables.keys.insert(slot, (fingerprint, outcome.clone(), now));
+        *tables
+            .key_counts
+            .entry((partner.to_owned(), now.date_naive()))
+            .or_default() += 1;
         Ok(Applied {
             outcome,
             replayed: false,
@@ -329,6 +346,24 @@ impl PointRecords for MemoryPoints {
         self.batches.lock().unwrap().push(max_lots);
         Ok(self.state.lock().unwrap().expire(now, max_lots))
     }
+
+    async fn prune_keys(&self, now: DateTime<Utc>, max_records: u32) -> Result<u64, Unavailable> {
+        let mut tables = self.state.lock().unwrap();
+        let mut due: Vec<(DateTime<Utc>, (String, String))> = tables
+            .keys
+            .iter()
+            .filter(|(_, (_, _, made))| *made < keys_expire_before(now))
+            .map(|(slot, (_, _, made))| (*made, slot.clone()))
+            .collect();
+        due.sort();
+        due.truncate(max_records as usize);
+        for (_, slot) in &due {
+            tables.keys.remove(slot);
+        }
+        let first_day = first_active_key_day(now);
+        tables.key_counts.retain(|(_, day), _| *day >= first_day);
+        Ok(due.len() as u64)
+    }
 }
 
 /// Grants in memory: each an EARN planned by the ledger and written as the MySQL records write it,
@@ -346,7 +381,7 @@ impl PointGrants<()> for MemoryPoints {
         let mut made = Vec::with_capacity(grants.len());
         for grant in grants {
             let slot = (partner.to_owned(), grant.key.as_str().to_owned());
-            if let Some((_, Outcome::Done(receipt))) = tables.keys.get(&slot) {
+            if let Some((_, Outcome::Done(receipt), _)) = tables.keys.get(&slot) {
                 made.push(receipt.transaction_id);
                 continue;
             }
@@ -357,7 +392,7 @@ impl PointGrants<()> for MemoryPoints {
             made.push(receipt.transaction_id);
             tables
                 .keys
-                .insert(slot, (operation.fingerprint(), Outcome::Done(receipt)));
+                .insert(slot, (operation.fingerprint(), Outcome::Done(receipt), now));
         }
         Ok(made)
     }

@@ -295,6 +295,7 @@ fn code(e: &PointsError) -> &'static str {
         PointsError::TransactionNotFound => "TRANSACTION_NOT_FOUND",
         PointsError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
         PointsError::InProgress => "IN_PROGRESS",
+        PointsError::LimitExceeded(_) => "LIMIT_EXCEEDED",
         PointsError::Unavailable(_) => "UNAVAILABLE",
     }
 }

@@ -12,17 +12,21 @@ use crate::partners::ports::PartnerLimitStore;
 impl PartnerLimitStore for MySqlStore {
     async fn overrides(&self, partner: &str) -> Result<LimitOverrides, Unavailable> {
         self.timed(async {
-            let row: Option<(Option<u32>, Option<u64>)> =
-                sqlx::query_as("SELECT live_campaigns, orders_per_month FROM partner_limits WHERE partner_id = ?")
-                    .bind(partner)
-                    .fetch_optional(&self.db().await?)
-                    .await
-                    .map_err(unavailable)?;
+            let row: Option<(Option<u32>, Option<u64>, Option<u64>)> = sqlx::query_as(
+                "SELECT live_campaigns, orders_per_month, idempotency_records FROM partner_limits WHERE partner_id = ?",
+            )
+            .bind(partner)
+            .fetch_optional(&self.db().await?)
+            .await
+            .map_err(unavailable)?;
             Ok(row
-                .map(|(live_campaigns, orders_per_month)| LimitOverrides {
-                    live_campaigns,
-                    orders_per_month,
-                })
+                .map(
+                    |(live_campaigns, orders_per_month, idempotency_records)| LimitOverrides {
+                        live_campaigns,
+                        orders_per_month,
+                        idempotency_records,
+                    },
+                )
                 .unwrap_or_default())
         })
         .await
@@ -31,13 +35,14 @@ impl PartnerLimitStore for MySqlStore {
     async fn set_overrides(&self, partner: &str, overrides: LimitOverrides) -> Result<(), Unavailable> {
         self.timed(async {
             sqlx::query(
-                "INSERT INTO partner_limits (partner_id, live_campaigns, orders_per_month) VALUES (?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE live_campaigns = VALUES(live_campaigns), \
-                 orders_per_month = VALUES(orders_per_month)",
+                "INSERT INTO partner_limits (partner_id, live_campaigns, orders_per_month, idempotency_records) \
+                 VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE live_campaigns = VALUES(live_campaigns), \
+                 orders_per_month = VALUES(orders_per_month), idempotency_records = VALUES(idempotency_records)",
             )
             .bind(partner)
             .bind(overrides.live_campaigns)
             .bind(overrides.orders_per_month)
+            .bind(overrides.idempotency_records)
             .execute(&self.db().await?)
             .await
             .map_err(unavailable)?;

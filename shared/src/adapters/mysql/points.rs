@@ -35,8 +35,12 @@ use sweep::expire_wallets;
 use write::Write;
 
 use crate::kernel::{Unavailable, UserId};
+use crate::partners::domain::{Limit, admit};
 use crate::points::PointsError;
-use crate::points::domain::{Entry, HistoryQuery, IdempotencyKey, Lot, Movement, Operation, Outcome, Receipt, Refusal};
+use crate::points::domain::{
+    Entry, HistoryQuery, IdempotencyKey, Lot, Movement, Operation, Outcome, Receipt, Refusal, first_active_key_day,
+    keys_expire_before,
+};
 use crate::points::ledger::{self, Answer};
 use crate::points::ports::{Applied, PointRecords};
 
@@ -148,6 +152,49 @@ impl MySqlStore {
         Ok(())
     }
 
+    /// Admits one more key record for the partner (`partners::domain::admit` over the counts of the
+    /// days still kept, read without a lock: concurrent writes may pass the limit together, by at
+    /// most their number) and makes sure the counter row this write adds to exists, committed on
+    /// its own. Past the limit a committed key still replays: `Some` is its answer.
+    async fn admit_key(
+        &self,
+        partner: &str,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        records_allowed: u64,
+    ) -> Result<Option<Applied>, PointsError> {
+        let pool = self.db().await?;
+        let (day, shard) = (now.date_naive(), key.counter_shard());
+        let (active, ready): (u64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(records), 0) AS UNSIGNED), CAST(COALESCE(MAX(day = ? AND shard = ?), 0) AS SIGNED) \
+             FROM idempotency_counts WHERE partner_id = ? AND day >= ?",
+        )
+        .bind(day)
+        .bind(shard)
+        .bind(partner)
+        .bind(first_active_key_day(now))
+        .fetch_one(&pool)
+        .await
+        .map_err(unavailable)?;
+        if let Err(refused) = admit(Limit::IdempotencyRecords, records_allowed, active.saturating_add(1)) {
+            return match self.replay(partner, key, fingerprint).await? {
+                Some(applied) => Ok(Some(applied)),
+                None => Err(refused.into()),
+            };
+        }
+        if ready == 0 {
+            sqlx::query("INSERT IGNORE INTO idempotency_counts (partner_id, day, shard, records) VALUES (?, ?, ?, 0)")
+                .bind(partner)
+                .bind(day)
+                .bind(shard)
+                .execute(&pool)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(None)
+    }
+
     /// One attempt: the operation and its key's record in one transaction.
     async fn attempt(
         &self,
@@ -177,6 +224,7 @@ impl MySqlStore {
             now,
             batch: String::new(),
             statements: 0,
+            counter: (now.date_naive(), key.counter_shard()),
         };
         let (locked, own, receiver) = write.lock_for(operation, owner).await?;
         let plan = ledger::plan(operation, locked, now);
@@ -217,11 +265,15 @@ impl MySqlStore {
         key: &IdempotencyKey,
         operation: &Operation,
         now: DateTime<Utc>,
+        records_allowed: u64,
     ) -> Result<Applied, PointsError> {
         // No look-up of the key first: that would cost every request a round trip for the sake of
         // the rare retry, and the key's insert at commit catches every repeat anyway (the repeat's
         // own effect is then rolled back and the first outcome replayed).
         let fingerprint = operation.fingerprint();
+        if let Some(replayed) = self.admit_key(partner, key, &fingerprint, now, records_allowed).await? {
+            return Ok(replayed);
+        }
         match operation {
             Operation::Earn { user, .. } => self.ensure_wallet(partner, user, now).await?,
             Operation::Transfer { request } => self.ensure_wallet(partner, &request.to_user_id, now).await?,
@@ -273,8 +325,10 @@ impl PointRecords for MySqlStore {
         key: &IdempotencyKey,
         operation: &Operation,
         now: DateTime<Utc>,
+        records_allowed: u64,
     ) -> Result<Applied, PointsError> {
-        self.timed(self.apply_untimed(partner, key, operation, now)).await
+        self.timed(self.apply_untimed(partner, key, operation, now, records_allowed))
+            .await
     }
 
     async fn validity_days(&self, partner: &str) -> Result<Option<u32>, Unavailable> {
@@ -381,6 +435,29 @@ impl PointRecords for MySqlStore {
                 held.extend(wallets.iter().filter(|w| !locked.contains(w)));
             }
             Ok(expired)
+        })
+        .await
+    }
+
+    /// Oldest first by `created_at`'s index. The counts of days before the first kept one go in
+    /// the same transaction (a few rows per partner and day).
+    async fn prune_keys(&self, now: DateTime<Utc>, max_records: u32) -> Result<u64, Unavailable> {
+        self.timed(async {
+            let mut tx = self.db().await?.begin().await.map_err(unavailable)?;
+            let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?")
+                .bind(keys_expire_before(now).naive_utc())
+                .bind(max_records)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+            sqlx::query("DELETE FROM idempotency_counts WHERE day < ?")
+                .bind(first_active_key_day(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(deleted)
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! One points write on MySQL: the locking reads, then the ledger's plan persisted in one
 //! multi-statement batch with the key's record and the COMMIT (see `Write`).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
 use sqlx::Either;
 use sqlx::{MySqlConnection, Row};
@@ -32,6 +32,9 @@ pub(super) struct Write<'t> {
     pub(super) batch: String,
     /// Statements queued in `batch` so far.
     pub(super) statements: usize,
+    /// The counter row (UTC day, shard) the key's record is counted in; it exists (see
+    /// `MySqlStore::admit_key`), so counting takes a record lock and no gap lock.
+    pub(super) counter: (NaiveDate, u8),
 }
 
 /// Values written into `Write::batch`, which cannot carry bind parameters: numbers and instants
@@ -310,6 +313,12 @@ impl Write<'_> {
     /// "duplicate" means a request with the key committed first (the server runs nothing after
     /// the failed statement, and the transaction is rolled back).
     pub(super) async fn commit(mut self, key: &str, fingerprint: &str, answer: Answer) -> Result<Outcome, Failed> {
+        let (day, shard) = self.counter;
+        // Before the key's row, so a lock wait on the key's row stays the last statement's.
+        self.queue(&format!(
+            "UPDATE idempotency_counts SET records = records + 1 WHERE partner_id = {} AND day = '{day}' AND shard = {shard}",
+            text(self.partner)
+        ));
         let key_statement = self.statements;
         self.queue_key(key, fingerprint, answer);
         self.queue("COMMIT");
