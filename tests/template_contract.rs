@@ -399,6 +399,193 @@ fn the_authorizer_lookup_deadline_is_at_most_one_second() {
     );
 }
 
+/// The arguments of `!Tag [..]`, if `value` is that tag.
+fn tagged<'a>(value: &'a Value, tag: &str) -> Option<&'a [Value]> {
+    match value {
+        Value::Tagged(t) if t.tag == tag => t.value.as_sequence().map(Vec::as_slice),
+        _ => None,
+    }
+}
+
+fn functions(raw: &Value) -> Vec<(String, &Value)> {
+    raw["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|(id, r)| (id.as_str().unwrap_or_default().to_owned(), &r["Properties"]))
+        .collect()
+}
+
+/// A low-quota account (unreserved concurrency must stay ≥ 100) can create the stack with every
+/// reservation parameter at -1: then no function reserves anything. Each reservation is
+/// `!If [Reserve…, !Ref <parameter>, !Ref AWS::NoValue]`, its condition "the parameter is not -1",
+/// and a rule refuses 0 (which would throttle the function completely).
+#[test]
+fn with_every_reservation_at_minus_one_no_function_reserves_and_none_accepts_zero() {
+    let raw = raw_template();
+    let zero_refused: BTreeSet<String> = raw["Rules"]["NoReservationOfZero"]["Assertions"]
+        .as_sequence()
+        .expect("Rules.NoReservationOfZero")
+        .iter()
+        .filter_map(|a| tagged(&a["Assert"], "!Not"))
+        .filter_map(|not| tagged(not.first()?, "!Equals"))
+        .filter(|equals| equals.get(1).and_then(Value::as_str) == Some("0"))
+        .filter_map(|equals| equals.first().map(render))
+        .collect();
+    let mut problems = Vec::new();
+    let all = functions(&raw);
+    for (id, properties) in &all {
+        let reserved = &properties["ReservedConcurrentExecutions"];
+        if reserved.is_null() {
+            continue;
+        }
+        let Some([condition, then, otherwise]) = tagged(reserved, "!If") else {
+            problems.push(format!(
+                "{id}: ReservedConcurrentExecutions {} cannot be switched off",
+                render(reserved)
+            ));
+            continue;
+        };
+        let parameter = render(then);
+        let name = parameter.trim_start_matches("!Ref ");
+        if render(otherwise) != "!Ref AWS::NoValue" || !parameter.starts_with("!Ref ") {
+            problems.push(format!("{id}: reserves {parameter} or {}", render(otherwise)));
+        }
+        let condition = condition.as_str().unwrap_or_default();
+        let off = tagged(&raw["Conditions"][condition], "!Not")
+            .and_then(|not| tagged(not.first()?, "!Equals"))
+            .map(|equals| equals.iter().map(render).collect::<Vec<_>>());
+        if off != Some(vec![parameter.clone(), "-1".to_owned()]) {
+            problems.push(format!(
+                "{id}: condition {condition} is not \"{name} is not -1\": {off:?}"
+            ));
+        }
+        if raw["Parameters"][name]["MinValue"].as_i64() != Some(-1) {
+            problems.push(format!("{id}: {name} must accept -1 and nothing lower"));
+        }
+        if !zero_refused.contains(&parameter) {
+            problems.push(format!("{id}: no rule refuses {name} = 0"));
+        }
+    }
+    assert!(all.len() >= 13, "{} functions", all.len());
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// A first create that rolls back must not leave retained resources behind (the retry would fail
+/// on their names): `RetainExceptOnCreate`, never `Retain`, and the key table unprotected unless
+/// the operator turns protection on (a rolled-back create cannot delete a protected table).
+#[test]
+fn nothing_is_left_behind_when_the_first_create_rolls_back() {
+    let raw = raw_template();
+    let mut problems = Vec::new();
+    let mut retained = 0;
+    for (id, resource) in raw["Resources"].as_mapping().expect("Resources") {
+        let id = id.as_str().unwrap_or_default();
+        match resource["DeletionPolicy"].as_str() {
+            Some("Retain") => problems.push(format!("{id}: DeletionPolicy Retain")),
+            Some("RetainExceptOnCreate") => retained += 1,
+            _ => {}
+        }
+        if let Some(protection) = resource["Properties"].get("DeletionProtectionEnabled") {
+            let parameter = render(protection);
+            let default = raw["Parameters"][parameter.trim_start_matches("!Ref ")]["Default"].as_str();
+            if default != Some("false") {
+                problems.push(format!("{id}: deletion protection {parameter}, default {default:?}"));
+            }
+        }
+    }
+    assert!(retained >= 3, "the queues and the key table are retained on delete");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Without `OpenApiVersion`, SAM's deployment also creates a stage named "Stage", with none of
+/// the real stage's throttling and outside the usage plan.
+#[test]
+fn the_api_has_only_its_own_stage() {
+    let raw = raw_template();
+    for (id, resource) in raw["Resources"].as_mapping().expect("Resources") {
+        if resource["Type"].as_str() == Some("AWS::Serverless::Api") {
+            let version = resource["Properties"]["OpenApiVersion"]
+                .as_str()
+                .or(raw["Globals"]["Api"]["OpenApiVersion"].as_str());
+            assert!(
+                version.is_some_and(|v| v.starts_with("3.")),
+                "{id:?}: OpenApiVersion {version:?}"
+            );
+        }
+    }
+}
+
+/// An interface endpoint takes at most one subnet per AZ, where the functions' subnets may hold
+/// several: the endpoints have a parameter of their own, required by a rule when they are made.
+#[test]
+fn interface_endpoints_have_subnets_of_their_own() {
+    let raw = raw_template();
+    let mut endpoints = 0;
+    for (id, resource) in raw["Resources"].as_mapping().expect("Resources") {
+        let properties = &resource["Properties"];
+        if resource["Type"].as_str() != Some("AWS::EC2::VPCEndpoint")
+            || properties["VpcEndpointType"].as_str() != Some("Interface")
+        {
+            continue;
+        }
+        endpoints += 1;
+        assert_eq!(render(&properties["SubnetIds"]), "!Ref EndpointSubnetIds", "{id:?}");
+    }
+    assert!(endpoints >= 2);
+    let rule = &raw["Rules"]["EndpointsHaveTheirSubnets"];
+    assert_eq!(
+        render(&rule["RuleCondition"]).split_whitespace().collect::<Vec<_>>(),
+        ["!Equals", "-", "!Ref", "CreateInterfaceEndpoints", "-", "'true'"]
+    );
+    let required = rule["Assertions"].as_sequence().expect("assertions").iter().any(|a| {
+        tagged(&a["Assert"], "!Not")
+            .and_then(|not| tagged(not.first()?, "!EachMemberEquals"))
+            .is_some_and(|args| args.first().map(render).as_deref() == Some("!Ref EndpointSubnetIds"))
+    });
+    assert!(required, "{rule:?}");
+}
+
+/// AWS: a queue that feeds a function needs a visibility timeout of at least six times the
+/// function's timeout plus the event source's batching window, or messages come back while a
+/// slow batch is still being worked on.
+#[test]
+fn every_queue_feeding_a_function_outlasts_six_timeouts_and_the_window() {
+    let raw = raw_template();
+    let global_timeout = raw["Globals"]["Function"]["Timeout"].as_i64().expect("Globals timeout");
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for (id, properties) in functions(&raw) {
+        let timeout = properties["Timeout"].as_i64().unwrap_or(global_timeout);
+        for (_, event) in properties["Events"].as_mapping().into_iter().flatten() {
+            if event["Type"].as_str() != Some("SQS") {
+                continue;
+            }
+            let queue = render(&event["Properties"]["Queue"]);
+            let name = queue
+                .strip_prefix("!GetAtt ")
+                .and_then(|q| q.strip_suffix(".Arn"))
+                .unwrap_or_else(|| panic!("{id}: queue {queue}"));
+            let window = event["Properties"]["MaximumBatchingWindowInSeconds"]
+                .as_i64()
+                .unwrap_or(0);
+            let visibility = raw["Resources"][name]["Properties"]["VisibilityTimeout"]
+                .as_i64()
+                .unwrap_or(30);
+            let needed = 6 * timeout + window;
+            if visibility < needed {
+                problems.push(format!(
+                    "{name} feeds {id}: visibility {visibility} s < 6 x {timeout} + {window} = {needed}"
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the issue and grading queues");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
 fn raw_template() -> Value {
     let text = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template.yaml");
     yaml_serde::from_str(&text).expect("template.yaml is YAML")
