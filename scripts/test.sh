@@ -25,6 +25,11 @@ SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/sam" validate --lint -t "$ROOT/template.yaml"
 log "cfn-lint and checkov (accepted findings: template-checks.yaml)"
 "$CHECKOV_VENV/bin/python" "$ROOT/scripts/template_checks.py" "$CFN_LINT_VENV/bin/cfn-lint" \
   "$CHECKOV_VENV/bin/checkov" "$ROOT/template.yaml" "$ROOT/template-checks.yaml"
+# The template deployed for real on LocalStack's CloudFormation engine (a private instance on port
+# 4599), checked against what the code expects, and deleted: about two minutes.
+log "deploy template.yaml to a CloudFormation engine (scripts/deploy_check.py)"
+rm -rf "$STATE_DIR/deploy-check"
+"$LOCALSTACK_VENV/bin/python" "$ROOT/scripts/deploy_check.py" "$ROOT" "$STATE_DIR/deploy-check" "$LOCALSTACK_FS"
 
 # A shell that loaded `make up`'s environment must not send this pass's SQS calls to fauxqs.
 unset AWS_ENDPOINT_URL_SQS
