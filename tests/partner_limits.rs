@@ -15,18 +15,25 @@ fn campaign_body(name: &str) -> Value {
     })
 }
 
-async fn create(api: &PartnerApi, key: &str, name: &str) -> (u16, Value) {
-    let res = api
+/// POSTs `body` to `path` of the runner with the partner's `key` (and `extra` headers): the
+/// status and the JSON body (null if none).
+async fn post(api: &PartnerApi, key: &str, path: &str, extra: &[(&str, &str)], body: &Value) -> (u16, Value) {
+    let mut request = api
         .http
-        .post(format!("{}/v1/campaigns", api.running.base_url))
+        .post(format!("{}{path}", api.running.base_url))
         .header("X-API-KEY", key)
-        .json(&campaign_body(name))
-        .timeout(std::time::Duration::from_secs(30))
-        .send()
-        .await
-        .expect("the runner answers");
+        .json(body)
+        .timeout(std::time::Duration::from_secs(30));
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let res = request.send().await.expect("the runner answers");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn create(api: &PartnerApi, key: &str, name: &str) -> (u16, Value) {
+    post(api, key, "/v1/campaigns", &[], &campaign_body(name)).await
 }
 
 /// `fcfs-admin limits …` against the stack's database: its exit code and stdout.
@@ -103,17 +110,7 @@ async fn post_orders(api: &PartnerApi, key: &str, ids: std::ops::Range<u32>) -> 
     let orders: Vec<Value> = ids
         .map(|i| json!({"orderId": format!("o{i}"), "userId": "u1", "amount": 1000, "status": "PAID", "orderedAt": at}))
         .collect();
-    let res = api
-        .http
-        .post(format!("{}/v1/orders", api.running.base_url))
-        .header("X-API-KEY", key)
-        .json(&json!({ "orders": orders }))
-        .timeout(std::time::Duration::from_secs(30))
-        .send()
-        .await
-        .expect("the runner answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    post(api, key, "/v1/orders", &[], &json!({ "orders": orders })).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,18 +150,15 @@ async fn a_partner_past_its_orders_of_a_month_records_nothing_of_the_call() {
 }
 
 async fn earn(api: &PartnerApi, key: &str, idempotency_key: &str) -> (u16, Value) {
-    let res = api
-        .http
-        .post(format!("{}/v1/users/u1/points/earn", api.running.base_url))
-        .header("X-API-KEY", key)
-        .header("Idempotency-Key", idempotency_key)
-        .json(&json!({"amount": 10, "reason": "limits"}))
-        .timeout(std::time::Duration::from_secs(30))
-        .send()
-        .await
-        .expect("the runner answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    let body = json!({"amount": 10, "reason": "limits"});
+    post(
+        api,
+        key,
+        "/v1/users/u1/points/earn",
+        &[("Idempotency-Key", idempotency_key)],
+        &body,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
