@@ -241,6 +241,20 @@ def check(template, physical, clients):
             functions[logical] = lam.get_function_configuration(FunctionName=name)
         except lam.exceptions.ResourceNotFoundException:
             problems.append(f"{logical}: no function {name}")
+    for logical, resource in resources.items():
+        destination = (resource.get("Properties", {}).get("EventInvokeConfig") or {}).get("DestinationConfig")
+        if not destination or logical not in functions:
+            continue
+        queue = destination["OnFailure"]["Destination"]["!GetAtt"].split(".")[0]
+        expected = queues.get(queue, ("", {}))[1].get("QueueArn")
+        try:
+            config = lam.get_function_event_invoke_config(FunctionName=functions[logical]["FunctionName"])
+            actual = config["DestinationConfig"]["OnFailure"].get("Destination")
+        except lam.exceptions.ResourceNotFoundException:
+            actual = None
+        if actual != expected:
+            problems.append(f"{logical}: failed invocations go to {actual}, expected {expected}")
+        seen["failure destinations"] = seen.get("failure destinations", 0) + 1
     variables = {f: c.get("Environment", {}).get("Variables", {}) for f, c in functions.items()}
     urls = {url: logical for logical, (url, _) in queues.items()}
     for f, env in variables.items():

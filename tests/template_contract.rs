@@ -586,6 +586,51 @@ fn every_queue_feeding_a_function_outlasts_six_timeouts_and_the_window() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
+/// Nothing fails silently: a function invoked asynchronously (a schedule, SNS) whose invocation
+/// fails every attempt goes to a queue whose not-empty alarm publishes to the alert topic (a
+/// failed day-1 grading start alerts instead of leaving the month ungraded unheard).
+#[test]
+fn every_asynchronous_invocation_fails_into_an_alarmed_queue() {
+    let raw = raw_template();
+    let alarmed: BTreeSet<String> = raw["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .filter(|r| one_or_many(&r["Properties"]["AlarmActions"]) == ["!Ref AlertTopic"])
+        .flat_map(|r| r["Properties"]["Dimensions"].as_sequence().cloned().unwrap_or_default())
+        .filter(|d| d["Name"].as_str() == Some("QueueName"))
+        .filter_map(|d| {
+            render(&d["Value"])
+                .strip_prefix("!GetAtt ")
+                .and_then(|q| q.strip_suffix(".QueueName"))
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut asynchronous = 0;
+    let mut problems = Vec::new();
+    for (id, properties) in functions(&raw) {
+        let invoked_async = properties["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .any(|(_, e)| matches!(e["Type"].as_str(), Some("Schedule" | "ScheduleV2" | "SNS")));
+        if !invoked_async {
+            continue;
+        }
+        asynchronous += 1;
+        let on_failure = &properties["EventInvokeConfig"]["DestinationConfig"]["OnFailure"];
+        let queue = render(&on_failure["Destination"]);
+        let queue = queue.strip_prefix("!GetAtt ").and_then(|q| q.strip_suffix(".Arn"));
+        match (on_failure["Type"].as_str(), queue) {
+            (Some("SQS"), Some(queue)) if alarmed.contains(queue) => {}
+            _ => problems.push(format!("{id}: on failure {on_failure:?}, not a queue with an alarm")),
+        }
+    }
+    assert!(asynchronous >= 5, "4 schedules and the alert notifier: {asynchronous}");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
 fn raw_template() -> Value {
     let text = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template.yaml");
     yaml_serde::from_str(&text).expect("template.yaml is YAML")
