@@ -2,7 +2,7 @@
 
 `make test` runs it (scripts/test.sh) with the Python of LocalStack's venv, which has boto3:
 
-    deploy_check.py <repo root> <work dir> <the test stack's LocalStack data root>
+    deploy_check.py <repo root> <work dir> <the test stack's LocalStack data root> [fcfs-admin]
 
 (its TLS certificate, `localstack-cert.pem` beside it, and the DynamoDB Local that install.sh
 put in its `lib`, which this LocalStack shares read-only: there is no download here).
@@ -313,10 +313,30 @@ def check(template, physical, clients):
     return problems, seen
 
 
+def preflight(admin, root):
+    """`fcfs-admin preflight` against this account (LocalStack answers Lambda's and API Gateway's
+    account settings), with the stack just deployed: it must read them and say the stack fits."""
+    env = dict(os.environ, AWS_ENDPOINT_URL=ENDPOINT, AWS_REGION=REGION, AWS_ACCESS_KEY_ID="test",
+               AWS_SECRET_ACCESS_KEY="test")
+    env.pop("AWS_ENDPOINT_URL_SQS", None)
+    run = subprocess.run(
+        [admin, "preflight", "--template", os.path.join(root, "template.yaml"), "--param", f"Stage={STAGE}"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    if run.returncode != 0:
+        raise SystemExit(f"deploy check: fcfs-admin preflight exited {run.returncode}:\n{run.stderr}{run.stdout}")
+    report = json.loads(run.stdout)
+    if not report["fits"] or report["reservedNeeded"] <= 0 or report["concurrencyLimit"] <= 0:
+        raise SystemExit(f"deploy check: fcfs-admin preflight reported {report}")
+    log(f"fcfs-admin preflight: fits, {report['reservedNeeded']} of {report['reservedAvailable']} reservable "
+        f"(limit {report['concurrencyLimit']}), sale rate {report['saleRate']}/s")
+
+
 def main():
     # A stopped `make test` ends this check through its `finally`, which stops the LocalStack.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("deploy check: terminated"))
     root, work, stack_root = sys.argv[1], sys.argv[2], sys.argv[3]
+    admin = sys.argv[4] if len(sys.argv) > 4 else None
     os.makedirs(work, exist_ok=True)
     text = open(os.path.join(root, "template.yaml")).read()
     template = yaml.load(text, Loader=Sam)
@@ -375,6 +395,8 @@ def main():
             raise SystemExit("deploy check: the stack differs from what the code expects:\n  " + "\n  ".join(problems))
         log(f"as the code expects: {seen} (queues with their redrive, functions with their variables), the key table, "
             "the authorizer and the one stage")
+        if admin:
+            preflight(admin, root)
         delete_started = time.monotonic()
         cfn.delete_stack(StackName=stack)
         status = wait_for("the stack's deletion", 300, settled("DELETE_COMPLETE"), every=3)

@@ -29,7 +29,8 @@ log "cfn-lint and checkov (accepted findings: template-checks.yaml)"
 # 4599), checked against what the code expects, and deleted: about two minutes.
 log "deploy template.yaml to a CloudFormation engine (scripts/deploy_check.py)"
 rm -rf "$STATE_DIR/deploy-check"
-"$LOCALSTACK_VENV/bin/python" "$ROOT/scripts/deploy_check.py" "$ROOT" "$STATE_DIR/deploy-check" "$LOCALSTACK_FS"
+"$LOCALSTACK_VENV/bin/python" "$ROOT/scripts/deploy_check.py" "$ROOT" "$STATE_DIR/deploy-check" "$LOCALSTACK_FS" \
+  "$CARGO_TARGET_DIR/debug/fcfs-admin"
 
 # A shell that loaded `make up`'s environment must not send this pass's SQS calls to fauxqs.
 unset AWS_ENDPOINT_URL_SQS

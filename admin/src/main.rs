@@ -6,6 +6,7 @@ mod keys;
 mod ledger;
 mod limits;
 mod points;
+mod preflight;
 mod provision;
 mod secret;
 mod throttle;
@@ -120,6 +121,16 @@ enum Command {
         #[command(subcommand)]
         command: grading::GradingCommand,
     },
+    /// Before a deploy or a big sale: whether the account's Lambda concurrency fits the stack's
+    /// reservations and what request rate API Gateway lets a sale reach, with numbers (stderr),
+    /// and the same as JSON (stdout). Exits with 1 when the stack cannot deploy.
+    Preflight {
+        #[arg(long, default_value = "template.yaml")]
+        template: PathBuf,
+        /// The parameters the deploy will be given, NAME=VALUE (repeatable).
+        #[arg(long = "param", value_parser = fcfs_template::parse_param)]
+        params: Vec<(String, String)>,
+    },
     /// Create the queues and tables template.yaml declares, on the endpoint AWS_ENDPOINT_URL names
     /// (meant for local emulators; on AWS, `sam deploy` creates them). Idempotent. Prints the
     /// resource variables functions read (KEY=value), for .local/env.
@@ -224,6 +235,12 @@ async fn main() -> Result<()> {
                 );
             };
             grading::grading(&database_url, command).await?;
+        }
+        Command::Preflight { template, params } => {
+            let params: BTreeMap<_, _> = params.into_iter().collect();
+            if !preflight::run(&template, &params).await? {
+                std::process::exit(1);
+            }
         }
         Command::Provision { template, params } => {
             // Queue URLs are built on SQS's endpoint, which may be another emulator than the rest's.

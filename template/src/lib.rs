@@ -281,6 +281,16 @@ impl Template {
         self.resource(logical_id).map(|r| r.kind.as_str())
     }
 
+    /// Every parameter with a value (its default or an override).
+    pub fn parameters(&self) -> &BTreeMap<String, String> {
+        &self.parameters
+    }
+
+    /// One parameter's value, if it has one.
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters.get(name).map(String::as_str)
+    }
+
     /// The physical name a resource gets: its name property resolved, or the logical id.
     pub fn physical_name(&self, logical_id: &str) -> Result<String, TemplateError> {
         let resource = self
