@@ -25,6 +25,9 @@ SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/sam" validate --lint -t "$ROOT/template.yaml"
 log "cfn-lint and checkov (accepted findings: template-checks.yaml)"
 "$CHECKOV_VENV/bin/python" "$ROOT/scripts/template_checks.py" "$CFN_LINT_VENV/bin/cfn-lint" \
   "$CHECKOV_VENV/bin/checkov" "$ROOT/template.yaml" "$ROOT/template-checks.yaml"
+log "promtool: the alert rules and their unit tests (observability/alerts_test.yml)"
+promtool check rules "$ROOT/observability/alerts.yml"
+promtool test rules "$ROOT/observability/alerts_test.yml"
 # The template deployed for real on LocalStack's CloudFormation engine (a private instance on port
 # 4599), checked against what the code expects, and deleted: about two minutes.
 log "deploy template.yaml to a CloudFormation engine (scripts/deploy_check.py)"
