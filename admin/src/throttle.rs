@@ -124,25 +124,23 @@ pub async fn set(sdk: &aws_config::SdkConfig, shared_plan_id: &str, partner: &st
         Rate::Own { rate, burst } => {
             let own_id = match own.and_then(|p| p.id) {
                 Some(id) => {
-                    for (path, value) in [
-                        ("/throttle/rateLimit", rate.to_string()),
-                        ("/throttle/burstLimit", burst.to_string()),
-                    ] {
-                        apigateway
-                            .update_usage_plan()
-                            .usage_plan_id(&id)
-                            .patch_operations(
-                                PatchOperation::builder()
-                                    .op(Op::Replace)
-                                    .path(path)
-                                    .value(value)
-                                    .build(),
-                            )
-                            .send()
-                            .await
-                            .map_err(|e| anyhow!(DisplayErrorContext(e)))
-                            .with_context(|| format!("cannot change the throttle of usage plan {id}"))?;
-                    }
+                    // Both limits in one call: the plan never holds one new and one old.
+                    let replace = |path: &str, value: String| {
+                        PatchOperation::builder()
+                            .op(Op::Replace)
+                            .path(path)
+                            .value(value)
+                            .build()
+                    };
+                    apigateway
+                        .update_usage_plan()
+                        .usage_plan_id(&id)
+                        .patch_operations(replace("/throttle/rateLimit", rate.to_string()))
+                        .patch_operations(replace("/throttle/burstLimit", burst.to_string()))
+                        .send()
+                        .await
+                        .map_err(|e| anyhow!(DisplayErrorContext(e)))
+                        .with_context(|| format!("cannot change the throttle of usage plan {id}"))?;
                     id
                 }
                 None => apigateway
