@@ -472,6 +472,52 @@ fn with_every_reservation_at_minus_one_no_function_reserves_and_none_accepts_zer
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
+/// The most MySQL connections the functions can hold at once (each database-using function's
+/// reservation, or its event sources' MaximumConcurrency, times its stated pool) fits
+/// `DatabaseMaxConnections` with the defaults, every such function is bounded by them, and no
+/// pool is smaller than what one instance uses at once (the writer's chunks in flight). Past the
+/// budget Aurora refuses connections and every MySQL route answers 503. `fcfs-admin preflight`
+/// runs the same arithmetic (`fcfs_template::connections_at_most`) on a deploy's parameters.
+#[test]
+fn the_database_connections_the_defaults_allow_fit_the_database_budget() {
+    let template = fcfs_template::Template::load(
+        &repo_root().join("template.yaml"),
+        &Default::default(),
+        fcfs_template::Placement::local("https://sqs.invalid", "us-east-1"),
+    )
+    .expect("template.yaml loads");
+    let users = template.database_users().expect("every database user states its pool");
+    assert!(users.len() >= 10, "{users:?}");
+    let unbounded: Vec<_> = users.iter().filter(|u| u.instances.is_none()).collect();
+    assert!(unbounded.is_empty(), "bounded only by the account: {unbounded:?}");
+    let budget: u64 = template
+        .parameter("DatabaseMaxConnections")
+        .expect("a DatabaseMaxConnections parameter with a default")
+        .parse()
+        .expect("a number");
+    let needed = fcfs_template::connections_at_most(&users, 0);
+    assert!(
+        needed <= budget,
+        "{needed} connections at most, DatabaseMaxConnections {budget}: {users:#?}"
+    );
+    let writer = template
+        .functions()
+        .unwrap()
+        .into_iter()
+        .find(|f| f.logical_id == "IssueWriterFunction")
+        .expect("the writer");
+    let chunks: u32 = writer.environment["WRITER_PARALLEL_CHUNKS"].parse().unwrap();
+    let pool = users
+        .iter()
+        .find(|u| u.function == "IssueWriterFunction")
+        .unwrap()
+        .per_instance;
+    assert!(
+        pool >= chunks,
+        "the writer's {chunks} chunks in flight would wait for {pool} connection(s)"
+    );
+}
+
 /// A first create that rolls back must not leave retained resources behind (the retry would fail
 /// on their names): `RetainExceptOnCreate`, never `Retain`, and the key table unprotected unless
 /// the operator turns protection on (a rolled-back create cannot delete a protected table).

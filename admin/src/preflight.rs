@@ -2,7 +2,10 @@
 //! stack asks for, with numbers. Lambda keeps at least 100 executions unreserved, so the stack's
 //! reservations must fit in the account's unreserved concurrency minus 100 (plus what the stack
 //! itself reserves already, on a redeploy); a sale is served at most at the lowest of API
-//! Gateway's account throttle, the stage's and one partner's usage plan.
+//! Gateway's account throttle, the stage's and one partner's usage plan. And the most MySQL
+//! connections the functions can hold at once must fit `DatabaseMaxConnections`
+//! (`fcfs_template::connections_at_most`: functions without a reservation share what the account
+//! leaves unreserved).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +37,8 @@ pub struct Stack {
     pub reserved_now: i64,
     pub stage_rate: f64,
     pub partner_rate: f64,
+    pub database_users: Vec<fcfs_template::DatabaseUser>,
+    pub database_max_connections: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,24 +52,41 @@ pub struct Assessment {
     pub sale_rate: f64,
     pub bound_by: &'static str,
     pub partner_rate: f64,
+    /// The most MySQL connections the functions can hold at once, and what the database allows.
+    pub database_connections: u64,
+    pub database_max_connections: u64,
 }
 
 impl Assessment {
     /// Without reservations the stack fits any account.
     pub fn fits(&self) -> bool {
+        self.reservations_fit() && self.database_fits()
+    }
+
+    pub fn reservations_fit(&self) -> bool {
         self.needed == 0 || self.needed <= self.available
+    }
+
+    pub fn database_fits(&self) -> bool {
+        self.database_connections <= self.database_max_connections
     }
 }
 
 pub fn assess(account: Account, stack: &Stack) -> Assessment {
-    let needed = stack.reservations.values().filter(|r| **r > 0).sum();
+    let needed: i64 = stack.reservations.values().filter(|r| **r > 0).sum();
     let available = account.unreserved + stack.reserved_now - UNRESERVED_MINIMUM;
     let (sale_rate, bound_by) = if account.gateway_rate < stack.stage_rate {
         (account.gateway_rate, "API Gateway's account throttle")
     } else {
         (stack.stage_rate, "the stage's throttle (StageThrottleRate)")
     };
+    // Functions without a reservation share what is left unreserved once the stack's are taken.
+    let shared = (account.unreserved + stack.reserved_now - needed).clamp(0, i64::from(u32::MAX));
+    let database_connections =
+        fcfs_template::connections_at_most(&stack.database_users, u32::try_from(shared).unwrap_or(u32::MAX));
     Assessment {
+        database_connections,
+        database_max_connections: stack.database_max_connections,
         needed,
         available,
         concurrency_limit: account.concurrency_limit,
@@ -82,7 +104,7 @@ impl fmt::Display for Assessment {
              {UNRESERVED_MINIMUM} of which stay unreserved, others' reservations excluded)",
             self.needed, self.available, self.concurrency_limit
         )?;
-        if self.fits() {
+        if self.reservations_fit() {
             writeln!(f, "  fits, with {} to spare", self.available - self.needed)?;
         } else {
             writeln!(
@@ -90,6 +112,20 @@ impl fmt::Display for Assessment {
                 "  does NOT fit: {} short. Ask AWS for a higher concurrency quota, or set reservations to -1 \
                  (<Function>ReservedConcurrency) until it is raised",
                 self.needed - self.available
+            )?;
+        }
+        writeln!(
+            f,
+            "MySQL: the functions can hold at most {} connections at once (reservations × DB_MAX_CONNECTIONS, \
+             functions without one sharing the unreserved executions); DatabaseMaxConnections is {}",
+            self.database_connections, self.database_max_connections
+        )?;
+        if !self.database_fits() {
+            writeln!(
+                f,
+                "  does NOT hold: {} over. Under load every MySQL route would answer 503: lower the reservations \
+                 of the database-using functions, or use a larger instance class and raise DatabaseMaxConnections",
+                self.database_connections - self.database_max_connections
             )?;
         }
         writeln!(
@@ -137,6 +173,8 @@ fn stack_from(template: &Path, overrides: &BTreeMap<String, String>) -> Result<(
         reserved_now: 0,
         stage_rate: number("StageThrottleRate")?,
         partner_rate: number("PartnerThrottleRate")?,
+        database_users: template.database_users()?,
+        database_max_connections: number("DatabaseMaxConnections")? as u64,
     };
     Ok((stack, names))
 }
@@ -195,6 +233,9 @@ pub async fn run(template: &Path, overrides: &BTreeMap<String, String>) -> Resul
             "gatewayAccountBurst": account.gateway_burst,
             "saleRate": assessment.sale_rate,
             "partnerRate": assessment.partner_rate,
+            "databaseConnectionsAtMost": assessment.database_connections,
+            "databaseMaxConnections": assessment.database_max_connections,
+            "databaseFits": assessment.database_fits(),
         })
     );
     Ok(assessment.fits())
@@ -238,6 +279,11 @@ mod tests {
         let default = assess(DEFAULT_ACCOUNT, &stack);
         assert_eq!((default.needed, default.available), (689, 900));
         assert!(default.fits());
+        // 581 one-connection instances and the writer's 5 × 2: within a db.r6g.large's budget.
+        assert_eq!(
+            (default.database_connections, default.database_max_connections),
+            (591, 900)
+        );
         let new = assess(NEW_ACCOUNT, &stack);
         assert!(!new.fits(), "{new}");
         assert!(new.to_string().contains("does NOT fit: 779 short"), "{new}");
@@ -259,6 +305,31 @@ mod tests {
         let one = BTreeMap::from([("RecoveryReservedConcurrency".to_owned(), "1".to_owned())]);
         let (stack, _) = stack_from(&repo_template(), &none.into_iter().chain(one).collect()).unwrap();
         assert!(!assess(NEW_ACCOUNT, &stack).fits(), "one reservation is too many there");
+    }
+
+    #[test]
+    fn connections_past_the_database_budget_do_not_hold() {
+        // A db.t4g.medium: 90 connections, 80 of them the stack's.
+        let small = BTreeMap::from([("DatabaseMaxConnections".to_owned(), "80".to_owned())]);
+        let (stack, _) = stack_from(&repo_template(), &small).unwrap();
+        let over = assess(DEFAULT_ACCOUNT, &stack);
+        assert!(over.reservations_fit() && !over.fits(), "{over}");
+        assert!(over.to_string().contains("does NOT hold: 511 over"), "{over}");
+        // Without reservations, the APIs and sweeps share the account's 1,000 executions (one
+        // connection each); the writer and the grading workers stay bounded by their event
+        // sources' MaximumConcurrency (5 × 2 and 8 × 1).
+        let (defaults, _) = stack_from(&repo_template(), &BTreeMap::new()).unwrap();
+        let none: BTreeMap<String, String> = defaults
+            .reservations
+            .keys()
+            .map(|name| (name.clone(), "-1".to_owned()))
+            .collect();
+        let (stack, _) = stack_from(&repo_template(), &none).unwrap();
+        assert_eq!(assess(DEFAULT_ACCOUNT, &stack).database_connections, 1_000 + 10 + 8);
+        // A new account's 10 executions cannot overrun even a small database.
+        let (stack, _) = stack_from(&repo_template(), &none.into_iter().chain(small).collect()).unwrap();
+        let new = assess(NEW_ACCOUNT, &stack);
+        assert!(new.fits(), "{new}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use fcfs_shared::config::{ConfigError, Settings, StartupError};
-use fcfs_template::{ApiSpec, Placement, Template, TemplateError};
+use fcfs_template::{ApiSpec, POOL_SETTING, Placement, Template, TemplateError};
 
 pub use functions::{AuthorizerFunction, HttpFunction, LocalFunction, ScheduledFunction, SnsFunction, SqsFunction};
 pub use gateway::method_arn;
@@ -151,7 +151,8 @@ pub struct Stats {
 }
 
 /// Lambda's default for SQS event sources without `ScalingConfig` is far above what one machine
-/// needs; two concurrent batches keep a local queue moving.
+/// needs; two concurrent batches keep a local queue moving. Also the instances one in-process
+/// function without an event source stands for, when sizing its database pool.
 const DEFAULT_LOCAL_CONCURRENCY: usize = 2;
 
 pub struct LocalApp {
@@ -240,14 +241,11 @@ impl LocalApp {
                 // One Lambda instance per concurrent batch, each with its own pool (default 2
                 // connections): in one process that is one pool as large as all of them.
                 let per_instance: usize = env
-                    .get("DB_MAX_CONNECTIONS")
-                    .or(config.env.get("DB_MAX_CONNECTIONS"))
+                    .get(POOL_SETTING)
+                    .or(config.env.get(POOL_SETTING))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(2);
-                env.insert(
-                    "DB_MAX_CONNECTIONS".to_owned(),
-                    (per_instance * max_concurrency).to_string(),
-                );
+                env.insert(POOL_SETTING.to_owned(), (per_instance * max_concurrency).to_string());
                 sources.push(EventSource {
                     function: spec.logical_id.clone(),
                     queue_logical_id: source.queue_logical_id.clone(),
@@ -258,6 +256,16 @@ impl LocalApp {
                     report_batch_item_failures: source.report_batch_item_failures,
                     max_concurrency,
                 });
+            }
+            if spec.sqs_sources.is_empty() {
+                // Requests (or scheduled passes) of one function run concurrently in this process,
+                // standing for DEFAULT_LOCAL_CONCURRENCY instances: one pool as large as theirs.
+                if let Some(per_instance) = env.get(POOL_SETTING).and_then(|v| v.parse::<usize>().ok()) {
+                    env.insert(
+                        POOL_SETTING.to_owned(),
+                        (per_instance * DEFAULT_LOCAL_CONCURRENCY).to_string(),
+                    );
+                }
             }
             env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             // Variables from parameters without a value here (no default: a deployment must choose

@@ -192,6 +192,7 @@ pub(crate) struct Function {
     pub binary: Option<String>,
     pub variables: Ordered<Expr>,
     pub events: Vec<(String, Event)>,
+    pub reserved_concurrency: Option<Expr>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +202,7 @@ struct FunctionProperties {
     environment: Environment,
     #[serde(default)]
     events: Ordered<RawEvent>,
+    reserved_concurrent_executions: Option<Expr>,
 }
 
 #[derive(Default, Deserialize)]
@@ -335,6 +337,7 @@ impl Function {
             binary: metadata.build_properties.binary.map(|b| b.0),
             variables: properties.environment.variables,
             events,
+            reserved_concurrency: properties.reserved_concurrent_executions,
         })
     }
 }

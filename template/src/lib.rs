@@ -7,6 +7,7 @@
 //! intrinsics the template uses are resolved (`!Ref`, `!Sub` with `${Name}`,
 //! `!GetAtt X.Arn|QueueUrl|QueueName`); the others load, and resolving one is an error.
 
+mod database;
 mod document;
 mod values;
 
@@ -14,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+pub use database::{DatabaseUser, POOL_SETTING, connections_at_most};
 use document::{Body, Document, Event, Resource, ScheduleProperties};
 pub use values::Expr;
 
@@ -119,6 +121,8 @@ pub struct FunctionSpec {
     pub schedules: Vec<ScheduleSpec>,
     /// Logical ids of the SNS topics it subscribes to (`SNS` events).
     pub sns_topics: Vec<String>,
+    /// `ReservedConcurrentExecutions` with this deployment's parameters; `None` reserves nothing.
+    pub reserved_concurrency: Option<u32>,
 }
 
 /// A `Schedule` (EventBridge rule) or `ScheduleV2` (EventBridge Scheduler) event of a function.
@@ -382,6 +386,9 @@ impl Template {
             Expr::Ref(name) => self.ref_value(name),
             Expr::Sub(pattern) => self.substitute(pattern),
             Expr::GetAtt { resource, attribute } => self.get_att(resource, attribute),
+            Expr::If { .. } => Err(TemplateError::Invalid(
+                "intrinsic !If is not supported locally".to_owned(),
+            )),
             Expr::Unsupported(name) => Err(TemplateError::Invalid(format!(
                 "intrinsic {name} is not supported locally"
             ))),
@@ -641,7 +648,9 @@ impl Template {
                     }
                 }
             }
+            let reserved_concurrency = self.reservation(id, function.reserved_concurrency.as_ref())?;
             functions.push(FunctionSpec {
+                reserved_concurrency,
                 logical_id: id.clone(),
                 binary,
                 environment,
@@ -653,6 +662,27 @@ impl Template {
             });
         }
         Ok(functions)
+    }
+
+    /// A function's `ReservedConcurrentExecutions`: a number, `!Ref P`, or the template's way of
+    /// making one optional, `!If [ReserveX, !Ref P, !Ref AWS::NoValue]`, whose condition is that
+    /// P is not -1 (`tests/template_contract.rs` holds every function to that shape). -1 and
+    /// `AWS::NoValue` reserve nothing.
+    fn reservation(&self, id: &str, value: Option<&Expr>) -> Result<Option<u32>, TemplateError> {
+        let value = match value {
+            None => return Ok(None),
+            Some(Expr::If { then, otherwise, .. }) if **otherwise == Expr::Ref("AWS::NoValue".to_owned()) => then,
+            Some(value) => value,
+        };
+        let reserved = self
+            .resolve_i64(value)
+            .map_err(|e| TemplateError::Invalid(format!("{id}: ReservedConcurrentExecutions: {e}")))?;
+        match reserved {
+            -1 => Ok(None),
+            n => u32::try_from(n).map(Some).map_err(|_| {
+                TemplateError::Invalid(format!("{id}: ReservedConcurrentExecutions {n} is not a concurrency"))
+            }),
+        }
     }
 
     /// A `Schedule` or `ScheduleV2` event (`kind`) named `name` of function `id`.
@@ -718,7 +748,7 @@ impl Template {
                 Expr::Ref(name) => !self.declared.contains(name) && !name.starts_with("AWS::"),
                 // A name built from the stage (`fcfs-${Stage}-discord-webhook`), or an attribute.
                 Expr::Sub(_) | Expr::GetAtt { .. } => true,
-                Expr::Literal(_) | Expr::Unsupported(_) => false,
+                Expr::Literal(_) | Expr::If { .. } | Expr::Unsupported(_) => false,
             };
             if from_resource {
                 env.insert(k.to_owned(), self.resolve(v)?);

@@ -26,7 +26,14 @@ pub enum Expr {
         resource: String,
         attribute: String,
     },
-    /// Any other intrinsic (`!If`, `!Join`, `!Select`, `!Sub` with a variable map...), named: the
+    /// `!If [Condition, then, otherwise]` whose branches are scalars or `!Ref`s. The runner does
+    /// not evaluate conditions (resolving one is an error); what reads it interprets its shape.
+    If {
+        condition: String,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
+    /// Any other intrinsic (`!If` with other branches, `!Join`, `!Select`, `!Sub` with a variable map...), named: the
     /// template loads with it, and resolving it is an error.
     Unsupported(String),
 }
@@ -53,8 +60,29 @@ impl Expr {
                 [Argument::Text(resource), Argument::Text(attribute)] => Ok(Self::get_att(resource, attribute)),
                 _ => Err("!GetAtt: expected [Resource, Attribute]".to_owned()),
             },
-            ("Ref" | "Sub" | "GetAtt", _) => Err(format!("!{name}: unexpected argument")),
+            ("If", Argument::List(parts)) => match <[Argument; 3]>::try_from(parts) {
+                Ok([Argument::Text(condition), then, otherwise]) => match (Self::branch(then), Self::branch(otherwise))
+                {
+                    (Some(then), Some(otherwise)) => Ok(Self::If {
+                        condition,
+                        then: Box::new(then),
+                        otherwise: Box::new(otherwise),
+                    }),
+                    _ => Ok(Self::Unsupported("!If".to_owned())),
+                },
+                _ => Err("!If: expected [Condition, then, otherwise]".to_owned()),
+            },
+            ("Ref" | "Sub" | "GetAtt" | "If", _) => Err(format!("!{name}: unexpected argument")),
             (other, _) => Ok(Self::Unsupported(format!("!{other}"))),
+        }
+    }
+
+    /// A branch of `!If`: a scalar or a `!Ref`.
+    fn branch(argument: Argument) -> Option<Self> {
+        match argument {
+            Argument::Text(text) => Some(Self::Literal(text)),
+            Argument::Ref(id) => Some(Self::Ref(id)),
+            Argument::List(_) | Argument::Skipped => None,
         }
     }
 
@@ -68,7 +96,7 @@ impl Expr {
 
 /// Names of the intrinsics whose argument `Expr` reads; any other's is skipped.
 fn evaluated(name: &str) -> bool {
-    matches!(name, "Ref" | "Sub" | "GetAtt")
+    matches!(name, "Ref" | "Sub" | "GetAtt" | "If")
 }
 
 impl<'de> Deserialize<'de> for Expr {
@@ -144,10 +172,12 @@ impl<'de> Visitor<'de> for ExprVisitor {
 }
 
 /// What an evaluated intrinsic takes: a name or pattern, or a list (`[Resource, Attribute]`,
-/// `[pattern, variables]`). Anything else is kept only as "something else".
+/// `[pattern, variables]`, `!If`'s `[Condition, then, otherwise]`), or a `!Ref` inside such a
+/// list. Anything else is kept only as "something else".
 enum Argument {
     Text(String),
     List(Vec<Argument>),
+    Ref(String),
     Skipped,
 }
 
@@ -190,6 +220,10 @@ impl<'de> Visitor<'de> for ArgumentVisitor {
         Ok(Argument::Skipped)
     }
 
+    fn visit_none<E: de::Error>(self) -> Result<Argument, E> {
+        Ok(Argument::Skipped)
+    }
+
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Argument, A::Error> {
         let mut items = Vec::new();
         while let Some(item) = seq.next_element()? {
@@ -198,13 +232,29 @@ impl<'de> Visitor<'de> for ArgumentVisitor {
         Ok(Argument::List(items))
     }
 
+    /// `{Ref: X}` is a reference; any other mapping is skipped.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Argument, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Argument::Skipped)
+        let mut found = Argument::Skipped;
+        let mut keys = 0;
+        while let Some(key) = map.next_key::<String>()? {
+            keys += 1;
+            found = match (key.as_str(), map.next_value::<Argument>()?) {
+                ("Ref", Argument::Text(id)) if keys == 1 => Argument::Ref(id),
+                _ => Argument::Skipped,
+            };
+        }
+        Ok(if keys == 1 { found } else { Argument::Skipped })
     }
 
+    /// `!Ref X` is a reference; any other tag is skipped.
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Argument, A::Error> {
-        let (_, argument) = data.variant::<IgnoredAny>()?;
+        let (name, argument) = data.variant::<String>()?;
+        if name == "Ref" {
+            if let Argument::Text(id) = argument.newtype_variant::<Argument>()? {
+                return Ok(Argument::Ref(id));
+            }
+            return Ok(Argument::Skipped);
+        }
         argument.newtype_variant::<IgnoredAny>()?;
         Ok(Argument::Skipped)
     }
