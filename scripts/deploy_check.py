@@ -326,10 +326,12 @@ def preflight(admin, root):
     if run.returncode != 0:
         raise SystemExit(f"deploy check: fcfs-admin preflight exited {run.returncode}:\n{run.stderr}{run.stdout}")
     report = json.loads(run.stdout)
-    if not report["fits"] or report["reservedNeeded"] <= 0 or report["concurrencyLimit"] <= 0:
+    if (not report["fits"] or report["reservedNeeded"] <= 0 or report["concurrencyLimit"] <= 0
+            or not report["databaseFits"] or report["databaseConnectionsAtMost"] <= 0):
         raise SystemExit(f"deploy check: fcfs-admin preflight reported {report}")
     log(f"fcfs-admin preflight: fits, {report['reservedNeeded']} of {report['reservedAvailable']} reservable "
-        f"(limit {report['concurrencyLimit']}), sale rate {report['saleRate']}/s")
+        f"(limit {report['concurrencyLimit']}), at most {report['databaseConnectionsAtMost']} of "
+        f"{report['databaseMaxConnections']} database connections, sale rate {report['saleRate']}/s")
 
 
 def main():

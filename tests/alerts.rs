@@ -388,3 +388,83 @@ async fn the_notifier_fails_loudly_when_the_webhook_never_accepts() {
         "{err}"
     );
 }
+
+/// Nothing fails silently locally either: a scheduled invocation is retried as Lambda retries an
+/// asynchronous one (twice, with the same event), and when every attempt failed, Lambda's failure
+/// record goes to the function's `OnFailure` queue (the template's alerts DLQ, whose not-empty
+/// alert reaches the team); every failed attempt counts in `fcfs_function_errors_total`, and a
+/// tick skipped while the retries run in `fcfs_function_throttles_total`. The database is a
+/// closed port, so the coupon expiry sweep fails every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_invocation_failing_every_attempt_lands_in_its_on_failure_queue() {
+    let sqs = sqs().await;
+    let failures = sqs
+        .create_queue()
+        .queue_name(format!("{}-alerts-dlq", unique("fcfs-failures")))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml"));
+    config.env.insert(
+        "DATABASE_URL".to_owned(),
+        "mysql://fcfs:fcfs@127.0.0.1:9/fcfs".to_owned(),
+    );
+    config.env.insert("DATABASE_SSL_MODE".to_owned(), "DISABLED".to_owned());
+    config
+        .env
+        .insert(local_runner::SCHEDULE_RATE_ENV.to_owned(), "1".to_owned());
+    let mut app = LocalApp::load(&config).await.expect("the runner loads");
+    app.set_failure_queue("CouponExpiryFunction", &failures);
+    let running = app.start().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&failures)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("SQS answers receive");
+        if let Some(body) = received.messages().first().and_then(|m| m.body()) {
+            break serde_json::from_str::<Value>(body).expect("a JSON failure record");
+        }
+        assert!(Instant::now() < deadline, "no failure record in 60 s");
+    };
+    let context = &record["requestContext"];
+    assert_eq!(context["condition"], "RetriesExhausted", "{record}");
+    assert_eq!(
+        context["approximateInvokeCount"], 3,
+        "the attempt and two retries: {record}"
+    );
+    assert!(
+        context["functionArn"]
+            .as_str()
+            .is_some_and(|arn| arn.contains(":function:CouponExpiryFunction")),
+        "{record}"
+    );
+    assert_eq!(record["requestPayload"]["detail-type"], "Scheduled Event", "{record}");
+    assert_eq!(record["responseContext"]["functionError"], "Unhandled", "{record}");
+    assert!(record["responsePayload"]["errorMessage"].is_string(), "{record}");
+
+    let metrics = reqwest::get(format!("{}/metrics", running.base_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("function=\"CouponExpiryFunction\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("fcfs_function_errors_total") >= 3.0, "{metrics}");
+    assert!(count("fcfs_function_throttles_total") >= 1.0, "{metrics}");
+    running.stop().await.unwrap();
+    sqs.delete_queue().queue_url(&failures).send().await.unwrap();
+}

@@ -440,14 +440,18 @@ async fn a_schedule_fires_on_its_rate_until_the_runner_stops() {
                 name: "EveryMinute".into(),
                 expression: "rate(1 minute)".into(),
                 rate,
-                enabled: true
+                enabled: true,
+                retries: 2,
+                on_failure_queue: None,
             },
             ScheduleSource {
                 function: "ScheduleProbeFunction".into(),
                 name: "Nightly".into(),
                 expression: "rate(1 day)".into(),
                 rate,
-                enabled: false
+                enabled: false,
+                retries: 2,
+                on_failure_queue: None,
             },
         ]
     );

@@ -632,6 +632,53 @@ fn every_queue_feeding_a_function_outlasts_six_timeouts_and_the_window() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
+/// Functions whose Lambda `Errors` are not alarmed, and why.
+const ERRORS_NOT_ALARMED: &[(&str, &str)] = &[(
+    "AuthorizerFunction",
+    "answers every unknown key with the error \"Unauthorized\" (API Gateway's 401 signal), which \
+     Lambda counts in Errors; its real failures are API Gateway 500s, which ApiErrorRateAlarm sees",
+)];
+
+/// Nothing fails silently: every function's Lambda `Errors` (but those above) and `Throttles`
+/// over 5 minutes have an alarm on that function that publishes to the alert topic, raising and
+/// clearing.
+#[test]
+fn every_function_has_errors_and_throttles_alarms() {
+    let raw = raw_template();
+    let mut alarmed = BTreeSet::new();
+    for resource in raw["Resources"].as_mapping().expect("Resources").values() {
+        let properties = &resource["Properties"];
+        if resource["Type"].as_str() != Some("AWS::CloudWatch::Alarm")
+            || properties["Namespace"].as_str() != Some("AWS/Lambda")
+            || one_or_many(&properties["AlarmActions"]) != ["!Ref AlertTopic"]
+            || one_or_many(&properties["OKActions"]) != ["!Ref AlertTopic"]
+            || properties["Statistic"].as_str() != Some("Sum")
+            || properties["Threshold"].as_f64() != Some(0.0)
+        {
+            continue;
+        }
+        let dimensions = properties["Dimensions"].as_sequence().cloned().unwrap_or_default();
+        if let [dimension] = dimensions.as_slice()
+            && dimension["Name"].as_str() == Some("FunctionName")
+        {
+            let function = render(&dimension["Value"]).trim_start_matches("!Ref ").to_owned();
+            let metric = properties["MetricName"].as_str().unwrap_or_default().to_owned();
+            alarmed.insert((function, metric));
+        }
+    }
+    let mut missing = Vec::new();
+    for (id, _) in functions(&raw) {
+        for metric in ["Errors", "Throttles"] {
+            let excused = metric == "Errors" && ERRORS_NOT_ALARMED.iter().any(|(f, _)| *f == id);
+            if !excused && !alarmed.contains(&(id.clone(), metric.to_owned())) {
+                missing.push(format!("{id}: no {metric} alarm into the alert topic"));
+            }
+        }
+    }
+    assert!(alarmed.len() >= 25, "{alarmed:?}");
+    assert!(missing.is_empty(), "\n{}", missing.join("\n"));
+}
+
 /// Nothing fails silently: a function invoked asynchronously (a schedule, SNS) whose invocation
 /// fails every attempt goes to a queue whose not-empty alarm publishes to the alert topic (a
 /// failed day-1 grading start alerts instead of leaving the month ungraded unheard).

@@ -38,6 +38,8 @@ struct Route {
     resource: String,
     segments: Vec<Segment>,
     function: Arc<dyn HttpFunction>,
+    /// The function's logical id, for its metrics.
+    function_id: String,
 }
 
 impl Route {
@@ -67,6 +69,7 @@ impl Route {
 
 struct Authorizer {
     function: Arc<dyn AuthorizerFunction>,
+    function_id: String,
     header: HeaderName,
     /// API Gateway's result cache, keyed by the identity value; `None` when `ReauthorizeEvery` is 0.
     cache: Option<moka::future::Cache<String, Arc<ApiGatewayCustomAuthorizerResponse>>>,
@@ -101,6 +104,7 @@ pub(crate) fn router(app: &LocalApp) -> axum::Router {
                 })
                 .collect(),
             function: http(&r.function),
+            function_id: r.function.clone(),
         })
         .collect();
     let authorizer = app.api.authorizer.as_ref().map(|spec| Authorizer {
@@ -108,6 +112,7 @@ pub(crate) fn router(app: &LocalApp) -> axum::Router {
             Some(LocalFunction::Authorizer(f)) => f.clone(),
             _ => unreachable!("checked by check_kinds"),
         },
+        function_id: spec.function_logical_id.clone(),
         header: HeaderName::from_bytes(spec.identity_header.to_ascii_lowercase().as_bytes())
             .unwrap_or(HeaderName::from_static("x-api-key")),
         cache: (spec.reauthorize_every_secs > 0).then(|| {
@@ -225,6 +230,7 @@ impl Gateway {
             Ok(response) => into_axum(response),
             Err(e) => {
                 self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                crate::metrics::function_failed(&route.function_id);
                 tracing::error!(request_id, error = %e, "function failed");
                 gateway_error(
                     StatusCode::BAD_GATEWAY,
@@ -287,6 +293,7 @@ impl Gateway {
             Ok(r) => r,
             Err(message) if message == "Unauthorized" => return Err(unauthorized()),
             Err(message) => {
+                crate::metrics::function_failed(&auth.function_id);
                 tracing::error!(request_id, error = %message, "authorizer failed");
                 return Err(gateway_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -469,6 +476,7 @@ mod tests {
                 Segment::Param("userId".into()),
             ],
             function: Arc::new(Nothing),
+            function_id: "Nothing".into(),
         };
         let params = route.matches(&Method::GET, "/v1/campaigns/7/issues/u%2D1").unwrap();
         assert_eq!(params["campaignId"], "7");

@@ -134,6 +134,10 @@ pub struct ScheduleSource {
     pub rate: Duration,
     /// Disabled schedules are not fired, but `invoke_schedule` and `--invoke` still run them.
     pub enabled: bool,
+    /// Attempts after a failed one (`EventInvokeConfig.MaximumRetryAttempts`, Lambda's 2 unless
+    /// set), and the queue URL the failure record then goes to (its `OnFailure` destination).
+    pub retries: u32,
+    pub on_failure_queue: Option<String>,
 }
 
 /// Counters for tests and the bench.
@@ -301,12 +305,21 @@ impl LocalApp {
                         },
                     })?,
             };
-            schedules.extend(spec.schedules.iter().map(|s| ScheduleSource {
-                function: spec.logical_id.clone(),
-                name: s.name.clone(),
-                expression: s.expression.clone(),
-                rate: rate_override.unwrap_or(s.rate),
-                enabled: s.enabled,
+            schedules.extend(spec.schedules.iter().map(|s| {
+                ScheduleSource {
+                    function: spec.logical_id.clone(),
+                    name: s.name.clone(),
+                    expression: s.expression.clone(),
+                    rate: rate_override.unwrap_or(s.rate),
+                    enabled: s.enabled,
+                    retries: spec.on_async_failure.retries,
+                    on_failure_queue: spec
+                        .on_async_failure
+                        .queue_logical_id
+                        .as_ref()
+                        .and_then(|id| queues.get(id))
+                        .map(|(url, _)| url.clone()),
+                }
             }));
             for route in &spec.routes {
                 routes.push(RouteSpec {
@@ -415,6 +428,14 @@ impl LocalApp {
         }
     }
 
+    /// Sends the failure records of a function's scheduled invocations to another queue (tests: a
+    /// throwaway queue instead of the stage's alerts DLQ).
+    pub fn set_failure_queue(&mut self, function: &str, queue_url: &str) {
+        for schedule in self.schedules.iter_mut().filter(|s| s.function == function) {
+            schedule.on_failure_queue = Some(queue_url.to_owned());
+        }
+    }
+
     /// Also reports this queue's depth (and, if no event source consumes it, its oldest message's
     /// age): tests watch the DLQ of their throwaway pair.
     pub fn watch_queue(&mut self, queue_url: &str) {
@@ -457,6 +478,7 @@ impl LocalApp {
             source: source.clone(),
             region: self.region.clone(),
             account_id: self.account_id.clone(),
+            sqs: Some(self.sqs.clone()),
         }
     }
 

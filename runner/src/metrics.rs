@@ -190,3 +190,14 @@ pub(crate) fn record_oldest_age(queue: &str, messages: &[Message]) {
     let age = oldest_ms.map_or(0.0, |sent| (now_ms - sent).max(0) as f64 / 1000.0);
     ::metrics::gauge!("fcfs_queue_oldest_message_age_seconds", "queue" => queue.to_owned()).set(age);
 }
+
+/// An invocation that failed (a handler error or a crash): Lambda's `Errors` of the function,
+/// labelled with its logical id (observability/alerts.yml, `FunctionErrors`).
+pub(crate) fn function_failed(function: &str) {
+    ::metrics::counter!("fcfs_function_errors_total", "function" => function.to_owned()).increment(1);
+}
+
+/// An invocation refused for want of concurrency: Lambda's `Throttles` (`FunctionThrottled`).
+pub(crate) fn function_throttled(function: &str) {
+    ::metrics::counter!("fcfs_function_throttles_total", "function" => function.to_owned()).increment(1);
+}

@@ -147,6 +147,7 @@ impl Poller {
         let ids: HashSet<&str> = batch.iter().filter_map(|m| m.message_id.as_deref()).collect();
         let keep: Option<HashSet<String>> = match outcome {
             Err(error) => {
+                crate::metrics::function_failed(&self.source.function);
                 tracing::error!(function = self.source.function, size = batch.len(), %error, "batch failed: every message stays");
                 None
             }

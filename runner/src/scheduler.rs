@@ -3,10 +3,16 @@
 //! "Scheduled Event" EventBridge sends.
 //!
 //! One invocation of a schedule runs at a time: a tick that finds the previous one still running
-//! is skipped and logged, not queued, so a slow function is never invoked back to back to catch up.
+//! is skipped and logged, not queued, so a slow function is never invoked back to back to catch up
+//! (on AWS the scheduled functions' reservation of 1 throttles it; both count as a throttle).
+//!
+//! A schedule's invocation is asynchronous, as on AWS: a failed attempt (an error or a crash) is
+//! retried up to the function's `MaximumRetryAttempts` with the same event, and when every attempt
+//! failed, Lambda's failure record goes to its `OnFailure` queue (the alerts DLQ, whose alert
+//! reaches the team). AWS waits a minute, then two, between attempts; here a second, then two.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -16,12 +22,20 @@ use tokio::time::MissedTickBehavior;
 use crate::ScheduleSource;
 use crate::functions::ScheduledFunction;
 
+/// The waits before the second and the third attempt of a failed invocation.
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(2)];
+
+/// Deadline of sending a failure record.
+const SEND_DEADLINE: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub(crate) struct Schedule {
     pub function: Arc<dyn ScheduledFunction>,
     pub source: ScheduleSource,
     pub region: String,
     pub account_id: String,
+    /// Where failure records are sent (`source.on_failure_queue`); `None` in unit tests.
+    pub sqs: Option<aws_sdk_sqs::Client>,
 }
 
 /// The event EventBridge sends a rule's target when the schedule fires.
@@ -45,11 +59,21 @@ pub(crate) fn scheduled_event(schedule: &Schedule, time: DateTime<Utc>) -> Value
     })
 }
 
-/// Invokes the function once now and logs the outcome with what it returned.
+/// Invokes the function once now (one attempt, no retry: `--invoke`) and logs the outcome with
+/// what it returned.
 pub(crate) async fn invoke(schedule: &Schedule) -> Result<Value, String> {
-    let event = scheduled_event(schedule, Utc::now());
+    attempt(schedule, scheduled_event(schedule, Utc::now())).await
+}
+
+/// One attempt, on a task of its own: a panic is a crashed Lambda, i.e. a failed attempt. A
+/// failure counts in `fcfs_function_errors_total`.
+async fn attempt(schedule: &Schedule, event: Value) -> Result<Value, String> {
     let started = Instant::now();
-    let outcome = schedule.function.invoke(event).await;
+    let function = schedule.function.clone();
+    let outcome = match tokio::spawn(async move { function.invoke(event).await }).await {
+        Ok(outcome) => outcome,
+        Err(crash) => Err(format!("the function crashed: {crash}")),
+    };
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let ScheduleSource { function, name, .. } = &schedule.source;
     match &outcome {
@@ -57,10 +81,95 @@ pub(crate) async fn invoke(schedule: &Schedule) -> Result<Value, String> {
             tracing::info!(function, schedule = name, duration_ms, ok = true, %result, "scheduled invocation")
         }
         Err(error) => {
+            crate::metrics::function_failed(function);
             tracing::error!(function, schedule = name, duration_ms, ok = false, %error, "scheduled invocation")
         }
     }
     outcome
+}
+
+/// A tick's invocation, as Lambda runs an asynchronous one: the attempt and up to `retries` more
+/// with the same event, then the failure record to the `OnFailure` queue.
+async fn invoke_async(schedule: &Schedule) {
+    let event = scheduled_event(schedule, Utc::now());
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut attempts: u32 = 0;
+    loop {
+        attempts += 1;
+        match attempt(schedule, event.clone()).await {
+            Ok(_) => return,
+            Err(error) if attempts > schedule.source.retries => {
+                return send_failure(schedule, event, &request_id, attempts, &error).await;
+            }
+            Err(_) => {
+                let wait = RETRY_DELAYS[(attempts as usize - 1).min(RETRY_DELAYS.len() - 1)];
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Lambda's record of an asynchronous invocation that failed every attempt (the documented shape
+/// of an on-failure destination's message).
+fn failure_record(schedule: &Schedule, event: Value, request_id: &str, attempts: u32, error: &str) -> Value {
+    let Schedule {
+        source,
+        region,
+        account_id,
+        ..
+    } = schedule;
+    json!({
+        "version": "1.0",
+        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": format!("arn:aws:lambda:{region}:{account_id}:function:{}:$LATEST", source.function),
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorMessage": error, "errorType": "Error"},
+    })
+}
+
+async fn send_failure(schedule: &Schedule, event: Value, request_id: &str, attempts: u32, error: &str) {
+    let ScheduleSource { function, name, .. } = &schedule.source;
+    let (Some(queue), Some(sqs)) = (&schedule.source.on_failure_queue, &schedule.sqs) else {
+        tracing::error!(
+            function,
+            schedule = name,
+            attempts,
+            "every attempt failed and there is no on-failure destination"
+        );
+        return;
+    };
+    let record = failure_record(schedule, event, request_id, attempts, error);
+    let send = sqs
+        .send_message()
+        .queue_url(queue)
+        .message_body(record.to_string())
+        .send();
+    match tokio::time::timeout(SEND_DEADLINE, send).await {
+        Ok(Ok(_)) => tracing::error!(
+            function,
+            schedule = name,
+            attempts,
+            queue,
+            "every attempt failed: failure record sent"
+        ),
+        Ok(Err(e)) => tracing::error!(
+            function, schedule = name, attempts, queue, error = %aws_sdk_sqs::error::DisplayErrorContext(e),
+            "every attempt failed and the failure record could not be sent"
+        ),
+        Err(_) => tracing::error!(
+            function,
+            schedule = name,
+            attempts,
+            queue,
+            "every attempt failed and sending the failure record timed out"
+        ),
+    }
 }
 
 /// Fires the schedule until `stop` turns true; an invocation in progress then finishes first.
@@ -87,6 +196,7 @@ pub(crate) async fn run(schedule: Schedule, mut stop: watch::Receiver<bool>) {
             finished(&schedule, done).await;
         }
         if running.is_some() {
+            crate::metrics::function_throttled(&schedule.source.function);
             tracing::warn!(
                 function = schedule.source.function,
                 schedule = schedule.source.name,
@@ -96,16 +206,14 @@ pub(crate) async fn run(schedule: Schedule, mut stop: watch::Receiver<bool>) {
         }
         // The invocation runs on its own task so that ticks (and their skips) keep their cadence.
         let schedule = schedule.clone();
-        running = Some(tokio::spawn(async move {
-            let _ = invoke(&schedule).await;
-        }));
+        running = Some(tokio::spawn(async move { invoke_async(&schedule).await }));
     }
     if let Some(task) = running {
         finished(&schedule, task).await;
     }
 }
 
-/// Waits for an invocation's task; a panic is logged (a crashed Lambda), the schedule goes on.
+/// Waits for an invocation's task (attempts catch their own panics; this is a last guard).
 async fn finished(schedule: &Schedule, task: tokio::task::JoinHandle<()>) {
     if let Err(e) = task.await {
         tracing::error!(
@@ -176,9 +284,12 @@ mod tests {
                 expression: "rate(1 minute)".into(),
                 rate: Duration::from_secs(rate_secs),
                 enabled: true,
+                retries: 2,
+                on_failure_queue: None,
             },
             region: "eu-west-1".into(),
             account_id: "123456789012".into(),
+            sqs: None,
         }
     }
 
@@ -248,16 +359,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_panicking_invocation_does_not_end_the_schedule() {
+    async fn a_crashing_invocation_is_retried_twice_and_the_schedule_goes_on() {
         let crashing = Arc::new(Crashing(Default::default()));
         let mut schedule = schedule(Probe::taking(Duration::ZERO), 10);
         schedule.function = crashing.clone();
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(schedule, stopped));
+        // Ticks at 10, 20 and 30, each attempted at +0, +1 and +3 s.
         tokio::time::sleep(secs(35.0)).await;
         stop.send(true).unwrap();
         task.await.unwrap();
-        assert_eq!(crashing.0.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(crashing.0.load(std::sync::atomic::Ordering::Relaxed), 9);
+    }
+
+    #[test]
+    fn the_failure_record_is_lambdas_on_failure_message() {
+        let schedule = schedule(Probe::taking(Duration::ZERO), 60);
+        let event = json!({"detail-type": "Scheduled Event"});
+        let record = failure_record(&schedule, event.clone(), "req-1", 3, "database down");
+        let timestamp = record["timestamp"].as_str().unwrap().to_owned();
+        assert!(DateTime::parse_from_rfc3339(&timestamp).is_ok(), "{timestamp}");
+        assert_eq!(
+            record,
+            json!({
+                "version": "1.0",
+                "timestamp": timestamp,
+                "requestContext": {
+                    "requestId": "req-1",
+                    "functionArn": "arn:aws:lambda:eu-west-1:123456789012:function:IssueRecoveryFunction:$LATEST",
+                    "condition": "RetriesExhausted",
+                    "approximateInvokeCount": 3
+                },
+                "requestPayload": event,
+                "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+                "responsePayload": {"errorMessage": "database down", "errorType": "Error"}
+            })
+        );
     }
 
     #[tokio::test]

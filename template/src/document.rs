@@ -193,6 +193,29 @@ pub(crate) struct Function {
     pub variables: Ordered<Expr>,
     pub events: Vec<(String, Event)>,
     pub reserved_concurrency: Option<Expr>,
+    pub event_invoke_config: Option<EventInvokeConfig>,
+}
+
+/// How Lambda treats the function's asynchronous invocations (schedules, SNS).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct EventInvokeConfig {
+    pub maximum_retry_attempts: Option<Expr>,
+    pub destination_config: Option<DestinationConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DestinationConfig {
+    pub on_failure: Option<Destination>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Destination {
+    #[serde(rename = "Type")]
+    pub kind: Option<Literal>,
+    pub destination: Expr,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +226,7 @@ struct FunctionProperties {
     #[serde(default)]
     events: Ordered<RawEvent>,
     reserved_concurrent_executions: Option<Expr>,
+    event_invoke_config: Option<EventInvokeConfig>,
 }
 
 #[derive(Default, Deserialize)]
@@ -338,6 +362,7 @@ impl Function {
             variables: properties.environment.variables,
             events,
             reserved_concurrency: properties.reserved_concurrent_executions,
+            event_invoke_config: properties.event_invoke_config,
         })
     }
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use database::{DatabaseUser, POOL_SETTING, connections_at_most};
-use document::{Body, Document, Event, Resource, ScheduleProperties};
+use document::{Body, Document, Event, EventInvokeConfig, Resource, ScheduleProperties};
 pub use values::Expr;
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +123,16 @@ pub struct FunctionSpec {
     pub sns_topics: Vec<String>,
     /// `ReservedConcurrentExecutions` with this deployment's parameters; `None` reserves nothing.
     pub reserved_concurrency: Option<u32>,
+    /// What becomes of an asynchronous invocation (a schedule's) that fails.
+    pub on_async_failure: AsyncFailure,
+}
+
+/// `EventInvokeConfig`: how many times Lambda retries a failed asynchronous invocation (2 unless
+/// set), and the queue its failure record then goes to (`OnFailure` of type SQS, by logical id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncFailure {
+    pub retries: u32,
+    pub queue_logical_id: Option<String>,
 }
 
 /// A `Schedule` (EventBridge rule) or `ScheduleV2` (EventBridge Scheduler) event of a function.
@@ -649,8 +659,10 @@ impl Template {
                 }
             }
             let reserved_concurrency = self.reservation(id, function.reserved_concurrency.as_ref())?;
+            let on_async_failure = self.async_failure(id, function.event_invoke_config.as_ref())?;
             functions.push(FunctionSpec {
                 reserved_concurrency,
+                on_async_failure,
                 logical_id: id.clone(),
                 binary,
                 environment,
@@ -683,6 +695,39 @@ impl Template {
                 TemplateError::Invalid(format!("{id}: ReservedConcurrentExecutions {n} is not a concurrency"))
             }),
         }
+    }
+
+    fn async_failure(&self, id: &str, config: Option<&EventInvokeConfig>) -> Result<AsyncFailure, TemplateError> {
+        let invalid = |what: String| TemplateError::Invalid(format!("{id}: EventInvokeConfig: {what}"));
+        let retries = match config.and_then(|c| c.maximum_retry_attempts.as_ref()) {
+            None => 2,
+            Some(value) => match self.resolve_i64(value)? {
+                n @ 0..=2 => n as u32,
+                n => return Err(invalid(format!("MaximumRetryAttempts {n} is not 0, 1 or 2"))),
+            },
+        };
+        let destination = config
+            .and_then(|c| c.destination_config.as_ref())
+            .and_then(|d| d.on_failure.as_ref());
+        let queue_logical_id = match destination {
+            None => None,
+            Some(d) if d.kind.as_ref().is_some_and(|k| k.as_str() != "SQS") => None,
+            Some(d) => match &d.destination {
+                Expr::GetAtt { resource, attribute } if attribute == "Arn" && self.is_queue(resource) => {
+                    Some(resource.clone())
+                }
+                other => return Err(invalid(format!("OnFailure {other:?} is not !GetAtt <a queue>.Arn"))),
+            },
+        };
+        Ok(AsyncFailure {
+            retries,
+            queue_logical_id,
+        })
+    }
+
+    fn is_queue(&self, logical_id: &str) -> bool {
+        self.resource(logical_id)
+            .is_some_and(|r| matches!(r.body, Body::Queue(_)))
     }
 
     /// A `Schedule` or `ScheduleV2` event (`kind`) named `name` of function `id`.
@@ -793,6 +838,41 @@ mod tests {
             Some("http://127.0.0.1:4566/000000000000/fcfs-t2-issue-requests")
         );
         assert!(!env.contains_key("REDIS_URL"), "parameters are not resources");
+    }
+
+    #[test]
+    fn reservations_and_on_failure_destinations_are_read() {
+        let functions = template("t9").functions().unwrap();
+        let find = |id: &str| functions.iter().find(|f| f.logical_id == id).unwrap();
+        let scheduler = find("GradingSchedulerFunction");
+        assert_eq!(scheduler.reserved_concurrency, Some(1));
+        assert_eq!(
+            scheduler.on_async_failure,
+            AsyncFailure {
+                retries: 2,
+                queue_logical_id: Some("AlertDeadLetterQueue".to_owned())
+            }
+        );
+        assert_eq!(find("IssueApiFunction").reserved_concurrency, Some(400));
+        assert_eq!(
+            find("AuthorizerFunction").on_async_failure,
+            AsyncFailure {
+                retries: 2,
+                queue_logical_id: None
+            },
+            "invoked synchronously only: Lambda's defaults"
+        );
+        let overrides = BTreeMap::from([("IssueApiReservedConcurrency".to_owned(), "-1".to_owned())]);
+        let none = Template::parse(
+            TEMPLATE,
+            &overrides,
+            Placement::local("http://127.0.0.1:4566", "us-east-1"),
+        )
+        .unwrap()
+        .functions()
+        .unwrap();
+        let issue = none.iter().find(|f| f.logical_id == "IssueApiFunction").unwrap();
+        assert_eq!(issue.reserved_concurrency, None, "-1 reserves nothing");
     }
 
     #[test]
