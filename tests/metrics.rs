@@ -11,10 +11,16 @@ use serde_json::{Value, json};
 const QUANTITY: usize = 50;
 
 async fn issue(api: &PartnerApi, campaign: u64, user: &str) -> u16 {
+    issue_raw(api, &campaign.to_string(), json!({ "userId": user }).to_string()).await
+}
+
+/// An issue request with any campaign path segment and body.
+async fn issue_raw(api: &PartnerApi, campaign: &str, body: String) -> u16 {
     api.http
         .post(format!("{}/v1/campaigns/{campaign}/issues", api.running.base_url))
         .header("X-API-KEY", &api.key)
-        .json(&json!({ "userId": user }))
+        .header("Content-Type", "application/json")
+        .body(body)
         .timeout(Duration::from_secs(30))
         .send()
         .await
@@ -104,6 +110,14 @@ async fn metrics_after_a_flash_sale_report_exactly_its_decisions() {
             .entry(issue(&api, 999_999_999_999, &format!("x{i}")).await)
             .or_default() += 1;
     }
+    // And requests refused before Redis is asked: a malformed user id, a body that is not JSON,
+    // a campaign id that is not a number.
+    let refused = [
+        issue_raw(&api, &campaign.to_string(), json!({"userId": ""}).to_string()).await,
+        issue_raw(&api, &campaign.to_string(), "{not json".to_owned()).await,
+        issue_raw(&api, "abc", json!({"userId": "u1"}).to_string()).await,
+    ];
+    assert_eq!(refused, [400, 400, 404]);
     assert_eq!(answers, BTreeMap::from([(202, 50), (404, 3), (409, 10), (410, 10)]));
 
     let page = scrape(&api).await;
@@ -113,7 +127,8 @@ async fn metrics_after_a_flash_sale_report_exactly_its_decisions() {
             ("reserved", 50),
             ("sold_out", 10),
             ("already_issued", 10),
-            ("not_found", 3)
+            ("not_found", 4),
+            ("invalid", 2)
         ]),
         "{page}"
     );
@@ -124,7 +139,7 @@ async fn metrics_after_a_flash_sale_report_exactly_its_decisions() {
             "status",
             &[("route", "/v1/campaigns/{campaignId}/issues"), ("method", "POST")]
         ),
-        named(&[("202", 50), ("404", 3), ("409", 10), ("410", 10)]),
+        named(&[("202", 50), ("400", 2), ("404", 4), ("409", 10), ("410", 10)]),
         "every answer counted by its route's template path: {page}"
     );
     assert_eq!(

@@ -94,9 +94,12 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
     }
 
     async fn issue(&self, req: &Request) -> Result<Response<Body>, ApiError> {
-        let (partner, campaign) = Self::target(req)?;
-        let body: IssueBody = api::json_body(req, MAX_BODY_BYTES)?;
-        let user = UserId::parse(&body.user_id)?;
+        let read = Self::target(req).and_then(|(partner, campaign)| {
+            let body: IssueBody = api::json_body(req, MAX_BODY_BYTES)?;
+            Ok((partner, campaign, UserId::parse(&body.user_id)?))
+        });
+        let (partner, campaign, user) =
+            read.inspect_err(|e| self.issuance.refused_unread(matches!(e, ApiError::NotFound(_))))?;
         let accepted = self.issuance.issue(&partner, campaign, &user).await?;
         Ok(api::json(
             StatusCode::ACCEPTED,

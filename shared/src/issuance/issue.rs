@@ -149,6 +149,14 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
         result
     }
 
+    /// An issue request refused before it could be asked (`issue`): a malformed campaign id in
+    /// its path (`not_found`, as an unknown one) or a malformed body or user id (`invalid`).
+    /// Counted with the decisions, so `fcfs_issue_decisions_total` counts every issue request.
+    pub fn refused_unread(&self, campaign_not_found: bool) {
+        let outcome = if campaign_not_found { "not_found" } else { "invalid" };
+        metrics::counter!("fcfs_issue_decisions_total", "outcome" => outcome).increment(1);
+    }
+
     async fn decide_and_send(
         &self,
         partner: &str,
