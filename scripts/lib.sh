@@ -14,6 +14,11 @@ REDIS_PORT="${FCFS_REDIS_PORT:-6379}"
 # tests that prove the ledger on both; the functions and the runner keep using REDIS_PORT.
 read -r -a REDIS_CLUSTER_PORTS <<<"${FCFS_REDIS_CLUSTER_PORTS:-7001 7002 7003}"
 REDIS_TLS_PORT="${FCFS_REDIS_TLS_PORT:-6380}"
+# A 3-master Redis Cluster that speaks only TLS and announces its nodes by a hostname the server
+# certificate carries, as ElastiCache Serverless serves (always cluster mode, always TLS, DNS names
+# in CLUSTER SLOTS and MOVED). Its cluster bus ports are these plus 10000.
+read -r -a REDIS_TLS_CLUSTER_PORTS <<<"${FCFS_REDIS_TLS_CLUSTER_PORTS:-7101 7102 7103}"
+REDIS_TLS_CLUSTER_HOST="${FCFS_REDIS_TLS_CLUSTER_HOST:-localhost}"
 MYSQL_PORT="${FCFS_MYSQL_PORT:-3306}"
 AWS_PORT="${FCFS_AWS_PORT:-4566}"
 FAUXQS_PORT="${FCFS_FAUXQS_PORT:-4576}"
@@ -105,6 +110,7 @@ database_url() { echo "mysql://$MYSQL_USER:$MYSQL_PASSWORD@$BIND_HOST:$MYSQL_POR
 redis_url() { echo "redis://$BIND_HOST:$REDIS_PORT"; }
 redis_cluster_url() { echo "redis://$BIND_HOST:${REDIS_CLUSTER_PORTS[0]}"; }
 redis_tls_url() { echo "rediss://$BIND_HOST:$REDIS_TLS_PORT"; }
+redis_tls_cluster_url() { echo "rediss://$REDIS_TLS_CLUSTER_HOST:${REDIS_TLS_CLUSTER_PORTS[0]}"; }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
@@ -126,6 +132,6 @@ stop_on_exit_what_this_run_starts() {
   FCFS_STARTED_BEFORE=0
   local name
   for name in redis mariadb localstack fauxqs redis-tls; do pid_alive "$RUN_DIR/$name.pid" && FCFS_STARTED_BEFORE=1; done
-  for name in "$RUN_DIR"/redis-cluster-*.pid; do pid_alive "$name" && FCFS_STARTED_BEFORE=1; done
+  for name in "$RUN_DIR"/redis-cluster-*.pid "$RUN_DIR"/redis-tls-cluster-*.pid; do pid_alive "$name" && FCFS_STARTED_BEFORE=1; done
   trap '[[ "${FCFS_KEEP_STACK:-0}" == 1 || $FCFS_STARTED_BEFORE == 1 ]] || "$ROOT/scripts/stack.sh" down' EXIT
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The local stack: Redis (plus a 3-master Redis Cluster and a TLS Redis for the tests), MariaDB,
+# The local stack: Redis (plus, for the tests, a 3-master Redis Cluster, a TLS Redis and a 3-master
+# Redis Cluster that speaks only TLS and announces hostnames, as ElastiCache Serverless), MariaDB,
 # LocalStack (DynamoDB, Secrets Manager, API Gateway, and SQS with FCFS_AWS=localstack) and fauxqs
 # (SQS, with FCFS_AWS=fauxqs, the default), all on 127.0.0.1, and the local runner serving
 # template.yaml's API on top of them.
@@ -77,30 +78,46 @@ redis_cluster_up() {
     die "the redis cluster did not reach cluster_state:ok; see $LOG_DIR/redis-cluster-*.log"
 }
 
-# A private CA and a certificate for 127.0.0.1/localhost signed by it, made once and kept in the
-# cache (renewed when it has less than a day left). Clients trust the CA through
-# REDIS_TLS_CA_FILE; the CA's key never leaves the directory.
+# A private CA and a certificate for 127.0.0.1, localhost and the TLS cluster's announced hostname
+# signed by it, kept in the cache. Clients trust the CA through REDIS_TLS_CA_FILE; the CA's key
+# never leaves the directory. The certificate serves clients and, on the TLS cluster's bus, is
+# the client certificate each node shows the others (Redis always asks for one there), hence
+# both serverAuth and clientAuth. The CA is made once (again when it has less than a day left);
+# the certificate again when it has less than a day left, lacks the hostname or clientAuth, or
+# the CA is new. Re-issuing it under the same CA leaves running servers trusted.
 redis_tls_certs() {
-  local dir="$REDIS_TLS_DIR"
-  if [[ -f "$dir/ca.crt" && -f "$dir/server.key" ]] &&
-    openssl x509 -checkend 86400 -noout -in "$dir/server.crt" >/dev/null 2>&1; then
+  local dir="$REDIS_TLS_DIR" san="IP:127.0.0.1,DNS:localhost" new_ca=0
+  [[ $REDIS_TLS_CLUSTER_HOST == localhost ]] || san+=",DNS:$REDIS_TLS_CLUSTER_HOST"
+  mkdir -p "$dir"
+  if ! [[ -f "$dir/ca.crt" && -f "$dir/ca.key" ]] || ! openssl x509 -checkend 86400 -noout -in "$dir/ca.crt" >/dev/null 2>&1; then
+    log "redis tls: making a CA in $dir"
+    (
+      umask 077
+      cd "$dir"
+      openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -sha256 -days 3650 \
+        -subj "/CN=fcfs-coupons local Redis CA" -keyout ca.key -out ca.crt
+      chmod 644 ca.crt
+    ) >>"$LOG_DIR/redis-tls-certs.log" 2>&1 || die "openssl could not make the CA; see $LOG_DIR/redis-tls-certs.log"
+    new_ca=1
+  fi
+  if ((new_ca == 0)) && [[ -f "$dir/server.key" ]] &&
+    openssl x509 -checkend 86400 -noout -in "$dir/server.crt" >/dev/null 2>&1 &&
+    openssl x509 -noout -checkhost "$REDIS_TLS_CLUSTER_HOST" -in "$dir/server.crt" 2>/dev/null | grep -q ' does match ' &&
+    openssl x509 -noout -ext extendedKeyUsage -in "$dir/server.crt" 2>/dev/null | grep -q 'TLS Web Client Authentication'; then
     return
   fi
-  log "redis tls: making a CA and a server certificate in $dir"
-  mkdir -p "$dir"
+  log "redis tls: making a server certificate for $san in $dir"
   (
     umask 077
     cd "$dir"
-    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -sha256 -days 3650 \
-      -subj "/CN=fcfs-coupons local Redis CA" -keyout ca.key -out ca.crt
     openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
       -subj "/CN=localhost" -keyout server.key -out server.csr
-    printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'basicConstraints=critical,CA:FALSE' \
-      'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >server.ext
+    printf '%s\n' "subjectAltName=$san" 'basicConstraints=critical,CA:FALSE' \
+      'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth,clientAuth' >server.ext
     openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 825 \
       -extfile server.ext -out server.crt
-    chmod 644 ca.crt server.crt
-  ) >>"$LOG_DIR/redis-tls-certs.log" 2>&1 || die "openssl could not make the certificates; see $LOG_DIR/redis-tls-certs.log"
+    chmod 644 server.crt
+  ) >>"$LOG_DIR/redis-tls-certs.log" 2>&1 || die "openssl could not make the certificate; see $LOG_DIR/redis-tls-certs.log"
 }
 
 redis_tls_ping() {
@@ -124,6 +141,66 @@ redis_tls_up() {
     --maxmemory-policy noeviction
   wait_for 20 "redis tls on $BIND_HOST:$REDIS_TLS_PORT" redis_tls_ping ||
     die "redis with TLS did not start; see $LOG_DIR/redis-tls.log"
+}
+
+redis_tls_cli() { # redis_tls_cli PORT ARGS...: redis-cli over TLS, trusting only the private CA
+  local port=$1; shift
+  redis-cli --tls --cacert "$REDIS_TLS_DIR/ca.crt" -h "$BIND_HOST" -p "$port" "$@"
+}
+
+redis_tls_cluster_node_ping() { redis_tls_cli "$1" ping 2>/dev/null | grep -q PONG; }
+
+# Every node answers over TLS with our CA, agrees the cluster serves all slots with all its
+# masters, and announces the configured hostname as its preferred endpoint.
+redis_tls_cluster_ok() {
+  local port info
+  for port in "${REDIS_TLS_CLUSTER_PORTS[@]}"; do
+    info="$(redis_tls_cli "$port" cluster info 2>/dev/null)" || return 1
+    grep -q '^cluster_state:ok' <<<"$info" || return 1
+    grep -q "^cluster_known_nodes:${#REDIS_TLS_CLUSTER_PORTS[@]}" <<<"$info" || return 1
+    [[ "$(redis_tls_cli "$port" --raw config get cluster-announce-hostname 2>/dev/null | sed -n 2p)" == "$REDIS_TLS_CLUSTER_HOST" ]] || return 1
+    [[ "$(redis_tls_cli "$port" --raw config get cluster-preferred-endpoint-type 2>/dev/null | sed -n 2p)" == hostname ]] || return 1
+  done
+}
+
+# The cluster as ElastiCache Serverless serves it: TLS only (no plain port; the cluster bus on TLS
+# too), each node announcing REDIS_TLS_CLUSTER_HOST, and CLUSTER SLOTS/SHARDS and MOVED naming
+# nodes by that hostname, which the server certificate carries. One master per port, no
+# persistence, reused while healthy, created afresh otherwise (as `redis_cluster_up`). All nodes
+# share the hostname (locally every name is 127.0.0.1) and differ by port.
+redis_tls_cluster_up() {
+  local port nodes=()
+  redis_tls_certs
+  if redis_tls_cluster_ok; then
+    log "redis tls cluster: reusing the cluster on $REDIS_TLS_CLUSTER_HOST:${REDIS_TLS_CLUSTER_PORTS[*]}"; return
+  fi
+  for port in "${REDIS_TLS_CLUSTER_PORTS[@]}"; do stop_pidfile "redis-tls-cluster-$port"; done
+  for port in "${REDIS_TLS_CLUSTER_PORTS[@]}"; do
+    port_open "$BIND_HOST" "$port" || port_open "$BIND_HOST" $((port + 10000)) &&
+      die "port $port (or its cluster bus port $((port + 10000))) is taken by something that is not a healthy TLS cluster of ours; set FCFS_REDIS_TLS_CLUSTER_PORTS"
+  done
+  for port in "${REDIS_TLS_CLUSTER_PORTS[@]}"; do
+    rm -rf "$DATA_DIR/redis-tls-cluster/$port"
+    mkdir -p "$DATA_DIR/redis-tls-cluster/$port"
+    spawn "redis-tls-cluster-$port" redis-server --bind "$BIND_HOST" --port 0 --tls-port "$port" \
+      --tls-cert-file "$REDIS_TLS_DIR/server.crt" --tls-key-file "$REDIS_TLS_DIR/server.key" \
+      --tls-ca-cert-file "$REDIS_TLS_DIR/ca.crt" --tls-auth-clients no --tls-cluster yes \
+      --dir "$DATA_DIR/redis-tls-cluster/$port" --save "" --appendonly no --daemonize no --protected-mode yes \
+      --maxmemory-policy noeviction --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+      --cluster-announce-hostname "$REDIS_TLS_CLUSTER_HOST" --cluster-preferred-endpoint-type hostname
+    nodes+=("$BIND_HOST:$port")
+  done
+  for port in "${REDIS_TLS_CLUSTER_PORTS[@]}"; do
+    wait_for 20 "redis tls cluster node $BIND_HOST:$port" redis_tls_cluster_node_ping "$port" ||
+      die "redis tls cluster node $port did not start; see $LOG_DIR/redis-tls-cluster-$port.log"
+  done
+  # redis-cli waits for the nodes to meet with no end of its own: nodes that cannot talk over TLS
+  # (a certificate they refuse) would keep it waiting forever.
+  timeout 60 redis-cli --tls --cacert "$REDIS_TLS_DIR/ca.crt" --cluster create "${nodes[@]}" --cluster-replicas 0 \
+    --cluster-yes >>"$LOG_DIR/redis-tls-cluster-create.log" 2>&1 ||
+    die "redis-cli --tls --cluster create failed or did not finish in 60 s; see $LOG_DIR/redis-tls-cluster-create.log and $LOG_DIR/redis-tls-cluster-*.log"
+  wait_for 30 "redis tls cluster on $REDIS_TLS_CLUSTER_HOST:${REDIS_TLS_CLUSTER_PORTS[*]}" redis_tls_cluster_ok ||
+    die "the redis tls cluster did not reach cluster_state:ok; see $LOG_DIR/redis-tls-cluster-*.log"
 }
 
 mysql_app() { mariadb --protocol=tcp -h "$BIND_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" -p"$MYSQL_PASSWORD" "$MYSQL_DATABASE" "$@"; }
@@ -240,10 +317,13 @@ write_env() {
     echo "CARGO_LAMBDA=$CARGO_LAMBDA_VENV/bin/cargo-lambda"
     # The jar install.sh prepared, for tests that start a private DynamoDB Local to pause or kill.
     echo "DYNAMODB_LOCAL_JAR=$LOCALSTACK_FS/var/lib/localstack/lib/dynamodb-local/2/DynamoDBLocal.jar"
-    # For the tests that run the ledger on a Redis Cluster and on TLS; nothing else reads them.
+    # For the tests that run the ledger on a Redis Cluster, on TLS and on both; nothing else reads
+    # them.
     echo "REDIS_CLUSTER_URL=$(redis_cluster_url)"
     echo "REDIS_TLS_URL=$(redis_tls_url)"
     echo "REDIS_TLS_CA_FILE=$REDIS_TLS_DIR/ca.crt"
+    # The TLS-only cluster announcing hostnames (ElastiCache Serverless); its CA is the one above.
+    echo "REDIS_TLS_CLUSTER_URL=$(redis_tls_cluster_url)"
     echo "FCFS_STAGE=$STAGE"
     # So that `fcfs-admin` is a command once this file is sourced.
     echo "PATH=$STATE_DIR/bin:\$PATH"
@@ -258,6 +338,7 @@ cmd_services() {
   redis_up
   redis_cluster_up
   redis_tls_up
+  redis_tls_cluster_up
   mysql_up
   localstack_up
   [[ $FCFS_AWS == fauxqs ]] && fauxqs_up
@@ -397,7 +478,7 @@ stop_pidfile() { # stop_pidfile NAME
 cmd_down() {
   local name
   for name in prometheus alertmanager runner localstack fauxqs mariadb redis redis-tls; do stop_pidfile "$name"; done
-  for name in "$RUN_DIR"/redis-cluster-*.pid; do
+  for name in "$RUN_DIR"/redis-cluster-*.pid "$RUN_DIR"/redis-tls-cluster-*.pid; do
     [[ -f "$name" ]] && stop_pidfile "$(basename "$name" .pid)"
   done
   log "down: nothing started by this checkout is running"
@@ -408,12 +489,13 @@ cmd_status() {
   status_line() { # NAME URL HEALTHY? [PID-FILE NAME]
     local pidfile="$RUN_DIR/${4:-$1}.pid"
     mine="reused"; pid_alive "$pidfile" && mine="started here, pid $(cat "$pidfile")"
-    if [[ $3 == yes ]]; then printf '  %-13s %-40s up (%s)\n' "$1" "$2" "$mine"; else printf '  %-13s %-40s DOWN\n' "$1" "$2"; fi
+    if [[ $3 == yes ]]; then printf '  %-17s %-40s up (%s)\n' "$1" "$2" "$mine"; else printf '  %-17s %-40s DOWN\n' "$1" "$2"; fi
   }
-  local r=no m=no l=no c=no t=no
+  local r=no m=no l=no c=no t=no tc=no
   redis-cli -h "$BIND_HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && r=yes
   redis_cluster_ok && c=yes
   redis_tls_ping && t=yes
+  redis_tls_cluster_ok && tc=yes
   port_open "$BIND_HOST" "$MYSQL_PORT" && m=yes
   localstack_healthy && l=yes
   local a=no
@@ -422,6 +504,7 @@ cmd_status() {
   status_line redis "$(redis_url)" $r
   status_line redis-cluster "$(redis_cluster_url) (${#REDIS_CLUSTER_PORTS[@]} masters: ${REDIS_CLUSTER_PORTS[*]})" $c "redis-cluster-${REDIS_CLUSTER_PORTS[0]}"
   status_line redis-tls "$(redis_tls_url) (CA: REDIS_TLS_CA_FILE)" $t
+  status_line redis-tls-cluster "$(redis_tls_cluster_url) (TLS only, ${#REDIS_TLS_CLUSTER_PORTS[@]} masters announced as $REDIS_TLS_CLUSTER_HOST: ${REDIS_TLS_CLUSTER_PORTS[*]})" $tc "redis-tls-cluster-${REDIS_TLS_CLUSTER_PORTS[0]}"
   status_line mariadb "$(database_url)" $m
   local f=no what="DynamoDB, Secrets Manager, API Gateway"
   fauxqs_healthy && f=yes

@@ -1,7 +1,8 @@
 //! The issue ledger on each Redis deployment it is built for: one server, a 3-master Redis
-//! Cluster (ElastiCache cluster mode) and a server that speaks only TLS. Every operation the
-//! functions and the admin use runs on campaigns whose keys lie on every node of the cluster, so a
-//! script or command that crosses slots (CROSSSLOT) or goes to the wrong node (MOVED) fails here.
+//! Cluster (ElastiCache cluster mode), a server that speaks only TLS, and a 3-master cluster that
+//! speaks only TLS and announces its nodes by hostname (ElastiCache Serverless). Every operation
+//! the functions and the admin use runs on campaigns whose keys lie on every node of a cluster, so
+//! a script or command that crosses slots (CROSSSLOT) or goes to the wrong node (MOVED) fails here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -16,16 +17,27 @@ use fcfs_shared::kernel::UserId;
 use integration_tests::{RedisDeployment, env};
 use uuid::Uuid;
 
-async fn cluster_node() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(env("REDIS_CLUSTER_URL"))
+/// A connection to the one node `url` names, not the cluster client (TLS, trusting the private CA,
+/// for a `rediss://` URL).
+async fn node_at(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = if url.starts_with("rediss://") {
+        redis::Client::build_with_tls(url, RedisDeployment::tls_certificates())
+    } else {
+        redis::Client::open(url)
+    };
+    client
         .unwrap()
         .get_multiplexed_async_connection()
         .await
-        .expect("the cluster node at REDIS_CLUSTER_URL answers")
+        .unwrap_or_else(|e| panic!("the cluster node at {url} answers: {e}"))
+}
+
+async fn cluster_node(cluster: RedisDeployment) -> redis::aio::MultiplexedConnection {
+    node_at(&cluster.url()).await
 }
 
 /// The cluster's masters by the slot ranges they serve, read from `CLUSTER NODES` on the node
-/// the URL names (a plain connection: these commands are answered by any node).
+/// the URL names (a connection to that node only: these commands are answered by any node).
 async fn masters_by_slot(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(u16, u16, String)> {
     let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(conn).await.unwrap();
     let mut ranges = Vec::new();
@@ -45,8 +57,8 @@ async fn masters_by_slot(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(u
 }
 
 /// Fresh campaign ids, at least one on each master of the cluster (by the slot of their hash tag).
-async fn campaigns_on_every_node() -> Vec<CampaignId> {
-    let mut conn = cluster_node().await;
+async fn campaigns_on_every_node(cluster: RedisDeployment) -> Vec<CampaignId> {
+    let mut conn = cluster_node(cluster).await;
     let masters = masters_by_slot(&mut conn).await;
     let nodes: BTreeSet<&String> = masters.iter().map(|(_, _, node)| node).collect();
     assert!(nodes.len() >= 3, "the local cluster has 3 masters: {masters:?}");
@@ -238,7 +250,7 @@ async fn ledger_works_on(redis: RedisDeployment, ids: Vec<CampaignId>) {
     let all: Vec<CampaignId> = ids.iter().copied().chain([many]).collect();
     let body = tokio::spawn(async move {
         let ledger = redis.ledger(Duration::from_secs(10));
-        assert_eq!(ledger.is_cluster(), redis == RedisDeployment::Cluster);
+        assert_eq!(ledger.is_cluster(), redis.is_cluster());
         for &id in &ids {
             exercise(&ledger, id).await;
         }
@@ -267,7 +279,7 @@ async fn ledger_works_on(redis: RedisDeployment, ids: Vec<CampaignId>) {
 
 #[tokio::test]
 async fn the_ledger_works_on_a_redis_cluster_with_campaigns_on_every_node() {
-    let ids = campaigns_on_every_node().await;
+    let ids = campaigns_on_every_node(RedisDeployment::Cluster).await;
     ledger_works_on(RedisDeployment::Cluster, ids.clone()).await;
 
     // The same node without the cluster client: a campaign whose slot another node serves is
@@ -289,6 +301,155 @@ async fn the_ledger_works_on_a_redis_cluster_with_campaigns_on_every_node() {
 #[tokio::test]
 async fn the_ledger_works_over_tls() {
     ledger_works_on(RedisDeployment::Tls, vec![fresh_id(), fresh_id()]).await;
+}
+
+/// The host and port of a `redis://` or `rediss://` URL.
+fn host_and_port(url: &str) -> (String, u16) {
+    let (host, port) = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.trim_end_matches('/').rsplit_once(':'))
+        .unwrap_or_else(|| panic!("{url} names a host and a port"));
+    (host.to_owned(), port.parse().unwrap())
+}
+
+/// The ledger on the TLS-only cluster that announces hostnames, as ElastiCache Serverless: the
+/// cluster client learns the slot map from the node the URL names, then opens a TLS connection to
+/// every master by the hostname the map gives, each checked against the private CA and that name.
+#[tokio::test]
+async fn the_ledger_works_on_a_tls_cluster_announcing_hostnames_with_campaigns_on_every_node() {
+    let cluster = RedisDeployment::TlsCluster;
+    let ids = campaigns_on_every_node(cluster).await;
+    ledger_works_on(cluster, ids.clone()).await;
+
+    // The same node over TLS without the cluster client: a campaign whose slot another node serves
+    // is answered with MOVED to that node by hostname, so the test above followed hostnames.
+    let (host, _) = host_and_port(&cluster.url());
+    let one_node = RedisIssueLedger::with_settings(
+        &cluster.url(),
+        RedisSettings {
+            cluster: false,
+            ..cluster.settings(Duration::from_secs(5))
+        },
+    )
+    .unwrap();
+    let mut moved = 0;
+    for &id in &ids {
+        if let Err(e) = one_node.reserved_count(id).await {
+            let text = e.to_string();
+            assert!(text.to_lowercase().contains("moved"), "{text}");
+            assert!(
+                text.contains(&format!(" {host}:")),
+                "MOVED names the node by hostname: {text}"
+            );
+            moved += 1;
+        }
+    }
+    assert!(
+        moved >= ids.len() - 1,
+        "only the node's own campaign answers without MOVED"
+    );
+}
+
+/// What makes the local TLS cluster stand for ElastiCache Serverless: every slot is served by a
+/// node named by hostname (CLUSTER SLOTS, CLUSTER SHARDS), not by IP; nodes have a TLS port and
+/// no plain one; a plain-text client is refused; a client that does not trust the private CA is
+/// refused for the certificate; and each node, reached by that hostname over TLS, runs noeviction.
+#[tokio::test]
+async fn the_tls_cluster_announces_hostnames_and_refuses_plain_text() {
+    let cluster = RedisDeployment::TlsCluster;
+    let url = cluster.url();
+    let (host, _) = host_and_port(&url);
+    assert!(url.starts_with("rediss://"), "{url}");
+    assert!(
+        host.parse::<std::net::IpAddr>().is_err(),
+        "the cluster is named by hostname: {url}"
+    );
+    let mut seed = node_at(&url).await;
+
+    // CLUSTER SLOTS: [start, end, [host, port, id, …], …] for every range.
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut seed).await.unwrap();
+    let mut covered = 0;
+    let mut ports = BTreeSet::new();
+    for range in slots {
+        let start: i64 = redis::from_redis_value(range[0].clone()).unwrap();
+        let end: i64 = redis::from_redis_value(range[1].clone()).unwrap();
+        covered += end - start + 1;
+        for node in &range[2..] {
+            let node: Vec<redis::Value> = redis::from_redis_value(node.clone()).unwrap();
+            let endpoint: String = redis::from_redis_value(node[0].clone()).unwrap();
+            assert_eq!(endpoint, host, "CLUSTER SLOTS names slots {start}-{end} by hostname");
+            ports.insert(redis::from_redis_value::<u16>(node[1].clone()).unwrap());
+        }
+    }
+    assert_eq!(covered, 16_384, "every slot is served");
+    assert_eq!(ports.len(), 3, "3 masters: {ports:?}");
+
+    // CLUSTER SHARDS: each node's endpoint is the hostname; its IP is only metadata.
+    let shards: Vec<HashMap<String, redis::Value>> = redis::cmd("CLUSTER")
+        .arg("SHARDS")
+        .query_async(&mut seed)
+        .await
+        .unwrap();
+    assert_eq!(shards.len(), 3, "3 shards");
+    for shard in shards {
+        let nodes: Vec<HashMap<String, redis::Value>> = redis::from_redis_value(shard["nodes"].clone()).unwrap();
+        for node in nodes {
+            let field = |name: &str| -> String {
+                redis::from_redis_value(node.get(name).cloned().unwrap_or(redis::Value::Nil))
+                    .unwrap_or_else(|e| panic!("CLUSTER SHARDS gives a node's {name}: {e}"))
+            };
+            assert_eq!(field("endpoint"), host, "the preferred endpoint is the hostname");
+            assert_eq!(field("hostname"), host);
+            let ip: std::net::IpAddr = field("ip").parse().unwrap();
+            assert_ne!(field("endpoint"), ip.to_string());
+            assert!(ports.contains(&field("tls-port").parse().unwrap()));
+            assert!(!node.contains_key("port"), "no plain-text port: {node:?}");
+        }
+    }
+
+    for &port in &ports {
+        // By hostname over TLS, the certificate checked for that name: answers, and keeps every key.
+        let mut node = node_at(&format!("rediss://{host}:{port}")).await;
+        let policy: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut node)
+            .await
+            .unwrap();
+        assert_eq!(policy, ["maxmemory-policy", "noeviction"], "node {port}");
+        // The same port in plain text: refused within the deadline.
+        let plain = format!("redis://{host}:{port}");
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)));
+            let mut conn = redis::Client::open(plain.as_str())?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{plain} did not answer within 5 s"));
+        assert!(answer.is_err(), "a plain-text PING to {plain} is refused: {answer:?}");
+    }
+
+    // A cluster client that trusts only the public roots is refused, naming the certificate.
+    let untrusting = RedisIssueLedger::with_settings(
+        &url,
+        RedisSettings {
+            tls_ca_file: None,
+            ..cluster.settings(Duration::from_secs(2))
+        },
+    )
+    .unwrap();
+    let error = untrusting
+        .reserved_count(fresh_id())
+        .await
+        .expect_err("an untrusted certificate is refused");
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "the error names the certificate: {error}"
+    );
 }
 
 #[tokio::test]

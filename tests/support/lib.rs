@@ -70,13 +70,15 @@ pub async fn redis() -> redis::aio::MultiplexedConnection {
 
 /// The local Redis deployments the ledger is proven on, all started by `scripts/stack.sh services`:
 /// the server the functions use (`REDIS_URL`), a 3-master Redis Cluster (`REDIS_CLUSTER_URL`,
-/// as ElastiCache cluster mode) and a server that speaks only TLS (`REDIS_TLS_URL`, its private
-/// CA in `REDIS_TLS_CA_FILE`).
+/// as ElastiCache cluster mode), a server that speaks only TLS (`REDIS_TLS_URL`, its private
+/// CA in `REDIS_TLS_CA_FILE`) and a 3-master cluster that speaks only TLS and announces its nodes
+/// by hostname (`REDIS_TLS_CLUSTER_URL`, the same CA), as ElastiCache Serverless serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RedisDeployment {
     Single,
     Cluster,
     Tls,
+    TlsCluster,
 }
 
 impl RedisDeployment {
@@ -85,15 +87,33 @@ impl RedisDeployment {
             Self::Single => "REDIS_URL",
             Self::Cluster => "REDIS_CLUSTER_URL",
             Self::Tls => "REDIS_TLS_URL",
+            Self::TlsCluster => "REDIS_TLS_CLUSTER_URL",
         })
+    }
+
+    pub fn is_cluster(self) -> bool {
+        matches!(self, Self::Cluster | Self::TlsCluster)
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Tls | Self::TlsCluster)
+    }
+
+    /// The private CA the TLS deployments' certificates chain to (`REDIS_TLS_CA_FILE`).
+    pub fn tls_certificates() -> redis::TlsCertificates {
+        fcfs_shared::adapters::redis::install_crypto_provider();
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(env("REDIS_TLS_CA_FILE")).expect("REDIS_TLS_CA_FILE is readable")),
+        }
     }
 
     /// The settings a function would be deployed with for this Redis.
     pub fn settings(self, response_timeout: std::time::Duration) -> RedisSettings {
         RedisSettings {
             response_timeout,
-            cluster: self == Self::Cluster,
-            tls_ca_file: (self == Self::Tls).then(|| env("REDIS_TLS_CA_FILE").into()),
+            cluster: self.is_cluster(),
+            tls_ca_file: self.is_tls().then(|| env("REDIS_TLS_CA_FILE").into()),
             ..RedisSettings::default()
         }
     }
@@ -111,19 +131,18 @@ impl RedisDeployment {
                     cmd.query_async(&mut conn).await
                 }
                 Self::Tls => {
-                    fcfs_shared::adapters::redis::install_crypto_provider();
-                    let certificates = redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(
-                            std::fs::read(env("REDIS_TLS_CA_FILE")).expect("REDIS_TLS_CA_FILE is readable"),
-                        ),
-                    };
-                    let client = redis::Client::build_with_tls(url.as_str(), certificates)?;
+                    let client = redis::Client::build_with_tls(url.as_str(), Self::tls_certificates())?;
                     cmd.query_async(&mut client.get_multiplexed_async_connection().await?)
                         .await
                 }
                 Self::Cluster => {
                     let client = redis::cluster::ClusterClient::new([url.as_str()])?;
+                    cmd.query_async(&mut client.get_async_connection().await?).await
+                }
+                Self::TlsCluster => {
+                    let client = redis::cluster::ClusterClientBuilder::new([url.as_str()])
+                        .certs(Self::tls_certificates())
+                        .build()?;
                     cmd.query_async(&mut client.get_async_connection().await?).await
                 }
             }
