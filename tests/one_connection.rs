@@ -3,11 +3,12 @@
 //! Lambda instance serves one request at a time, and the database budget counts on it
 //! (`tests/template_contract.rs`). A code path that held one connection while asking for a second
 //! would wait out the pool's acquire timeout and answer 503: this session, run in order through
-//! the runner with every pool at one, would see it.
+//! the runner with every pool at one, would see it. (The writer is given one chunk in flight, the
+//! one connection's worth; the template gives it two of each.)
 
 use std::time::{Duration, Instant};
 
-use integration_tests::{PartnerApi, unique};
+use integration_tests::{PartnerApi, api_key, mysql, queue_with_dlq, repo_root, sqs, unique};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -44,7 +45,30 @@ async fn until(api: &PartnerApi, path: &str, done: impl Fn(&Value) -> bool) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_partner_session_runs_on_one_connection_per_function() {
-    let api = PartnerApi::start("one-connection", 1).await;
+    // A queue of its own: no other test's backlog stands before this session's reservation.
+    let (queue_url, _) = queue_with_dlq(&sqs().await, 30).await;
+    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml"));
+    for (name, value) in [
+        ("DB_MAX_CONNECTIONS", "1".to_owned()),
+        ("WRITER_PARALLEL_CHUNKS", "1".to_owned()),
+        ("ISSUE_QUEUE_URL", queue_url),
+    ] {
+        config.env.insert(name.to_owned(), value);
+    }
+    let running = local_runner::LocalApp::load(&config)
+        .await
+        .expect("the runner loads")
+        .start()
+        .await
+        .expect("the runner serves");
+    let partner = unique("one-connection");
+    let api = PartnerApi {
+        running,
+        http: reqwest::Client::new(),
+        key: api_key(&partner).await,
+        partner,
+        pool: mysql().await,
+    };
     let now = chrono::Utc::now();
     let expect = |step: &str, (status, body): (u16, Value), want: u16| -> Value {
         assert_eq!(status, want, "{step}: {body}");
