@@ -194,12 +194,18 @@ checks.positive_data_acceptance.expected-statuses = [200]
 include-operation-id = "getPointsHistory"
 checks.positive_data_acceptance.expected-statuses = [200, 400]
 
-# Grading: generated orders may reuse an id with other content (409); generated tiers may repeat
-# a grade or an amount, which JSON Schema cannot forbid (400), or name no campaign of the
-# partner's (422); a run before any policy is 409, a grade before any finished run 404.
+# Grading: generated orders may reuse an id with other content (409) or have a status changed
+# before the order was made, which JSON Schema cannot forbid (400); generated tiers may repeat
+# a grade or an amount (400), or name no campaign of the partner's (422); a policy read before
+# any is 404, a run before any policy 409, a run of a month not over 422, a grade before any
+# finished run 404.
 [[operations]]
 include-operation-id = "recordOrders"
-checks.positive_data_acceptance.expected-statuses = [200, 409]
+checks.positive_data_acceptance.expected-statuses = [200, 400, 409]
+
+[[operations]]
+include-operation-id = "getGradingPolicy"
+checks.positive_data_acceptance.expected-statuses = [200, 404]
 
 [[operations]]
 include-operation-id = "putGradingPolicy"
@@ -207,7 +213,7 @@ checks.positive_data_acceptance.expected-statuses = [200, 400, 422]
 
 [[operations]]
 include-operation-id = "startGradingRun"
-checks.positive_data_acceptance.expected-statuses = [202, 409]
+checks.positive_data_acceptance.expected-statuses = [202, 409, 422]
 
 [[operations]]
 include-operation-id = "getGradingRun"

@@ -427,10 +427,27 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
     )
     .await;
     assert_eq!(status, 200);
+    let mut graded = body.clone();
+    let rewards = graded
+        .as_object_mut()
+        .and_then(|o| o.remove("rewards"))
+        .unwrap_or_default();
     assert_eq!(
-        body,
+        graded,
         json!({"userId": user, "month": MONTH, "grade": tier(*paid), "paidAmount": paid})
     );
+    let kinds: Vec<&str> = rewards
+        .as_array()
+        .expect("the rewards listed")
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    let due: &[&str] = match tier(*paid) {
+        "VIP" => &["COUPON", "POINTS"],
+        "GOLD" => &["POINTS"],
+        _ => &[],
+    };
+    assert_eq!(kinds, due, "{body}");
     let (_, latest) = call(
         &api.http,
         reqwest::Method::GET,
@@ -667,4 +684,173 @@ async fn a_partition_in_the_dlq_is_sent_again_when_its_run_is_asked_for_again() 
     for url in [queue, dlq] {
         let _ = sqs.delete_queue().queue_url(url).send().await;
     }
+}
+
+/// Orders follow reality through the API on MariaDB: a paid order refunded later no longer
+/// counts, a retry or a late copy of the payment changes nothing, un-refunding is refused, and
+/// twenty concurrent sends of one refund record it once. A month is graded only once it has
+/// ended (422 `MONTH_NOT_ENDED`, nothing started), the policy reads back (404 before one), and a
+/// grade read lists its rewards, the one a sold-out campaign could not grant too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_stop_counting_and_only_an_ended_month_is_graded() {
+    let api = PartnerApi::start("refunds", 8).await;
+    let (base, key) = (api.running.base_url.as_str(), api.key.as_str());
+    let http = &api.http;
+    let post = |path: &str, body: Value| call(http, reqwest::Method::POST, format!("{base}{path}"), key, Some(body));
+    let order = |id: &str, user: &str, status: &str, changed: Option<&str>| {
+        let mut o = json!({"orderId": id, "userId": user, "amount": 2_000_000, "status": status,
+            "orderedAt": "2026-10-05T10:00:00Z"});
+        if let Some(at) = changed {
+            o["statusChangedAt"] = json!(at);
+        }
+        o
+    };
+    let (status, body) = call(
+        http,
+        reqwest::Method::GET,
+        format!("{base}/v1/grading/policy"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("NO_POLICY")), "{body}");
+
+    let (status, body) = post(
+        "/v1/orders",
+        json!({"orders": [order("o-a", "ann", "PAID", None), order("o-b", "bob", "PAID", None),
+            order("o-d", "dan", "PAID", None)]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body),
+        (200, &json!({"recorded": 3, "updated": 0, "unchanged": 0}))
+    );
+    let refund = order("o-b", "bob", "REFUNDED", Some("2026-10-20T09:00:00Z"));
+    let sends = (0..20).map(|_| post("/v1/orders", json!({"orders": [refund.clone()]})));
+    let answers = futures_util::future::join_all(sends).await;
+    let updated: u64 = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            body["updated"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(updated, 1, "one of twenty identical refunds records it: {answers:?}");
+    let (status, body) = post("/v1/orders", json!({"orders": [order("o-b", "bob", "PAID", None)]})).await;
+    assert_eq!(
+        (status, &body),
+        (200, &json!({"recorded": 0, "updated": 0, "unchanged": 1})),
+        "a late copy of the payment"
+    );
+    let undo = order("o-b", "bob", "PAID", Some("2026-10-25T00:00:00Z"));
+    let (status, body) = post("/v1/orders", json!({"orders": [undo]})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("ORDER_CONFLICT")),
+        "{body}"
+    );
+    let early = order("o-c", "cat", "CANCELLED", Some("2026-10-01T00:00:00Z"));
+    let (status, body) = post("/v1/orders", json!({"orders": [early]})).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("orders[0].statusChangedAt")),
+        "{body}"
+    );
+    let stored: (String, chrono::NaiveDateTime) =
+        sqlx::query_as("SELECT status, status_changed_at FROM orders WHERE partner_id = ? AND order_id = 'o-b'")
+            .bind(&api.partner)
+            .fetch_one(&api.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.0, "REFUNDED");
+    assert_eq!(stored.1.to_string(), "2026-10-20 09:00:00");
+
+    // One GOLD coupon for two GOLD users: one of them is told SOLD_OUT.
+    let reward = create_campaign(&api, "one gold coupon", "REWARD", 1, chrono::Duration::days(30)).await;
+    let policy = json!({"tiers": [{"grade": "GOLD", "minAmount": 1_000_000, "couponCampaignId": reward},
+        {"grade": "BASIC", "minAmount": 0}]});
+    let (status, _) = call(
+        http,
+        reqwest::Method::PUT,
+        format!("{base}/v1/grading/policy"),
+        key,
+        Some(policy),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = call(
+        http,
+        reqwest::Method::GET,
+        format!("{base}/v1/grading/policy"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["tiers"][0]["grade"].as_str()),
+        (200, Some("GOLD")),
+        "{body}"
+    );
+
+    let this_month = Month::of(chrono::Utc::now()).to_string();
+    for month in [this_month.as_str(), "9998-12"] {
+        let (status, body) = post("/v1/grading/runs", json!({ "month": month })).await;
+        assert_eq!(
+            (status, body["error"].as_str(), body["field"].as_str()),
+            (422, Some("MONTH_NOT_ENDED"), Some("month")),
+            "{month}: {body}"
+        );
+    }
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grading_runs WHERE partner_id = ?")
+        .bind(&api.partner)
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "nothing started for a month not over");
+
+    let (status, first) = post("/v1/grading/runs", json!({"month": MONTH})).await;
+    assert_eq!(status, 202, "{first}");
+    wait_done(
+        http,
+        base,
+        key,
+        first["runId"].as_u64().unwrap(),
+        Duration::from_secs(120),
+    )
+    .await;
+    let grade = |user: &str| {
+        call(
+            http,
+            reqwest::Method::GET,
+            format!("{base}/v1/users/{user}/grade?month={MONTH}"),
+            key,
+            None,
+        )
+    };
+    let (_, ann) = grade("ann").await;
+    let (_, bob) = grade("bob").await;
+    let (_, dan) = grade("dan").await;
+    assert_eq!(
+        (&ann["grade"], &dan["grade"]),
+        (&json!("GOLD"), &json!("GOLD")),
+        "{ann} {dan}"
+    );
+    assert_ne!(bob["grade"], "GOLD", "the refunded order does not count: {bob}");
+    assert_eq!(bob["rewards"], json!([]), "{bob}");
+    let mut outcomes: Vec<Value> = [&ann, &dan]
+        .iter()
+        .map(|g| {
+            assert_eq!(g["rewards"].as_array().map(Vec::len), Some(1), "{g}");
+            let seen = &g["rewards"][0];
+            assert_eq!(
+                (&seen["kind"], &seen["grade"], &seen["campaignId"]),
+                (&json!("COUPON"), &json!("GOLD"), &json!(reward)),
+                "{g}"
+            );
+            seen["outcome"].clone()
+        })
+        .collect();
+    outcomes.sort_by_key(Value::to_string);
+    assert_eq!(outcomes, [json!("GRANTED"), json!("SOLD_OUT")]);
+    api.running.stop().await.unwrap();
 }

@@ -145,6 +145,11 @@ impl ApiError {
                 ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_REWARD_CAMPAIGN")
             },
             Self::Grading(G::NoPolicy) => Problem::new(StatusCode::CONFLICT, "NO_POLICY"),
+            Self::Grading(G::PolicyNotSet) => Problem::new(StatusCode::NOT_FOUND, "NO_POLICY"),
+            Self::Grading(G::MonthNotEnded(_)) => Problem {
+                field: Some("month".into()),
+                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "MONTH_NOT_ENDED")
+            },
             Self::Grading(G::RunNotFound | G::NoFinishedRun) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::Grading(G::Unavailable(e)) => Problem::unavailable(e.to_string()),
         }

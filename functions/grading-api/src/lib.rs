@@ -28,6 +28,7 @@ struct OrdersBody {
 #[serde(rename_all = "camelCase")]
 struct OrdersView {
     recorded: usize,
+    updated: usize,
     unchanged: usize,
 }
 
@@ -49,6 +50,7 @@ struct StartedView {
 enum Route {
     Orders,
     Policy,
+    ReadPolicy,
     StartRun,
     Run,
     Grade,
@@ -59,6 +61,7 @@ enum Route {
 const ROUTES: &[(&str, &str, Route)] = &[
     ("POST", "/v1/orders", Route::Orders),
     ("PUT", "/v1/grading/policy", Route::Policy),
+    ("GET", "/v1/grading/policy", Route::ReadPolicy),
     ("POST", "/v1/grading/runs", Route::StartRun),
     ("GET", "/v1/grading/runs/{runId}", Route::Run),
     ("GET", "/v1/users/{userId}/grade", Route::Grade),
@@ -86,6 +89,7 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingApi<R, Q> {
         let result = match api::route(&req, ROUTES) {
             Some(Route::Orders) => self.orders(&req).await,
             Some(Route::Policy) => self.policy(&req).await,
+            Some(Route::ReadPolicy) => self.read_policy(&req).await,
             Some(Route::StartRun) => self.start_run(&req).await,
             Some(Route::Run) => self.run(&req).await,
             Some(Route::Grade) => self.grade(&req).await,
@@ -104,6 +108,7 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingApi<R, Q> {
             StatusCode::OK,
             &OrdersView {
                 recorded: recorded.recorded,
+                updated: recorded.updated,
                 unchanged: recorded.unchanged,
             },
         ))
@@ -114,6 +119,11 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingApi<R, Q> {
         let policy = api::json_body::<Policy>(req, MAX_BODY_BYTES)?;
         let policy = self.grading.set_policy(&partner, policy).await?;
         Ok(api::json(StatusCode::OK, &policy))
+    }
+
+    async fn read_policy(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let partner = api::partner_id(req)?;
+        Ok(api::json(StatusCode::OK, &self.grading.policy(&partner).await?))
     }
 
     async fn start_run(&self, req: &Request) -> Result<Response<Body>, ApiError> {

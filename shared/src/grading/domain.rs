@@ -107,6 +107,12 @@ impl Month {
             Utc.from_utc_datetime(&day.and_time(NaiveTime::MIN))
         })
     }
+
+    /// Whether the month is over at `now` (UTC): only then are its orders all in, and a grading
+    /// run of it final.
+    pub fn has_ended(self, now: DateTime<Utc>) -> bool {
+        self.next().start() <= now
+    }
 }
 
 impl std::fmt::Display for Month {
@@ -126,6 +132,7 @@ impl Serialize for Month {
 pub enum OrderStatus {
     Paid,
     Cancelled,
+    Refunded,
 }
 
 impl OrderStatus {
@@ -133,7 +140,19 @@ impl OrderStatus {
         match self {
             Self::Paid => "PAID",
             Self::Cancelled => "CANCELLED",
+            Self::Refunded => "REFUNDED",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Paid, Self::Cancelled, Self::Refunded]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+
+    /// A paid order may be cancelled or refunded; neither is ever undone.
+    fn may_become(self, next: Self) -> bool {
+        self == Self::Paid && next != Self::Paid
     }
 }
 
@@ -148,6 +167,13 @@ pub struct OrderInput {
     pub status: OrderStatus,
     #[serde(deserialize_with = "order_time")]
     pub ordered_at: DateTime<Utc>,
+    /// When the order took this status (a refund's time); `orderedAt` if absent.
+    #[serde(default, deserialize_with = "optional_order_time")]
+    pub status_changed_at: Option<DateTime<Utc>>,
+}
+
+fn optional_order_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    order_time(deserializer).map(Some)
 }
 
 /// An RFC 3339 date-time (`T` between date and time) written in a year from 2000 to 9998: the
@@ -177,6 +203,54 @@ pub struct Order {
     pub status: OrderStatus,
     /// Milliseconds, as MySQL keeps them, so a resent order compares equal.
     pub ordered_at: DateTime<Utc>,
+    /// When it took `status` (milliseconds; never before `ordered_at`).
+    pub status_changed_at: DateTime<Utc>,
+}
+
+/// What an order sent under an id does to the one recorded under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderChange {
+    /// Nothing is recorded under the id: record it.
+    New,
+    /// The same order and status, or the same status sent again later: nothing changes.
+    Unchanged,
+    /// A later status change the order may take (PAID → CANCELLED or REFUNDED): record it.
+    Apply,
+    /// A status older than the recorded one (a retry or a reordered delivery): the newer stays.
+    Stale,
+    /// Another user, amount or order time, a change no order may take (out of CANCELLED or
+    /// REFUNDED), or two statuses at the same instant: refused.
+    Conflict,
+}
+
+impl Order {
+    /// How `self`, sent now, relates to what is recorded under its id.
+    pub fn change_from(&self, recorded: Option<&Order>) -> OrderChange {
+        let Some(recorded) = recorded else {
+            return OrderChange::New;
+        };
+        let same_facts = self.user_id == recorded.user_id
+            && self.amount == recorded.amount
+            && self.ordered_at == recorded.ordered_at;
+        if !same_facts {
+            return OrderChange::Conflict;
+        }
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match (
+            self.status_changed_at.cmp(&recorded.status_changed_at),
+            self.status == recorded.status,
+        ) {
+            (Equal, true) => OrderChange::Unchanged,
+            (Equal, false) => OrderChange::Conflict,
+            (Less, _) if self.status.may_become(recorded.status) || self.status == recorded.status => {
+                OrderChange::Stale
+            }
+            (Less, _) => OrderChange::Conflict,
+            (Greater, true) => OrderChange::Unchanged,
+            (Greater, false) if recorded.status.may_become(self.status) => OrderChange::Apply,
+            (Greater, false) => OrderChange::Conflict,
+        }
+    }
 }
 
 impl Order {
@@ -214,14 +288,21 @@ impl OrderInput {
         if self.amount > MAX_ORDER_AMOUNT {
             return Err(bad("amount", "at most 1,000,000,000,000"));
         }
-        let millis = self.ordered_at.timestamp_millis();
-        let ordered_at = DateTime::from_timestamp_millis(millis).ok_or_else(|| bad("orderedAt", "out of range"))?;
+        let millis = |at: DateTime<Utc>, field: &'static str| {
+            DateTime::from_timestamp_millis(at.timestamp_millis()).ok_or_else(|| bad(field, "out of range"))
+        };
+        let ordered_at = millis(self.ordered_at, "orderedAt")?;
+        let status_changed_at = millis(self.status_changed_at.unwrap_or(ordered_at), "statusChangedAt")?;
+        if status_changed_at < ordered_at {
+            return Err(bad("statusChangedAt", "not before orderedAt"));
+        }
         Ok(Order {
             order_id: self.order_id,
             user_id,
             amount: self.amount,
             status: self.status,
             ordered_at,
+            status_changed_at,
         })
     }
 }
@@ -557,6 +638,69 @@ pub struct UserGrade {
     pub month: Month,
     pub grade: Option<String>,
     pub paid_amount: u64,
+    /// What the grade granted, and what it could not (a coupon of a campaign with none left:
+    /// `SOLD_OUT`), coupons first.
+    pub rewards: Vec<GradeReward>,
+}
+
+/// A reward of a user's grade as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GradeReward {
+    /// `COUPON` or `POINTS`.
+    pub kind: &'static str,
+    pub grade: String,
+    /// The campaign a coupon was granted from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<u64>,
+    /// The points' EARN entry in the user's history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<u64>,
+    /// `GRANTED`, or why a coupon was not: `ALREADY_HELD`, `SOLD_OUT`, `NO_CAMPAIGN`, `ON_SALE`.
+    pub outcome: String,
+}
+
+impl GradeReward {
+    /// From a reward record's columns: its kind, grade, reference (a coupon's campaign, the
+    /// points' EARN entry), points and outcome.
+    pub fn from_record(
+        kind: RewardKind,
+        grade: String,
+        reference: Option<u64>,
+        points: Option<u64>,
+        outcome: &str,
+    ) -> Self {
+        let (campaign_id, transaction_id) = match kind {
+            RewardKind::Coupon => (reference, None),
+            RewardKind::Points => (None, reference),
+        };
+        Self {
+            kind: kind.as_str(),
+            grade,
+            campaign_id,
+            points,
+            transaction_id,
+            outcome: outcome.to_owned(),
+        }
+    }
+}
+
+impl RewardRecord {
+    pub fn view(&self) -> GradeReward {
+        let points = match self.due.grant {
+            Grant::Points(amount) => Some(amount),
+            Grant::Coupon(_) => None,
+        };
+        GradeReward::from_record(
+            self.due.grant.kind(),
+            self.due.grade.clone(),
+            self.reference,
+            points,
+            self.outcome.as_str(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -634,6 +778,68 @@ mod tests {
     }
 
     #[test]
+    fn a_month_ends_at_the_first_instant_of_the_next() {
+        let october = Month::parse("2026-10").unwrap();
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        assert!(!october.has_ended(at("2026-10-31T23:59:59.999Z")));
+        assert!(october.has_ended(at("2026-11-01T00:00:00Z")));
+        assert!(!Month::parse("2026-12").unwrap().has_ended(at("2026-12-03T00:00:00Z")));
+    }
+
+    #[test]
+    fn an_order_may_be_cancelled_or_refunded_once_and_a_stale_change_never_wins() {
+        use OrderChange::*;
+        use OrderStatus::{Cancelled, Paid, Refunded};
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        let order = |status: OrderStatus, changed: &str| Order {
+            order_id: "o-1".into(),
+            user_id: UserId::parse("u1").unwrap(),
+            amount: 5_000,
+            status,
+            ordered_at: at("2026-10-05T10:00:00Z"),
+            status_changed_at: at(changed),
+        };
+        let paid = order(Paid, "2026-10-05T10:00:00Z");
+        let refunded = order(Refunded, "2026-10-20T09:00:00Z");
+        assert_eq!(paid.change_from(None), New);
+        assert_eq!(paid.change_from(Some(&paid)), Unchanged);
+        assert_eq!(refunded.change_from(Some(&paid)), Apply);
+        assert_eq!(order(Cancelled, "2026-10-06T00:00:00Z").change_from(Some(&paid)), Apply);
+        assert_eq!(refunded.change_from(Some(&refunded)), Unchanged, "a retried refund");
+        assert_eq!(
+            paid.change_from(Some(&refunded)),
+            Stale,
+            "the payment arriving after its refund"
+        );
+        assert_eq!(
+            order(Refunded, "2026-10-21T00:00:00Z").change_from(Some(&refunded)),
+            Unchanged
+        );
+        assert_eq!(
+            order(Paid, "2026-10-22T00:00:00Z").change_from(Some(&refunded)),
+            Conflict,
+            "never un-refunded"
+        );
+        assert_eq!(
+            order(Cancelled, "2026-10-22T00:00:00Z").change_from(Some(&refunded)),
+            Conflict
+        );
+        assert_eq!(
+            order(Cancelled, "2026-10-20T09:00:00Z").change_from(Some(&refunded)),
+            Conflict,
+            "same instant"
+        );
+        assert_eq!(
+            order(Cancelled, "2026-10-10T00:00:00Z").change_from(Some(&refunded)),
+            Conflict,
+            "two endings"
+        );
+        let mut other = refunded.clone();
+        other.amount = 4_000;
+        assert_eq!(other.change_from(Some(&paid)), Conflict, "facts never change");
+    }
+
+    #[test]
     fn orders_are_checked_field_by_field() {
         let input = |id: &str, user: &str| OrderInput {
             order_id: id.into(),
@@ -641,9 +847,17 @@ mod tests {
             amount: 10,
             status: OrderStatus::Paid,
             ordered_at: "2026-10-05T10:00:00.123456Z".parse().unwrap(),
+            status_changed_at: None,
         };
         let order = input("o-1", "u1").validate(0).unwrap();
         assert_eq!(order.ordered_at.to_rfc3339(), "2026-10-05T10:00:00.123+00:00");
+        assert_eq!(
+            order.status_changed_at, order.ordered_at,
+            "a status is as old as the order unless said"
+        );
+        let mut early = input("o-2", "u1");
+        early.status_changed_at = Some("2026-10-05T09:59:59Z".parse().unwrap());
+        assert_eq!(early.validate(0).unwrap_err().field, "statusChangedAt");
         assert_eq!(order.month().to_string(), "2026-10");
         assert_eq!(input("", "u1").validate(3).unwrap_err().field, "orderId");
         assert_eq!(input("o 1", "u1").validate(3).unwrap_err().index, 3);

@@ -8,8 +8,9 @@ pub enum GradingError {
     Invalid(#[from] InvalidField),
     #[error("orders[{}].{}: {}", .0.index, .0.field, .0.reason)]
     InvalidOrder(InvalidOrder),
-    /// An order id sent before with other content: orders are recorded once, never changed.
-    #[error("order {0} was recorded before with different content")]
+    /// An order id sent before with other facts (user, amount, order time), or a status change no
+    /// order may take (`Order::change_from`).
+    #[error("order {0} was recorded before with different content, or cannot take that status")]
     OrderConflict(String),
     #[error("a call may carry at most {0} orders")]
     TooManyOrders(usize),
@@ -22,6 +23,12 @@ pub enum GradingError {
     /// A run needs the partner's policy first (`PUT /v1/grading/policy`).
     #[error("no grading policy: PUT /v1/grading/policy first")]
     NoPolicy,
+    /// The policy read before any was set.
+    #[error("no grading policy has been set: PUT /v1/grading/policy")]
+    PolicyNotSet,
+    /// A run asked for a month that has not ended: its orders are not all in, and a run is final.
+    #[error("{0} has not ended: a month is graded once it is over (from the 1st of the next, UTC)")]
+    MonthNotEnded(super::domain::Month),
     #[error("grading run not found")]
     RunNotFound,
     /// A grade asked for without a month before any run of the partner finished.

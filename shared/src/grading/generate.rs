@@ -66,6 +66,7 @@ impl Iterator for OrderGenerator {
             amount,
             status,
             ordered_at: at,
+            status_changed_at: at,
         };
         self.next += 1;
         Some(order)

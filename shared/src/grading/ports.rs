@@ -14,7 +14,9 @@ use crate::kernel::{TxError, Unavailable, UserId};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrdersRecorded {
     pub recorded: usize,
-    /// Sent before with the same content: nothing changed.
+    /// Recorded before and now cancelled or refunded (`Order::change_from`: `Apply`).
+    pub updated: usize,
+    /// Sent before with the same status, or a status older than the recorded one: nothing changed.
     pub unchanged: usize,
 }
 
@@ -28,8 +30,9 @@ pub struct PlannedRun {
 
 #[async_trait]
 pub trait GradingRecords: Send + Sync {
-    /// Records new orders; an order id already there with the same content is unchanged, with
-    /// other content `OrderConflict` (and nothing of the call is recorded). `LimitExceeded` (and
+    /// Records new orders and the status changes of recorded ones, each as `Order::change_from`
+    /// decides against what is recorded under its id; one `Conflict` is `OrderConflict` (and
+    /// nothing of the call is recorded). `LimitExceeded` (and
     /// nothing recorded) when a month would then hold more than `max_per_month` of the partner's
     /// orders (`partners::domain::admit` decides).
     async fn record_orders(

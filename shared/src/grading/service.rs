@@ -9,7 +9,7 @@ use super::error::GradingError;
 use super::ports::{GradingRecords, OrdersRecorded, PartitionQueue};
 use std::sync::Arc;
 
-use crate::kernel::UserId;
+use crate::kernel::{Clock, SystemClock, UserId};
 use crate::partners::ports::{DefaultLimits, PartnerLimitStore};
 
 pub struct GradingService<R, Q> {
@@ -18,6 +18,7 @@ pub struct GradingService<R, Q> {
     partitions: u32,
     /// The partners context's port: how many orders a month each partner may record.
     limits: Arc<dyn PartnerLimitStore>,
+    clock: Arc<dyn Clock>,
 }
 
 impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
@@ -28,7 +29,13 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
             queue,
             partitions: DEFAULT_PARTITIONS,
             limits: Arc::new(DefaultLimits),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn with_limits(mut self, limits: Arc<dyn PartnerLimitStore>) -> Self {
@@ -76,6 +83,11 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
         self.records.record_orders(partner, &orders, max_per_month).await
     }
 
+    /// The partner's policy as it was set (`PolicyNotSet` before the first).
+    pub async fn policy(&self, partner: &str) -> Result<Policy, GradingError> {
+        self.records.policy(partner).await?.ok_or(GradingError::PolicyNotSet)
+    }
+
     pub async fn set_policy(&self, partner: &str, policy: Policy) -> Result<Policy, GradingError> {
         let policy = policy.validate()?;
         self.records.set_policy(partner, &policy).await?;
@@ -87,7 +99,12 @@ impl<R: GradingRecords, Q: PartitionQueue> GradingService<R, Q> {
     /// before sending, or whose message ended in the grading DLQ, would otherwise never finish. A
     /// worker skips a done partition and resumes a half-done one without granting twice, so a
     /// partition still in flight loses nothing by a second message.
+    /// `MonthNotEnded` for a month not over yet: a run is final, and the month's orders (and their
+    /// refunds) are not all in before its end.
     pub async fn start_run(&self, partner: &str, month: Month) -> Result<Run, GradingError> {
+        if !month.has_ended(self.clock.now()) {
+            return Err(GradingError::MonthNotEnded(month));
+        }
         let policy = self.records.policy(partner).await?.ok_or(GradingError::NoPolicy)?;
         let planned = self.records.plan_run(partner, month, self.partitions, &policy).await?;
         let mut run = planned.run;
@@ -244,6 +261,7 @@ mod tests {
                     amount: *amount,
                     status: OrderStatus::Paid,
                     ordered_at: at,
+                    status_changed_at: None,
                 })
                 .collect();
             self.grading.record_orders(partner, orders).await.unwrap();
@@ -266,6 +284,83 @@ mod tests {
             coupon_campaign_id: campaign,
             points,
         }
+    }
+
+    #[tokio::test]
+    async fn a_month_is_graded_once_it_has_ended_and_refunds_do_not_count() {
+        let world = World::new(2);
+        world
+            .grading
+            .set_policy(
+                "p",
+                Policy {
+                    tiers: vec![tier("GOLD", 1_000, None, None), tier("BASIC", 0, None, None)],
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(world.grading.policy("p").await.unwrap().tiers[0].grade, "GOLD");
+        assert!(matches!(
+            world.grading.policy("q").await,
+            Err(GradingError::PolicyNotSet)
+        ));
+        let current = Month::of(Utc::now());
+        assert!(matches!(
+            world.grading.start_run("p", current).await,
+            Err(GradingError::MonthNotEnded(m)) if m == current
+        ));
+        assert!(matches!(
+            world.grading.start_run("p", current.next()).await,
+            Err(GradingError::MonthNotEnded(_))
+        ));
+
+        world.orders("p", &[("a", 1_500), ("b", 1_200)]).await;
+        // b's order is refunded; the payment sent again afterwards (a retry) changes nothing.
+        let at = world.month.start() + Duration::days(3);
+        let order = |status, changed| OrderInput {
+            order_id: "o1".into(),
+            user_id: "b".into(),
+            amount: 1_200,
+            status,
+            ordered_at: at,
+            status_changed_at: changed,
+        };
+        let refund = order(OrderStatus::Refunded, Some(at + Duration::days(9)));
+        let recorded = world.grading.record_orders("p", vec![refund.clone()]).await.unwrap();
+        assert_eq!((recorded.updated, recorded.unchanged), (1, 0));
+        for resent in [refund, order(OrderStatus::Paid, None)] {
+            let again = world.grading.record_orders("p", vec![resent]).await.unwrap();
+            assert_eq!((again.recorded, again.updated, again.unchanged), (0, 0, 1));
+        }
+        let undo = order(OrderStatus::Paid, Some(at + Duration::days(10)));
+        assert!(matches!(
+            world.grading.record_orders("p", vec![undo]).await,
+            Err(GradingError::OrderConflict(id)) if id == "o1"
+        ));
+
+        let run = world.grading.start_run("p", world.month).await.unwrap();
+        world.work().await;
+        assert_eq!(
+            world.grading.run("p", run.run_id).await.unwrap().status,
+            RunStatus::Done
+        );
+        let month = Some(world.month);
+        let a = world
+            .grading
+            .user_grade("p", UserId::parse("a").unwrap(), month)
+            .await
+            .unwrap();
+        let b = world
+            .grading
+            .user_grade("p", UserId::parse("b").unwrap(), month)
+            .await
+            .unwrap();
+        assert_eq!(a.grade.as_deref(), Some("GOLD"));
+        assert_ne!(
+            b.grade.as_deref(),
+            Some("GOLD"),
+            "the refunded order is not counted: {b:?}"
+        );
     }
 
     #[tokio::test]
@@ -320,6 +415,26 @@ mod tests {
             .map(|r| r.outcome)
             .collect();
         assert_eq!(outcomes.iter().filter(|o| **o == RewardOutcome::SoldOut).count(), 1);
+        // Each VIP's grade read lists both rewards, the coupon granted or refused.
+        let mut coupon_outcomes = Vec::new();
+        for user in ["a", "b", "c"] {
+            let grade = world
+                .grading
+                .user_grade("p", UserId::parse(user).unwrap(), Some(world.month))
+                .await
+                .unwrap();
+            let kinds: Vec<&str> = grade.rewards.iter().map(|r| r.kind).collect();
+            assert_eq!(kinds, ["COUPON", "POINTS"], "{grade:?}");
+            assert_eq!(grade.rewards[0].campaign_id, Some(reward));
+            assert_eq!(
+                (grade.rewards[1].points, grade.rewards[1].outcome.as_str()),
+                (Some(50), "GRANTED")
+            );
+            assert!(grade.rewards[1].transaction_id.is_some(), "the EARN entry: {grade:?}");
+            coupon_outcomes.push(grade.rewards[0].outcome.clone());
+        }
+        coupon_outcomes.sort();
+        assert_eq!(coupon_outcomes, ["GRANTED", "GRANTED", "SOLD_OUT"]);
         // Points are the ledger's EARNs, with its history.
         let a = UserId::parse("a").unwrap();
         let history = world
@@ -424,6 +539,7 @@ mod tests {
         let at = world.month.start() + Duration::days(1);
         let orders = |ids: std::ops::Range<u32>| -> Vec<OrderInput> {
             ids.map(|i| OrderInput {
+                status_changed_at: None,
                 order_id: format!("o{i}"),
                 user_id: "u".into(),
                 amount: 1,

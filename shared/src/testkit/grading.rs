@@ -13,8 +13,8 @@ use super::{MemoryCatalog, MemoryPoints};
 use crate::grading::GradingError;
 use crate::grading::chunk::{ChunkStores, write_chunk};
 use crate::grading::domain::{
-    ChunkCount, GradedUser, Month, Order, OrderStatus, PartitionTask, PartitionWork, Policy, RewardKind, RewardRecord,
-    Run, RunId, RunStatus, UserGrade, check_reward_campaign,
+    ChunkCount, GradedUser, Month, Order, OrderChange, OrderStatus, PartitionTask, PartitionWork, Policy, RewardKind,
+    RewardRecord, Run, RunId, RunStatus, UserGrade, check_reward_campaign,
 };
 use crate::grading::ports::{ChunkTables, GradingRecords, OrdersRecorded, PartitionQueue, PlannedRun};
 use crate::issuance::ports::CampaignCatalog;
@@ -84,15 +84,20 @@ impl GradingRecords for MemoryGrading {
         let mut recorded = OrdersRecorded::default();
         let mut new_by_month: BTreeMap<Month, u64> = BTreeMap::new();
         let mut seen = HashSet::new();
+        let mut writes = Vec::new();
         for o in orders {
-            match state.orders.get(&(partner.to_owned(), o.order_id.clone())) {
-                Some(same) if same == o => recorded.unchanged += 1,
-                Some(_) => return Err(GradingError::OrderConflict(o.order_id.clone())),
-                None if seen.insert(o.order_id.as_str()) => {
+            match o.change_from(state.orders.get(&(partner.to_owned(), o.order_id.clone()))) {
+                OrderChange::New if seen.insert(o.order_id.as_str()) => {
                     recorded.recorded += 1;
                     *new_by_month.entry(o.month()).or_default() += 1;
+                    writes.push(o);
                 }
-                None => recorded.unchanged += 1,
+                OrderChange::New | OrderChange::Unchanged | OrderChange::Stale => recorded.unchanged += 1,
+                OrderChange::Apply => {
+                    recorded.updated += 1;
+                    writes.push(o);
+                }
+                OrderChange::Conflict => return Err(GradingError::OrderConflict(o.order_id.clone())),
             }
         }
         for (month, new) in new_by_month {
@@ -103,7 +108,7 @@ impl GradingRecords for MemoryGrading {
                 .count() as u64;
             admit(Limit::OrdersPerMonth, max_per_month, held + new)?;
         }
-        for o in orders {
+        for o in writes {
             state.orders.insert((partner.to_owned(), o.order_id.clone()), o.clone());
         }
         Ok(recorded)
@@ -272,15 +277,23 @@ impl GradingRecords for MemoryGrading {
                 None => return Ok(None),
             },
         };
-        let graded = UserId::parse(user)
-            .ok()
-            .and_then(|u| state.grades.get(&(partner.to_owned(), month, u)).cloned());
+        let user_id = UserId::parse(user).ok();
+        let graded = user_id
+            .as_ref()
+            .and_then(|u| state.grades.get(&(partner.to_owned(), month, u.clone())).cloned());
         let (grade, paid_amount) = graded.unwrap_or((None, 0));
+        let rewards = state
+            .rewards
+            .iter()
+            .filter(|((p, m, u, _), _)| p == partner && *m == month && Some(u) == user_id.as_ref())
+            .map(|(_, r)| r.view())
+            .collect();
         Ok(Some(UserGrade {
             user_id: user.to_owned(),
             month,
             grade,
             paid_amount,
+            rewards,
         }))
     }
 }

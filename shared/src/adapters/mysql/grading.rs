@@ -5,7 +5,7 @@
 //! `grading::chunk::write_chunk`, each in one short transaction here (`chunks`), with the
 //! coupons and points its rewards grant written by their own contexts' storage inside it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,8 +14,8 @@ use sqlx::{MySql, QueryBuilder, Row};
 use super::{MySqlStore, unavailable, utc};
 use crate::grading::GradingError;
 use crate::grading::domain::{
-    ChunkCount, GradedUser, Month, Order, PartitionTask, PartitionWork, Policy, Run, RunId, RunStatus, UserGrade,
-    check_reward_campaign,
+    ChunkCount, GradeReward, GradedUser, Month, Order, PartitionTask, PartitionWork, Policy, RewardKind, Run, RunId,
+    RunStatus, UserGrade, check_reward_campaign,
 };
 use crate::grading::ports::{GradingRecords, OrdersRecorded, PlannedRun};
 use crate::issuance::ports::CampaignCatalog;
@@ -25,12 +25,13 @@ use crate::points::domain::DEFAULT_VALIDITY_DAYS;
 use crate::points::ports::PointRecords;
 
 mod chunks;
+mod orders;
 
 /// One multi-row `INSERT IGNORE` of orders, with the month and bucket grading reads them by; an
 /// order id the partner has already is skipped.
-fn order_insert(partner: &str, orders: &[Order]) -> QueryBuilder<MySql> {
+fn order_insert<'o>(partner: &str, orders: impl IntoIterator<Item = &'o Order>) -> QueryBuilder<MySql> {
     let mut insert = QueryBuilder::<MySql>::new(
-        "INSERT IGNORE INTO orders (partner_id, order_id, user_id, amount, status, ordered_at, order_month, user_bucket) ",
+        "INSERT IGNORE INTO orders (partner_id, order_id, user_id, amount, status, ordered_at, status_changed_at, order_month, user_bucket) ",
     );
     insert.push_values(orders, |mut r, o| {
         r.push_bind(partner)
@@ -39,6 +40,7 @@ fn order_insert(partner: &str, orders: &[Order]) -> QueryBuilder<MySql> {
             .push_bind(o.amount)
             .push_bind(o.status.as_str())
             .push_bind(o.ordered_at.naive_utc())
+            .push_bind(o.status_changed_at.naive_utc())
             .push_bind(o.month().number())
             .push_bind(o.bucket());
     });
@@ -85,82 +87,7 @@ impl GradingRecords for MySqlStore {
         orders: &[Order],
         max_per_month: u64,
     ) -> Result<OrdersRecorded, GradingError> {
-        self.timed(async {
-            let pool = self.db().await?;
-            let mut tx = pool.begin().await.map_err(unavailable)?;
-            let distinct: HashSet<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
-            // Which are new, for the month counters (a plain read: an id another call inserts
-            // meanwhile is counted by both, so a counter can only run high, never let one by).
-            let mut known = QueryBuilder::<MySql>::new("SELECT order_id FROM orders WHERE partner_id = ");
-            known.push_bind(partner).push(" AND order_id IN (");
-            let mut list = known.separated(", ");
-            for id in &distinct {
-                list.push_bind(*id);
-            }
-            known.push(")");
-            let known: HashSet<String> = known
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .into_iter()
-                .collect();
-            let inserted = order_insert(partner, orders)
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .rows_affected() as usize;
-            if inserted < distinct.len() {
-                // Some were there: each must be the same order, or the whole call is refused.
-                let mut read = QueryBuilder::<MySql>::new(
-                    "SELECT order_id, user_id, amount, status, ordered_at FROM orders WHERE partner_id = ",
-                );
-                read.push_bind(partner).push(" AND order_id IN (");
-                let mut list = read.separated(", ");
-                for id in &distinct {
-                    list.push_bind(*id);
-                }
-                read.push(")");
-                let stored: HashMap<String, (String, u64, String, chrono::NaiveDateTime)> = read
-                    .build_query_as::<(String, String, u64, String, chrono::NaiveDateTime)>()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
-                    .into_iter()
-                    .map(|(id, user, amount, status, at)| (id, (user, amount, status, at)))
-                    .collect();
-                for o in orders {
-                    let same = stored.get(&o.order_id).is_some_and(|(user, amount, status, at)| {
-                        user == o.user_id.as_str()
-                            && *amount == o.amount
-                            && status == o.status.as_str()
-                            && *at == o.ordered_at.naive_utc()
-                    });
-                    if !same {
-                        let _ = tx.rollback().await;
-                        return Err(GradingError::OrderConflict(o.order_id.clone()));
-                    }
-                }
-            }
-            let mut new_by_month: BTreeMap<i32, u64> = BTreeMap::new();
-            let mut counted = HashSet::new();
-            for o in orders {
-                if !known.contains(&o.order_id) && counted.insert(o.order_id.as_str()) {
-                    *new_by_month.entry(o.month().number()).or_default() += 1;
-                }
-            }
-            if let Err(e) = count_orders(&mut tx, partner, &new_by_month, max_per_month).await {
-                let _ = tx.rollback().await;
-                return Err(e);
-            }
-            tx.commit().await.map_err(unavailable)?;
-            Ok(OrdersRecorded {
-                recorded: inserted,
-                unchanged: orders.len() - inserted,
-            })
-        })
-        .await
+        self.timed(orders::record(self, partner, orders, max_per_month)).await
     }
 
     async fn set_policy(&self, partner: &str, policy: &Policy) -> Result<(), GradingError> {
@@ -411,11 +338,29 @@ impl GradingRecords for MySqlStore {
             .await
             .map_err(unavailable)?;
             let (grade, paid_amount) = row.unwrap_or((None, 0));
+            type RewardRow = (String, String, Option<u64>, Option<u64>, String);
+            let rows: Vec<RewardRow> = sqlx::query_as(
+                "SELECT kind, grade, reference_id, points, outcome FROM grade_rewards \
+                 WHERE partner_id = ? AND month = ? AND user_id = ? ORDER BY kind",
+            )
+            .bind(partner)
+            .bind(month.number())
+            .bind(user)
+            .fetch_all(&pool)
+            .await
+            .map_err(unavailable)?;
+            let mut rewards = Vec::new();
+            for (kind, grade, reference, points, outcome) in rows {
+                let kind = RewardKind::parse(&kind)
+                    .ok_or_else(|| Unavailable::new("mysql", format!("grade_rewards: kind {kind:?}")))?;
+                rewards.push(GradeReward::from_record(kind, grade, reference, points, &outcome));
+            }
             Ok(Some(UserGrade {
                 user_id: user.to_owned(),
                 month,
                 grade,
                 paid_amount,
+                rewards,
             }))
         })
         .await
