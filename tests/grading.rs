@@ -713,7 +713,7 @@ async fn refunds_stop_counting_and_only_an_ended_month_is_graded() {
         None,
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (404, Some("NO_POLICY")), "{body}");
+    assert_eq!((status, body["error"].as_str()), (404, Some("NOT_FOUND")), "{body}");
 
     let (status, body) = post(
         "/v1/orders",

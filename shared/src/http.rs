@@ -15,6 +15,9 @@ use crate::issuance::IssuanceError;
 use crate::kernel::{InvalidField, Unavailable};
 use crate::points::PointsError;
 
+mod codes;
+pub use codes::{ErrorCode, Retry, errors_markdown};
+
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
@@ -49,17 +52,15 @@ pub enum ApiError {
 
 /// How a failure shows on the wire.
 struct Problem {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     field: Option<String>,
     /// What went wrong behind us, for the log only; the client sees a generic message.
     backend: Option<String>,
 }
 
 impl Problem {
-    fn new(status: StatusCode, code: &'static str) -> Self {
+    fn new(code: ErrorCode) -> Self {
         Self {
-            status,
             code,
             field: None,
             backend: None,
@@ -70,21 +71,21 @@ impl Problem {
     fn limit(e: &crate::partners::domain::LimitExceeded) -> Self {
         Self {
             field: Some(e.limit.as_str().into()),
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "LIMIT_EXCEEDED")
+            ..Self::new(ErrorCode::LimitExceeded)
         }
     }
 
     fn invalid(field: impl Into<String>) -> Self {
         Self {
             field: Some(field.into()),
-            ..Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
+            ..Self::new(ErrorCode::InvalidRequest)
         }
     }
 
     fn unavailable(detail: String) -> Self {
         Self {
             backend: Some(detail),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            ..Self::new(ErrorCode::Unavailable)
         }
     }
 }
@@ -100,57 +101,53 @@ impl ApiError {
             Self::InvalidField(f) | Self::Issuance(I::Invalid(f)) => Problem::invalid(f.field),
             Self::InvalidBodyField { field, .. } => Problem::invalid(field.as_str()),
             // A message without an id reaches the writer, never an HTTP route; it is bad input.
-            Self::InvalidBody(_) | Self::Issuance(I::MessageWithoutId(_)) => {
-                Problem::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST")
-            }
-            Self::PayloadTooLarge(_) => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            Self::Unauthenticated => Problem::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            Self::KeyExpired => Problem::new(StatusCode::FORBIDDEN, "KEY_EXPIRED"),
-            Self::NotFound(_) | Self::Issuance(I::CampaignNotFound) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
-            Self::Issuance(I::AlreadyIssued) => Problem::new(StatusCode::CONFLICT, "ALREADY_ISSUED"),
-            Self::Issuance(I::SoldOut) => Problem::new(StatusCode::GONE, "SOLD_OUT"),
-            Self::Issuance(I::NotOpen) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_OPEN"),
-            Self::Issuance(I::Ended) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "ENDED"),
-            Self::Issuance(I::NotOnSale) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_ON_SALE"),
+            Self::InvalidBody(_) | Self::Issuance(I::MessageWithoutId(_)) => Problem::new(ErrorCode::InvalidRequest),
+            Self::PayloadTooLarge(_) => Problem::new(ErrorCode::PayloadTooLarge),
+            Self::Unauthenticated => Problem::new(ErrorCode::Unauthorized),
+            Self::KeyExpired => Problem::new(ErrorCode::KeyExpired),
+            Self::NotFound(_) | Self::Issuance(I::CampaignNotFound) => Problem::new(ErrorCode::NotFound),
+            Self::Issuance(I::AlreadyIssued) => Problem::new(ErrorCode::AlreadyIssued),
+            Self::Issuance(I::SoldOut) => Problem::new(ErrorCode::SoldOut),
+            Self::Issuance(I::NotOpen) => Problem::new(ErrorCode::NotOpen),
+            Self::Issuance(I::Ended) => Problem::new(ErrorCode::Ended),
+            Self::Issuance(I::NotOnSale) => Problem::new(ErrorCode::NotOnSale),
             Self::Issuance(I::LimitExceeded(e)) => Problem::limit(e),
             Self::Issuance(e @ I::Unprimed(_)) => Problem::unavailable(e.to_string()),
             Self::Issuance(I::Unavailable(e)) => Problem::unavailable(e.to_string()),
             Self::Coupons(C::Invalid(f)) => Problem::invalid(f.field),
-            Self::Coupons(C::NotFound) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
-            Self::Coupons(C::AlreadyUsed) => Problem::new(StatusCode::CONFLICT, "ALREADY_USED"),
-            Self::Coupons(C::NotUsed) => Problem::new(StatusCode::CONFLICT, "NOT_USED"),
-            Self::Coupons(C::Expired) => Problem::new(StatusCode::GONE, "EXPIRED"),
+            Self::Coupons(C::NotFound) => Problem::new(ErrorCode::NotFound),
+            Self::Coupons(C::AlreadyUsed) => Problem::new(ErrorCode::AlreadyUsed),
+            Self::Coupons(C::NotUsed) => Problem::new(ErrorCode::NotUsed),
+            Self::Coupons(C::Expired) => Problem::new(ErrorCode::Expired),
             Self::Coupons(C::Unavailable(e)) => Problem::unavailable(e.to_string()),
             Self::Points(P::Invalid(f)) => Problem::invalid(f.field),
-            Self::Points(P::InsufficientPoints) => Problem::new(StatusCode::CONFLICT, "INSUFFICIENT_POINTS"),
-            Self::Points(P::NotCancellable) => Problem::new(StatusCode::CONFLICT, "NOT_CANCELLABLE"),
-            Self::Points(P::TransactionNotFound) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
-            Self::Points(P::IdempotencyKeyReused) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
-            }
-            Self::Points(P::InProgress) => Problem::new(StatusCode::CONFLICT, "IN_PROGRESS"),
+            Self::Points(P::InsufficientPoints) => Problem::new(ErrorCode::InsufficientPoints),
+            Self::Points(P::NotCancellable) => Problem::new(ErrorCode::NotCancellable),
+            Self::Points(P::TransactionNotFound) => Problem::new(ErrorCode::NotFound),
+            Self::Points(P::IdempotencyKeyReused) => Problem::new(ErrorCode::IdempotencyKeyReused),
+            Self::Points(P::InProgress) => Problem::new(ErrorCode::InProgress),
             Self::Points(P::LimitExceeded(e)) => Problem::limit(e),
             Self::Points(P::Unavailable(e)) => Problem::unavailable(e.to_string()),
             Self::Grading(G::Invalid(f)) => Problem::invalid(f.field),
             Self::Grading(G::InvalidOrder(o)) => Problem::invalid(format!("orders[{}].{}", o.index, o.field)),
             Self::Grading(G::TooManyOrders(_)) => Problem::invalid("orders"),
-            Self::Grading(G::OrderConflict(_)) => Problem::new(StatusCode::CONFLICT, "ORDER_CONFLICT"),
+            Self::Grading(G::OrderConflict(_)) => Problem::new(ErrorCode::OrderConflict),
             Self::Grading(G::LimitExceeded(e)) => Problem::limit(e),
             Self::Grading(G::UnknownCampaign { .. }) => Problem {
                 field: Some("tiers.couponCampaignId".into()),
-                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_CAMPAIGN")
+                ..Problem::new(ErrorCode::UnknownCampaign)
             },
             Self::Grading(G::NotRewardCampaign { .. }) => Problem {
                 field: Some("tiers.couponCampaignId".into()),
-                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "NOT_REWARD_CAMPAIGN")
+                ..Problem::new(ErrorCode::NotRewardCampaign)
             },
-            Self::Grading(G::NoPolicy) => Problem::new(StatusCode::CONFLICT, "NO_POLICY"),
-            Self::Grading(G::PolicyNotSet) => Problem::new(StatusCode::NOT_FOUND, "NO_POLICY"),
+            Self::Grading(G::NoPolicy) => Problem::new(ErrorCode::NoPolicy),
+            Self::Grading(G::PolicyNotSet) => Problem::new(ErrorCode::NotFound),
             Self::Grading(G::MonthNotEnded(_)) => Problem {
                 field: Some("month".into()),
-                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "MONTH_NOT_ENDED")
+                ..Problem::new(ErrorCode::MonthNotEnded)
             },
-            Self::Grading(G::RunNotFound | G::NoFinishedRun) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::Grading(G::RunNotFound | G::NoFinishedRun) => Problem::new(ErrorCode::NotFound),
             Self::Grading(G::Unavailable(e)) => Problem::unavailable(e.to_string()),
         }
     }
@@ -160,20 +157,21 @@ impl ApiError {
         let message = match &problem.backend {
             // Backend details stay in the logs, not in the answer.
             Some(detail) => {
-                tracing::error!(code = problem.code, %detail, "backing service unavailable");
+                tracing::error!(code = problem.code.as_str(), %detail, "backing service unavailable");
                 "temporarily unavailable, retry later".to_owned()
             }
             None => self.to_string(),
         };
         let mut body = serde_json::Map::new();
-        body.insert("error".into(), problem.code.into());
+        body.insert("error".into(), problem.code.as_str().into());
         body.insert("message".into(), message.into());
         if let Some(field) = problem.field {
             body.insert("field".into(), field.into());
         }
         let body = serde_json::Value::Object(body);
-        let mut response = json(problem.status, &body);
-        if problem.status == StatusCode::SERVICE_UNAVAILABLE {
+        let status = problem.code.status();
+        let mut response = json(status, &body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
@@ -417,7 +415,7 @@ mod tests {
             IssuanceError::Unavailable(Unavailable::new("redis", "down")),
         ] {
             let transient = e.is_transient();
-            let status = ApiError::from(e).problem().status;
+            let status = ApiError::from(e).problem().code.status();
             assert_eq!(status == StatusCode::SERVICE_UNAVAILABLE, transient, "{status}");
         }
     }

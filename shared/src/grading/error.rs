@@ -23,7 +23,7 @@ pub enum GradingError {
     /// A run needs the partner's policy first (`PUT /v1/grading/policy`).
     #[error("no grading policy: PUT /v1/grading/policy first")]
     NoPolicy,
-    /// The policy read before any was set.
+    /// The policy read before any was set (404 `NOT_FOUND`).
     #[error("no grading policy has been set: PUT /v1/grading/policy")]
     PolicyNotSet,
     /// A run asked for a month that has not ended: its orders are not all in, and a run is final.
