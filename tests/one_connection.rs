@@ -45,15 +45,22 @@ async fn until(api: &PartnerApi, path: &str, done: impl Fn(&Value) -> bool) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_partner_session_runs_on_one_connection_per_function() {
-    // A queue of its own: no other test's backlog stands before this session's reservation.
-    let (queue_url, _) = queue_with_dlq(&sqs().await, 30).await;
+    // Queues of its own: no other test's backlog stands before this session's messages. The
+    // runner shares one function's pool among its concurrent batches, so those are kept to the
+    // template's minimum (two, sharing the one connection).
+    let (issue_queue, _) = queue_with_dlq(&sqs().await, 30).await;
+    let (grading_queue, _) = queue_with_dlq(&sqs().await, 30).await;
     let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml"));
     for (name, value) in [
         ("DB_MAX_CONNECTIONS", "1".to_owned()),
         ("WRITER_PARALLEL_CHUNKS", "1".to_owned()),
-        ("ISSUE_QUEUE_URL", queue_url),
+        ("ISSUE_QUEUE_URL", issue_queue),
+        ("GRADING_QUEUE_URL", grading_queue),
     ] {
         config.env.insert(name.to_owned(), value);
+    }
+    for parameter in ["WriterMaxConcurrency", "GradingWorkerMaxConcurrency"] {
+        config.params.insert(parameter.to_owned(), "2".to_owned());
     }
     let running = local_runner::LocalApp::load(&config)
         .await
