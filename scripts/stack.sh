@@ -28,11 +28,14 @@ redis_up() {
     log "redis: reusing the server on $BIND_HOST:$REDIS_PORT"; return
   fi
   mkdir -p "$DATA_DIR/redis"
-  # Redis is a cache of decisions that can be rebuilt from MySQL, so local runs skip persistence.
+  # An append-only file (fsync every second, as ElastiCache's durability roughly is): campaigns
+  # made before a `make down` still sell after the next `make up`, instead of answering 503 until
+  # `fcfs-admin rebuild-ledger` restores their state from MySQL.
   # noeviction: every ledger key has an expiry, so a volatile-* policy would drop live places
   # under memory pressure; a full Redis must refuse new work instead (see README, Partner limits).
   spawn redis redis-server --bind "$BIND_HOST" --port "$REDIS_PORT" --dir "$DATA_DIR/redis" \
-    --save "" --appendonly no --daemonize no --protected-mode yes --maxmemory-policy noeviction
+    --save "" --appendonly yes --appendfsync everysec --daemonize no --protected-mode yes \
+    --maxmemory-policy noeviction
   wait_for 20 "redis on $BIND_HOST:$REDIS_PORT" redis-cli -h "$BIND_HOST" -p "$REDIS_PORT" ping ||
     die "redis did not start; see $LOG_DIR/redis.log"
 }

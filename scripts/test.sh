@@ -59,4 +59,4 @@ set -a
 source "$STATE_DIR/env-fauxqs"
 set +a
 cargo test -p integration-tests --no-fail-fast --test foundation --test issuance --test runner --test metrics \
-  --test faults --test alerts --test grading --test services --test redis_serverless
+  --test faults --test alerts --test grading --test services --test redis_serverless --test ledger_heal

@@ -247,3 +247,18 @@ async fn a_runner_process_serves_until_killed() {
         .expect_err("nothing listens after the kill");
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+/// The stack's own Redis (`REDIS_URL`, what the runner uses) keeps an append-only file, so the
+/// campaigns of a `make up` still sell after `make down` and the next `make up` (that a Redis
+/// started so keeps its writes across a SIGKILL is the AOF test above).
+#[tokio::test]
+async fn the_stacks_redis_keeps_an_append_only_file() {
+    let mut conn = integration_tests::redis().await;
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(&mut conn)
+        .await
+        .expect("CONFIG GET answers");
+    assert_eq!(config, ["appendonly", "yes"]);
+}

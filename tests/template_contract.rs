@@ -61,6 +61,18 @@ const PERMISSIONS: &[(&str, &str, &str, Option<&str>)] = &[
     ("IssueApiFunction", "sqs:SendMessage", "!GetAtt IssueQueue.Arn", None),
     (
         "IssueApiFunction",
+        "sqs:GetQueueAttributes",
+        "!GetAtt IssueQueue.Arn",
+        None,
+    ),
+    (
+        "IssueApiFunction",
+        "sqs:GetQueueAttributes",
+        "!GetAtt IssueDeadLetterQueue.Arn",
+        None,
+    ),
+    (
+        "IssueApiFunction",
         "secretsmanager:GetSecretValue",
         "!Ref DatabaseSecretArn",
         None,

@@ -237,28 +237,12 @@ impl Stores {
     }
 }
 
-/// Messages in the queue (visible, in flight or delayed).
+/// Messages in the queue (visible, in flight or delayed): the same count a lost campaign's rebuild
+/// waits on in the issue API.
 async fn messages_in(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-        .attribute_names(QueueAttributeName::RedrivePolicy)
-        .send()
+    fcfs_shared::adapters::sqs::messages_in(sqs, url)
         .await
-        .with_context(|| format!("cannot read queue {url}"))?
-        .attributes
-        .unwrap_or_default();
-    Ok([
-        QueueAttributeName::ApproximateNumberOfMessages,
-        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
-    ]
-    .iter()
-    .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
-    .sum())
+        .with_context(|| format!("cannot read queue {url}"))
 }
 
 /// The issue queue and its dead-letter queue (from its redrive policy), with their message counts.

@@ -112,7 +112,8 @@ impl ApiError {
             Self::Issuance(I::Ended) => Problem::new(ErrorCode::Ended),
             Self::Issuance(I::NotOnSale) => Problem::new(ErrorCode::NotOnSale),
             Self::Issuance(I::LimitExceeded(e)) => Problem::limit(e),
-            Self::Issuance(e @ I::Unprimed(_)) => Problem::unavailable(e.to_string()),
+            // Not a backend detail: which campaign cannot sell, so the partner can tell the operator.
+            Self::Issuance(I::Unprimed(_)) => Problem::new(ErrorCode::Unavailable),
             Self::Issuance(I::Unavailable(e)) => Problem::unavailable(e.to_string()),
             Self::Coupons(C::Invalid(f)) => Problem::invalid(f.field),
             Self::Coupons(C::NotFound) => Problem::new(ErrorCode::NotFound),
@@ -398,6 +399,13 @@ mod tests {
         let unprimed = ApiError::from(IssuanceError::Unprimed(7)).into_response();
         assert_eq!(unprimed.status(), 503);
         assert_eq!(unprimed.headers()[header::RETRY_AFTER], "1");
+        let Body::Text(body) = unprimed.into_body() else {
+            panic!()
+        };
+        assert!(
+            body.contains("campaign 7 cannot issue now"),
+            "the body names the campaign: {body}"
+        );
     }
 
     #[test]

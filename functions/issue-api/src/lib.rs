@@ -10,7 +10,7 @@ use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::http::{self as api, ApiError};
 use fcfs_shared::issuance::domain::{CampaignId, IssueStatus};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger, ReservationQueue};
-use fcfs_shared::issuance::{Issuance, IssueState};
+use fcfs_shared::issuance::{HEAL_GRACE, Issuance, IssueState};
 use fcfs_shared::kernel::UserId;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -45,19 +45,28 @@ pub struct IssueApi<C, L, Q> {
 
 impl IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue> {
     /// The deployed function: Redis at `REDIS_URL`, the queue at `ISSUE_QUEUE_URL` (sends under
-    /// `SQS_SEND_TIMEOUT_MS`), and MySQL at `DATABASE_URL` for what Redis cannot answer. Nothing is
+    /// `SQS_SEND_TIMEOUT_MS`; with `ISSUE_DLQ_URL`, counted before a lost campaign is rebuilt,
+    /// `ISSUE_HEAL_GRACE_MS` after the loss is seen), and MySQL at `DATABASE_URL` for what Redis
+    /// cannot answer. Nothing is
     /// connected at start: an issue request needs only Redis and SQS, so the function starts and
     /// issues with MySQL down, and a thousand cold instances open no MySQL connection.
     pub async fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         let store = mysql::store_from(settings, sdk)?;
         let ledger = RedisIssueLedger::from_settings(settings)?;
         let send_timeout = settings.or("SQS_SEND_TIMEOUT_MS", DEFAULT_SEND_TIMEOUT.as_millis() as u64)?;
-        let queue = SqsReservationQueue::with_timeout(
+        let mut queue = SqsReservationQueue::with_timeout(
             aws_sdk_sqs::Client::new(sdk),
             settings.required("ISSUE_QUEUE_URL")?,
             std::time::Duration::from_millis(send_timeout),
         );
-        Ok(Self::new(store, ledger, queue))
+        // The template gives it; without it only the queue itself is counted.
+        if let Some(dlq) = settings.optional("ISSUE_DLQ_URL") {
+            queue = queue.with_dead_letter_queue(dlq);
+        }
+        let grace = settings.or("ISSUE_HEAL_GRACE_MS", HEAL_GRACE.as_millis() as u64)?;
+        Ok(Self {
+            issuance: Issuance::new(store, ledger, queue).with_heal_grace(std::time::Duration::from_millis(grace)),
+        })
     }
 }
 

@@ -508,6 +508,10 @@ impl CampaignCatalog for MySqlStore {
         })
         .await
     }
+
+    async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable> {
+        self.timed(MySqlStore::holders(self, id)).await
+    }
 }
 
 /// One campaign's row as the writer locks it.

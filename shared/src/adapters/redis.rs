@@ -33,11 +33,13 @@ use crate::config::{ConfigError, Settings};
 use crate::issuance::domain::{
     CampaignId, CampaignKind, IssueDecision, IssueRules, Outcome, PendingReservation, RejectionReason,
 };
-use crate::issuance::ports::{IssueLedger, Standing};
+use crate::issuance::ports::{HealTurn, IssueLedger, Standing};
 use crate::kernel::{Unavailable, UserId};
 
 /// Owner, kind (a `REWARD` campaign is never on sale), window, duplicate, then stock; the counter is checked before it is raised, so it never
-/// exceeds the quantity, not even for an instant. The place is recorded as pending in the same
+/// exceeds the quantity, not even for an instant. State partly lost (evicted, flushed) is
+/// unprimed, never a fresh start: a primed campaign always has its counter, and places counted
+/// always have their holders (`heal` rebuilds them from MySQL). The place is recorded as pending in the same
 /// step, so no crash can leave a place held without a trace. Mirrors `domain::decide`.
 /// KEYS: rules, users, count, pending. ARGV: user, now (epoch ms), request id, partner.
 const RESERVE: &str = r"
@@ -48,8 +50,11 @@ if rules[6] == 'REWARD' then return -6 end
 local now = tonumber(ARGV[2])
 if now < tonumber(rules[2]) then return -3 end
 if now >= tonumber(rules[3]) then return -2 end
+local count = redis.call('GET', KEYS[3])
+if not count then return -4 end
+count = tonumber(count)
+if count > 0 and redis.call('EXISTS', KEYS[2]) == 0 then return -4 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
-local count = tonumber(redis.call('GET', KEYS[3]) or '0')
 if count >= tonumber(rules[1]) then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 local rank = redis.call('INCR', KEYS[3])
@@ -96,10 +101,12 @@ return #ARGV / 2
 ";
 
 /// The rules and their expiry in one step, so rules never outlive their campaign's window,
-/// whatever fails after. KEYS: rules. ARGV: expires at (ms), field, value, field, value, …
+/// whatever fails after; then the counter at 0 unless it exists, so a primed campaign always has
+/// one (its absence means lost state). KEYS: rules, count. ARGV: expires at (ms), field, value, …
 const PRIME: &str = r"
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], 0, 'NX', 'PXAT', ARGV[1])
 return 1
 ";
 
@@ -322,7 +329,10 @@ pub struct RedisIssueLedger {
     standing: Arc<redis::Script>,
     record_outcomes: Arc<redis::Script>,
     prime: Arc<redis::Script>,
+    heal_turn: Arc<redis::Script>,
 }
+
+mod heal;
 
 fn unavailable(e: redis::RedisError) -> Unavailable {
     Unavailable::new("redis", e)
@@ -345,6 +355,7 @@ impl RedisIssueLedger {
             standing: Arc::new(redis::Script::new(STANDING)),
             record_outcomes: Arc::new(redis::Script::new(RECORD_OUTCOMES)),
             prime: Arc::new(redis::Script::new(PRIME)),
+            heal_turn: Arc::new(redis::Script::new(heal::HEAL_TURN)),
         })
     }
 
@@ -428,14 +439,15 @@ impl RedisIssueLedger {
     pub async fn restore(&self, rules: &IssueRules, coupons: &[(String, u64)]) -> Result<u64, Unavailable> {
         let id = rules.campaign_id;
         let pending = self.pending(id, usize::MAX).await?;
+        // The counter first: without it every request is unprimed until the rules are back,
+        // last, so no place is handed out from a half-rebuilt state.
         self.query::<()>(
             redis::cmd("DEL")
-                .arg(users_key(id))
                 .arg(count_key(id))
+                .arg(users_key(id))
                 .arg(outcomes_key(id)),
         )
         .await?;
-        self.prime(rules).await?;
         for chunk in coupons.chunks(1000) {
             let mut hold = redis::cmd("HSET");
             hold.arg(users_key(id));
@@ -456,7 +468,9 @@ impl RedisIssueLedger {
             )
             .await?;
         }
-        self.settle_count(rules).await
+        let held = self.settle_count(rules).await?;
+        self.prime(rules).await?;
+        Ok(held)
     }
 
     /// Sets the counter to the number of holders (and gives both the campaign's expiry).
@@ -566,6 +580,7 @@ impl IssueLedger for RedisIssueLedger {
         let mut invocation = self.prime.prepare_invoke();
         invocation
             .key(rules_key(id))
+            .key(count_key(id))
             .arg(expires)
             .arg("quantity")
             .arg(rules.total_quantity)
@@ -689,11 +704,25 @@ impl IssueLedger for RedisIssueLedger {
                 .arg(users_key(id))
                 .arg(count_key(id))
                 .arg(pending_key(id))
-                .arg(outcomes_key(id)),
+                .arg(outcomes_key(id))
+                .arg(heal::lost_key(id))
+                .arg(heal::healing_key(id)),
         )
         .await?;
         self.query::<()>(redis::cmd("ZREM").arg(LIVE_CAMPAIGNS_KEY).arg(id))
             .await
+    }
+
+    async fn heal_turn(&self, id: CampaignId, now: DateTime<Utc>, grace: Duration) -> Result<HealTurn, Unavailable> {
+        self.take_heal_turn(id, now, grace).await
+    }
+
+    async fn rebuild(&self, rules: &IssueRules, holders: &[(String, u64)]) -> Result<u64, Unavailable> {
+        self.restore(rules, holders).await
+    }
+
+    async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable> {
+        self.finish_heal(id, rebuilt).await
     }
 
     async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable> {

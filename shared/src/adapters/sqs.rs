@@ -88,6 +88,10 @@ struct Pending {
 #[derive(Clone)]
 pub struct SqsReservationQueue {
     pending: mpsc::Sender<Pending>,
+    /// For the queue's counts (`in_flight`), with the sends' deadline.
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    dead_letter_url: Option<String>,
 }
 
 impl SqsReservationQueue {
@@ -110,11 +114,47 @@ impl SqsReservationQueue {
             )
             .build();
         let client = aws_sdk_sqs::Client::from_conf(config);
+        let queue_url = queue_url.into();
         // Room for a full gather, so a burst packs instead of waiting at the channel.
         let (pending, receiver) = mpsc::channel(MAX_GATHER);
-        tokio::spawn(batch_sender(client, queue_url.into(), receiver));
-        Self { pending }
+        tokio::spawn(batch_sender(client.clone(), queue_url.clone(), receiver));
+        Self {
+            pending,
+            client,
+            queue_url,
+            dead_letter_url: None,
+        }
     }
+
+    /// The queue's dead-letter queue, whose messages count as on their way too (`in_flight`).
+    pub fn with_dead_letter_queue(mut self, url: impl Into<String>) -> Self {
+        self.dead_letter_url = Some(url.into());
+        self
+    }
+}
+
+/// Messages in the queue at `url`: visible, in flight (received, not deleted) and delayed, by
+/// SQS's approximate counts.
+pub async fn messages_in(client: &aws_sdk_sqs::Client, url: &str) -> Result<u64, Unavailable> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let counts = [
+        A::ApproximateNumberOfMessages,
+        A::ApproximateNumberOfMessagesNotVisible,
+        A::ApproximateNumberOfMessagesDelayed,
+    ];
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .set_attribute_names(Some(counts.to_vec()))
+        .send()
+        .await
+        .map_err(|e| Unavailable::new("sqs", DisplayErrorContext(e).to_string()))?
+        .attributes
+        .unwrap_or_default();
+    Ok(counts
+        .iter()
+        .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
+        .sum())
 }
 
 async fn batch_sender(client: aws_sdk_sqs::Client, queue_url: String, mut receiver: mpsc::Receiver<Pending>) {
@@ -289,6 +329,14 @@ impl ReservationQueue for SqsReservationQueue {
         outcome
             .await
             .map_err(|_| SendError::Unknown(Unavailable::new("sqs", "the batching task dropped the message")))?
+    }
+
+    async fn in_flight(&self) -> Result<u64, Unavailable> {
+        let mut total = messages_in(&self.client, &self.queue_url).await?;
+        if let Some(dlq) = &self.dead_letter_url {
+            total += messages_in(&self.client, dlq).await?;
+        }
+        Ok(total)
     }
 }
 

@@ -92,7 +92,7 @@ error_codes! {
     MonthNotEnded = "MONTH_NOT_ENDED", UNPROCESSABLE_ENTITY, Retry::Once("the month has ended (the 1st of the next, UTC)"),
         "A grading run of the current or a future month: a run is final, and a month's orders and refunds are not all in before it ends (`field: month`).";
     Unavailable = "UNAVAILABLE", SERVICE_UNAVAILABLE, Retry::AfterRetryAfter,
-        "A backing service (Redis, SQS, MySQL) failed or timed out, or a campaign's Redis state is missing; nothing was kept. The message never carries backend details.";
+        "A backing service (Redis, SQS, MySQL) failed or timed out, or a campaign's Redis state is missing (rebuilt by itself from MySQL once no reservation is on its way; the message names the campaign); nothing was kept. The message never carries backend details.";
 }
 
 /// `docs/errors.md`: the table above, and what API Gateway itself answers.

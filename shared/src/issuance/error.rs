@@ -23,9 +23,10 @@ pub enum IssuanceError {
     /// A `REWARD` campaign: its coupons are granted by grading policies, never issued to callers.
     #[error("this campaign is not on sale: its coupons are granted as rewards only")]
     NotOnSale,
-    /// Redis holds no rules for the campaign (never primed, or its state was lost): issuing
-    /// resumes once an operator runs `fcfs-admin rebuild-ledger`, so the caller may retry.
-    #[error("campaign {0} is not primed in the issue ledger")]
+    /// Redis holds no (or only part of the) state of the campaign: lost (flushed, evicted, a new
+    /// cache) or never primed. Issuing resumes by itself once it is rebuilt from MySQL
+    /// (`Issuance::heal`), so the caller retries.
+    #[error("campaign {0} cannot issue now: its state in Redis is missing and is being rebuilt from MySQL; retry")]
     Unprimed(CampaignId),
     /// Creating the campaign would take the partner past its limit of live campaigns.
     #[error(transparent)]

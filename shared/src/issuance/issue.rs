@@ -75,7 +75,12 @@ pub struct Issuance<C, L, Q> {
     queue: Q,
     clock: Arc<dyn Clock>,
     owners: moka::future::Cache<CampaignId, Owner>,
+    /// How long after a loss is first seen before it is rebuilt (`heal`).
+    heal_grace: Duration,
 }
+
+mod heal;
+pub use heal::HEAL_GRACE;
 
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> {
     pub fn new(catalog: C, ledger: L, queue: Q) -> Self {
@@ -88,11 +93,19 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
                 .max_capacity(MAX_CACHED_OWNERS)
                 .expire_after(OwnerExpiry)
                 .build(),
+            heal_grace: HEAL_GRACE,
         }
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// How long after a lost campaign state is first seen before a request rebuilds it
+    /// (default `HEAL_GRACE`).
+    pub fn with_heal_grace(mut self, grace: Duration) -> Self {
+        self.heal_grace = grace;
         self
     }
 
@@ -165,13 +178,28 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
     ) -> Result<Accepted, IssuanceError> {
         let now = self.clock.now();
         let request_id = uuid::Uuid::now_v7();
-        let decision = match self.ledger.reserve(campaign, partner, user, request_id, now).await {
-            Ok(decision) => decision,
-            Err(e) => {
-                // A timed-out script may still have reserved: undo in this request's name only.
-                self.compensate(campaign, user, request_id).await;
-                return Err(e.into());
+        let mut asked_again = false;
+        let decision = loop {
+            let decision = match self.ledger.reserve(campaign, partner, user, request_id, now).await {
+                Ok(decision) => decision,
+                Err(e) => {
+                    // A timed-out script may still have reserved: undo in this request's name only.
+                    self.compensate(campaign, user, request_id).await;
+                    return Err(e.into());
+                }
+            };
+            if decision != IssueDecision::Unprimed || asked_again {
+                break decision;
             }
+            // Redis keeps a campaign's state until a day after its coupons expire: past that,
+            // the campaign has long ended, which is the answer.
+            if now >= self.owned(partner, campaign).await? {
+                return Err(IssuanceError::Ended);
+            }
+            if !self.heal(partner, campaign, now).await? {
+                return Err(IssuanceError::Unprimed(campaign));
+            }
+            asked_again = true;
         };
         let rank = match decision {
             IssueDecision::Reserved { rank } => rank,
@@ -181,18 +209,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             IssueDecision::Ended => return Err(IssuanceError::Ended),
             IssueDecision::NotOwner => return Err(IssuanceError::CampaignNotFound),
             IssueDecision::NotOnSale => return Err(IssuanceError::NotOnSale),
-            IssueDecision::Unprimed => {
-                // Redis keeps a campaign's state until a day after its coupons expire: past
-                // that, the campaign has long ended, which is the answer.
-                if now >= self.owned(partner, campaign).await? {
-                    return Err(IssuanceError::Ended);
-                }
-                tracing::error!(
-                    campaign_id = campaign,
-                    "no issue rules in Redis: run `fcfs-admin reconcile --campaign {campaign} --repair`"
-                );
-                return Err(IssuanceError::Unprimed(campaign));
-            }
+            IssueDecision::Unprimed => return Err(IssuanceError::Unprimed(campaign)),
         };
         let reservation = Reservation::new(request_id, campaign, partner, user.clone(), rank, now);
         match self.queue.enqueue(&reservation).await {

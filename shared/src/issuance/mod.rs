@@ -12,6 +12,6 @@ pub mod writer;
 
 pub use campaigns::{CampaignSummary, Campaigns};
 pub use error::IssuanceError;
-pub use issue::{Accepted, Issuance, IssueState};
+pub use issue::{Accepted, HEAL_GRACE, Issuance, IssueState};
 pub use recovery::{Recovery, RecoverySummary};
 pub use writer::{BatchSummary, Message, ReservationWriter, Written};

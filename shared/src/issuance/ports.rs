@@ -44,6 +44,8 @@ pub trait CampaignCatalog: Send + Sync {
     async fn issued_count(&self, id: CampaignId) -> Result<u64, Unavailable>;
     /// What the writer recorded for the user in the campaign: a coupon, a rejection, or nothing.
     async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable>;
+    /// Users holding a coupon of the campaign, with its id: what a lost ledger is rebuilt from.
+    async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable>;
 }
 
 /// What the ledger knows of one user's place in a campaign (the status endpoint's first source).
@@ -55,6 +57,20 @@ pub struct Standing {
     pub held: bool,
     /// The writer's outcome, once it has committed and told the ledger.
     pub outcome: Option<Outcome>,
+}
+
+/// Whether a caller may rebuild a campaign's lost state now (`IssueLedger::heal_turn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealTurn {
+    /// Nothing is lost (another caller rebuilt it): reserve again.
+    Intact,
+    /// The loss was seen less than the grace ago: a reservation sent just before it may not show
+    /// in the queue's counts yet.
+    Wait,
+    /// Another caller is rebuilding it.
+    Busy,
+    /// This caller's turn: rebuild, then `end_heal`.
+    Go,
 }
 
 /// The live issuance state: decides, in one atomic step, whether a user gets a coupon, and keeps
@@ -91,6 +107,20 @@ pub trait IssueLedger: Send + Sync {
     async fn discard(&self, id: CampaignId) -> Result<(), Unavailable>;
     /// Up to `limit` pending reservations of the campaign, oldest first.
     async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable>;
+    /// Notes when the campaign's state was first seen lost and, once `grace` has passed since, gives
+    /// one caller at a time the turn to rebuild it.
+    async fn heal_turn(
+        &self,
+        id: CampaignId,
+        now: DateTime<Utc>,
+        grace: std::time::Duration,
+    ) -> Result<HealTurn, Unavailable>;
+    /// Rebuilds the campaign's state: its holders (from MySQL, with their coupons) and its pending
+    /// places hold places, the counter is their number, and the rules come back last. Only
+    /// correct with no reservation on its way. Returns the places held.
+    async fn rebuild(&self, rules: &IssueRules, holders: &[(String, u64)]) -> Result<u64, Unavailable>;
+    /// Ends a turn: its lock, and when the state was `rebuilt`, the loss's sighting.
+    async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable>;
 }
 
 /// Why a message did not certainly reach the queue.
@@ -109,6 +139,9 @@ pub enum SendError {
 #[async_trait]
 pub trait ReservationQueue: Send + Sync {
     async fn enqueue(&self, reservation: &Reservation) -> Result<(), SendError>;
+    /// Reservations on their way: messages in the queue and its dead-letter queue (visible, in
+    /// flight or delayed), by the queue's approximate counts.
+    async fn in_flight(&self) -> Result<u64, Unavailable>;
 }
 
 /// What recording one chunk of reservations did.
@@ -155,6 +188,9 @@ impl<T: CampaignCatalog + ?Sized> CampaignCatalog for std::sync::Arc<T> {
     async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable> {
         (**self).outcome_of(id, user).await
     }
+    async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable> {
+        (**self).holders(id).await
+    }
 }
 
 #[async_trait]
@@ -199,12 +235,29 @@ impl<T: IssueLedger + ?Sized> IssueLedger for std::sync::Arc<T> {
     async fn pending(&self, id: CampaignId, limit: usize) -> Result<Vec<PendingReservation>, Unavailable> {
         (**self).pending(id, limit).await
     }
+    async fn heal_turn(
+        &self,
+        id: CampaignId,
+        now: DateTime<Utc>,
+        grace: std::time::Duration,
+    ) -> Result<HealTurn, Unavailable> {
+        (**self).heal_turn(id, now, grace).await
+    }
+    async fn rebuild(&self, rules: &IssueRules, holders: &[(String, u64)]) -> Result<u64, Unavailable> {
+        (**self).rebuild(rules, holders).await
+    }
+    async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable> {
+        (**self).end_heal(id, rebuilt).await
+    }
 }
 
 #[async_trait]
 impl<T: ReservationQueue + ?Sized> ReservationQueue for std::sync::Arc<T> {
     async fn enqueue(&self, reservation: &Reservation) -> Result<(), SendError> {
         (**self).enqueue(reservation).await
+    }
+    async fn in_flight(&self) -> Result<u64, Unavailable> {
+        (**self).in_flight().await
     }
 }
 

@@ -22,7 +22,8 @@ use crate::issuance::domain::{
     NewCampaign, Outcome, PendingReservation, Reservation, allot, decide, grant_coupons,
 };
 use crate::issuance::ports::{
-    CampaignCatalog, ChunkRecord, CouponBook, IssueLedger, ReservationQueue, RewardCoupons, SendError, Standing,
+    CampaignCatalog, ChunkRecord, CouponBook, HealTurn, IssueLedger, ReservationQueue, RewardCoupons, SendError,
+    Standing,
 };
 use crate::kernel::{Clock, TxError, Unavailable, UserId};
 use crate::keys::domain::{ApiKeyRecord, KeyStatus};
@@ -98,6 +99,8 @@ pub struct MemoryLedger {
     /// `prime` stores the rules and then fails, as a Redis that times out after running the
     /// command, or fails between its commands, does.
     pub prime_lands_then_fails: AtomicBool,
+    /// Lost campaigns: when the loss was first seen, and whether a caller holds the turn.
+    heals: Mutex<HashMap<CampaignId, (DateTime<Utc>, bool)>>,
 }
 
 impl MemoryLedger {
@@ -249,6 +252,62 @@ impl IssueLedger for MemoryLedger {
         places.truncate(limit);
         Ok(places)
     }
+
+    async fn heal_turn(
+        &self,
+        id: CampaignId,
+        now: DateTime<Utc>,
+        grace: std::time::Duration,
+    ) -> Result<HealTurn, Unavailable> {
+        self.check()?;
+        let mut heals = self.heals.lock().unwrap();
+        if self.state.lock().unwrap().contains_key(&id) {
+            heals.remove(&id);
+            return Ok(HealTurn::Intact);
+        }
+        let (seen, taken) = heals.entry(id).or_insert((now, false));
+        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        Ok(if now - *seen < grace {
+            HealTurn::Wait
+        } else if *taken {
+            HealTurn::Busy
+        } else {
+            *taken = true;
+            HealTurn::Go
+        })
+    }
+
+    async fn rebuild(&self, rules: &IssueRules, holders: &[(String, u64)]) -> Result<u64, Unavailable> {
+        self.check()?;
+        let mut state = self.state.lock().unwrap();
+        let pending = state.remove(&rules.campaign_id).map(|s| s.pending).unwrap_or_default();
+        let mut users: HashMap<UserId, Uuid> = holders
+            .iter()
+            .filter_map(|(user, _)| Some((UserId::parse(user).ok()?, Uuid::nil())))
+            .collect();
+        users.extend(pending.values().map(|p| (p.user_id.clone(), p.request_id)));
+        let count = users.len() as u32;
+        state.insert(
+            rules.campaign_id,
+            CampaignState {
+                rules: rules.clone(),
+                users,
+                count,
+                pending,
+            },
+        );
+        Ok(u64::from(count))
+    }
+
+    async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable> {
+        let mut heals = self.heals.lock().unwrap();
+        if rebuilt {
+            heals.remove(&id);
+        } else if let Some((_, taken)) = heals.get_mut(&id) {
+            *taken = false;
+        }
+        Ok(())
+    }
 }
 
 /// Partner limits kept in memory, as `partner_limits` keeps them.
@@ -324,6 +383,17 @@ impl CampaignCatalog for MemoryCatalog {
     async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable> {
         Ok(self.outcomes.lock().unwrap().get(&(id, user.clone())).copied())
     }
+
+    async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable> {
+        let outcomes = self.outcomes.lock().unwrap();
+        Ok(outcomes
+            .iter()
+            .filter_map(|((c, user), o)| match o {
+                Outcome::Issued { coupon_id } if *c == id => Some((user.as_str().to_owned(), *coupon_id)),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 /// Reward grants in memory: a granted coupon is an `Issued` outcome, as the writer's are.
@@ -379,6 +449,8 @@ pub enum QueueFault {
 pub struct MemoryQueue {
     pub sent: Mutex<Vec<Reservation>>,
     pub fault: Mutex<QueueFault>,
+    /// What `in_flight` answers: messages the writer has not taken yet.
+    pub in_flight: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryQueue {
@@ -401,6 +473,10 @@ impl ReservationQueue for MemoryQueue {
                 Ok(())
             }
         }
+    }
+
+    async fn in_flight(&self) -> Result<u64, Unavailable> {
+        Ok(self.in_flight.load(Ordering::SeqCst))
     }
 }
 

@@ -196,3 +196,61 @@ async fn a_campaign_whose_state_left_redis_after_it_ended_is_ended_not_unavailab
     clock.advance(Duration::hours(2));
     assert!(matches!(s.issue("p1", id, &user("a")).await, Err(IssuanceError::Ended)));
 }
+
+/// A campaign whose ledger state is lost sells again, exactly: after the grace, with nothing on
+/// its way, the next request rebuilds it from the catalog's holders, and holders stay holders.
+#[tokio::test]
+async fn a_lost_campaign_is_rebuilt_after_the_grace_once_nothing_is_on_its_way() {
+    let (s, id, clock) = service(3, Duration::zero()).await;
+    s.issue("p1", id, &user("a")).await.unwrap();
+    s.issue("p1", id, &user("b")).await.unwrap();
+    // The writer recorded both; then Redis loses everything.
+    for (i, u) in ["a", "b"].iter().enumerate() {
+        let outcome = Outcome::Issued {
+            coupon_id: 100 + i as u64,
+        };
+        s.catalog().outcomes.lock().unwrap().insert((id, user(u)), outcome);
+    }
+    s.ledger().forget(id);
+    s.queue().in_flight.store(2, Ordering::SeqCst);
+
+    let lost = s.issue("p1", id, &user("c")).await.unwrap_err();
+    assert!(matches!(lost, IssuanceError::Unprimed(c) if c == id) && lost.is_transient());
+    clock.advance(Duration::seconds(11));
+    assert!(
+        matches!(s.issue("p1", id, &user("c")).await, Err(IssuanceError::Unprimed(_))),
+        "reservations on their way: not rebuilt yet"
+    );
+    s.queue().in_flight.store(0, Ordering::SeqCst);
+    assert_eq!(
+        s.issue("p1", id, &user("c")).await.unwrap().rank,
+        3,
+        "rebuilt, then sold"
+    );
+    assert!(matches!(
+        s.issue("p1", id, &user("a")).await,
+        Err(IssuanceError::AlreadyIssued)
+    ));
+    assert!(matches!(
+        s.issue("p1", id, &user("d")).await,
+        Err(IssuanceError::SoldOut)
+    ));
+    assert_eq!(s.ledger().reserved_count(id).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn another_partner_cannot_trigger_a_rebuild() {
+    let (s, id, clock) = service(3, Duration::zero()).await;
+    s.ledger().forget(id);
+    let _ = s.issue("p1", id, &user("a")).await;
+    clock.advance(Duration::seconds(11));
+    assert!(matches!(
+        s.issue("p2", id, &user("a")).await,
+        Err(IssuanceError::CampaignNotFound)
+    ));
+    assert_eq!(
+        s.ledger().rules(id).await.unwrap(),
+        None,
+        "nothing rebuilt for a stranger"
+    );
+}
