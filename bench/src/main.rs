@@ -459,6 +459,8 @@ async fn evalsha_rate(services: &Services, run: usize) -> Result<f64> {
         ])
         .exec_async(&mut redis)
         .await?;
+    // As priming leaves it: a campaign without its counter is unprimed to the script.
+    redis::cmd("SET").arg(&count).arg(0).exec_async(&mut redis).await?;
     let url = env("REDIS_URL")?;
     let hostport = url.trim_start_matches("redis://").trim_end_matches('/');
     let (host, port) = hostport.split_once(':').unwrap_or((hostport, "6379"));
