@@ -232,16 +232,34 @@ async fn flash_sale(redis: RedisDeployment) {
         }));
     }
     let mut winners = HashSet::new();
+    let mut accepted: HashMap<String, Value> = HashMap::new();
+    let mut repeated: Vec<(String, Value)> = Vec::new();
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     for call in calls {
         let (user, (status, body)) = call.await.unwrap();
         *statuses.entry(status).or_default() += 1;
         match status {
-            202 => assert!(winners.insert(user), "a user got two 202s"),
-            409 => assert_eq!(body["error"], "ALREADY_ISSUED"),
+            202 => {
+                assert!(winners.insert(user.clone()), "a user got two 202s");
+                accepted.insert(user, body);
+            }
+            409 => {
+                assert_eq!(body["error"], "ALREADY_ISSUED");
+                repeated.push((user, body));
+            }
             410 => assert_eq!(body["error"], "SOLD_OUT"),
             other => panic!("unexpected status {other}: {body}"),
         }
+    }
+    assert!(!repeated.is_empty(), "users asked more than once");
+    for (user, again) in &repeated {
+        let first = &accepted[user];
+        assert_eq!(
+            (&again["requestId"], &again["rank"]),
+            (&first["requestId"], &first["rank"]),
+            "{user}'s repeated request is answered with the first one's place"
+        );
+        assert_eq!(again["status"], "PENDING", "nothing is written yet: {again}");
     }
     let issue_time = started.elapsed();
     assert_eq!(statuses.get(&202).copied(), Some(QUANTITY as usize), "{statuses:?}");
@@ -444,8 +462,11 @@ async fn redis_state_is_rebuilt_from_mysql() {
     let stack = Stack::new(30).await;
     let campaign = stack.create_campaign(3).await;
     let api = stack.issue_api();
+    let mut first = HashMap::new();
     for u in ["r1", "r2"] {
-        assert_eq!(issue(&api, &campaign, u, &stack.partner).await.0, 202);
+        let (status, body) = issue(&api, &campaign, u, &stack.partner).await;
+        assert_eq!(status, 202);
+        first.insert(u, body);
     }
     stack.drain(&stack.writer(100), 10).await;
     let id: u64 = campaign.parse().unwrap();
@@ -472,10 +493,12 @@ async fn redis_state_is_rebuilt_from_mysql() {
         .await
         .unwrap();
     assert_eq!(restored, 2);
+    let (status, again) = issue(&api, &campaign, "r1", &stack.partner).await;
+    assert_eq!(status, 409, "holders are restored");
     assert_eq!(
-        issue(&api, &campaign, "r1", &stack.partner).await.0,
-        409,
-        "holders are restored"
+        (&again["requestId"], &again["rank"], &again["status"]),
+        (&first["r1"]["requestId"], &first["r1"]["rank"], &json!("ISSUED")),
+        "with the request and rank MySQL recorded: {again}"
     );
     let (status, body) = issue(&api, &campaign, "r3", &stack.partner).await;
     assert_eq!(

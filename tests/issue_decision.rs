@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use fcfs_shared::adapters::redis::{
     LIVE_CAMPAIGNS_KEY, RedisIssueLedger, count_key, outcomes_key, pending_key, rules_key, users_key,
 };
-use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, IssueDecision, IssueRules, decide};
+use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, IssueDecision, IssueRules, Place, decide};
 use fcfs_shared::issuance::ports::IssueLedger;
 use fcfs_shared::kernel::UserId;
 use futures_util::StreamExt;
@@ -120,10 +120,21 @@ impl Case {
 
     fn expected(&self) -> IssueDecision {
         match &self.rules {
-            Some(rules) => decide(rules, self.partner, self.now, self.holds, self.reserved()),
+            Some(rules) => decide(
+                rules,
+                self.partner,
+                self.now,
+                self.holds.then(caller_place),
+                self.reserved(),
+            ),
             None => IssueDecision::Unprimed,
         }
     }
+}
+
+/// The place the caller holds when a case says it does: a repeated request is answered with it.
+fn caller_place() -> Place {
+    Place::of(Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001), 3)
 }
 
 fn millis(ms: i64) -> DateTime<Utc> {
@@ -328,14 +339,20 @@ async fn set_up(ledger: &RedisIssueLedger, conn: &mut redis::aio::MultiplexedCon
     }
     // Enough other holders that holders and counter agree, where the counter allows it.
     let others = case.reserved().saturating_sub(u32::from(case.holds));
-    let mut holders: Vec<(String, String)> = (0..others)
-        .map(|i| (format!("holder-{i}"), Uuid::now_v7().to_string()))
+    // Others' places in the older form (the bare request id), the caller's as the script writes it.
+    let mut holders: Vec<(String, Uuid, String)> = (0..others)
+        .map(|i| {
+            let request = Uuid::now_v7();
+            (format!("holder-{i}"), request, request.to_string())
+        })
         .collect();
     if case.holds {
-        holders.push((CALLER.into(), Uuid::now_v7().to_string()));
+        let place = caller_place();
+        holders.push((CALLER.into(), place.request_id.unwrap(), place.encode()));
     }
     if !holders.is_empty() {
-        pipe.cmd("HSET").arg(users_key(id)).arg(&holders).ignore();
+        let values: Vec<(&String, &String)> = holders.iter().map(|(user, _, value)| (user, value)).collect();
+        pipe.cmd("HSET").arg(users_key(id)).arg(&values).ignore();
         pipe.cmd("PEXPIRE").arg(users_key(id)).arg(SET_UP_TTL_MS).ignore();
     }
     if let Some(count) = case.counter {
@@ -351,7 +368,7 @@ async fn set_up(ledger: &RedisIssueLedger, conn: &mut redis::aio::MultiplexedCon
         let mut places: Vec<(String, String)> = holders
             .iter()
             .enumerate()
-            .map(|(rank, (user, request))| (request.clone(), format!("{} {reserved_at} {user}", rank + 1)))
+            .map(|(rank, (user, request, _))| (request.to_string(), format!("{} {reserved_at} {user}", rank + 1)))
             .collect();
         places.push((Uuid::now_v7().to_string(), format!("1 {reserved_at} lost-holder")));
         pipe.cmd("HSET").arg(pending_key(id)).arg(&places).ignore();
@@ -392,7 +409,7 @@ async fn run(
     let mut expected = before.clone();
     if let IssueDecision::Reserved { rank } = decision {
         // The place, in this request's name; the counter raised to the rank; the place pending.
-        expected.users.insert(CALLER.into(), request.to_string());
+        expected.users.insert(CALLER.into(), Place::of(request, rank).encode());
         expected.count = Some(rank.to_string());
         expected.pending.insert(
             request.to_string(),
@@ -453,7 +470,7 @@ fn mutant(order: &[Check], loose: Option<Check>, case: &Case) -> IssueDecision {
             Check::NotOpen => (case.now < rules.issue_starts_at, IssueDecision::NotOpen),
             Check::Ended if lenient(check) => (case.now > rules.issue_ends_at, IssueDecision::Ended),
             Check::Ended => (case.now >= rules.issue_ends_at, IssueDecision::Ended),
-            Check::Duplicate => (case.holds, IssueDecision::AlreadyIssued),
+            Check::Duplicate => (case.holds, IssueDecision::AlreadyIssued(caller_place())),
             Check::Stock if lenient(check) => (case.reserved() > rules.total_quantity, IssueDecision::SoldOut),
             Check::Stock => (case.reserved() >= rules.total_quantity, IssueDecision::SoldOut),
         };

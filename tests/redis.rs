@@ -11,7 +11,9 @@ use chrono::Utc;
 use fcfs_shared::adapters::redis::{
     LIVE_CAMPAIGNS_KEY, RedisIssueLedger, RedisSettings, count_key, outcomes_key, pending_key, rules_key, users_key,
 };
-use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, IssueDecision, IssueRules, Outcome, RejectionReason};
+use fcfs_shared::issuance::domain::{
+    CampaignId, CampaignKind, Holder, IssueDecision, IssueRules, Outcome, Place, RejectionReason,
+};
 use fcfs_shared::issuance::ports::IssueLedger;
 use fcfs_shared::kernel::UserId;
 use integration_tests::{RedisDeployment, env};
@@ -139,7 +141,8 @@ async fn exercise(ledger: &RedisIssueLedger, id: CampaignId) {
             .reserve(id, "ledger-test", &user("u0"), Uuid::now_v7(), now)
             .await
             .unwrap(),
-        IssueDecision::AlreadyIssued
+        IssueDecision::AlreadyIssued(Place::of(requests[0], 1)),
+        "a repeated request gets the first one's place"
     );
     assert_eq!(
         ledger
@@ -207,8 +210,15 @@ async fn exercise(ledger: &RedisIssueLedger, id: CampaignId) {
 
     // The admin's rebuild: DEL of three keys of the campaign, then the holders from "MySQL"
     // (u0's coupon) and the place still pending (u1's request).
-    assert_eq!(ledger.restore(&rules, &[("u0".to_owned(), 7)]).await.unwrap(), 2);
-    assert_eq!(ledger.holders(id).await.unwrap()["u1"], requests[1].to_string());
+    let u0 = Holder {
+        user_id: "u0".to_owned(),
+        coupon_id: 7,
+        place: Place::of(requests[0], 1),
+    };
+    assert_eq!(ledger.restore(&rules, &[u0]).await.unwrap(), 2);
+    let holders = ledger.holders(id).await.unwrap();
+    assert_eq!(Place::decode(&holders["u0"]), Place::of(requests[0], 1));
+    assert_eq!(Place::decode(&holders["u1"]), Place::of(requests[1], 2));
     assert_eq!(
         ledger.outcomes(id).await.unwrap(),
         HashMap::from([("u0".to_owned(), issued)])

@@ -104,7 +104,13 @@ impl Stores {
             quantity: rules.total_quantity.into(),
             issued_count: counts.issued_count,
             rejected_count: counts.rejected_count,
-            coupons: self.store.holders(id).await?.into_iter().collect(),
+            coupons: self
+                .store
+                .holders(id)
+                .await?
+                .into_iter()
+                .map(|h| (h.user_id, h.coupon_id))
+                .collect(),
             rejections: self
                 .store
                 .rejections(id)

@@ -1,6 +1,7 @@
 //! The API's transport contract, shared by the HTTP functions: request parsing that never panics,
 //! and the one mapping of every failure, whichever context it comes from, to a status code and the
-//! JSON body `{"error": CODE, "message": text, "field"?: name}`. Transient failures answer 503
+//! JSON body `{"error": CODE, "message": text, "field"?: name}` (a repeated issue request's 409
+//! adds the first answer). Transient failures answer 503
 //! with `Retry-After`; permanent ones a 4xx with their own code.
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
@@ -11,7 +12,8 @@ use serde::de::DeserializeOwned;
 
 use crate::coupons::CouponError;
 use crate::grading::GradingError;
-use crate::issuance::IssuanceError;
+use crate::issuance::domain::{IssueStatus, Place};
+use crate::issuance::{IssuanceError, IssueState};
 use crate::kernel::{InvalidField, Unavailable};
 use crate::points::PointsError;
 
@@ -54,6 +56,8 @@ pub enum ApiError {
 struct Problem {
     code: ErrorCode,
     field: Option<String>,
+    /// More fields of the answer (a repeated issue request's first answer).
+    details: serde_json::Map<String, serde_json::Value>,
     /// What went wrong behind us, for the log only; the client sees a generic message.
     backend: Option<String>,
 }
@@ -63,6 +67,7 @@ impl Problem {
         Self {
             code,
             field: None,
+            details: serde_json::Map::new(),
             backend: None,
         }
     }
@@ -106,7 +111,10 @@ impl ApiError {
             Self::Unauthenticated => Problem::new(ErrorCode::Unauthorized),
             Self::KeyExpired => Problem::new(ErrorCode::KeyExpired),
             Self::NotFound(_) | Self::Issuance(I::CampaignNotFound) => Problem::new(ErrorCode::NotFound),
-            Self::Issuance(I::AlreadyIssued) => Problem::new(ErrorCode::AlreadyIssued),
+            Self::Issuance(I::AlreadyIssued { place, state }) => Problem {
+                details: repeated_issue(place, state.as_ref()),
+                ..Problem::new(ErrorCode::AlreadyIssued)
+            },
             Self::Issuance(I::SoldOut) => Problem::new(ErrorCode::SoldOut),
             Self::Issuance(I::NotOpen) => Problem::new(ErrorCode::NotOpen),
             Self::Issuance(I::Ended) => Problem::new(ErrorCode::Ended),
@@ -169,6 +177,7 @@ impl ApiError {
         if let Some(field) = problem.field {
             body.insert("field".into(), field.into());
         }
+        body.extend(problem.details);
         let body = serde_json::Value::Object(body);
         let status = problem.code.status();
         let mut response = json(status, &body);
@@ -179,6 +188,41 @@ impl ApiError {
         }
         response
     }
+}
+
+/// Where a user's coupon of a campaign stands, as the status route answers it: `status`, with the
+/// coupon's id once `ISSUED` and the reason once `REJECTED`.
+pub fn issue_state_fields(state: &IssueState) -> serde_json::Map<String, serde_json::Value> {
+    let value = match state {
+        IssueState::Issued { coupon_id } => {
+            serde_json::json!({"status": IssueStatus::Issued, "couponId": coupon_id.to_string()})
+        }
+        IssueState::Pending => serde_json::json!({"status": IssueStatus::Pending}),
+        IssueState::Rejected(reason) => {
+            serde_json::json!({"status": IssueStatus::Rejected, "reason": reason.as_str()})
+        }
+        IssueState::None => serde_json::json!({"status": IssueStatus::None}),
+    };
+    match value {
+        serde_json::Value::Object(fields) => fields,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// A repeated issue request's answer carries the first one's: its `requestId` and `rank` (when the
+/// place knows them) and where the coupon stands now.
+fn repeated_issue(place: &Place, state: Option<&IssueState>) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = serde_json::Map::new();
+    if let Some(request) = place.request_id {
+        fields.insert("requestId".into(), request.to_string().into());
+    }
+    if let Some(rank) = place.rank {
+        fields.insert("rank".into(), rank.into());
+    }
+    if let Some(state) = state {
+        fields.extend(issue_state_fields(state));
+    }
+    fields
 }
 
 impl From<Unavailable> for ApiError {
@@ -375,7 +419,14 @@ mod tests {
     #[test]
     fn permanent_domain_errors_have_their_own_codes_and_no_retry_after() {
         for (e, status, code) in [
-            (IssuanceError::AlreadyIssued, 409, "ALREADY_ISSUED"),
+            (
+                IssuanceError::AlreadyIssued {
+                    place: Place::default(),
+                    state: None,
+                },
+                409,
+                "ALREADY_ISSUED",
+            ),
             (IssuanceError::SoldOut, 410, "SOLD_OUT"),
             (IssuanceError::NotOpen, 422, "NOT_OPEN"),
             (IssuanceError::Ended, 422, "ENDED"),
@@ -409,11 +460,37 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_issue_request_is_answered_with_the_first_answer() {
+        let request = uuid::Uuid::now_v7();
+        let answer = |state| {
+            let r = ApiError::from(IssuanceError::AlreadyIssued {
+                place: Place::of(request, 7),
+                state,
+            })
+            .into_response();
+            assert_eq!(r.status(), 409);
+            let Body::Text(body) = r.into_body() else { panic!() };
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        };
+        let issued = answer(Some(IssueState::Issued { coupon_id: 12 }));
+        assert_eq!(issued["error"], "ALREADY_ISSUED");
+        assert_eq!(issued["requestId"], request.to_string());
+        assert_eq!(issued["rank"], 7);
+        assert_eq!(issued["status"], "ISSUED");
+        assert_eq!(issued["couponId"], "12");
+        assert_eq!(answer(Some(IssueState::Pending))["status"], "PENDING");
+        assert!(answer(None).get("status").is_none(), "Redis did not say");
+    }
+
+    #[test]
     fn the_mapping_answers_503_exactly_for_what_the_context_calls_transient() {
         for e in [
             IssuanceError::Invalid(InvalidField::new("x", "y")),
             IssuanceError::CampaignNotFound,
-            IssuanceError::AlreadyIssued,
+            IssuanceError::AlreadyIssued {
+                place: Place::default(),
+                state: None,
+            },
             IssuanceError::SoldOut,
             IssuanceError::NotOpen,
             IssuanceError::Ended,

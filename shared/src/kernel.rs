@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 
 pub const MAX_USER_ID_CHARS: usize = 64;
 
+/// The most any money amount may be (an order, an AMOUNT discount): far above any real order, a
+/// month's sums stay exact, and every amount is an exact JSON number in JavaScript too
+/// (at most 2^53 − 1).
+pub const MAX_MONEY_AMOUNT: u64 = 1_000_000_000_000;
+const _: () = assert!(MAX_MONEY_AMOUNT < (1 << 53));
+
 /// A request field that failed validation: the API names it in its 400 answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]

@@ -10,7 +10,7 @@ use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::http::{self as api, ApiError};
 use fcfs_shared::issuance::domain::{CampaignId, IssueStatus};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger, ReservationQueue};
-use fcfs_shared::issuance::{HEAL_GRACE, Issuance, IssueState};
+use fcfs_shared::issuance::{HEAL_GRACE, Issuance};
 use fcfs_shared::kernel::UserId;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -119,15 +119,8 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> 
     async fn status(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let (partner, campaign) = Self::target(req)?;
         let user = UserId::parse(&api::path_param(req, "userId").unwrap_or_default())?;
-        let body = match self.issuance.status(&partner, campaign, &user).await? {
-            IssueState::Issued { coupon_id } => {
-                json!({"status": IssueStatus::Issued, "couponId": coupon_id.to_string()})
-            }
-            IssueState::Pending => json!({"status": IssueStatus::Pending}),
-            IssueState::Rejected(reason) => json!({"status": IssueStatus::Rejected, "reason": reason.as_str()}),
-            IssueState::None => json!({"status": IssueStatus::None}),
-        };
-        Ok(api::json(StatusCode::OK, &body))
+        let state = self.issuance.status(&partner, campaign, &user).await?;
+        Ok(api::json(StatusCode::OK, &api::issue_state_fields(&state)))
     }
 }
 

@@ -15,8 +15,8 @@ use super::secrets::{DatabaseSecret, fetch_database_secret};
 use crate::config::{ConfigError, Settings, StartupError};
 use crate::issuance::IssuanceError;
 use crate::issuance::domain::{
-    Campaign, CampaignId, CampaignKind, CampaignTerms, Discount, DiscountType, NewCampaign, Outcome, RejectionReason,
-    Reservation, allot,
+    Campaign, CampaignId, CampaignKind, CampaignTerms, Discount, DiscountType, Holder, NewCampaign, Outcome, Place,
+    RejectionReason, Reservation, allot,
 };
 use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
 use crate::kernel::{TxError, Unavailable, UserId};
@@ -316,12 +316,24 @@ impl MySqlStore {
     }
 
     /// Users holding a coupon of the campaign, with its id: what Redis is rebuilt from.
-    pub async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable> {
-        sqlx::query_as("SELECT user_id, id FROM coupons WHERE campaign_id = ?")
-            .bind(id)
-            .fetch_all(&self.db().await?)
-            .await
-            .map_err(unavailable)
+    pub async fn holders(&self, id: CampaignId) -> Result<Vec<Holder>, Unavailable> {
+        let rows: Vec<(String, u64, String, u32)> =
+            sqlx::query_as("SELECT user_id, id, request_id, issue_rank FROM coupons WHERE campaign_id = ?")
+                .bind(id)
+                .fetch_all(&self.db().await?)
+                .await
+                .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, coupon_id, request_id, rank)| Holder {
+                user_id,
+                coupon_id,
+                place: Place {
+                    request_id: uuid::Uuid::parse_str(&request_id).ok(),
+                    rank: Some(rank),
+                },
+            })
+            .collect())
     }
 
     /// Users whose reservation the writer rejected, with why.
@@ -509,7 +521,7 @@ impl CampaignCatalog for MySqlStore {
         .await
     }
 
-    async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable> {
+    async fn holders(&self, id: CampaignId) -> Result<Vec<Holder>, Unavailable> {
         self.timed(MySqlStore::holders(self, id)).await
     }
 }

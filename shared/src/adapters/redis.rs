@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::config::{ConfigError, Settings};
 use crate::issuance::domain::{
-    CampaignId, CampaignKind, IssueDecision, IssueRules, Outcome, PendingReservation, RejectionReason,
+    CampaignId, CampaignKind, Holder, IssueDecision, IssueRules, Outcome, PendingReservation, Place, RejectionReason,
 };
 use crate::issuance::ports::{HealTurn, IssueLedger, Standing};
 use crate::kernel::{Unavailable, UserId};
@@ -41,6 +41,8 @@ use crate::kernel::{Unavailable, UserId};
 /// unprimed, never a fresh start: a primed campaign always has its counter, and places counted
 /// always have their holders (`heal` rebuilds them from MySQL). The place is recorded as pending in the same
 /// step, so no crash can leave a place held without a trace. Mirrors `domain::decide`.
+/// A user who holds a place gets back what holds it (`Place::encode`: request id and rank), so a
+/// repeated request is answered as the first was. Every other answer is a number.
 /// KEYS: rules, users, count, pending. ARGV: user, now (epoch ms), request id, partner.
 const RESERVE: &str = r"
 local rules = redis.call('HMGET', KEYS[1], 'quantity', 'startsAt', 'endsAt', 'partner', 'expiresAt', 'kind')
@@ -54,10 +56,11 @@ local count = redis.call('GET', KEYS[3])
 if not count then return -4 end
 count = tonumber(count)
 if count > 0 and redis.call('EXISTS', KEYS[2]) == 0 then return -4 end
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
+local held = redis.call('HGET', KEYS[2], ARGV[1])
+if held then return held end
 if count >= tonumber(rules[1]) then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 local rank = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. ' ' .. rank)
 redis.call('HSET', KEYS[4], ARGV[3], rank .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
 if rules[5] then
   if rank == 1 then
@@ -70,11 +73,13 @@ return rank
 ";
 
 /// Only the request that made a reservation can give it back: a repeated release, or the release
-/// of a request whose outcome is unknown, never takes away another request's place.
+/// of a request whose outcome is unknown, never takes away another request's place. The place
+/// holds `<request id> <rank>` (or, written by older builds, the bare request id).
 /// KEYS: users, count, pending. ARGV: user, request id.
 const RELEASE: &str = r"
 redis.call('HDEL', KEYS[3], ARGV[2])
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held and (held == ARGV[2] or string.sub(held, 1, #ARGV[2] + 1) == ARGV[2] .. ' ') then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('DECR', KEYS[2])
   return 1
@@ -436,7 +441,7 @@ impl RedisIssueLedger {
     /// them): the holders of `coupons` (with their written outcome), plus the users of places still
     /// pending, which keep their request. Only correct while no reservation is in flight, i.e. with
     /// the issue queue and its DLQ drained. Returns the reserved count it set.
-    pub async fn restore(&self, rules: &IssueRules, coupons: &[(String, u64)]) -> Result<u64, Unavailable> {
+    pub async fn restore(&self, rules: &IssueRules, coupons: &[Holder]) -> Result<u64, Unavailable> {
         let id = rules.campaign_id;
         let pending = self.pending(id, usize::MAX).await?;
         // The counter first: without it every request is unprimed until the rules are back,
@@ -452,9 +457,14 @@ impl RedisIssueLedger {
             let mut hold = redis::cmd("HSET");
             hold.arg(users_key(id));
             let mut marks = Vec::with_capacity(chunk.len());
-            for (user, coupon_id) in chunk {
-                hold.arg(user).arg("restored");
-                marks.push((user.clone(), encode_outcome(Outcome::Issued { coupon_id: *coupon_id })));
+            for holder in chunk {
+                hold.arg(&holder.user_id).arg(holder.place.encode());
+                marks.push((
+                    holder.user_id.clone(),
+                    encode_outcome(Outcome::Issued {
+                        coupon_id: holder.coupon_id,
+                    }),
+                ));
             }
             self.query::<()>(&hold).await?;
             self.mark_encoded(id, &marks).await?;
@@ -464,7 +474,7 @@ impl RedisIssueLedger {
                 redis::cmd("HSET")
                     .arg(users_key(id))
                     .arg(place.user_id.as_str())
-                    .arg(place.request_id.to_string()),
+                    .arg(Place::of(place.request_id, place.rank).encode()),
             )
             .await?;
         }
@@ -497,15 +507,14 @@ impl RedisIssueLedger {
             let mut hold = redis::cmd("HSET");
             hold.arg(users_key(id));
             for user in chunk {
-                hold.arg(user).arg("restored");
+                hold.arg(user).arg(Place::default().encode());
             }
             self.query::<()>(&hold).await?;
         }
         Ok(())
     }
 
-    /// Every holder of the campaign: user → the request holding the place ("restored" for places
-    /// rebuilt from MySQL).
+    /// Every holder of the campaign: user → the place as stored (`Place::decode` reads it).
     pub async fn holders(&self, id: CampaignId) -> Result<HashMap<String, String>, Unavailable> {
         self.scan_hash(&users_key(id)).await
     }
@@ -622,14 +631,21 @@ impl IssueLedger for RedisIssueLedger {
             .arg(now.timestamp_millis())
             .arg(request.to_string())
             .arg(partner);
-        let answer: i64 = self.invoke(&invocation).await?;
+        let answer: redis::Value = self.invoke(&invocation).await?;
+        let answer = match answer {
+            redis::Value::Int(n) => n,
+            held => {
+                let held: String = redis::FromRedisValue::from_redis_value(held)
+                    .map_err(|e| Unavailable::new("redis", format!("issue script answered {e}")))?;
+                return Ok(IssueDecision::AlreadyIssued(Place::decode(&held)));
+            }
+        };
         Ok(match answer {
             -6 => IssueDecision::NotOnSale,
             -5 => IssueDecision::NotOwner,
             -4 => IssueDecision::Unprimed,
             -3 => IssueDecision::NotOpen,
             -2 => IssueDecision::Ended,
-            -1 => IssueDecision::AlreadyIssued,
             0 => IssueDecision::SoldOut,
             rank => IssueDecision::Reserved {
                 rank: u32::try_from(rank).map_err(|_| Unavailable::new("redis", format!("rank {rank}")))?,
@@ -717,7 +733,7 @@ impl IssueLedger for RedisIssueLedger {
         self.take_heal_turn(id, now, grace).await
     }
 
-    async fn rebuild(&self, rules: &IssueRules, holders: &[(String, u64)]) -> Result<u64, Unavailable> {
+    async fn rebuild(&self, rules: &IssueRules, holders: &[Holder]) -> Result<u64, Unavailable> {
         self.restore(rules, holders).await
     }
 

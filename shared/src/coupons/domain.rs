@@ -14,7 +14,7 @@ pub type CouponId = u64;
 
 pub const MAX_ORDER_ID_CHARS: usize = 128;
 /// An order amount above this is refused (it would also overflow a percentage).
-pub const MAX_ORDER_AMOUNT: u64 = 1_000_000_000_000;
+pub const MAX_ORDER_AMOUNT: u64 = crate::kernel::MAX_MONEY_AMOUNT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

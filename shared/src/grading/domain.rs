@@ -191,8 +191,8 @@ fn order_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateT
         .map_err(|_| D::Error::invalid_value(Unexpected::Str(&text), expected))
 }
 
-/// The most an order may be worth: far above any real order, and sums of a month stay exact.
-pub const MAX_ORDER_AMOUNT: u64 = 1_000_000_000_000;
+/// The most an order may be worth.
+pub const MAX_ORDER_AMOUNT: u64 = crate::kernel::MAX_MONEY_AMOUNT;
 
 /// A valid order of a partner.
 #[derive(Debug, Clone, PartialEq, Eq)]

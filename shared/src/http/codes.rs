@@ -58,7 +58,7 @@ error_codes! {
     NotFound = "NOT_FOUND", NOT_FOUND, Retry::No,
         "No such campaign, coupon, transaction, grading run or grade for this partner (another partner's is not found either).";
     AlreadyIssued = "ALREADY_ISSUED", CONFLICT, Retry::No,
-        "The user already holds a place in this campaign: read its outcome with `GET …/issues/{userId}`.";
+        "The user already holds a place in this campaign. The answer repeats the first request's `requestId` and `rank` and the coupon's `status` (with `couponId` once issued), so retrying an issue call whose answer was lost is safe.";
     SoldOut = "SOLD_OUT", GONE, Retry::No,
         "Every place of the campaign is taken.";
     NotOpen = "NOT_OPEN", UNPROCESSABLE_ENTITY, Retry::Once("`issueStartsAt` has passed"),

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::{InvalidField, UserId, rfc3339, storable_instant, whole_number};
+use crate::kernel::{InvalidField, MAX_MONEY_AMOUNT, UserId, rfc3339, storable_instant, whole_number};
 
 pub const MAX_TOTAL_QUANTITY: u32 = 10_000_000;
 pub const MAX_NAME_CHARS: usize = 200;
@@ -113,10 +113,10 @@ impl NewCampaign {
             DiscountType::Percent if !(1..=100).contains(&self.discount.value) => {
                 return Err(InvalidField::new("discount.value", "a PERCENT discount must be 1-100"));
             }
-            DiscountType::Amount if self.discount.value == 0 => {
+            DiscountType::Amount if !(1..=MAX_MONEY_AMOUNT).contains(&self.discount.value) => {
                 return Err(InvalidField::new(
                     "discount.value",
-                    "an AMOUNT discount must be positive",
+                    "an AMOUNT discount must be 1-1000000000000",
                 ));
             }
             _ => {}
@@ -185,7 +185,8 @@ pub enum IssueDecision {
     Reserved {
         rank: u32,
     },
-    AlreadyIssued,
+    /// The user already holds a place, taken by this request.
+    AlreadyIssued(Place),
     SoldOut,
     NotOpen,
     Ended,
@@ -198,13 +199,58 @@ pub enum IssueDecision {
     Unprimed,
 }
 
+/// The request that took a user's place, and its rank: what a repeated request is answered with.
+/// A place rebuilt by `fcfs-admin reconcile --repair` from a coupon alone knows neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Place {
+    pub request_id: Option<uuid::Uuid>,
+    pub rank: Option<u32>,
+}
+
+impl Place {
+    pub fn of(request_id: uuid::Uuid, rank: u32) -> Self {
+        Self {
+            request_id: Some(request_id),
+            rank: Some(rank),
+        }
+    }
+
+    /// As Redis's users hash holds it, user → `"<request id> <rank>"` (the issue script writes the
+    /// same). Only the request id is compared when a place is given back.
+    pub fn encode(&self) -> String {
+        match (self.request_id, self.rank) {
+            (Some(request), Some(rank)) => format!("{request} {rank}"),
+            (Some(request), None) => request.to_string(),
+            _ => "restored".to_owned(),
+        }
+    }
+
+    /// Also reads the older forms: a bare request id, and `restored`.
+    pub fn decode(raw: &str) -> Self {
+        let mut parts = raw.split(' ');
+        Self {
+            request_id: parts.next().and_then(|r| uuid::Uuid::parse_str(r).ok()),
+            rank: parts.next().and_then(|r| r.parse().ok()),
+        }
+    }
+}
+
+/// A coupon MySQL recorded, with the request that won it: a holder to put back when Redis has
+/// lost a campaign's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub user_id: String,
+    pub coupon_id: u64,
+    pub place: Place,
+}
+
 /// The decision rule the Redis script implements, as plain code: the in-memory ledger used by unit
 /// tests runs exactly this, so the script and the tests agree on one specification.
 pub fn decide(
     rules: &IssueRules,
     partner: &str,
     now: DateTime<Utc>,
-    already_holds: bool,
+    held: Option<Place>,
     reserved: u32,
 ) -> IssueDecision {
     if rules.partner_id != partner {
@@ -215,8 +261,8 @@ pub fn decide(
         IssueDecision::NotOpen
     } else if now >= rules.issue_ends_at {
         IssueDecision::Ended
-    } else if already_holds {
-        IssueDecision::AlreadyIssued
+    } else if let Some(place) = held {
+        IssueDecision::AlreadyIssued(place)
     } else if reserved >= rules.total_quantity {
         IssueDecision::SoldOut
     } else {
@@ -535,21 +581,35 @@ mod tests {
     fn decision_order_window_then_duplicate_then_stock() {
         let r = rules();
         let now = Utc::now();
-        assert_eq!(decide(&r, "other", now, false, 0), IssueDecision::NotOwner);
+        let held = Place::of(uuid::Uuid::now_v7(), 2);
+        assert_eq!(decide(&r, "other", now, None, 0), IssueDecision::NotOwner);
         assert_eq!(
-            decide(&r, "p", r.issue_starts_at - Duration::seconds(1), false, 0),
+            decide(&r, "p", r.issue_starts_at - Duration::seconds(1), None, 0),
             IssueDecision::NotOpen
         );
-        assert_eq!(decide(&r, "p", r.issue_ends_at, false, 0), IssueDecision::Ended);
-        assert_eq!(decide(&r, "p", now, true, 2), IssueDecision::AlreadyIssued);
-        assert_eq!(decide(&r, "p", now, false, 2), IssueDecision::SoldOut);
-        assert_eq!(decide(&r, "p", now, false, 1), IssueDecision::Reserved { rank: 2 });
+        assert_eq!(decide(&r, "p", r.issue_ends_at, None, 0), IssueDecision::Ended);
+        assert_eq!(decide(&r, "p", now, Some(held), 2), IssueDecision::AlreadyIssued(held));
+        assert_eq!(decide(&r, "p", now, None, 2), IssueDecision::SoldOut);
+        assert_eq!(decide(&r, "p", now, None, 1), IssueDecision::Reserved { rank: 2 });
         let reward = IssueRules {
             kind: CampaignKind::Reward,
             ..r.clone()
         };
-        assert_eq!(decide(&reward, "other", now, false, 0), IssueDecision::NotOwner);
-        assert_eq!(decide(&reward, "p", now, false, 0), IssueDecision::NotOnSale);
+        assert_eq!(decide(&reward, "other", now, None, 0), IssueDecision::NotOwner);
+        assert_eq!(decide(&reward, "p", now, None, 0), IssueDecision::NotOnSale);
+    }
+
+    #[test]
+    fn a_place_reads_back_as_stored_and_older_forms_still_read() {
+        let request = uuid::Uuid::now_v7();
+        let place = Place::of(request, 17);
+        assert_eq!(place.encode(), format!("{request} 17"));
+        assert_eq!(Place::decode(&place.encode()), place);
+        let bare = Place::decode(&request.to_string());
+        assert_eq!((bare.request_id, bare.rank), (Some(request), None));
+        assert_eq!(bare.encode(), request.to_string());
+        assert_eq!(Place::decode("restored"), Place::default());
+        assert_eq!(Place::default().encode(), "restored");
     }
 
     fn reservation(user: &str, partner: &str, rank: u32) -> Reservation {
@@ -815,6 +875,21 @@ mod tests {
             }),
             "discount.value"
         );
+        // An amount JavaScript could not hold exactly is refused, as any amount above an order's.
+        for (value, valid) in [
+            (MAX_MONEY_AMOUNT, true),
+            (MAX_MONEY_AMOUNT + 1, false),
+            (u64::MAX, false),
+        ] {
+            let amount = NewCampaign {
+                discount: Discount {
+                    kind: DiscountType::Amount,
+                    value,
+                },
+                ..c.clone()
+            };
+            assert_eq!(amount.validate().is_ok(), valid, "{value}");
+        }
         // Valid RFC 3339, but MySQL's DATETIME cannot hold it: refused before any write.
         assert_eq!(
             field(NewCampaign {

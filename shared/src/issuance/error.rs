@@ -2,7 +2,8 @@
 //! domain) are kept apart from transient ones (a backing service down or slow), so a client is
 //! told to retry only when a retry can succeed.
 
-use super::domain::CampaignId;
+use super::domain::{CampaignId, Place};
+use super::issue::IssueState;
 use crate::kernel::{InvalidField, Unavailable};
 
 #[derive(Debug, thiserror::Error)]
@@ -12,8 +13,10 @@ pub enum IssuanceError {
     /// Unknown, or another partner's: the two are indistinguishable on purpose.
     #[error("campaign not found")]
     CampaignNotFound,
+    /// A repeated request: answered with the place the first one took and where it stands now
+    /// (`None` when Redis could not say).
     #[error("this user already holds a coupon of this campaign")]
-    AlreadyIssued,
+    AlreadyIssued { place: Place, state: Option<IssueState> },
     #[error("no coupons are left")]
     SoldOut,
     #[error("issuance has not started yet")]

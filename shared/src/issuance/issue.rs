@@ -147,7 +147,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
         let result = self.decide_and_send(partner, campaign, user).await;
         let outcome = match &result {
             Ok(_) => "reserved",
-            Err(IssuanceError::AlreadyIssued) => "already_issued",
+            Err(IssuanceError::AlreadyIssued { .. }) => "already_issued",
             Err(IssuanceError::SoldOut) => "sold_out",
             Err(IssuanceError::NotOpen) => "not_open",
             Err(IssuanceError::Ended) => "ended",
@@ -203,7 +203,10 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
         };
         let rank = match decision {
             IssueDecision::Reserved { rank } => rank,
-            IssueDecision::AlreadyIssued => return Err(IssuanceError::AlreadyIssued),
+            IssueDecision::AlreadyIssued(place) => {
+                let state = self.standing_of(campaign, user).await;
+                return Err(IssuanceError::AlreadyIssued { place, state });
+            }
             IssueDecision::SoldOut => return Err(IssuanceError::SoldOut),
             IssueDecision::NotOpen => return Err(IssuanceError::NotOpen),
             IssueDecision::Ended => return Err(IssuanceError::Ended),
@@ -231,6 +234,17 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             }
         }
         Ok(Accepted { request_id, rank })
+    }
+
+    /// Where a place Redis just reported held stands, from Redis alone (a repeated request must
+    /// not reach MySQL): `None` if Redis does not answer.
+    async fn standing_of(&self, campaign: CampaignId, user: &UserId) -> Option<IssueState> {
+        let standing = self.ledger.standing(campaign, user).await.ok()?;
+        Some(match standing.outcome {
+            Some(outcome) => outcome.into(),
+            None if standing.held => IssueState::Pending,
+            None => IssueState::None,
+        })
     }
 
     async fn compensate(&self, campaign: CampaignId, user: &UserId, request_id: uuid::Uuid) {

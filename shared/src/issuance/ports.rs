@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::domain::{
-    Campaign, CampaignId, CouponGrant, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation,
+    Campaign, CampaignId, CouponGrant, Holder, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation,
     RejectionReason, Reservation,
 };
 use super::error::IssuanceError;
@@ -44,8 +44,9 @@ pub trait CampaignCatalog: Send + Sync {
     async fn issued_count(&self, id: CampaignId) -> Result<u64, Unavailable>;
     /// What the writer recorded for the user in the campaign: a coupon, a rejection, or nothing.
     async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable>;
-    /// Users holding a coupon of the campaign, with its id: what a lost ledger is rebuilt from.
-    async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable>;
+    /// Users holding a coupon of the campaign, with its id and the request that won it: what a
+    /// lost ledger is rebuilt from.
+    async fn holders(&self, id: CampaignId) -> Result<Vec<Holder>, Unavailable>;
 }
 
 /// What the ledger knows of one user's place in a campaign (the status endpoint's first source).
@@ -118,7 +119,7 @@ pub trait IssueLedger: Send + Sync {
     /// Rebuilds the campaign's state: its holders (from MySQL, with their coupons) and its pending
     /// places hold places, the counter is their number, and the rules come back last. Only
     /// correct with no reservation on its way. Returns the places held.
-    async fn rebuild(&self, rules: &IssueRules, holders: &[(String, u64)]) -> Result<u64, Unavailable>;
+    async fn rebuild(&self, rules: &IssueRules, holders: &[Holder]) -> Result<u64, Unavailable>;
     /// Ends a turn: its lock, and when the state was `rebuilt`, the loss's sighting.
     async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable>;
 }
@@ -188,7 +189,7 @@ impl<T: CampaignCatalog + ?Sized> CampaignCatalog for std::sync::Arc<T> {
     async fn outcome_of(&self, id: CampaignId, user: &UserId) -> Result<Option<Outcome>, Unavailable> {
         (**self).outcome_of(id, user).await
     }
-    async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable> {
+    async fn holders(&self, id: CampaignId) -> Result<Vec<Holder>, Unavailable> {
         (**self).holders(id).await
     }
 }
@@ -243,7 +244,7 @@ impl<T: IssueLedger + ?Sized> IssueLedger for std::sync::Arc<T> {
     ) -> Result<HealTurn, Unavailable> {
         (**self).heal_turn(id, now, grace).await
     }
-    async fn rebuild(&self, rules: &IssueRules, holders: &[(String, u64)]) -> Result<u64, Unavailable> {
+    async fn rebuild(&self, rules: &IssueRules, holders: &[Holder]) -> Result<u64, Unavailable> {
         (**self).rebuild(rules, holders).await
     }
     async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable> {

@@ -18,8 +18,8 @@ use crate::coupons::domain::{
 use crate::coupons::ports::CouponRecords;
 use crate::issuance::IssuanceError;
 use crate::issuance::domain::{
-    Campaign, CampaignId, CampaignKind, CampaignTerms, CouponGrant, GrantableCampaign, IssueDecision, IssueRules,
-    NewCampaign, Outcome, PendingReservation, Reservation, allot, decide, grant_coupons,
+    Campaign, CampaignId, CampaignKind, CampaignTerms, CouponGrant, GrantableCampaign, Holder, IssueDecision,
+    IssueRules, NewCampaign, Outcome, PendingReservation, Place, Reservation, allot, decide, grant_coupons,
 };
 use crate::issuance::ports::{
     CampaignCatalog, ChunkRecord, CouponBook, HealTurn, IssueLedger, ReservationQueue, RewardCoupons, SendError,
@@ -84,7 +84,7 @@ impl Clock for ManualClock {
 /// One campaign's live state, as the Redis keys hold it.
 struct CampaignState {
     rules: IssueRules,
-    users: HashMap<UserId, Uuid>,
+    users: HashMap<UserId, Place>,
     count: u32,
     pending: HashMap<Uuid, PendingReservation>,
 }
@@ -164,9 +164,9 @@ impl IssueLedger for MemoryLedger {
         let Some(s) = state.get_mut(&id) else {
             return Ok(IssueDecision::Unprimed);
         };
-        let decision = decide(&s.rules, partner, now, s.users.contains_key(user), s.count);
+        let decision = decide(&s.rules, partner, now, s.users.get(user).copied(), s.count);
         if let IssueDecision::Reserved { rank } = decision {
-            s.users.insert(user.clone(), request);
+            s.users.insert(user.clone(), Place::of(request, rank));
             s.count = rank;
             s.pending.insert(
                 request,
@@ -196,7 +196,7 @@ impl IssueLedger for MemoryLedger {
             return Ok(false);
         };
         s.pending.remove(&request);
-        let held = s.users.get(user) == Some(&request);
+        let held = s.users.get(user).and_then(|p| p.request_id) == Some(request);
         if held {
             s.users.remove(user);
             s.count -= 1;
@@ -277,15 +277,19 @@ impl IssueLedger for MemoryLedger {
         })
     }
 
-    async fn rebuild(&self, rules: &IssueRules, holders: &[(String, u64)]) -> Result<u64, Unavailable> {
+    async fn rebuild(&self, rules: &IssueRules, holders: &[Holder]) -> Result<u64, Unavailable> {
         self.check()?;
         let mut state = self.state.lock().unwrap();
         let pending = state.remove(&rules.campaign_id).map(|s| s.pending).unwrap_or_default();
-        let mut users: HashMap<UserId, Uuid> = holders
+        let mut users: HashMap<UserId, Place> = holders
             .iter()
-            .filter_map(|(user, _)| Some((UserId::parse(user).ok()?, Uuid::nil())))
+            .filter_map(|h| Some((UserId::parse(&h.user_id).ok()?, h.place)))
             .collect();
-        users.extend(pending.values().map(|p| (p.user_id.clone(), p.request_id)));
+        users.extend(
+            pending
+                .values()
+                .map(|p| (p.user_id.clone(), Place::of(p.request_id, p.rank))),
+        );
         let count = users.len() as u32;
         state.insert(
             rules.campaign_id,
@@ -384,12 +388,17 @@ impl CampaignCatalog for MemoryCatalog {
         Ok(self.outcomes.lock().unwrap().get(&(id, user.clone())).copied())
     }
 
-    async fn holders(&self, id: CampaignId) -> Result<Vec<(String, u64)>, Unavailable> {
+    async fn holders(&self, id: CampaignId) -> Result<Vec<Holder>, Unavailable> {
         let outcomes = self.outcomes.lock().unwrap();
         Ok(outcomes
             .iter()
             .filter_map(|((c, user), o)| match o {
-                Outcome::Issued { coupon_id } if *c == id => Some((user.as_str().to_owned(), *coupon_id)),
+                // The fake records no requests: its holders come back without theirs.
+                Outcome::Issued { coupon_id } if *c == id => Some(Holder {
+                    user_id: user.as_str().to_owned(),
+                    coupon_id: *coupon_id,
+                    place: Place::default(),
+                }),
                 _ => None,
             })
             .collect())

@@ -3,7 +3,7 @@ use std::sync::atomic::Ordering;
 use chrono::Duration;
 
 use super::*;
-use crate::issuance::domain::{Outcome, RejectionReason};
+use crate::issuance::domain::{Outcome, Place, RejectionReason};
 use crate::testkit::{ManualClock, MemoryCatalog, MemoryLedger, MemoryQueue, QueueFault, new_campaign};
 
 type Service = Issuance<MemoryCatalog, MemoryLedger, MemoryQueue>;
@@ -30,11 +30,15 @@ fn user(u: &str) -> UserId {
 #[tokio::test]
 async fn first_come_first_served_then_duplicate_then_sold_out() {
     let (s, id, _) = service(2, Duration::zero()).await;
-    assert_eq!(s.issue("p1", id, &user("a")).await.unwrap().rank, 1);
-    assert!(matches!(
-        s.issue("p1", id, &user("a")).await,
-        Err(IssuanceError::AlreadyIssued)
-    ));
+    let first = s.issue("p1", id, &user("a")).await.unwrap();
+    assert_eq!(first.rank, 1);
+    match s.issue("p1", id, &user("a")).await {
+        Err(IssuanceError::AlreadyIssued { place, state }) => {
+            assert_eq!(place, Place::of(first.request_id, 1), "the first answer again");
+            assert_eq!(state, Some(IssueState::Pending));
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(s.issue("p1", id, &user("b")).await.unwrap().rank, 2);
     assert!(matches!(
         s.issue("p1", id, &user("c")).await,
@@ -229,7 +233,7 @@ async fn a_lost_campaign_is_rebuilt_after_the_grace_once_nothing_is_on_its_way()
     );
     assert!(matches!(
         s.issue("p1", id, &user("a")).await,
-        Err(IssuanceError::AlreadyIssued)
+        Err(IssuanceError::AlreadyIssued { .. })
     ));
     assert!(matches!(
         s.issue("p1", id, &user("d")).await,
