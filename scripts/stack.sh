@@ -447,7 +447,7 @@ Demo API key for partner demo-partner (also in .local/demo-api-key):
   $key
 
 Create a campaign and issue a coupon from it (paste as one line):
-  ID=\$(curl -s -X POST $url/v1/campaigns -H "X-API-KEY: $key" -H 'content-type: application/json' -d '{"name":"demo","totalQuantity":100,"issueStartsAt":"2020-01-01T00:00:00Z","issueEndsAt":"2099-01-01T00:00:00Z","couponExpiresAt":"2099-12-31T00:00:00Z","discount":{"type":"AMOUNT","value":1000}}' | sed -E 's/.*"campaignId":([0-9]+).*/\1/') && echo "campaign \$ID" && curl -s -X POST $url/v1/campaigns/\$ID/issues -H "X-API-KEY: $key" -d '{"userId":"alice"}'; echo
+  ID=\$(curl -s -X POST $url/v1/campaigns -H "X-API-KEY: $key" -H 'content-type: application/json' -d '{"name":"demo","totalQuantity":100,"issueStartsAt":"2020-01-01T00:00:00Z","issueEndsAt":"2099-01-01T00:00:00Z","couponExpiresAt":"2099-12-31T00:00:00Z","discount":{"type":"AMOUNT","value":1000}}' | sed -E 's/.*"campaignId":"([0-9]+)".*/\1/') && echo "campaign \$ID" && curl -s -X POST $url/v1/campaigns/\$ID/issues -H "X-API-KEY: $key" -d '{"userId":"alice"}'; echo
 Then, a moment later (the writer's poller records it):
   curl -s $url/v1/campaigns/\$ID/issues/alice -H "X-API-KEY: $key"; echo
 

@@ -165,7 +165,7 @@ async fn one_partner_cannot_see_or_touch_anothers_campaign() {
             .await,
     );
     assert_eq!(status, 201, "{created}");
-    let id = created["campaignId"].to_string();
+    let id = created["campaignId"].as_str().expect("a campaign id").to_owned();
     let missing = "999999999999";
     let user = json!({"userId": "u1"}).to_string();
 

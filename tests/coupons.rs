@@ -355,7 +355,7 @@ async fn pages_of_100_walk_250_coupons_without_a_gap_or_a_repeat() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| c["couponId"].as_u64().unwrap())
+            .map(|c| integration_tests::as_id(&c["couponId"]).unwrap())
             .collect();
         pages.push(ids.len());
         seen.extend(ids);

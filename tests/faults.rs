@@ -79,7 +79,7 @@ impl Sale {
             .await,
         );
         assert_eq!(status, 201, "{created}");
-        created["campaignId"].as_u64().unwrap()
+        integration_tests::as_id(&created["campaignId"]).unwrap()
     }
 
     async fn issue(&self, api: &Api, campaign: u64, user: &str) -> (u16, Value) {
@@ -549,7 +549,7 @@ async fn the_api_process_killed_mid_sale_loses_no_place() {
         .json()
         .await
         .unwrap();
-    let campaign = created["campaignId"].as_u64().unwrap_or_else(|| panic!("{created}"));
+    let campaign = integration_tests::as_id(&created["campaignId"]).unwrap_or_else(|| panic!("{created}"));
 
     // 100 clients issue as fast as they can; the process is killed under them.
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));

@@ -109,7 +109,7 @@ async fn create_campaign(api: &PartnerApi, name: &str, kind: &str, quantity: u32
     )
     .await;
     assert_eq!((status, created["kind"].as_str()), (201, Some(kind)), "{created}");
-    created["campaignId"].as_u64().expect("a campaign id")
+    integration_tests::as_id(&created["campaignId"]).expect("a campaign id")
 }
 
 /// `fcfs-admin reconcile --campaign <id>` against the stack: its exit code and output.
@@ -203,7 +203,7 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
         {"grade": "BASIC", "minAmount": 0},
         {"grade": "SILVER", "minAmount": 1_000_000},
         {"grade": "GOLD", "minAmount": 3_000_000, "points": 500},
-        {"grade": "VIP", "minAmount": 6_000_000, "couponCampaignId": campaign, "points": 2000}
+        {"grade": "VIP", "minAmount": 6_000_000, "couponCampaignId": campaign.to_string(), "points": 2000}
     ]});
     let (status, body) = call(
         &api.http,
@@ -274,7 +274,7 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
     )
     .await;
     assert_eq!(status, 202, "{first}");
-    let run = first["runId"].as_u64().unwrap();
+    let run = integration_tests::as_id(&first["runId"]).unwrap();
     // The same month again: the same run.
     let (status, second) = call(
         &api.http,
@@ -284,7 +284,7 @@ async fn a_million_orders_grade_every_user_once_and_grant_each_reward_once() {
         Some(json!({"month": MONTH})),
     )
     .await;
-    assert_eq!((status, second["runId"].as_u64()), (202, Some(run)));
+    assert_eq!((status, integration_tests::as_id(&second["runId"])), (202, Some(run)));
     let done = wait_done(&api.http, base, key, run, Duration::from_secs(300)).await;
     eprintln!(
         "run done in {:.1} s (the run's own durationMs: {}): {done}",
@@ -504,7 +504,7 @@ async fn a_runner_killed_mid_run_completes_the_run_with_nothing_twice() {
     )
     .await;
     assert_eq!(status, 202, "{started}");
-    let run = started["runId"].as_u64().unwrap();
+    let run = integration_tests::as_id(&started["runId"]).unwrap();
 
     // Kill it once some partitions are done and others are not.
     let until = Instant::now() + Duration::from_secs(120);
@@ -814,7 +814,7 @@ async fn refunds_stop_counting_and_only_an_ended_month_is_graded() {
         http,
         base,
         key,
-        first["runId"].as_u64().unwrap(),
+        integration_tests::as_id(&first["runId"]).unwrap(),
         Duration::from_secs(120),
     )
     .await;
@@ -844,7 +844,7 @@ async fn refunds_stop_counting_and_only_an_ended_month_is_graded() {
             let seen = &g["rewards"][0];
             assert_eq!(
                 (&seen["kind"], &seen["grade"], &seen["campaignId"]),
-                (&json!("COUPON"), &json!("GOLD"), &json!(reward)),
+                (&json!("COUPON"), &json!("GOLD"), &json!(reward.to_string())),
                 "{g}"
             );
             seen["outcome"].clone()

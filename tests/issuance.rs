@@ -77,7 +77,7 @@ impl Stack {
             .await,
         );
         assert_eq!(status, 201, "{created}");
-        created["campaignId"].to_string()
+        created["campaignId"].as_str().expect("a campaign id").to_owned()
     }
 
     async fn campaign(&self, id: &str) -> Value {

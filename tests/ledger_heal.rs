@@ -62,7 +62,7 @@ async fn sale_on_private_redis(redis: &PrivateRedis) -> (PartnerApi, u64) {
     )
     .await;
     assert_eq!(status, 201, "{created}");
-    (api, created["campaignId"].as_u64().unwrap())
+    (api, integration_tests::as_id(&created["campaignId"]).unwrap())
 }
 
 async fn coupons(api: &PartnerApi, campaign: u64) -> Vec<String> {

@@ -91,7 +91,7 @@ async fn metrics_after_a_flash_sale_report_exactly_its_decisions() {
         .json()
         .await
         .unwrap();
-    let campaign = created["campaignId"].as_u64().expect("a campaign id");
+    let campaign = integration_tests::as_id(&created["campaignId"]).expect("a campaign id");
 
     // 60 users for 50 coupons, then 10 of the winners again, then 3 requests for no campaign.
     let mut answers = BTreeMap::<u16, u64>::new();

@@ -92,7 +92,7 @@ async fn a_whole_partner_session_runs_on_one_connection_per_function() {
         call(&api, Method::POST, "/v1/campaigns", Some(campaign)).await,
         201,
     );
-    let id = created["campaignId"].as_u64().expect("a campaign id");
+    let id = integration_tests::as_id(&created["campaignId"]).expect("a campaign id");
     expect(
         "read",
         call(&api, Method::GET, &format!("/v1/campaigns/{id}"), None).await,
@@ -158,7 +158,7 @@ async fn a_whole_partner_session_runs_on_one_connection_per_function() {
         call(&api, Method::POST, "/v1/users/ann/points/use", Some(spend)).await,
         201,
     );
-    let transaction = used["transactionId"].as_u64().expect("a transaction id");
+    let transaction = integration_tests::as_id(&used["transactionId"]).expect("a transaction id");
     expect(
         "cancel points",
         call(
@@ -209,7 +209,7 @@ async fn a_whole_partner_session_runs_on_one_connection_per_function() {
         .await,
         202,
     );
-    let run = run["runId"].as_u64().expect("a run id");
+    let run = integration_tests::as_id(&run["runId"]).expect("a run id");
     let done = until(&api, &format!("/v1/grading/runs/{run}"), |b| b["status"] != "RUNNING").await;
     assert_eq!(done["status"], "DONE", "{done}");
     let grade = expect(

@@ -92,7 +92,7 @@ impl World {
     async fn earned(&self, user: &str, amount: u64, expires_at: Option<DateTime<Utc>>) -> u64 {
         let (status, body) = self.earn(user, amount, expires_at).await;
         assert_eq!(status, 201, "earn {amount} for {user}: {body}");
-        body["transactionId"].as_u64().expect("a transaction id")
+        integration_tests::as_id(&body["transactionId"]).expect("a transaction id")
     }
 
     fn use_body(amount: u64, order: &str) -> Value {
@@ -111,7 +111,7 @@ impl World {
     async fn used(&self, user: &str, amount: u64, order: &str) -> u64 {
         let (status, body) = self.use_points(user, amount, order).await;
         assert_eq!(status, 201, "use {amount} of {user}: {body}");
-        body["transactionId"].as_u64().expect("a transaction id")
+        integration_tests::as_id(&body["transactionId"]).expect("a transaction id")
     }
 
     async fn cancel(&self, transaction: u64) -> Answer {
@@ -370,8 +370,8 @@ async fn five_hundred_transfers_each_way_at_once_conserve_points_without_a_deadl
     assert_eq!((by_alice, by_bob), (500, 500), "{kinds:?}");
     for (_, (_, body)) in answers.iter().filter(|(_, (s, _))| *s == 201) {
         assert!(
-            body["transactionId"].is_u64()
-                && body["toTransactionId"].is_u64()
+            integration_tests::as_id(&body["transactionId"]).is_some()
+                && integration_tests::as_id(&body["toTransactionId"]).is_some()
                 && body["balance"].is_u64()
                 && body["toBalance"].is_u64(),
             "{body}"
@@ -398,7 +398,7 @@ async fn five_hundred_transfers_each_way_at_once_conserve_points_without_a_deadl
         entries
             .iter()
             .filter(|e| e["type"] != "EARN")
-            .all(|e| e["relatedTransactionId"].is_u64()),
+            .all(|e| integration_tests::as_id(&e["relatedTransactionId"]).is_some()),
         "a transfer's two sides name each other"
     );
     assert_eq!(world.assert_verifies().await, 2);
@@ -497,7 +497,10 @@ async fn twenty_requests_with_one_idempotency_key_have_one_effect_and_one_answer
             Some(json!({"fromUserId": "shopper", "toUserId": "x", "amount": 1})),
         ),
         (
-            format!("/v1/points/transactions/{}/cancel", first["transactionId"]),
+            format!(
+                "/v1/points/transactions/{}/cancel",
+                first["transactionId"].as_str().unwrap()
+            ),
             None,
         ),
     ] {
@@ -543,7 +546,7 @@ async fn uses_draw_first_expiring_first_and_cancels_put_back_exactly_those_lots(
     // 150: all of the lot expiring in 5 days, then 50 of the one in 10.
     let (status, used) = world.use_points("carol", 150, "order-a").await;
     assert_eq!((status, used["balance"].as_u64()), (201, Some(150)), "{used}");
-    let first_use = used["transactionId"].as_u64().unwrap();
+    let first_use = integration_tests::as_id(&used["transactionId"]).unwrap();
     assert_eq!(world.allocations(first_use).await, {
         let mut a = vec![(l5, 100), (l10, 50)];
         a.sort_unstable();
@@ -558,7 +561,7 @@ async fn uses_draw_first_expiring_first_and_cancels_put_back_exactly_those_lots(
     // Cancelled: exactly those lots are whole again.
     let (status, cancelled) = world.cancel(first_use).await;
     assert_eq!((status, cancelled["balance"].as_u64()), (200, Some(300)), "{cancelled}");
-    let first_cancel = cancelled["transactionId"].as_u64().unwrap();
+    let first_cancel = integration_tests::as_id(&cancelled["transactionId"]).unwrap();
     assert_ne!(first_cancel, first_use);
     assert_eq!(
         remaining(world.lots("carol").await),
@@ -604,7 +607,7 @@ async fn uses_draw_first_expiring_first_and_cancels_put_back_exactly_those_lots(
     let (status, cancelled) = world.cancel(second_use).await;
     // 150 back, less the 50 of the lapsed lot; its other 50 expired too (it had passed its time).
     assert_eq!((status, cancelled["balance"].as_u64()), (200, Some(200)), "{cancelled}");
-    let second_cancel = cancelled["transactionId"].as_u64().unwrap();
+    let second_cancel = integration_tests::as_id(&cancelled["transactionId"]).unwrap();
     assert_eq!(
         remaining(world.lots("carol").await),
         vec![(l10, 0, 100), (l5, 100, 0), (l20, 100, 0)]
@@ -627,14 +630,18 @@ async fn uses_draw_first_expiring_first_and_cancels_put_back_exactly_those_lots(
         ]
         .map(|(k, a, b)| (k.to_owned(), a, b))
     );
-    assert_eq!(entries[0]["relatedTransactionId"], second_cancel, "the lapsed part");
-    assert_eq!(entries[1]["transactionId"], second_cancel);
-    assert_eq!(entries[1]["relatedTransactionId"], second_use);
-    assert_eq!(entries[3]["transactionId"], second_use);
-    assert_eq!(entries[3]["cancelledBy"], second_cancel);
+    assert_eq!(
+        entries[0]["relatedTransactionId"],
+        second_cancel.to_string(),
+        "the lapsed part"
+    );
+    assert_eq!(entries[1]["transactionId"], second_cancel.to_string());
+    assert_eq!(entries[1]["relatedTransactionId"], second_use.to_string());
+    assert_eq!(entries[3]["transactionId"], second_use.to_string());
+    assert_eq!(entries[3]["cancelledBy"], second_cancel.to_string());
     assert_eq!(entries[3]["orderId"], "order-b");
-    assert_eq!(entries[4]["relatedTransactionId"], first_use);
-    assert_eq!(entries[5]["cancelledBy"], first_cancel);
+    assert_eq!(entries[4]["relatedTransactionId"], first_use.to_string());
+    assert_eq!(entries[5]["cancelledBy"], first_cancel.to_string());
     assert!(entries[6].get("cancelledBy").is_none(), "{}", entries[6]);
     world.assert_verifies().await;
 
@@ -667,22 +674,22 @@ async fn a_transfer_keeps_the_senders_expiry_dates_and_earns_default_to_the_poli
     assert_eq!(world.expiring("erin").await, vec![(100, d5), (50, d10)]);
     assert_eq!(world.expiring("dan").await, vec![(50, d10)]);
     let (out, into) = (
-        moved["transactionId"].as_u64().unwrap(),
-        moved["toTransactionId"].as_u64().unwrap(),
+        integration_tests::as_id(&moved["transactionId"]).unwrap(),
+        integration_tests::as_id(&moved["toTransactionId"]).unwrap(),
     );
     let (dan, _) = world.history("dan", 10).await;
     assert_eq!(
         (
             dan[0]["type"].as_str(),
-            dan[0]["transactionId"].as_u64(),
+            integration_tests::as_id(&dan[0]["transactionId"]),
             dan[0]["amount"].as_i64()
         ),
         (Some("TRANSFER_OUT"), Some(out), Some(-150))
     );
-    assert_eq!(dan[0]["relatedTransactionId"], into);
+    assert_eq!(dan[0]["relatedTransactionId"], into.to_string());
     let (erin, _) = world.history("erin", 10).await;
     assert_eq!(movements(&erin), vec![("TRANSFER_IN".to_owned(), 150, 150)]);
-    assert_eq!(erin[0]["relatedTransactionId"], out);
+    assert_eq!(erin[0]["relatedTransactionId"], out.to_string());
     // A transfer is not a use: it cannot be cancelled.
     assert_eq!(world.cancel(out).await.1["error"], "NOT_CANCELLABLE");
     // Short, from nobody, to oneself, out of range: refused, nothing moves.
@@ -764,7 +771,7 @@ async fn history_pages_walk_every_entry_once_newest_first_and_a_stranger_has_not
         .iter()
         .map(|e| {
             (
-                e["transactionId"].as_u64().unwrap(),
+                integration_tests::as_id(&e["transactionId"]).unwrap(),
                 e["type"].as_str().unwrap().to_owned(),
                 e["amount"].as_i64().unwrap(),
                 e["balanceAfter"].as_u64().unwrap(),

@@ -251,7 +251,7 @@ async fn create_issue_and_the_poller_writes_the_coupon() {
     )
     .await;
     assert_eq!(status, 201, "{created}");
-    let id = created["campaignId"].as_u64().unwrap();
+    let id = integration_tests::as_id(&created["campaignId"]).unwrap();
     let issues = format!("{}/v1/campaigns/{id}/issues", running.base_url);
     let (status, issued) = call(
         client

@@ -106,7 +106,7 @@ pub async fn run(services: &Services, partner: &str, key: &str) -> Result<Gradin
         .send()
         .await?;
     let body: Value = post.json().await?;
-    let Some(run) = body["runId"].as_u64() else {
+    let Some(run) = body["runId"].as_str().and_then(|id| id.parse::<u64>().ok()) else {
         bail!("no run started: {body}");
     };
     let deadline = started + Duration::from_secs(600);

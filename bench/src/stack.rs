@@ -66,7 +66,10 @@ impl Services {
         if status != 201 {
             bail!("campaign creation failed: {status} {created}");
         }
-        created["campaignId"].as_u64().context("campaignId")
+        created["campaignId"]
+            .as_str()
+            .and_then(|id| id.parse::<u64>().ok())
+            .context("campaignId")
     }
 
     /// (rows, distinct users, campaigns.issued_count)

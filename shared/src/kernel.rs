@@ -99,6 +99,75 @@ pub enum TxError {
     Unavailable(#[from] Unavailable),
 }
 
+/// Ids in JSON bodies are decimal strings (`"42"`): a JSON number past 2^53 − 1 loses digits in
+/// JavaScript, and ids are u64 from 1. Reading also takes a number, so callers and records that
+/// wrote one still read. Use as `#[serde(with = "crate::kernel::id_text")]`.
+pub mod id_text {
+    use serde::de::{Error, Unexpected, Visitor};
+
+    pub fn serialize<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(IdVisitor)
+    }
+
+    struct IdVisitor;
+
+    impl Visitor<'_> for IdVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an id: a whole number as a decimal string")
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u64, E> {
+            if v == 0 {
+                return Err(E::invalid_value(Unexpected::Unsigned(v), &self));
+            }
+            Ok(v)
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u64, E> {
+            let v = u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))?;
+            self.visit_u64(v)
+        }
+
+        /// As the contract's pattern `^[1-9][0-9]{0,18}$`: no sign, no leading zero, and at most
+        /// 19 digits (so every such string is a u64).
+        fn visit_str<E: Error>(self, v: &str) -> Result<u64, E> {
+            let canonical = (1..=19).contains(&v.len()) && !v.starts_with('0') && v.bytes().all(|b| b.is_ascii_digit());
+            canonical
+                .then(|| v.parse().ok())
+                .flatten()
+                .ok_or_else(|| E::invalid_value(Unexpected::Str(v), &self))
+        }
+    }
+
+    struct Id(u64);
+
+    impl<'de> serde::Deserialize<'de> for Id {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(IdVisitor).map(Id)
+        }
+    }
+
+    /// The same for an optional id (`null` or absent: none).
+    pub mod optional {
+        pub fn serialize<S: serde::Serializer>(id: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+            match id {
+                Some(id) => s.collect_str(id),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+            Ok(<Option<super::Id> as serde::Deserialize>::deserialize(d)?.map(|id| id.0))
+        }
+    }
+}
+
 /// Deserializes a non-negative integer that JSON may spell `5` or `5.0`: JSON has one number type
 /// and JSON Schema (the API's contract) counts `5.0` as the integer 5. A fraction, a negative or a
 /// value past `T` is refused, naming the value.
@@ -286,6 +355,40 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Ids {
+        #[serde(with = "id_text")]
+        id: u64,
+        #[serde(default, with = "id_text::optional", skip_serializing_if = "Option::is_none")]
+        other: Option<u64>,
+    }
+
+    #[test]
+    fn ids_go_out_as_strings_and_read_either_way() {
+        let ids = Ids {
+            id: u64::MAX,
+            other: Some(7),
+        };
+        let text = serde_json::to_string(&ids).unwrap();
+        assert_eq!(text, r#"{"id":"18446744073709551615","other":"7"}"#);
+        let numbers: Ids = serde_json::from_str(r#"{"id":18446744073709551615,"other":7}"#).unwrap();
+        assert_eq!(numbers, ids);
+        let longest: Ids = serde_json::from_str(r#"{"id":"9999999999999999999"}"#).unwrap();
+        assert_eq!(longest.id, 9_999_999_999_999_999_999);
+        let none: Ids = serde_json::from_str(r#"{"id":"1","other":null}"#).unwrap();
+        assert_eq!(none.other, None);
+        assert_eq!(serde_json::to_string(&none).unwrap(), r#"{"id":"1"}"#);
+        for bad in [
+            r#"{"id":"-1"}"#,
+            r#"{"id":"1e3"}"#,
+            r#"{"id":""}"#,
+            r#"{"id":-1}"#,
+            r#"{"id":"+1"}"#,
+        ] {
+            assert!(serde_json::from_str::<Ids>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn user_ids_follow_the_contract() {

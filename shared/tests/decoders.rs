@@ -38,7 +38,9 @@ use fcfs_shared::issuance::domain::{
     CampaignKind, DiscountType, MAX_NAME_CHARS, MAX_TOTAL_QUANTITY, NewCampaign, Outcome, RejectionReason, Reservation,
 };
 use fcfs_shared::issuance::{IssuanceError, Message, ReservationWriter};
-use fcfs_shared::kernel::{MAX_PAGE, MAX_USER_ID_CHARS, UserId, page_limit, rfc3339, storable_instant, whole_number};
+use fcfs_shared::kernel::{
+    MAX_MONEY_AMOUNT, MAX_PAGE, MAX_USER_ID_CHARS, UserId, page_limit, rfc3339, storable_instant, whole_number,
+};
 use fcfs_shared::keys::domain::{KEY_LEN, KEY_PREFIX, KeyStatus, lookup_hash};
 use fcfs_shared::points::domain::{
     EarnPoints, HistoryQuery, IdempotencyKey, MAX_AMOUNT, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REASON_CHARS,
@@ -1405,7 +1407,7 @@ proptest! {
             Just(u64::from(u32::MAX) + 1),
         ],
         percent in any::<bool>(),
-        value in prop_oneof![0u64..=2, 99u64..=101, Just(u64::MAX)],
+        value in prop_oneof![0u64..=2, 99u64..=101, (MAX_MONEY_AMOUNT - 1)..=(MAX_MONEY_AMOUNT + 1), Just(u64::MAX)],
         ends_after_ms in -1i64..=1,
         expires_after_ms in -1i64..=1,
     ) {
@@ -1439,7 +1441,7 @@ proptest! {
             Err("issueEndsAt")
         } else if expires_after_ms < 0 {
             Err("couponExpiresAt")
-        } else if (percent && !(1..=100).contains(&value)) || (!percent && value == 0) {
+        } else if (percent && !(1..=100).contains(&value)) || (!percent && !(1..=MAX_MONEY_AMOUNT).contains(&value)) {
             Err("discount.value")
         } else {
             Ok(fill.repeat(name_len))

@@ -245,6 +245,11 @@ pub fn reservations_in(messages: &[aws_sdk_sqs::types::Message]) -> usize {
 }
 
 /// A name no other test run uses, for throwaway resources.
+/// An id of a JSON body (ids are decimal strings), as a number.
+pub fn as_id(value: &serde_json::Value) -> Option<u64> {
+    value.as_str()?.parse().ok()
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }

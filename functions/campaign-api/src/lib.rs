@@ -19,6 +19,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CampaignView {
+    #[serde(with = "fcfs_shared::kernel::id_text")]
     campaign_id: CampaignId,
     partner_id: String,
     name: String,
@@ -162,7 +163,7 @@ mod tests {
             (created["totalQuantity"].as_u64(), created["partnerId"].as_str()),
             (Some(1000), Some("p1"))
         );
-        let id = created["campaignId"].to_string();
+        let id = created["campaignId"].as_str().expect("a campaign id").to_owned();
         assert_eq!(created["issueEndsAt"], "2026-11-27T15:00:00Z");
         let (status, got) = call(
             &api,

@@ -20,7 +20,9 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024;
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CouponView {
+    #[serde(with = "fcfs_shared::kernel::id_text")]
     coupon_id: CouponId,
+    #[serde(with = "fcfs_shared::kernel::id_text")]
     campaign_id: CampaignId,
     campaign_name: String,
     user_id: String,

@@ -41,6 +41,7 @@ struct RunBody {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct StartedView {
+    #[serde(with = "fcfs_shared::kernel::id_text")]
     run_id: RunId,
     /// The partitions this request sent (again): all of a new run, those not done of an old one.
     pending_partitions: Vec<u32>,

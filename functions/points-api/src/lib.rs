@@ -24,6 +24,7 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024;
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct EntryView {
+    #[serde(with = "fcfs_shared::kernel::id_text")]
     transaction_id: TransactionId,
     #[serde(rename = "type")]
     movement: Movement,
@@ -33,9 +34,15 @@ struct EntryView {
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     order_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "fcfs_shared::kernel::id_text::optional"
+    )]
     related_transaction_id: Option<TransactionId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "fcfs_shared::kernel::id_text::optional"
+    )]
     cancelled_by: Option<TransactionId>,
     created_at: DateTime<Utc>,
 }

@@ -313,7 +313,11 @@ impl OrderInput {
 pub struct Tier {
     pub grade: String,
     pub min_amount: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::kernel::id_text::optional"
+    )]
     pub coupon_campaign_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub points: Option<u64>,
@@ -411,6 +415,7 @@ pub type RunId = u64;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
+    #[serde(with = "crate::kernel::id_text")]
     pub run_id: RunId,
     pub month: Month,
     pub status: RunStatus,
@@ -651,12 +656,18 @@ pub struct GradeReward {
     pub kind: &'static str,
     pub grade: String,
     /// The campaign a coupon was granted from.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::kernel::id_text::optional::serialize"
+    )]
     pub campaign_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub points: Option<u64>,
     /// The points' EARN entry in the user's history.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::kernel::id_text::optional::serialize"
+    )]
     pub transaction_id: Option<u64>,
     /// `GRANTED`, or why a coupon was not: `ALREADY_HELD`, `SOLD_OUT`, `NO_CAMPAIGN`, `ON_SALE`.
     pub outcome: String,

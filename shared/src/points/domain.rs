@@ -258,11 +258,16 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
+    #[serde(with = "crate::kernel::id_text")]
     pub transaction_id: TransactionId,
     /// The wallet's balance after the write (the sender's, for a transfer).
     pub balance: u64,
     /// A transfer's receiving side.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::kernel::id_text::optional"
+    )]
     pub to_transaction_id: Option<TransactionId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_balance: Option<u64>,
