@@ -143,9 +143,20 @@ checks.positive_data_acceptance.expected-statuses = [201]
 include-operation-id = "getCampaign"
 checks.positive_data_acceptance.expected-statuses = [200, 404]
 
+# A campaign may be paused by a generated change (423), or changed to end sooner (422 ENDED).
 [[operations]]
 include-operation-id = "issueCoupon"
-checks.positive_data_acceptance.expected-statuses = [202, 404, 409, 410, 422]
+checks.positive_data_acceptance.expected-statuses = [202, 404, 409, 410, 422, 423]
+
+[[operations]]
+include-operation-id = "listCampaigns"
+checks.positive_data_acceptance.expected-statuses = [200, 400]
+
+# A generated change may break a rule JSON Schema cannot state (an end before the start or after
+# the coupons expire, 400), lower the quantity below what is taken (409), or name no campaign.
+[[operations]]
+include-operation-id = "changeCampaign"
+checks.positive_data_acceptance.expected-statuses = [200, 400, 404, 409]
 
 [[operations]]
 include-operation-id = "getIssueStatus"

@@ -648,12 +648,13 @@ async fn the_api_process_killed_mid_sale_loses_no_place() {
 }
 
 /// A key store that is paused or down must not lock a partner out: the authorizer fails (API
-/// Gateway's 500, which it does not cache) within its deadline, and as soon as the store is back
+/// Gateway's AUTHORIZER_CONFIGURATION_ERROR, which it does not cache; the template's gateway
+/// response makes it 503 UNAVAILABLE with Retry-After) within its deadline, and as soon as the store is back
 /// the same key is allowed, with no cached Deny in the way. Through a runner process that serves
 /// the template's API Gateway (its authorizer cache included, `ReauthorizeEvery` 300 s) with the
 /// key table on a private DynamoDB Local the test pauses (SIGSTOP) and kills.
 #[tokio::test]
-async fn a_key_store_outage_answers_500_fast_and_caches_no_deny() {
+async fn a_key_store_outage_answers_503_fast_and_caches_no_deny() {
     use integration_tests::services::{PrivateDynamoDb, RunnerProcess};
 
     let mut store = PrivateDynamoDb::start().await;
@@ -696,7 +697,7 @@ async fn a_key_store_outage_answers_500_fast_and_caches_no_deny() {
     let runner = RunnerProcess::spawn(&envs).await;
     let http = reqwest::Client::new();
     // A route the campaign function answers without MySQL: 400 from it means the request passed
-    // the authorizer; API Gateway's own answers are 401/403/500 with its error type header.
+    // the authorizer; API Gateway's own answers are 401/403/503 with its error type header.
     let call = async |key: &str| {
         let started = Instant::now();
         let response = http
@@ -720,9 +721,9 @@ async fn a_key_store_outage_answers_500_fast_and_caches_no_deny() {
     // Paused: the lookup times out.
     store.pause();
     let (status, error_type, took) = call(&paused_key).await;
-    assert_eq!(status, 500, "{error_type:?}\n{}", runner.log_tail(20));
+    assert_eq!(status, 503, "{error_type:?}\n{}", runner.log_tail(20));
     assert!(took < deadline, "a paused key store held the request {took:?}");
-    eprintln!("key store paused: 500 after {took:?}");
+    eprintln!("key store paused: 503 after {took:?}");
     store.resume();
     let (status, error_type, _) = call(&paused_key).await;
     assert_eq!(status, 400, "allowed at once after the store came back: {error_type:?}");
@@ -730,9 +731,9 @@ async fn a_key_store_outage_answers_500_fast_and_caches_no_deny() {
     // Down: the connection is refused.
     store.kill();
     let (status, _, took) = call(&killed_key).await;
-    assert_eq!(status, 500);
+    assert_eq!(status, 503);
     assert!(took < deadline, "a dead key store held the request {took:?}");
-    eprintln!("key store down: 500 after {took:?}");
+    eprintln!("key store down: 503 after {took:?}");
     store.restart().await;
     let allowed = wait_until(Duration::from_secs(30), async || call(&killed_key).await.0 == 400).await;
     assert!(

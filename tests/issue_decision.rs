@@ -153,6 +153,8 @@ fn rules(rng: &mut Rng, base: i64, length: i64, quantity: u32, kind: CampaignKin
         issue_ends_at: millis(starts + length),
         coupon_expires_at: millis(starts + length + 86_400_000),
         kind,
+        // The callers draw whether it is paused.
+        paused: false,
     }
 }
 
@@ -208,7 +210,10 @@ fn cases(seed: u64) -> Vec<Case> {
                             let partner = if owner { OWNER } else { rng.pick(&STRANGERS) };
                             let quantity = rng.range(1, 5) as u32;
                             let length = length(&mut rng);
-                            let rules = rules(&mut rng, base, length, quantity, kind);
+                            let rules = IssueRules {
+                                paused: rng.coin(),
+                                ..rules(&mut rng, base, length, quantity, kind)
+                            };
                             cases.push(Case {
                                 name: format!(
                                     "product #{}: {window:?}, {partner}, {kind:?}, holds {holds}, {stock:?}, pending {pending}",
@@ -237,7 +242,10 @@ fn cases(seed: u64) -> Vec<Case> {
             CampaignKind::Sale,
             CampaignKind::Reward,
         ]);
-        let rules = rules(&mut rng, base, length, quantity, kind);
+        let rules = IssueRules {
+            paused: rng.coin(),
+            ..rules(&mut rng, base, length, quantity, kind)
+        };
         let now = if rng.coin() {
             let window = rng.pick(&WINDOWS);
             instant(&mut rng, &rules, window)
@@ -442,15 +450,17 @@ enum Check {
     NotOpen,
     Ended,
     Duplicate,
+    Paused,
     Stock,
 }
 
-const ORDER: [Check; 6] = [
+const ORDER: [Check; 7] = [
     Check::Owner,
     Check::Kind,
     Check::NotOpen,
     Check::Ended,
     Check::Duplicate,
+    Check::Paused,
     Check::Stock,
 ];
 
@@ -471,6 +481,7 @@ fn mutant(order: &[Check], loose: Option<Check>, case: &Case) -> IssueDecision {
             Check::Ended if lenient(check) => (case.now > rules.issue_ends_at, IssueDecision::Ended),
             Check::Ended => (case.now >= rules.issue_ends_at, IssueDecision::Ended),
             Check::Duplicate => (case.holds, IssueDecision::AlreadyIssued(caller_place())),
+            Check::Paused => (rules.paused, IssueDecision::Paused),
             Check::Stock if lenient(check) => (case.reserved() > rules.total_quantity, IssueDecision::SoldOut),
             Check::Stock => (case.reserved() >= rules.total_quantity, IssueDecision::SoldOut),
         };

@@ -103,6 +103,7 @@ fn rules(id: CampaignId, quantity: u32) -> IssueRules {
         issue_ends_at: now + chrono::Duration::hours(1),
         coupon_expires_at: now + chrono::Duration::days(1),
         kind: CampaignKind::Sale,
+        paused: false,
     }
 }
 

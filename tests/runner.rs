@@ -163,29 +163,59 @@ async fn a_template_the_runner_cannot_honour_fails_to_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_answers_401_403_and_caches_the_authorizer() {
+async fn gateway_answers_its_json_401_and_403s_and_caches_the_authorizer() {
     let running = start(load().await).await;
     let client = reqwest::Client::new();
     let url = format!("{}/v1/campaigns/1", running.base_url);
 
-    let (status, body) = call(client.get(&url)).await;
-    assert_eq!((status, body), (401, json!({"message": "Unauthorized"})));
-    let (status, _) = call(client.get(&url).header("X-API-KEY", "")).await;
-    assert_eq!(status, 401);
+    // The gateway's own answers are the template's GatewayResponses: JSON with a code and the
+    // request's id, as docs/errors.md lists them.
+    let answer = |kind: &str| {
+        let answer = fcfs_shared::http::GATEWAY_ANSWERS
+            .iter()
+            .find(|a| a.response_type == kind)
+            .expect("a gateway answer");
+        (answer.status, answer.code.as_str(), answer.message)
+    };
+    let gateway = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.expect("the runner answers");
+        let request_id = response.headers()["x-amzn-requestid"].to_str().unwrap().to_owned();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(body["requestId"], request_id.as_str(), "{body}");
+        (
+            status,
+            body["error"].as_str().unwrap_or_default().to_owned(),
+            body["message"].clone(),
+        )
+    };
+    let (status, code, message) = answer("UNAUTHORIZED");
+    assert!(message.contains("X-API-KEY"), "a hint where the key goes: {message}");
+    for request in [
+        client.get(&url),
+        client.get(&url).header("X-API-KEY", ""),
+        client
+            .get(&url)
+            .header("Authorization", "Bearer fcfs_a-key-in-the-wrong-place"),
+    ] {
+        assert_eq!(gateway(request).await, (status, code.to_owned(), json!(message)));
+    }
     assert_eq!(running.stats.authorizer_invocations.load(Ordering::Relaxed), 0);
 
-    let (status, body) = call(client.get(&url).header("X-API-KEY", "fcfs_not-a-real-key")).await;
-    assert_eq!(status, 403, "{body}");
-    assert!(body.to_string().contains("explicit deny"), "{body}");
-
-    let (status, body) = call(client.get(format!("{}/v1/nowhere", running.base_url))).await;
+    let (status, code, message) = answer("ACCESS_DENIED");
     assert_eq!(
-        (status, body),
-        (403, json!({"message": "Missing Authentication Token"}))
+        gateway(client.get(&url).header("X-API-KEY", "fcfs_not-a-real-key")).await,
+        (status, code.to_owned(), json!(message))
+    );
+
+    let (status, code, message) = answer("MISSING_AUTHENTICATION_TOKEN");
+    assert_eq!((status, code), (403, "ROUTE_NOT_FOUND"));
+    assert_eq!(
+        gateway(client.get(format!("{}/v1/nowhere", running.base_url))).await,
+        (status, code.to_owned(), json!(message))
     );
     // A known path with a method the template does not declare is unknown too.
-    let (status, _) = call(client.delete(&url)).await;
-    assert_eq!(status, 403);
+    assert_eq!(gateway(client.delete(&url)).await.0, 403);
 
     let key = api_key(&unique("cache")).await;
     let before = running.stats.authorizer_invocations.load(Ordering::Relaxed);

@@ -761,3 +761,50 @@ fn one_or_many(value: &Value) -> Vec<String> {
         other => vec![render(other)],
     }
 }
+
+/// API Gateway's own answers are JSON with a code of docs/errors.md and the request id: the
+/// template's `GatewayResponses` are exactly `fcfs_shared::http::GATEWAY_ANSWERS` (the table the
+/// errors document is rendered from, and the runner answers from the template).
+#[test]
+fn the_gateway_answers_json_with_a_code_of_the_errors_table() {
+    let template = fcfs_template::Template::load(
+        &repo_root().join("template.yaml"),
+        &Default::default(),
+        fcfs_template::Placement::local("https://sqs.invalid", "us-east-1"),
+    )
+    .expect("template.yaml loads");
+    let responses = template.api().expect("the API").gateway_responses;
+    // The status API Gateway gives each type unless the template sets one.
+    let built_in = |kind: &str| match kind {
+        "UNAUTHORIZED" => 401,
+        "ACCESS_DENIED" | "INVALID_API_KEY" | "MISSING_AUTHENTICATION_TOKEN" => 403,
+        "REQUEST_TOO_LARGE" => 413,
+        "THROTTLED" | "QUOTA_EXCEEDED" => 429,
+        "AUTHORIZER_CONFIGURATION_ERROR" | "AUTHORIZER_FAILURE" => 500,
+        // A crashed function's INTEGRATION_FAILURE, the common case of DEFAULT_5XX.
+        "DEFAULT_5XX" => 502,
+        other => panic!("no built-in status known for {other}"),
+    };
+    let answers = fcfs_shared::http::GATEWAY_ANSWERS;
+    let listed: BTreeSet<&str> = answers.iter().map(|a| a.response_type).collect();
+    let set: BTreeSet<&str> = responses.keys().map(String::as_str).collect();
+    assert_eq!(set, listed);
+    for answer in answers {
+        let spec = &responses[answer.response_type];
+        let kind = answer.response_type;
+        assert_eq!(spec.status.unwrap_or(built_in(kind)), answer.status, "{kind}");
+        assert_eq!(
+            spec.json_template.as_deref(),
+            Some(answer.template().as_str()),
+            "{kind}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&answer.template()).expect("JSON");
+        assert_eq!(body["error"], answer.code.as_str(), "{kind}");
+        let retry_after: Vec<&(String, String)> = spec.headers.iter().filter(|(h, _)| h == "Retry-After").collect();
+        if answer.retry_after() {
+            assert_eq!(retry_after, [&("Retry-After".to_owned(), "1".to_owned())], "{kind}");
+        } else {
+            assert!(retry_after.is_empty(), "{kind}");
+        }
+    }
+}

@@ -15,12 +15,13 @@ use aws_lambda_events::iam::IamPolicyEffect;
 use aws_lambda_events::query_map::QueryMap;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::response::Response;
 use base64::Engine;
 use lambda_http::request::LambdaRequest;
 
 use crate::functions::{AuthorizerFunction, HttpFunction, LocalFunction};
+use crate::gateway_responses::{GatewayResponses, Kind};
 use crate::{LocalApp, Stats};
 
 /// API Gateway's payload limit.
@@ -81,6 +82,7 @@ struct Gateway {
     stage: String,
     region: String,
     stats: Arc<Stats>,
+    responses: GatewayResponses,
 }
 
 pub(crate) fn router(app: &LocalApp) -> axum::Router {
@@ -128,6 +130,7 @@ pub(crate) fn router(app: &LocalApp) -> axum::Router {
         stage: app.api.stage.clone(),
         region: app.region.clone(),
         stats: app.stats.clone(),
+        responses: GatewayResponses::new(app.api.gateway_responses.clone()),
     };
     crate::metrics::recorder();
     axum::Router::new()
@@ -141,17 +144,6 @@ pub(crate) fn router(app: &LocalApp) -> axum::Router {
 /// to an authorizer.
 pub fn method_arn(region: &str, stage: &str, method: &str, path: &str) -> String {
     format!("arn:aws:execute-api:{region}:{ACCOUNT_ID}:{API_ID}/{stage}/{method}{path}")
-}
-
-fn gateway_error(status: StatusCode, body: serde_json::Value, error_type: &'static str) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
-    response
 }
 
 async fn serve(
@@ -187,11 +179,7 @@ impl Gateway {
             .iter()
             .find_map(|r| r.matches(&parts.method, parts.uri.path()).map(|p| (r, p)))
         else {
-            return gateway_error(
-                StatusCode::FORBIDDEN,
-                serde_json::json!({"message": "Missing Authentication Token"}),
-                "MissingAuthenticationTokenException",
-            );
+            return self.responses.answer(Kind::MissingAuthenticationToken, request_id);
         };
         let arn = method_arn(&self.region, &self.stage, parts.method.as_str(), parts.uri.path());
         let context = match &self.authorizer {
@@ -204,11 +192,7 @@ impl Gateway {
         let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
             Ok(b) => b,
             Err(_) => {
-                return gateway_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    serde_json::json!({"message": "Request Too Long"}),
-                    "RequestTooLongException",
-                );
+                return self.responses.answer(Kind::RequestTooLarge, request_id);
             }
         };
         let event = self.proxy_event(&parts, route, params, body, context, request_id, peer);
@@ -232,11 +216,7 @@ impl Gateway {
                 self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                 crate::metrics::function_failed(&route.function_id);
                 tracing::error!(request_id, error = %e, "function failed");
-                gateway_error(
-                    StatusCode::BAD_GATEWAY,
-                    serde_json::json!({"message": "Internal server error"}),
-                    "InternalServerErrorException",
-                )
+                self.responses.answer(Kind::IntegrationFailure, request_id)
             }
         }
     }
@@ -251,13 +231,7 @@ impl Gateway {
         arn: &str,
         request_id: &str,
     ) -> Result<ApiGatewayCustomAuthorizerResponse, Response> {
-        let unauthorized = || {
-            gateway_error(
-                StatusCode::UNAUTHORIZED,
-                serde_json::json!({"message": "Unauthorized"}),
-                "UnauthorizedException",
-            )
-        };
+        let unauthorized = || self.responses.answer(Kind::Unauthorized, request_id);
         let headers = &parts.headers;
         // A missing or empty identity source is refused without invoking the authorizer.
         let identity = match headers.get(&auth.header).map(|v| v.to_str()) {
@@ -295,21 +269,13 @@ impl Gateway {
             Err(message) => {
                 crate::metrics::function_failed(&auth.function_id);
                 tracing::error!(request_id, error = %message, "authorizer failed");
-                return Err(gateway_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    serde_json::json!({"message": null}),
-                    "AuthorizerConfigurationException",
-                ));
+                return Err(self.responses.answer(Kind::AuthorizerConfigurationError, request_id));
             }
         };
         if policy_allows(&response, arn) {
             Ok((*response).clone())
         } else {
-            Err(gateway_error(
-                StatusCode::FORBIDDEN,
-                serde_json::json!({"Message": "User is not authorized to access this resource with an explicit deny"}),
-                "AccessDeniedException",
-            ))
+            Err(self.responses.answer(Kind::AccessDenied, request_id))
         }
     }
 

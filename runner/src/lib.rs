@@ -8,6 +8,7 @@
 
 pub mod functions;
 mod gateway;
+mod gateway_responses;
 pub mod metrics;
 mod poller;
 mod scheduler;

@@ -18,7 +18,7 @@ use crate::kernel::{InvalidField, Unavailable};
 use crate::points::PointsError;
 
 mod codes;
-pub use codes::{ErrorCode, Retry, errors_markdown};
+pub use codes::{ErrorCode, GATEWAY_ANSWERS, GatewayAnswer, Retry, errors_markdown};
 
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
@@ -116,6 +116,12 @@ impl ApiError {
                 ..Problem::new(ErrorCode::AlreadyIssued)
             },
             Self::Issuance(I::SoldOut) => Problem::new(ErrorCode::SoldOut),
+            Self::Issuance(I::Paused) => Problem::new(ErrorCode::Paused),
+            Self::Issuance(I::BelowReserved { .. }) => Problem {
+                field: Some("totalQuantity".into()),
+                ..Problem::new(ErrorCode::BelowReserved)
+            },
+            Self::Issuance(I::ChangeInProgress) => Problem::new(ErrorCode::ChangeInProgress),
             Self::Issuance(I::NotOpen) => Problem::new(ErrorCode::NotOpen),
             Self::Issuance(I::Ended) => Problem::new(ErrorCode::Ended),
             Self::Issuance(I::NotOnSale) => Problem::new(ErrorCode::NotOnSale),
@@ -181,7 +187,7 @@ impl ApiError {
         let body = serde_json::Value::Object(body);
         let status = problem.code.status();
         let mut response = json(status, &body);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if problem.code.retry() == Retry::AfterRetryAfter {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

@@ -144,6 +144,25 @@ pub(crate) struct ApiProperties {
     pub stage_name: Expr,
     pub api_key_source_type: Option<Expr>,
     pub auth: Option<ApiAuth>,
+    #[serde(default)]
+    pub gateway_responses: Ordered<GatewayResponseDefinition>,
+}
+
+/// SAM's Gateway Response Object.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GatewayResponseDefinition {
+    pub status_code: Option<Expr>,
+    pub response_parameters: Option<GatewayResponseParameters>,
+    #[serde(default)]
+    pub response_templates: Ordered<Expr>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GatewayResponseParameters {
+    #[serde(default)]
+    pub headers: Ordered<Expr>,
 }
 
 #[derive(Deserialize)]

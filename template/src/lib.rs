@@ -203,6 +203,19 @@ pub struct ApiSpec {
     /// `ApiKeySourceType: AUTHORIZER` (the key is the authorizer's `usageIdentifierKey`), since a
     /// HEADER source would read the `X-API-KEY` header the partners' own keys travel in.
     pub api_key_required: bool,
+    /// `GatewayResponses`, by response type (`UNAUTHORIZED`, `THROTTLED`, …).
+    pub gateway_responses: BTreeMap<String, GatewayResponseSpec>,
+}
+
+/// How API Gateway answers one of its own response types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayResponseSpec {
+    /// The status, where the template sets one (else the response type's own).
+    pub status: Option<u16>,
+    /// Static headers (`'value'` in the template).
+    pub headers: Vec<(String, String)>,
+    /// The `application/json` template, static text with `$context.…` variables.
+    pub json_template: Option<String>,
 }
 
 /// A REQUEST Lambda authorizer whose identity source is one header.
@@ -559,11 +572,54 @@ impl Template {
                 )));
             }
         }
+        let mut gateway_responses = BTreeMap::new();
+        for (kind, definition) in props.gateway_responses.iter() {
+            let at = |what: &str| format!("{logical_id}: GatewayResponses.{kind}.{what}");
+            let status = match &definition.status_code {
+                None => None,
+                Some(code) => Some(
+                    self.resolve(code)?
+                        .parse::<u16>()
+                        .map_err(|e| TemplateError::Invalid(format!("{}: {e}", at("StatusCode"))))?,
+                ),
+            };
+            let mut headers = Vec::new();
+            if let Some(parameters) = &definition.response_parameters {
+                for (name, value) in parameters.headers.iter() {
+                    let value = self.resolve(value)?;
+                    // A static value is quoted; a mapping from the request is not served locally.
+                    let literal = value
+                        .strip_prefix('\'')
+                        .and_then(|v| v.strip_suffix('\''))
+                        .ok_or_else(|| {
+                            TemplateError::Invalid(format!(
+                                "{}: only static values ('…') are supported locally, got {value:?}",
+                                at(&format!("Headers.{name}"))
+                            ))
+                        })?;
+                    headers.push((name.to_owned(), literal.to_owned()));
+                }
+            }
+            let json_template = definition
+                .response_templates
+                .get("application/json")
+                .map(|t| self.resolve(t))
+                .transpose()?;
+            gateway_responses.insert(
+                kind.to_owned(),
+                GatewayResponseSpec {
+                    status,
+                    headers,
+                    json_template,
+                },
+            );
+        }
         Ok(ApiSpec {
             logical_id: (*logical_id).clone(),
             stage,
             authorizer,
             api_key_required,
+            gateway_responses,
         })
     }
 

@@ -1,12 +1,14 @@
-//! Campaigns over HTTP: `POST /v1/campaigns` and `GET /v1/campaigns/{campaignId}`, mapped to the
-//! issuance context's `Campaigns` use cases.
+//! Campaigns over HTTP: `POST /v1/campaigns`, `GET /v1/campaigns`, `GET` and `PATCH
+//! /v1/campaigns/{campaignId}`, mapped to the issuance context's `Campaigns` use cases.
 
 use chrono::{DateTime, Utc};
 use fcfs_shared::adapters::mysql::{self, MySqlStore};
 use fcfs_shared::adapters::redis::RedisIssueLedger;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::http::{self as api, ApiError};
-use fcfs_shared::issuance::domain::{CampaignId, CampaignKind, Discount, NewCampaign};
+use fcfs_shared::issuance::campaigns::CampaignPage;
+use fcfs_shared::issuance::change::{CampaignChange, CampaignQuery, CampaignStatus};
+use fcfs_shared::issuance::domain::{Campaign, CampaignId, CampaignKind, Discount, NewCampaign};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger};
 use fcfs_shared::issuance::{CampaignSummary, Campaigns};
 use fcfs_shared::partners::ports::PartnerLimitStore;
@@ -30,20 +32,19 @@ struct CampaignView {
     discount: Discount,
     kind: CampaignKind,
     created_at: DateTime<Utc>,
-    reserved: u64,
+    paused: bool,
+    status: CampaignStatus,
+    /// Places taken in Redis: one campaign's read only (a list reads MySQL alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reserved: Option<u64>,
     issued: u64,
 }
 
-impl From<CampaignSummary> for CampaignView {
-    fn from(
-        CampaignSummary {
-            campaign: c,
-            reserved,
-            issued,
-        }: CampaignSummary,
-    ) -> Self {
+impl CampaignView {
+    fn new(c: Campaign, reserved: Option<u64>, issued: u64, now: DateTime<Utc>) -> Self {
         Self {
             campaign_id: c.id,
+            status: CampaignStatus::of(&c, now),
             partner_id: c.partner_id,
             name: c.name,
             total_quantity: c.total_quantity,
@@ -53,8 +54,41 @@ impl From<CampaignSummary> for CampaignView {
             discount: c.discount,
             kind: c.kind,
             created_at: c.created_at,
+            paused: c.paused,
             reserved,
             issued,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CampaignListView {
+    campaigns: Vec<CampaignView>,
+    next_cursor: Option<String>,
+}
+
+impl From<CampaignSummary> for CampaignView {
+    fn from(summary: CampaignSummary) -> Self {
+        Self::new(
+            summary.campaign,
+            Some(summary.reserved),
+            summary.issued,
+            chrono::Utc::now(),
+        )
+    }
+}
+
+impl From<CampaignPage> for CampaignListView {
+    fn from(page: CampaignPage) -> Self {
+        let now = chrono::Utc::now();
+        Self {
+            campaigns: page
+                .campaigns
+                .into_iter()
+                .map(|(c, issued)| CampaignView::new(c, None, issued, now))
+                .collect(),
+            next_cursor: page.next.map(|id| id.to_string()),
         }
     }
 }
@@ -62,14 +96,18 @@ impl From<CampaignSummary> for CampaignView {
 #[derive(Clone, Copy)]
 enum Route {
     Create,
+    List,
     Get,
+    Change,
 }
 
 /// This function's routes as `template.yaml` declares them (method, path template): it dispatches
 /// on the one API Gateway (or the local runner) matched, never on the path again.
 const ROUTES: &[(&str, &str, Route)] = &[
     ("POST", "/v1/campaigns", Route::Create),
+    ("GET", "/v1/campaigns", Route::List),
     ("GET", "/v1/campaigns/{campaignId}", Route::Get),
+    ("PATCH", "/v1/campaigns/{campaignId}", Route::Change),
 ];
 
 pub struct CampaignApi<C, L> {
@@ -105,7 +143,9 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
         let started = std::time::Instant::now();
         let result = match api::route(&req, ROUTES) {
             Some(Route::Create) => self.create(&req).await,
+            Some(Route::List) => self.list(&req).await,
             Some(Route::Get) => self.get(&req).await,
+            Some(Route::Change) => self.change(&req).await,
             None => Err(ApiError::NotFound("route")),
         };
         let response = result.unwrap_or_else(ApiError::into_response);
@@ -120,13 +160,35 @@ impl<C: CampaignCatalog, L: IssueLedger> CampaignApi<C, L> {
         Ok(api::json(StatusCode::CREATED, &CampaignView::from(created)))
     }
 
+    /// The campaign id in the path: a malformed one is "not found", like an unknown one.
+    fn campaign_id(req: &Request) -> Result<CampaignId, ApiError> {
+        api::path_param(req, "campaignId")
+            .and_then(|raw| fcfs_shared::kernel::digits(&raw))
+            .ok_or(ApiError::NotFound("campaign"))
+    }
+
     async fn get(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let partner = api::partner_id(req)?;
-        let id: CampaignId = api::path_param(req, "campaignId")
-            .and_then(|raw| fcfs_shared::kernel::digits(&raw))
-            .ok_or(ApiError::NotFound("campaign"))?;
+        let id = Self::campaign_id(req)?;
         let summary = self.campaigns.get(&partner, id).await?;
         Ok(api::json(StatusCode::OK, &CampaignView::from(summary)))
+    }
+
+    async fn list(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        use lambda_http::RequestExt;
+        let partner = api::partner_id(req)?;
+        let params = req.query_string_parameters_ref();
+        let query = CampaignQuery::parse(params.into_iter().flat_map(|p| p.iter()))?;
+        let page = self.campaigns.list(&partner, &query, chrono::Utc::now()).await?;
+        Ok(api::json(StatusCode::OK, &CampaignListView::from(page)))
+    }
+
+    async fn change(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let partner = api::partner_id(req)?;
+        let id = Self::campaign_id(req)?;
+        let change = api::json_body::<CampaignChange>(req, MAX_BODY_BYTES)?;
+        let changed = self.campaigns.change(&partner, id, change, chrono::Utc::now()).await?;
+        Ok(api::json(StatusCode::OK, &CampaignView::from(changed)))
     }
 }
 

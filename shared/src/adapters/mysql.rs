@@ -14,6 +14,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 use super::secrets::{DatabaseSecret, fetch_database_secret};
 use crate::config::{ConfigError, Settings, StartupError};
 use crate::issuance::IssuanceError;
+use crate::issuance::change::CampaignChange;
 use crate::issuance::domain::{
     Campaign, CampaignId, CampaignKind, CampaignTerms, Discount, DiscountType, Holder, NewCampaign, Outcome, Place,
     RejectionReason, Reservation, allot,
@@ -22,6 +23,7 @@ use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK
 use crate::kernel::{TxError, Unavailable, UserId};
 use crate::partners::domain::{Limit, LimitExceeded, admit};
 
+mod campaigns;
 mod coupons;
 mod grading;
 mod partners;
@@ -395,14 +397,14 @@ impl MySqlStore {
     }
 }
 
-const CAMPAIGN_COLUMNS: &str = "id, partner_id, kind, name, total_quantity, issue_starts_at, issue_ends_at, \
-     coupon_expires_at, discount_type, discount_value, created_at";
+pub(crate) const CAMPAIGN_COLUMNS: &str = "id, partner_id, kind, name, total_quantity, issue_starts_at, issue_ends_at, \
+     coupon_expires_at, discount_type, discount_value, created_at, paused";
 
 fn campaign_kind(raw: &str) -> Result<CampaignKind, sqlx::Error> {
     CampaignKind::parse(raw).ok_or_else(|| sqlx::Error::Decode(format!("campaign kind {raw}").into()))
 }
 
-fn campaign_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Campaign, sqlx::Error> {
+pub(crate) fn campaign_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Campaign, sqlx::Error> {
     let kind: String = row.try_get("discount_type")?;
     let purpose: String = row.try_get("kind")?;
     Ok(Campaign {
@@ -420,6 +422,7 @@ fn campaign_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Campaign, sqlx::Erro
         },
         kind: campaign_kind(&purpose)?,
         created_at: utc(row.try_get("created_at")?),
+        paused: row.try_get("paused")?,
     })
 }
 
@@ -523,6 +526,25 @@ impl CampaignCatalog for MySqlStore {
 
     async fn holders(&self, id: CampaignId) -> Result<Vec<Holder>, Unavailable> {
         self.timed(MySqlStore::holders(self, id)).await
+    }
+
+    async fn change(
+        &self,
+        partner: &str,
+        id: CampaignId,
+        change: &CampaignChange,
+        now: DateTime<Utc>,
+    ) -> Result<Campaign, IssuanceError> {
+        self.timed(self.change_campaign(partner, id, change, now)).await
+    }
+
+    async fn page(
+        &self,
+        partner: &str,
+        before: Option<CampaignId>,
+        limit: u32,
+    ) -> Result<Vec<(Campaign, u64)>, Unavailable> {
+        self.timed(self.campaign_page(partner, before, limit)).await
     }
 }
 

@@ -33,10 +33,10 @@ use crate::config::{ConfigError, Settings};
 use crate::issuance::domain::{
     CampaignId, CampaignKind, Holder, IssueDecision, IssueRules, Outcome, PendingReservation, Place, RejectionReason,
 };
-use crate::issuance::ports::{HealTurn, IssueLedger, Standing};
+use crate::issuance::ports::{Amendment, HealTurn, IssueLedger, Standing};
 use crate::kernel::{Unavailable, UserId};
 
-/// Owner, kind (a `REWARD` campaign is never on sale), window, duplicate, then stock; the counter is checked before it is raised, so it never
+/// Owner, kind (a `REWARD` campaign is never on sale), window, duplicate, paused, then stock; the counter is checked before it is raised, so it never
 /// exceeds the quantity, not even for an instant. State partly lost (evicted, flushed) is
 /// unprimed, never a fresh start: a primed campaign always has its counter, and places counted
 /// always have their holders (`heal` rebuilds them from MySQL). The place is recorded as pending in the same
@@ -45,7 +45,7 @@ use crate::kernel::{Unavailable, UserId};
 /// repeated request is answered as the first was. Every other answer is a number.
 /// KEYS: rules, users, count, pending. ARGV: user, now (epoch ms), request id, partner.
 const RESERVE: &str = r"
-local rules = redis.call('HMGET', KEYS[1], 'quantity', 'startsAt', 'endsAt', 'partner', 'expiresAt', 'kind')
+local rules = redis.call('HMGET', KEYS[1], 'quantity', 'startsAt', 'endsAt', 'partner', 'expiresAt', 'kind', 'paused')
 if not rules[1] or not rules[4] then return -4 end
 if rules[4] ~= ARGV[4] then return -5 end
 if rules[6] == 'REWARD' then return -6 end
@@ -58,6 +58,7 @@ count = tonumber(count)
 if count > 0 and redis.call('EXISTS', KEYS[2]) == 0 then return -4 end
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held then return held end
+if rules[7] == '1' then return -7 end
 if count >= tonumber(rules[1]) then return 0 end
 local rank = redis.call('INCR', KEYS[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. ' ' .. rank)
@@ -335,8 +336,11 @@ pub struct RedisIssueLedger {
     record_outcomes: Arc<redis::Script>,
     prime: Arc<redis::Script>,
     heal_turn: Arc<redis::Script>,
+    amend: Arc<redis::Script>,
+    free_turn: Arc<redis::Script>,
 }
 
+mod amend;
 mod heal;
 
 fn unavailable(e: redis::RedisError) -> Unavailable {
@@ -361,6 +365,8 @@ impl RedisIssueLedger {
             record_outcomes: Arc::new(redis::Script::new(RECORD_OUTCOMES)),
             prime: Arc::new(redis::Script::new(PRIME)),
             heal_turn: Arc::new(redis::Script::new(heal::HEAL_TURN)),
+            amend: Arc::new(redis::Script::new(amend::AMEND)),
+            free_turn: Arc::new(redis::Script::new(amend::FREE_TURN)),
         })
     }
 
@@ -572,6 +578,8 @@ fn rules_from(id: CampaignId, fields: &HashMap<String, String>) -> Option<IssueR
         kind: fields
             .get("kind")
             .map_or(Some(CampaignKind::Sale), |k| CampaignKind::parse(k))?,
+        // Rules primed before campaigns could be paused were not.
+        paused: fields.get("paused").is_some_and(|p| p == "1"),
     })
 }
 
@@ -604,7 +612,9 @@ impl IssueLedger for RedisIssueLedger {
             .arg("expiresAt")
             .arg(expires)
             .arg("kind")
-            .arg(rules.kind.as_str());
+            .arg(rules.kind.as_str())
+            .arg("paused")
+            .arg(u8::from(rules.paused));
         self.invoke::<()>(&invocation).await
     }
 
@@ -641,6 +651,7 @@ impl IssueLedger for RedisIssueLedger {
             }
         };
         Ok(match answer {
+            -7 => IssueDecision::Paused,
             -6 => IssueDecision::NotOnSale,
             -5 => IssueDecision::NotOwner,
             -4 => IssueDecision::Unprimed,
@@ -722,11 +733,24 @@ impl IssueLedger for RedisIssueLedger {
                 .arg(pending_key(id))
                 .arg(outcomes_key(id))
                 .arg(heal::lost_key(id))
-                .arg(heal::healing_key(id)),
+                .arg(heal::healing_key(id))
+                .arg(amend::turn_key(id)),
         )
         .await?;
         self.query::<()>(redis::cmd("ZREM").arg(LIVE_CAMPAIGNS_KEY).arg(id))
             .await
+    }
+
+    async fn amend(&self, rules: &IssueRules) -> Result<Amendment, Unavailable> {
+        self.amend_rules(rules).await
+    }
+
+    async fn change_turn(&self, id: CampaignId) -> Result<Option<String>, Unavailable> {
+        self.take_change_turn(id).await
+    }
+
+    async fn end_change_turn(&self, id: CampaignId, token: &str) -> Result<(), Unavailable> {
+        self.free_change_turn(id, token).await
     }
 
     async fn heal_turn(&self, id: CampaignId, now: DateTime<Utc>, grace: Duration) -> Result<HealTurn, Unavailable> {

@@ -67,6 +67,12 @@ error_codes! {
         "The campaign's issuance has ended.";
     NotOnSale = "NOT_ON_SALE", UNPROCESSABLE_ENTITY, Retry::No,
         "A `REWARD` campaign: its coupons are granted by grading, never issued on request.";
+    Paused = "PAUSED", LOCKED, Retry::Once("the partner resumed the campaign (`PATCH … {\"paused\": false}`)"),
+        "The campaign is paused: it gives no new places (a user who holds one is still answered `ALREADY_ISSUED`).";
+    BelowReserved = "BELOW_RESERVED", CONFLICT, Retry::No,
+        "A `totalQuantity` below the places already taken (`field: totalQuantity`); nothing was changed.";
+    ChangeInProgress = "CHANGE_IN_PROGRESS", CONFLICT, Retry::AfterRetryAfter,
+        "Another change of the same campaign is being made; changes of one campaign are made one at a time.";
     AlreadyUsed = "ALREADY_USED", CONFLICT, Retry::No,
         "The coupon was used for another order (the same order again answers its first use).";
     NotUsed = "NOT_USED", CONFLICT, Retry::No,
@@ -91,9 +97,121 @@ error_codes! {
         "A grading run was asked for before the partner set a grading policy.";
     MonthNotEnded = "MONTH_NOT_ENDED", UNPROCESSABLE_ENTITY, Retry::Once("the month has ended (the 1st of the next, UTC)"),
         "A grading run of the current or a future month: a run is final, and a month's orders and refunds are not all in before it ends (`field: month`).";
+    RouteNotFound = "ROUTE_NOT_FOUND", FORBIDDEN, Retry::No,
+        "No route has this method and path: API Gateway answers it before any key is looked at, with its usual 403.";
+    Forbidden = "FORBIDDEN", FORBIDDEN, Retry::No,
+        "API Gateway refused the key: unknown, revoked, expired or malformed, or its partner has no usage-plan key (`fcfs-admin keys create` registers it).";
+    Throttled = "THROTTLED", TOO_MANY_REQUESTS, Retry::AfterRetryAfter,
+        "Over the stage's or the partner's request rate (`PartnerThrottleRate`, `fcfs-admin limits set --rate`); nothing was done. Back off, with jitter.";
+    Internal = "INTERNAL", BAD_GATEWAY, Retry::AfterRetryAfter,
+        "The function failed or timed out (504 then) before answering; a write may have happened: retry points writes with the same `Idempotency-Key`, an issue call answers its first answer again.";
     Unavailable = "UNAVAILABLE", SERVICE_UNAVAILABLE, Retry::AfterRetryAfter,
         "A backing service (Redis, SQS, MySQL) failed or timed out, or a campaign's Redis state is missing (rebuilt by itself from MySQL once no reservation is on its way; the message names the campaign); nothing was kept. The message never carries backend details.";
 }
+
+/// What API Gateway answers itself, before a function runs: one `GatewayResponses` entry of
+/// `template.yaml` each (its response type), a JSON body with a code of the table above (a test
+/// holds the template to this list, and the local runner answers from the template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayAnswer {
+    /// API Gateway's response type (`UNAUTHORIZED`, `THROTTLED`, …).
+    pub response_type: &'static str,
+    /// The status API Gateway answers with (set in the template where it differs from the type's).
+    pub status: u16,
+    pub code: ErrorCode,
+    pub message: &'static str,
+    /// When it happens, for `docs/errors.md`.
+    pub when: &'static str,
+}
+
+impl GatewayAnswer {
+    /// The response template: a static text in which API Gateway puts the request id.
+    pub fn template(&self) -> String {
+        format!(
+            r#"{{"error":"{}","message":"{}","requestId":"$context.requestId"}}"#,
+            self.code.as_str(),
+            self.message
+        )
+    }
+
+    /// Whether the answer carries `Retry-After` (1 second).
+    pub fn retry_after(&self) -> bool {
+        self.code.retry() == Retry::AfterRetryAfter
+    }
+}
+
+pub const GATEWAY_ANSWERS: &[GatewayAnswer] = &[
+    GatewayAnswer {
+        response_type: "UNAUTHORIZED",
+        status: 401,
+        code: ErrorCode::Unauthorized,
+        message: "no API key: send it in the X-API-KEY header (an Authorization: Bearer header is not read)",
+        when: "no `X-API-KEY` header, or an empty one (an `Authorization: Bearer` header is not read)",
+    },
+    GatewayAnswer {
+        response_type: "ACCESS_DENIED",
+        status: 403,
+        code: ErrorCode::Forbidden,
+        message: "the API key is unknown, revoked, expired or malformed",
+        when: "the authorizer denied the key",
+    },
+    GatewayAnswer {
+        response_type: "INVALID_API_KEY",
+        status: 403,
+        code: ErrorCode::Forbidden,
+        message: "the partner's key is not registered in the usage plan: an operator runs fcfs-admin keys create",
+        when: "the partner's usage-plan key is not registered",
+    },
+    GatewayAnswer {
+        response_type: "MISSING_AUTHENTICATION_TOKEN",
+        status: 403,
+        code: ErrorCode::RouteNotFound,
+        message: "no route has this method and path",
+        when: "no route has this method and path",
+    },
+    GatewayAnswer {
+        response_type: "REQUEST_TOO_LARGE",
+        status: 413,
+        code: ErrorCode::PayloadTooLarge,
+        message: "the body exceeds 10 MiB",
+        when: "the body exceeds 10 MiB",
+    },
+    GatewayAnswer {
+        response_type: "THROTTLED",
+        status: 429,
+        code: ErrorCode::Throttled,
+        message: "over the request rate of the stage or of the partner: retry after Retry-After seconds, with backoff",
+        when: "over the stage's or the partner's rate",
+    },
+    GatewayAnswer {
+        response_type: "QUOTA_EXCEEDED",
+        status: 429,
+        code: ErrorCode::Throttled,
+        message: "over the partner's request quota: retry after Retry-After seconds, with backoff",
+        when: "over a usage-plan quota (none is set today)",
+    },
+    GatewayAnswer {
+        response_type: "AUTHORIZER_CONFIGURATION_ERROR",
+        status: 503,
+        code: ErrorCode::Unavailable,
+        message: "the API key could not be checked now: retry after Retry-After seconds",
+        when: "the authorizer failed (its key store is down or slow; API Gateway's own status would be 500)",
+    },
+    GatewayAnswer {
+        response_type: "AUTHORIZER_FAILURE",
+        status: 503,
+        code: ErrorCode::Unavailable,
+        message: "the API key could not be checked now: retry after Retry-After seconds",
+        when: "the authorizer's answer could not be used (API Gateway's own status would be 500)",
+    },
+    GatewayAnswer {
+        response_type: "DEFAULT_5XX",
+        status: 502,
+        code: ErrorCode::Internal,
+        message: "the function failed or timed out before answering: retry with backoff (points writes with the same Idempotency-Key)",
+        when: "the function crashed (502) or timed out (504)",
+    },
+];
 
 /// `docs/errors.md`: the table above, and what API Gateway itself answers.
 pub fn errors_markdown() -> String {
@@ -102,7 +220,7 @@ pub fn errors_markdown() -> String {
          <!-- Generated from shared/src/http/codes.rs (ErrorCode); `FCFS_WRITE_DOCS=1 cargo test -p \
          fcfs-shared --lib errors_doc` rewrites it. A test fails when it differs. -->\n\n\
          Every error a function answers is JSON: `{\"error\": CODE, \"message\": text, \"field\"?: name}`. \
-         A 503 carries `Retry-After` (seconds). Retry only what the last column says; a retried \
+         An answer whose last column says `Retry-After` carries that header (seconds). Retry only what the last column says; a retried \
          points write must carry the same `Idempotency-Key`.\n\n\
          | code | status | meaning | retry |\n| --- | --- | --- | --- |\n",
     );
@@ -122,16 +240,20 @@ pub fn errors_markdown() -> String {
     }
     out.push_str(
         "\n## Answers of API Gateway (before a function runs)\n\n\
-         | status | body | when | retry |\n| --- | --- | --- | --- |\n\
-         | 401 | `{\"message\":\"Unauthorized\"}` | no `X-API-KEY` header, or an empty one (an `Authorization: Bearer` header is not read: send the key as `X-API-KEY`) | no |\n\
-         | 403 | `{\"Message\":\"User is not authorized to access this resource with an explicit deny\"}` | the key is unknown, revoked, expired or malformed | no |\n\
-         | 403 | `{\"message\":\"Forbidden\"}` | the partner's usage-plan key is not registered (`fcfs-admin keys create` registers it) | no |\n\
-         | 403 | `{\"message\":\"Missing Authentication Token\"}` | no route has this method and path | no |\n\
-         | 413 | `{\"message\":\"Request Too Long\"}` | the body exceeds 10 MiB | no |\n\
-         | 429 | `{\"message\":\"Too Many Requests\"}` | over the stage's or the partner's rate (`PartnerThrottleRate`, `fcfs-admin limits set --rate`) | yes, with backoff |\n\
-         | 500 | `{\"message\":null}` | the authorizer failed (its key store is down or slow) | yes, with backoff |\n\
-         | 502 | `{\"message\":\"Internal server error\"}` | the function crashed or timed out | yes, with backoff (a write may have happened: retry points writes with the same `Idempotency-Key`) |\n",
+         `template.yaml`'s `GatewayResponses` make them JSON with a code too, plus the request's \
+         id: `{\"error\": CODE, \"message\": text, \"requestId\": id}` (the local runner answers \
+         the same from the template). 429, 502, 503 and 504 carry `Retry-After: 1`.\n\n\
+         | status | code | message | when |\n| --- | --- | --- | --- |\n",
     );
+    for answer in GATEWAY_ANSWERS {
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} |\n",
+            answer.status,
+            answer.code.as_str(),
+            answer.message,
+            answer.when
+        ));
+    }
     out
 }
 

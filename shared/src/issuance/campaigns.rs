@@ -1,11 +1,15 @@
 //! Campaign use cases: create one (recorded in the catalog, then primed in the ledger so Redis
-//! can decide alone) and read one with its live counters.
+//! can decide alone), read one with its live counters, list a partner's, and change one while it
+//! sells.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
+use super::change::{CampaignChange, CampaignQuery, CampaignStatus, strictest};
 use super::domain::{Campaign, CampaignId, IssueRules, NewCampaign};
 use super::error::IssuanceError;
-use super::ports::{CampaignCatalog, IssueLedger};
+use super::ports::{Amendment, CampaignCatalog, IssueLedger};
 use crate::partners::ports::{DefaultLimits, PartnerLimitStore};
 
 /// A campaign and how far its issuance has got.
@@ -89,11 +93,130 @@ impl<C: CampaignCatalog, L: IssueLedger> Campaigns<C, L> {
     }
 }
 
+/// One page of a partner's campaigns, and where the next starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignPage {
+    /// Newest first, each with its coupons written.
+    pub campaigns: Vec<(Campaign, u64)>,
+    pub next: Option<CampaignId>,
+}
+
+/// Rows read for one page at most: a status few campaigns have answers a short page with a
+/// cursor rather than a long scan.
+const MAX_SCANNED_PAGES: usize = 10;
+
+impl<C: CampaignCatalog, L: IssueLedger> Campaigns<C, L> {
+    /// The partner's campaigns, newest first, `query.status` ones only (`CampaignStatus::of` at
+    /// `now`), keyset-paginated by id.
+    pub async fn list(
+        &self,
+        partner: &str,
+        query: &CampaignQuery,
+        now: DateTime<Utc>,
+    ) -> Result<CampaignPage, IssuanceError> {
+        let limit = query.limit as usize;
+        let mut campaigns = Vec::with_capacity(limit);
+        let mut before = query.before;
+        for _ in 0..MAX_SCANNED_PAGES {
+            let rows = self.catalog.page(partner, before, query.limit).await?;
+            let exhausted = rows.len() < limit;
+            for (campaign, issued) in rows {
+                before = Some(campaign.id);
+                if query.status.is_none_or(|s| s == CampaignStatus::of(&campaign, now)) {
+                    campaigns.push((campaign, issued));
+                    if campaigns.len() == limit {
+                        return Ok(CampaignPage {
+                            campaigns,
+                            next: before,
+                        });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(CampaignPage { campaigns, next: None });
+            }
+        }
+        Ok(CampaignPage {
+            campaigns,
+            next: before,
+        })
+    }
+
+    /// Changes the partner's campaign, also while it sells. Redis first holds the stricter of
+    /// the old and the new rules (`change::strictest`, refusing a quantity below the places
+    /// taken in the same atomic step), then MySQL records the change under the campaign's row
+    /// lock, then Redis takes the new rules: no moment lets Redis give a place that either
+    /// version refuses, and MySQL's cap (the writer's last guard) is never below the places
+    /// Redis gave. One change of a campaign at a time (`ChangeInProgress`).
+    pub async fn change(
+        &self,
+        partner: &str,
+        id: CampaignId,
+        change: CampaignChange,
+        now: DateTime<Utc>,
+    ) -> Result<CampaignSummary, IssuanceError> {
+        let change = change.validate()?;
+        let Some(turn) = self.ledger.change_turn(id).await? else {
+            return Err(IssuanceError::ChangeInProgress);
+        };
+        let result = self.change_in_turn(partner, id, &change, now).await;
+        if let Err(e) = self.ledger.end_change_turn(id, &turn).await {
+            tracing::warn!(campaign_id = id, error = %e, "change turn not ended; it expires by itself");
+        }
+        result
+    }
+
+    async fn change_in_turn(
+        &self,
+        partner: &str,
+        id: CampaignId,
+        change: &CampaignChange,
+        now: DateTime<Utc>,
+    ) -> Result<CampaignSummary, IssuanceError> {
+        let current = match self.catalog.get(id).await? {
+            Some(c) if c.partner_id == partner => c,
+            _ => return Err(IssuanceError::CampaignNotFound),
+        };
+        let reserved = self.ledger.reserved_count(id).await?;
+        // Refused here, nothing is touched; the ledger checks the places again atomically.
+        let target = change.applied_to(&current, reserved, now)?;
+        let before = IssueRules::from(&current);
+        if let Amendment::BelowReserved { reserved } = self
+            .ledger
+            .amend(&strictest(&before, &IssueRules::from(&target)))
+            .await?
+        {
+            return Err(IssuanceError::BelowReserved { reserved });
+        }
+        let changed = match self.catalog.change(partner, id, change, now).await {
+            Ok(changed) => changed,
+            Err(e) => {
+                // Redis goes back to what MySQL holds (which a timed-out change may have reached);
+                // if even that cannot be read, the stricter rules stay: safe, and the retry ends it.
+                if let Ok(Some(recorded)) = self.catalog.get(id).await {
+                    let _ = self.ledger.amend(&IssueRules::from(&recorded)).await;
+                }
+                return Err(e);
+            }
+        };
+        // A failure here leaves Redis stricter than MySQL, never looser: the caller's retry
+        // makes the same change again and ends it.
+        self.ledger.amend(&IssueRules::from(&changed)).await?;
+        tracing::info!(campaign_id = id, partner_id = %partner, ?change, "campaign changed");
+        Ok(CampaignSummary {
+            reserved: self.ledger.reserved_count(id).await?,
+            issued: self.catalog.issued_count(id).await?,
+            campaign: changed,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{Duration, Utc};
 
     use super::*;
+    use crate::issuance::change::{CampaignChange, CampaignQuery, CampaignStatus};
     use crate::issuance::domain::{Discount, DiscountType, IssueDecision};
     use crate::kernel::UserId;
     use crate::testkit::{MemoryCatalog, MemoryLedger};
@@ -185,6 +308,143 @@ mod tests {
         );
         let other = campaigns.create("p2", campaign(10)).await.unwrap();
         assert_eq!(other.campaign.id, 3, "another partner is unaffected");
+    }
+
+    fn open(quantity: u32) -> NewCampaign {
+        NewCampaign {
+            issue_starts_at: Utc::now() - Duration::hours(1),
+            ..campaign(quantity)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_reaches_both_stores_and_a_paused_campaign_gives_no_place() {
+        let ledger = std::sync::Arc::new(MemoryLedger::default());
+        let campaigns = Campaigns::new(MemoryCatalog::default(), ledger.clone());
+        let id = campaigns.create("p1", open(2)).await.unwrap().campaign.id;
+        let user = |u: &str| UserId::parse(u).unwrap();
+        let reserve = |u: &'static str| {
+            let ledger = ledger.clone();
+            async move {
+                ledger
+                    .reserve(id, "p1", &user(u), uuid::Uuid::now_v7(), Utc::now())
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(reserve("a").await, IssueDecision::Reserved { rank: 1 });
+        let pause = CampaignChange {
+            paused: Some(true),
+            total_quantity: Some(3),
+            name: Some(" Cyber Monday ".into()),
+            ..CampaignChange::default()
+        };
+        let changed = campaigns.change("p1", id, pause, Utc::now()).await.unwrap();
+        assert_eq!(
+            (
+                changed.campaign.name.as_str(),
+                changed.campaign.total_quantity,
+                changed.campaign.paused
+            ),
+            ("Cyber Monday", 3, true)
+        );
+        assert_eq!(changed.reserved, 1);
+        assert_eq!(
+            campaigns.get("p1", id).await.unwrap().campaign,
+            changed.campaign,
+            "MySQL has it"
+        );
+        assert_eq!(reserve("b").await, IssueDecision::Paused);
+        assert!(
+            matches!(reserve("a").await, IssueDecision::AlreadyIssued(_)),
+            "a holder is answered"
+        );
+        let resume = CampaignChange {
+            paused: Some(false),
+            ..CampaignChange::default()
+        };
+        campaigns.change("p1", id, resume, Utc::now()).await.unwrap();
+        for (u, rank) in [("b", 2), ("c", 3)] {
+            assert_eq!(reserve(u).await, IssueDecision::Reserved { rank });
+        }
+        assert_eq!(
+            reserve("d").await,
+            IssueDecision::SoldOut,
+            "the raised quantity, exactly"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_quantity_below_the_places_taken_changes_nothing() {
+        let ledger = std::sync::Arc::new(MemoryLedger::default());
+        let campaigns = Campaigns::new(MemoryCatalog::default(), ledger.clone());
+        let id = campaigns.create("p1", open(5)).await.unwrap().campaign.id;
+        for u in ["a", "b", "c"] {
+            let user = UserId::parse(u).unwrap();
+            ledger
+                .reserve(id, "p1", &user, uuid::Uuid::now_v7(), Utc::now())
+                .await
+                .unwrap();
+        }
+        let fewer = |n| CampaignChange {
+            total_quantity: Some(n),
+            paused: Some(true),
+            ..CampaignChange::default()
+        };
+        assert!(matches!(
+            campaigns.change("p1", id, fewer(2), Utc::now()).await,
+            Err(IssuanceError::BelowReserved { reserved: 3 })
+        ));
+        let unchanged = campaigns.get("p1", id).await.unwrap().campaign;
+        assert_eq!((unchanged.total_quantity, unchanged.paused), (5, false));
+        assert_eq!(ledger.rules(id).await.unwrap().unwrap().total_quantity, 5);
+        assert_eq!(
+            campaigns
+                .change("p1", id, fewer(3), Utc::now())
+                .await
+                .unwrap()
+                .campaign
+                .total_quantity,
+            3
+        );
+        assert!(matches!(
+            campaigns.change("p2", id, fewer(4), Utc::now()).await,
+            Err(IssuanceError::CampaignNotFound)
+        ));
+        ledger.change_turns.lock().unwrap().insert(id);
+        assert!(matches!(
+            campaigns.change("p1", id, fewer(4), Utc::now()).await,
+            Err(IssuanceError::ChangeInProgress)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_list_is_the_partners_newest_first_by_status_page_by_page() {
+        let campaigns = Campaigns::new(MemoryCatalog::default(), MemoryLedger::default());
+        for i in 0..5 {
+            let c = if i % 2 == 0 { open(1) } else { campaign(1) };
+            campaigns.create("p1", c).await.unwrap();
+        }
+        campaigns.create("p2", open(1)).await.unwrap();
+        let query = |status, limit, before| CampaignQuery { status, limit, before };
+        let ids = |page: &CampaignPage| page.campaigns.iter().map(|(c, _)| c.id).collect::<Vec<_>>();
+        let first = campaigns.list("p1", &query(None, 3, None), Utc::now()).await.unwrap();
+        assert_eq!((ids(&first), first.next), (vec![5, 4, 3], Some(3)));
+        let rest = campaigns
+            .list("p1", &query(None, 3, first.next), Utc::now())
+            .await
+            .unwrap();
+        assert_eq!((ids(&rest), rest.next), (vec![2, 1], None));
+        let open_ones = campaigns
+            .list("p1", &query(Some(CampaignStatus::Open), 2, None), Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(ids(&open_ones), vec![5, 3]);
+        let scheduled = campaigns
+            .list("p1", &query(Some(CampaignStatus::Scheduled), 10, None), Utc::now())
+            .await
+            .unwrap();
+        assert_eq!((ids(&scheduled), scheduled.next), (vec![4, 2], None));
     }
 
     #[tokio::test]

@@ -93,13 +93,8 @@ pub struct NewCampaign {
 
 impl NewCampaign {
     pub fn validate(self) -> Result<Self, InvalidField> {
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-            return Err(InvalidField::new("name", "must be 1-200 characters"));
-        }
-        if !(1..=MAX_TOTAL_QUANTITY).contains(&self.total_quantity) {
-            return Err(InvalidField::new("totalQuantity", "must be between 1 and 10000000"));
-        }
+        let name = campaign_name(&self.name)?;
+        total_quantity(self.total_quantity)?;
         storable_instant("issueStartsAt", self.issue_starts_at)?;
         storable_instant("issueEndsAt", self.issue_ends_at)?;
         storable_instant("couponExpiresAt", self.coupon_expires_at)?;
@@ -121,11 +116,25 @@ impl NewCampaign {
             }
             _ => {}
         }
-        Ok(Self {
-            name: name.to_owned(),
-            ..self
-        })
+        Ok(Self { name, ..self })
     }
+}
+
+/// A campaign's name as kept: trimmed, 1–200 characters.
+pub fn campaign_name(raw: &str) -> Result<String, InvalidField> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(InvalidField::new("name", "must be 1-200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// A campaign's quantity: 1 to 10,000,000.
+pub fn total_quantity(quantity: u32) -> Result<u32, InvalidField> {
+    if !(1..=MAX_TOTAL_QUANTITY).contains(&quantity) {
+        return Err(InvalidField::new("totalQuantity", "must be between 1 and 10000000"));
+    }
+    Ok(quantity)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +149,8 @@ pub struct Campaign {
     pub discount: Discount,
     pub kind: CampaignKind,
     pub created_at: DateTime<Utc>,
+    /// Issues no new places while set (`PATCH … {"paused": true}`); places taken stay.
+    pub paused: bool,
 }
 
 /// What the issue script needs to decide alone, in one round trip: with the owner among them,
@@ -153,6 +164,7 @@ pub struct IssueRules {
     pub issue_ends_at: DateTime<Utc>,
     pub coupon_expires_at: DateTime<Utc>,
     pub kind: CampaignKind,
+    pub paused: bool,
 }
 
 impl IssueRules {
@@ -174,6 +186,7 @@ impl From<&Campaign> for IssueRules {
             issue_ends_at: c.issue_ends_at,
             coupon_expires_at: c.coupon_expires_at,
             kind: c.kind,
+            paused: c.paused,
         }
     }
 }
@@ -187,6 +200,8 @@ pub enum IssueDecision {
     },
     /// The user already holds a place, taken by this request.
     AlreadyIssued(Place),
+    /// The partner paused the campaign: no new places (a holder still gets its answer).
+    Paused,
     SoldOut,
     NotOpen,
     Ended,
@@ -263,6 +278,8 @@ pub fn decide(
         IssueDecision::Ended
     } else if let Some(place) = held {
         IssueDecision::AlreadyIssued(place)
+    } else if rules.paused {
+        IssueDecision::Paused
     } else if reserved >= rules.total_quantity {
         IssueDecision::SoldOut
     } else {
@@ -574,6 +591,7 @@ mod tests {
             issue_ends_at: now + Duration::hours(1),
             coupon_expires_at: now + Duration::days(1),
             kind: CampaignKind::Sale,
+            paused: false,
         }
     }
 
@@ -589,6 +607,16 @@ mod tests {
         );
         assert_eq!(decide(&r, "p", r.issue_ends_at, None, 0), IssueDecision::Ended);
         assert_eq!(decide(&r, "p", now, Some(held), 2), IssueDecision::AlreadyIssued(held));
+        let paused = IssueRules {
+            paused: true,
+            ..r.clone()
+        };
+        assert_eq!(decide(&paused, "p", now, None, 0), IssueDecision::Paused);
+        assert_eq!(
+            decide(&paused, "p", now, Some(held), 0),
+            IssueDecision::AlreadyIssued(held),
+            "a holder still gets its answer"
+        );
         assert_eq!(decide(&r, "p", now, None, 2), IssueDecision::SoldOut);
         assert_eq!(decide(&r, "p", now, None, 1), IssueDecision::Reserved { rank: 2 });
         let reward = IssueRules {

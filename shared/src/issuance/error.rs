@@ -17,6 +17,8 @@ pub enum IssuanceError {
     /// (`None` when Redis could not say).
     #[error("this user already holds a coupon of this campaign")]
     AlreadyIssued { place: Place, state: Option<IssueState> },
+    #[error("the campaign is paused: no new places until it is resumed")]
+    Paused,
     #[error("no coupons are left")]
     SoldOut,
     #[error("issuance has not started yet")]
@@ -31,6 +33,12 @@ pub enum IssuanceError {
     /// (`Issuance::heal`), so the caller retries.
     #[error("campaign {0} cannot issue now: its state in Redis is missing and is being rebuilt from MySQL; retry")]
     Unprimed(CampaignId),
+    /// A quantity below the places already taken.
+    #[error("totalQuantity: {reserved} places are already taken; the quantity cannot go below them")]
+    BelowReserved { reserved: u64 },
+    /// Another change of the same campaign is being made; changes of one campaign go one at a time.
+    #[error("another change of this campaign is being made: retry when it is done")]
+    ChangeInProgress,
     /// Creating the campaign would take the partner past its limit of live campaigns.
     #[error(transparent)]
     LimitExceeded(#[from] crate::partners::domain::LimitExceeded),
@@ -41,6 +49,15 @@ pub enum IssuanceError {
     MessageWithoutId(usize),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+}
+
+impl From<super::change::ChangeRefused> for IssuanceError {
+    fn from(refused: super::change::ChangeRefused) -> Self {
+        match refused {
+            super::change::ChangeRefused::Invalid(e) => Self::Invalid(e),
+            super::change::ChangeRefused::BelowReserved { reserved } => Self::BelowReserved { reserved },
+        }
+    }
 }
 
 impl IssuanceError {

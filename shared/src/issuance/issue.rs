@@ -149,13 +149,18 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             Ok(_) => "reserved",
             Err(IssuanceError::AlreadyIssued { .. }) => "already_issued",
             Err(IssuanceError::SoldOut) => "sold_out",
+            Err(IssuanceError::Paused) => "paused",
             Err(IssuanceError::NotOpen) => "not_open",
             Err(IssuanceError::Ended) => "ended",
             Err(IssuanceError::NotOnSale) => "not_on_sale",
             Err(IssuanceError::CampaignNotFound) => "not_found",
-            Err(IssuanceError::Invalid(_) | IssuanceError::MessageWithoutId(_) | IssuanceError::LimitExceeded(_)) => {
-                "invalid"
-            }
+            Err(
+                IssuanceError::Invalid(_)
+                | IssuanceError::MessageWithoutId(_)
+                | IssuanceError::LimitExceeded(_)
+                | IssuanceError::BelowReserved { .. },
+            ) => "invalid",
+            Err(IssuanceError::ChangeInProgress) => "unavailable",
             Err(IssuanceError::Unprimed(_) | IssuanceError::Unavailable(_)) => "unavailable",
         };
         metrics::counter!("fcfs_issue_decisions_total", "outcome" => outcome).increment(1);
@@ -208,6 +213,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
                 return Err(IssuanceError::AlreadyIssued { place, state });
             }
             IssueDecision::SoldOut => return Err(IssuanceError::SoldOut),
+            IssueDecision::Paused => return Err(IssuanceError::Paused),
             IssueDecision::NotOpen => return Err(IssuanceError::NotOpen),
             IssueDecision::Ended => return Err(IssuanceError::Ended),
             IssueDecision::NotOwner => return Err(IssuanceError::CampaignNotFound),

@@ -2,6 +2,7 @@
 //! the recovery of places whose message never went.
 
 pub mod campaigns;
+pub mod change;
 pub mod domain;
 pub mod error;
 pub mod issue;

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::change::CampaignChange;
 use super::domain::{
     Campaign, CampaignId, CouponGrant, Holder, IssueDecision, IssueRules, NewCampaign, Outcome, PendingReservation,
     RejectionReason, Reservation,
@@ -47,6 +48,37 @@ pub trait CampaignCatalog: Send + Sync {
     /// Users holding a coupon of the campaign, with its id and the request that won it: what a
     /// lost ledger is rebuilt from.
     async fn holders(&self, id: CampaignId) -> Result<Vec<Holder>, Unavailable>;
+    /// Makes `change` to the partner's campaign under its row lock, with the coupons written as
+    /// what the quantity must still hold (`CampaignChange::applied_to` decides); another
+    /// partner's campaign is not found.
+    async fn change(
+        &self,
+        partner: &str,
+        id: CampaignId,
+        change: &CampaignChange,
+        now: DateTime<Utc>,
+    ) -> Result<Campaign, IssuanceError>;
+    /// The partner's campaigns with ids below `before` (all when `None`), newest first, at most
+    /// `limit`, each with its coupons written.
+    async fn page(
+        &self,
+        partner: &str,
+        before: Option<CampaignId>,
+        limit: u32,
+    ) -> Result<Vec<(Campaign, u64)>, Unavailable>;
+}
+
+/// What `IssueLedger::amend` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amendment {
+    Applied,
+    /// Redis holds no rules for the campaign (lost or never primed): nothing to amend; a heal
+    /// primes it from MySQL.
+    Absent,
+    /// More places are taken than the new quantity: nothing changed.
+    BelowReserved {
+        reserved: u64,
+    },
 }
 
 /// What the ledger knows of one user's place in a campaign (the status endpoint's first source).
@@ -122,6 +154,13 @@ pub trait IssueLedger: Send + Sync {
     async fn rebuild(&self, rules: &IssueRules, holders: &[Holder]) -> Result<u64, Unavailable>;
     /// Ends a turn: its lock, and when the state was `rebuilt`, the loss's sighting.
     async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable>;
+    /// Replaces the campaign's rules in one atomic step, unless more places are taken than their
+    /// quantity; never creates state for a campaign Redis does not hold (`Absent`).
+    async fn amend(&self, rules: &IssueRules) -> Result<Amendment, Unavailable>;
+    /// One change of a campaign at a time: a turn (its token) with a deadline, or `None` while
+    /// another holds it.
+    async fn change_turn(&self, id: CampaignId) -> Result<Option<String>, Unavailable>;
+    async fn end_change_turn(&self, id: CampaignId, token: &str) -> Result<(), Unavailable>;
 }
 
 /// Why a message did not certainly reach the queue.
@@ -192,6 +231,23 @@ impl<T: CampaignCatalog + ?Sized> CampaignCatalog for std::sync::Arc<T> {
     async fn holders(&self, id: CampaignId) -> Result<Vec<Holder>, Unavailable> {
         (**self).holders(id).await
     }
+    async fn change(
+        &self,
+        partner: &str,
+        id: CampaignId,
+        change: &CampaignChange,
+        now: DateTime<Utc>,
+    ) -> Result<Campaign, IssuanceError> {
+        (**self).change(partner, id, change, now).await
+    }
+    async fn page(
+        &self,
+        partner: &str,
+        before: Option<CampaignId>,
+        limit: u32,
+    ) -> Result<Vec<(Campaign, u64)>, Unavailable> {
+        (**self).page(partner, before, limit).await
+    }
 }
 
 #[async_trait]
@@ -249,6 +305,15 @@ impl<T: IssueLedger + ?Sized> IssueLedger for std::sync::Arc<T> {
     }
     async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable> {
         (**self).end_heal(id, rebuilt).await
+    }
+    async fn amend(&self, rules: &IssueRules) -> Result<Amendment, Unavailable> {
+        (**self).amend(rules).await
+    }
+    async fn change_turn(&self, id: CampaignId) -> Result<Option<String>, Unavailable> {
+        (**self).change_turn(id).await
+    }
+    async fn end_change_turn(&self, id: CampaignId, token: &str) -> Result<(), Unavailable> {
+        (**self).end_change_turn(id, token).await
     }
 }
 

@@ -17,13 +17,14 @@ use crate::coupons::domain::{
 };
 use crate::coupons::ports::CouponRecords;
 use crate::issuance::IssuanceError;
+use crate::issuance::change::CampaignChange;
 use crate::issuance::domain::{
     Campaign, CampaignId, CampaignKind, CampaignTerms, CouponGrant, GrantableCampaign, Holder, IssueDecision,
     IssueRules, NewCampaign, Outcome, PendingReservation, Place, Reservation, allot, decide, grant_coupons,
 };
 use crate::issuance::ports::{
-    CampaignCatalog, ChunkRecord, CouponBook, HealTurn, IssueLedger, ReservationQueue, RewardCoupons, SendError,
-    Standing,
+    Amendment, CampaignCatalog, ChunkRecord, CouponBook, HealTurn, IssueLedger, ReservationQueue, RewardCoupons,
+    SendError, Standing,
 };
 use crate::kernel::{Clock, TxError, Unavailable, UserId};
 use crate::keys::domain::{ApiKeyRecord, KeyStatus};
@@ -101,6 +102,8 @@ pub struct MemoryLedger {
     pub prime_lands_then_fails: AtomicBool,
     /// Lost campaigns: when the loss was first seen, and whether a caller holds the turn.
     heals: Mutex<HashMap<CampaignId, (DateTime<Utc>, bool)>>,
+    /// Campaigns a change holds the turn of.
+    pub change_turns: Mutex<HashSet<CampaignId>>,
 }
 
 impl MemoryLedger {
@@ -312,6 +315,34 @@ impl IssueLedger for MemoryLedger {
         }
         Ok(())
     }
+
+    async fn amend(&self, rules: &IssueRules) -> Result<Amendment, Unavailable> {
+        self.check()?;
+        let mut state = self.state.lock().unwrap();
+        let Some(s) = state.get_mut(&rules.campaign_id) else {
+            return Ok(Amendment::Absent);
+        };
+        if s.count > rules.total_quantity {
+            return Ok(Amendment::BelowReserved {
+                reserved: s.count.into(),
+            });
+        }
+        s.rules.total_quantity = rules.total_quantity;
+        s.rules.issue_ends_at = rules.issue_ends_at;
+        s.rules.paused = rules.paused;
+        Ok(Amendment::Applied)
+    }
+
+    async fn change_turn(&self, id: CampaignId) -> Result<Option<String>, Unavailable> {
+        self.check()?;
+        let mut turns = self.change_turns.lock().unwrap();
+        Ok(turns.insert(id).then(|| id.to_string()))
+    }
+
+    async fn end_change_turn(&self, id: CampaignId, _token: &str) -> Result<(), Unavailable> {
+        self.change_turns.lock().unwrap().remove(&id);
+        Ok(())
+    }
 }
 
 /// Partner limits kept in memory, as `partner_limits` keeps them.
@@ -361,6 +392,7 @@ impl CampaignCatalog for MemoryCatalog {
             discount: c.discount,
             kind: c.kind,
             created_at: Utc::now(),
+            paused: false,
         };
         campaigns.insert(id, campaign.clone());
         Ok(campaign)
@@ -402,6 +434,47 @@ impl CampaignCatalog for MemoryCatalog {
                 _ => None,
             })
             .collect())
+    }
+
+    async fn change(
+        &self,
+        partner: &str,
+        id: CampaignId,
+        change: &CampaignChange,
+        now: DateTime<Utc>,
+    ) -> Result<Campaign, IssuanceError> {
+        let issued = self.issued_count(id).await?;
+        let mut campaigns = self.campaigns.lock().unwrap();
+        let campaign = match campaigns.get_mut(&id) {
+            Some(c) if c.partner_id == partner => c,
+            _ => return Err(IssuanceError::CampaignNotFound),
+        };
+        *campaign = change.applied_to(campaign, issued, now)?;
+        Ok(campaign.clone())
+    }
+
+    async fn page(
+        &self,
+        partner: &str,
+        before: Option<CampaignId>,
+        limit: u32,
+    ) -> Result<Vec<(Campaign, u64)>, Unavailable> {
+        let page: Vec<Campaign> = self
+            .campaigns
+            .lock()
+            .unwrap()
+            .values()
+            .rev()
+            .filter(|c| c.partner_id == partner && before.is_none_or(|b| c.id < b))
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        let mut counted = Vec::with_capacity(page.len());
+        for campaign in page {
+            let issued = self.issued_count(campaign.id).await?;
+            counted.push((campaign, issued));
+        }
+        Ok(counted)
     }
 }
 
