@@ -129,7 +129,7 @@ async fn a_poison_message_in_the_dlq_reaches_discord_through_prometheus_and_aler
         .unwrap();
     let arn = queue_arn(&sqs, &queue_url).await;
 
-    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml"));
+    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
     config.env.insert(QUEUE_WATCH_ENV.to_owned(), "0.5".to_owned());
     let mut app = LocalApp::load(&config).await.expect("the runner loads");
     app.set_source_queue("IssueWriterFunction", &queue_url, &arn);
@@ -406,7 +406,7 @@ async fn a_scheduled_invocation_failing_every_attempt_lands_in_its_on_failure_qu
         .unwrap()
         .queue_url
         .unwrap();
-    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml"));
+    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
     config.env.insert(
         "DATABASE_URL".to_owned(),
         "mysql://fcfs:fcfs@127.0.0.1:9/fcfs".to_owned(),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 /// it until their visibility timeout, so tests running beside each other must not share one.
 async fn partner_api(prefix: &str) -> PartnerApi {
     let (queue, dlq) = queue_with_dlq(&sqs().await, 30).await;
-    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml"));
+    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
     for (name, value) in [
         ("ISSUE_QUEUE_URL", queue),
         ("ISSUE_DLQ_URL", dlq),

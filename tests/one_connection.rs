@@ -50,7 +50,7 @@ async fn a_whole_partner_session_runs_on_one_connection_per_function() {
     // template's minimum (two, sharing the one connection).
     let (issue_queue, _) = queue_with_dlq(&sqs().await, 30).await;
     let (grading_queue, _) = queue_with_dlq(&sqs().await, 30).await;
-    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml"));
+    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
     for (name, value) in [
         ("DB_MAX_CONNECTIONS", "1".to_owned()),
         ("WRITER_PARALLEL_CHUNKS", "1".to_owned()),

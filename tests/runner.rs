@@ -233,6 +233,46 @@ async fn gateway_answers_its_json_401_and_403s_and_caches_the_authorizer() {
     running.stop().await.unwrap();
 }
 
+/// Each partner has its own bucket of the usage plan's rate and burst (the template's
+/// `PartnerThrottleRate`/`PartnerThrottleBurst`, small here): past it the gateway answers 429
+/// `THROTTLED` with `Retry-After`, before any function runs, while another partner is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_over_its_rate_is_throttled_and_another_is_not() {
+    let mut config = config(repo_root().join("template.yaml"));
+    for (name, value) in [("PartnerThrottleRate", "2"), ("PartnerThrottleBurst", "5")] {
+        config.params.insert(name.to_owned(), value.to_owned());
+    }
+    let running = start(LocalApp::load(&config).await.expect("the runner loads")).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/campaigns/1", running.base_url);
+    let (eager, calm) = (api_key(&unique("eager")).await, api_key(&unique("calm")).await);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let response = client.get(&url).header("X-API-KEY", &eager).send().await.unwrap();
+        let status = response.status().as_u16();
+        if status == 429 {
+            assert_eq!(response.headers()["retry-after"], "1");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "THROTTLED", "{body}");
+        }
+        statuses.push(status);
+    }
+    // 12 requests in well under a second: the burst of 5 (perhaps one refilled token) pass.
+    let passed = statuses.iter().filter(|s| **s == 404).count();
+    assert!((5..=7).contains(&passed), "{statuses:?}");
+    assert_eq!(
+        passed + statuses.iter().filter(|s| **s == 429).count(),
+        12,
+        "{statuses:?}"
+    );
+    assert_eq!(&statuses[..5], &[404; 5], "the burst first: {statuses:?}");
+    for _ in 0..5 {
+        let (status, body) = call(client.get(&url).header("X-API-KEY", &calm)).await;
+        assert_eq!(status, 404, "another partner has its own bucket: {body}");
+    }
+    running.stop().await.unwrap();
+}
+
 /// API Gateway (and the runner, as it) answers from the cached Allow for `ReauthorizeEvery`
 /// (300 s here): the key's expiry travels in the context and the function refuses it on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,9 +141,11 @@ impl Services {
     }
 }
 
-/// The local runner as `make up` runs it, in-process on a free port; `adjust` may re-point a poller.
+/// The local runner as `make up` runs it but unthrottled, in-process on a free port; `adjust` may
+/// re-point a poller.
 pub async fn start_runner(adjust: impl FnOnce(&mut LocalApp)) -> Result<Running> {
-    let mut app = LocalApp::load(&RunnerConfig::from_process(repo_root().join("template.yaml"))).await?;
+    // Unthrottled: the bench measures the machine, far past one partner's rate on AWS.
+    let mut app = LocalApp::load(&RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled()).await?;
     adjust(&mut app);
     Ok(app.start().await?)
 }

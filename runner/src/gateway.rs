@@ -22,6 +22,7 @@ use lambda_http::request::LambdaRequest;
 
 use crate::functions::{AuthorizerFunction, HttpFunction, LocalFunction};
 use crate::gateway_responses::{GatewayResponses, Kind};
+use crate::throttle::Throttles;
 use crate::{LocalApp, Stats};
 
 /// API Gateway's payload limit.
@@ -83,6 +84,7 @@ struct Gateway {
     region: String,
     stats: Arc<Stats>,
     responses: GatewayResponses,
+    throttles: Throttles,
 }
 
 pub(crate) fn router(app: &LocalApp) -> axum::Router {
@@ -131,6 +133,11 @@ pub(crate) fn router(app: &LocalApp) -> axum::Router {
         region: app.region.clone(),
         stats: app.stats.clone(),
         responses: GatewayResponses::new(app.api.gateway_responses.clone()),
+        throttles: if app.throttle {
+            Throttles::new(app.api.stage_throttle, app.api.key_throttle)
+        } else {
+            Throttles::none()
+        },
     };
     crate::metrics::recorder();
     axum::Router::new()
@@ -181,6 +188,9 @@ impl Gateway {
         else {
             return self.responses.answer(Kind::MissingAuthenticationToken, request_id);
         };
+        if !self.throttles.stage_admits() {
+            return self.responses.answer(Kind::Throttled, request_id);
+        }
         let arn = method_arn(&self.region, &self.stage, parts.method.as_str(), parts.uri.path());
         let context = match &self.authorizer {
             None => None,
@@ -189,6 +199,11 @@ impl Gateway {
                 Err(denied) => return denied,
             },
         };
+        // The usage plan meters the key the authorizer returned (one per partner).
+        let key = context.as_ref().and_then(|c| c.usage_identifier_key.as_deref());
+        if key.is_some_and(|key| !self.throttles.key_admits(key)) {
+            return self.responses.answer(Kind::Throttled, request_id);
+        }
         let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
             Ok(b) => b,
             Err(_) => {

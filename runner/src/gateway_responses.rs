@@ -1,5 +1,5 @@
-//! API Gateway's own answers (no route, no or a denied key, a body too large, a failed authorizer
-//! or function): the template's `GatewayResponses` where it sets one, else
+//! API Gateway's own answers (no route, no or a denied key, a body too large, a rate exceeded, a
+//! failed authorizer or function): the template's `GatewayResponses` where it sets one, else
 //! API Gateway's built-in answer, picked as API Gateway picks them (the response type, then
 //! `DEFAULT_4XX` / `DEFAULT_5XX`).
 
@@ -16,6 +16,7 @@ pub(crate) enum Kind {
     Unauthorized,
     AccessDenied,
     RequestTooLarge,
+    Throttled,
     AuthorizerConfigurationError,
     /// The function crashed (API Gateway's `INTEGRATION_FAILURE`, a `DEFAULT_5XX`).
     IntegrationFailure,
@@ -28,6 +29,7 @@ impl Kind {
             Self::Unauthorized => "UNAUTHORIZED",
             Self::AccessDenied => "ACCESS_DENIED",
             Self::RequestTooLarge => "REQUEST_TOO_LARGE",
+            Self::Throttled => "THROTTLED",
             Self::AuthorizerConfigurationError => "AUTHORIZER_CONFIGURATION_ERROR",
             Self::IntegrationFailure => "INTEGRATION_FAILURE",
         }
@@ -56,6 +58,11 @@ impl Kind {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"message": "Request Too Long"}),
                 "RequestTooLongException",
+            ),
+            Self::Throttled => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"message": "Too Many Requests"}),
+                "TooManyRequestsException",
             ),
             Self::AuthorizerConfigurationError => (
                 StatusCode::INTERNAL_SERVER_ERROR,

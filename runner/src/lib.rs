@@ -12,6 +12,7 @@ mod gateway_responses;
 pub mod metrics;
 mod poller;
 mod scheduler;
+mod throttle;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -73,16 +74,26 @@ pub struct RunnerConfig {
     /// The runner's environment. It overrides what the template gives a function, so any variable
     /// can be changed locally without editing the template.
     pub env: BTreeMap<String, String>,
+    /// API Gateway's throttling as the template sets it (the stage's rate and each partner's):
+    /// on, as on AWS, unless a load test measures more than one partner may send.
+    pub throttle: bool,
 }
 
 impl RunnerConfig {
-    /// The template at `template`, no parameter overrides, this process's environment.
+    /// The template at `template`, no parameter overrides, this process's environment, throttled.
     pub fn from_process(template: PathBuf) -> Self {
         Self {
             template,
             params: BTreeMap::new(),
             env: std::env::vars().collect(),
+            throttle: true,
         }
+    }
+
+    /// Without the template's throttling: for load that one partner could not send on AWS.
+    pub fn unthrottled(mut self) -> Self {
+        self.throttle = false;
+        self
     }
 }
 
@@ -162,6 +173,8 @@ const DEFAULT_LOCAL_CONCURRENCY: usize = 2;
 
 pub struct LocalApp {
     pub api: ApiSpec,
+    /// Whether the gateway throttles as the template says (`RunnerConfig::throttle`).
+    pub throttle: bool,
     pub routes: Vec<RouteSpec>,
     pub sources: Vec<EventSource>,
     pub schedules: Vec<ScheduleSource>,
@@ -348,6 +361,7 @@ impl LocalApp {
             functions.insert(spec.logical_id.clone(), function);
         }
         let app = Self {
+            throttle: config.throttle,
             api,
             routes,
             sources,
@@ -627,6 +641,7 @@ mod tests {
             template: path.clone(),
             params: BTreeMap::new(),
             env: BTreeMap::new(),
+            throttle: true,
         };
         let result = LocalApp::load(&config).await;
         std::fs::remove_file(&path).unwrap();

@@ -23,6 +23,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[arg(long, default_value = "template.yaml")]
     template: PathBuf,
+    /// Serve without the template's throttling (the stage's and each partner's rate): for load
+    /// tests that send more than one partner may on AWS.
+    #[arg(long)]
+    no_throttle: bool,
     /// Template parameter override, NAME=VALUE (repeatable). Stage defaults to $FCFS_STAGE.
     #[arg(long = "param", value_parser = fcfs_template::parse_param)]
     params: Vec<(String, String)>,
@@ -48,6 +52,7 @@ async fn main() -> Result<()> {
         template: args.template,
         params: args.params.into_iter().collect(),
         env: std::env::vars().collect::<BTreeMap<_, _>>(),
+        throttle: !args.no_throttle,
     };
     let app = LocalApp::load(&config).await.context("cannot start the local runner")?;
     if let Some(function) = &args.invoke {

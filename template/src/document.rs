@@ -19,6 +19,7 @@ pub(crate) const QUEUE: &str = "AWS::SQS::Queue";
 pub(crate) const TABLE: &str = "AWS::DynamoDB::Table";
 pub(crate) const FUNCTION: &str = "AWS::Serverless::Function";
 pub(crate) const API: &str = "AWS::Serverless::Api";
+pub(crate) const USAGE_PLAN: &str = "AWS::ApiGateway::UsagePlan";
 
 /// The methods SAM accepts in an `Api` event (`any` is every method).
 const METHODS: [&str; 8] = ["get", "post", "put", "delete", "patch", "head", "options", "any"];
@@ -83,6 +84,7 @@ pub(crate) enum Body {
     Queue(QueueProperties),
     Table(TableProperties),
     Api(ApiProperties),
+    UsagePlan(UsagePlanProperties),
     Function(Function),
     /// A type nothing here reads beyond its name.
     Other,
@@ -146,6 +148,38 @@ pub(crate) struct ApiProperties {
     pub auth: Option<ApiAuth>,
     #[serde(default)]
     pub gateway_responses: Ordered<GatewayResponseDefinition>,
+    #[serde(default)]
+    pub method_settings: Vec<MethodSetting>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct MethodSetting {
+    pub resource_path: Option<Expr>,
+    pub http_method: Option<Expr>,
+    pub throttling_rate_limit: Option<Expr>,
+    pub throttling_burst_limit: Option<Expr>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UsagePlanProperties {
+    #[serde(default)]
+    pub api_stages: Vec<UsagePlanStage>,
+    pub throttle: Option<UsagePlanThrottle>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UsagePlanStage {
+    pub api_id: Expr,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UsagePlanThrottle {
+    pub rate_limit: Option<Expr>,
+    pub burst_limit: Option<Expr>,
 }
 
 /// SAM's Gateway Response Object.
@@ -355,6 +389,7 @@ impl Resource {
             QUEUE => Body::Queue(typed(at, raw.properties)?),
             TABLE => Body::Table(typed(at, raw.properties)?),
             API => Body::Api(typed(at, raw.properties)?),
+            USAGE_PLAN => Body::UsagePlan(typed(at, raw.properties)?),
             FUNCTION => Body::Function(Function::read(at, raw.properties, raw.metadata)?),
             _ => Body::Other,
         };

@@ -205,6 +205,18 @@ pub struct ApiSpec {
     pub api_key_required: bool,
     /// `GatewayResponses`, by response type (`UNAUTHORIZED`, `THROTTLED`, …).
     pub gateway_responses: BTreeMap<String, GatewayResponseSpec>,
+    /// The whole stage's limit (`MethodSettings` for `/*` and `*`).
+    pub stage_throttle: Option<ThrottleSpec>,
+    /// Each usage-plan key's limit (the `AWS::ApiGateway::UsagePlan` of this API's stage): with
+    /// `ApiKeySourceType: AUTHORIZER`, per partner.
+    pub key_throttle: Option<ThrottleSpec>,
+}
+
+/// API Gateway's token bucket: `rate` requests per second refill a bucket of `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThrottleSpec {
+    pub rate: f64,
+    pub burst: u32,
 }
 
 /// How API Gateway answers one of its own response types.
@@ -614,13 +626,69 @@ impl Template {
                 },
             );
         }
+        let mut stage_throttle = None;
+        for setting in &props.method_settings {
+            let resolve = |v: Option<&Expr>| v.map(|v| self.resolve(v)).transpose();
+            let whole_stage = resolve(setting.resource_path.as_ref())?.as_deref() == Some("/*")
+                && resolve(setting.http_method.as_ref())?.as_deref() == Some("*");
+            if whole_stage {
+                stage_throttle = self.throttle(
+                    &format!("{logical_id}: MethodSettings"),
+                    setting.throttling_rate_limit.as_ref(),
+                    setting.throttling_burst_limit.as_ref(),
+                )?;
+            }
+        }
+        let mut key_throttle = None;
+        for resource in &self.resources {
+            let Body::UsagePlan(plan) = &resource.body else {
+                continue;
+            };
+            let ours = plan
+                .api_stages
+                .iter()
+                .any(|s| s.api_id.referenced_id() == Some(logical_id.as_str()));
+            if let (true, Some(throttle)) = (ours, &plan.throttle) {
+                key_throttle = self.throttle(
+                    &format!("{}: Throttle", resource.logical_id),
+                    throttle.rate_limit.as_ref(),
+                    throttle.burst_limit.as_ref(),
+                )?;
+            }
+        }
         Ok(ApiSpec {
             logical_id: (*logical_id).clone(),
             stage,
             authorizer,
             api_key_required,
             gateway_responses,
+            stage_throttle,
+            key_throttle,
         })
+    }
+
+    /// A rate and a burst, both given and positive, or no limit.
+    fn throttle(
+        &self,
+        at: &str,
+        rate: Option<&Expr>,
+        burst: Option<&Expr>,
+    ) -> Result<Option<ThrottleSpec>, TemplateError> {
+        let (Some(rate), Some(burst)) = (rate, burst) else {
+            return Ok(None);
+        };
+        let rate: f64 = self
+            .resolve(rate)?
+            .parse()
+            .map_err(|e| TemplateError::Invalid(format!("{at}: rate: {e}")))?;
+        let burst =
+            u32::try_from(self.resolve_i64(burst)?).map_err(|e| TemplateError::Invalid(format!("{at}: burst: {e}")))?;
+        if !(rate > 0.0 && rate.is_finite()) || burst == 0 {
+            return Err(TemplateError::Invalid(format!(
+                "{at}: rate {rate} and burst {burst} must be positive"
+            )));
+        }
+        Ok(Some(ThrottleSpec { rate, burst }))
     }
 
     pub fn functions(&self) -> Result<Vec<FunctionSpec>, TemplateError> {

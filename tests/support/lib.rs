@@ -169,7 +169,7 @@ pub async fn innodb_deadlocks(pool: &sqlx::MySqlPool) -> u64 {
 /// The runner serving template.yaml in-process, its functions' pools `DB_MAX_CONNECTIONS` large:
 /// it stands for many instances of a database-backed API at once.
 pub async fn runner_with_db_connections(connections: u32) -> local_runner::Running {
-    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml"));
+    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
     config.env.insert("DB_MAX_CONNECTIONS".into(), connections.to_string());
     local_runner::LocalApp::load(&config)
         .await

@@ -945,6 +945,8 @@ impl RunnerProcess {
             .arg("--template")
             .arg(repo_root().join("template.yaml"))
             .args(["--host", "127.0.0.1", "--port", &runner.port.to_string()])
+            // The fault tests measure recovery, not the partner's rate.
+            .arg("--no-throttle")
             .envs(envs.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(stdout)
