@@ -568,3 +568,64 @@ async fn a_full_redis_refuses_new_places_and_keeps_the_held_ones() {
     assert_eq!(holders.len(), 50, "every held place is kept");
     assert_eq!(ledger.reserved_count(id).await.unwrap(), 50);
 }
+
+/// A change of the rules (`PATCH /v1/campaigns/{id}`) on the real script: only within its turn,
+/// never on lost or partly lost state (which a heal rebuilds), and never below the places taken,
+/// counting the highest rank handed out when a place given back left a gap under it.
+#[tokio::test]
+async fn amending_the_rules_respects_the_turn_the_places_and_lost_state() {
+    use fcfs_shared::issuance::ports::Amendment;
+    let ledger = RedisIssueLedger::new(&env("REDIS_URL")).unwrap();
+    let id = fresh_id();
+    let rules = rules(id, 5);
+    ledger.prime(&rules).await.unwrap();
+    let now = Utc::now();
+    let requests: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for (i, request) in requests.iter().enumerate() {
+        let decision = ledger
+            .reserve(id, "ledger-test", &user(&format!("a{i}")), *request, now)
+            .await
+            .unwrap();
+        assert_eq!(decision, IssueDecision::Reserved { rank: i as u32 + 1 });
+    }
+    let with = |quantity| IssueRules {
+        total_quantity: quantity,
+        ..rules.clone()
+    };
+    assert_eq!(ledger.amend(&with(4), "no-turn").await.unwrap(), Amendment::TurnLost);
+    let turn = ledger.change_turn(id).await.unwrap().expect("a free turn");
+    assert_eq!(ledger.change_turn(id).await.unwrap(), None, "one change at a time");
+    assert_eq!(
+        ledger.amend(&with(2), &turn).await.unwrap(),
+        Amendment::BelowReserved { reserved: 3 }
+    );
+    // The place of rank 2 is given back: 2 held, rank 3 still on its way.
+    assert!(ledger.release(id, &user("a1"), requests[1]).await.unwrap());
+    assert_eq!(
+        ledger.amend(&with(2), &turn).await.unwrap(),
+        Amendment::BelowReserved { reserved: 3 }
+    );
+    assert_eq!(ledger.amend(&with(3), &turn).await.unwrap(), Amendment::Applied);
+    assert_eq!(ledger.rules(id).await.unwrap().unwrap().total_quantity, 3);
+    // Partly lost (the holders evicted) or lost (the counter): nothing is written.
+    let mut conn = integration_tests::redis().await;
+    let _: () = redis::cmd("DEL")
+        .arg(fcfs_shared::adapters::redis::users_key(id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ledger.amend(&with(4), &turn).await.unwrap(), Amendment::Absent);
+    let _: () = redis::cmd("DEL")
+        .arg(fcfs_shared::adapters::redis::count_key(id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ledger.amend(&with(4), &turn).await.unwrap(), Amendment::Absent);
+    assert_eq!(ledger.rules(id).await.unwrap().unwrap().total_quantity, 3, "unchanged");
+    ledger.end_change_turn(id, &turn).await.unwrap();
+    assert!(
+        ledger.change_turn(id).await.unwrap().is_some(),
+        "the turn is free again"
+    );
+    ledger.discard(id).await.unwrap();
+}

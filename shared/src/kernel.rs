@@ -134,6 +134,15 @@ pub mod id_text {
             self.visit_u64(v)
         }
 
+        /// A whole number JSON spells `5.0` (JSON Schema's integer 5), as `whole_number` reads.
+        fn visit_f64<E: Error>(self, v: f64) -> Result<u64, E> {
+            if v.fract() == 0.0 && (1.0..18_446_744_073_709_551_616.0).contains(&v) {
+                self.visit_u64(v as u64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+
         /// As the contract's pattern `^[1-9][0-9]{0,18}$`: no sign, no leading zero, and at most
         /// 19 digits (so every such string is a u64).
         fn visit_str<E: Error>(self, v: &str) -> Result<u64, E> {
@@ -374,6 +383,8 @@ mod tests {
         assert_eq!(text, r#"{"id":"18446744073709551615","other":"7"}"#);
         let numbers: Ids = serde_json::from_str(r#"{"id":18446744073709551615,"other":7}"#).unwrap();
         assert_eq!(numbers, ids);
+        let whole: Ids = serde_json::from_str(r#"{"id":5.0}"#).unwrap();
+        assert_eq!(whole.id, 5);
         let longest: Ids = serde_json::from_str(r#"{"id":"9999999999999999999"}"#).unwrap();
         assert_eq!(longest.id, 9_999_999_999_999_999_999);
         let none: Ids = serde_json::from_str(r#"{"id":"1","other":null}"#).unwrap();

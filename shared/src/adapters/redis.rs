@@ -76,12 +76,20 @@ return rank
 /// Only the request that made a reservation can give it back: a repeated release, or the release
 /// of a request whose outcome is unknown, never takes away another request's place. The place
 /// holds `<request id> <rank>` (or, written by older builds, the bare request id).
-/// KEYS: users, count, pending. ARGV: user, request id.
+/// The counter's value before it goes down is kept as the highest rank handed out (`top`), since
+/// ranks above the new counter are still held. KEYS: users, count, pending, top. ARGV: user,
+/// request id.
 const RELEASE: &str = r"
 redis.call('HDEL', KEYS[3], ARGV[2])
 local held = redis.call('HGET', KEYS[1], ARGV[1])
 if held and (held == ARGV[2] or string.sub(held, 1, #ARGV[2] + 1) == ARGV[2] .. ' ') then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  local count = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if count > tonumber(redis.call('GET', KEYS[4]) or '0') then
+    redis.call('SET', KEYS[4], count)
+    local ttl = redis.call('PTTL', KEYS[2])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
+  end
   redis.call('DECR', KEYS[2])
   return 1
 end
@@ -134,6 +142,11 @@ pub fn users_key(id: CampaignId) -> String {
 }
 pub fn count_key(id: CampaignId) -> String {
     format!("cpn:{{{id}}}:count")
+}
+/// The highest rank handed out, where a place given back (or a heal) lowered the counter below it:
+/// a quantity may not go under it.
+pub fn top_key(id: CampaignId) -> String {
+    format!("cpn:{{{id}}}:top")
 }
 pub fn pending_key(id: CampaignId) -> String {
     format!("cpn:{{{id}}}:pending")
@@ -485,6 +498,15 @@ impl RedisIssueLedger {
             .await?;
         }
         let held = self.settle_count(rules).await?;
+        // Ranks survive the loss in MySQL and in the pending places: a quantity may not go under
+        // the highest of them, though fewer places may be held now.
+        let top = coupons
+            .iter()
+            .filter_map(|h| h.place.rank)
+            .chain(pending.iter().map(|p| p.rank))
+            .max()
+            .unwrap_or(0);
+        self.raise_top(rules, top.into()).await?;
         self.prime(rules).await?;
         Ok(held)
     }
@@ -492,6 +514,8 @@ impl RedisIssueLedger {
     /// Sets the counter to the number of holders (and gives both the campaign's expiry).
     pub async fn settle_count(&self, rules: &IssueRules) -> Result<u64, Unavailable> {
         let id = rules.campaign_id;
+        let before: Option<u64> = self.query(redis::cmd("GET").arg(count_key(id))).await?;
+        self.raise_top(rules, before.unwrap_or(0)).await?;
         let holders: u64 = self.query(redis::cmd("HLEN").arg(users_key(id))).await?;
         let expires = rules.state_expires_at(Utc::now()).timestamp_millis();
         self.query::<()>(
@@ -505,6 +529,18 @@ impl RedisIssueLedger {
         self.query::<()>(redis::cmd("PEXPIREAT").arg(users_key(id)).arg(expires))
             .await?;
         Ok(holders)
+    }
+
+    /// Keeps `rank` as the highest rank handed out if it is higher than the one kept.
+    async fn raise_top(&self, rules: &IssueRules, rank: u64) -> Result<(), Unavailable> {
+        let id = rules.campaign_id;
+        let top: Option<u64> = self.query(redis::cmd("GET").arg(top_key(id))).await?;
+        if rank > top.unwrap_or(0) {
+            let expires = rules.state_expires_at(Utc::now()).timestamp_millis();
+            self.query::<()>(redis::cmd("SET").arg(top_key(id)).arg(rank).arg("PXAT").arg(expires))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Gives `users` a place (in no request's name), as MySQL says they hold a coupon.
@@ -675,6 +711,7 @@ impl IssueLedger for RedisIssueLedger {
             .key(users_key(id))
             .key(count_key(id))
             .key(pending_key(id))
+            .key(top_key(id))
             .arg(user.as_str())
             .arg(request.to_string());
         let undone: i64 = self.invoke(&invocation).await?;
@@ -734,15 +771,16 @@ impl IssueLedger for RedisIssueLedger {
                 .arg(outcomes_key(id))
                 .arg(heal::lost_key(id))
                 .arg(heal::healing_key(id))
-                .arg(amend::turn_key(id)),
+                .arg(amend::turn_key(id))
+                .arg(top_key(id)),
         )
         .await?;
         self.query::<()>(redis::cmd("ZREM").arg(LIVE_CAMPAIGNS_KEY).arg(id))
             .await
     }
 
-    async fn amend(&self, rules: &IssueRules) -> Result<Amendment, Unavailable> {
-        self.amend_rules(rules).await
+    async fn amend(&self, rules: &IssueRules, turn: &str) -> Result<Amendment, Unavailable> {
+        self.amend_rules(rules, turn).await
     }
 
     async fn change_turn(&self, id: CampaignId) -> Result<Option<String>, Unavailable> {

@@ -156,14 +156,23 @@ impl<C: CampaignCatalog, L: IssueLedger> Campaigns<C, L> {
         now: DateTime<Utc>,
     ) -> Result<CampaignSummary, IssuanceError> {
         let change = change.validate()?;
+        // Another partner's campaign is not found before anything, its turn included.
+        self.owned(partner, id).await?;
         let Some(turn) = self.ledger.change_turn(id).await? else {
             return Err(IssuanceError::ChangeInProgress);
         };
-        let result = self.change_in_turn(partner, id, &change, now).await;
+        let result = self.change_in_turn(partner, id, &change, now, &turn).await;
         if let Err(e) = self.ledger.end_change_turn(id, &turn).await {
             tracing::warn!(campaign_id = id, error = %e, "change turn not ended; it expires by itself");
         }
         result
+    }
+
+    async fn owned(&self, partner: &str, id: CampaignId) -> Result<Campaign, IssuanceError> {
+        match self.catalog.get(id).await? {
+            Some(c) if c.partner_id == partner => Ok(c),
+            _ => Err(IssuanceError::CampaignNotFound),
+        }
     }
 
     async fn change_in_turn(
@@ -172,36 +181,46 @@ impl<C: CampaignCatalog, L: IssueLedger> Campaigns<C, L> {
         id: CampaignId,
         change: &CampaignChange,
         now: DateTime<Utc>,
+        turn: &str,
     ) -> Result<CampaignSummary, IssuanceError> {
-        let current = match self.catalog.get(id).await? {
-            Some(c) if c.partner_id == partner => c,
-            _ => return Err(IssuanceError::CampaignNotFound),
-        };
+        // Read again in the turn: the row as the previous change left it.
+        let current = self.owned(partner, id).await?;
         let reserved = self.ledger.reserved_count(id).await?;
         // Refused here, nothing is touched; the ledger checks the places again atomically.
         let target = change.applied_to(&current, reserved, now)?;
         let before = IssueRules::from(&current);
-        if let Amendment::BelowReserved { reserved } = self
+        match self
             .ledger
-            .amend(&strictest(&before, &IssueRules::from(&target)))
+            .amend(&strictest(&before, &IssueRules::from(&target)), turn)
             .await?
         {
-            return Err(IssuanceError::BelowReserved { reserved });
+            Amendment::Applied => {}
+            Amendment::BelowReserved { reserved } => return Err(IssuanceError::BelowReserved { reserved }),
+            // Lost state is rebuilt from MySQL by the issue path; changing MySQL meanwhile could
+            // take its cap below places still on their way. Retry once it is back.
+            Amendment::Absent => return Err(IssuanceError::Unprimed(id)),
+            Amendment::TurnLost => return Err(IssuanceError::ChangeInProgress),
         }
         let changed = match self.catalog.change(partner, id, change, now).await {
             Ok(changed) => changed,
-            Err(e) => {
-                // Redis goes back to what MySQL holds (which a timed-out change may have reached);
-                // if even that cannot be read, the stricter rules stay: safe, and the retry ends it.
-                if let Ok(Some(recorded)) = self.catalog.get(id).await {
-                    let _ = self.ledger.amend(&IssueRules::from(&recorded)).await;
-                }
+            // Refused for certain: Redis goes back to the rules MySQL still holds.
+            Err(
+                e @ (IssuanceError::Invalid(_) | IssuanceError::BelowReserved { .. } | IssuanceError::CampaignNotFound),
+            ) => {
+                let _ = self.ledger.amend(&before, turn).await;
                 return Err(e);
             }
+            // Perhaps made (a commit cut by its deadline): the stricter rules stay, which is
+            // safe, and the caller's retry makes the same change and ends it.
+            Err(e) => return Err(e),
         };
         // A failure here leaves Redis stricter than MySQL, never looser: the caller's retry
         // makes the same change again and ends it.
-        self.ledger.amend(&IssueRules::from(&changed)).await?;
+        match self.ledger.amend(&IssueRules::from(&changed), turn).await? {
+            Amendment::Applied | Amendment::Absent => {}
+            Amendment::TurnLost => return Err(IssuanceError::ChangeInProgress),
+            Amendment::BelowReserved { reserved } => return Err(IssuanceError::BelowReserved { reserved }),
+        }
         tracing::info!(campaign_id = id, partner_id = %partner, ?change, "campaign changed");
         Ok(CampaignSummary {
             reserved: self.ledger.reserved_count(id).await?,
@@ -416,6 +435,59 @@ mod tests {
             campaigns.change("p1", id, fewer(4), Utc::now()).await,
             Err(IssuanceError::ChangeInProgress)
         ));
+        assert!(
+            matches!(
+                campaigns.change("p2", id, fewer(4), Utc::now()).await,
+                Err(IssuanceError::CampaignNotFound)
+            ),
+            "another partner learns nothing of a change being made"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_place_given_back_below_a_higher_rank_still_bounds_the_quantity() {
+        let ledger = std::sync::Arc::new(MemoryLedger::default());
+        let campaigns = Campaigns::new(MemoryCatalog::default(), ledger.clone());
+        let id = campaigns.create("p1", open(5)).await.unwrap().campaign.id;
+        let mut requests = Vec::new();
+        for u in ["a", "b", "c"] {
+            let request = uuid::Uuid::now_v7();
+            let user = UserId::parse(u).unwrap();
+            ledger.reserve(id, "p1", &user, request, Utc::now()).await.unwrap();
+            requests.push((user, request));
+        }
+        // b's place (rank 2) is given back: 2 held, but rank 3 is on its way to the writer.
+        assert!(ledger.release(id, &requests[1].0, requests[1].1).await.unwrap());
+        let two = CampaignChange {
+            total_quantity: Some(2),
+            ..CampaignChange::default()
+        };
+        assert!(matches!(
+            campaigns.change("p1", id, two, Utc::now()).await,
+            Err(IssuanceError::BelowReserved { reserved: 3 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_campaign_whose_redis_state_is_lost_is_not_changed_until_it_is_rebuilt() {
+        let ledger = std::sync::Arc::new(MemoryLedger::default());
+        let campaigns = Campaigns::new(MemoryCatalog::default(), ledger.clone());
+        let id = campaigns.create("p1", open(5)).await.unwrap().campaign.id;
+        ledger.forget(id);
+        let fewer = CampaignChange {
+            total_quantity: Some(1),
+            ..CampaignChange::default()
+        };
+        assert!(matches!(
+            campaigns.change("p1", id, fewer, Utc::now()).await,
+            Err(IssuanceError::Unprimed(_))
+        ));
+        assert_eq!(
+            campaigns.get("p1", id).await.unwrap().campaign.total_quantity,
+            5,
+            "MySQL unchanged"
+        );
+        assert!(ledger.change_turns.lock().unwrap().is_empty(), "the turn is given back");
     }
 
     #[tokio::test]

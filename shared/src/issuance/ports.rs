@@ -72,13 +72,16 @@ pub trait CampaignCatalog: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Amendment {
     Applied,
-    /// Redis holds no rules for the campaign (lost or never primed): nothing to amend; a heal
-    /// primes it from MySQL.
+    /// Redis's state of the campaign is lost or partly lost (or it was never primed): nothing to
+    /// amend; a heal rebuilds it from MySQL.
     Absent,
-    /// More places are taken than the new quantity: nothing changed.
+    /// More places are taken than the new quantity (or a higher rank was handed out): nothing
+    /// changed.
     BelowReserved {
         reserved: u64,
     },
+    /// The caller's change turn lapsed (another change may hold it now): nothing changed.
+    TurnLost,
 }
 
 /// What the ledger knows of one user's place in a campaign (the status endpoint's first source).
@@ -154,9 +157,10 @@ pub trait IssueLedger: Send + Sync {
     async fn rebuild(&self, rules: &IssueRules, holders: &[Holder]) -> Result<u64, Unavailable>;
     /// Ends a turn: its lock, and when the state was `rebuilt`, the loss's sighting.
     async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable>;
-    /// Replaces the campaign's rules in one atomic step, unless more places are taken than their
-    /// quantity; never creates state for a campaign Redis does not hold (`Absent`).
-    async fn amend(&self, rules: &IssueRules) -> Result<Amendment, Unavailable>;
+    /// Replaces the campaign's changeable rules in one atomic step, within the change `turn`,
+    /// unless more places are taken than their quantity; never on a campaign whose state is lost
+    /// or partly lost (`Absent`: a heal rebuilds it).
+    async fn amend(&self, rules: &IssueRules, turn: &str) -> Result<Amendment, Unavailable>;
     /// One change of a campaign at a time: a turn (its token) with a deadline, or `None` while
     /// another holds it.
     async fn change_turn(&self, id: CampaignId) -> Result<Option<String>, Unavailable>;
@@ -306,8 +310,8 @@ impl<T: IssueLedger + ?Sized> IssueLedger for std::sync::Arc<T> {
     async fn end_heal(&self, id: CampaignId, rebuilt: bool) -> Result<(), Unavailable> {
         (**self).end_heal(id, rebuilt).await
     }
-    async fn amend(&self, rules: &IssueRules) -> Result<Amendment, Unavailable> {
-        (**self).amend(rules).await
+    async fn amend(&self, rules: &IssueRules, turn: &str) -> Result<Amendment, Unavailable> {
+        (**self).amend(rules, turn).await
     }
     async fn change_turn(&self, id: CampaignId) -> Result<Option<String>, Unavailable> {
         (**self).change_turn(id).await

@@ -87,6 +87,8 @@ struct CampaignState {
     rules: IssueRules,
     users: HashMap<UserId, Place>,
     count: u32,
+    /// The highest rank handed out, where a place given back lowered the counter below it.
+    top: u32,
     pending: HashMap<Uuid, PendingReservation>,
 }
 
@@ -137,6 +139,7 @@ impl IssueLedger for MemoryLedger {
                 rules: rules.clone(),
                 users: HashMap::new(),
                 count: 0,
+                top: 0,
                 pending: HashMap::new(),
             })
             .rules = rules.clone();
@@ -202,6 +205,7 @@ impl IssueLedger for MemoryLedger {
         let held = s.users.get(user).and_then(|p| p.request_id) == Some(request);
         if held {
             s.users.remove(user);
+            s.top = s.top.max(s.count);
             s.count -= 1;
         }
         Ok(held)
@@ -294,12 +298,14 @@ impl IssueLedger for MemoryLedger {
                 .map(|p| (p.user_id.clone(), Place::of(p.request_id, p.rank))),
         );
         let count = users.len() as u32;
+        let top = users.values().filter_map(|p| p.rank).max().unwrap_or(0);
         state.insert(
             rules.campaign_id,
             CampaignState {
                 rules: rules.clone(),
                 users,
                 count,
+                top,
                 pending,
             },
         );
@@ -316,16 +322,19 @@ impl IssueLedger for MemoryLedger {
         Ok(())
     }
 
-    async fn amend(&self, rules: &IssueRules) -> Result<Amendment, Unavailable> {
+    async fn amend(&self, rules: &IssueRules, turn: &str) -> Result<Amendment, Unavailable> {
         self.check()?;
+        let id = rules.campaign_id;
+        if !self.change_turns.lock().unwrap().contains(&id) || turn != id.to_string() {
+            return Ok(Amendment::TurnLost);
+        }
         let mut state = self.state.lock().unwrap();
-        let Some(s) = state.get_mut(&rules.campaign_id) else {
+        let Some(s) = state.get_mut(&id) else {
             return Ok(Amendment::Absent);
         };
-        if s.count > rules.total_quantity {
-            return Ok(Amendment::BelowReserved {
-                reserved: s.count.into(),
-            });
+        let taken = s.count.max(s.top);
+        if taken > rules.total_quantity {
+            return Ok(Amendment::BelowReserved { reserved: taken.into() });
         }
         s.rules.total_quantity = rules.total_quantity;
         s.rules.issue_ends_at = rules.issue_ends_at;

@@ -2,7 +2,7 @@
 //! refuses a quantity below the places taken, and a turn so changes of one campaign go one at a
 //! time.
 
-use super::{RedisIssueLedger, count_key, rules_key};
+use super::{RedisIssueLedger, count_key, rules_key, top_key, users_key};
 use crate::issuance::domain::{CampaignId, IssueRules};
 use crate::issuance::ports::Amendment;
 use crate::kernel::Unavailable;
@@ -10,14 +10,22 @@ use crate::kernel::Unavailable;
 /// How long one change may hold its turn; a caller that died with it frees it then.
 const TURN_MS: u64 = 10_000;
 
-/// Sets the rules' changeable fields, unless the campaign has no rules here (lost or never
-/// primed: a heal primes it from MySQL; creating them would make a lost campaign look fresh) or
-/// more places are taken than the quantity. KEYS: rules, count. ARGV: quantity, endsAt (ms),
-/// paused. Answers {0} applied, {1} absent, {2, count} below.
+/// Sets the rules' changeable fields, in the caller's turn only (a change whose turn lapsed must
+/// not overwrite the next one's), unless the campaign's state here is lost or partly lost (the
+/// issue script's own test: no rules, no counter, or places counted without their holders; a heal
+/// rebuilds it from MySQL, and creating rules would make a lost campaign look fresh), or more
+/// places are taken than the quantity: the counter, or the highest rank ever handed out when a
+/// place given back left a gap below it (the writer refuses a rank above the quantity).
+/// KEYS: rules, count, users, top, turn. ARGV: quantity, endsAt (ms), paused, turn token.
+/// Answers {0} applied, {1} absent, {2, taken} below, {3} the turn is not the caller's.
 pub(super) const AMEND: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {1} end
-local count = tonumber(redis.call('GET', KEYS[2]) or '0')
-if count > tonumber(ARGV[1]) then return {2, count} end
+if redis.call('GET', KEYS[5]) ~= ARGV[4] then return {3} end
+local count = redis.call('GET', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 or not count then return {1} end
+count = tonumber(count)
+if count > 0 and redis.call('EXISTS', KEYS[3]) == 0 then return {1} end
+local taken = math.max(count, tonumber(redis.call('GET', KEYS[4]) or '0'))
+if taken > tonumber(ARGV[1]) then return {2, taken} end
 redis.call('HSET', KEYS[1], 'quantity', ARGV[1], 'endsAt', ARGV[2], 'paused', ARGV[3])
 return {0}
 ";
@@ -27,20 +35,25 @@ fn changing_key(id: CampaignId) -> String {
 }
 
 impl RedisIssueLedger {
-    pub(super) async fn amend_rules(&self, rules: &IssueRules) -> Result<Amendment, Unavailable> {
+    pub(super) async fn amend_rules(&self, rules: &IssueRules, turn: &str) -> Result<Amendment, Unavailable> {
         let id = rules.campaign_id;
         let mut invocation = self.amend.prepare_invoke();
         invocation
             .key(rules_key(id))
             .key(count_key(id))
+            .key(users_key(id))
+            .key(top_key(id))
+            .key(changing_key(id))
             .arg(rules.total_quantity)
             .arg(rules.issue_ends_at.timestamp_millis())
-            .arg(u8::from(rules.paused));
+            .arg(u8::from(rules.paused))
+            .arg(turn);
         let answer: Vec<u64> = self.invoke(&invocation).await?;
         Ok(match answer.as_slice() {
             [0] => Amendment::Applied,
             [1] => Amendment::Absent,
             [2, reserved] => Amendment::BelowReserved { reserved: *reserved },
+            [3] => Amendment::TurnLost,
             other => return Err(Unavailable::new("redis", format!("amend answered {other:?}"))),
         })
     }

@@ -52,6 +52,19 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             );
             return Ok(false);
         }
+        // A partner's change of the campaign and a rebuild exclude each other: a rebuild writes
+        // the rules it read from MySQL, which a change committed meanwhile would contradict.
+        let Some(turn) = self.ledger.change_turn(campaign).await? else {
+            return Ok(false);
+        };
+        let rebuilt = self.rebuild_in_turn(partner, campaign).await;
+        if let Err(e) = self.ledger.end_change_turn(campaign, &turn).await {
+            tracing::warn!(campaign_id = campaign, error = %e, "change turn not ended; it expires by itself");
+        }
+        rebuilt
+    }
+
+    async fn rebuild_in_turn(&self, partner: &str, campaign: CampaignId) -> Result<bool, IssuanceError> {
         let Some(found) = self.catalog.get(campaign).await? else {
             return Err(IssuanceError::CampaignNotFound);
         };
