@@ -62,8 +62,8 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 url="http://$BIND_HOST:$port"
 runner_log="$LOG_DIR/schemathesis-runner.log"
 log "starting $runner_bin on $url (log: $runner_log)"
+# Unthrottled: a 429 from a burst of generated cases would be the client's pace, not the contract.
 FCFS_API_HOST="$BIND_HOST" FCFS_API_PORT="$port" \
-  # Unthrottled: a 429 from a burst of generated cases would be the client's pace, not the contract.
   "$runner_bin" --template "$ROOT/template.yaml" --param "Stage=$STAGE" --no-throttle >"$runner_log" 2>&1 &
 runner_pid=$!
 runner_ready() { kill -0 "$runner_pid" 2>/dev/null && port_open "$BIND_HOST" "$port"; }

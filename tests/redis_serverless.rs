@@ -72,9 +72,8 @@ async fn flash_sale_is_exact_on_a_tls_cluster_announcing_hostnames() {
     )
     .await;
     assert_eq!(status, 201, "{created}");
-    let campaign = created["campaignId"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("a campaign id: {created}"));
+    let campaign =
+        integration_tests::as_id(&created["campaignId"]).unwrap_or_else(|| panic!("a campaign id: {created}"));
     // The runner primed the TLS cluster, not the Redis the other tests' functions use.
     let ledger = cluster.ledger(Duration::from_secs(10));
     assert!(

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const STORAGE: &[(&str, &str)] = &[
     ("shared/src/adapters/mysql.rs", "issuance"),
     ("shared/src/adapters/mysql/reward_coupons.rs", "issuance"),
+    ("shared/src/adapters/mysql/campaigns.rs", "issuance"),
     ("shared/src/adapters/mysql/coupons.rs", "coupons"),
     ("shared/src/adapters/mysql/points.rs", "points"),
     ("shared/src/adapters/mysql/points/", "points"),
