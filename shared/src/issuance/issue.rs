@@ -197,9 +197,13 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
                 break decision;
             }
             // Redis keeps a campaign's state until a day after its coupons expire: past that,
-            // the campaign has long ended, which is the answer.
+            // the campaign has long ended, which is the answer. The end is read again before it
+            // is answered: the partner may have moved it since it was cached.
             if now >= self.owned(partner, campaign).await? {
-                return Err(IssuanceError::Ended);
+                self.owners.invalidate(&campaign).await;
+                if now >= self.owned(partner, campaign).await? {
+                    return Err(IssuanceError::Ended);
+                }
             }
             if !self.heal(partner, campaign, now).await? {
                 return Err(IssuanceError::Unprimed(campaign));

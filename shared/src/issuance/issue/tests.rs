@@ -199,6 +199,17 @@ async fn a_campaign_whose_state_left_redis_after_it_ended_is_ended_not_unavailab
     );
     clock.advance(Duration::hours(2));
     assert!(matches!(s.issue("p1", id, &user("a")).await, Err(IssuanceError::Ended)));
+    // The partner moves the end later: the cached end is not the answer any more.
+    let later = crate::issuance::change::CampaignChange {
+        issue_ends_at: Some(clock.now() + Duration::hours(1)),
+        ..Default::default()
+    };
+    s.catalog().change("p1", id, &later, clock.now()).await.unwrap();
+    let reopened = s.issue("p1", id, &user("a")).await;
+    assert!(
+        reopened.is_ok(),
+        "open again: its state is rebuilt (the grace long past) and it sells, not ENDED: {reopened:?}"
+    );
 }
 
 /// A campaign whose ledger state is lost sells again, exactly: after the grace, with nothing on
