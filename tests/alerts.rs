@@ -16,8 +16,8 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
-use integration_tests::{queue_arn, repo_root, sqs, unique};
-use local_runner::{LocalApp, QUEUE_WATCH_ENV, RunnerConfig};
+use integration_tests::{queue_arn, repo_root, runner_config, sqs, unique};
+use local_runner::{LocalApp, QUEUE_WATCH_ENV};
 use serde_json::Value;
 
 /// What Alertmanager posted to the fake webhook, in order.
@@ -129,8 +129,7 @@ async fn a_poison_message_in_the_dlq_reaches_discord_through_prometheus_and_aler
         .unwrap();
     let arn = queue_arn(&sqs, &queue_url).await;
 
-    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
-    config.env.insert(QUEUE_WATCH_ENV.to_owned(), "0.5".to_owned());
+    let config = runner_config(&[(QUEUE_WATCH_ENV, "0.5".to_owned())]);
     let mut app = LocalApp::load(&config).await.expect("the runner loads");
     app.set_source_queue("IssueWriterFunction", &queue_url, &arn);
     app.watch_queue(&dlq_url);
@@ -406,15 +405,11 @@ async fn a_scheduled_invocation_failing_every_attempt_lands_in_its_on_failure_qu
         .unwrap()
         .queue_url
         .unwrap();
-    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
-    config.env.insert(
-        "DATABASE_URL".to_owned(),
-        "mysql://fcfs:fcfs@127.0.0.1:9/fcfs".to_owned(),
-    );
-    config.env.insert("DATABASE_SSL_MODE".to_owned(), "DISABLED".to_owned());
-    config
-        .env
-        .insert(local_runner::SCHEDULE_RATE_ENV.to_owned(), "1".to_owned());
+    let config = runner_config(&[
+        ("DATABASE_URL", "mysql://fcfs:fcfs@127.0.0.1:9/fcfs".to_owned()),
+        ("DATABASE_SSL_MODE", "DISABLED".to_owned()),
+        (local_runner::SCHEDULE_RATE_ENV, "1".to_owned()),
+    ]);
     let mut app = LocalApp::load(&config).await.expect("the runner loads");
     app.set_failure_queue("CouponExpiryFunction", &failures);
     let running = app.start().await.unwrap();

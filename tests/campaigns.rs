@@ -5,35 +5,19 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use integration_tests::{PartnerApi, api_key, as_id, mysql, queue_with_dlq, repo_root, sqs, unique};
+use integration_tests::{PartnerApi, api_key, as_id, queue_with_dlq, runner_config, serve, sqs, unique};
 use serde_json::{Value, json};
 
 /// A runner on a queue pair of its own: a runner that stops takes the messages it received with
 /// it until their visibility timeout, so tests running beside each other must not share one.
 async fn partner_api(prefix: &str) -> PartnerApi {
     let (queue, dlq) = queue_with_dlq(&sqs().await, 30).await;
-    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
-    for (name, value) in [
+    let config = runner_config(&[
         ("ISSUE_QUEUE_URL", queue),
         ("ISSUE_DLQ_URL", dlq),
         ("DB_MAX_CONNECTIONS", "8".to_owned()),
-    ] {
-        config.env.insert(name.to_owned(), value);
-    }
-    let running = local_runner::LocalApp::load(&config)
-        .await
-        .expect("the runner loads")
-        .start()
-        .await
-        .expect("the runner serves");
-    let partner = unique(prefix);
-    PartnerApi {
-        running,
-        http: reqwest::Client::new(),
-        key: api_key(&partner).await,
-        partner,
-        pool: mysql().await,
-    }
+    ]);
+    PartnerApi::on(prefix, serve(config).await).await
 }
 
 async fn call(api: &PartnerApi, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use integration_tests::services::{Persistence, PrivateRedis};
-use integration_tests::{PartnerApi, api_key, mysql, queue_with_dlq, repo_root, sqs, unique};
+use integration_tests::{PartnerApi, queue_with_dlq, runner_config, serve, sqs};
 use serde_json::{Value, json};
 
 const QUANTITY: u64 = 100;
@@ -28,30 +28,14 @@ async fn post(api: &PartnerApi, path: &str, body: Value) -> (u16, Value) {
 
 async fn sale_on_private_redis(redis: &PrivateRedis) -> (PartnerApi, u64) {
     let (queue, dlq) = queue_with_dlq(&sqs().await, 30).await;
-    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
-    for (name, value) in [
+    let config = runner_config(&[
         ("REDIS_URL", redis.url()),
         ("ISSUE_QUEUE_URL", queue),
         ("ISSUE_DLQ_URL", dlq),
         ("ISSUE_HEAL_GRACE_MS", "500".to_owned()),
         ("DB_MAX_CONNECTIONS", "8".to_owned()),
-    ] {
-        config.env.insert(name.to_owned(), value);
-    }
-    let running = local_runner::LocalApp::load(&config)
-        .await
-        .expect("the runner loads")
-        .start()
-        .await
-        .expect("the runner serves");
-    let partner = unique("healing");
-    let api = PartnerApi {
-        running,
-        http: reqwest::Client::new(),
-        key: api_key(&partner).await,
-        partner,
-        pool: mysql().await,
-    };
+    ]);
+    let api = PartnerApi::on("healing", serve(config).await).await;
     let now = chrono::Utc::now();
     let (status, created) = post(
         &api,
@@ -143,29 +127,31 @@ async fn resume_exactly(api: &PartnerApi, campaign: u64, before: usize) {
     assert!(accepted.iter().all(|u| distinct.contains(u)), "every 202 ends ISSUED");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sale_whose_redis_is_flushed_resumes_by_itself_exactly() {
-    let redis = PrivateRedis::start(Persistence::None).await;
-    let (api, campaign) = sale_on_private_redis(&redis).await;
+/// A sale on `redis` whose first 40 places are taken and written: the state a loss then meets.
+async fn forty_places_written(redis: &PrivateRedis) -> (PartnerApi, u64, usize) {
+    let (api, campaign) = sale_on_private_redis(redis).await;
     let first: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
     let (answers, _) = issue_all(&api, campaign, &first).await;
     assert!(answers.values().all(|s| *s == 202), "{answers:?}");
     written(&api, campaign, first.len()).await;
+    (api, campaign, first.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_whose_redis_is_flushed_resumes_by_itself_exactly() {
+    let redis = PrivateRedis::start(Persistence::None).await;
+    let (api, campaign, before) = forty_places_written(&redis).await;
 
     let mut conn = redis.connection(Duration::from_secs(2)).await;
     let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
-    resume_exactly(&api, campaign, first.len()).await;
+    resume_exactly(&api, campaign, before).await;
     api.running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_whose_keys_are_evicted_under_maxmemory_resumes_by_itself_exactly() {
     let redis = PrivateRedis::start(Persistence::None).await;
-    let (api, campaign) = sale_on_private_redis(&redis).await;
-    let first: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
-    let (answers, _) = issue_all(&api, campaign, &first).await;
-    assert!(answers.values().all(|s| *s == 202), "{answers:?}");
-    written(&api, campaign, first.len()).await;
+    let (api, campaign, before) = forty_places_written(&redis).await;
 
     // A memory limit and a policy that evicts any key (ElastiCache's default evicts keys with a
     // TTL, which every ledger key has): write until one of the campaign's keys is gone.
@@ -227,6 +213,6 @@ async fn a_sale_whose_keys_are_evicted_under_maxmemory_resumes_by_itself_exactly
         "evicted after {junk} junk keys: {} of the campaign's 3 keys left",
         present
     );
-    resume_exactly(&api, campaign, first.len()).await;
+    resume_exactly(&api, campaign, before).await;
     api.running.stop().await.unwrap();
 }

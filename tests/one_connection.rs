@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::{PartnerApi, api_key, mysql, queue_with_dlq, repo_root, sqs, unique};
+use integration_tests::{PartnerApi, queue_with_dlq, runner_config, serve, sqs, unique};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -50,32 +50,16 @@ async fn a_whole_partner_session_runs_on_one_connection_per_function() {
     // template's minimum (two, sharing the one connection).
     let (issue_queue, _) = queue_with_dlq(&sqs().await, 30).await;
     let (grading_queue, _) = queue_with_dlq(&sqs().await, 30).await;
-    let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
-    for (name, value) in [
+    let mut config = runner_config(&[
         ("DB_MAX_CONNECTIONS", "1".to_owned()),
         ("WRITER_PARALLEL_CHUNKS", "1".to_owned()),
         ("ISSUE_QUEUE_URL", issue_queue),
         ("GRADING_QUEUE_URL", grading_queue),
-    ] {
-        config.env.insert(name.to_owned(), value);
-    }
+    ]);
     for parameter in ["WriterMaxConcurrency", "GradingWorkerMaxConcurrency"] {
         config.params.insert(parameter.to_owned(), "2".to_owned());
     }
-    let running = local_runner::LocalApp::load(&config)
-        .await
-        .expect("the runner loads")
-        .start()
-        .await
-        .expect("the runner serves");
-    let partner = unique("one-connection");
-    let api = PartnerApi {
-        running,
-        http: reqwest::Client::new(),
-        key: api_key(&partner).await,
-        partner,
-        pool: mysql().await,
-    };
+    let api = PartnerApi::on("one-connection", serve(config).await).await;
     let now = chrono::Utc::now();
     let expect = |step: &str, (status, body): (u16, Value), want: u16| -> Value {
         assert_eq!(status, want, "{step}: {body}");

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fcfs_shared::issuance::ports::IssueLedger;
-use integration_tests::{RedisDeployment, api_key, env, mysql, queue_with_dlq, repo_root, sqs, unique};
-use local_runner::{LocalApp, RunnerConfig};
+use integration_tests::{RedisDeployment, api_key, env, mysql, queue_with_dlq, runner_config, serve, sqs, unique};
 use serde_json::{Value, json};
 
 const QUANTITY: usize = 200;
@@ -39,22 +38,14 @@ async fn flash_sale_is_exact_on_a_tls_cluster_announcing_hostnames() {
     let cluster = RedisDeployment::TlsCluster;
     // A queue of its own: the runner's poller drains it, and no other runner sees this sale.
     let (queue_url, _) = queue_with_dlq(&sqs().await, 30).await;
-    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
-    for (name, value) in [
+    let running = serve(runner_config(&[
         ("REDIS_URL", cluster.url()),
         ("REDIS_CLUSTER", "true".to_owned()),
         ("REDIS_TLS_CA_FILE", env("REDIS_TLS_CA_FILE")),
         ("ISSUE_QUEUE_URL", queue_url),
         ("DB_MAX_CONNECTIONS", "8".to_owned()),
-    ] {
-        config.env.insert(name.to_owned(), value);
-    }
-    let running = LocalApp::load(&config)
-        .await
-        .expect("the runner loads")
-        .start()
-        .await
-        .expect("the runner serves");
+    ]))
+    .await;
     let partner = unique("serverless");
     let key = api_key(&partner).await;
     let http = reqwest::Client::new();

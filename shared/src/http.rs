@@ -199,20 +199,18 @@ impl ApiError {
 /// Where a user's coupon of a campaign stands, as the status route answers it: `status`, with the
 /// coupon's id once `ISSUED` and the reason once `REJECTED`.
 pub fn issue_state_fields(state: &IssueState) -> serde_json::Map<String, serde_json::Value> {
-    let value = match state {
-        IssueState::Issued { coupon_id } => {
-            serde_json::json!({"status": IssueStatus::Issued, "couponId": coupon_id.to_string()})
-        }
-        IssueState::Pending => serde_json::json!({"status": IssueStatus::Pending}),
-        IssueState::Rejected(reason) => {
-            serde_json::json!({"status": IssueStatus::Rejected, "reason": reason.as_str()})
-        }
-        IssueState::None => serde_json::json!({"status": IssueStatus::None}),
+    let (status, detail) = match state {
+        IssueState::Issued { coupon_id } => (IssueStatus::Issued, Some(("couponId", coupon_id.to_string()))),
+        IssueState::Pending => (IssueStatus::Pending, None),
+        IssueState::Rejected(reason) => (IssueStatus::Rejected, Some(("reason", reason.as_str().to_owned()))),
+        IssueState::None => (IssueStatus::None, None),
     };
-    match value {
-        serde_json::Value::Object(fields) => fields,
-        _ => serde_json::Map::new(),
+    let mut fields = serde_json::Map::new();
+    fields.insert("status".into(), serde_json::json!(status));
+    if let Some((name, value)) = detail {
+        fields.insert(name.into(), value.into());
     }
+    fields
 }
 
 /// A repeated issue request's answer carries the first one's: its `requestId` and `rank` (when the

@@ -169,8 +169,21 @@ pub async fn innodb_deadlocks(pool: &sqlx::MySqlPool) -> u64 {
 /// The runner serving template.yaml in-process, its functions' pools `DB_MAX_CONNECTIONS` large:
 /// it stands for many instances of a database-backed API at once.
 pub async fn runner_with_db_connections(connections: u32) -> local_runner::Running {
+    serve(runner_config(&[("DB_MAX_CONNECTIONS", connections.to_string())])).await
+}
+
+/// The runner's configuration as the tests start it: template.yaml, this process's environment
+/// with `env` over it, unthrottled (the tests send more than one partner may on AWS).
+pub fn runner_config(env: &[(&str, String)]) -> local_runner::RunnerConfig {
     let mut config = local_runner::RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
-    config.env.insert("DB_MAX_CONNECTIONS".into(), connections.to_string());
+    for (name, value) in env {
+        config.env.insert((*name).to_owned(), value.clone());
+    }
+    config
+}
+
+/// The runner serving `config` in-process.
+pub async fn serve(config: local_runner::RunnerConfig) -> local_runner::Running {
     local_runner::LocalApp::load(&config)
         .await
         .expect("the runner loads")
@@ -193,9 +206,14 @@ pub struct PartnerApi {
 impl PartnerApi {
     /// A partner named `prefix` plus a unique suffix.
     pub async fn start(prefix: &str, db_connections: u32) -> Self {
+        Self::on(prefix, runner_with_db_connections(db_connections).await).await
+    }
+
+    /// A partner named `prefix` plus a unique suffix, on a runner the test configured.
+    pub async fn on(prefix: &str, running: local_runner::Running) -> Self {
         let partner = unique(prefix);
         Self {
-            running: runner_with_db_connections(db_connections).await,
+            running,
             http: reqwest::Client::new(),
             key: api_key(&partner).await,
             partner,

@@ -771,7 +771,7 @@ impl IssueLedger for RedisIssueLedger {
                 .arg(outcomes_key(id))
                 .arg(heal::lost_key(id))
                 .arg(heal::healing_key(id))
-                .arg(amend::turn_key(id))
+                .arg(amend::changing_key(id))
                 .arg(top_key(id)),
         )
         .await?;

@@ -185,9 +185,9 @@ impl<C: CampaignCatalog, L: IssueLedger> Campaigns<C, L> {
     ) -> Result<CampaignSummary, IssuanceError> {
         // Read again in the turn: the row as the previous change left it.
         let current = self.owned(partner, id).await?;
-        let reserved = self.ledger.reserved_count(id).await?;
-        // Refused here, nothing is touched; the ledger checks the places again atomically.
-        let target = change.applied_to(&current, reserved, now)?;
+        // A change the campaign's rules refuse touches nothing. The places taken are the ledger's
+        // to judge, atomically, in the amend below (MySQL judges the coupons written).
+        let target = change.applied_to(&current, 0, now)?;
         let before = IssueRules::from(&current);
         match self
             .ledger

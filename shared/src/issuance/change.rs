@@ -126,6 +126,40 @@ pub fn strictest(before: &IssueRules, after: &IssueRules) -> IssueRules {
     }
 }
 
+/// What amending a campaign's rules did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amendment {
+    Applied,
+    /// The ledger's state of the campaign is lost or partly lost (or it was never primed):
+    /// nothing to amend; a heal rebuilds it from MySQL.
+    Absent,
+    /// More places are taken than the new quantity (or a higher rank was handed out): nothing
+    /// changed.
+    BelowReserved {
+        reserved: u64,
+    },
+    /// The caller's change turn lapsed (another change may hold it now): nothing changed.
+    TurnLost,
+}
+
+/// Whether the ledger may take rules of `quantity` (the amend script implements this rule, the
+/// in-memory ledger runs it): only within the caller's turn, never on lost state (`places`
+/// `None`), and never below the places taken, which are the counter or, where a place given back
+/// left a gap under it, the highest rank handed out (the writer refuses a rank above the quantity).
+/// `places`: (counter, highest rank kept).
+pub fn amendment(turn_held: bool, places: Option<(u64, u64)>, quantity: u32) -> Amendment {
+    if !turn_held {
+        return Amendment::TurnLost;
+    }
+    match places {
+        None => Amendment::Absent,
+        Some((count, top)) if count.max(top) > u64::from(quantity) => Amendment::BelowReserved {
+            reserved: count.max(top),
+        },
+        Some(_) => Amendment::Applied,
+    }
+}
+
 /// Where a campaign stands at an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -302,6 +336,22 @@ mod tests {
         }
         let change: CampaignChange = serde_json::from_str(r#"{"totalQuantity":5.0}"#).unwrap();
         assert_eq!(change.total_quantity, Some(5));
+    }
+
+    #[test]
+    fn rules_are_amended_in_the_turn_on_live_state_above_the_places_taken() {
+        assert_eq!(amendment(false, Some((0, 0)), 5), Amendment::TurnLost);
+        assert_eq!(amendment(true, None, 5), Amendment::Absent);
+        assert_eq!(amendment(true, Some((5, 0)), 5), Amendment::Applied);
+        assert_eq!(
+            amendment(true, Some((6, 0)), 5),
+            Amendment::BelowReserved { reserved: 6 }
+        );
+        assert_eq!(
+            amendment(true, Some((4, 6)), 5),
+            Amendment::BelowReserved { reserved: 6 },
+            "a rank above the counter still counts"
+        );
     }
 
     #[test]

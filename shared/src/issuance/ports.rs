@@ -68,21 +68,8 @@ pub trait CampaignCatalog: Send + Sync {
     ) -> Result<Vec<(Campaign, u64)>, Unavailable>;
 }
 
-/// What `IssueLedger::amend` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Amendment {
-    Applied,
-    /// Redis's state of the campaign is lost or partly lost (or it was never primed): nothing to
-    /// amend; a heal rebuilds it from MySQL.
-    Absent,
-    /// More places are taken than the new quantity (or a higher rank was handed out): nothing
-    /// changed.
-    BelowReserved {
-        reserved: u64,
-    },
-    /// The caller's change turn lapsed (another change may hold it now): nothing changed.
-    TurnLost,
-}
+/// What `IssueLedger::amend` did: `change::amendment` decides.
+pub use super::change::Amendment;
 
 /// What the ledger knows of one user's place in a campaign (the status endpoint's first source).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use crate::coupons::domain::{
 };
 use crate::coupons::ports::CouponRecords;
 use crate::issuance::IssuanceError;
-use crate::issuance::change::CampaignChange;
+use crate::issuance::change::{CampaignChange, amendment};
 use crate::issuance::domain::{
     Campaign, CampaignId, CampaignKind, CampaignTerms, CouponGrant, GrantableCampaign, Holder, IssueDecision,
     IssueRules, NewCampaign, Outcome, PendingReservation, Place, Reservation, allot, decide, grant_coupons,
@@ -325,21 +325,17 @@ impl IssueLedger for MemoryLedger {
     async fn amend(&self, rules: &IssueRules, turn: &str) -> Result<Amendment, Unavailable> {
         self.check()?;
         let id = rules.campaign_id;
-        if !self.change_turns.lock().unwrap().contains(&id) || turn != id.to_string() {
-            return Ok(Amendment::TurnLost);
-        }
+        let turn_held = self.change_turns.lock().unwrap().contains(&id) && turn == id.to_string();
         let mut state = self.state.lock().unwrap();
-        let Some(s) = state.get_mut(&id) else {
-            return Ok(Amendment::Absent);
-        };
-        let taken = s.count.max(s.top);
-        if taken > rules.total_quantity {
-            return Ok(Amendment::BelowReserved { reserved: taken.into() });
+        let s = state.get_mut(&id);
+        let places = s.as_ref().map(|s| (u64::from(s.count), u64::from(s.top)));
+        let decided = amendment(turn_held, places, rules.total_quantity);
+        if let (Amendment::Applied, Some(s)) = (decided, s) {
+            s.rules.total_quantity = rules.total_quantity;
+            s.rules.issue_ends_at = rules.issue_ends_at;
+            s.rules.paused = rules.paused;
         }
-        s.rules.total_quantity = rules.total_quantity;
-        s.rules.issue_ends_at = rules.issue_ends_at;
-        s.rules.paused = rules.paused;
-        Ok(Amendment::Applied)
+        Ok(decided)
     }
 
     async fn change_turn(&self, id: CampaignId) -> Result<Option<String>, Unavailable> {

@@ -10,12 +10,11 @@ use crate::kernel::Unavailable;
 /// How long one change may hold its turn; a caller that died with it frees it then.
 const TURN_MS: u64 = 10_000;
 
-/// Sets the rules' changeable fields, in the caller's turn only (a change whose turn lapsed must
-/// not overwrite the next one's), unless the campaign's state here is lost or partly lost (the
-/// issue script's own test: no rules, no counter, or places counted without their holders; a heal
-/// rebuilds it from MySQL, and creating rules would make a lost campaign look fresh), or more
-/// places are taken than the quantity: the counter, or the highest rank ever handed out when a
-/// place given back left a gap below it (the writer refuses a rank above the quantity).
+/// Sets the rules' changeable fields when `change::amendment` allows, which this mirrors: in the
+/// caller's turn only (a change whose turn lapsed must not overwrite the next one's), never on
+/// lost or partly lost state (the issue script's own test: no rules, no counter, or places
+/// counted without their holders; creating rules would make a lost campaign look fresh), never
+/// below max(counter, highest rank kept).
 /// KEYS: rules, count, users, top, turn. ARGV: quantity, endsAt (ms), paused, turn token.
 /// Answers {0} applied, {1} absent, {2, taken} below, {3} the turn is not the caller's.
 pub(super) const AMEND: &str = r"
@@ -30,7 +29,7 @@ redis.call('HSET', KEYS[1], 'quantity', ARGV[1], 'endsAt', ARGV[2], 'paused', AR
 return {0}
 ";
 
-fn changing_key(id: CampaignId) -> String {
+pub(super) fn changing_key(id: CampaignId) -> String {
     format!("cpn:{{{id}}}:changing")
 }
 
@@ -87,7 +86,3 @@ pub(super) const FREE_TURN: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
-
-pub(super) fn turn_key(id: CampaignId) -> String {
-    changing_key(id)
-}
