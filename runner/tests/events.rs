@@ -175,7 +175,7 @@ async fn coupon_expiry_event() {
         std::time::Duration::from_secs(10),
     );
     let e: serde_json::Value = serde_json::from_str(&event("coupon-expiry.json")).unwrap();
-    assert_eq!(expiry.handle(e).await.unwrap().chunks, 1);
+    assert_eq!(expiry.handle(e).await.unwrap().coupons.chunks, 1);
 }
 
 #[tokio::test]

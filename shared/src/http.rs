@@ -10,6 +10,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::checkout::CheckoutError;
 use crate::coupons::CouponError;
 use crate::grading::GradingError;
 use crate::issuance::domain::{IssueStatus, Place};
@@ -50,6 +51,8 @@ pub enum ApiError {
     Points(#[from] PointsError),
     #[error(transparent)]
     Grading(#[from] GradingError),
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
 }
 
 /// How a failure shows on the wire.
@@ -98,6 +101,7 @@ impl Problem {
 impl ApiError {
     /// The one mapping to HTTP.
     fn problem(&self) -> Problem {
+        use CheckoutError as K;
         use CouponError as C;
         use GradingError as G;
         use IssuanceError as I;
@@ -134,6 +138,7 @@ impl ApiError {
             Self::Coupons(C::AlreadyUsed) => Problem::new(ErrorCode::AlreadyUsed),
             Self::Coupons(C::NotUsed) => Problem::new(ErrorCode::NotUsed),
             Self::Coupons(C::Expired) => Problem::new(ErrorCode::Expired),
+            Self::Coupons(C::Held) => Problem::new(ErrorCode::CouponHeld),
             Self::Coupons(C::Unavailable(e)) => Problem::unavailable(e.to_string()),
             Self::Points(P::Invalid(f)) => Problem::invalid(f.field),
             Self::Points(P::InsufficientPoints) => Problem::new(ErrorCode::InsufficientPoints),
@@ -164,6 +169,26 @@ impl ApiError {
             },
             Self::Grading(G::RunNotFound | G::NoFinishedRun) => Problem::new(ErrorCode::NotFound),
             Self::Grading(G::Unavailable(e)) => Problem::unavailable(e.to_string()),
+            Self::Checkout(K::Invalid(f)) => Problem::invalid(f.field),
+            Self::Checkout(K::HoldNotFound) => Problem::new(ErrorCode::NotFound),
+            Self::Checkout(K::Coupon(C::NotFound)) => Problem {
+                field: Some("couponId".into()),
+                ..Problem::new(ErrorCode::NotFound)
+            },
+            Self::Checkout(K::Coupon(C::AlreadyUsed)) => Problem::new(ErrorCode::AlreadyUsed),
+            Self::Checkout(K::Coupon(C::Held)) => Problem::new(ErrorCode::CouponHeld),
+            Self::Checkout(K::Coupon(C::Expired)) => Problem::new(ErrorCode::Expired),
+            Self::Checkout(K::Coupon(C::NotUsed | C::Invalid(_))) => Problem::new(ErrorCode::InvalidRequest),
+            Self::Checkout(K::Coupon(C::Unavailable(e))) => Problem::unavailable(e.to_string()),
+            Self::Checkout(K::InsufficientPoints) => Problem::new(ErrorCode::InsufficientPoints),
+            Self::Checkout(K::OrderHeld) => Problem {
+                field: Some("orderId".into()),
+                ..Problem::new(ErrorCode::OrderHeld)
+            },
+            Self::Checkout(K::HoldExpired) => Problem::new(ErrorCode::HoldExpired),
+            Self::Checkout(K::HoldConfirmed) => Problem::new(ErrorCode::HoldConfirmed),
+            Self::Checkout(K::HoldReleased) => Problem::new(ErrorCode::HoldReleased),
+            Self::Checkout(K::Unavailable(e)) => Problem::unavailable(e.to_string()),
         }
     }
 

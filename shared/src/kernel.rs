@@ -177,6 +177,15 @@ pub mod id_text {
     }
 }
 
+/// [`whole_number`] for an optional field (`#[serde(default, deserialize_with = …)]`).
+pub fn optional_whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    whole_number(deserializer).map(Some)
+}
+
 /// Deserializes a non-negative integer that JSON may spell `5` or `5.0`: JSON has one number type
 /// and JSON Schema (the API's contract) counts `5.0` as the integer 5. A fraction, a negative or a
 /// value past `T` is refused, naming the value.

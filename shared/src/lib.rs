@@ -13,6 +13,7 @@
 
 pub mod adapters;
 pub mod alerts;
+pub mod checkout;
 pub mod config;
 pub mod coupons;
 pub mod grading;

@@ -1,9 +1,17 @@
 //! Coupons over HTTP, mapped to the coupons context's `CouponService`:
 //! `GET /v1/users/{userId}/coupons`, `GET /v1/coupons/{couponId}`,
-//! `POST /v1/coupons/{couponId}/use` and `POST /v1/coupons/{couponId}/cancel-use`.
+//! `POST /v1/coupons/{couponId}/use` and `POST /v1/coupons/{couponId}/cancel-use`; and checkout
+//! (`checkout`), where coupons are spent two-phase with points: the same function, since a
+//! checkout is where a coupon is used.
 
+mod checkout;
+
+use std::sync::Arc;
+
+pub use checkout::{CheckoutRoute, CheckoutRoutes};
 use chrono::{DateTime, Utc};
 use fcfs_shared::adapters::mysql::{self, MySqlStore};
+use fcfs_shared::checkout::CheckoutService;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::coupons::CouponService;
 use fcfs_shared::coupons::domain::{CancelUse, Coupon, CouponId, CouponQuery, CouponStatus, UseCoupon};
@@ -71,6 +79,7 @@ enum Route {
     Get,
     Use,
     CancelUse,
+    Checkout(CheckoutRoute),
 }
 
 /// This function's routes as `template.yaml` declares them (method, path template): it dispatches
@@ -80,22 +89,51 @@ const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/v1/coupons/{couponId}", Route::Get),
     ("POST", "/v1/coupons/{couponId}/use", Route::Use),
     ("POST", "/v1/coupons/{couponId}/cancel-use", Route::CancelUse),
+    ("POST", "/v1/checkout/preview", Route::Checkout(CheckoutRoute::Preview)),
+    ("POST", "/v1/checkout/holds", Route::Checkout(CheckoutRoute::Place)),
+    (
+        "GET",
+        "/v1/checkout/holds/{holdId}",
+        Route::Checkout(CheckoutRoute::Get),
+    ),
+    (
+        "POST",
+        "/v1/checkout/holds/{holdId}/confirm",
+        Route::Checkout(CheckoutRoute::Confirm),
+    ),
+    (
+        "POST",
+        "/v1/checkout/holds/{holdId}/release",
+        Route::Checkout(CheckoutRoute::Release),
+    ),
 ];
 
 pub struct CouponApi<R> {
     coupons: CouponService<R>,
+    /// The checkout routes; without them (a coupons-only test) they answer 404.
+    checkout: Option<Arc<dyn CheckoutRoutes>>,
 }
 
 impl CouponApi<MySqlStore> {
     /// The deployed function: MySQL (credentials from Secrets Manager), opened on first use.
     pub fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        Ok(Self::new(CouponService::new(mysql::store_from(settings, sdk)?)))
+        let store = mysql::store_from(settings, sdk)?;
+        let checkout = CheckoutService::new(store.clone(), store.clone(), store.clone());
+        Ok(Self::new(CouponService::new(store)).with_checkout(Arc::new(checkout)))
     }
 }
 
 impl<R: CouponRecords> CouponApi<R> {
     pub fn new(coupons: CouponService<R>) -> Self {
-        Self { coupons }
+        Self {
+            coupons,
+            checkout: None,
+        }
+    }
+
+    pub fn with_checkout(mut self, checkout: Arc<dyn CheckoutRoutes>) -> Self {
+        self.checkout = Some(checkout);
+        self
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
@@ -107,6 +145,10 @@ impl<R: CouponRecords> CouponApi<R> {
             Some(Route::Get) => self.get(&req, &coupon).await,
             Some(Route::Use) => self.use_coupon(&req, &coupon).await,
             Some(Route::CancelUse) => self.cancel_use(&req, &coupon).await,
+            Some(Route::Checkout(route)) => match &self.checkout {
+                Some(checkout) => checkout.answer(route, &req).await,
+                None => Err(ApiError::NotFound("route")),
+            },
             None => Err(ApiError::NotFound("route")),
         };
         let response = result.unwrap_or_else(ApiError::into_response);

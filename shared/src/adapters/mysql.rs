@@ -24,6 +24,7 @@ use crate::kernel::{TxError, Unavailable, UserId};
 use crate::partners::domain::{Limit, LimitExceeded, admit};
 
 mod campaigns;
+mod checkout;
 mod coupons;
 mod grading;
 mod partners;

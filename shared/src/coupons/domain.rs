@@ -20,6 +20,8 @@ pub const MAX_ORDER_AMOUNT: u64 = crate::kernel::MAX_MONEY_AMOUNT;
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CouponStatus {
     Issued,
+    /// Held for an order being paid (a checkout hold): neither usable nor holdable by another.
+    Held,
     Used,
     Expired,
 }
@@ -28,6 +30,7 @@ impl CouponStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Issued => "ISSUED",
+            Self::Held => "HELD",
             Self::Used => "USED",
             Self::Expired => "EXPIRED",
         }
@@ -36,9 +39,10 @@ impl CouponStatus {
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
         match raw {
             "ISSUED" => Ok(Self::Issued),
+            "HELD" => Ok(Self::Held),
             "USED" => Ok(Self::Used),
             "EXPIRED" => Ok(Self::Expired),
-            _ => Err(InvalidField::new("status", "must be ISSUED, USED or EXPIRED")),
+            _ => Err(InvalidField::new("status", "must be ISSUED, HELD, USED or EXPIRED")),
         }
     }
 }
@@ -50,6 +54,22 @@ pub struct Usage {
     pub order_amount: u64,
     pub discount_amount: u64,
     pub used_at: DateTime<Utc>,
+}
+
+/// The checkout hold a coupon is held by, as its row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponHold {
+    pub hold_id: u64,
+    pub order_id: String,
+    pub order_amount: u64,
+    /// The hold's end: from then on the coupon reads as if it were not held.
+    pub until: DateTime<Utc>,
+}
+
+impl CouponHold {
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        now < self.until
+    }
 }
 
 /// A coupon as stored, with its campaign's name and discount.
@@ -66,19 +86,29 @@ pub struct Coupon {
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub usage: Option<Usage>,
+    /// The checkout hold its row names, live or lapsed (a lapsed one changes nothing).
+    pub hold: Option<CouponHold>,
 }
 
 impl Coupon {
-    /// A used coupon stays USED; otherwise a coupon past its time is EXPIRED whether or not the
-    /// sweep has marked it yet.
+    /// A used coupon stays USED; a held one is HELD until its hold ends (even past the coupon's
+    /// own time: a hold keeps what it held until it is confirmed or released); otherwise a coupon
+    /// past its time is EXPIRED whether or not the sweep has marked it yet.
     pub fn status(&self, now: DateTime<Utc>) -> CouponStatus {
         if self.usage.is_some() {
             CouponStatus::Used
+        } else if self.live_hold(now).is_some() {
+            CouponStatus::Held
         } else if self.stored_status == CouponStatus::Expired || now >= self.expires_at {
             CouponStatus::Expired
         } else {
             CouponStatus::Issued
         }
+    }
+
+    /// The hold that holds it now, if any.
+    pub fn live_hold(&self, now: DateTime<Utc>) -> Option<&CouponHold> {
+        self.hold.as_ref().filter(|h| self.usage.is_none() && h.is_live(now))
     }
 
     /// The partner's coupon held by this user; anything else is "not found".
@@ -173,10 +203,52 @@ pub fn decide_use(
     match (&coupon.usage, coupon.status(now)) {
         (Some(usage), _) if usage.order_id == request.order_id.as_str() => Ok(UseDecision::AlreadyDone),
         (Some(_), _) => Err(CouponError::AlreadyUsed),
+        (None, CouponStatus::Held) => Err(CouponError::Held),
         (None, CouponStatus::Expired) => Err(CouponError::Expired),
         (None, _) => Ok(UseDecision::Apply {
             discount_amount: discount_amount(&coupon.discount, request.order_amount),
         }),
+    }
+}
+
+/// Why a coupon cannot be applied to an order now (a preview's answer, a hold's refusal).
+pub fn applicable(coupon: &Coupon, partner: &str, user: &UserId, now: DateTime<Utc>) -> Result<(), CouponError> {
+    if !coupon.owned_by(partner, user) {
+        return Err(CouponError::NotFound);
+    }
+    match coupon.status(now) {
+        CouponStatus::Issued => Ok(()),
+        CouponStatus::Held => Err(CouponError::Held),
+        CouponStatus::Used => Err(CouponError::AlreadyUsed),
+        CouponStatus::Expired => Err(CouponError::Expired),
+    }
+}
+
+/// A checkout hold on the locked coupon: the discount it gives the order, or why not. A lapsed
+/// hold of another order is overwritten.
+pub fn decide_hold(
+    coupon: &Coupon,
+    partner: &str,
+    user: &UserId,
+    order_amount: u64,
+    now: DateTime<Utc>,
+) -> Result<u64, CouponError> {
+    applicable(coupon, partner, user, now)?;
+    Ok(discount_amount(&coupon.discount, order_amount))
+}
+
+/// What a hold's confirm makes of the locked coupon: its use by the hold's order, with the
+/// discount the hold gave. Only the hold that holds it confirms it (the checkout context checked
+/// the hold's time under the hold's lock, with the same `now`).
+pub fn decide_confirm_hold(coupon: &Coupon, hold_id: u64, now: DateTime<Utc>) -> Result<Usage, CouponError> {
+    match &coupon.hold {
+        Some(hold) if hold.hold_id == hold_id && coupon.usage.is_none() => Ok(Usage {
+            order_id: hold.order_id.clone(),
+            order_amount: hold.order_amount,
+            discount_amount: discount_amount(&coupon.discount, hold.order_amount),
+            used_at: now,
+        }),
+        _ => Err(CouponError::Held),
     }
 }
 
@@ -205,6 +277,12 @@ pub fn decide_cancel(
         None if last_cancelled_order == Some(request.order_id.as_str()) => Ok(CancelDecision::AlreadyDone),
         _ => Err(CouponError::NotUsed),
     }
+}
+
+/// Whether releasing hold `hold_id` changes the coupon: only while the coupon still names it
+/// (once it ended, another order may have held or used the coupon; then nothing is given back).
+pub fn releases(coupon: &Coupon, hold_id: u64) -> bool {
+    coupon.hold.as_ref().is_some_and(|h| h.hold_id == hold_id)
 }
 
 /// Where a page of a user's coupons (newest first: `issued_at` then id, descending) resumes.
@@ -298,6 +376,7 @@ mod tests {
             issued_at: now - chrono::Duration::days(1),
             expires_at: now + chrono::Duration::days(1),
             usage: None,
+            hold: None,
         }
     }
 

@@ -11,6 +11,8 @@ pub enum CouponError {
     NotFound,
     #[error("the coupon was used by another order")]
     AlreadyUsed,
+    #[error("the coupon is held for another order being paid")]
+    Held,
     #[error("the coupon has expired")]
     Expired,
     #[error("the coupon is not used by this order")]

@@ -66,6 +66,7 @@ impl<R: CouponRecords> CouponService<R> {
             Err(CouponError::NotFound) => "not_found",
             Err(CouponError::AlreadyUsed) => "already_used",
             Err(CouponError::Expired) => "expired",
+            Err(CouponError::Held) => "held",
             Err(CouponError::NotUsed | CouponError::Invalid(_)) => "invalid",
             Err(CouponError::Unavailable(_)) => "unavailable",
         };

@@ -56,7 +56,7 @@ error_codes! {
     LimitExceeded = "LIMIT_EXCEEDED", UNPROCESSABLE_ENTITY, Retry::Once("the partner is under its limit again, or an operator raised it (`fcfs-admin limits`)"),
         "The call would take the partner past one of its limits, named in `field` (live campaigns, orders per month, idempotency records); nothing of it was done.";
     NotFound = "NOT_FOUND", NOT_FOUND, Retry::No,
-        "No such campaign, coupon, transaction, grading run or grade for this partner (another partner's is not found either).";
+        "No such campaign, coupon, transaction, checkout hold, grading run or grade for this partner (another partner's is not found either).";
     AlreadyIssued = "ALREADY_ISSUED", CONFLICT, Retry::No,
         "The user already holds a place in this campaign. The answer repeats the first request's `requestId` and `rank` and the coupon's `status` (with `couponId` once issued), so retrying an issue call whose answer was lost is safe.";
     SoldOut = "SOLD_OUT", GONE, Retry::No,
@@ -79,6 +79,16 @@ error_codes! {
         "A cancel for a coupon not used by that order.";
     Expired = "EXPIRED", GONE, Retry::No,
         "The coupon has expired.";
+    CouponHeld = "COUPON_HELD", CONFLICT, Retry::Once("the hold is released or ends (`expiresAt`)"),
+        "The coupon is held by a checkout hold of another order (or, for a one-step use, by any hold: confirm the hold instead).";
+    OrderHeld = "ORDER_HELD", CONFLICT, Retry::No,
+        "The order has a live checkout hold made with a different request (user, amount, coupon, points or ttl); release it first to hold the order anew.";
+    HoldExpired = "HOLD_EXPIRED", GONE, Retry::No,
+        "The checkout hold ended (`expiresAt`) before the confirm: what it held is back, nothing was spent. Hold again if the order is still to be paid.";
+    HoldConfirmed = "HOLD_CONFIRMED", CONFLICT, Retry::No,
+        "A release of a checkout hold already confirmed: the order spent the coupon and points (cancel the uses to give them back).";
+    HoldReleased = "HOLD_RELEASED", CONFLICT, Retry::No,
+        "A confirm of a checkout hold already released: nothing was spent. Hold again if the order is still to be paid.";
     InsufficientPoints = "INSUFFICIENT_POINTS", CONFLICT, Retry::Once("the user earned more points"),
         "The user's spendable balance is below the amount.";
     NotCancellable = "NOT_CANCELLABLE", CONFLICT, Retry::No,

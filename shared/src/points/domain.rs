@@ -357,11 +357,54 @@ pub fn spendable(lots: &[Lot], now: DateTime<Utc>) -> u64 {
     lots.iter().filter(|l| !l.is_due(now)).map(|l| l.remaining).sum()
 }
 
+/// Points a checkout hold holds: the hold's USE entry and what it drew, until the hold ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldPoints {
+    pub transaction_id: TransactionId,
+    pub amount: u64,
+    pub expires_at: DateTime<Utc>,
+    pub drawn: Vec<Allocation>,
+}
+
+impl HeldPoints {
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        !hold_ended(self.expires_at, now)
+    }
+}
+
+/// What a held use's entry says about itself in the history.
+pub const HOLD_REASON: &str = "checkout hold";
+
+/// A hold ends at its `expiresAt`: from that instant on, what it held is the wallet's again.
+pub fn hold_ended(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now >= expires_at
+}
+
+/// A hold past its end counts as released at once, before the write or sweep that releases it:
+/// what it drew from lots still in their time is spendable again (the cancel that releases it
+/// gives exactly that back, and expires the rest).
+pub fn released_by_lapsed_holds(holds: &[HeldPoints], now: DateTime<Utc>) -> Vec<Lot> {
+    holds
+        .iter()
+        .filter(|h| !h.is_live(now))
+        .flat_map(|h| split_cancel(&h.drawn, now).0)
+        .map(|a| Lot {
+            id: a.lot_id,
+            remaining: a.amount,
+            expires_at: a.expires_at,
+        })
+        .collect()
+}
+
 /// A wallet as `GET /v1/users/{userId}/points` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Balance {
+    /// What the user can spend now (`available`; the name every earlier client reads).
     pub balance: u64,
+    pub available: u64,
+    /// Points held by checkout holds not yet ended: spent if the order is paid, back if not.
+    pub held: u64,
     pub expiring: Vec<Expiring>,
 }
 
@@ -373,9 +416,12 @@ pub struct Expiring {
 }
 
 impl Balance {
-    /// From the wallet's lots with points left: what is spendable now, and the next
-    /// `EXPIRING_SHOWN` expiry dates with how much expires on each.
-    pub fn of(lots: &[Lot], now: DateTime<Utc>) -> Self {
+    /// From the wallet's lots with points left and its holds: what is spendable now (lapsed
+    /// holds count as released), what live holds hold, and the next `EXPIRING_SHOWN` expiry dates
+    /// of what is spendable with how much expires on each.
+    pub fn of(lots: &[Lot], holds: &[HeldPoints], now: DateTime<Utc>) -> Self {
+        let mut lots = lots.to_vec();
+        lots.extend(released_by_lapsed_holds(holds, now));
         let mut expiring: Vec<Expiring> = Vec::new();
         let mut live: Vec<&Lot> = lots.iter().filter(|l| !l.is_due(now) && l.remaining > 0).collect();
         live.sort_by_key(|l| (l.expires_at, l.id));
@@ -391,8 +437,11 @@ impl Balance {
                 });
             }
         }
+        let available = spendable(&lots, now);
         Self {
-            balance: spendable(lots, now),
+            balance: available,
+            available,
+            held: holds.iter().filter(|h| h.is_live(now)).map(|h| h.amount).sum(),
             expiring,
         }
     }
@@ -505,7 +554,7 @@ mod tests {
             .map(|d| lot(d, 10, d as i64))
             .chain([lot(9, 7, 1), lot(10, 3, -2)])
             .collect();
-        let balance = Balance::of(&lots, now);
+        let balance = Balance::of(&lots, &[], now);
         assert_eq!(balance.balance, 87);
         let shown: Vec<_> = balance.expiring.iter().map(|e| e.amount).collect();
         assert_eq!(shown, vec![17, 10, 10, 10, 10]);

@@ -3,8 +3,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::domain::{EarnPoints, Entry, HistoryQuery, IdempotencyKey, Lot, Operation, Outcome, TransactionId};
+use super::domain::{
+    EarnPoints, Entry, HeldPoints, HistoryQuery, IdempotencyKey, Lot, Operation, Outcome, TransactionId,
+};
 use super::error::PointsError;
+use crate::coupons::domain::OrderId;
 use crate::kernel::{TxError, Unavailable, UserId};
 
 /// Points another context grants (a grading reward): an EARN with the ledger's own rules, under
@@ -83,6 +86,9 @@ pub trait PointRecords: Send + Sync {
     /// The wallet's lots with points left (none for a user without a wallet).
     async fn lots(&self, partner: &str, user: &UserId) -> Result<Vec<Lot>, Unavailable>;
 
+    /// The wallet's points held by checkout holds (ended or not, until released or confirmed).
+    async fn holds(&self, partner: &str, user: &UserId) -> Result<Vec<HeldPoints>, Unavailable>;
+
     /// The wallet's history, newest first, below `query.before`, at most `query.limit` + 1 entries
     /// (so the caller knows whether there is a next page).
     async fn history(&self, partner: &str, user: &UserId, query: &HistoryQuery) -> Result<Vec<Entry>, Unavailable>;
@@ -95,4 +101,40 @@ pub trait PointRecords: Send + Sync {
     /// oldest first, in one short transaction, and the counts of days before
     /// `domain::first_active_key_day(now)`; how many records it deleted.
     async fn prune_keys(&self, now: DateTime<Utc>, max_records: u32) -> Result<u64, Unavailable>;
+}
+
+/// Points held for an order being paid, inside the checkout context's transaction `Tx`: a hold is
+/// a USE (`points::ledger::plan`, first-expiring-first) recorded as held until the hold ends;
+/// confirmed, the USE stays; released, it is cancelled as a use's cancel is (what drew from lots
+/// whose time passed meanwhile expires at once). A hold past its end is released by the next write
+/// of its wallet, whichever it is. Only the points context's storage writes wallets, lots, entries
+/// and held points; this is how checkout asks it to. The outer error is the transaction's (start
+/// over, or unavailable); the inner one the ledger's answer.
+#[async_trait]
+pub trait PointHolds<Tx: Send>: Send + Sync {
+    /// Locks the user's wallet (its ended holds released first) and holds `amount` of it for
+    /// `order` until `until`: the held USE entry, or `InsufficientPoints` (nothing written).
+    #[allow(clippy::too_many_arguments)]
+    async fn hold_points(
+        &self,
+        tx: &mut Tx,
+        partner: &str,
+        user: &UserId,
+        amount: u64,
+        order: &OrderId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<TransactionId, PointsError>, TxError>;
+
+    /// Under the wallet's lock: the held USE becomes a plain use. `false` when it is no longer
+    /// held (an ended hold a write of the wallet released).
+    async fn confirm_points_hold(&self, tx: &mut Tx, transaction: TransactionId) -> Result<bool, TxError>;
+
+    /// Under the wallet's lock: the held USE cancelled, if it is still held.
+    async fn release_points_hold(
+        &self,
+        tx: &mut Tx,
+        transaction: TransactionId,
+        now: DateTime<Utc>,
+    ) -> Result<(), TxError>;
 }

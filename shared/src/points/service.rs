@@ -178,7 +178,8 @@ impl<R: PointRecords> PointsService<R> {
     /// expiry dates.
     pub async fn balance(&self, partner: &str, user: &UserId) -> Result<Balance, PointsError> {
         let lots = self.records.lots(partner, user).await?;
-        Ok(Balance::of(&lots, self.now()))
+        let holds = self.records.holds(partner, user).await?;
+        Ok(Balance::of(&lots, &holds, self.now()))
     }
 
     pub async fn history(

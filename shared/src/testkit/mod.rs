@@ -32,10 +32,12 @@ use crate::keys::ports::ApiKeyStore;
 use crate::partners::domain::{Limit, LimitOverrides, admit};
 use crate::partners::ports::PartnerLimitStore;
 
+mod checkout;
 mod gateway;
 mod grading;
 mod points;
 pub mod points_cases;
+pub use checkout::MemoryCheckout;
 pub use gateway::gateway_request;
 pub use grading::{MemoryGrading, MemoryPartitionQueue, granted_coupons};
 pub use points::{MemoryPoints, Tables};
@@ -754,6 +756,7 @@ pub fn coupon_fixture(id: u64, partner: &str, user: &str, expires_at: DateTime<U
         issued_at: DateTime::from_timestamp(1_800_000_000 + id as i64, 0).unwrap_or_default(),
         expires_at,
         usage: None,
+        hold: None,
     }
 }
 
@@ -815,7 +818,11 @@ impl CouponRecords for MemoryCoupons {
         self.batches.lock().unwrap().push(max_rows);
         let mut marked = 0;
         for c in self.coupons.lock().unwrap().iter_mut() {
-            if marked < u64::from(max_rows) && c.stored_status == CouponStatus::Issued && c.expires_at <= now {
+            if marked < u64::from(max_rows)
+                && c.stored_status == CouponStatus::Issued
+                && c.expires_at <= now
+                && c.live_hold(now).is_none()
+            {
                 c.stored_status = CouponStatus::Expired;
                 marked += 1;
             }

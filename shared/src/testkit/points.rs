@@ -8,15 +8,16 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::coupons::domain::OrderId;
 use crate::kernel::{TxError, Unavailable, UserId};
 use crate::partners::domain::{Limit, admit};
 use crate::points::PointsError;
 use crate::points::domain::{
-    Allocation, Entry, HistoryQuery, IdempotencyKey, Lot, Operation, Outcome, Receipt, TransactionId,
-    first_active_key_day, keys_expire_before,
+    Allocation, Entry, HOLD_REASON, HeldPoints, HistoryQuery, IdempotencyKey, Lot, Operation, Outcome, Receipt,
+    TransactionId, UsePoints, first_active_key_day, hold_ended, keys_expire_before,
 };
 use crate::points::ledger::{self, Answer, CancelTarget, Locked, Plan, Related, Side, WalletState};
-use crate::points::ports::{Applied, PointGrant, PointGrants, PointRecords};
+use crate::points::ports::{Applied, PointGrant, PointGrants, PointHolds, PointRecords};
 
 #[derive(Default)]
 pub struct MemoryPoints {
@@ -46,7 +47,7 @@ struct EntryRow {
 }
 
 /// The records' tables. Ids are handed out in one sequence per table, as AUTO_INCREMENT does.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Tables {
     /// Partner → default validity of earned points, in days.
     pub policies: HashMap<String, u32>,
@@ -59,6 +60,8 @@ pub struct Tables {
     keys: HashMap<(String, String), (String, Outcome, DateTime<Utc>)>,
     /// (partner, UTC day) → records of the partner's requests made that day.
     key_counts: BTreeMap<(String, NaiveDate), u64>,
+    /// Held uses: entry → (wallet, amount, the hold's end).
+    held: BTreeMap<TransactionId, (u64, u64, DateTime<Utc>)>,
     next_wallet: u64,
     next_lot: u64,
     next_entry: u64,
@@ -224,7 +227,20 @@ impl Tables {
     }
 
     fn run(&mut self, partner: &str, operation: &Operation, now: DateTime<Utc>) -> Outcome {
-        let (own, receiver, locked) = self.lock(partner, operation);
+        let (mut own, mut receiver, mut locked) = self.lock(partner, operation);
+        // Points held by a hold that has ended are the wallet's again before it writes.
+        let ended: Vec<TransactionId> = self
+            .held
+            .iter()
+            .filter(|(_, (wallet, _, end))| [own, receiver].contains(&Some(*wallet)) && hold_ended(*end, now))
+            .map(|(t, _)| *t)
+            .collect();
+        if !ended.is_empty() {
+            for transaction in ended {
+                self.release_held(partner, transaction, now);
+            }
+            (own, receiver, locked) = self.lock(partner, operation);
+        }
         let plan = ledger::plan(operation, locked, now);
         match plan.answer {
             Answer::Refused(refusal) => Outcome::Refused(refusal),
@@ -239,6 +255,18 @@ impl Tables {
                 })
             }
         }
+    }
+
+    /// The held use cancelled by the ledger's cancel, as the records release a hold.
+    fn release_held(&mut self, partner: &str, transaction: TransactionId, now: DateTime<Utc>) {
+        if self.held.remove(&transaction).is_some() {
+            self.run(partner, &Operation::Cancel { transaction }, now);
+        }
+    }
+
+    fn partner_of(&self, transaction: TransactionId) -> Option<String> {
+        let wallet = self.entries.get(&transaction)?.wallet;
+        Some(self.wallets[&wallet].partner.clone())
     }
 
     /// Expires up to `max_lots` due lots, wallet by wallet in id order, as the sweep does.
@@ -327,6 +355,22 @@ impl PointRecords for MemoryPoints {
         Ok(lots)
     }
 
+    async fn holds(&self, partner: &str, user: &UserId) -> Result<Vec<HeldPoints>, Unavailable> {
+        let tables = self.state.lock().unwrap();
+        let wallet = tables.wallet_of(partner, user.as_str());
+        Ok(tables
+            .held
+            .iter()
+            .filter(|(_, (w, _, _))| Some(*w) == wallet)
+            .map(|(t, (_, amount, end))| HeldPoints {
+                transaction_id: *t,
+                amount: *amount,
+                expires_at: *end,
+                drawn: tables.allocations.get(t).cloned().unwrap_or_default(),
+            })
+            .collect())
+    }
+
     async fn history(&self, partner: &str, user: &UserId, query: &HistoryQuery) -> Result<Vec<Entry>, Unavailable> {
         let tables = self.state.lock().unwrap();
         let Some(wallet) = tables.wallet_of(partner, user.as_str()) else {
@@ -395,6 +439,58 @@ impl PointGrants<()> for MemoryPoints {
                 .insert(slot, (operation.fingerprint(), Outcome::Done(receipt), now));
         }
         Ok(made)
+    }
+}
+
+/// Holds in memory: a held use planned by the ledger, released by its cancel.
+#[async_trait]
+impl PointHolds<()> for MemoryPoints {
+    async fn hold_points(
+        &self,
+        _: &mut (),
+        partner: &str,
+        user: &UserId,
+        amount: u64,
+        order: &OrderId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<TransactionId, PointsError>, TxError> {
+        let mut tables = self.state.lock().unwrap();
+        let Some(wallet) = tables.wallet_of(partner, user.as_str()) else {
+            return Ok(Err(PointsError::InsufficientPoints));
+        };
+        let operation = Operation::Use {
+            user: user.clone(),
+            request: UsePoints {
+                amount,
+                order_id: order.clone(),
+                reason: Some(HOLD_REASON.to_owned()),
+            },
+        };
+        match tables.run(partner, &operation, now) {
+            Outcome::Refused(refusal) => Ok(Err(refusal.into())),
+            Outcome::Done(receipt) => {
+                tables.held.insert(receipt.transaction_id, (wallet, amount, until));
+                Ok(Ok(receipt.transaction_id))
+            }
+        }
+    }
+
+    async fn confirm_points_hold(&self, _: &mut (), transaction: TransactionId) -> Result<bool, TxError> {
+        Ok(self.state.lock().unwrap().held.remove(&transaction).is_some())
+    }
+
+    async fn release_points_hold(
+        &self,
+        _: &mut (),
+        transaction: TransactionId,
+        now: DateTime<Utc>,
+    ) -> Result<(), TxError> {
+        let mut tables = self.state.lock().unwrap();
+        if let Some(partner) = tables.partner_of(transaction) {
+            tables.release_held(&partner, transaction, now);
+        }
+        Ok(())
     }
 }
 

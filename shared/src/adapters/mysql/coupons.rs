@@ -5,20 +5,22 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::mysql::MySqlRow;
-use sqlx::{MySql, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, MySqlConnection, QueryBuilder, Row, Transaction};
 
 use super::{MySqlStore, unavailable, utc};
 use crate::coupons::CouponError;
 use crate::coupons::domain::{
-    CancelDecision, CancelUse, Coupon, CouponId, CouponQuery, CouponStatus, Usage, UseCoupon, UseDecision,
+    CancelDecision, CancelUse, Coupon, CouponHold, CouponId, CouponQuery, CouponStatus, Usage, UseCoupon, UseDecision,
     decide_cancel, decide_use,
 };
 use crate::coupons::ports::CouponRecords;
 use crate::issuance::domain::{Discount, DiscountType};
 use crate::kernel::{Unavailable, UserId};
 
+mod holds;
+
 const COUPON_COLUMNS: &str = "c.id, c.campaign_id, c.partner_id, c.user_id, c.status, c.issued_at, c.expires_at, \
-     c.used_at, c.order_id, c.order_amount, c.discount_amount";
+     c.used_at, c.order_id, c.order_amount, c.discount_amount, c.hold_id, c.held_order_id, c.held_amount, c.held_until";
 const CAMPAIGN_COLUMNS: &str = "k.name AS campaign_name, k.discount_type, k.discount_value";
 
 /// A coupon from its row and its campaign's (`campaign_name`, `discount_type`, `discount_value`),
@@ -33,6 +35,18 @@ fn coupon_from_rows(row: &MySqlRow, campaign: &MySqlRow) -> Result<Coupon, sqlx:
             order_amount: row.try_get::<Option<u64>, _>("order_amount")?.unwrap_or_default(),
             discount_amount: row.try_get::<Option<u64>, _>("discount_amount")?.unwrap_or_default(),
             used_at: utc(at),
+        }),
+        None => None,
+    };
+    let hold = match row.try_get::<Option<u64>, _>("hold_id")? {
+        Some(hold_id) => Some(CouponHold {
+            hold_id,
+            order_id: row.try_get::<Option<String>, _>("held_order_id")?.unwrap_or_default(),
+            order_amount: row.try_get::<Option<u64>, _>("held_amount")?.unwrap_or_default(),
+            until: row
+                .try_get::<Option<chrono::NaiveDateTime>, _>("held_until")?
+                .map(utc)
+                .unwrap_or_default(),
         }),
         None => None,
     };
@@ -52,28 +66,29 @@ fn coupon_from_rows(row: &MySqlRow, campaign: &MySqlRow) -> Result<Coupon, sqlx:
         issued_at: utc(row.try_get("issued_at")?),
         expires_at: utc(row.try_get("expires_at")?),
         usage,
+        hold,
     })
 }
 
 /// Locks the coupon row (nothing else: never the campaign, which every use of the campaign
 /// shares) and reads its campaign without a lock; its discount never changes.
-async fn lock_coupon(tx: &mut Transaction<'_, MySql>, id: CouponId) -> Result<Option<Coupon>, sqlx::Error> {
+async fn lock_coupon(tx: &mut MySqlConnection, id: CouponId) -> Result<Option<Coupon>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT {COUPON_COLUMNS} FROM coupons c WHERE c.id = ? FOR UPDATE"
     ));
-    let Some(row) = sqlx::query(sql).bind(id).fetch_optional(&mut **tx).await? else {
+    let Some(row) = sqlx::query(sql).bind(id).fetch_optional(&mut *tx).await? else {
         return Ok(None);
     };
     let campaign =
         sqlx::query("SELECT name AS campaign_name, discount_type, discount_value FROM campaigns WHERE id = ?")
             .bind(row.try_get::<u64, _>("campaign_id")?)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await?;
     coupon_from_rows(&row, &campaign).map(Some)
 }
 
 async fn append_history(
-    tx: &mut Transaction<'_, MySql>,
+    tx: &mut MySqlConnection,
     coupon: &Coupon,
     action: &str,
     usage: &Usage,
@@ -90,7 +105,7 @@ async fn append_history(
     .bind(usage.order_amount)
     .bind(usage.discount_amount)
     .bind(usage.used_at.naive_utc())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -194,10 +209,19 @@ impl CouponRecords for MySqlStore {
                 sql.push(" AND c.status = 'USED'");
             }
             Some(CouponStatus::Issued) => {
-                sql.push(" AND c.status = 'ISSUED' AND c.expires_at > ").push_bind(now);
+                sql.push(" AND c.status = 'ISSUED' AND c.expires_at > ")
+                    .push_bind(now)
+                    .push(" AND (c.held_until IS NULL OR c.held_until <= ")
+                    .push_bind(now)
+                    .push(")");
+            }
+            Some(CouponStatus::Held) => {
+                sql.push(" AND c.status = 'ISSUED' AND c.held_until > ").push_bind(now);
             }
             Some(CouponStatus::Expired) => {
                 sql.push(" AND c.status <> 'USED' AND (c.status = 'EXPIRED' OR c.expires_at <= ")
+                    .push_bind(now)
+                    .push(") AND (c.held_until IS NULL OR c.held_until <= ")
                     .push_bind(now)
                     .push(")");
             }
@@ -247,8 +271,8 @@ impl CouponRecords for MySqlStore {
                     used_at: now,
                 };
                 sqlx::query(
-                    "UPDATE coupons SET status = 'USED', used_at = ?, order_id = ?, order_amount = ?, discount_amount = ? \
-                     WHERE id = ?",
+                    "UPDATE coupons SET status = 'USED', used_at = ?, order_id = ?, order_amount = ?, discount_amount = ?, \
+                     hold_id = NULL, held_order_id = NULL, held_amount = NULL, held_until = NULL WHERE id = ?",
                 )
                 .bind(now.naive_utc())
                 .bind(&usage.order_id)
@@ -316,8 +340,10 @@ impl CouponRecords for MySqlStore {
                 Box::pin(async move {
                     let ids: Vec<u64> = sqlx::query_scalar(
                         "SELECT id FROM coupons WHERE status = 'ISSUED' AND expires_at <= ? \
+                         AND (held_until IS NULL OR held_until <= ?) \
                          ORDER BY expires_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
                     )
+                    .bind(now.naive_utc())
                     .bind(now.naive_utc())
                     .bind(max_rows)
                     .fetch_all(&mut **tx)

@@ -27,6 +27,7 @@ use super::{ER_DUP_ENTRY, ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, MySqlStore, er
 
 mod audit;
 mod grants;
+mod holds;
 mod sweep;
 mod write;
 
@@ -38,8 +39,8 @@ use crate::kernel::{Unavailable, UserId};
 use crate::partners::domain::{Limit, admit};
 use crate::points::PointsError;
 use crate::points::domain::{
-    Entry, HistoryQuery, IdempotencyKey, Lot, Movement, Operation, Outcome, Receipt, Refusal, first_active_key_day,
-    keys_expire_before,
+    Entry, HeldPoints, HistoryQuery, IdempotencyKey, Lot, Movement, Operation, Outcome, Receipt, Refusal,
+    first_active_key_day, hold_ended, keys_expire_before,
 };
 use crate::points::ledger::{self, Answer};
 use crate::points::ports::{Applied, PointRecords};
@@ -226,7 +227,20 @@ impl MySqlStore {
             statements: 0,
             counter: (now.date_naive(), key.counter_shard()),
         };
-        let (locked, own, receiver) = write.lock_for(operation, owner).await?;
+        let (mut locked, mut own, mut receiver) = write.lock_for(operation, owner.clone()).await?;
+        // Points held by a hold that has ended are the wallet's again before it writes.
+        let ended: Vec<u64> = [own.as_ref(), receiver.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|w| w.first_hold_end.is_some_and(|end| hold_ended(end, now)))
+            .map(|w| w.id)
+            .collect();
+        if !ended.is_empty() {
+            for wallet in ended {
+                holds::release_ended(&mut write, wallet, now).await?;
+            }
+            (locked, own, receiver) = write.lock_for(operation, owner).await?;
+        }
         let plan = ledger::plan(operation, locked, now);
         if let Answer::Done { to_balance, .. } = plan.answer {
             // Both wallets an earn or a transfer writes to were created before this transaction.
@@ -360,6 +374,10 @@ impl PointRecords for MySqlStore {
             .map_err(unavailable)
         })
         .await
+    }
+
+    async fn holds(&self, partner: &str, user: &UserId) -> Result<Vec<HeldPoints>, Unavailable> {
+        self.timed(holds::held_points(self, partner, user)).await
     }
 
     async fn history(&self, partner: &str, user: &UserId, query: &HistoryQuery) -> Result<Vec<Entry>, Unavailable> {

@@ -13,9 +13,11 @@ use crate::points::ledger::{Answer, CancelTarget, Locked, LotChange, Plan, Plann
 /// A wallet row as a write locks it.
 #[derive(Debug, Clone)]
 pub(super) struct Wallet {
-    id: u64,
+    pub(super) id: u64,
     user_id: String,
-    state: WalletState,
+    pub(super) state: WalletState,
+    /// The earliest end of the wallet's held points, if any are held.
+    pub(super) first_hold_end: Option<DateTime<Utc>>,
 }
 
 /// One write's transaction, for one partner at one instant. Past the locking reads, the plan the
@@ -70,7 +72,8 @@ impl Write<'_> {
     /// latest committed rows, whatever the transaction read before). Unordered: the ledger orders
     /// them, and a sort in the database would cost the lock holder time.
     pub(super) async fn lock(&mut self, wallet: WalletRef<'_>) -> Result<Option<Wallet>, sqlx::Error> {
-        let select = "SELECT w.id, w.user_id, w.balance, l.id AS lot_id, l.remaining, l.expires_at \
+        let select = "SELECT w.id, w.user_id, w.balance, l.id AS lot_id, l.remaining, l.expires_at, \
+                      (SELECT MIN(h.expires_at) FROM point_holds h WHERE h.wallet_id = w.id) AS first_hold_end \
                       FROM point_wallets w LEFT JOIN point_lots l ON l.wallet_id = w.id AND l.remaining > 0";
         let rows = match wallet {
             WalletRef::Owner(user) => {
@@ -109,6 +112,9 @@ impl Write<'_> {
                 balance: first.try_get("balance")?,
                 lots,
             },
+            first_hold_end: first
+                .try_get::<Option<chrono::NaiveDateTime>, _>("first_hold_end")?
+                .map(utc),
         }))
     }
 
@@ -145,7 +151,7 @@ impl Write<'_> {
         })
     }
 
-    fn queue(&mut self, statement: &str) {
+    pub(super) fn queue(&mut self, statement: &str) {
         self.statements += 1;
         self.batch.push_str(statement);
         self.batch.push_str(";\n");
@@ -306,6 +312,34 @@ impl Write<'_> {
              expired = expired + CASE id{expired} ELSE 0 END WHERE id IN ({})",
             ids.join(", ")
         ));
+    }
+
+    /// Sends what is queued without committing (a write inside a transaction that goes on, another
+    /// context's or one releasing ended holds before its own write): the id of the own principal
+    /// entry the batch made, if it made one.
+    pub(super) async fn flush(&mut self) -> Result<Option<TransactionId>, sqlx::Error> {
+        if self.batch.is_empty() {
+            return Ok(None);
+        }
+        // Session variables outlive a batch on its connection: only what this one set is read.
+        let batch = format!(
+            "SET @t = NULL;\n{}SELECT CAST(@t AS CHAR) AS t",
+            std::mem::take(&mut self.batch)
+        );
+        self.statements = 0;
+        let mut results = sqlx::raw_sql(sqlx::AssertSqlSafe(batch)).fetch_many(&mut *self.tx);
+        let mut last = None;
+        while let Some(item) = results.try_next().await? {
+            if let Either::Right(row) = item {
+                last = Some(row);
+            }
+        }
+        drop(results);
+        let made: Option<String> = match last {
+            Some(row) => row.try_get("t")?,
+            None => None,
+        };
+        Ok(made.and_then(|t| t.parse().ok()))
     }
 
     /// Sends the batch with the key's record and the COMMIT: the effect and its record commit
