@@ -12,6 +12,8 @@ const STORAGE: &[(&str, &str)] = &[
     ("shared/src/adapters/mysql/reward_coupons.rs", "issuance"),
     ("shared/src/adapters/mysql/campaigns.rs", "issuance"),
     ("shared/src/adapters/mysql/coupons.rs", "coupons"),
+    ("shared/src/adapters/mysql/coupons/", "coupons"),
+    ("shared/src/adapters/mysql/checkout.rs", "checkout"),
     ("shared/src/adapters/mysql/points.rs", "points"),
     ("shared/src/adapters/mysql/points/", "points"),
     ("shared/src/adapters/mysql/grading.rs", "grading"),
@@ -30,6 +32,7 @@ fn owners(table: &str) -> &'static [&'static str] {
         "orders" | "order_counts" | "grading_policies" | "grading_runs" | "grading_steps" | "user_grades"
         | "grade_rewards" => &["grading"],
         "partner_limits" => &["partners"],
+        "checkout_holds" => &["checkout"],
         _ => &[],
     }
 }

@@ -44,8 +44,8 @@ pub async fn run(database_url: &str, command: PointsCommand) -> Result<()> {
                 std::process::exit(2);
             }
             eprintln!(
-                "{} wallets verify: balance = Σ lot remainders = Σ history",
-                audit.wallets
+                "{} wallets verify: balance = Σ lot remainders = Σ history; {} checkout holds hold {} points, each a live use",
+                audit.wallets, audit.holds, audit.held_points
             );
         }
         PointsCommand::Policy { partner, validity_days } => {

@@ -7,7 +7,7 @@ impl MySqlStore {
     /// Wallets, lots and history that disagree: the `fcfs-admin points verify` check. Every
     /// wallet's balance must equal the sum of its lots' remainders and the sum of its history;
     /// every lot's amount must equal what is left, what expired, and what uses and transfers
-    /// not cancelled drew from it.
+    /// not cancelled drew from it; every hold's held points must be a USE not cancelled.
     pub async fn verify_points(&self, partner: Option<&str>) -> Result<PointsAudit, Unavailable> {
         let pool = self.db().await?;
         let scope = if partner.is_some() {
@@ -45,8 +45,31 @@ impl MySqlStore {
         .fetch_all(&pool)
         .await
         .map_err(unavailable)?;
+        // Held points: each hold's row must name a held USE of its wallet, not cancelled, of its amount.
+        let held: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(h.amount), 0) AS SIGNED) FROM point_holds h \
+             JOIN point_wallets w ON w.id = h.wallet_id WHERE {scope}"
+        )))
+        .bind(partner)
+        .fetch_one(&pool)
+        .await
+        .map_err(unavailable)?;
+        let holds_off: Vec<(u64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT h.transaction_id FROM point_holds h JOIN point_wallets w ON w.id = h.wallet_id \
+             LEFT JOIN point_transactions t ON t.id = h.transaction_id \
+             WHERE {scope} AND (t.id IS NULL OR t.wallet_id <> h.wallet_id OR t.kind <> 'USE' \
+             OR t.cancelled_by IS NOT NULL OR t.amount <> -CAST(h.amount AS SIGNED)) \
+             ORDER BY h.transaction_id LIMIT 100"
+        )))
+        .bind(partner)
+        .fetch_all(&pool)
+        .await
+        .map_err(unavailable)?;
         Ok(PointsAudit {
             wallets: wallets.0 as u64,
+            holds: held.0 as u64,
+            held_points: held.1 as u64,
+            holds_not_uses: holds_off.into_iter().map(|(id,)| id).collect(),
             wallets_off: off
                 .into_iter()
                 .map(
@@ -74,11 +97,17 @@ pub struct PointsAudit {
     pub wallets_off: Vec<WalletMismatch>,
     /// Lots whose amount is not remaining + expired + what live uses and transfers drew.
     pub lots_not_allocations: Vec<u64>,
+    /// Checkout holds holding points, and how many points they hold (counted in the balances
+    /// above as the uses they are until released).
+    pub holds: u64,
+    pub held_points: u64,
+    /// Held uses whose entry is missing, cancelled, of another wallet or of another amount.
+    pub holds_not_uses: Vec<u64>,
 }
 
 impl PointsAudit {
     pub fn is_clean(&self) -> bool {
-        self.wallets_off.is_empty() && self.lots_not_allocations.is_empty()
+        self.wallets_off.is_empty() && self.lots_not_allocations.is_empty() && self.holds_not_uses.is_empty()
     }
 }
 
