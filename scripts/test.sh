@@ -6,6 +6,12 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 stop_on_exit_what_this_run_starts
+# tests/sam_local.rs runs SAM's containers on a podman service (scripts/sam_local.sh): when this
+# run started it, stop it and what runs on it at the end too, before the services.
+SAM_LOCAL_BEFORE=0
+pid_alive "$RUN_DIR/podman.pid" && SAM_LOCAL_BEFORE=1
+stack_exit_trap="$(trap -p EXIT | sed "s/^trap -- '\(.*\)' EXIT\$/\1/")"
+trap '[[ "${FCFS_KEEP_STACK:-0}" == 1 || $SAM_LOCAL_BEFORE == 1 ]] || "$ROOT/scripts/sam_local.sh" stop; '"$stack_exit_trap" EXIT
 
 # No incremental compilation: a run from a fresh clone (what CI does) never reuses it, and its cache
 # in the shared target directory grew by gigabytes per clone path until the disk filled up.
@@ -43,6 +49,10 @@ source "$ENV_FILE"
 set +a
 log "cargo build --bins (the cold-start tests run the functions' real Lambda binaries)"
 cargo build -q --workspace --bins
+# tests/sam_local.rs runs those binaries in SAM CLI's container: podman, the Debian base image (made
+# once, then cached) and .local/sam-build with the binaries just built.
+log "sam local: podman, the Lambda base image, .local/sam-build (scripts/sam_local.sh prepare)"
+"$ROOT/scripts/sam_local.sh" prepare
 log "cargo test (unit and integration)"
 cargo test --workspace --no-fail-fast
 # The integration tests built both binaries; Schemathesis drives docs/openapi.yaml against a
