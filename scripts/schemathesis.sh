@@ -206,6 +206,30 @@ checks.positive_data_acceptance.expected-statuses = [200]
 include-operation-id = "getPointsHistory"
 checks.positive_data_acceptance.expected-statuses = [200, 400]
 
+# Checkout: a generated coupon is nobody's (404) or another's, used, held or expired (409, 410);
+# points JSON Schema cannot tie to the order's amount left, or neither coupon nor points, are a
+# correct 400; a generated user has no points (409); a generated hold id is none (404), and a
+# hold settled the other way is 409, an ended one 410.
+[[operations]]
+include-operation-id = "previewCheckout"
+checks.positive_data_acceptance.expected-statuses = [200]
+
+[[operations]]
+include-operation-id = "placeCheckoutHold"
+checks.positive_data_acceptance.expected-statuses = [200, 201, 400, 404, 409, 410]
+
+[[operations]]
+include-operation-id = "getCheckoutHold"
+checks.positive_data_acceptance.expected-statuses = [200, 404]
+
+[[operations]]
+include-operation-id = "confirmCheckoutHold"
+checks.positive_data_acceptance.expected-statuses = [200, 404, 409, 410]
+
+[[operations]]
+include-operation-id = "releaseCheckoutHold"
+checks.positive_data_acceptance.expected-statuses = [200, 404, 409]
+
 # Grading: generated orders may reuse an id with other content (409) or have a status changed
 # before the order was made, which JSON Schema cannot forbid (400); generated tiers may repeat
 # a grade or an amount (400), or name no campaign of the partner's (422); a policy read before

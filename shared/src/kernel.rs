@@ -163,6 +163,12 @@ pub mod id_text {
     }
 
     /// The same for an optional id (`null` or absent: none).
+    /// An optional id that, when present, must be an id (`null` is refused, as the contract
+    /// has no null): `#[serde(default, deserialize_with = "crate::kernel::id_text::present")]`.
+    pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        deserialize(d).map(Some)
+    }
+
     pub mod optional {
         pub fn serialize<S: serde::Serializer>(id: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
             match id {

@@ -43,7 +43,7 @@ pub struct PreviewCheckout {
     pub user_id: UserId,
     #[serde(deserialize_with = "whole_number")]
     pub order_amount: u64,
-    #[serde(default, with = "crate::kernel::id_text::optional")]
+    #[serde(default, deserialize_with = "crate::kernel::id_text::present")]
     pub coupon_id: Option<CouponId>,
     #[serde(default, deserialize_with = "optional_whole_number")]
     pub points: Option<u64>,
@@ -65,7 +65,11 @@ pub struct PlaceHold {
     pub order_id: OrderId,
     #[serde(deserialize_with = "whole_number")]
     pub order_amount: u64,
-    #[serde(default, with = "crate::kernel::id_text::optional")]
+    #[serde(
+        default,
+        deserialize_with = "crate::kernel::id_text::present",
+        serialize_with = "crate::kernel::id_text::optional::serialize"
+    )]
     pub coupon_id: Option<CouponId>,
     #[serde(default, deserialize_with = "optional_whole_number")]
     pub points: Option<u64>,

@@ -15,7 +15,7 @@ use super::write::{WalletRef, Write};
 use crate::coupons::domain::OrderId;
 use crate::kernel::{TxError, Unavailable, UserId};
 use crate::points::PointsError;
-use crate::points::domain::{Allocation, HOLD_REASON, HeldPoints, Operation, TransactionId, UsePoints};
+use crate::points::domain::{Allocation, HOLD_REASON, HeldPoints, Operation, TransactionId, UsePoints, hold_ended};
 use crate::points::ledger::{self, Answer, Locked};
 use crate::points::ports::PointHolds;
 
@@ -34,8 +34,11 @@ fn write<'t>(tx: &'t mut MySqlConnection, partner: &'t str, now: DateTime<Utc>) 
 /// Releases every hold of the (locked) wallet that has ended at `now`: each the ledger's cancel
 /// of its use, sent at once so the write that follows reads the wallet as it is after.
 pub(super) async fn release_ended(write: &mut Write<'_>, wallet: u64, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    // By the wallet's index only: a scan that wandered into other wallets' holds would lock rows
+    // their own confirms are deleting (measured: a deadlock under 16 concurrent hold + confirm).
     let ended: Vec<u64> = sqlx::query_scalar(
-        "SELECT transaction_id FROM point_holds WHERE wallet_id = ? AND expires_at <= ? ORDER BY transaction_id FOR UPDATE",
+        "SELECT transaction_id FROM point_holds FORCE INDEX (idx_point_holds_wallet) \
+         WHERE wallet_id = ? AND expires_at <= ? FOR UPDATE",
     )
     .bind(wallet)
     .bind(now.naive_utc())
@@ -152,12 +155,17 @@ impl PointHolds<MySqlConnection> for MySqlStore {
         let Some(wallet) = write.lock(WalletRef::Owner(user.as_str())).await.map_err(tx_error)? else {
             return Ok(Err(PointsError::InsufficientPoints));
         };
-        release_ended(&mut write, wallet.id, now).await.map_err(tx_error)?;
-        let own = write
-            .lock(WalletRef::Id(wallet.id))
-            .await
-            .map_err(tx_error)?
-            .ok_or_else(|| tx_error(sqlx::Error::RowNotFound))?;
+        // Its holds that have ended are released first, as before any write of a wallet.
+        let own = if wallet.first_hold_end.is_some_and(|end| hold_ended(end, now)) {
+            release_ended(&mut write, wallet.id, now).await.map_err(tx_error)?;
+            write
+                .lock(WalletRef::Id(wallet.id))
+                .await
+                .map_err(tx_error)?
+                .ok_or_else(|| tx_error(sqlx::Error::RowNotFound))?
+        } else {
+            wallet
+        };
         let operation = Operation::Use {
             user: user.clone(),
             request: UsePoints {
