@@ -27,7 +27,7 @@ pub struct CouponRun {
     pub hot: f64,
 }
 
-async fn fixture(pool: &MySqlPool, partner: &str, users: usize) -> Result<(u64, Vec<u64>)> {
+pub async fn fixture(pool: &MySqlPool, partner: &str, users: usize) -> Result<(u64, Vec<u64>)> {
     let expires = (chrono::Utc::now() + chrono::Duration::days(7)).naive_utc();
     let campaign = sqlx::query(
         "INSERT INTO campaigns (partner_id, name, total_quantity, issue_starts_at, issue_ends_at, coupon_expires_at, \

@@ -2,6 +2,7 @@
 //! correctness checked after each load (a fast wrong result is reported as a failure). Writes
 //! `docs/benchmarks.md` and the latency plot `docs/benchmarks-latency.png`.
 
+mod checkout;
 mod coupons;
 mod grading;
 mod points;
@@ -44,7 +45,7 @@ struct Args {
     /// Markdown report to rewrite.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: std::path::PathBuf,
-    /// Only these scenarios (authorizer, mix, accepted, writer, drain, coupons, points, grading); for working on one.
+    /// Only these scenarios (authorizer, mix, accepted, writer, drain, coupons, checkout, points, grading); for working on one.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Write the table's rows as JSON here instead of a report, and skip the mix's extra
@@ -237,6 +238,25 @@ async fn main() -> Result<()> {
             runs.push(r);
         }
         report.coupons(&runs);
+    }
+
+    if want("checkout") {
+        progress(&format!(
+            "checkout: a hold of a coupon and points then its confirm, over many coupons and wallets, and a bare FOR UPDATE + UPDATE on one row ({} connections)",
+            coupons::WORKERS
+        ));
+        let mut runs = Vec::new();
+        for run in 0..args.runs {
+            let r = checkout::run(run).await?;
+            progress(&format!(
+                "  run {}: {:.0} holds+confirms/s, bare row {:.0} txn/s",
+                run + 1,
+                r.holds,
+                r.yardstick
+            ));
+            runs.push(r);
+        }
+        report.checkout(&runs);
     }
 
     if want("points") {

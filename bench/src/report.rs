@@ -374,6 +374,37 @@ impl Report {
         );
     }
 
+    pub fn checkout(&mut self, runs: &[crate::checkout::CheckoutRun]) {
+        let pick = |f: fn(&crate::checkout::CheckoutRun) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+        let (bare, holds) = (pick(|r| r.yardstick), pick(|r| r.holds));
+        self.rows.push(Row {
+            what: "checkout holds + confirms, many coupons and wallets (16 connections)".into(),
+            figure: format!("{holds:.0} holds+confirms/s"),
+            yardstick: format!("bare `SELECT … FOR UPDATE` + `UPDATE` on one row: {bare:.0} txn/s"),
+            ratio: format!("{:.0}%", 100.0 * holds / bare),
+            target: "report".into(),
+            verdict: "—".into(),
+        });
+        let list = |f: fn(&crate::checkout::CheckoutRun) -> f64| {
+            runs.iter()
+                .map(|r| format!("{:.0}", f(r)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            self.details,
+            "### Checkout holds\n\n`CheckoutService` on MySQL in-process, 16 workers with a connection each, 3 s. Each \
+             operation holds one user's coupon and 300 of their points for an order (one transaction: the hold row \
+             inserted, the wallet and its lots locked and a USE written, the coupon locked and marked) and confirms it \
+             (a second: the hold, the wallet, the coupon locked; the coupon USED with its history): {} holds+confirms/s. \
+             The wallets verify afterwards. Yardstick: `SELECT id … FOR UPDATE` + `UPDATE` of one row per \
+             transaction, same 16 connections: {} txn/s (a hold and its confirm are two transactions of three \
+             locked rows each).\n",
+            list(|r| r.holds),
+            list(|r| r.yardstick)
+        );
+    }
+
     pub fn grading(&mut self, runs: &[crate::grading::GradingRun], loaded: f64) {
         let pick = |f: fn(&crate::grading::GradingRun) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
         let (whole, bare) = (pick(|r| r.seconds), pick(|r| r.yardstick));
