@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `sam local` on a machine without Docker (README, "SAM local"): podman serves SAM CLI as its
 # Docker engine, a Debian root filesystem is the Lambda base image, and a build directory holds
-# each function's debug binary as its `bootstrap`, so no `sam build` (20 minutes) is needed.
+# each function's debug binary as its `bootstrap`, so no `sam build` (21 minutes) is needed.
 #   sam_local.sh prepare          podman + its service, the base image, .local/sam-build (idempotent)
 #   sam_local.sh start-api [ARG]  `sam local start-api` on 127.0.0.1:$FCFS_SAM_PORT (3300), authorizer
 #                                 included, against the local stack (.local/env)
 #   sam_local.sh invoke FN [ARG]  `sam local invoke FN` (e.g. -e events/authorizer.json)
 #   sam_local.sh env              print the variables that make a bare `sam local …` work here
-#   sam_local.sh stop             stop the podman service started here and its containers
+#   sam_local.sh stop             stop what prepare and SAM started: the podman service, the
+#                                 bridge's anchor container, the forwarder, leftover containers
 # Nothing here is on `make up`'s path; `make test` runs `prepare` for tests/sam_local.rs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -182,10 +183,10 @@ base_image() {
 # binary as `bootstrap`, and the variables the local stack gives functions declared (SAM passes a
 # function only the variables its template declares, whatever --env-vars says).
 build_dir() {
-  local bins=() bin missing=0
+  local bins=() bin absent=0
   mapfile -t bins < <(sed -n 's/^ *Binary: *//p' "$ROOT/template.yaml" | sort -u)
-  for bin in "${bins[@]}"; do [[ -x "$CARGO_TARGET_DIR/debug/$bin" ]] || missing=1; done
-  if ((missing)); then
+  for bin in "${bins[@]}"; do [[ -x "$CARGO_TARGET_DIR/debug/$bin" ]] || absent=1; done
+  if ((absent)); then
     log "building the functions' binaries (cargo build --workspace --bins)"
     (cd "$ROOT" && cargo build -q --workspace --bins)
   fi
