@@ -509,15 +509,32 @@ impl Client {
         body
     }
 
-    /// SAM polls no queue: the messages `function` would be given by its event source mapping are
-    /// received here and passed to it through `sam local invoke`, then deleted unless reported
-    /// as failed, as Lambda's poller does. The runner polls its queues itself.
-    async fn drain(&self, queue_url: &str, function: &str) {
+    /// SAM polls no queue: a batch of the messages `function` would be given by its event source
+    /// mapping (at most `batch_size`, its `BatchSize`) is received here and passed to it through
+    /// `sam local invoke`, then deleted unless reported as failed, as Lambda's poller does. The
+    /// runner polls its queues itself.
+    async fn drain(&self, queue_url: &str, function: &str, batch_size: i32) {
         if self.side == Side::Runner {
             return;
         }
         let sqs = sqs().await;
-        let messages = integration_tests::receive(&sqs, queue_url, 1).await;
+        let mut messages = Vec::new();
+        while (messages.len() as i32) < batch_size {
+            let received = sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages((batch_size - messages.len() as i32).min(10))
+                .wait_time_seconds(if messages.is_empty() { 1 } else { 0 })
+                .send()
+                .await
+                .expect("SQS answers receive")
+                .messages
+                .unwrap_or_default();
+            if received.is_empty() {
+                break;
+            }
+            messages.extend(received);
+        }
         if messages.is_empty() {
             return;
         }
@@ -603,7 +620,8 @@ async fn partner_session(client: &mut Client) {
     // Until the writer has run (SAM: driven from here), alice's place is pending.
     let deadline = Instant::now() + DEADLINE;
     loop {
-        client.drain(&env("ISSUE_QUEUE_URL"), "IssueWriterFunction").await;
+        // Up to 100 of the writer's 10,000 at once: queued messages of other tests go along.
+        client.drain(&env("ISSUE_QUEUE_URL"), "IssueWriterFunction", 100).await;
         let state = client.send("", call("GET", format!("{issues}/alice"))).await;
         if state["status"] == "ISSUED" {
             break;
@@ -728,7 +746,10 @@ async fn partner_session(client: &mut Client) {
         .to_owned();
     let deadline = Instant::now() + DEADLINE;
     loop {
-        client.drain(&env("GRADING_QUEUE_URL"), "GradingWorkerFunction").await;
+        // The worker's BatchSize: one partition per invocation.
+        client
+            .drain(&env("GRADING_QUEUE_URL"), "GradingWorkerFunction", 1)
+            .await;
         let state = client.send("", call("GET", format!("/v1/grading/runs/{run}"))).await;
         if state["status"] == "DONE" {
             break;
