@@ -349,6 +349,22 @@ async fn a_hold_short_of_points_holds_nothing_and_a_held_coupon_is_not_used_in_o
         .post("/v1/checkout/holds", hold("bob", "o-1", Some(coupons[1]), Some(1), 600))
         .await;
     assert_eq!(status, 201, "{again}");
+    // A held use is settled by its hold only: a points cancel of it is refused.
+    let held_use = again["pointsTransactionId"].as_str().unwrap();
+    let (status, answer) = w
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/points/transactions/{held_use}/cancel"),
+            None,
+            Some("cancel-held"),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("NOT_CANCELLABLE")),
+        "{answer}"
+    );
+    assert_eq!(w.balance("bob").await, (9, 1));
     for bad in [
         json!({"userId": "bob", "orderId": "o", "orderAmount": 1}),
         json!({"userId": "bob", "orderId": "o", "orderAmount": 1, "points": 1, "ttlSeconds": 29}),

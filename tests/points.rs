@@ -294,7 +294,10 @@ async fn five_hundred_uses_of_one_point_at_once_spend_a_wallet_of_300_exactly() 
     left.sort_unstable();
     assert_eq!(left, (0..300).collect::<Vec<u64>>());
 
-    assert_eq!(world.balance("payer").await, json!({"balance": 0, "expiring": []}));
+    assert_eq!(
+        world.balance("payer").await,
+        json!({"balance": 0, "available": 0, "held": 0, "expiring": []})
+    );
     let (entries, _) = world.history("payer", 100).await;
     assert_eq!((count(&entries, "USE"), count(&entries, "EARN")), (300, 1));
     assert_eq!(entries.len(), 301, "a refusal writes no history");
@@ -602,7 +605,7 @@ async fn uses_draw_first_expiring_first_and_cancels_put_back_exactly_those_lots(
     // Not swept yet, but it no longer counts.
     assert_eq!(
         world.balance("carol").await,
-        json!({"balance": 100, "expiring": [{"amount": 100, "expiresAt": d20}]})
+        json!({"balance": 100, "available": 100, "held": 0, "expiring": [{"amount": 100, "expiresAt": d20}]})
     );
     let (status, cancelled) = world.cancel(second_use).await;
     // 150 back, less the 50 of the lapsed lot; its other 50 expired too (it had passed its time).
@@ -807,11 +810,17 @@ async fn history_pages_walk_every_entry_once_newest_first_and_a_stranger_has_not
     }
 
     // A user without a wallet, and another partner's view of this user.
-    assert_eq!(world.balance("stranger").await, json!({"balance": 0, "expiring": []}));
+    assert_eq!(
+        world.balance("stranger").await,
+        json!({"balance": 0, "available": 0, "held": 0, "expiring": []})
+    );
     let (entries, pages) = world.history("stranger", 10).await;
     assert_eq!((entries.len(), pages), (0, vec![0]));
     let other = World::beside().await;
-    assert_eq!(other.balance("hana").await, json!({"balance": 0, "expiring": []}));
+    assert_eq!(
+        other.balance("hana").await,
+        json!({"balance": 0, "available": 0, "held": 0, "expiring": []})
+    );
     assert_eq!(other.history("hana", 10).await.0.len(), 0);
     assert_eq!(world.assert_verifies().await, 1, "reads create no wallet");
 }

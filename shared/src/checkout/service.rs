@@ -225,6 +225,16 @@ mod tests {
         assert_eq!((held.discount, held.points, held.payable()), (5, 30, 65));
         assert_eq!(w.coupon_status().await, CouponStatus::Held);
         assert_eq!(w.balance().await, (20, 30));
+        // The held use is settled by the hold only, never by a points cancel.
+        let cancel = w
+            .points
+            .cancel(
+                "p",
+                held.points_transaction.unwrap(),
+                &IdempotencyKey::parse(Some("c")).unwrap(),
+            )
+            .await;
+        assert!(matches!(cancel, Err(crate::points::PointsError::NotCancellable)));
         let confirmed = w.checkout.confirm("p", held.id).await.unwrap();
         assert_eq!(confirmed.stored_status, HoldStatus::Confirmed);
         assert_eq!(w.coupon_status().await, CouponStatus::Used);

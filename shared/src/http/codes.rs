@@ -92,7 +92,7 @@ error_codes! {
     InsufficientPoints = "INSUFFICIENT_POINTS", CONFLICT, Retry::Once("the user earned more points"),
         "The user's spendable balance is below the amount.";
     NotCancellable = "NOT_CANCELLABLE", CONFLICT, Retry::No,
-        "The transaction cannot be cancelled: not a use, or already cancelled.";
+        "The transaction cannot be cancelled: not a use, already cancelled, or held by a checkout hold (confirm or release the hold instead).";
     IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED", UNPROCESSABLE_ENTITY, Retry::No,
         "The `Idempotency-Key` was used before for a different request: use a new key for a new operation.";
     InProgress = "IN_PROGRESS", CONFLICT, Retry::AfterRetryAfter,

@@ -28,6 +28,9 @@ pub struct CancelTarget {
     /// What it took from the balance (positive).
     pub amount: u64,
     pub cancelled: bool,
+    /// A checkout hold holds it: only the hold's confirm or release settles it, never a cancel
+    /// (the release cancels it as the hold, with this false).
+    pub held: bool,
     /// What it drew, each with what its lot holds now (a lot drawn empty holds 0 and is not
     /// among the wallet's lots).
     pub drawn: Vec<(Allocation, u64)>,
@@ -347,7 +350,7 @@ pub fn earn(
 /// A use cancelled: what it drew goes back to its lots, except from lots whose time has passed
 /// meanwhile: that part expires at once (an EXPIRE entry each, after the USE_CANCEL).
 fn cancel(transaction: TransactionId, target: CancelTarget, mut wallet: WalletState, now: DateTime<Utc>) -> Plan {
-    if target.movement != Movement::Use || target.cancelled {
+    if target.movement != Movement::Use || target.cancelled || target.held {
         return Plan::refused(Refusal::NotCancellable);
     }
     let mut plan = Plan::writing();
@@ -521,6 +524,7 @@ mod tests {
             movement: Movement::Use,
             amount: 7,
             cancelled: false,
+            held: false,
             drawn: vec![
                 (
                     Allocation {
@@ -574,6 +578,10 @@ mod tests {
         for refused in [
             CancelTarget {
                 cancelled: true,
+                ..target.clone()
+            },
+            CancelTarget {
+                held: true,
                 ..target.clone()
             },
             CancelTarget {

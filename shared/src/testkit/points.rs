@@ -130,6 +130,7 @@ impl Tables {
                         movement: row.entry.movement,
                         amount: row.entry.amount.unsigned_abs(),
                         cancelled: row.entry.cancelled_by.is_some(),
+                        held: self.held.contains_key(transaction),
                         drawn: drawn
                             .into_iter()
                             .map(|a| (a, self.lots.get(&a.lot_id).map_or(0, |l| l.remaining)))

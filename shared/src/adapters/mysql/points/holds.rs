@@ -16,7 +16,7 @@ use crate::coupons::domain::OrderId;
 use crate::kernel::{TxError, Unavailable, UserId};
 use crate::points::PointsError;
 use crate::points::domain::{Allocation, HOLD_REASON, HeldPoints, Operation, TransactionId, UsePoints, hold_ended};
-use crate::points::ledger::{self, Answer, Locked};
+use crate::points::ledger::{self, Answer, CancelTarget, Locked};
 use crate::points::ports::PointHolds;
 
 fn write<'t>(tx: &'t mut MySqlConnection, partner: &'t str, now: DateTime<Utc>) -> Write<'t> {
@@ -61,10 +61,15 @@ async fn release(
         .lock(WalletRef::Id(wallet))
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
+    // The hold releases what it holds: its own cancel, which no other cancel may make.
+    let target = CancelTarget {
+        held: false,
+        ..write.target(transaction).await?
+    };
     let locked = Locked {
         wallet: Some(own.state.clone()),
         receiver: None,
-        target: Some(write.target(transaction).await?),
+        target: Some(target),
     };
     let plan = ledger::plan(&Operation::Cancel { transaction }, locked, now);
     if let Answer::Done { .. } = plan.answer {

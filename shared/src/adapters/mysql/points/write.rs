@@ -120,11 +120,14 @@ impl Write<'_> {
 
     /// The entry a cancel names and what it drew, locked (its wallet is locked first).
     pub(super) async fn target(&mut self, transaction: TransactionId) -> Result<CancelTarget, sqlx::Error> {
-        let (kind, amount, cancelled_by): (String, i64, Option<u64>) =
-            sqlx::query_as("SELECT kind, amount, cancelled_by FROM point_transactions WHERE id = ? FOR UPDATE")
-                .bind(transaction)
-                .fetch_one(&mut *self.tx)
-                .await?;
+        let (kind, amount, cancelled_by, held): (String, i64, Option<u64>, i64) = sqlx::query_as(
+            "SELECT kind, amount, cancelled_by, \
+             CAST(EXISTS (SELECT 1 FROM point_holds h WHERE h.transaction_id = t.id) AS SIGNED) AS held \
+             FROM point_transactions t WHERE id = ? FOR UPDATE",
+        )
+        .bind(transaction)
+        .fetch_one(&mut *self.tx)
+        .await?;
         let drawn: Vec<(u64, u64, u64, chrono::NaiveDateTime)> = sqlx::query_as(
             "SELECT a.lot_id, a.amount, l.remaining, l.expires_at FROM point_allocations a \
              JOIN point_lots l ON l.id = a.lot_id WHERE a.transaction_id = ? FOR UPDATE",
@@ -137,6 +140,7 @@ impl Write<'_> {
                 .ok_or_else(|| sqlx::Error::Decode(format!("point movement {kind}").into()))?,
             amount: amount.unsigned_abs(),
             cancelled: cancelled_by.is_some(),
+            held: held != 0,
             drawn: drawn
                 .into_iter()
                 .map(|(lot_id, amount, remaining, expires_at)| {
