@@ -14,7 +14,7 @@ use fcfs_shared::kernel::UserId;
 use fcfs_shared::points::domain::IdempotencyKey;
 use fcfs_shared::points::ports::{PointGrant, PointGrants};
 
-use crate::coupons::{WORKERS, fixture, rate};
+use crate::coupons::{WORKERS, bare_row_rate, fixture, rate};
 use crate::stack::env;
 
 /// Coupons (and wallets, one per coupon's user) made for a run: more than 3 s can use.
@@ -50,32 +50,7 @@ pub async fn run(run: usize) -> Result<CheckoutRun> {
         tx.commit().await?;
     }
 
-    let hot = ids[0];
-    let yardstick = {
-        let pool = pool.clone();
-        rate(move |_, n| {
-            let pool = pool.clone();
-            async move {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT id FROM coupons WHERE id = ? FOR UPDATE")
-                    .bind(hot)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE coupons SET order_amount = ? WHERE id = ?")
-                    .bind(n)
-                    .bind(hot)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-        })
-        .await?
-    };
-    sqlx::query("UPDATE coupons SET order_amount = NULL WHERE id = ?")
-        .bind(hot)
-        .execute(&pool)
-        .await?;
+    let yardstick = bare_row_rate(&pool, ids[0]).await?;
 
     let service = Arc::new(CheckoutService::new(store.clone(), store.clone(), store));
     let ids = Arc::new(ids);

@@ -93,26 +93,22 @@ where
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-pub async fn run(run: usize) -> Result<CouponRun> {
-    let pool = connect(&env("DATABASE_URL")?, WORKERS as u32).await?;
-    let partner = format!("bench-coupons-{}-{run}", uuid::Uuid::new_v4().simple());
-    let (_, hot_ids) = fixture(&pool, &partner, 1).await?;
-    let hot = hot_ids[0];
-
-    // Yardstick: one row, locked and updated, as bare as it gets.
-    let yardstick = {
+/// The yardstick: coupon `id`'s row, locked and updated per transaction, as bare as it gets, on
+/// `WORKERS` connections; put back as it was after.
+pub async fn bare_row_rate(pool: &MySqlPool, id: u64) -> Result<f64> {
+    let rate = {
         let pool = pool.clone();
         rate(move |_, n| {
             let pool = pool.clone();
             async move {
                 let mut tx = pool.begin().await?;
                 sqlx::query("SELECT id FROM coupons WHERE id = ? FOR UPDATE")
-                    .bind(hot)
+                    .bind(id)
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query("UPDATE coupons SET order_amount = ? WHERE id = ?")
                     .bind(n)
-                    .bind(hot)
+                    .bind(id)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -122,9 +118,19 @@ pub async fn run(run: usize) -> Result<CouponRun> {
         .await?
     };
     sqlx::query("UPDATE coupons SET order_amount = NULL WHERE id = ?")
-        .bind(hot)
-        .execute(&pool)
+        .bind(id)
+        .execute(pool)
         .await?;
+    Ok(rate)
+}
+
+pub async fn run(run: usize) -> Result<CouponRun> {
+    let pool = connect(&env("DATABASE_URL")?, WORKERS as u32).await?;
+    let partner = format!("bench-coupons-{}-{run}", uuid::Uuid::new_v4().simple());
+    let (_, hot_ids) = fixture(&pool, &partner, 1).await?;
+    let hot = hot_ids[0];
+
+    let yardstick = bare_row_rate(&pool, hot).await?;
 
     let service = Arc::new(CouponService::new(
         MySqlStore::new(pool.clone()).with_timeout(Duration::from_secs(10)),

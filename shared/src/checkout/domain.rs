@@ -279,6 +279,33 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// The hold `request` makes at `now`, as both stores record it.
+    pub fn placed(
+        id: HoldId,
+        partner: &str,
+        request: &PlaceHold,
+        terms: Terms,
+        points_transaction: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            partner_id: partner.to_owned(),
+            user_id: request.user_id.as_str().to_owned(),
+            order_id: request.order_id.as_str().to_owned(),
+            request_hash: request.fingerprint(),
+            order_amount: request.order_amount,
+            coupon_id: request.coupon_id,
+            discount: terms.discount,
+            points: terms.points,
+            points_transaction,
+            stored_status: HoldStatus::Pending,
+            expires_at: request.expires_at(now),
+            created_at: now,
+            settled_at: None,
+        }
+    }
+
     /// A pending hold past its end reads EXPIRED at once, before the sweep marks it.
     pub fn status(&self, now: DateTime<Utc>) -> HoldStatus {
         match self.stored_status {

@@ -133,22 +133,7 @@ impl MemoryCheckout {
             None => 0,
         };
         let terms = terms(request.order_amount, discount, points)?;
-        let hold = Hold {
-            id,
-            partner_id: partner.to_owned(),
-            user_id: request.user_id.as_str().to_owned(),
-            order_id: request.order_id.as_str().to_owned(),
-            request_hash: fingerprint,
-            order_amount: request.order_amount,
-            coupon_id: request.coupon_id,
-            discount: terms.discount,
-            points,
-            points_transaction,
-            stored_status: HoldStatus::Pending,
-            expires_at,
-            created_at: now,
-            settled_at: None,
-        };
+        let hold = Hold::placed(id, partner, request, terms, points_transaction, now);
         holds.push(hold.clone());
         Ok((hold, true))
     }

@@ -206,22 +206,7 @@ async fn place_once(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let hold = Hold {
-        id,
-        partner_id: partner.to_owned(),
-        user_id: request.user_id.as_str().to_owned(),
-        order_id: request.order_id.as_str().to_owned(),
-        request_hash: fingerprint,
-        order_amount: request.order_amount,
-        coupon_id: request.coupon_id,
-        discount: terms.discount,
-        points,
-        points_transaction,
-        stored_status: HoldStatus::Pending,
-        expires_at,
-        created_at: now,
-        settled_at: None,
-    };
+    let hold = Hold::placed(id, partner, request, terms, points_transaction, now);
     Ok((hold, true))
 }
 
