@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod checkout;
 pub mod config;
 pub mod coupons;
+pub mod events;
 pub mod grading;
 pub mod http;
 pub mod issuance;
