@@ -13,6 +13,8 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::secrets::{DatabaseSecret, fetch_database_secret};
 use crate::config::{ConfigError, Settings, StartupError};
+use crate::events::catalog;
+use crate::events::ports::Outbox;
 use crate::issuance::IssuanceError;
 use crate::issuance::change::CampaignChange;
 use crate::issuance::domain::{
@@ -26,6 +28,8 @@ use crate::partners::domain::{Limit, LimitExceeded, admit};
 mod campaigns;
 mod checkout;
 mod coupons;
+mod events;
+pub use events::MySqlOutbox;
 mod grading;
 mod partners;
 mod points;
@@ -683,6 +687,8 @@ impl MySqlStore {
         }
 
         let mut rejected_users: Vec<(CampaignId, &Reservation, RejectionReason)> = Vec::new();
+        let mut events = Vec::new();
+        let recorded_at = Utc::now();
         for (campaign_id, rows) in &by_campaign {
             let Some(campaign) = locked.get(campaign_id) else {
                 record.unknown_campaign.extend(rows.iter().map(|r| at(r)));
@@ -733,6 +739,24 @@ impl MySqlStore {
                     .rows_affected();
                 // Rows the IGNORE skipped belong to users who already hold a coupon.
                 record.duplicates += (allotment.issue.len() as u64).saturating_sub(inserted);
+                let ids = issued_ids(&mut tx, *campaign_id, &allotment.issue)
+                    .await
+                    .map_err(unavailable)?;
+                let expires_at = utc(campaign.expires_at);
+                // One event per coupon: a user who already held one keeps its first event.
+                events.extend(allotment.issue.iter().filter_map(|r| {
+                    ids.get(r.user_id.as_str()).map(|id| {
+                        catalog::coupon_issued(
+                            &r.partner_id,
+                            *id,
+                            r.campaign_id,
+                            r.user_id.as_str(),
+                            r.reserved_at,
+                            expires_at,
+                            recorded_at,
+                        )
+                    })
+                }));
             }
             let mut newly_rejected = 0;
             if !allotment.rejected.is_empty() {
@@ -756,6 +780,7 @@ impl MySqlStore {
                     .map_err(unavailable)?
                     .rows_affected();
                 for (r, why) in &allotment.rejected {
+                    events.push(catalog::coupon_rejected(r, *why, recorded_at));
                     record.rejected.push((at(r), *why));
                     rejected_users.push((*campaign_id, r, *why));
                 }
@@ -773,6 +798,8 @@ impl MySqlStore {
             }
             record.inserted += inserted;
         }
+        // The chunk's events commit with its coupons and rejections, or not at all.
+        MySqlOutbox.append(&mut tx, &events).await?;
         tx.commit().await.map_err(unavailable)?;
         record.rejected.sort_unstable();
 
@@ -828,6 +855,27 @@ impl MySqlStore {
         }
         Ok(outcomes)
     }
+}
+
+/// The coupon ids of `issued`'s users in the campaign, read inside the chunk's transaction.
+async fn issued_ids(
+    tx: &mut sqlx::MySqlConnection,
+    campaign_id: CampaignId,
+    issued: &[&Reservation],
+) -> Result<HashMap<String, u64>, sqlx::Error> {
+    let mut lookup = QueryBuilder::<MySql>::new("SELECT user_id, id FROM coupons WHERE campaign_id = ");
+    lookup.push_bind(campaign_id).push(" AND user_id IN (");
+    let mut users = lookup.separated(", ");
+    for r in issued {
+        users.push_bind(r.user_id.as_str());
+    }
+    lookup.push(")");
+    Ok(lookup
+        .build_query_as::<(String, u64)>()
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 #[async_trait]

@@ -211,7 +211,11 @@ pub fn after_attempt(
             let attempts = before.attempts.saturating_add(1);
             let doubled = policy
                 .first
-                .checked_mul(1_i32.checked_shl(attempts.saturating_sub(1).min(20)).unwrap_or(i32::MAX))
+                .checked_mul(
+                    1_i32
+                        .checked_shl(attempts.saturating_sub(1).min(20))
+                        .unwrap_or(i32::MAX),
+                )
                 .unwrap_or(policy.max)
                 .min(policy.max);
             let jittered = doubled + Duration::milliseconds((doubled.num_milliseconds() as f64 * 0.25 * jitter) as i64);

@@ -50,11 +50,20 @@ pub trait Webhooks: Send + Sync {
     /// Creates or replaces the partner's registration. A new one starts after the last sequence
     /// given (`start_after`); a replaced one keeps its secret (`sealed_secret` is used only when
     /// new) and position. Whether it was new.
-    async fn register(&self, registration: &Registration, sealed_secret: &[u8], start_after: u64)
-    -> Result<bool, Unavailable>;
+    async fn register(
+        &self,
+        registration: &Registration,
+        sealed_secret: &[u8],
+        start_after: u64,
+    ) -> Result<bool, Unavailable>;
     async fn find(&self, partner: &str) -> Result<Option<(Registration, Delivery)>, Unavailable>;
     async fn sealed_secret(&self, partner: &str) -> Result<Option<Vec<u8>>, Unavailable>;
-    async fn replace_secret(&self, partner: &str, sealed_secret: &[u8], now: DateTime<Utc>) -> Result<bool, Unavailable>;
+    async fn replace_secret(
+        &self,
+        partner: &str,
+        sealed_secret: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<bool, Unavailable>;
     async fn remove(&self, partner: &str) -> Result<bool, Unavailable>;
 
     /// Partners whose deliveries are due at `now` (not paused, next attempt reached, not leased),

@@ -3,17 +3,19 @@
 //! in the same transaction; the expiry sweep in chunks that skip rows a use holds.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row, Transaction};
 
-use super::{MySqlStore, unavailable, utc};
+use super::{MySqlOutbox, MySqlStore, unavailable, utc};
 use crate::coupons::CouponError;
 use crate::coupons::domain::{
     CancelDecision, CancelUse, Coupon, CouponHold, CouponId, CouponQuery, CouponStatus, Usage, UseCoupon, UseDecision,
     decide_cancel, decide_use,
 };
 use crate::coupons::ports::CouponRecords;
+use crate::events::catalog;
+use crate::events::ports::Outbox;
 use crate::issuance::domain::{Discount, DiscountType};
 use crate::kernel::{Unavailable, UserId};
 
@@ -119,6 +121,12 @@ enum Failed {
 impl From<sqlx::Error> for Failed {
     fn from(e: sqlx::Error) -> Self {
         Self::Db(e)
+    }
+}
+
+impl From<Unavailable> for Failed {
+    fn from(e: Unavailable) -> Self {
+        Self::Rule(CouponError::Unavailable(e))
     }
 }
 
@@ -282,6 +290,7 @@ impl CouponRecords for MySqlStore {
                 .execute(&mut **tx)
                 .await?;
                 append_history(tx, &coupon, "USE", &usage).await?;
+                MySqlOutbox.append(tx, &[catalog::coupon_used(&coupon, &usage)]).await?;
                 coupon.stored_status = CouponStatus::Used;
                 coupon.usage = Some(usage);
                 Ok(coupon)
@@ -326,6 +335,9 @@ impl CouponRecords for MySqlStore {
                 .bind(id)
                 .execute(&mut **tx)
                 .await?;
+                MySqlOutbox
+                    .append(tx, &[catalog::coupon_use_cancelled(&coupon, &used.order_id, now)])
+                    .await?;
                 append_history(tx, &coupon, "CANCEL_USE", &Usage { used_at: now, ..used }).await?;
                 coupon.stored_status = CouponStatus::Issued;
                 Ok(coupon)
@@ -338,8 +350,9 @@ impl CouponRecords for MySqlStore {
         let result = self
             .in_transaction(move |tx| {
                 Box::pin(async move {
-                    let ids: Vec<u64> = sqlx::query_scalar(
-                        "SELECT id FROM coupons WHERE status = 'ISSUED' AND expires_at <= ? \
+                    let expiring: Vec<(u64, String, u64, String, NaiveDateTime)> = sqlx::query_as(
+                        "SELECT id, partner_id, campaign_id, user_id, expires_at FROM coupons \
+                         WHERE status = 'ISSUED' AND expires_at <= ? \
                          AND (held_until IS NULL OR held_until <= ?) \
                          ORDER BY expires_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
                     )
@@ -348,9 +361,17 @@ impl CouponRecords for MySqlStore {
                     .bind(max_rows)
                     .fetch_all(&mut **tx)
                     .await?;
-                    if ids.is_empty() {
+                    if expiring.is_empty() {
                         return Ok(0);
                     }
+                    let ids: Vec<u64> = expiring.iter().map(|(id, ..)| *id).collect();
+                    let events: Vec<_> = expiring
+                        .iter()
+                        .map(|(id, partner, campaign, user, expires_at)| {
+                            catalog::coupon_expired(partner, *id, *campaign, user, utc(*expires_at), now)
+                        })
+                        .collect();
+                    MySqlOutbox.append(tx, &events).await?;
                     let mut update = QueryBuilder::<MySql>::new("UPDATE coupons SET status = 'EXPIRED' WHERE id IN (");
                     let mut list = update.separated(", ");
                     for id in &ids {

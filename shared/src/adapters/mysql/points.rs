@@ -226,6 +226,7 @@ impl MySqlStore {
             batch: String::new(),
             statements: 0,
             counter: (now.date_naive(), key.counter_shard()),
+            unannounced: None,
         };
         let (mut locked, mut own, mut receiver) = write.lock_for(operation, owner.clone()).await?;
         // Points held by a hold that has ended are the wallet's again before it writes.

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::{MySql, MySqlConnection, QueryBuilder};
 
-use super::{MySqlStore, campaign_kind, tx_error};
+use super::{MySqlOutbox, MySqlStore, campaign_kind, tx_error, utc};
+use crate::events::catalog;
+use crate::events::ports::Outbox;
 use crate::issuance::domain::{CampaignId, CouponGrant, GrantableCampaign, grant_coupons};
 use crate::issuance::ports::RewardCoupons;
 use crate::kernel::{TxError, UserId};
@@ -79,6 +81,19 @@ impl RewardCoupons<MySqlConnection> for MySqlStore {
                 .push_bind(expires_at);
         });
         insert.build().execute(&mut *tx).await.map_err(tx_error)?;
+        let mut ids = QueryBuilder::<MySql>::new("SELECT user_id, id FROM coupons WHERE campaign_id = ");
+        ids.push_bind(campaign).push(" AND user_id IN (");
+        let mut list = ids.separated(", ");
+        for user in &granted {
+            list.push_bind(*user);
+        }
+        ids.push(")");
+        let made: Vec<(String, u64)> = ids.build_query_as().fetch_all(&mut *tx).await.map_err(tx_error)?;
+        let events: Vec<_> = made
+            .iter()
+            .map(|(user, id)| catalog::coupon_issued(partner, *id, campaign, user, now, utc(expires_at), now))
+            .collect();
+        MySqlOutbox.append(tx, &events).await.map_err(TxError::Unavailable)?;
         sqlx::query("UPDATE campaigns SET issued_count = issued_count + ? WHERE id = ?")
             .bind(granted.len() as u32)
             .bind(campaign)

@@ -6,11 +6,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::MySqlConnection;
 
-use super::super::{MySqlStore, tx_error};
+use super::super::{MySqlOutbox, MySqlStore, tx_error};
 use super::{append_history, lock_coupon};
 use crate::coupons::CouponError;
 use crate::coupons::domain::{CouponId, decide_confirm_hold, decide_hold, releases};
 use crate::coupons::ports::{CouponHolds, HoldCoupon};
+use crate::events::catalog;
+use crate::events::ports::Outbox;
 use crate::kernel::TxError;
 
 #[async_trait]
@@ -68,6 +70,10 @@ impl CouponHolds<MySqlConnection> for MySqlStore {
         .await
         .map_err(tx_error)?;
         append_history(tx, &coupon, "USE", &usage).await.map_err(tx_error)?;
+        MySqlOutbox
+            .append(tx, &[catalog::coupon_used(&coupon, &usage)])
+            .await
+            .map_err(TxError::Unavailable)?;
         Ok(Ok(()))
     }
 

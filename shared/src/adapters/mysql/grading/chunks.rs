@@ -9,10 +9,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, MySqlConnection, QueryBuilder};
 
-use super::super::{MySqlStore, tx_error, unavailable};
+use super::super::{MySqlOutbox, MySqlStore, tx_error, unavailable};
+use crate::events::catalog;
+use crate::events::ports::Outbox;
 use crate::grading::GradingError;
 use crate::grading::chunk::{ChunkStores, write_chunk};
-use crate::grading::domain::{ChunkCount, GradedUser, Grant, PartitionTask, PartitionWork, RewardKind, RewardRecord};
+use crate::grading::domain::{
+    ChunkCount, GradedUser, Grant, Month, PartitionTask, PartitionWork, RewardKind, RewardRecord,
+};
 use crate::grading::ports::ChunkTables;
 use crate::kernel::{TxError, UserId};
 
@@ -202,6 +206,22 @@ impl ChunkTables<MySqlConnection> for MySqlStore {
             .execute(&mut *tx)
             .await
             .map_err(tx_error)?;
+            // The step that finished the run announces it, in the same transaction.
+            let (partner, month, done, total, users): (String, i32, u32, u32, u64) = sqlx::query_as(
+                "SELECT partner_id, month, partitions_done, partitions_total, users_graded FROM grading_runs WHERE id = ?",
+            )
+            .bind(task.run_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(tx_error)?;
+            if done >= total {
+                let month = Month::from_number(month).map_or_else(|| month.to_string(), |m| m.to_string());
+                let completed = catalog::grading_run_completed(&partner, task.run_id, &month, users, now);
+                MySqlOutbox
+                    .append(tx, &[completed])
+                    .await
+                    .map_err(TxError::Unavailable)?;
+            }
         }
         Ok(())
     }

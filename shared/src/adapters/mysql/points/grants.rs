@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, MySqlConnection, QueryBuilder};
 
-use super::super::{MySqlStore, tx_error, utc};
+use super::super::{MySqlOutbox, MySqlStore, tx_error, utc};
+use crate::events::catalog;
+use crate::events::ports::Outbox;
 use crate::kernel::{TxError, Unavailable};
 use crate::points::domain::{Lot, Movement, TransactionId};
 use crate::points::ledger::{self, Plan, WalletState};
@@ -302,6 +304,21 @@ async fn persist<'g>(
             .push_bind(now.naive_utc());
     });
     keys.build().execute(&mut *tx).await.map_err(tx_error)?;
+    // Grants announce as any earn (and any expiry the plans made) does.
+    let mut events = Vec::with_capacity(rows.len());
+    for (g, e) in &rows {
+        if let Some((mut event, ids)) =
+            catalog::ledger_entry(partner, e, g.grant.user.as_str(), None, "NULL", "NULL", now)
+        {
+            if !ids.is_empty()
+                && let Some(data) = event.data.as_object_mut()
+            {
+                data.insert("transactionId".to_owned(), earn_of(g)?.into());
+            }
+            events.push(event);
+        }
+    }
+    MySqlOutbox.append(tx, &events).await.map_err(TxError::Unavailable)?;
     Ok(records
         .into_iter()
         .map(|(grant, earn, _)| (grant.key.as_str(), earn))

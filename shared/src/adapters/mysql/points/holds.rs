@@ -10,12 +10,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::MySqlConnection;
 
-use super::super::{MySqlStore, tx_error, unavailable, utc};
+use super::super::{MySqlOutbox, MySqlStore, tx_error, unavailable, utc};
 use super::write::{WalletRef, Write};
 use crate::coupons::domain::OrderId;
+use crate::events::catalog;
+use crate::events::domain::EventType;
+use crate::events::ports::Outbox;
 use crate::kernel::{TxError, Unavailable, UserId};
 use crate::points::PointsError;
-use crate::points::domain::{Allocation, HOLD_REASON, HeldPoints, Operation, TransactionId, UsePoints, hold_ended};
+use crate::points::domain::{
+    Allocation, HOLD_REASON, HeldPoints, Movement, Operation, TransactionId, UsePoints, hold_ended,
+};
 use crate::points::ledger::{self, Answer, CancelTarget, Locked};
 use crate::points::ports::PointHolds;
 
@@ -28,6 +33,7 @@ fn write<'t>(tx: &'t mut MySqlConnection, partner: &'t str, now: DateTime<Utc>) 
         statements: 0,
         // No key's record is counted by a hold: the checkout's order is its key.
         counter: (now.date_naive(), 0),
+        unannounced: None,
     }
 }
 
@@ -73,7 +79,9 @@ async fn release(
     };
     let plan = ledger::plan(&Operation::Cancel { transaction }, locked, now);
     if let Answer::Done { .. } = plan.answer {
+        write.unannounced = Some(Movement::UseCancel);
         write.persist(&plan, &own, None);
+        write.unannounced = None;
     }
     write.queue(&format!("DELETE FROM point_holds WHERE transaction_id = {transaction}"));
     write.flush().await?;
@@ -187,6 +195,7 @@ impl PointHolds<MySqlConnection> for MySqlStore {
         if let Answer::Refused(refusal) = plan.answer {
             return Ok(Err(refusal.into()));
         }
+        write.unannounced = Some(Movement::Use);
         write.persist(&plan, &own, None);
         write.queue(&format!(
             "INSERT INTO point_holds (transaction_id, wallet_id, amount, expires_at) VALUES (@t, {}, {amount}, '{}')",
@@ -215,6 +224,28 @@ impl PointHolds<MySqlConnection> for MySqlStore {
             .execute(&mut *tx)
             .await
             .map_err(tx_error)?;
+        // The use is the partner's to hear of now, as a one-step use would have been.
+        let (partner, user, amount, balance_after, order_id): (String, String, i64, u64, Option<String>) =
+            sqlx::query_as(
+                "SELECT partner_id, user_id, amount, balance_after, order_id FROM point_transactions WHERE id = ?",
+            )
+            .bind(transaction)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(tx_error)?;
+        let mut used = catalog::points_entry(
+            &partner,
+            EventType::PointsUsed,
+            &user,
+            amount.unsigned_abs(),
+            balance_after,
+            serde_json::json!({ "orderId": order_id }),
+            Utc::now(),
+        );
+        if let Some(data) = used.data.as_object_mut() {
+            data.insert("transactionId".to_owned(), transaction.into());
+        }
+        MySqlOutbox.append(tx, &[used]).await.map_err(TxError::Unavailable)?;
         Ok(true)
     }
 

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, QueryBuilder};
 
-use super::super::utc;
+use super::super::{events, utc};
+use crate::events::catalog;
 use crate::points::domain::Lot;
 use crate::points::ledger::{self, LotChange, PlannedEntry, Side};
 
@@ -89,6 +90,12 @@ pub(super) async fn expire_wallets(
             .push_bind(now.naive_utc());
     });
     history.build().execute(&mut *tx).await?;
+    let events: Vec<_> = entries
+        .iter()
+        .filter_map(|(_, partner, user, entry)| catalog::ledger_entry(partner, entry, user, None, "NULL", "NULL", now))
+        .map(|(event, _)| event)
+        .collect();
+    events::append(&mut tx, &events).await?;
     let mut expire = QueryBuilder::<MySql>::new("UPDATE point_lots SET remaining = 0, expired = expired + CASE id");
     for c in &changes {
         expire

@@ -6,7 +6,9 @@ use futures_util::TryStreamExt;
 use sqlx::Either;
 use sqlx::{MySqlConnection, Row};
 
+use super::super::events;
 use super::{ER_DUP_ENTRY, ER_LOCK_WAIT_TIMEOUT, Failed, error_number, utc};
+use crate::events::catalog;
 use crate::points::domain::{Allocation, Lot, Movement, Operation, Outcome, Receipt, TransactionId};
 use crate::points::ledger::{Answer, CancelTarget, Locked, LotChange, Plan, PlannedEntry, Related, Side, WalletState};
 
@@ -37,6 +39,9 @@ pub(super) struct Write<'t> {
     /// The counter row (UTC day, shard) the key's record is counted in; it exists (see
     /// `MySqlStore::admit_key`), so counting takes a record lock and no gap lock.
     pub(super) counter: (NaiveDate, u8),
+    /// A movement this write announces no event of: a checkout hold's USE (announced when the
+    /// hold is confirmed) and its release's cancel (nothing was announced to take back).
+    pub(super) unannounced: Option<Movement>,
 }
 
 /// Values written into `Write::batch`, which cannot carry bind parameters: numbers and instants
@@ -275,6 +280,7 @@ impl Write<'_> {
                 "UPDATE point_transactions SET cancelled_by = @t WHERE id = {cancelled}"
             ));
         }
+        self.announce(plan, own, receiver);
         self.save_lots(&plan.lots);
         for (side, balance) in &plan.balances {
             self.queue(&format!(
@@ -282,6 +288,38 @@ impl Write<'_> {
                 instant(self.now),
                 wallet_of(*side).id
             ));
+        }
+    }
+
+    /// Queues the events of the plan's entries (`events::catalog::ledger_entry`), after the
+    /// entries, so their ids are set.
+    fn announce(&mut self, plan: &Plan, own: &Wallet, receiver: Option<&Wallet>) {
+        let user_of = |side: Side| match side {
+            Side::Own => own.user_id.as_str(),
+            Side::Receiver => receiver.unwrap_or(own).user_id.as_str(),
+        };
+        let other = |side: Side| match side {
+            Side::Own => Side::Receiver,
+            Side::Receiver => Side::Own,
+        };
+        let events: Vec<_> = plan
+            .entries
+            .iter()
+            .filter(|e| Some(e.movement) != self.unannounced)
+            .filter_map(|e| {
+                catalog::ledger_entry(
+                    self.partner,
+                    e,
+                    user_of(e.side),
+                    receiver.map(|_| user_of(other(e.side))),
+                    principal_id(e.side),
+                    principal_id(other(e.side)),
+                    self.now,
+                )
+            })
+            .collect();
+        if let Some(statement) = events::append_statement(&events, text) {
+            self.queue(&statement);
         }
     }
 

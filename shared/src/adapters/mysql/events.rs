@@ -1,0 +1,469 @@
+//! The events context's storage on MySQL: the outbox (`partner_events`, written inside the
+//! effect's own transaction through `Outbox`), the relay's sequencer and cursors
+//! (`event_cursors`), and the partners' webhook endpoints with their delivery state
+//! (`webhook_endpoints`). Nothing else writes these tables.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
+
+use super::{MySqlStore, unavailable, utc};
+use crate::events::domain::{Delivery, Event, EventType, NewEvent, Registration};
+use crate::events::ports::{EventLog, Outbox, Webhooks};
+use crate::kernel::Unavailable;
+
+/// The outbox inside another context's MySQL transaction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MySqlOutbox;
+
+#[async_trait]
+impl Outbox<MySqlConnection> for MySqlOutbox {
+    async fn append(&self, tx: &mut MySqlConnection, events: &[NewEvent]) -> Result<(), Unavailable> {
+        append(tx, events).await.map_err(unavailable)
+    }
+}
+
+/// Records `events` in the caller's transaction. `IGNORE` skips only a repeated `once_key`: every
+/// value is checked by the domain before it gets here.
+pub(crate) async fn append(tx: &mut MySqlConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut insert = QueryBuilder::<MySql>::new(
+        "INSERT IGNORE INTO partner_events (partner_id, type, subject, once_key, occurred_at, data) ",
+    );
+    insert.push_values(events, |mut row, e| {
+        row.push_bind(&e.partner_id)
+            .push_bind(e.kind.as_str())
+            .push_bind(&e.subject)
+            .push_bind(e.once_key.as_deref())
+            .push_bind(e.occurred_at.naive_utc())
+            .push_bind(e.data.to_string());
+    });
+    insert.build().execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// The same insert as text, for a multi-statement batch that cannot carry bind parameters (the
+/// points ledger's). `literal` turns text into a literal no value can end; each event's `ids`
+/// name the fields of its data set from session variables (`("transactionId", "@t")`).
+pub(crate) fn append_statement(
+    events: &[(NewEvent, Vec<(&'static str, &'static str)>)],
+    literal: impl Fn(&str) -> String,
+) -> Option<String> {
+    if events.is_empty() {
+        return None;
+    }
+    let rows: Vec<String> = events
+        .iter()
+        .map(|(e, ids)| {
+            let mut data = literal(&e.data.to_string());
+            for (field, variable) in ids {
+                data = format!("JSON_SET({data}, '$.{field}', {variable})");
+            }
+            format!(
+                "({}, {}, {}, {}, '{}', {data})",
+                literal(&e.partner_id),
+                literal(e.kind.as_str()),
+                literal(&e.subject),
+                e.once_key.as_deref().map_or_else(|| "NULL".to_owned(), &literal),
+                e.occurred_at.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f"),
+            )
+        })
+        .collect();
+    Some(format!(
+        "INSERT IGNORE INTO partner_events (partner_id, type, subject, once_key, occurred_at, data) VALUES {}",
+        rows.join(", ")
+    ))
+}
+
+const EVENT_COLUMNS: &str = "id, type, partner_id, occurred_at, data, sequence";
+
+fn event_from(row: &MySqlRow) -> Result<Event, sqlx::Error> {
+    let kind: String = row.try_get("type")?;
+    let data: String = row.try_get("data")?;
+    Ok(Event::from_record(
+        row.try_get("id")?,
+        row.try_get("sequence")?,
+        EventType::parse(&kind).ok_or_else(|| sqlx::Error::Decode(format!("event type {kind}").into()))?,
+        row.try_get("partner_id")?,
+        utc(row.try_get("occurred_at")?),
+        serde_json::from_str(&data).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+    ))
+}
+
+#[async_trait]
+impl EventLog for MySqlStore {
+    async fn sequence(&self, max: u32) -> Result<u32, Unavailable> {
+        self.timed(async {
+            let mut conn = self.db().await?.acquire().await.map_err(unavailable)?;
+            // READ COMMITTED: the plain read below sees every committed row and locks no gap, so
+            // producers' inserts never wait on the sequencer.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(unavailable)?;
+            let last: u64 = sqlx::query_scalar("SELECT position FROM event_cursors WHERE name = 'sequence' FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let ids: Vec<u64> =
+                sqlx::query_scalar("SELECT id FROM partner_events WHERE sequence IS NULL ORDER BY id LIMIT ?")
+                    .bind(max)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            let Some(count) = u32::try_from(ids.len()).ok().filter(|n| *n > 0) else {
+                return Ok(0);
+            };
+            let mut update = QueryBuilder::<MySql>::new("UPDATE partner_events SET sequence = CASE id");
+            for (n, id) in (1_u64..).zip(&ids) {
+                update.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(last + n);
+            }
+            update.push(" END WHERE id IN (");
+            let mut list = update.separated(", ");
+            for id in &ids {
+                list.push_bind(*id);
+            }
+            update.push(")");
+            update.build().execute(&mut *tx).await.map_err(unavailable)?;
+            sqlx::query("UPDATE event_cursors SET position = ? WHERE name = 'sequence'")
+                .bind(last + u64::from(count))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn partner_events(&self, partner: &str, after: u64, limit: u32) -> Result<Vec<Event>, Unavailable> {
+        self.timed(async {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {EVENT_COLUMNS} FROM partner_events WHERE partner_id = ? AND sequence > ? \
+                 ORDER BY sequence LIMIT ?"
+            ));
+            let rows = sqlx::query(sql)
+                .bind(partner)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.db().await?)
+                .await
+                .map_err(unavailable)?;
+            rows.iter()
+                .map(event_from)
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn all_events(&self, after: u64, limit: u32) -> Result<Vec<Event>, Unavailable> {
+        self.timed(async {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {EVENT_COLUMNS} FROM partner_events WHERE sequence > ? ORDER BY sequence LIMIT ?"
+            ));
+            let rows = sqlx::query(sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.db().await?)
+                .await
+                .map_err(unavailable)?;
+            rows.iter()
+                .map(event_from)
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<u64, Unavailable> {
+        self.timed(async {
+            let position: Option<u64> = sqlx::query_scalar("SELECT position FROM event_cursors WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.db().await?)
+                .await
+                .map_err(unavailable)?;
+            Ok(position.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn move_cursor(&self, name: &str, to: u64) -> Result<(), Unavailable> {
+        self.timed(async {
+            sqlx::query(
+                "INSERT INTO event_cursors (name, position) VALUES (?, ?) ON DUPLICATE KEY UPDATE position = VALUES(position)",
+            )
+            .bind(name)
+            .bind(to)
+            .execute(&self.db().await?)
+            .await
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_sequence(&self) -> Result<u64, Unavailable> {
+        self.cursor("sequence").await
+    }
+
+    async fn sequence_before(&self, partner: &str, since: DateTime<Utc>) -> Result<u64, Unavailable> {
+        let first: Option<u64> = self
+            .timed(async {
+                sqlx::query_scalar(
+                    "SELECT MIN(sequence) FROM partner_events WHERE partner_id = ? AND occurred_at >= ? \
+                     AND sequence IS NOT NULL",
+                )
+                .bind(partner)
+                .bind(since.naive_utc())
+                .fetch_one(&self.db().await?)
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
+        match first {
+            Some(first) => Ok(first.saturating_sub(1)),
+            None => self.last_sequence().await,
+        }
+    }
+
+    async fn prune(&self, before: DateTime<Utc>, max: u32) -> Result<u64, Unavailable> {
+        self.timed(async {
+            let done = sqlx::query(
+                "DELETE FROM partner_events WHERE occurred_at < ? AND sequence IS NOT NULL ORDER BY occurred_at LIMIT ?",
+            )
+            .bind(before.naive_utc())
+            .bind(max)
+            .execute(&self.db().await?)
+            .await
+            .map_err(unavailable)?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+}
+
+const ENDPOINT_COLUMNS: &str = "partner_id, url, event_types, created_at, updated_at, delivered_through, \
+     failing_since, attempts, next_attempt_at, paused_at, last_error";
+
+fn endpoint_from(row: &MySqlRow) -> Result<(Registration, Delivery), sqlx::Error> {
+    let types: String = row.try_get("event_types")?;
+    let events = types
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| EventType::parse(t).ok_or_else(|| sqlx::Error::Decode(format!("event type {t}").into())))
+        .collect::<Result<_, _>>()?;
+    let optional = |column: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        Ok(row.try_get::<Option<NaiveDateTime>, _>(column)?.map(utc))
+    };
+    Ok((
+        Registration {
+            partner_id: row.try_get("partner_id")?,
+            url: row.try_get("url")?,
+            events,
+            created_at: utc(row.try_get("created_at")?),
+            updated_at: utc(row.try_get("updated_at")?),
+        },
+        Delivery {
+            delivered_through: row.try_get("delivered_through")?,
+            failing_since: optional("failing_since")?,
+            attempts: row.try_get("attempts")?,
+            next_attempt_at: utc(row.try_get("next_attempt_at")?),
+            paused_at: optional("paused_at")?,
+            last_error: row.try_get("last_error")?,
+        },
+    ))
+}
+
+fn type_list(types: &[EventType]) -> String {
+    types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",")
+}
+
+#[async_trait]
+impl Webhooks for MySqlStore {
+    async fn register(
+        &self,
+        registration: &Registration,
+        sealed_secret: &[u8],
+        start_after: u64,
+    ) -> Result<bool, Unavailable> {
+        self.timed(async {
+            // A new row affects 1, an updated one 2 (MySQL's count for ON DUPLICATE KEY UPDATE).
+            let done = sqlx::query(
+                "INSERT INTO webhook_endpoints (partner_id, url, event_types, sealed_secret, created_at, updated_at, \
+                 delivered_through, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE url = VALUES(url), event_types = VALUES(event_types), \
+                 updated_at = VALUES(updated_at)",
+            )
+            .bind(&registration.partner_id)
+            .bind(&registration.url)
+            .bind(type_list(&registration.events))
+            .bind(sealed_secret)
+            .bind(registration.created_at.naive_utc())
+            .bind(registration.updated_at.naive_utc())
+            .bind(start_after)
+            .bind(registration.created_at.naive_utc())
+            .execute(&self.db().await?)
+            .await
+            .map_err(unavailable)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn find(&self, partner: &str) -> Result<Option<(Registration, Delivery)>, Unavailable> {
+        self.timed(async {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE partner_id = ?"
+            ));
+            let row = sqlx::query(sql)
+                .bind(partner)
+                .fetch_optional(&self.db().await?)
+                .await
+                .map_err(unavailable)?;
+            row.as_ref().map(endpoint_from).transpose().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn sealed_secret(&self, partner: &str) -> Result<Option<Vec<u8>>, Unavailable> {
+        self.timed(async {
+            sqlx::query_scalar("SELECT sealed_secret FROM webhook_endpoints WHERE partner_id = ?")
+                .bind(partner)
+                .fetch_optional(&self.db().await?)
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn replace_secret(
+        &self,
+        partner: &str,
+        sealed_secret: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<bool, Unavailable> {
+        self.timed(async {
+            let done =
+                sqlx::query("UPDATE webhook_endpoints SET sealed_secret = ?, updated_at = ? WHERE partner_id = ?")
+                    .bind(sealed_secret)
+                    .bind(now.naive_utc())
+                    .bind(partner)
+                    .execute(&self.db().await?)
+                    .await
+                    .map_err(unavailable)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn remove(&self, partner: &str) -> Result<bool, Unavailable> {
+        self.timed(async {
+            let done = sqlx::query("DELETE FROM webhook_endpoints WHERE partner_id = ?")
+                .bind(partner)
+                .execute(&self.db().await?)
+                .await
+                .map_err(unavailable)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn due(&self, now: DateTime<Utc>, max: u32) -> Result<Vec<String>, Unavailable> {
+        self.timed(async {
+            sqlx::query_scalar(
+                "SELECT partner_id FROM webhook_endpoints WHERE paused_at IS NULL AND next_attempt_at <= ? \
+                 AND (leased_until IS NULL OR leased_until <= ?) ORDER BY next_attempt_at LIMIT ?",
+            )
+            .bind(now.naive_utc())
+            .bind(now.naive_utc())
+            .bind(max)
+            .fetch_all(&self.db().await?)
+            .await
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn lease(
+        &self,
+        partner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<(Registration, Delivery)>, Unavailable> {
+        self.timed(async {
+            let pool = self.db().await?;
+            let taken = sqlx::query(
+                "UPDATE webhook_endpoints SET leased_until = ? WHERE partner_id = ? \
+                 AND (leased_until IS NULL OR leased_until <= ?)",
+            )
+            .bind(until.naive_utc())
+            .bind(partner)
+            .bind(now.naive_utc())
+            .execute(&pool)
+            .await
+            .map_err(unavailable)?;
+            if taken.rows_affected() != 1 {
+                return Ok(None);
+            }
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE partner_id = ?"
+            ));
+            let row = sqlx::query(sql)
+                .bind(partner)
+                .fetch_optional(&pool)
+                .await
+                .map_err(unavailable)?;
+            row.as_ref().map(endpoint_from).transpose().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn settle(&self, partner: &str, state: &Delivery) -> Result<(), Unavailable> {
+        self.timed(async {
+            sqlx::query(
+                "UPDATE webhook_endpoints SET delivered_through = GREATEST(delivered_through, ?), failing_since = ?, \
+                 attempts = ?, next_attempt_at = ?, paused_at = ?, last_error = ?, leased_until = NULL \
+                 WHERE partner_id = ?",
+            )
+            .bind(state.delivered_through)
+            .bind(state.failing_since.map(|t| t.naive_utc()))
+            .bind(state.attempts)
+            .bind(state.next_attempt_at.naive_utc())
+            .bind(state.paused_at.map(|t| t.naive_utc()))
+            .bind(
+                state
+                    .last_error
+                    .as_deref()
+                    .map(|e| e.chars().take(500).collect::<String>()),
+            )
+            .bind(partner)
+            .execute(&self.db().await?)
+            .await
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rewind(&self, partner: &str, to: u64, now: DateTime<Utc>) -> Result<bool, Unavailable> {
+        self.timed(async {
+            let done = sqlx::query(
+                "UPDATE webhook_endpoints SET delivered_through = ?, failing_since = NULL, attempts = 0, \
+                 next_attempt_at = ?, paused_at = NULL, last_error = NULL WHERE partner_id = ?",
+            )
+            .bind(to)
+            .bind(now.naive_utc())
+            .bind(partner)
+            .execute(&self.db().await?)
+            .await
+            .map_err(unavailable)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+}
