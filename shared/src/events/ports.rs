@@ -83,6 +83,13 @@ pub trait Webhooks: Send + Sync {
     async fn rewind(&self, partner: &str, to: u64, now: DateTime<Utc>) -> Result<bool, Unavailable>;
 }
 
+/// Whether a webhook URL may be registered: its form, and every address its host resolves to
+/// (checked again at each connect by the transport). `Err` names why not.
+#[async_trait]
+pub trait UrlVetting: Send + Sync {
+    async fn vet(&self, url: &str) -> Result<(), String>;
+}
+
 /// One POST of a delivery.
 #[async_trait]
 pub trait WebhookTransport: Send + Sync {
