@@ -3,10 +3,12 @@
 //! transactional outbox, `ports::Outbox`), given a sequence in commit order by the relay, and
 //! delivered by push (signed webhooks, EventBridge) and by pull (`GET /v1/events`).
 
+pub mod address;
 pub mod catalog;
 pub mod domain;
 pub mod error;
 pub mod ports;
 pub mod service;
+pub mod signature;
 
 pub use error::EventsError;
