@@ -4,6 +4,7 @@ pub mod discord;
 pub mod dynamodb;
 pub mod mysql;
 pub mod redis;
+pub mod secret_box;
 pub mod secrets;
 pub mod sqs;
 
