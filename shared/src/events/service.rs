@@ -102,7 +102,7 @@ impl<W: Webhooks, L: EventLog, S: SecretBox, V: UrlVetting> WebhookService<W, L,
         let request = request.validate()?;
         self.vetting.vet(&request.url).await.map_err(EventsError::UrlRefused)?;
         let now = self.now();
-        let secret = signature::new_secret();
+        let secret = signature::new_secret()?;
         let sealed = self.secrets.seal(&secret).await?;
         let start_after = self.log.last_sequence().await?;
         let registration = Registration {
@@ -119,10 +119,7 @@ impl<W: Webhooks, L: EventLog, S: SecretBox, V: UrlVetting> WebhookService<W, L,
 
     pub async fn view(&self, partner: &str) -> Result<WebhookView, EventsError> {
         let (registration, delivery) = self.webhooks.find(partner).await?.ok_or(EventsError::NotRegistered)?;
-        Ok(WebhookView {
-            registration,
-            delivery,
-        })
+        Ok(WebhookView { registration, delivery })
     }
 
     pub async fn remove(&self, partner: &str) -> Result<(), EventsError> {
@@ -135,7 +132,7 @@ impl<W: Webhooks, L: EventLog, S: SecretBox, V: UrlVetting> WebhookService<W, L,
 
     /// A new secret, which signs every delivery from now on; the old one no longer does.
     pub async fn rotate_secret(&self, partner: &str) -> Result<String, EventsError> {
-        let secret = signature::new_secret();
+        let secret = signature::new_secret()?;
         let sealed = self.secrets.seal(&secret).await?;
         if self.webhooks.replace_secret(partner, &sealed, self.now()).await? {
             Ok(secret)
@@ -331,8 +328,12 @@ impl<W: Webhooks + 'static, L: EventLog + 'static> EventRelay<W, L> {
         let mut started = 0;
         if room > 0 {
             let now = self.clock.now();
-            let due = self.webhooks.due(now, u32::try_from(room + busy.len()).unwrap_or(u32::MAX)).await?;
-            for partner in due.into_iter().filter(|p| !busy.contains(p)).take(room) {
+            let due = self
+                .webhooks
+                .due(now, u32::try_from(room + busy.len()).unwrap_or(u32::MAX))
+                .await?;
+            let free: Vec<String> = due.into_iter().filter(|p| !busy.contains(p)).take(room).collect();
+            for partner in free {
                 busy.insert(partner.clone());
                 started += 1;
                 let delivery = PartnerDelivery {
@@ -439,7 +440,13 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
                 self.post(&registration, &wanted).await?.map(|()| last)
             };
             let now = self.clock.now();
-            match after_attempt(&state, outcome.as_ref().map(|last| *last), now, self.settings.retry, rand_unit()) {
+            match after_attempt(
+                &state,
+                outcome.as_ref().map(|last| *last),
+                now,
+                self.settings.retry,
+                rand_unit(),
+            ) {
                 AfterAttempt::Delivered(next) => {
                     delivered += wanted.len() as u64;
                     state = next;
@@ -447,14 +454,23 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
                 }
                 AfterAttempt::RetryLater(next) => {
                     metrics::counter!("fcfs_webhook_deliveries_failed_total").increment(1);
-                    tracing::warn!(partner, error = next.last_error.as_deref().unwrap_or(""), attempts = next.attempts, "webhook delivery failed; retried later");
+                    tracing::warn!(
+                        partner,
+                        error = next.last_error.as_deref().unwrap_or(""),
+                        attempts = next.attempts,
+                        "webhook delivery failed; retried later"
+                    );
                     self.webhooks.settle(partner, &next).await?;
                     return Ok(DeliveryOutcome::Failed);
                 }
                 AfterAttempt::Paused(next) => {
                     metrics::counter!("fcfs_webhook_deliveries_failed_total").increment(1);
                     metrics::counter!("fcfs_webhook_partners_paused_total").increment(1);
-                    tracing::error!(partner, error = next.last_error.as_deref().unwrap_or(""), "webhook deliveries paused after failing for the whole retry period; `fcfs-admin events replay` resumes them");
+                    tracing::error!(
+                        partner,
+                        error = next.last_error.as_deref().unwrap_or(""),
+                        "webhook deliveries paused after failing for the whole retry period; `fcfs-admin events replay` resumes them"
+                    );
                     self.webhooks.settle(partner, &next).await?;
                     return Ok(DeliveryOutcome::Paused);
                 }
