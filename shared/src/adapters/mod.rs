@@ -7,6 +7,7 @@ pub mod redis;
 pub mod secret_box;
 pub mod secrets;
 pub mod sqs;
+pub mod webhook_http;
 
 /// The grading context as every grading function runs it: MySQL (credentials from Secrets Manager,
 /// opened on first use), the grading queue at `GRADING_QUEUE_URL`, `GRADING_PARTITIONS` partitions
