@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::checkout::CheckoutError;
 use crate::coupons::CouponError;
+use crate::events::EventsError;
 use crate::grading::GradingError;
 use crate::issuance::domain::{IssueStatus, Place};
 use crate::issuance::{IssuanceError, IssueState};
@@ -53,6 +54,8 @@ pub enum ApiError {
     Grading(#[from] GradingError),
     #[error(transparent)]
     Checkout(#[from] CheckoutError),
+    #[error(transparent)]
+    Events(#[from] EventsError),
 }
 
 /// How a failure shows on the wire.
@@ -189,6 +192,13 @@ impl ApiError {
             Self::Checkout(K::HoldConfirmed) => Problem::new(ErrorCode::HoldConfirmed),
             Self::Checkout(K::HoldReleased) => Problem::new(ErrorCode::HoldReleased),
             Self::Checkout(K::Unavailable(e)) => Problem::unavailable(e.to_string()),
+            Self::Events(EventsError::Invalid(f)) => Problem::invalid(f.field),
+            Self::Events(EventsError::UrlRefused(_)) => Problem {
+                field: Some("url".into()),
+                ..Problem::new(ErrorCode::WebhookUrlRefused)
+            },
+            Self::Events(EventsError::NotRegistered) => Problem::new(ErrorCode::NotFound),
+            Self::Events(EventsError::Unavailable(e)) => Problem::unavailable(e.to_string()),
         }
     }
 

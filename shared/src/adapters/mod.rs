@@ -2,6 +2,7 @@
 
 pub mod discord;
 pub mod dynamodb;
+pub mod events;
 pub mod mysql;
 pub mod redis;
 pub mod secret_box;

@@ -1,6 +1,7 @@
 //! What each effect's event says: one constructor per event type, called by the storage of the
 //! context whose transaction makes the effect (and by nothing else), so an event's shape is
-//! written once. The `data` fields are the contract of `docs/openapi.yaml`'s `webhooks`.
+//! written once. The `data` fields are the contract of `docs/openapi.yaml`'s `webhooks`; ids are
+//! decimal strings, as everywhere in the API.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -47,8 +48,8 @@ pub fn coupon_issued(
         true,
         at,
         json!({
-            "couponId": coupon_id,
-            "campaignId": campaign_id,
+            "couponId": coupon_id.to_string(),
+            "campaignId": campaign_id.to_string(),
             "userId": user_id,
             "issuedAt": instant(issued_at),
             "expiresAt": instant(expires_at),
@@ -65,7 +66,7 @@ pub fn coupon_rejected(r: &Reservation, reason: RejectionReason, at: DateTime<Ut
         true,
         at,
         json!({
-            "campaignId": r.campaign_id,
+            "campaignId": r.campaign_id.to_string(),
             "userId": r.user_id.as_str(),
             "requestId": r.request_id.hyphenated().to_string(),
             "reason": reason.as_str(),
@@ -81,8 +82,8 @@ pub fn coupon_used(coupon: &Coupon, usage: &Usage) -> NewEvent {
         false,
         usage.used_at,
         json!({
-            "couponId": coupon.id,
-            "campaignId": coupon.campaign_id,
+            "couponId": coupon.id.to_string(),
+            "campaignId": coupon.campaign_id.to_string(),
             "userId": coupon.user_id,
             "orderId": usage.order_id,
             "orderAmount": usage.order_amount,
@@ -100,8 +101,8 @@ pub fn coupon_use_cancelled(coupon: &Coupon, order_id: &str, at: DateTime<Utc>) 
         false,
         at,
         json!({
-            "couponId": coupon.id,
-            "campaignId": coupon.campaign_id,
+            "couponId": coupon.id.to_string(),
+            "campaignId": coupon.campaign_id.to_string(),
             "userId": coupon.user_id,
             "orderId": order_id,
             "cancelledAt": instant(at),
@@ -125,8 +126,8 @@ pub fn coupon_expired(
         true,
         at,
         json!({
-            "couponId": coupon_id,
-            "campaignId": campaign_id,
+            "couponId": coupon_id.to_string(),
+            "campaignId": campaign_id.to_string(),
             "userId": user_id,
             "expiresAt": instant(expires_at),
         }),
@@ -149,7 +150,7 @@ pub fn ledger_entry(
     let amount = entry.amount.unsigned_abs();
     let id = |ids: Vec<(&'static str, &'static str)>| if entry.principal { ids } else { Vec::new() };
     let cancelled = match entry.related {
-        Some(Related::Transaction(t)) => json!(t),
+        Some(Related::Transaction(t)) => json!(t.to_string()),
         _ => serde_json::Value::Null,
     };
     Some(match entry.movement {
@@ -196,7 +197,7 @@ pub fn ledger_entry(
                 user,
                 amount,
                 entry.balance_after,
-                json!({ "lotId": entry.lot_id }),
+                json!({ "lotId": entry.lot_id.map(|l| l.to_string()) }),
                 at,
             ),
             Vec::new(),
@@ -247,6 +248,6 @@ pub fn grading_run_completed(partner: &str, run_id: u64, month: &str, users: u64
         run_id.to_string(),
         true,
         at,
-        json!({ "runId": run_id, "month": month, "users": users }),
+        json!({ "runId": run_id.to_string(), "month": month, "users": users }),
     )
 }

@@ -56,6 +56,37 @@ pub struct WebhookView {
     pub delivery: Delivery,
 }
 
+/// The pull API's query: `after` (a sequence, default 0) and `limit` (1–1000, default 100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullQuery {
+    pub after: u64,
+    pub limit: u32,
+}
+
+impl PullQuery {
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, InvalidField> {
+        let mut query = Self {
+            after: 0,
+            limit: DEFAULT_PULL_LIMIT,
+        };
+        for (name, value) in pairs {
+            match name {
+                "after" => {
+                    query.after = crate::kernel::digits(value)
+                        .ok_or_else(|| InvalidField::new("after", "must be a sequence number (0 or more)"))?;
+                }
+                "limit" => {
+                    query.limit = crate::kernel::digits(value)
+                        .filter(|n| (1..=MAX_PULL_LIMIT).contains(n))
+                        .ok_or_else(|| InvalidField::new("limit", "must be 1-1000"))?;
+                }
+                _ => return Err(InvalidField::new("query", "only after and limit are accepted")),
+            }
+        }
+        Ok(query)
+    }
+}
+
 /// A page of the pull API: the events, and where the next page starts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventPage {
@@ -142,12 +173,9 @@ impl<W: Webhooks, L: EventLog, S: SecretBox, V: UrlVetting> WebhookService<W, L,
     }
 
     /// The partner's events after `after`, in sequence.
-    pub async fn pull(&self, partner: &str, after: u64, limit: u32) -> Result<EventPage, EventsError> {
-        if !(1..=MAX_PULL_LIMIT).contains(&limit) {
-            return Err(InvalidField::new("limit", "must be 1-1000").into());
-        }
-        let events = self.log.partner_events(partner, after, limit).await?;
-        let next = events.last().map_or(after, |e| e.sequence);
+    pub async fn pull(&self, partner: &str, query: PullQuery) -> Result<EventPage, EventsError> {
+        let events = self.log.partner_events(partner, query.after, query.limit).await?;
+        let next = events.last().map_or(query.after, |e| e.sequence);
         Ok(EventPage { events, next })
     }
 

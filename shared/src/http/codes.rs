@@ -56,7 +56,7 @@ error_codes! {
     LimitExceeded = "LIMIT_EXCEEDED", UNPROCESSABLE_ENTITY, Retry::Once("the partner is under its limit again, or an operator raised it (`fcfs-admin limits`)"),
         "The call would take the partner past one of its limits, named in `field` (live campaigns, orders per month, idempotency records); nothing of it was done.";
     NotFound = "NOT_FOUND", NOT_FOUND, Retry::No,
-        "No such campaign, coupon, transaction, checkout hold, grading run or grade for this partner (another partner's is not found either).";
+        "No such campaign, coupon, transaction, checkout hold, grading run, grade or webhook registration for this partner (another partner's is not found either).";
     AlreadyIssued = "ALREADY_ISSUED", CONFLICT, Retry::No,
         "The user already holds a place in this campaign. The answer repeats the first request's `requestId` and `rank` and the coupon's `status` (with `couponId` once issued), so retrying an issue call whose answer was lost is safe.";
     SoldOut = "SOLD_OUT", GONE, Retry::No,
@@ -107,6 +107,8 @@ error_codes! {
         "A grading run was asked for before the partner set a grading policy.";
     MonthNotEnded = "MONTH_NOT_ENDED", UNPROCESSABLE_ENTITY, Retry::Once("the month has ended (the 1st of the next, UTC)"),
         "A grading run of the current or a future month: a run is final, and a month's orders and refunds are not all in before it ends (`field: month`).";
+    WebhookUrlRefused = "WEBHOOK_URL_REFUSED", UNPROCESSABLE_ENTITY, Retry::No,
+        "The webhook URL may not receive deliveries (`field: url`): not `https`, or its host is or resolves to a loopback, private, link-local (such as the instance metadata address) or other non-public address, or does not resolve. The message names which.";
     RouteNotFound = "ROUTE_NOT_FOUND", FORBIDDEN, Retry::No,
         "No route has this method and path: API Gateway answers it before any key is looked at, with its usual 403.";
     Forbidden = "FORBIDDEN", FORBIDDEN, Retry::No,

@@ -60,7 +60,7 @@ pub(crate) fn append_statement(
         .map(|(e, ids)| {
             let mut data = literal(&e.data.to_string());
             for (field, variable) in ids {
-                data = format!("JSON_SET({data}, '$.{field}', {variable})");
+                data = format!("JSON_SET({data}, '$.{field}', CAST({variable} AS CHAR))");
             }
             format!(
                 "({}, {}, {}, {}, '{}', {data})",

@@ -313,7 +313,7 @@ async fn persist<'g>(
             if !ids.is_empty()
                 && let Some(data) = event.data.as_object_mut()
             {
-                data.insert("transactionId".to_owned(), earn_of(g)?.into());
+                data.insert("transactionId".to_owned(), earn_of(g)?.to_string().into());
             }
             events.push(event);
         }

@@ -243,7 +243,7 @@ impl PointHolds<MySqlConnection> for MySqlStore {
             Utc::now(),
         );
         if let Some(data) = used.data.as_object_mut() {
-            data.insert("transactionId".to_owned(), transaction.into());
+            data.insert("transactionId".to_owned(), transaction.to_string().into());
         }
         MySqlOutbox.append(tx, &[used]).await.map_err(TxError::Unavailable)?;
         Ok(true)

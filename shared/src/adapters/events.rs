@@ -1,0 +1,199 @@
+//! The events context's ports that are not MySQL's: the secret box keyed from Secrets Manager
+//! (read on first use), URL vetting by the address policy and DNS, the EventBridge bus, and the
+//! services as the events functions run them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_eventbridge::error::DisplayErrorContext;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use tokio::sync::OnceCell;
+
+use super::mysql::{self, MySqlStore};
+use super::secret_box::SealedSecrets;
+use super::webhook_http::{HttpWebhookTransport, check_resolves};
+use crate::config::{Settings, StartupError};
+use crate::events::address::UrlPolicy;
+use crate::events::domain::{Event, RetryPolicy};
+use crate::events::ports::{EventBus, SecretBox, UrlVetting};
+use crate::events::service::{EventRelay, RelaySettings, WebhookService};
+use crate::kernel::Unavailable;
+
+/// How long reading the sealing key may take.
+const KEY_DEADLINE: Duration = Duration::from_secs(3);
+/// How long one PutEvents call may take.
+const PUT_EVENTS_DEADLINE: Duration = Duration::from_secs(5);
+/// PutEvents takes at most 10 entries per call.
+const PUT_EVENTS_MAX: usize = 10;
+/// Attempts of the entries a PutEvents call failed.
+const PUT_EVENTS_ATTEMPTS: u32 = 3;
+/// The `Source` of every event on the bus, for rules to match on.
+pub const EVENT_SOURCE: &str = "fcfs-coupons";
+
+/// `SealedSecrets` keyed by the Secrets Manager secret `EVENTS_KEY_SECRET_ARN`, read on first use
+/// (a function starts without a network call) and kept; a failed read is retried by the next use.
+pub struct KeyedSecrets {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    sealed: OnceCell<SealedSecrets>,
+}
+
+impl KeyedSecrets {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: String) -> Self {
+        Self {
+            client,
+            secret_id,
+            sealed: OnceCell::new(),
+        }
+    }
+
+    async fn key(&self) -> Result<&SealedSecrets, Unavailable> {
+        self.sealed
+            .get_or_try_init(|| SealedSecrets::from_secrets_manager(&self.client, &self.secret_id, KEY_DEADLINE))
+            .await
+    }
+}
+
+#[async_trait]
+impl SecretBox for KeyedSecrets {
+    async fn seal(&self, secret: &str) -> Result<Vec<u8>, Unavailable> {
+        self.key().await?.seal(secret).await
+    }
+
+    async fn open(&self, sealed: &[u8]) -> Result<String, Unavailable> {
+        self.key().await?.open(sealed).await
+    }
+}
+
+/// A URL passes when the address policy allows its form and every address its host resolves to.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyVetting(pub UrlPolicy);
+
+#[async_trait]
+impl UrlVetting for PolicyVetting {
+    async fn vet(&self, url: &str) -> Result<(), String> {
+        let checked = self.0.check_url(url).map_err(|e| e.to_string())?;
+        check_resolves(&self.0, &checked).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The stack's EventBridge bus: each event an entry (`Source` fcfs-coupons, `DetailType` its
+/// type, `Detail` its envelope), ten per call, the entries a call failed sent again.
+pub struct EventBridgeBus {
+    client: aws_sdk_eventbridge::Client,
+    bus_name: String,
+}
+
+impl EventBridgeBus {
+    pub fn new(client: aws_sdk_eventbridge::Client, bus_name: String) -> Self {
+        Self { client, bus_name }
+    }
+
+    fn entry(&self, event: &Event) -> Result<PutEventsRequestEntry, Unavailable> {
+        let detail = serde_json::to_string(event).map_err(|e| Unavailable::new("eventbridge", e))?;
+        Ok(PutEventsRequestEntry::builder()
+            .event_bus_name(&self.bus_name)
+            .source(EVENT_SOURCE)
+            .detail_type(event.kind.as_str())
+            .detail(detail)
+            .build())
+    }
+}
+
+#[async_trait]
+impl EventBus for EventBridgeBus {
+    async fn publish(&self, events: &[Event]) -> Result<(), Unavailable> {
+        for batch in events.chunks(PUT_EVENTS_MAX) {
+            let mut pending: Vec<PutEventsRequestEntry> =
+                batch.iter().map(|e| self.entry(e)).collect::<Result<_, _>>()?;
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                attempt += 1;
+                let call = self.client.put_events().set_entries(Some(pending.clone())).send();
+                let output = tokio::time::timeout(PUT_EVENTS_DEADLINE, call)
+                    .await
+                    .map_err(|_| Unavailable::new("eventbridge", "PutEvents: no answer within 5 s"))?
+                    .map_err(|e| Unavailable::new("eventbridge", DisplayErrorContext(e)))?;
+                // Results come in the entries' order; an entry with an error code was not put.
+                let failed: Vec<PutEventsRequestEntry> = pending
+                    .iter()
+                    .zip(output.entries())
+                    .filter(|(_, result)| result.error_code().is_some())
+                    .map(|(entry, _)| entry.clone())
+                    .collect();
+                if !failed.is_empty() && attempt >= PUT_EVENTS_ATTEMPTS {
+                    return Err(Unavailable::new(
+                        "eventbridge",
+                        format!("{} entries still failed after {attempt} attempts", failed.len()),
+                    ));
+                }
+                if !failed.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                pending = failed;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `WEBHOOK_ALLOW_LOOPBACK=true` (local stacks only) lets loopback URLs and plain http through.
+fn url_policy(settings: &Settings) -> Result<UrlPolicy, StartupError> {
+    Ok(UrlPolicy {
+        allow_loopback: settings.or("WEBHOOK_ALLOW_LOOPBACK", false)?,
+    })
+}
+
+fn keyed_secrets(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<KeyedSecrets, StartupError> {
+    Ok(KeyedSecrets::new(
+        aws_sdk_secretsmanager::Client::new(sdk),
+        settings.required("EVENTS_KEY_SECRET_ARN")?,
+    ))
+}
+
+pub type WebhookApi = WebhookService<MySqlStore, MySqlStore, KeyedSecrets, PolicyVetting>;
+
+/// The events API as its function runs it: MySQL, the sealing key from Secrets Manager.
+pub fn webhook_service_from(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<WebhookApi, StartupError> {
+    let store = mysql::store_from(settings, sdk)?;
+    Ok(WebhookService::new(
+        store.clone(),
+        store,
+        keyed_secrets(settings, sdk)?,
+        PolicyVetting(url_policy(settings)?),
+    ))
+}
+
+/// The relay as its function runs it. `EVENT_BUS_NAME` (optional): the bus to publish to;
+/// `WEBHOOK_TIMEOUT_MS` (5000), `WEBHOOK_MAX_BACKOFF_SECONDS` (600), `WEBHOOK_GIVE_UP_SECONDS`
+/// (86400), `EVENTS_RETENTION_DAYS` (7).
+pub fn relay_from(
+    settings: &Settings,
+    sdk: &aws_config::SdkConfig,
+) -> Result<EventRelay<MySqlStore, MySqlStore>, StartupError> {
+    let store = Arc::new(mysql::store_from(settings, sdk)?);
+    let post_timeout = Duration::from_millis(settings.or("WEBHOOK_TIMEOUT_MS", 5000_u64)?);
+    let transport = HttpWebhookTransport::new(url_policy(settings)?, post_timeout)?;
+    let bus: Option<Arc<dyn EventBus>> = settings
+        .optional("EVENT_BUS_NAME")
+        .map(|name| Arc::new(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(sdk), name)) as Arc<dyn EventBus>);
+    let relay_settings = RelaySettings {
+        retry: RetryPolicy {
+            max: chrono::Duration::seconds(settings.or("WEBHOOK_MAX_BACKOFF_SECONDS", 600_i64)?),
+            give_up: chrono::Duration::seconds(settings.or("WEBHOOK_GIVE_UP_SECONDS", 86_400_i64)?),
+            ..RetryPolicy::default()
+        },
+        post_timeout,
+        retention: chrono::Duration::days(settings.or("EVENTS_RETENTION_DAYS", 7_i64)?),
+        ..RelaySettings::default()
+    };
+    Ok(EventRelay::new(
+        Arc::clone(&store),
+        store,
+        Arc::new(keyed_secrets(settings, sdk)?),
+        Arc::new(transport),
+        bus,
+        relay_settings,
+    ))
+}
