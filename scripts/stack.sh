@@ -245,8 +245,8 @@ SQL
 }
 
 # The emulated AWS services the stack uses; an instance without one of them is not reused.
-# API Gateway only for fcfs-admin's usage-plan registration test.
-LOCALSTACK_SERVICES=(sqs dynamodb secretsmanager apigateway)
+# API Gateway only for fcfs-admin's usage-plan registration test; EventBridge for the event relay's bus.
+LOCALSTACK_SERVICES=(sqs dynamodb secretsmanager apigateway events)
 localstack_healthy() {
   local health service
   health="$(curl -fsS "http://$BIND_HOST:$AWS_PORT/_localstack/health" 2>/dev/null)" || return 1
@@ -328,6 +328,11 @@ write_env() {
     # The TLS-only cluster announcing hostnames (ElastiCache Serverless); its CA is the one above.
     echo "REDIS_TLS_CLUSTER_URL=$(redis_tls_cluster_url)"
     echo "FCFS_STAGE=$STAGE"
+    # Partner events locally: webhooks may go to loopback over http (make up, the tests), and the
+    # runner starts the relay at once; each run ends before the next minute's tick.
+    echo "WEBHOOK_ALLOW_LOOPBACK=true"
+    echo "FCFS_SCHEDULE_START_NOW=EventRelayFunction"
+    echo "EVENT_RELAY_RUN_SECONDS=58"
     # So that `fcfs-admin` is a command once this file is sourced.
     echo "PATH=$STATE_DIR/bin:\$PATH"
     cat "$RESOURCES_FILE"

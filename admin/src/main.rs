@@ -1,6 +1,7 @@
 //! `fcfs-admin`: the operator's command line. Works against a local stack and real AWS alike:
 //! endpoints come from `AWS_ENDPOINT_URL` and `DATABASE_URL`.
 
+mod events;
 mod grading;
 mod keys;
 mod ledger;
@@ -99,6 +100,13 @@ enum Command {
         database_url: Option<String>,
         #[command(subcommand)]
         command: points::PointsCommand,
+    },
+    /// Partners' events: a webhook's delivery status; replay from a time (resumes paused deliveries).
+    Events {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+        database_url: Option<String>,
+        #[command(subcommand)]
+        command: events::EventsCommand,
     },
     /// Partners' limits: how many live campaigns and orders a month one partner may hold.
     Limits {
@@ -203,6 +211,14 @@ async fn main() -> Result<()> {
                 bail!("the key table is not set: pass --table or set API_KEYS_TABLE (in .local/env after `make up`)");
             };
             keys::run(&table, command).await?;
+        }
+        Command::Events { database_url, command } => {
+            let Some(database_url) = database_url else {
+                bail!(
+                    "the database is not set: pass --database-url or set DATABASE_URL (in .local/env after `make up`)"
+                );
+            };
+            events::run(&database_url, command).await?;
         }
         Command::Points { database_url, command } => {
             let Some(database_url) = database_url else {

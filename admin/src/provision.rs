@@ -39,7 +39,72 @@ pub async fn provision(
     for table in template.tables()? {
         ensure_table(&dynamodb, &table).await?;
     }
-    Ok(template.resource_environment()?)
+    let env = template.resource_environment()?;
+    // The events' sealing key and bus, named as the template names them for the functions.
+    if let Some(name) = env.get("EVENTS_KEY_SECRET") {
+        ensure_key_secret(&aws_sdk_secretsmanager::Client::new(&sdk), name).await?;
+    }
+    if let Some(name) = env.get("EVENT_BUS_NAME") {
+        ensure_event_bus(&aws_sdk_eventbridge::Client::new(&sdk), name).await?;
+    }
+    Ok(env)
+}
+
+/// A secret of random key material (as the template's `GenerateSecretString` makes), kept if it
+/// exists: a new value would leave every sealed signing secret unopenable.
+async fn ensure_key_secret(client: &aws_sdk_secretsmanager::Client, name: &str) -> Result<()> {
+    match client.describe_secret().secret_id(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            let material = client
+                .get_random_password()
+                .password_length(64)
+                .exclude_punctuation(true)
+                .send()
+                .await
+                .context("cannot generate the key material")?
+                .random_password
+                .context("no random password")?;
+            client
+                .create_secret()
+                .name(name)
+                .description("Seals partners' webhook signing secrets in the database (fcfs-coupons events)")
+                .secret_string(material)
+                .send()
+                .await
+                .with_context(|| format!("cannot create secret {name}"))?;
+            Ok(())
+        }
+        Err(e) => anyhow::bail!(
+            "cannot read secret {name}: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+        ),
+    }
+}
+
+async fn ensure_event_bus(client: &aws_sdk_eventbridge::Client, name: &str) -> Result<()> {
+    match client.describe_event_bus().name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            client
+                .create_event_bus()
+                .name(name)
+                .send()
+                .await
+                .with_context(|| format!("cannot create event bus {name}"))?;
+            Ok(())
+        }
+        Err(e) => anyhow::bail!(
+            "cannot read event bus {name}: {}",
+            aws_sdk_eventbridge::error::DisplayErrorContext(e)
+        ),
+    }
 }
 
 async fn ensure_queue(

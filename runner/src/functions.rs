@@ -12,9 +12,12 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use campaign_api::CampaignApi;
 use coupon_api::CouponApi;
 use coupon_expiry::CouponExpiry;
+use event_relay::EventRelayFunction;
+use events_api::EventsApi;
 use fcfs_shared::alerts::ports::ChatWebhook;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::coupons::ports::CouponRecords;
+use fcfs_shared::events::ports::{EventLog, SecretBox, UrlVetting, Webhooks};
 use fcfs_shared::grading::ports::{GradingRecords, PartitionQueue};
 use fcfs_shared::issuance::ports::{CampaignCatalog, CouponBook, IssueLedger, ReservationQueue};
 use fcfs_shared::keys::ports::ApiKeyStore;
@@ -107,6 +110,8 @@ pub const BINARIES: &[&str] = &[
     "grading-api",
     "grading-worker",
     "grading-scheduler",
+    "events-api",
+    "event-relay",
 ];
 
 pub async fn build(
@@ -127,6 +132,8 @@ pub async fn build(
         "grading-api" => LocalFunction::Http(Arc::new(GradingApi::from_settings(settings, sdk)?)),
         "grading-worker" => LocalFunction::Sqs(Arc::new(GradingWorker::from_settings(settings, sdk)?)),
         "grading-scheduler" => LocalFunction::Scheduled(Arc::new(GradingScheduler::from_settings(settings, sdk)?)),
+        "events-api" => LocalFunction::Http(Arc::new(EventsApi::from_settings(settings, sdk)?)),
+        "event-relay" => LocalFunction::Scheduled(Arc::new(EventRelayFunction::from_settings(settings, sdk)?)),
         "alert-notifier" => LocalFunction::Sns(Arc::new(AlertNotifierFunction::from_settings(settings, sdk)?)),
         other => return Err(BuildError::UnknownBinary(other.to_owned())),
     })
@@ -143,6 +150,20 @@ impl<C: CampaignCatalog, L: IssueLedger> HttpFunction for CampaignApi<C, L> {
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> HttpFunction for IssueApi<C, L, Q> {
     async fn invoke(&self, request: Request) -> Response<Body> {
         self.handle(request).await
+    }
+}
+
+#[async_trait]
+impl<W: Webhooks, L: EventLog, S: SecretBox, V: UrlVetting> HttpFunction for EventsApi<W, L, S, V> {
+    async fn invoke(&self, request: Request) -> Response<Body> {
+        self.handle(request).await
+    }
+}
+
+#[async_trait]
+impl<W: Webhooks + 'static, L: EventLog + 'static> ScheduledFunction for EventRelayFunction<W, L> {
+    async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String> {
+        serde_json::to_value(self.handle(event).await).map_err(|e| e.to_string())
     }
 }
 

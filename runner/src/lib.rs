@@ -62,6 +62,10 @@ pub enum RunnerError {
 /// Replaces the rate of every schedule (seconds, fractions allowed), so a local run or a test
 /// need not wait for `rate(1 hour)`.
 pub const SCHEDULE_RATE_ENV: &str = "FCFS_SCHEDULE_RATE_SECS";
+/// Functions (logical ids, comma-separated) whose schedules fire at the runner's start, as for a
+/// stack that has long been up: the event relay, which serves continuously on AWS, so a local
+/// stack delivers events at once instead of a minute after each start.
+pub const SCHEDULE_START_NOW_ENV: &str = "FCFS_SCHEDULE_START_NOW";
 
 /// How often the queues' depths are read, in seconds (fractions allowed; default
 /// [`metrics::QUEUE_WATCH_EVERY`]), so an alert test need not wait for the default.
@@ -150,6 +154,8 @@ pub struct ScheduleSource {
     /// set), and the queue URL the failure record then goes to (its `OnFailure` destination).
     pub retries: u32,
     pub on_failure_queue: Option<String>,
+    /// Fired first at start rather than one `rate` later (see [`SCHEDULE_START_NOW_ENV`]).
+    pub starts_now: bool,
 }
 
 /// Counters for tests and the bench.
@@ -214,6 +220,11 @@ impl LocalApp {
         let account_id = placement.account_id.clone();
         let mut template = Template::load(&config.template, &params, placement)?;
         let rate_override = seconds_setting(config, SCHEDULE_RATE_ENV)?;
+        let starts_now: Vec<&str> = config
+            .env
+            .get(SCHEDULE_START_NOW_ENV)
+            .map(|list| list.split(',').map(str::trim).collect())
+            .unwrap_or_default();
         let queue_watch_every = seconds_setting(config, QUEUE_WATCH_ENV)?.unwrap_or(metrics::QUEUE_WATCH_EVERY);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
 
@@ -333,6 +344,7 @@ impl LocalApp {
                         .as_ref()
                         .and_then(|id| queues.get(id))
                         .map(|(url, _)| url.clone()),
+                    starts_now: starts_now.contains(&spec.logical_id.as_str()),
                 }
             }));
             for route in &spec.routes {

@@ -1,5 +1,6 @@
 //! EventBridge schedules: every enabled `Schedule`/`ScheduleV2` event invokes its function every
-//! `rate`, the first time one `rate` after start (as a new EventBridge rule does), with the
+//! `rate`, the first time one `rate` after start (as a new EventBridge rule does; at start for the
+//! functions `FCFS_SCHEDULE_START_NOW` names), with the
 //! "Scheduled Event" EventBridge sends.
 //!
 //! One invocation of a schedule runs at a time: a tick that finds the previous one still running
@@ -182,7 +183,12 @@ pub(crate) async fn run(schedule: Schedule, mut stop: watch::Receiver<bool>) {
         "scheduling"
     );
     let schedule = Arc::new(schedule);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
+    let first = if schedule.source.starts_now {
+        Duration::ZERO
+    } else {
+        rate
+    };
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + first, rate);
     // Ticks missed while the runtime was busy are dropped, not fired in a burst.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
@@ -286,6 +292,7 @@ mod tests {
                 enabled: true,
                 retries: 2,
                 on_failure_queue: None,
+                starts_now: false,
             },
             region: "eu-west-1".into(),
             account_id: "123456789012".into(),

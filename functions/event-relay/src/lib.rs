@@ -1,6 +1,7 @@
-//! The event relay, run by a schedule: each invocation relays for `EVENT_RELAY_RUN_SECONDS`
-//! (default 50 of its minute), so events reach partners within a second of their commit while
-//! one invocation at a time runs (the function's reserved concurrency is 1).
+//! The event relay, run by a schedule every minute: each invocation relays for
+//! `EVENT_RELAY_RUN_SECONDS` (default 60), so events reach partners within a second of their
+//! commit with no gap between runs (the next starts while this one finishes its deliveries;
+//! leases keep each partner's deliveries to one relay).
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ pub struct EventRelayFunction<W, L> {
 
 impl EventRelayFunction<MySqlStore, MySqlStore> {
     pub fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        let run_for = Duration::from_secs(settings.or("EVENT_RELAY_RUN_SECONDS", 50_u64)?);
+        let run_for = Duration::from_secs(settings.or("EVENT_RELAY_RUN_SECONDS", 60_u64)?);
         Ok(Self::new(relay_from(settings, sdk)?, run_for))
     }
 }

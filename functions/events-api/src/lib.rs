@@ -88,7 +88,7 @@ pub struct EventsApi<W, L, S, V> {
 
 impl EventsApi<MySqlStore, MySqlStore, fcfs_shared::adapters::events::KeyedSecrets, PolicyVetting> {
     /// MySQL (credentials from Secrets Manager, opened on first use), the sealing key at
-    /// `EVENTS_KEY_SECRET_ARN`, `WEBHOOK_ALLOW_LOOPBACK` (local stacks only).
+    /// `EVENTS_KEY_SECRET`, `WEBHOOK_ALLOW_LOOPBACK` (local stacks only).
     pub fn from_settings(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         Ok(Self::new(webhook_service_from(settings, sdk)?))
     }

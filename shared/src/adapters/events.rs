@@ -31,7 +31,7 @@ const PUT_EVENTS_ATTEMPTS: u32 = 3;
 /// The `Source` of every event on the bus, for rules to match on.
 pub const EVENT_SOURCE: &str = "fcfs-coupons";
 
-/// `SealedSecrets` keyed by the Secrets Manager secret `EVENTS_KEY_SECRET_ARN`, read on first use
+/// `SealedSecrets` keyed by the Secrets Manager secret `EVENTS_KEY_SECRET`, read on first use
 /// (a function starts without a network call) and kept; a failed read is retried by the next use.
 pub struct KeyedSecrets {
     client: aws_sdk_secretsmanager::Client,
@@ -148,7 +148,7 @@ fn url_policy(settings: &Settings) -> Result<UrlPolicy, StartupError> {
 fn keyed_secrets(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<KeyedSecrets, StartupError> {
     Ok(KeyedSecrets::new(
         aws_sdk_secretsmanager::Client::new(sdk),
-        settings.required("EVENTS_KEY_SECRET_ARN")?,
+        settings.required("EVENTS_KEY_SECRET")?,
     ))
 }
 

@@ -1,6 +1,6 @@
 //! `SecretBox` with AES-256-GCM: partners' webhook signing secrets are stored sealed, so a
 //! database dump or a replica read alone does not let anyone forge our signatures. The key is the
-//! SHA-256 of a string kept in Secrets Manager (`EVENTS_KEY_SECRET_ARN`), read once per process.
+//! SHA-256 of a string kept in Secrets Manager (`EVENTS_KEY_SECRET`), read once per process.
 //! Sealed form: the 12-byte random nonce, then the ciphertext and its 16-byte tag.
 
 use std::time::Duration;

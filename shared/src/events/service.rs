@@ -182,12 +182,24 @@ impl<W: Webhooks, L: EventLog, S: SecretBox, V: UrlVetting> WebhookService<W, L,
     /// Re-sends the partner's events from the first at or after `since`, resuming paused
     /// deliveries (`fcfs-admin events replay`). The sequence it resumes after.
     pub async fn replay(&self, partner: &str, since: DateTime<Utc>) -> Result<u64, EventsError> {
-        let from = self.log.sequence_before(partner, since).await?;
-        if self.webhooks.rewind(partner, from, self.now()).await? {
-            Ok(from)
-        } else {
-            Err(EventsError::NotRegistered)
-        }
+        replay(&self.webhooks, &self.log, partner, since, self.now()).await
+    }
+}
+
+/// Rewinds the partner's deliveries to the first event at or after `since` and resumes them (an
+/// operator's replay after an endpoint came back). The sequence delivery resumes after.
+pub async fn replay(
+    webhooks: &impl Webhooks,
+    log: &impl EventLog,
+    partner: &str,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, EventsError> {
+    let from = log.sequence_before(partner, since).await?;
+    if webhooks.rewind(partner, from, now).await? {
+        Ok(from)
+    } else {
+        Err(EventsError::NotRegistered)
     }
 }
 
@@ -350,7 +362,14 @@ impl<W: Webhooks + 'static, L: EventLog + 'static> EventRelay<W, L> {
     ) -> Result<bool, Unavailable> {
         let sequenced = self.log.sequence(SEQUENCE_BATCH).await?;
         summary.sequenced += u64::from(sequenced);
-        let published = self.publish().await?;
+        // A bus that fails holds back only its own cursor, never the webhooks.
+        let published = match self.publish().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing to the event bus failed; retried next round");
+                0
+            }
+        };
         summary.published += published;
         let room = self.settings.max_partners_in_flight.saturating_sub(busy.len());
         let mut started = 0;
