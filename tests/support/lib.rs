@@ -9,6 +9,7 @@ use fcfs_shared::adapters::redis::{RedisIssueLedger, RedisSettings};
 use fcfs_template::{Placement, Template};
 
 pub mod services;
+pub mod webhook_receiver;
 
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
