@@ -198,7 +198,9 @@ impl WebhookReceiver {
             panic!(
                 "{} of {n} distinct events delivered within {deadline:?}; arrived: {:?}",
                 self.delivered_ids().len(),
-                got.iter().map(|d| String::from_utf8_lossy(&d.body).into_owned()).collect::<Vec<_>>()
+                got.iter()
+                    .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+                    .collect::<Vec<_>>()
             );
         }
         self.delivered_ids()
@@ -206,12 +208,7 @@ impl WebhookReceiver {
 
     /// Waits (at most `deadline`) until delivered events satisfy `pred`; the delivered envelopes
     /// (first of each id), or a panic naming `what`.
-    pub async fn wait_for_events(
-        &self,
-        what: &str,
-        deadline: Duration,
-        pred: impl Fn(&[Value]) -> bool,
-    ) -> Vec<Value> {
+    pub async fn wait_for_events(&self, what: &str, deadline: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let waited = self.wait_until(deadline, |_| pred(&self.delivered_events())).await;
         if waited.is_err() {
             panic!(
