@@ -71,7 +71,10 @@ pub(crate) async fn invoke(schedule: &Schedule) -> Result<Value, String> {
 async fn attempt(schedule: &Schedule, event: Value) -> Result<Value, String> {
     let started = Instant::now();
     let function = schedule.function.clone();
-    let outcome = match tokio::spawn(async move { function.invoke(event).await }).await {
+    let task = tokio::spawn(async move { function.invoke(event).await });
+    // Stopping the runner mid-run of a continuous function stops the function too (see `run`).
+    let _stop_with_caller = AbortOnDrop(task.abort_handle());
+    let outcome = match task.await {
         Ok(outcome) => outcome,
         Err(crash) => Err(format!("the function crashed: {crash}")),
     };
@@ -87,6 +90,15 @@ async fn attempt(schedule: &Schedule, event: Value) -> Result<Value, String> {
         }
     }
     outcome
+}
+
+/// Aborts a task when its caller is dropped (a finished task is not affected).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A tick's invocation, as Lambda runs an asynchronous one: the attempt and up to `retries` more
@@ -215,19 +227,26 @@ pub(crate) async fn run(schedule: Schedule, mut stop: watch::Receiver<bool>) {
         running = Some(tokio::spawn(async move { invoke_async(&schedule).await }));
     }
     if let Some(task) = running {
+        if schedule.source.starts_now {
+            // A function that serves continuously (the relay: each run lasts its minute) is safe
+            // to stop at any point, as a crash would; waiting would hold a stop for a minute.
+            task.abort();
+        }
         finished(&schedule, task).await;
     }
 }
 
 /// Waits for an invocation's task (attempts catch their own panics; this is a last guard).
 async fn finished(schedule: &Schedule, task: tokio::task::JoinHandle<()>) {
-    if let Err(e) = task.await {
-        tracing::error!(
+    match task.await {
+        Ok(()) => {}
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => tracing::error!(
             function = schedule.source.function,
             schedule = schedule.source.name,
             error = %e,
             "scheduled invocation panicked"
-        );
+        ),
     }
 }
 

@@ -14,8 +14,8 @@ use super::mysql::{self, MySqlStore};
 use super::secret_box::SealedSecrets;
 use super::webhook_http::{HttpWebhookTransport, check_resolves};
 use crate::config::{Settings, StartupError};
-use crate::events::address::UrlPolicy;
-use crate::events::domain::{Event, RetryPolicy};
+use crate::events::address::{UrlPolicy, UrlRefusal};
+use crate::events::domain::{Event, RetryPolicy, UrlProblem};
 use crate::events::ports::{EventBus, SecretBox, UrlVetting};
 use crate::events::service::{EventRelay, RelaySettings, WebhookService};
 use crate::kernel::Unavailable;
@@ -72,9 +72,18 @@ pub struct PolicyVetting(pub UrlPolicy);
 
 #[async_trait]
 impl UrlVetting for PolicyVetting {
-    async fn vet(&self, url: &str) -> Result<(), String> {
-        let checked = self.0.check_url(url).map_err(|e| e.to_string())?;
-        check_resolves(&self.0, &checked).await.map_err(|e| e.to_string())
+    async fn vet(&self, url: &str) -> Result<(), UrlProblem> {
+        // Its form first, as the most permissive policy judges it: what fails there is no URL
+        // for deliveries anywhere (400); what only this deployment's policy refuses is a 422.
+        let lenient = UrlPolicy { allow_loopback: true };
+        match lenient.check_url(url) {
+            Ok(_) | Err(UrlRefusal::NotPublic(_)) => {}
+            Err(malformed) => return Err(UrlProblem::Malformed(malformed.to_string())),
+        }
+        let checked = self.0.check_url(url).map_err(|e| UrlProblem::Refused(e.to_string()))?;
+        check_resolves(&self.0, &checked)
+            .await
+            .map_err(|e| UrlProblem::Refused(e.to_string()))
     }
 }
 

@@ -161,6 +161,16 @@ pub enum DeliveryFailure {
     Connect(String),
 }
 
+/// Why a webhook URL cannot be registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlProblem {
+    /// Not a URL deliveries could use anywhere (not absolute http(s), no host, a user name,
+    /// too long): a bad request.
+    Malformed(String),
+    /// A well-formed URL this deployment refuses to deliver to (plain http, a non-public address).
+    Refused(String),
+}
+
 /// How deliveries back off: doubling from `first`, capped at `max`, with up to a quarter of
 /// jitter; after `give_up` of failures they pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

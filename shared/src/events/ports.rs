@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::domain::{Delivery, DeliveryFailure, Event, NewEvent, Registration};
+use super::domain::{Delivery, DeliveryFailure, Event, NewEvent, Registration, UrlProblem};
 use crate::kernel::Unavailable;
 
 /// The outbox, inside the caller's transaction `Tx`: the events commit with the effect or not at
@@ -87,7 +87,7 @@ pub trait Webhooks: Send + Sync {
 /// (checked again at each connect by the transport). `Err` names why not.
 #[async_trait]
 pub trait UrlVetting: Send + Sync {
-    async fn vet(&self, url: &str) -> Result<(), String>;
+    async fn vet(&self, url: &str) -> Result<(), UrlProblem>;
 }
 
 /// One POST of a delivery.

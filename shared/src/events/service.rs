@@ -11,8 +11,8 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::domain::{
-    AfterAttempt, Delivery, Event, EventType, MAX_EVENTS_PER_DELIVERY, Registration, RetryPolicy, after_attempt,
-    delivery_body,
+    AfterAttempt, Delivery, Event, EventType, MAX_EVENTS_PER_DELIVERY, Registration, RetryPolicy, UrlProblem,
+    after_attempt, delivery_body,
 };
 use super::error::EventsError;
 use super::ports::{EventBus, EventLog, SecretBox, UrlVetting, WebhookTransport, Webhooks};
@@ -131,7 +131,11 @@ impl<W: Webhooks, L: EventLog, S: SecretBox, V: UrlVetting> WebhookService<W, L,
         request: RegisterWebhook,
     ) -> Result<(WebhookView, Option<String>), EventsError> {
         let request = request.validate()?;
-        self.vetting.vet(&request.url).await.map_err(EventsError::UrlRefused)?;
+        match self.vetting.vet(&request.url).await {
+            Ok(()) => {}
+            Err(UrlProblem::Malformed(why)) => return Err(InvalidField::new("url", why).into()),
+            Err(UrlProblem::Refused(why)) => return Err(EventsError::UrlRefused(why)),
+        }
         let now = self.now();
         let secret = signature::new_secret()?;
         let sealed = self.secrets.seal(&secret).await?;
