@@ -513,6 +513,7 @@ async fn a_schedule_fires_on_its_rate_until_the_runner_stops() {
                 enabled: true,
                 retries: 2,
                 on_failure_queue: None,
+                starts_now: false,
             },
             ScheduleSource {
                 function: "ScheduleProbeFunction".into(),
@@ -522,6 +523,7 @@ async fn a_schedule_fires_on_its_rate_until_the_runner_stops() {
                 enabled: false,
                 retries: 2,
                 on_failure_queue: None,
+                starts_now: false,
             },
         ]
     );

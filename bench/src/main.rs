@@ -4,6 +4,7 @@
 
 mod checkout;
 mod coupons;
+mod events;
 mod grading;
 mod points;
 mod report;
@@ -190,6 +191,58 @@ async fn main() -> Result<()> {
             raw_rates.push(r);
         }
         report.writer(&writer_rates, &raw_rates);
+    }
+    if want("events") {
+        progress(&format!(
+            "events: the flash-sale mix with a webhook for coupon.issued at a local receiver; commit → delivery of all {COUPONS} events"
+        ));
+        let (url, received) = events::receiver().await?;
+        events::register(&runner.base_url, &key, &url).await?;
+        let mut runs = Vec::new();
+        for run in 0..args.runs {
+            let campaign = services.create_campaign(&runner.base_url, &key, COUPONS).await?;
+            let mix = flash_mix_on(
+                &services,
+                &runner,
+                &key,
+                args.connections,
+                40 + run,
+                campaign,
+                COUPONS,
+                MIX_REQUESTS,
+            )
+            .await?;
+            match events::measure(
+                &received,
+                campaign,
+                COUPONS.into(),
+                Duration::from_secs(180),
+                mix.wrk.rate(),
+            )
+            .await
+            {
+                Ok(r) => {
+                    progress(&format!(
+                        "  run {}: {} events at {:.0} events/s, commit → delivery p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; the sale {:.0} req/s; receiver {:.0} events/s",
+                        run + 1,
+                        r.events,
+                        r.rate,
+                        r.p50_ms,
+                        r.p99_ms,
+                        r.max_ms,
+                        r.mix_rate,
+                        r.yardstick
+                    ));
+                    runs.push(r);
+                }
+                Err(e) => {
+                    progress(&format!("  run {}: WRONG: {e}", run + 1));
+                    report.failures += 1;
+                }
+            }
+        }
+        events::unregister(&runner.base_url, &key).await?;
+        report.events(&runs);
     }
     runner.stop().await?;
 
@@ -551,6 +604,20 @@ async fn flash_mix_of(
     requests: u64,
 ) -> Result<MixRun> {
     let campaign = services.create_campaign(&runner.base_url, key, coupons).await?;
+    flash_mix_on(services, runner, key, connections, run, campaign, coupons, requests).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn flash_mix_on(
+    services: &Services,
+    runner: &Running,
+    key: &str,
+    connections: u32,
+    run: usize,
+    campaign: u64,
+    coupons: u32,
+    requests: u64,
+) -> Result<MixRun> {
     let path = format!("/v1/campaigns/{campaign}/issues");
     let prefix = format!("m{run}u");
     let accepted_before = runner.stats.successes.load(Ordering::Relaxed);

@@ -405,6 +405,45 @@ impl Report {
         );
     }
 
+    pub fn events(&mut self, runs: &[crate::events::EventsRun]) {
+        if runs.is_empty() {
+            return;
+        }
+        let pick = |f: fn(&crate::events::EventsRun) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+        let (rate, p99, yardstick) = (pick(|r| r.rate), pick(|r| r.p99_ms), pick(|r| r.yardstick));
+        self.rows.push(Row {
+            what: "partner events during the flash sale: coupon.issued, commit → local webhook".into(),
+            figure: format!("{rate:.0} events/s, p99 {p99:.0} ms"),
+            yardstick: format!("the receiver, 100-event POSTs back to back: {yardstick:.0} events/s"),
+            ratio: format!("{:.0}%", 100.0 * rate / yardstick),
+            target: "p99 ≤ 2 s".into(),
+            verdict: verdict(p99 <= 2000.0),
+        });
+        let list = |f: fn(&crate::events::EventsRun) -> f64| {
+            runs.iter()
+                .map(|r| format!("{:.0}", f(r)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            self.details,
+            "### Partner events
+
+A webhook for the bench partner's `coupon.issued` at a receiver on 127.0.0.1, then the \
+             flash-sale mix; every one of the 10,000 coupons' events must arrive (once per coupon), or the run fails. \
+             Events/s from the first commit to the last arrival: {}; delay from commit (`occurredAt`, in the writer's chunk \
+             transaction) to arrival, p50 {} ms, p99 {} ms, max {} ms. The sale's own rate in these runs: {} req/s (the \
+             mix row above ran without a webhook). Yardstick: the receiver taking 100-event POSTs one after another on \
+             one connection: {} events/s.\n",
+            list(|r| r.rate),
+            list(|r| r.p50_ms),
+            list(|r| r.p99_ms),
+            list(|r| r.max_ms),
+            list(|r| r.mix_rate),
+            list(|r| r.yardstick)
+        );
+    }
+
     pub fn grading(&mut self, runs: &[crate::grading::GradingRun], loaded: f64) {
         let pick = |f: fn(&crate::grading::GradingRun) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
         let (whole, bare) = (pick(|r| r.seconds), pick(|r| r.yardstick));
