@@ -49,7 +49,8 @@ pub trait EventLog: Send + Sync {
 pub trait Webhooks: Send + Sync {
     /// Creates or replaces the partner's registration. A new one starts after the last sequence
     /// given (`start_after`); a replaced one keeps its secret (`sealed_secret` is used only when
-    /// new) and position. Whether it was new.
+    /// new) and position, and its deliveries start over from there at once (a partner who fixed
+    /// its endpoint resumes paused deliveries by registering it again). Whether it was new.
     async fn register(
         &self,
         registration: &Registration,

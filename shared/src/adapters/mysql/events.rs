@@ -297,7 +297,8 @@ impl Webhooks for MySqlStore {
                 "INSERT INTO webhook_endpoints (partner_id, url, event_types, sealed_secret, created_at, updated_at, \
                  delivered_through, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
                  ON DUPLICATE KEY UPDATE url = VALUES(url), event_types = VALUES(event_types), \
-                 updated_at = VALUES(updated_at)",
+                 updated_at = VALUES(updated_at), failing_since = NULL, attempts = 0, \
+                 next_attempt_at = VALUES(next_attempt_at), paused_at = NULL, last_error = NULL",
             )
             .bind(&registration.partner_id)
             .bind(&registration.url)
