@@ -168,6 +168,48 @@ const PERMISSIONS: &[(&str, &str, &str, Option<&str>)] = &[
         Some("DatabaseSecretUsesCustomerKey"),
     ),
     (
+        "EventsApiFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref EventSigningKeySecret",
+        None,
+    ),
+    (
+        "EventsApiFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
+    (
+        "EventsApiFunction",
+        "kms:Decrypt",
+        "!Ref DatabaseSecretKmsKeyArn",
+        Some("DatabaseSecretUsesCustomerKey"),
+    ),
+    (
+        "EventRelayFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref EventSigningKeySecret",
+        None,
+    ),
+    (
+        "EventRelayFunction",
+        "events:PutEvents",
+        "!GetAtt PartnerEventBus.Arn",
+        None,
+    ),
+    (
+        "EventRelayFunction",
+        "secretsmanager:GetSecretValue",
+        "!Ref DatabaseSecretArn",
+        None,
+    ),
+    (
+        "EventRelayFunction",
+        "kms:Decrypt",
+        "!Ref DatabaseSecretKmsKeyArn",
+        Some("DatabaseSecretUsesCustomerKey"),
+    ),
+    (
         "GradingWorkerFunction",
         "secretsmanager:GetSecretValue",
         "!Ref DatabaseSecretArn",

@@ -269,24 +269,25 @@ mod tests {
     #[test]
     fn the_default_reservations_fit_the_default_quota_and_not_a_new_accounts() {
         let (stack, functions) = stack_from(&repo_template(), &BTreeMap::new()).unwrap();
-        assert_eq!(functions.len(), 13, "{functions:?}");
+        assert_eq!(functions.len(), 15, "{functions:?}");
         assert_eq!(
             stack.reservations.len(),
-            13,
+            15,
             "one per function: {:?}",
             stack.reservations
         );
         let default = assess(DEFAULT_ACCOUNT, &stack);
-        assert_eq!((default.needed, default.available), (689, 900));
+        assert_eq!((default.needed, default.available), (701, 900));
         assert!(default.fits());
-        // 581 one-connection instances and the writer's 5 × 2: within a db.r6g.large's budget.
+        // 591 one-connection instances, the writer's 5 × 2 and the relay's 2 × 4: within a
+        // db.r6g.large's budget.
         assert_eq!(
             (default.database_connections, default.database_max_connections),
-            (591, 900)
+            (609, 900)
         );
         let new = assess(NEW_ACCOUNT, &stack);
         assert!(!new.fits(), "{new}");
-        assert!(new.to_string().contains("does NOT fit: 779 short"), "{new}");
+        assert!(new.to_string().contains("does NOT fit: 791 short"), "{new}");
     }
 
     #[test]
@@ -314,7 +315,7 @@ mod tests {
         let (stack, _) = stack_from(&repo_template(), &small).unwrap();
         let over = assess(DEFAULT_ACCOUNT, &stack);
         assert!(over.reservations_fit() && !over.fits(), "{over}");
-        assert!(over.to_string().contains("does NOT hold: 511 over"), "{over}");
+        assert!(over.to_string().contains("does NOT hold: 529 over"), "{over}");
         // Without reservations, the APIs and sweeps share the account's 1,000 executions (one
         // connection each); the writer and the grading workers stay bounded by their event
         // sources' MaximumConcurrency (5 × 2 and 8 × 1).
@@ -325,7 +326,8 @@ mod tests {
             .map(|name| (name.clone(), "-1".to_owned()))
             .collect();
         let (stack, _) = stack_from(&repo_template(), &none).unwrap();
-        assert_eq!(assess(DEFAULT_ACCOUNT, &stack).database_connections, 1_000 + 10 + 8);
+        // The relay's pool (4) is the largest of those sharing them.
+        assert_eq!(assess(DEFAULT_ACCOUNT, &stack).database_connections, 4 * 1_000 + 10 + 8);
         // A new account's 10 executions cannot overrun even a small database.
         let (stack, _) = stack_from(&repo_template(), &none.into_iter().chain(small).collect()).unwrap();
         let new = assess(NEW_ACCOUNT, &stack);

@@ -78,6 +78,8 @@ pub trait Webhooks: Send + Sync {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Option<(Registration, Delivery)>, Unavailable>;
+    /// Extends a lease this relay holds (before each further batch).
+    async fn renew(&self, partner: &str, until: DateTime<Utc>) -> Result<(), Unavailable>;
     /// Ends the lease with the delivery's new state.
     async fn settle(&self, partner: &str, state: &Delivery) -> Result<(), Unavailable>;
     /// Moves the partner's position back to `to` and resumes paused deliveries (a replay).

@@ -453,6 +453,8 @@ struct PartnerDelivery<W, L> {
 
 /// Batches one lease may deliver before the partner waits for the next round.
 const BATCHES_PER_LEASE: u32 = 20;
+/// How long a lease outlasts its POST's deadline.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
     async fn deliver(&self, partner: &str) -> DeliveryOutcome {
@@ -467,13 +469,14 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
 
     async fn deliver_leased(&self, partner: &str) -> Result<DeliveryOutcome, Unavailable> {
         let now = self.clock.now();
-        let lease = self.settings.post_timeout * (BATCHES_PER_LEASE + 1) + Duration::from_secs(30);
-        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5));
-        let Some((registration, mut state)) = self.webhooks.lease(partner, now, until).await? else {
+        let Some((registration, mut state)) = self.webhooks.lease(partner, now, self.lease_end(now)).await? else {
             return Ok(DeliveryOutcome::Nothing);
         };
         let mut delivered = 0_u64;
-        for _ in 0..BATCHES_PER_LEASE {
+        for batch in 0..BATCHES_PER_LEASE {
+            if batch > 0 {
+                self.webhooks.renew(partner, self.lease_end(self.clock.now())).await?;
+            }
             let events = self
                 .log
                 .partner_events(partner, state.delivered_through, MAX_EVENTS_PER_DELIVERY as u32)
@@ -533,6 +536,13 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
         } else {
             DeliveryOutcome::Nothing
         })
+    }
+
+    /// A lease covers one batch (its POST's deadline and a margin for the bookkeeping) and is
+    /// renewed before the next: a relay that dies holds its partners back only that long.
+    fn lease_end(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let lease = self.settings.post_timeout + LEASE_MARGIN;
+        now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60))
     }
 
     /// Signs and POSTs the events: `Ok(Err)` is the endpoint's failure, `Err` ours.

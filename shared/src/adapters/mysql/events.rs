@@ -292,13 +292,13 @@ impl Webhooks for MySqlStore {
         start_after: u64,
     ) -> Result<bool, Unavailable> {
         self.timed(async {
-            // A new row affects 1, an updated one 2 (MySQL's count for ON DUPLICATE KEY UPDATE).
-            let done = sqlx::query(
-                "INSERT INTO webhook_endpoints (partner_id, url, event_types, sealed_secret, created_at, updated_at, \
-                 delivered_through, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE url = VALUES(url), event_types = VALUES(event_types), \
-                 updated_at = VALUES(updated_at), failing_since = NULL, attempts = 0, \
-                 next_attempt_at = VALUES(next_attempt_at), paused_at = NULL, last_error = NULL",
+            let pool = self.db().await?;
+            // Insert if new (IGNORE: a duplicate key affects no row, whatever the client flags),
+            // else replace. ON DUPLICATE KEY UPDATE's count cannot tell: with CLIENT_FOUND_ROWS,
+            // which sqlx sets, an unchanged row counts 1, as a new one does.
+            let inserted = sqlx::query(
+                "INSERT IGNORE INTO webhook_endpoints (partner_id, url, event_types, sealed_secret, created_at, \
+                 updated_at, delivered_through, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&registration.partner_id)
             .bind(&registration.url)
@@ -308,10 +308,26 @@ impl Webhooks for MySqlStore {
             .bind(registration.updated_at.naive_utc())
             .bind(start_after)
             .bind(registration.created_at.naive_utc())
-            .execute(&self.db().await?)
+            .execute(&pool)
             .await
-            .map_err(unavailable)?;
-            Ok(done.rows_affected() == 1)
+            .map_err(unavailable)?
+            .rows_affected()
+                == 1;
+            if !inserted {
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET url = ?, event_types = ?, updated_at = ?, failing_since = NULL, \
+                     attempts = 0, next_attempt_at = ?, paused_at = NULL, last_error = NULL WHERE partner_id = ?",
+                )
+                .bind(&registration.url)
+                .bind(type_list(&registration.events))
+                .bind(registration.updated_at.naive_utc())
+                .bind(registration.updated_at.naive_utc())
+                .bind(&registration.partner_id)
+                .execute(&pool)
+                .await
+                .map_err(unavailable)?;
+            }
+            Ok(inserted)
         })
         .await
     }
@@ -376,9 +392,13 @@ impl Webhooks for MySqlStore {
 
     async fn due(&self, now: DateTime<Utc>, max: u32) -> Result<Vec<String>, Unavailable> {
         self.timed(async {
+            // Only partners with an event past their position: an idle registration is not due,
+            // so an idle relay sleeps instead of leasing every partner each round.
             sqlx::query_scalar(
-                "SELECT partner_id FROM webhook_endpoints WHERE paused_at IS NULL AND next_attempt_at <= ? \
-                 AND (leased_until IS NULL OR leased_until <= ?) ORDER BY next_attempt_at LIMIT ?",
+                "SELECT w.partner_id FROM webhook_endpoints w WHERE w.paused_at IS NULL AND w.next_attempt_at <= ? \
+                 AND (w.leased_until IS NULL OR w.leased_until <= ?) \
+                 AND EXISTS (SELECT 1 FROM partner_events e WHERE e.partner_id = w.partner_id \
+                 AND e.sequence > w.delivered_through) ORDER BY w.next_attempt_at LIMIT ?",
             )
             .bind(now.naive_utc())
             .bind(now.naive_utc())
@@ -420,6 +440,19 @@ impl Webhooks for MySqlStore {
                 .await
                 .map_err(unavailable)?;
             row.as_ref().map(endpoint_from).transpose().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn renew(&self, partner: &str, until: DateTime<Utc>) -> Result<(), Unavailable> {
+        self.timed(async {
+            sqlx::query("UPDATE webhook_endpoints SET leased_until = ? WHERE partner_id = ?")
+                .bind(until.naive_utc())
+                .bind(partner)
+                .execute(&self.db().await?)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
         })
         .await
     }
