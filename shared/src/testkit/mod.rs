@@ -33,11 +33,13 @@ use crate::partners::domain::{Limit, LimitOverrides, admit};
 use crate::partners::ports::PartnerLimitStore;
 
 mod checkout;
+mod events;
 mod gateway;
 mod grading;
 mod points;
 pub mod points_cases;
 pub use checkout::MemoryCheckout;
+pub use events::{Answer, MemoryEvents, PlainSecrets, Post, RecordingBus, RecordingTransport, ScriptedVetting};
 pub use gateway::gateway_request;
 pub use grading::{MemoryGrading, MemoryPartitionQueue, granted_coupons};
 pub use points::{MemoryPoints, Tables};
