@@ -10,5 +10,7 @@ pub mod error;
 pub mod ports;
 pub mod service;
 pub mod signature;
+#[cfg(test)]
+mod tests;
 
 pub use error::EventsError;
