@@ -263,13 +263,20 @@ impl Webhooks for MemoryEvents {
 
     async fn due(&self, now: DateTime<Utc>, max: u32) -> Result<Vec<String>, Unavailable> {
         let t = self.tables.lock().unwrap();
+        // As the SQL: only partners with a sequenced event past their position.
+        let pending = |partner: &str, through: u64| {
+            t.rows
+                .iter()
+                .any(|r| r.event.partner_id == partner && r.sequence.is_some_and(|s| s > through))
+        };
         let mut due: Vec<(DateTime<Utc>, String)> = t
             .endpoints
             .iter()
-            .filter(|(_, e)| {
+            .filter(|(p, e)| {
                 e.delivery.paused_at.is_none()
                     && e.delivery.next_attempt_at <= now
                     && e.leased_until.is_none_or(|until| until <= now)
+                    && pending(p, e.delivery.delivered_through)
             })
             .map(|(p, e)| (e.delivery.next_attempt_at, p.clone()))
             .collect();
@@ -293,6 +300,13 @@ impl Webhooks for MemoryEvents {
         }
         e.leased_until = Some(until);
         Ok(Some((e.registration.clone(), e.delivery.clone())))
+    }
+
+    async fn renew(&self, partner: &str, until: DateTime<Utc>) -> Result<(), Unavailable> {
+        if let Some(e) = self.tables.lock().unwrap().endpoints.get_mut(partner) {
+            e.leased_until = Some(until);
+        }
+        Ok(())
     }
 
     async fn settle(&self, partner: &str, state: &Delivery) -> Result<(), Unavailable> {
@@ -404,6 +418,10 @@ impl Webhooks for Arc<MemoryEvents> {
         until: DateTime<Utc>,
     ) -> Result<Option<(Registration, Delivery)>, Unavailable> {
         self.as_ref().lease(partner, now, until).await
+    }
+
+    async fn renew(&self, partner: &str, until: DateTime<Utc>) -> Result<(), Unavailable> {
+        self.as_ref().renew(partner, until).await
     }
 
     async fn settle(&self, partner: &str, state: &Delivery) -> Result<(), Unavailable> {
