@@ -55,6 +55,10 @@ impl Stack {
             ("ISSUE_QUEUE_URL".into(), issue_queue.clone()),
             ("GRADING_QUEUE_URL".into(), grading_queue),
             ("WEBHOOK_ALLOW_LOOPBACK".into(), "true".into()),
+            // The tests of this file run at once, each with a runner whose relay delivers any
+            // partner's events (one database): one backoff cap for all, so a relay of another
+            // test never parks this test's failing partner for minutes.
+            ("WEBHOOK_MAX_BACKOFF_SECONDS".into(), "2".into()),
         ];
         for (name, value) in extra {
             env.retain(|(n, _)| n != name);

@@ -340,7 +340,7 @@ fn envs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// A runner process relays to an endpoint that takes its POSTs and never answers; it is SIGKILLed
 /// while one is in flight (its lease held, no bookkeeping done) and while clients are still
 /// earning points through it. A second process, with the endpoint answering 200, delivers nothing
-/// while the dead relay's lease lasts (its post timeout × 21 + 30 s) and everything after it:
+/// while the dead relay's lease lasts (one POST's deadline + 5 s) and everything after it:
 /// every committed earn's event at least once, the POST that died arriving again with the same
 /// envelopes, and no event for an earn that did not commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +353,8 @@ async fn the_relay_killed_mid_delivery_delivers_every_committed_event_after_its_
     let (issue_queue, issue_dlq) = queue_with_dlq(&sqs, 5).await;
     let (grading_queue, _) = queue_with_dlq(&sqs, 30).await;
     let timeout_ms: u64 = 1000;
-    let lease = Duration::from_millis(timeout_ms * 21) + Duration::from_secs(30);
+    // A lease covers one POST: its deadline and 5 s more (renewed per batch).
+    let lease = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
     let url = db.url();
     let timeout = timeout_ms.to_string();
     let envs = envs(&[
