@@ -260,6 +260,8 @@ pub struct EventRelay<W, L> {
 
 /// How many events the sequencer takes per transaction.
 const SEQUENCE_BATCH: u32 = 1000;
+/// Sequencing transactions one round may run.
+const SEQUENCE_BATCHES_PER_ROUND: u32 = 10;
 /// How many events one publishing round reads.
 const PUBLISH_BATCH: u32 = 500;
 /// How many events one pruning statement deletes.
@@ -295,6 +297,40 @@ impl<W: Webhooks + 'static, L: EventLog + 'static> EventRelay<W, L> {
     /// then waits for the deliveries in flight. A failing dependency ends the round, not the run.
     pub async fn run(&self, run_for: Duration) -> RelaySummary {
         let started = tokio::time::Instant::now();
+        // The bus has its own cursor and its own pace (a slow bus holds back no webhook).
+        let (mut summary, published) =
+            tokio::join!(self.deliver_for(run_for, started), self.publish_for(run_for, started));
+        summary.published = published;
+        summary
+    }
+
+    /// Publishes to the bus until `run_for` has passed; how many events.
+    async fn publish_for(&self, run_for: Duration, started: tokio::time::Instant) -> u64 {
+        if self.bus.is_none() {
+            return 0;
+        }
+        let mut published = 0;
+        loop {
+            let n = match self.publish().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing to the event bus failed; retried next round");
+                    0
+                }
+            };
+            published += n;
+            if started.elapsed() >= run_for {
+                return published;
+            }
+            if n == 0 {
+                tokio::time::sleep(self.settings.idle).await;
+            }
+        }
+    }
+
+    /// Sequences, delivers and prunes until `run_for` has passed, then waits for the deliveries
+    /// in flight.
+    async fn deliver_for(&self, run_for: Duration, started: tokio::time::Instant) -> RelaySummary {
         let mut summary = RelaySummary::default();
         let mut in_flight: JoinSet<(String, DeliveryOutcome)> = JoinSet::new();
         let mut busy: HashSet<String> = HashSet::new();
@@ -357,24 +393,23 @@ impl<W: Webhooks + 'static, L: EventLog + 'static> EventRelay<W, L> {
         }
     }
 
-    /// One round: sequence, publish, start the due partners' deliveries. Whether it did anything.
+    /// One round: sequence, start the due partners' deliveries. Whether it did anything.
     async fn round(
         &self,
         summary: &mut RelaySummary,
         in_flight: &mut JoinSet<(String, DeliveryOutcome)>,
         busy: &mut HashSet<String>,
     ) -> Result<bool, Unavailable> {
-        let sequenced = self.log.sequence(SEQUENCE_BATCH).await?;
-        summary.sequenced += u64::from(sequenced);
-        // A bus that fails holds back only its own cursor, never the webhooks.
-        let published = match self.publish().await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "publishing to the event bus failed; retried next round");
-                0
+        // A burst (a flash sale's chunks) is sequenced in a few transactions of a batch each.
+        let mut sequenced = 0;
+        for _ in 0..SEQUENCE_BATCHES_PER_ROUND {
+            let n = self.log.sequence(SEQUENCE_BATCH).await?;
+            sequenced += n;
+            if n < SEQUENCE_BATCH {
+                break;
             }
-        };
-        summary.published += published;
+        }
+        summary.sequenced += u64::from(sequenced);
         let room = self.settings.max_partners_in_flight.saturating_sub(busy.len());
         let mut started = 0;
         if room > 0 {
@@ -401,7 +436,7 @@ impl<W: Webhooks + 'static, L: EventLog + 'static> EventRelay<W, L> {
                 });
             }
         }
-        Ok(sequenced > 0 || published > 0 || started > 0)
+        Ok(sequenced > 0 || started > 0)
     }
 
     /// Publishes the events after the bus's cursor, then moves it. Nothing without a bus.
@@ -473,6 +508,7 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
             return Ok(DeliveryOutcome::Nothing);
         };
         let mut delivered = 0_u64;
+        let mut secret: Option<String> = None;
         for batch in 0..BATCHES_PER_LEASE {
             if batch > 0 {
                 self.webhooks.renew(partner, self.lease_end(self.clock.now())).await?;
@@ -491,7 +527,7 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
             let outcome = if wanted.is_empty() {
                 Ok(last)
             } else {
-                self.post(&registration, &wanted).await?.map(|()| last)
+                self.post(&registration, &mut secret, &wanted).await?.map(|()| last)
             };
             let now = self.clock.now();
             match after_attempt(
@@ -546,19 +582,26 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
     }
 
     /// Signs and POSTs the events: `Ok(Err)` is the endpoint's failure, `Err` ours.
+    /// The secret is read once per lease (`secret` keeps it): a rotation signs from the next.
     async fn post(
         &self,
         registration: &Registration,
+        secret: &mut Option<String>,
         events: &[Event],
     ) -> Result<Result<(), super::domain::DeliveryFailure>, Unavailable> {
-        let sealed = self
-            .webhooks
-            .sealed_secret(&registration.partner_id)
-            .await?
-            .ok_or_else(|| Unavailable::new("mysql", "the registration went away during its delivery"))?;
-        let secret = self.secrets.open(&sealed).await?;
+        let secret = match secret {
+            Some(secret) => secret,
+            None => {
+                let sealed = self
+                    .webhooks
+                    .sealed_secret(&registration.partner_id)
+                    .await?
+                    .ok_or_else(|| Unavailable::new("mysql", "the registration went away during its delivery"))?;
+                secret.insert(self.secrets.open(&sealed).await?)
+            }
+        };
         let body = delivery_body(events);
-        let header = signature::sign(&secret, self.clock.now().timestamp(), &body);
+        let header = signature::sign(secret, self.clock.now().timestamp(), &body);
         Ok(self.transport.post(&registration.url, &body, &header).await)
     }
 }
