@@ -38,7 +38,8 @@ pub async fn run(database_url: &str, command: EventsCommand) -> Result<()> {
                 .with_timezone(&chrono::Utc);
             match replay(&store, &store, &partner, since, chrono::Utc::now()).await {
                 Ok(after) => eprintln!(
-                    "{partner}: deliveries resume after sequence {after} (the first event at or after {since})"
+                    "{partner}: deliveries resume after sequence {after} (the first event at or after {})",
+                    since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 ),
                 Err(fcfs_shared::events::EventsError::NotRegistered) => {
                     bail!("{partner} has no webhook registration")

@@ -78,11 +78,15 @@ pub trait Webhooks: Send + Sync {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Option<(Registration, Delivery)>, Unavailable>;
-    /// Extends a lease this relay holds (before each further batch).
-    async fn renew(&self, partner: &str, until: DateTime<Utc>) -> Result<(), Unavailable>;
-    /// Ends the lease with the delivery's new state.
-    async fn settle(&self, partner: &str, state: &Delivery) -> Result<(), Unavailable>;
-    /// Moves the partner's position back to `to` and resumes paused deliveries (a replay).
+    /// Extends the lease this relay holds (`held`: the end it was given, its token) to `until`;
+    /// false if the lease is no longer that one (it lapsed and another relay took it, or a
+    /// replay ended it): the relay stops delivering to the partner.
+    async fn renew(&self, partner: &str, held: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool, Unavailable>;
+    /// Ends the lease `held` with the delivery's new state; false (nothing written) if the lease
+    /// is no longer that one.
+    async fn settle(&self, partner: &str, held: DateTime<Utc>, state: &Delivery) -> Result<bool, Unavailable>;
+    /// Moves the partner's position back to `to`, resumes paused deliveries and ends any lease
+    /// (a relay delivering meanwhile writes nothing over it): a replay.
     async fn rewind(&self, partner: &str, to: u64, now: DateTime<Utc>) -> Result<bool, Unavailable>;
 }
 

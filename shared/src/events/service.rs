@@ -504,14 +504,20 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
 
     async fn deliver_leased(&self, partner: &str) -> Result<DeliveryOutcome, Unavailable> {
         let now = self.clock.now();
-        let Some((registration, mut state)) = self.webhooks.lease(partner, now, self.lease_end(now)).await? else {
+        let mut held = self.lease_end(now);
+        let Some((registration, mut state)) = self.webhooks.lease(partner, now, held).await? else {
             return Ok(DeliveryOutcome::Nothing);
         };
         let mut delivered = 0_u64;
         let mut secret: Option<String> = None;
         for batch in 0..BATCHES_PER_LEASE {
             if batch > 0 {
-                self.webhooks.renew(partner, self.lease_end(self.clock.now())).await?;
+                let until = self.lease_end(self.clock.now());
+                if !self.webhooks.renew(partner, held, until).await? {
+                    tracing::info!(partner, "webhook lease ended by a replay or lapsed; stopping here");
+                    return Ok(DeliveryOutcome::Nothing);
+                }
+                held = until;
             }
             let events = self
                 .log
@@ -550,7 +556,7 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
                         attempts = next.attempts,
                         "webhook delivery failed; retried later"
                     );
-                    self.webhooks.settle(partner, &next).await?;
+                    self.settle(partner, held, &next).await?;
                     return Ok(DeliveryOutcome::Failed);
                 }
                 AfterAttempt::Paused(next) => {
@@ -561,12 +567,12 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
                         error = next.last_error.as_deref().unwrap_or(""),
                         "webhook deliveries paused after failing for the whole retry period; `fcfs-admin events replay` resumes them"
                     );
-                    self.webhooks.settle(partner, &next).await?;
+                    self.settle(partner, held, &next).await?;
                     return Ok(DeliveryOutcome::Paused);
                 }
             }
         }
-        self.webhooks.settle(partner, &state).await?;
+        self.settle(partner, held, &state).await?;
         Ok(if delivered > 0 {
             DeliveryOutcome::Delivered(delivered)
         } else {
@@ -574,11 +580,24 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
         })
     }
 
+    /// Writes the delivery's state under the lease `held`; a replay that ended the lease meanwhile
+    /// wins (its position stands, these events go again).
+    async fn settle(&self, partner: &str, held: DateTime<Utc>, state: &Delivery) -> Result<(), Unavailable> {
+        if !self.webhooks.settle(partner, held, state).await? {
+            tracing::info!(
+                partner,
+                "webhook lease ended by a replay or lapsed; its state was not written"
+            );
+        }
+        Ok(())
+    }
+
     /// A lease covers one batch (its POST's deadline and a margin for the bookkeeping) and is
     /// renewed before the next: a relay that dies holds its partners back only that long.
     fn lease_end(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let lease = self.settings.post_timeout + LEASE_MARGIN;
-        now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60))
+        // At the database's precision: the end is also the lease's token, compared as stored.
+        (now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60))).trunc_subsecs(3)
     }
 
     /// Signs and POSTs the events: `Ok(Err)` is the endpoint's failure, `Err` ours.

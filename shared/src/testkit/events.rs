@@ -302,24 +302,29 @@ impl Webhooks for MemoryEvents {
         Ok(Some((e.registration.clone(), e.delivery.clone())))
     }
 
-    async fn renew(&self, partner: &str, until: DateTime<Utc>) -> Result<(), Unavailable> {
-        if let Some(e) = self.tables.lock().unwrap().endpoints.get_mut(partner) {
-            e.leased_until = Some(until);
+    async fn renew(&self, partner: &str, held: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool, Unavailable> {
+        match self.tables.lock().unwrap().endpoints.get_mut(partner) {
+            Some(e) if e.leased_until == Some(held) => {
+                e.leased_until = Some(until);
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
-    async fn settle(&self, partner: &str, state: &Delivery) -> Result<(), Unavailable> {
+    async fn settle(&self, partner: &str, held: DateTime<Utc>, state: &Delivery) -> Result<bool, Unavailable> {
         let mut t = self.tables.lock().unwrap();
-        if let Some(e) = t.endpoints.get_mut(partner) {
-            e.delivery = Delivery {
-                delivered_through: e.delivery.delivered_through.max(state.delivered_through),
-                last_error: state.last_error.as_ref().map(|m| m.chars().take(500).collect()),
-                ..state.clone()
-            };
-            e.leased_until = None;
+        match t.endpoints.get_mut(partner) {
+            Some(e) if e.leased_until == Some(held) => {
+                e.delivery = Delivery {
+                    last_error: state.last_error.as_ref().map(|m| m.chars().take(500).collect()),
+                    ..state.clone()
+                };
+                e.leased_until = None;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     async fn rewind(&self, partner: &str, to: u64, now: DateTime<Utc>) -> Result<bool, Unavailable> {
@@ -335,6 +340,7 @@ impl Webhooks for MemoryEvents {
             paused_at: None,
             last_error: None,
         };
+        e.leased_until = None;
         Ok(true)
     }
 }
@@ -420,12 +426,12 @@ impl Webhooks for Arc<MemoryEvents> {
         self.as_ref().lease(partner, now, until).await
     }
 
-    async fn renew(&self, partner: &str, until: DateTime<Utc>) -> Result<(), Unavailable> {
-        self.as_ref().renew(partner, until).await
+    async fn renew(&self, partner: &str, held: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool, Unavailable> {
+        self.as_ref().renew(partner, held, until).await
     }
 
-    async fn settle(&self, partner: &str, state: &Delivery) -> Result<(), Unavailable> {
-        self.as_ref().settle(partner, state).await
+    async fn settle(&self, partner: &str, held: DateTime<Utc>, state: &Delivery) -> Result<bool, Unavailable> {
+        self.as_ref().settle(partner, held, state).await
     }
 
     async fn rewind(&self, partner: &str, to: u64, now: DateTime<Utc>) -> Result<bool, Unavailable> {

@@ -195,7 +195,9 @@ impl EventLog for MySqlStore {
     async fn move_cursor(&self, name: &str, to: u64) -> Result<(), Unavailable> {
         self.timed(async {
             sqlx::query(
-                "INSERT INTO event_cursors (name, position) VALUES (?, ?) ON DUPLICATE KEY UPDATE position = VALUES(position)",
+                // Never back: two relays overlapping may publish one batch twice, not move back.
+                "INSERT INTO event_cursors (name, position) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE position = GREATEST(position, VALUES(position))",
             )
             .bind(name)
             .bind(to)
@@ -444,25 +446,27 @@ impl Webhooks for MySqlStore {
         .await
     }
 
-    async fn renew(&self, partner: &str, until: DateTime<Utc>) -> Result<(), Unavailable> {
+    async fn renew(&self, partner: &str, held: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool, Unavailable> {
         self.timed(async {
-            sqlx::query("UPDATE webhook_endpoints SET leased_until = ? WHERE partner_id = ?")
-                .bind(until.naive_utc())
-                .bind(partner)
-                .execute(&self.db().await?)
-                .await
-                .map_err(unavailable)?;
-            Ok(())
+            let done =
+                sqlx::query("UPDATE webhook_endpoints SET leased_until = ? WHERE partner_id = ? AND leased_until = ?")
+                    .bind(until.naive_utc())
+                    .bind(partner)
+                    .bind(held.naive_utc())
+                    .execute(&self.db().await?)
+                    .await
+                    .map_err(unavailable)?;
+            Ok(done.rows_affected() == 1)
         })
         .await
     }
 
-    async fn settle(&self, partner: &str, state: &Delivery) -> Result<(), Unavailable> {
+    async fn settle(&self, partner: &str, held: DateTime<Utc>, state: &Delivery) -> Result<bool, Unavailable> {
         self.timed(async {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET delivered_through = GREATEST(delivered_through, ?), failing_since = ?, \
-                 attempts = ?, next_attempt_at = ?, paused_at = ?, last_error = ?, leased_until = NULL \
-                 WHERE partner_id = ?",
+            let done = sqlx::query(
+                "UPDATE webhook_endpoints SET delivered_through = ?, failing_since = ?, attempts = ?, \
+                 next_attempt_at = ?, paused_at = ?, last_error = ?, leased_until = NULL \
+                 WHERE partner_id = ? AND leased_until = ?",
             )
             .bind(state.delivered_through)
             .bind(state.failing_since.map(|t| t.naive_utc()))
@@ -476,10 +480,11 @@ impl Webhooks for MySqlStore {
                     .map(|e| e.chars().take(500).collect::<String>()),
             )
             .bind(partner)
+            .bind(held.naive_utc())
             .execute(&self.db().await?)
             .await
             .map_err(unavailable)?;
-            Ok(())
+            Ok(done.rows_affected() == 1)
         })
         .await
     }
@@ -488,7 +493,7 @@ impl Webhooks for MySqlStore {
         self.timed(async {
             let done = sqlx::query(
                 "UPDATE webhook_endpoints SET delivered_through = ?, failing_since = NULL, attempts = 0, \
-                 next_attempt_at = ?, paused_at = NULL, last_error = NULL WHERE partner_id = ?",
+                 next_attempt_at = ?, paused_at = NULL, last_error = NULL, leased_until = NULL WHERE partner_id = ?",
             )
             .bind(to)
             .bind(now.naive_utc())

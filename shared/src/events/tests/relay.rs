@@ -361,7 +361,7 @@ async fn a_repeated_once_key_records_one_event_and_sequences_follow_ids() {
 }
 
 #[tokio::test]
-async fn a_lease_is_taken_only_when_free_and_a_settle_never_moves_the_position_back() {
+async fn a_lease_is_taken_only_when_free_and_only_its_holder_writes() {
     let w = World::new();
     w.register("p", &[EventType::CouponUsed]).await;
     // Ten events, so the partner stays due past position 9.
@@ -388,12 +388,21 @@ async fn a_lease_is_taken_only_when_free_and_a_settle_never_moves_the_position_b
             .unwrap()
             .is_some()
     );
+    // Only the lease's holder writes: the first lease's holder lost it when it lapsed.
+    let held = later + Span::minutes(1);
     let mut ahead = state.clone();
     ahead.delivered_through = 9;
-    w.events.settle("p", &ahead).await.unwrap();
-    w.events.settle("p", &state).await.unwrap();
+    assert!(!w.events.settle("p", now + Span::minutes(1), &ahead).await.unwrap());
+    assert_eq!(w.delivery("p").await.delivered_through, state.delivered_through);
+    assert!(w.events.renew("p", held, held + Span::minutes(1)).await.unwrap());
+    assert!(w.events.settle("p", held + Span::minutes(1), &ahead).await.unwrap());
     assert_eq!(w.delivery("p").await.delivered_through, 9);
     assert_eq!(w.events.due(now, 10).await.unwrap(), vec!["p".to_owned()]);
+    // A replay ends any lease: a relay delivering meanwhile writes nothing over it.
+    let (_, during) = w.events.lease("p", now, held).await.unwrap().unwrap();
+    assert!(w.events.rewind("p", 2, now).await.unwrap());
+    assert!(!w.events.settle("p", held, &during).await.unwrap());
+    assert_eq!(w.delivery("p").await.delivered_through, 2);
     assert!(w.events.lease("nobody", now, later).await.unwrap().is_none());
 }
 

@@ -37,7 +37,9 @@ async fn a_new_registration_answers_its_secret_once_and_a_replacement_keeps_secr
     // The relay moved the position to 7 meanwhile.
     let mut moved = view.delivery.clone();
     moved.delivered_through = 7;
-    w.events.settle("p", &moved).await.unwrap();
+    let held = t0() + Span::minutes(1);
+    w.events.lease("p", t0(), held).await.unwrap().unwrap();
+    assert!(w.events.settle("p", held, &moved).await.unwrap());
     w.clock.advance(Span::minutes(5));
     let replacement = RegisterWebhook {
         url: "https://p.example/other".into(),
