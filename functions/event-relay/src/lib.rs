@@ -9,7 +9,7 @@ use fcfs_shared::adapters::events::relay_from;
 use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::config::{Settings, StartupError};
 use fcfs_shared::events::ports::{EventLog, Webhooks};
-use fcfs_shared::events::service::{EventRelay, RelaySummary};
+use fcfs_shared::events::relay::{EventRelay, RelaySummary};
 
 pub struct EventRelayFunction<W, L> {
     relay: EventRelay<W, L>,

@@ -17,7 +17,8 @@ use crate::config::{Settings, StartupError};
 use crate::events::address::{UrlPolicy, UrlRefusal};
 use crate::events::domain::{Event, RetryPolicy, UrlProblem};
 use crate::events::ports::{EventBus, SecretBox, UrlVetting};
-use crate::events::service::{EventRelay, RelaySettings, WebhookService};
+use crate::events::relay::{EventRelay, RelaySettings};
+use crate::events::service::WebhookService;
 use crate::kernel::Unavailable;
 
 /// How long reading the sealing key may take.

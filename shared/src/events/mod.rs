@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod domain;
 pub mod error;
 pub mod ports;
+pub mod relay;
 pub mod service;
 pub mod signature;
 #[cfg(test)]

@@ -13,7 +13,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
 use super::domain::{EventType, NewEvent};
-use super::service::{EventRelay, RegisterWebhook, RelaySettings, WebhookService};
+use super::relay::{EventRelay, RelaySettings};
+use super::service::{RegisterWebhook, WebhookService};
 use crate::kernel::Clock;
 use crate::testkit::{ManualClock, MemoryEvents, PlainSecrets, RecordingBus, RecordingTransport, ScriptedVetting};
 
@@ -110,7 +111,7 @@ impl World {
     }
 
     /// One round of the relay, waiting for the deliveries it starts.
-    pub async fn round(&self) -> super::service::RelaySummary {
+    pub async fn round(&self) -> super::relay::RelaySummary {
         self.relay.run(Duration::ZERO).await
     }
 

@@ -11,7 +11,7 @@ use super::{POST_TIMEOUT, World, event, url};
 use crate::events::catalog;
 use crate::events::domain::{EventType, MAX_EVENTS_PER_DELIVERY};
 use crate::events::ports::{EventLog, Webhooks};
-use crate::events::service::EVENTBRIDGE_CURSOR;
+use crate::events::relay::EVENTBRIDGE_CURSOR;
 use crate::events::signature::{self, SignatureError};
 use crate::testkit::{Answer, Post};
 
