@@ -464,6 +464,12 @@ const ORDER: [Check; 7] = [
     Check::Stock,
 ];
 
+fn not_open(rules: &IssueRules) -> IssueDecision {
+    IssueDecision::NotOpen {
+        opens_at: rules.issue_starts_at,
+    }
+}
+
 /// `decide` with its checks in `order`, `loose` compared one step too leniently.
 fn mutant(order: &[Check], loose: Option<Check>, case: &Case) -> IssueDecision {
     let rules = case.rules.as_ref().expect("a primed case");
@@ -476,8 +482,8 @@ fn mutant(order: &[Check], loose: Option<Check>, case: &Case) -> IssueDecision {
             ),
             Check::Owner => (rules.partner_id != case.partner, IssueDecision::NotOwner),
             Check::Kind => (rules.kind == CampaignKind::Reward, IssueDecision::NotOnSale),
-            Check::NotOpen if lenient(check) => (case.now <= rules.issue_starts_at, IssueDecision::NotOpen),
-            Check::NotOpen => (case.now < rules.issue_starts_at, IssueDecision::NotOpen),
+            Check::NotOpen if lenient(check) => (case.now <= rules.issue_starts_at, not_open(rules)),
+            Check::NotOpen => (case.now < rules.issue_starts_at, not_open(rules)),
             Check::Ended if lenient(check) => (case.now > rules.issue_ends_at, IssueDecision::Ended),
             Check::Ended => (case.now >= rules.issue_ends_at, IssueDecision::Ended),
             Check::Duplicate => (case.holds, IssueDecision::AlreadyIssued(caller_place())),

@@ -6,11 +6,11 @@ use fcfs_shared::adapters::mysql::{self, MySqlStore};
 use fcfs_shared::adapters::redis::RedisIssueLedger;
 use fcfs_shared::adapters::sqs::DEFAULT_SEND_TIMEOUT;
 use fcfs_shared::adapters::sqs::SqsReservationQueue;
-use fcfs_shared::config::{Settings, StartupError};
+use fcfs_shared::config::{ConfigError, Settings, StartupError};
 use fcfs_shared::http::{self as api, ApiError};
 use fcfs_shared::issuance::domain::{CampaignId, IssueStatus};
 use fcfs_shared::issuance::ports::{CampaignCatalog, IssueLedger, ReservationQueue};
-use fcfs_shared::issuance::{HEAL_GRACE, Issuance};
+use fcfs_shared::issuance::{HEAL_GRACE, Issuance, MAX_REJECTION_MEMORY};
 use fcfs_shared::kernel::UserId;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -55,7 +55,7 @@ impl IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue> {
         let ledger = RedisIssueLedger::from_settings(settings)?;
         let send_timeout = settings.or("SQS_SEND_TIMEOUT_MS", DEFAULT_SEND_TIMEOUT.as_millis() as u64)?;
         let mut queue = SqsReservationQueue::with_timeout(
-            aws_sdk_sqs::Client::new(sdk),
+            fcfs_shared::adapters::sqs::client(sdk),
             settings.required("ISSUE_QUEUE_URL")?,
             std::time::Duration::from_millis(send_timeout),
         );
@@ -64,10 +64,28 @@ impl IssueApi<MySqlStore, RedisIssueLedger, SqsReservationQueue> {
             queue = queue.with_dead_letter_queue(dlq);
         }
         let grace = settings.or("ISSUE_HEAL_GRACE_MS", HEAL_GRACE.as_millis() as u64)?;
+        let memory = rejection_memory(settings)?;
         Ok(Self {
-            issuance: Issuance::new(store, ledger, queue).with_heal_grace(std::time::Duration::from_millis(grace)),
+            issuance: Issuance::new(store, ledger, queue)
+                .with_heal_grace(std::time::Duration::from_millis(grace))
+                .with_rejection_memory(memory),
         })
     }
+}
+
+/// `ISSUE_REJECTION_MEMORY_MS`: how long this instance repeats Redis's "sold out", "not open" or
+/// "ended" for a campaign without asking Redis again (0 never; at most 1,000, the default).
+fn rejection_memory(settings: &Settings) -> Result<std::time::Duration, StartupError> {
+    let most = MAX_REJECTION_MEMORY.as_millis() as u64;
+    let millis = settings.or("ISSUE_REJECTION_MEMORY_MS", most)?;
+    if millis > most {
+        return Err(ConfigError::Invalid {
+            name: "ISSUE_REJECTION_MEMORY_MS",
+            reason: format!("{millis} ms is above the {most} ms a refusal may be repeated"),
+        }
+        .into());
+    }
+    Ok(std::time::Duration::from_millis(millis))
 }
 
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> IssueApi<C, L, Q> {

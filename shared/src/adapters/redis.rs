@@ -42,7 +42,8 @@ use crate::kernel::{Unavailable, UserId};
 /// always have their holders (`heal` rebuilds them from MySQL). The place is recorded as pending in the same
 /// step, so no crash can leave a place held without a trace. Mirrors `domain::decide`.
 /// A user who holds a place gets back what holds it (`Place::encode`: request id and rank), so a
-/// repeated request is answered as the first was. Every other answer is a number.
+/// repeated request is answered as the first was. "Not open" comes with when it opens; every
+/// other answer is a number.
 /// KEYS: rules, users, count, pending. ARGV: user, now (epoch ms), request id, partner.
 const RESERVE: &str = r"
 local rules = redis.call('HMGET', KEYS[1], 'quantity', 'startsAt', 'endsAt', 'partner', 'expiresAt', 'kind', 'paused')
@@ -50,7 +51,7 @@ if not rules[1] or not rules[4] then return -4 end
 if rules[4] ~= ARGV[4] then return -5 end
 if rules[6] == 'REWARD' then return -6 end
 local now = tonumber(ARGV[2])
-if now < tonumber(rules[2]) then return -3 end
+if now < tonumber(rules[2]) then return {-3, tonumber(rules[2])} end
 if now >= tonumber(rules[3]) then return -2 end
 local count = redis.call('GET', KEYS[3])
 if not count then return -4 end
@@ -600,6 +601,17 @@ impl RedisIssueLedger {
     }
 }
 
+/// The issue script's "not open" answer: `{-3, startsAt}` (epoch ms).
+fn not_open_until(answer: &[redis::Value]) -> Result<IssueDecision, Unavailable> {
+    let opens_at = match answer {
+        [redis::Value::Int(-3), redis::Value::Int(starts)] => Utc.timestamp_millis_opt(*starts).single(),
+        _ => None,
+    };
+    opens_at
+        .map(|opens_at| IssueDecision::NotOpen { opens_at })
+        .ok_or_else(|| Unavailable::new("redis", format!("issue script answered {answer:?}")))
+}
+
 fn rules_from(id: CampaignId, fields: &HashMap<String, String>) -> Option<IssueRules> {
     let millis =
         |name: &str| -> Option<DateTime<Utc>> { Utc.timestamp_millis_opt(fields.get(name)?.parse().ok()?).single() };
@@ -680,6 +692,7 @@ impl IssueLedger for RedisIssueLedger {
         let answer: redis::Value = self.invoke(&invocation).await?;
         let answer = match answer {
             redis::Value::Int(n) => n,
+            redis::Value::Array(not_open) => return not_open_until(&not_open),
             held => {
                 let held: String = redis::FromRedisValue::from_redis_value(held)
                     .map_err(|e| Unavailable::new("redis", format!("issue script answered {e}")))?;
@@ -691,7 +704,6 @@ impl IssueLedger for RedisIssueLedger {
             -6 => IssueDecision::NotOnSale,
             -5 => IssueDecision::NotOwner,
             -4 => IssueDecision::Unprimed,
-            -3 => IssueDecision::NotOpen,
             -2 => IssueDecision::Ended,
             0 => IssueDecision::SoldOut,
             rank => IssueDecision::Reserved {

@@ -60,7 +60,7 @@ error_codes! {
     AlreadyIssued = "ALREADY_ISSUED", CONFLICT, Retry::No,
         "The user already holds a place in this campaign. The answer repeats the first request's `requestId` and `rank` and the coupon's `status` (with `couponId` once issued), so retrying an issue call whose answer was lost is safe.";
     SoldOut = "SOLD_OUT", GONE, Retry::No,
-        "Every place of the campaign is taken.";
+        "Every place of the campaign is taken. An instance repeats this answer from memory for up to 1 s: a user who already holds a place and retries within it may get 410 rather than 409 `ALREADY_ISSUED`; the status route always tells where the user stands.";
     NotOpen = "NOT_OPEN", UNPROCESSABLE_ENTITY, Retry::Once("`issueStartsAt` has passed"),
         "The campaign's issuance has not started.";
     Ended = "ENDED", UNPROCESSABLE_ENTITY, Retry::No,

@@ -278,7 +278,7 @@ mod tests {
             .reserve(id, "p1", &user, uuid::Uuid::nil(), Utc::now())
             .await
             .unwrap();
-        assert_eq!(decision, IssueDecision::NotOpen);
+        assert!(matches!(decision, IssueDecision::NotOpen { .. }));
     }
 
     #[tokio::test]

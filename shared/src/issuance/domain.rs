@@ -203,7 +203,11 @@ pub enum IssueDecision {
     /// The partner paused the campaign: no new places (a holder still gets its answer).
     Paused,
     SoldOut,
-    NotOpen,
+    /// Issuance starts at `opens_at`: until then the answer cannot change, so an instance may
+    /// repeat it from memory.
+    NotOpen {
+        opens_at: DateTime<Utc>,
+    },
     Ended,
     /// The campaign belongs to another partner.
     NotOwner,
@@ -273,7 +277,9 @@ pub fn decide(
     } else if rules.kind == CampaignKind::Reward {
         IssueDecision::NotOnSale
     } else if now < rules.issue_starts_at {
-        IssueDecision::NotOpen
+        IssueDecision::NotOpen {
+            opens_at: rules.issue_starts_at,
+        }
     } else if now >= rules.issue_ends_at {
         IssueDecision::Ended
     } else if let Some(place) = held {
@@ -603,7 +609,9 @@ mod tests {
         assert_eq!(decide(&r, "other", now, None, 0), IssueDecision::NotOwner);
         assert_eq!(
             decide(&r, "p", r.issue_starts_at - Duration::seconds(1), None, 0),
-            IssueDecision::NotOpen
+            IssueDecision::NotOpen {
+                opens_at: r.issue_starts_at
+            }
         );
         assert_eq!(decide(&r, "p", r.issue_ends_at, None, 0), IssueDecision::Ended);
         assert_eq!(decide(&r, "p", now, Some(held), 2), IssueDecision::AlreadyIssued(held));

@@ -77,10 +77,14 @@ pub struct Issuance<C, L, Q> {
     owners: moka::future::Cache<CampaignId, Owner>,
     /// How long after a loss is first seen before it is rebuilt (`heal`).
     heal_grace: Duration,
+    /// Redis's last "sold out", "not open" or "ended", repeated for a bounded time.
+    rejections: memory::RejectionMemory,
 }
 
 mod heal;
+mod memory;
 pub use heal::HEAL_GRACE;
+pub use memory::MAX_REJECTION_MEMORY;
 
 impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> {
     pub fn new(catalog: C, ledger: L, queue: Q) -> Self {
@@ -94,7 +98,15 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
                 .expire_after(OwnerExpiry)
                 .build(),
             heal_grace: HEAL_GRACE,
+            rejections: memory::RejectionMemory::new(MAX_REJECTION_MEMORY),
         }
+    }
+
+    /// How long an instance repeats Redis's "sold out", "not open" or "ended" for a campaign
+    /// without asking it (default and at most `MAX_REJECTION_MEMORY`; zero never repeats).
+    pub fn with_rejection_memory(mut self, bound: Duration) -> Self {
+        self.rejections = memory::RejectionMemory::new(bound);
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -182,6 +194,9 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
         user: &UserId,
     ) -> Result<Accepted, IssuanceError> {
         let now = self.clock.now();
+        if let Some(refused) = self.rejections.recall(partner, campaign, now).await {
+            return Err(refused);
+        }
         let request_id = uuid::Uuid::now_v7();
         let mut asked_again = false;
         let decision = loop {
@@ -210,6 +225,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             }
             asked_again = true;
         };
+        self.rejections.note(partner, campaign, decision, now).await;
         let rank = match decision {
             IssueDecision::Reserved { rank } => rank,
             IssueDecision::AlreadyIssued(place) => {
@@ -218,7 +234,7 @@ impl<C: CampaignCatalog, L: IssueLedger, Q: ReservationQueue> Issuance<C, L, Q> 
             }
             IssueDecision::SoldOut => return Err(IssuanceError::SoldOut),
             IssueDecision::Paused => return Err(IssuanceError::Paused),
-            IssueDecision::NotOpen => return Err(IssuanceError::NotOpen),
+            IssueDecision::NotOpen { .. } => return Err(IssuanceError::NotOpen),
             IssueDecision::Ended => return Err(IssuanceError::Ended),
             IssueDecision::NotOwner => return Err(IssuanceError::CampaignNotFound),
             IssueDecision::NotOnSale => return Err(IssuanceError::NotOnSale),

@@ -13,6 +13,6 @@ pub mod writer;
 
 pub use campaigns::{CampaignSummary, Campaigns};
 pub use error::IssuanceError;
-pub use issue::{Accepted, HEAL_GRACE, Issuance, IssueState};
+pub use issue::{Accepted, HEAL_GRACE, Issuance, IssueState, MAX_REJECTION_MEMORY};
 pub use recovery::{Recovery, RecoverySummary};
 pub use writer::{BatchSummary, Message, ReservationWriter, Written};
