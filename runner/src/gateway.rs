@@ -213,12 +213,15 @@ impl Gateway {
         let event = self.proxy_event(&parts, route, params, body, context, request_id, peer);
         let http_request: lambda_http::Request = LambdaRequest::ApiGatewayV1(event).into();
         let function = route.function.clone();
+        let function_id = route.function_id.clone();
         let stats = self.stats.clone();
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         // Spawned, so the invocation completes even if the client goes away; a panicking function
         // is a crashed Lambda: API Gateway answers 502.
         let invocation = tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let response = function.invoke(http_request).await;
+            crate::metrics::function_invoked(&function_id, started.elapsed());
             if response.status().is_success() {
                 stats.successes.fetch_add(1, Ordering::Relaxed);
             }
@@ -272,7 +275,10 @@ impl Gateway {
             event.request_context.http_method = Some(parts.method.clone());
             event.request_context.apiid = Some(API_ID.to_owned());
             event.request_context.account_id = Some(ACCOUNT_ID.to_owned());
-            auth.function.invoke(event).await.map(Arc::new)
+            let started = std::time::Instant::now();
+            let outcome = auth.function.invoke(event).await.map(Arc::new);
+            crate::metrics::function_invoked(&auth.function_id, started.elapsed());
+            outcome
         };
         let outcome = match &auth.cache {
             Some(cache) => cache.try_get_with(identity, invoke).await.map_err(|e| (*e).clone()),

@@ -226,7 +226,7 @@ impl LocalApp {
             .map(|list| list.split(',').map(str::trim).collect())
             .unwrap_or_default();
         let queue_watch_every = seconds_setting(config, QUEUE_WATCH_ENV)?.unwrap_or(metrics::QUEUE_WATCH_EVERY);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let sqs = fcfs_shared::adapters::sqs::client(&sdk);
 
         // Queues are found by name where the SDK points (the emulator, or a deployed stack).
         let mut queue_urls = BTreeMap::new();

@@ -191,6 +191,14 @@ pub(crate) fn record_oldest_age(queue: &str, messages: &[Message]) {
     ::metrics::gauge!("fcfs_queue_oldest_message_age_seconds", "queue" => queue.to_owned()).set(age);
 }
 
+/// One invocation of `function` (its logical id) that ran for `elapsed`: Lambda's `Invocations`
+/// and `Duration`, what Lambda bills (the bench's bill reads them).
+pub(crate) fn function_invoked(function: &str, elapsed: Duration) {
+    ::metrics::counter!("fcfs_function_invocations_total", "function" => function.to_owned()).increment(1);
+    ::metrics::histogram!("fcfs_function_duration_seconds", "function" => function.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
 /// An invocation that failed (a handler error or a crash): Lambda's `Errors` of the function,
 /// labelled with its logical id (observability/alerts.yml, `FunctionErrors`).
 pub(crate) fn function_failed(function: &str) {

@@ -144,6 +144,7 @@ impl Poller {
     async fn process(&self, batch: Vec<Message>) {
         let started = Instant::now();
         let outcome = self.function.invoke(self.event(&batch)).await;
+        crate::metrics::function_invoked(&self.source.function, started.elapsed());
         let ids: HashSet<&str> = batch.iter().filter_map(|m| m.message_id.as_deref()).collect();
         let keep: Option<HashSet<String>> = match outcome {
             Err(error) => {

@@ -80,6 +80,7 @@ async fn attempt(schedule: &Schedule, event: Value) -> Result<Value, String> {
     };
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let ScheduleSource { function, name, .. } = &schedule.source;
+    crate::metrics::function_invoked(function, started.elapsed());
     match &outcome {
         Ok(result) => {
             tracing::info!(function, schedule = name, duration_ms, ok = true, %result, "scheduled invocation")

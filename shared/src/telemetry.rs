@@ -15,6 +15,10 @@ pub fn describe() {
         ("fcfs_http_requests_total", "API answers by route, method and status"),
         ("fcfs_issue_decisions_total", "issue requests by outcome"),
         (
+            "fcfs_issue_answers_from_memory_total",
+            "issue requests refused from an instance's memory of Redis's last refusal, without Redis",
+        ),
+        (
             "fcfs_compensations_total",
             "places given back after a failed request, by result",
         ),
@@ -39,6 +43,10 @@ pub fn describe() {
             "pending places recovery handled, by result",
         ),
         ("fcfs_alert_deliveries_total", "alerts posted to Discord, by result"),
+        (
+            "fcfs_sqs_requests_total",
+            "requests sent to SQS (each attempt), by operation",
+        ),
     ] {
         describe_counter!(name, Unit::Count, help);
     }

@@ -21,7 +21,7 @@ impl IssueRecovery<RedisIssueLedger, SqsReservationQueue> {
         let ledger = RedisIssueLedger::from_settings(settings)?;
         let send_timeout = settings.or("SQS_SEND_TIMEOUT_MS", DEFAULT_SEND_TIMEOUT.as_millis() as u64)?;
         let queue = SqsReservationQueue::with_timeout(
-            aws_sdk_sqs::Client::new(sdk),
+            fcfs_shared::adapters::sqs::client(sdk),
             settings.required("ISSUE_QUEUE_URL")?,
             Duration::from_millis(send_timeout),
         );

@@ -17,7 +17,7 @@ pub fn grading_service_from(
     settings: &crate::config::Settings,
     sdk: &aws_config::SdkConfig,
 ) -> Result<crate::grading::GradingService<mysql::MySqlStore, sqs::SqsPartitionQueue>, crate::config::StartupError> {
-    let queue = sqs::SqsPartitionQueue::new(aws_sdk_sqs::Client::new(sdk), settings.required("GRADING_QUEUE_URL")?);
+    let queue = sqs::SqsPartitionQueue::new(sqs::client(sdk), settings.required("GRADING_QUEUE_URL")?);
     let store = mysql::store_from(settings, sdk)?;
     Ok(crate::grading::GradingService::new(store.clone(), queue)
         .with_partitions(settings.or("GRADING_PARTITIONS", crate::grading::domain::DEFAULT_PARTITIONS)?)

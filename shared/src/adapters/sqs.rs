@@ -28,6 +28,41 @@ use crate::issuance::domain::Reservation;
 use crate::issuance::ports::{ReservationQueue, SendError};
 use crate::kernel::Unavailable;
 
+/// An SQS client that counts every request it sends, each attempt as SQS bills it, in
+/// `fcfs_sqs_requests_total{operation}` (the bench's bill reads it; on Lambda it goes out as EMF).
+pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::from(sdk)
+        .interceptor(CountRequests)
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+#[derive(Debug)]
+struct CountRequests;
+
+impl aws_sdk_sqs::config::Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_sqs::config::RuntimeComponents,
+        _: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
+        // SQS's JSON protocol names the operation in this header (`AmazonSQS.SendMessage`).
+        let operation = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|target| target.strip_prefix("AmazonSQS."))
+            .unwrap_or("Other");
+        metrics::counter!("fcfs_sqs_requests_total", "operation" => operation.to_owned()).increment(1);
+        Ok(())
+    }
+}
+
 /// Deadline of one send (`SQS_SEND_TIMEOUT_MS`, default 2000): connecting, sending, answering.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_millis(2000);
 
