@@ -2,6 +2,7 @@
 //! correctness checked after each load (a fast wrong result is reported as a failure). Writes
 //! `docs/benchmarks.md` and the latency plot `docs/benchmarks-latency.png`.
 
+mod bill;
 mod checkout;
 mod coupons;
 mod events;
@@ -88,6 +89,8 @@ async fn main() -> Result<()> {
 
     let runner = start_runner(|_| {}).await?;
     let key = services.new_key("bench-partner").await?;
+    // What each AWS service is asked for, per scenario (the bill).
+    let mut usages = Vec::new();
 
     if want("mix") {
         progress("yardstick: the runner answering a trivial route (API Gateway's 403 for an unknown path)");
@@ -131,7 +134,20 @@ async fn main() -> Result<()> {
         ));
         let mut mix = Vec::new();
         for run in 0..args.runs {
-            mix.push(flash_mix(&services, &runner, &key, args.connections, run).await?);
+            let before = bill::Snapshot::take(&services, &runner.base_url).await?;
+            let m = flash_mix(&services, &runner, &key, args.connections, run).await?;
+            if run == 0 {
+                let after = bill::Snapshot::take(&services, &runner.base_url).await?;
+                let label = "flash-sale mix (10,000 coupons)";
+                usages.push(bill::Usage::between(
+                    label,
+                    &before,
+                    &after,
+                    m.wrk.requests,
+                    m.wrk.counts.s2xx,
+                )?);
+            }
+            mix.push(m);
         }
         let mut other_connections = Vec::new();
         let extra_connections: &[u32] = if args.rows_out.is_some() { &[] } else { &[64, 256] };
@@ -143,18 +159,28 @@ async fn main() -> Result<()> {
         let mut sold_out = Vec::new();
         let sold_out_runs = if args.rows_out.is_some() { 0 } else { args.runs };
         for run in 0..sold_out_runs {
-            sold_out.push(
-                flash_mix_of(
-                    &services,
-                    &runner,
-                    &key,
-                    args.connections,
-                    20 + run,
-                    1,
-                    MIX_REQUESTS / 2,
-                )
-                .await?,
-            );
+            let before = bill::Snapshot::take(&services, &runner.base_url).await?;
+            let m = flash_mix_of(
+                &services,
+                &runner,
+                &key,
+                args.connections,
+                20 + run,
+                1,
+                MIX_REQUESTS / 2,
+            )
+            .await?;
+            if run == 0 {
+                let after = bill::Snapshot::take(&services, &runner.base_url).await?;
+                usages.push(bill::Usage::between(
+                    "sold out",
+                    &before,
+                    &after,
+                    m.wrk.requests,
+                    m.wrk.counts.s2xx,
+                )?);
+            }
+            sold_out.push(m);
         }
         report.flash_mix(&trivial, &evalsha, &mix, &other_connections, &sold_out);
     }
@@ -172,7 +198,20 @@ async fn main() -> Result<()> {
         ));
         let mut accepted = Vec::new();
         for run in 0..args.runs {
-            accepted.push(accepted_path(&services, &runner, &key, run).await?);
+            let before = bill::Snapshot::take(&services, &runner.base_url).await?;
+            let a = accepted_path(&services, &runner, &key, run).await?;
+            if run == 0 {
+                let after = bill::Snapshot::take(&services, &runner.base_url).await?;
+                let (requests, accepted) = (a.wrk.requests, a.wrk.counts.s2xx);
+                usages.push(bill::Usage::between(
+                    "accepted (every request a new user)",
+                    &before,
+                    &after,
+                    requests,
+                    accepted,
+                )?);
+            }
+            accepted.push(a);
         }
         report.accepted(&sends, &accepted);
     }
@@ -245,6 +284,9 @@ async fn main() -> Result<()> {
         report.events(&runs);
     }
     runner.stop().await?;
+    if !usages.is_empty() && args.rows_out.is_none() {
+        report.bill(&usages, &bill::Prices::load()?);
+    }
 
     if want("drain") {
         let mut drains = Vec::new();

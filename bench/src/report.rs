@@ -107,7 +107,7 @@ impl Report {
             .filter_map(|m| m.verdict.as_ref().err())
             .collect();
         self.failures += wrong.len();
-        let met = wrong.is_empty() && rate >= 30_000.0 && p99 <= 10.0 && rate >= 0.25 * trivial_rate;
+        let met = wrong.is_empty() && p99 <= 10.0 && rate >= 0.7 * trivial_rate;
         self.rows.push(Row {
             what: format!(
                 "issue API, flash-sale mix ({} connections; SQS: {})",
@@ -120,7 +120,7 @@ impl Report {
                 100.0 * rate / trivial_rate,
                 100.0 * rate / evalsha_rate
             ),
-            target: "≥ 30,000 req/s, p99 ≤ 10 ms, ≥ 25% of trivial".into(),
+            target: "≥ 70% of trivial, p99 ≤ 10 ms".into(),
             verdict: if wrong.is_empty() {
                 verdict(met)
             } else {
@@ -139,8 +139,8 @@ impl Report {
                 figure: format!("{rejected:.0} req/s, p99 {rejected_p99:.2} ms"),
                 yardstick: format!("trivial route {trivial_rate:.0} req/s"),
                 ratio: format!("{:.0}% of trivial", 100.0 * rejected / trivial_rate),
-                target: "report (the mix without the emulator's SQS)".into(),
-                verdict: "—".into(),
+                target: "≥ 80% of trivial".into(),
+                verdict: verdict(rejected >= 0.8 * trivial_rate),
             });
         }
         let d = &mut self.details;
@@ -533,6 +533,22 @@ A webhook for the bench partner's `coupon.issued` at a receiver on 127.0.0.1, th
     }
 
     /// The rows so far, for a parent bench to show beside its own (`--rows-out`).
+    /// What each AWS service was asked for, and its price (`bill::section`).
+    pub fn bill(&mut self, usages: &[crate::bill::Usage], prices: &crate::bill::Prices) {
+        let (section, sale) = crate::bill::section(usages, prices);
+        if let Some(total) = sale {
+            self.rows.push(Row {
+                what: "the bill: a 100,000-coupon sale with 1,000,000 requests (us-east-1, per-request prices)".into(),
+                figure: format!("${total:.2}"),
+                yardstick: "API Gateway REST alone: $3.50".into(),
+                ratio: format!("{:.0}% is API Gateway", 100.0 * 3.5 / total),
+                target: "report".into(),
+                verdict: "—".into(),
+            });
+        }
+        self.details.push_str(&section);
+    }
+
     pub fn rows_json(&self) -> Result<String> {
         Ok(serde_json::to_string(&self.rows)?)
     }

@@ -53,6 +53,7 @@ pub(crate) struct Globals {
 pub(crate) struct FunctionGlobals {
     #[serde(default)]
     pub environment: Environment,
+    pub memory_size: Option<u32>,
 }
 
 #[derive(Default, Deserialize)]
@@ -247,6 +248,7 @@ pub(crate) struct Function {
     pub events: Vec<(String, Event)>,
     pub reserved_concurrency: Option<Expr>,
     pub event_invoke_config: Option<EventInvokeConfig>,
+    pub memory_size: Option<u32>,
 }
 
 /// How Lambda treats the function's asynchronous invocations (schedules, SNS).
@@ -280,6 +282,7 @@ struct FunctionProperties {
     events: Ordered<RawEvent>,
     reserved_concurrent_executions: Option<Expr>,
     event_invoke_config: Option<EventInvokeConfig>,
+    memory_size: Option<u32>,
 }
 
 #[derive(Default, Deserialize)]
@@ -417,6 +420,7 @@ impl Function {
             events,
             reserved_concurrency: properties.reserved_concurrent_executions,
             event_invoke_config: properties.event_invoke_config,
+            memory_size: properties.memory_size,
         })
     }
 }

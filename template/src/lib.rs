@@ -125,6 +125,9 @@ pub struct FunctionSpec {
     pub reserved_concurrency: Option<u32>,
     /// What becomes of an asynchronous invocation (a schedule's) that fails.
     pub on_async_failure: AsyncFailure,
+    /// `MemorySize` (its own, else `Globals`, else Lambda's default 128): what a GB-second is
+    /// billed on.
+    pub memory_mb: u32,
 }
 
 /// `EventInvokeConfig`: how many times Lambda retries a failed asynchronous invocation (2 unless
@@ -247,11 +250,16 @@ pub fn parse_param(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
 }
 
+/// Lambda's `MemorySize` when a template sets none.
+const LAMBDA_DEFAULT_MEMORY_MB: u32 = 128;
+
 pub struct Template {
     /// In document order.
     resources: Vec<Resource>,
     /// `Globals.Function.Environment.Variables`: every function's, before its own.
     global_variables: Vec<(String, Expr)>,
+    /// `Globals.Function.MemorySize`.
+    global_memory_mb: Option<u32>,
     /// Every parameter with a value: its default or an override.
     parameters: BTreeMap<String, String>,
     /// Every parameter the template declares, with a value or not.
@@ -301,6 +309,7 @@ impl Template {
         Ok(Self {
             resources,
             global_variables: document.globals.function.environment.variables.0,
+            global_memory_mb: document.globals.function.memory_size,
             parameters,
             declared,
             placement,
@@ -787,6 +796,10 @@ impl Template {
             functions.push(FunctionSpec {
                 reserved_concurrency,
                 on_async_failure,
+                memory_mb: function
+                    .memory_size
+                    .or(self.global_memory_mb)
+                    .unwrap_or(LAMBDA_DEFAULT_MEMORY_MB),
                 logical_id: id.clone(),
                 binary,
                 environment,
@@ -978,6 +991,10 @@ mod tests {
             }
         );
         assert_eq!(find("IssueApiFunction").reserved_concurrency, Some(400));
+        // MemorySize: the function's own, else the Globals'.
+        assert_eq!(find("AuthorizerFunction").memory_mb, 128);
+        assert_eq!(find("IssueWriterFunction").memory_mb, 512);
+        assert_eq!(find("IssueApiFunction").memory_mb, 256);
         assert_eq!(
             find("AuthorizerFunction").on_async_failure,
             AsyncFailure {
