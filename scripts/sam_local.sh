@@ -25,11 +25,21 @@ PODMAN_SOCK="$RUN_DIR/podman.sock"
 export CONTAINERS_CONF="$SAM_DIR/containers.conf"
 export DOCKER_HOST="unix://$PODMAN_SOCK"
 export SAM_CLI_TELEMETRY=0
-# The tag SAM builds its emulation image FROM for `Runtime: provided.al2023` on x86_64, and the
-# image SAM derives from it (the Runtime Interface Emulator added). With --skip-pull-image SAM
-# uses whatever carries these tags.
-BASE_IMAGE=public.ecr.aws/lambda/provided:al2023-x86_64
-RAPID_IMAGE=public.ecr.aws/lambda/provided:al2023-rapid-x86_64
+# The functions' binaries here are this machine's debug builds, so SAM must run them as this
+# machine's architecture, whatever the template's Architecture parameter deploys (arm64 by
+# default): every `sam local` here gets it in --parameter-overrides. SAM picks its base image, the
+# emulator it adds and the container's platform by it; podman cannot run another one here.
+case "$(uname -m)" in
+  x86_64) LAMBDA_ARCH=x86_64 ;;
+  aarch64 | arm64) LAMBDA_ARCH=arm64 ;;
+  *) die "no Lambda architecture for this machine's $(uname -m)" ;;
+esac
+SAM_PARAMETERS=("Stage=$STAGE" "Architecture=$LAMBDA_ARCH")
+# The tag SAM builds its emulation image FROM for `Runtime: provided.al2023` on that architecture,
+# and the image SAM derives from it (the Runtime Interface Emulator added). With --skip-pull-image
+# SAM uses whatever carries these tags.
+BASE_IMAGE=public.ecr.aws/lambda/provided:al2023-$LAMBDA_ARCH
+RAPID_IMAGE=public.ecr.aws/lambda/provided:al2023-rapid-$LAMBDA_ARCH
 # The base image's recipe: a Debian 12 root filesystem of the Essential packages (glibc, a shell,
 # coreutils' mv and chmod, /tmp 1777) plus CA certificates, made by mmdebstrap from Debian's own
 # packages, without documentation. Its hash names the cached tarball and labels the image, so
@@ -284,7 +294,7 @@ cmd_prepare() {
   bridge_up
   build_dir
   # The functions' --env-vars, from the stack's environment (once the stack has written it).
-  local args=(-t "$SAM_BUILD_DIR/template.yaml" --skip-pull-image --parameter-overrides "Stage=$STAGE")
+  local args=(-t "$SAM_BUILD_DIR/template.yaml" --skip-pull-image --parameter-overrides "${SAM_PARAMETERS[@]}")
   if [[ -f "$ENV_FILE" ]]; then
     sam_args
     args=("${SAM_ARGS[@]}")
@@ -305,7 +315,7 @@ cmd_prepare() {
 # made from env-vars.json) replaces the stack's.
 sam_args() {
   write_env_vars
-  SAM_ARGS=(-t "$SAM_BUILD_DIR/template.yaml" --skip-pull-image --parameter-overrides "Stage=$STAGE")
+  SAM_ARGS=(-t "$SAM_BUILD_DIR/template.yaml" --skip-pull-image --parameter-overrides "${SAM_PARAMETERS[@]}")
   local arg
   for arg in "$@"; do [[ $arg == --env-vars || $arg == -n ]] && return; done
   SAM_ARGS+=(--env-vars "$SAM_ENV_VARS")

@@ -617,6 +617,48 @@ fn the_api_has_only_its_own_stage() {
     }
 }
 
+/// Every function runs on the `Architecture` parameter: arm64 (Graviton, the cheaper GB-second)
+/// unless a deploy gives x86_64, and no function pins one of its own. A function's own
+/// `Architectures` would replace the global one (SAM CLI 1.170's translator merges
+/// `Function.Architectures` by replacing; older ones appended, giving two), so none may have one;
+/// a plain `AWS::Lambda::Function`, which Globals do not reach, must name the parameter itself.
+#[test]
+fn every_function_runs_on_the_architecture_parameter() {
+    let raw = raw_template();
+    let parameter = &raw["Parameters"]["Architecture"];
+    assert_eq!(parameter["Type"].as_str(), Some("String"), "{parameter:?}");
+    assert_eq!(parameter["Default"].as_str(), Some("arm64"), "{parameter:?}");
+    let allowed: BTreeSet<String> = one_or_many(&parameter["AllowedValues"]).into_iter().collect();
+    assert_eq!(allowed, BTreeSet::from(["arm64".to_owned(), "x86_64".to_owned()]));
+    assert_eq!(
+        one_or_many(&raw["Globals"]["Function"]["Architectures"]),
+        ["!Ref Architecture"]
+    );
+    let mut problems = Vec::new();
+    let mut functions = 0;
+    for (id, resource) in raw["Resources"].as_mapping().expect("Resources") {
+        let id = id.as_str().unwrap_or_default();
+        let own = resource["Properties"].get("Architectures").map(one_or_many);
+        match resource["Type"].as_str() {
+            Some("AWS::Serverless::Function") => {
+                functions += 1;
+                if let Some(own) = own {
+                    problems.push(format!("{id}: Architectures {own:?} of its own"));
+                }
+            }
+            Some("AWS::Lambda::Function") => {
+                functions += 1;
+                if own.as_deref() != Some(&["!Ref Architecture".to_owned()][..]) {
+                    problems.push(format!("{id}: Architectures {own:?}, not the parameter"));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(functions >= 13, "{functions} functions");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
 /// An interface endpoint takes at most one subnet per AZ, where the functions' subnets may hold
 /// several: the endpoints have a parameter of their own, required by a rule when they are made.
 #[test]
