@@ -12,8 +12,8 @@ CloudFormation engine: the default one refuses the template's list parameters. F
 are a placeholder zip (no `sam build`: the check is about the stack's resources and wiring, not
 the binaries, which other tests run). The stack must reach CREATE_COMPLETE; then what it created
 is compared with what the runner and the functions expect (names, queues and redrive, the key
-table, the API's routes, authorizer and single stage, schedules, alarms, the secret), and the stack
-is deleted. What this engine does not apply (reserved concurrency, the API key source) is covered
+table, the API's routes, authorizer and single stage, schedules, alarms, the secret, every
+function on the default architecture), and the stack is deleted. What this engine does not apply (reserved concurrency, the API key source) is covered
 by tests/template_contract.rs instead. Every wait has a deadline; on failure the stack's events
 and LocalStack's log tail are printed.
 """
@@ -86,6 +86,8 @@ def start_localstack(python, work, stack_root):
             os.symlink(os.path.join(stack_root, "var", "lib", "localstack", "lib", shared), os.path.join(lib, shared))
     # Creating a function makes LocalStack fetch its Lambda runtime (the RIE) from GitHub first;
     # no function is ever invoked here, so a placeholder where the download would go stands in.
+    # LocalStack keys that folder by the machine it runs on (x86_64 here), not by the functions'
+    # Architectures, which the template makes arm64 by default.
     init = os.path.join(lib, "lambda-runtime", LAMBDA_RUNTIME, "x86_64", "var", "rapid", "init")
     os.makedirs(os.path.dirname(init), exist_ok=True)
     with open(init, "w") as f:
@@ -265,6 +267,12 @@ def check(template, physical, clients):
                 problems.append(f"{f}: {name}={value}, the deploy gave {clients['secret_arn']}")
 
     seen["functions"] = len(functions)
+    # No Architecture is given here: every function must be on the parameter's default (arm64).
+    architecture = template["Parameters"]["Architecture"]["Default"]
+    for logical, config in functions.items():
+        if config.get("Architectures") != [architecture]:
+            problems.append(f"{logical}: architectures {config.get('Architectures')}, the default is {architecture}")
+    seen["architecture"] = architecture
     api = next((a for a in apigw.get_rest_apis()["items"] if a["name"] == f"fcfs-{STAGE}-api"), None)
     if api is None:
         problems.append(f"no REST API fcfs-{STAGE}-api")
