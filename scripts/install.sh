@@ -107,4 +107,14 @@ if [[ ! -s "$cert" ]]; then
   rm -rf "$tmp"
 fi
 
+# The functions deploy on arm64 by default (template.yaml's Architecture): `sam build` and
+# `make test` cross-build them with cargo-lambda, which needs Rust's standard library for that
+# target (zig, from cargo-lambda's venv, does the linking).
+ARM64_TARGET=aarch64-unknown-linux-gnu
+if ! rustup target list --installed 2>/dev/null | grep -qx "$ARM64_TARGET"; then
+  command -v rustup >/dev/null || die "rustup is needed to add the Rust target $ARM64_TARGET (arm64 builds)"
+  log "adding the Rust target $ARM64_TARGET (rustup)"
+  rustup target add "$ARM64_TARGET"
+fi
+
 log "install: everything present"

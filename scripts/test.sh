@@ -49,6 +49,15 @@ source "$ENV_FILE"
 set +a
 log "cargo build --bins (the cold-start tests run the functions' real Lambda binaries)"
 cargo build -q --workspace --bins
+# The functions deploy on arm64 by default (template.yaml's Architecture), which `sam build`
+# cross-compiles with cargo-lambda (zig from its venv links against aarch64 glibc). One small
+# function cross-built here keeps that path working: a debug build took 5 minutes from cold on 2
+# cores, then only what changed. Its ELF header's e_machine (bytes 18-19, little-endian) must be
+# 0xB7, AArch64 (the tests below run this machine's own binaries).
+log "cargo lambda build --arm64 -p authorizer (the functions' default architecture)"
+PATH="$CARGO_LAMBDA_VENV/bin:$PATH" cargo lambda build -q --arm64 -p authorizer
+arm64_machine="$(od -An -tx1 -j18 -N2 "$CARGO_TARGET_DIR/lambda/authorizer/bootstrap" | tr -d ' \n')"
+[[ $arm64_machine == b700 ]] || die "the arm64 authorizer's ELF machine is $arm64_machine (bytes), not AArch64 (b7 00)"
 # tests/sam_local.rs runs those binaries in SAM CLI's container: podman, the Debian base image (made
 # once, then cached) and .local/sam-build with the binaries just built.
 log "sam local: podman, the Lambda base image, .local/sam-build (scripts/sam_local.sh prepare)"
