@@ -159,6 +159,11 @@ pub enum DeliveryFailure {
     Refused(String),
     #[error("could not connect: {0}")]
     Connect(String),
+    /// The partner's signing secret could not be opened (sealed under another key, a corrupt row,
+    /// the key unreadable): nothing can be signed, so the attempt fails and backs off like any
+    /// other, rather than holding a delivery slot every round.
+    #[error("the signing secret could not be opened: {0}")]
+    Unsigned(String),
 }
 
 /// Why a webhook URL cannot be registered.

@@ -425,7 +425,10 @@ impl<W: Webhooks, L: EventLog> PartnerDelivery<W, L> {
                     .sealed_secret(&registration.partner_id)
                     .await?
                     .ok_or_else(|| Unavailable::new("mysql", "the registration went away during its delivery"))?;
-                secret.insert(self.secrets.open(&sealed).await?)
+                match self.secrets.open(&sealed).await {
+                    Ok(opened) => secret.insert(opened),
+                    Err(e) => return Ok(Err(super::domain::DeliveryFailure::Unsigned(e.to_string()))),
+                }
             }
         };
         let body = delivery_body(events);

@@ -420,3 +420,37 @@ async fn an_idle_relay_with_a_registered_partner_sleeps_between_rounds() {
     let leases = w.events.lease_calls.load(Ordering::SeqCst);
     assert!(leases <= 5, "{leases} leases in {run:?} with nothing to deliver");
 }
+
+/// A secret sealed under another key (a lost or replaced key) is that partner's failure: it backs
+/// off and is retried like a failing endpoint, while every other partner is delivered.
+#[tokio::test]
+async fn a_secret_that_does_not_open_backs_its_partner_off_and_others_are_delivered() {
+    let w = World::new();
+    w.register("bad", &EventType::ALL).await;
+    w.register("good", &EventType::ALL).await;
+    w.events
+        .replace_secret("bad", b"sealed under another key", w.now())
+        .await
+        .unwrap();
+    w.append("bad", EventType::CouponUsed, 1);
+    w.append("good", EventType::CouponUsed, 2);
+    w.round().await;
+    assert_eq!(
+        w.transport.posts_to(&url("good")).len(),
+        1,
+        "the other partner is delivered"
+    );
+    assert!(w.transport.posts_to(&url("bad")).is_empty(), "nothing unsigned is sent");
+    let bad = w.delivery("bad").await;
+    assert_eq!((bad.delivered_through, bad.attempts), (0, 1));
+    assert!(bad.next_attempt_at > w.now(), "backed off: not due again at once");
+    assert!(
+        bad.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("signing secret could not be opened"),
+        "{:?}",
+        bad.last_error
+    );
+    assert_eq!(w.events.leased_until("bad"), None, "the failed attempt ends its lease");
+}
