@@ -360,6 +360,14 @@ cmd_services() {
   ln -sf "$CARGO_TARGET_DIR/$BUILD_PROFILE/fcfs-runner" "$STATE_DIR/bin/fcfs-runner"
   export DATABASE_URL; DATABASE_URL="$(database_url)"
   admin migrate
+  # The events' sealing key outlives LocalStack (which forgets its secrets on restart), as the
+  # sealed webhook secrets in MariaDB's data do: a new key would leave every one unopenable.
+  local events_key="$DATA_DIR/events-sealing-key"
+  if [[ ! -s $events_key ]]; then
+    mkdir -p "$DATA_DIR"
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$events_key")
+  fi
+  export FCFS_EVENTS_KEY_MATERIAL_FILE="$events_key"
   admin provision --template "$ROOT/template.yaml" --param "Stage=$STAGE" >"$RESOURCES_FILE.tmp"
   # The functions take database credentials only from a secret, as on AWS.
   admin database-secret --name "fcfs-$STAGE-database" >>"$RESOURCES_FILE.tmp"

@@ -50,8 +50,13 @@ pub async fn provision(
     Ok(env)
 }
 
+/// Where the local stack keeps the sealing key's material (`scripts/stack.sh`): beside MariaDB's
+/// data, which holds what it sealed, so an emulator that forgets its secrets gets the same key.
+const KEY_MATERIAL_FILE_ENV: &str = "FCFS_EVENTS_KEY_MATERIAL_FILE";
+
 /// A secret of random key material (as the template's `GenerateSecretString` makes), kept if it
-/// exists: a new value would leave every sealed signing secret unopenable.
+/// exists: a new value would leave every sealed signing secret unopenable. Created from
+/// `FCFS_EVENTS_KEY_MATERIAL_FILE` when that is set.
 async fn ensure_key_secret(client: &aws_sdk_secretsmanager::Client, name: &str) -> Result<()> {
     match client.describe_secret().secret_id(name).send().await {
         Ok(_) => Ok(()),
@@ -59,15 +64,25 @@ async fn ensure_key_secret(client: &aws_sdk_secretsmanager::Client, name: &str) 
             if e.as_service_error()
                 .is_some_and(|e| e.is_resource_not_found_exception()) =>
         {
-            let material = client
-                .get_random_password()
-                .password_length(64)
-                .exclude_punctuation(true)
-                .send()
-                .await
-                .context("cannot generate the key material")?
-                .random_password
-                .context("no random password")?;
+            let material = match std::env::var_os(KEY_MATERIAL_FILE_ENV) {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {KEY_MATERIAL_FILE_ENV} ({})", path.to_string_lossy()))?
+                    .trim()
+                    .to_owned(),
+                None => client
+                    .get_random_password()
+                    .password_length(64)
+                    .exclude_punctuation(true)
+                    .send()
+                    .await
+                    .context("cannot generate the key material")?
+                    .random_password
+                    .context("no random password")?,
+            };
+            anyhow::ensure!(
+                material.len() >= 32,
+                "the sealing key's material is shorter than 32 characters"
+            );
             client
                 .create_secret()
                 .name(name)
