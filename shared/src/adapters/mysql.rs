@@ -687,6 +687,9 @@ impl MySqlStore {
         }
 
         let mut rejected_users: Vec<(CampaignId, &Reservation, RejectionReason)> = Vec::new();
+        // Users whose coupon id the chunk did not read inside its transaction (duplicates,
+        // rejections): read after the commit, for Redis's status answers.
+        let mut unread: BTreeMap<CampaignId, Vec<&Reservation>> = BTreeMap::new();
         let mut events = Vec::new();
         let recorded_at = Utc::now();
         for (campaign_id, rows) in &by_campaign {
@@ -742,6 +745,17 @@ impl MySqlStore {
                 let ids = issued_ids(&mut tx, *campaign_id, &allotment.issue)
                     .await
                     .map_err(unavailable)?;
+                // What these users now have is known here: Redis is told after the commit.
+                let mut seen = HashSet::new();
+                for r in &allotment.issue {
+                    if let Some(&coupon_id) = ids.get(r.user_id.as_str())
+                        && seen.insert(r.user_id.as_str())
+                    {
+                        record
+                            .outcomes
+                            .push((*campaign_id, r.user_id.clone(), Outcome::Issued { coupon_id }));
+                    }
+                }
                 let expires_at = utc(campaign.expires_at);
                 // One event per coupon: a user who already held one keeps its first event.
                 events.extend(allotment.issue.iter().filter_map(|r| {
@@ -797,17 +811,33 @@ impl MySqlStore {
                 .map_err(unavailable)?;
             }
             record.inserted += inserted;
+            let known: HashSet<&str> = record
+                .outcomes
+                .iter()
+                .filter(|(c, _, _)| c == campaign_id)
+                .map(|(_, u, _)| u.as_str())
+                .collect();
+            let rest: Vec<&Reservation> = rows
+                .iter()
+                .copied()
+                .filter(|r| !known.contains(r.user_id.as_str()))
+                .collect();
+            if !rest.is_empty() {
+                unread.insert(*campaign_id, rest);
+            }
         }
         // The chunk's events commit with its coupons and rejections, or not at all.
         MySqlOutbox.append(&mut tx, &events).await?;
         tx.commit().await.map_err(unavailable)?;
         record.rejected.sort_unstable();
 
-        // What each user now has, read after the commit (outside the locks) for Redis's status
-        // answers. Committed is committed: if this read fails, status falls back to MySQL.
-        match self.coupon_ids(&by_campaign, &locked).await {
-            Ok(outcomes) => record.outcomes = outcomes,
-            Err(e) => tracing::warn!(error = %e, "chunk committed; its coupon ids could not be read back"),
+        // What the other users now have, read after the commit (outside the locks) for Redis's
+        // status answers. Committed is committed: if this read fails, status falls back to MySQL.
+        if !unread.is_empty() {
+            match self.coupon_ids(&unread, &locked).await {
+                Ok(outcomes) => record.outcomes.extend(outcomes),
+                Err(e) => tracing::warn!(error = %e, "chunk committed; some coupon ids could not be read back"),
+            }
         }
         let issued: HashSet<(CampaignId, &UserId)> = record.outcomes.iter().map(|(c, u, _)| (*c, u)).collect();
         let mut rejections = Vec::new();
