@@ -514,6 +514,7 @@ async fn a_schedule_fires_on_its_rate_until_the_runner_stops() {
                 retries: 2,
                 on_failure_queue: None,
                 starts_now: false,
+                concurrency: 1,
             },
             ScheduleSource {
                 function: "ScheduleProbeFunction".into(),
@@ -524,6 +525,7 @@ async fn a_schedule_fires_on_its_rate_until_the_runner_stops() {
                 retries: 2,
                 on_failure_queue: None,
                 starts_now: false,
+                concurrency: 1,
             },
         ]
     );

@@ -3,9 +3,11 @@
 //! functions `FCFS_SCHEDULE_START_NOW` names), with the
 //! "Scheduled Event" EventBridge sends.
 //!
-//! One invocation of a schedule runs at a time: a tick that finds the previous one still running
-//! is skipped and logged, not queued, so a slow function is never invoked back to back to catch up
-//! (on AWS the scheduled functions' reservation of 1 throttles it; both count as a throttle).
+//! A schedule's invocations overlap up to the function's reserved concurrency (one where it
+//! reserves none): a tick that finds that many still running is skipped and logged, not queued,
+//! so a slow function is never invoked back to back to catch up (on AWS the reservation throttles
+//! it; both count as a throttle). The event relay reserves 2: each run lasts its minute, and the
+//! next starts while the last finishes its deliveries, as on AWS.
 //!
 //! A schedule's invocation is asynchronous, as on AWS: a failed attempt (an error or a crash) is
 //! retried up to the function's `MaximumRetryAttempts` with the same event, and when every attempt
@@ -204,17 +206,19 @@ pub(crate) async fn run(schedule: Schedule, mut stop: watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + first, rate);
     // Ticks missed while the runtime was busy are dropped, not fired in a burst.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    let mut running: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             // A dropped sender is a stop too: nobody is left to ask for one.
             _ = stop.wait_for(|stopped| *stopped) => break,
         }
-        if let Some(done) = running.take_if(|task| task.is_finished()) {
-            finished(&schedule, done).await;
+        let (done, still): (Vec<_>, Vec<_>) = running.into_iter().partition(|task| task.is_finished());
+        running = still;
+        for task in done {
+            finished(&schedule, task).await;
         }
-        if running.is_some() {
+        if running.len() >= schedule.source.concurrency.max(1) as usize {
             crate::metrics::function_throttled(&schedule.source.function);
             tracing::warn!(
                 function = schedule.source.function,
@@ -225,9 +229,9 @@ pub(crate) async fn run(schedule: Schedule, mut stop: watch::Receiver<bool>) {
         }
         // The invocation runs on its own task so that ticks (and their skips) keep their cadence.
         let schedule = schedule.clone();
-        running = Some(tokio::spawn(async move { invoke_async(&schedule).await }));
+        running.push(tokio::spawn(async move { invoke_async(&schedule).await }));
     }
-    if let Some(task) = running {
+    for task in running {
         if schedule.source.starts_now {
             // A function that serves continuously (the relay: each run lasts its minute) is safe
             // to stop at any point, as a crash would; waiting would hold a stop for a minute.
@@ -313,6 +317,7 @@ mod tests {
                 retries: 2,
                 on_failure_queue: None,
                 starts_now: false,
+                concurrency: 1,
             },
             region: "eu-west-1".into(),
             account_id: "123456789012".into(),
@@ -345,6 +350,22 @@ mod tests {
         let task = tokio::spawn(run(schedule(probe.clone(), 10), stopped));
         tokio::time::sleep(secs(75.5)).await;
         assert_eq!(probe.started(), [10, 40, 70]);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_of_two_lets_the_next_run_start_while_the_last_finishes() {
+        // Each invocation lasts 25 s (as in the test above, where only 10, 40 and 70 run): 10 and
+        // 20 overlap, 30 finds both running and is skipped, 40 starts once 10 has ended (35), 50
+        // beside it once 20 has (45), and 60 is skipped.
+        let probe = Probe::taking(secs(25.0));
+        let mut two = schedule(probe.clone(), 10);
+        two.source.concurrency = 2;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(two, stopped));
+        tokio::time::sleep(secs(65.5)).await;
+        assert_eq!(probe.started(), [10, 20, 40, 50]);
         stop.send(true).unwrap();
         task.await.unwrap();
     }
