@@ -2,15 +2,18 @@
 //! what that costs at the published us-east-1 prices of `bench/aws-prices.json`.
 //!
 //! Counted around one run of a scenario, from the services themselves:
-//! - Redis: `INFO commandstats` (calls and CPU µs per command) and `INFO stats` (bytes in and out);
-//!   ECPUs as ElastiCache Serverless counts them: a simple command is 1 ECPU per KB moved, and a
-//!   command that takes more CPU takes proportionally more — measured here as its µs per call over
-//!   the cheapest command's in the same run;
+//! - Redis: `INFO commandstats` (calls per command; a script's own calls are counted too, though
+//!   ElastiCache bills the script as one request), `INFO stats` (bytes in and out) and `INFO cpu`
+//!   (the main thread's CPU). ECPUs as ElastiCache Serverless counts them: a simple command is 1
+//!   ECPU (per KB moved), and a request that takes more vCPU time takes proportionally more —
+//!   measured here as Redis's CPU over the CPU of one GET (with its network round, as a request
+//!   costs), timed with `redis-benchmark` in the same run ([`simple_command_cpu`]);
 //! - SQS: the runner's `fcfs_sqs_requests_total` (every attempt of every client: the issue API's
 //!   sends, the pollers that stand for Lambda's event source mappings, recovery);
 //! - Lambda: the runner's `fcfs_function_invocations_total` and `fcfs_function_duration_seconds`
 //!   (each invocation's wall time, what Lambda bills, at the function's `MemorySize`);
-//! - Aurora: MariaDB's `Handler_write/update/delete` (rows written, server-wide) and
+//! - Aurora: MariaDB's `Handler_write/update/delete` (rows written to tables, server-wide; its
+//!   temporary tables count apart, in `Handler_tmp_*`) and
 //!   `Innodb_os_log_written` (Aurora writes only its log; a write I/O is up to 4 KiB of it);
 //! - EventBridge: partner events recorded (each is one custom event on the bus);
 //! - CPU: the bench process's own (the runner: gateway and functions in-process).
@@ -30,11 +33,62 @@ pub struct Snapshot {
     innodb: BTreeMap<String, u64>,
     last_event: u64,
     cpu_seconds: f64,
+    redis_cpu: f64,
+}
+
+/// Seconds of CPU Redis's main thread has used (what a request costs it, commands and I/O alike).
+async fn redis_cpu(redis: &mut redis::aio::MultiplexedConnection) -> Result<f64> {
+    let cpu: String = redis::cmd("INFO").arg("cpu").query_async(redis).await?;
+    let field = |name: &str| {
+        cpu.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok())
+    };
+    match (field("used_cpu_user_main_thread"), field("used_cpu_sys_main_thread")) {
+        (Some(user), Some(sys)) => Ok(user + sys),
+        _ => Ok(field("used_cpu_user").unwrap_or(0.0) + field("used_cpu_sys").unwrap_or(0.0)),
+    }
+}
+
+/// The yardstick of one ECPU: Redis's CPU seconds per GET (a simple command: 1 ECPU), from
+/// 200,000 GETs by `redis-benchmark` (50 clients, one command per round trip, as the runner sends).
+pub async fn simple_command_cpu(services: &Services) -> Result<f64> {
+    const GETS: u32 = 200_000;
+    let mut redis = services.redis.clone();
+    let url = crate::stack::env("REDIS_URL")?;
+    let hostport = url.trim_start_matches("redis://").trim_end_matches('/');
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "6379"));
+    let before = redis_cpu(&mut redis).await?;
+    let out = tokio::process::Command::new("redis-benchmark")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-c",
+            "50",
+            "-n",
+            &GETS.to_string(),
+            "-q",
+            "-t",
+            "get",
+        ])
+        .output()
+        .await
+        .context("cannot run redis-benchmark")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "redis-benchmark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let used = redis_cpu(&mut redis).await? - before;
+    anyhow::ensure!(used > 0.0, "Redis reported no CPU for {GETS} GETs");
+    Ok(used / f64::from(GETS))
 }
 
 impl Snapshot {
     pub async fn take(services: &Services, runner_base: &str) -> Result<Self> {
         let mut redis = services.redis.clone();
+        let redis_cpu = redis_cpu(&mut redis).await?;
         let commandstats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis).await?;
         let stats: String = redis::cmd("INFO").arg("stats").query_async(&mut redis).await?;
         let metrics = services
@@ -64,6 +118,7 @@ impl Snapshot {
                 .collect(),
             last_event: last_event.unwrap_or(0),
             cpu_seconds: process_cpu_seconds()?,
+            redis_cpu,
         })
     }
 }
@@ -132,7 +187,8 @@ pub struct Usage {
     pub requests: u64,
     pub accepted: u64,
     redis_calls: BTreeMap<String, (u64, f64)>,
-    ecpus: f64,
+    /// Seconds of Redis's main thread.
+    redis_cpu: f64,
     redis_kb: f64,
     sqs: BTreeMap<String, f64>,
     /// function → (invocations, seconds, memory MB)
@@ -144,6 +200,11 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// ECPUs: Redis's CPU in GETs' worth (`simple_cpu`, seconds per GET), at least 1 per KB moved.
+    fn ecpus(&self, simple_cpu: f64) -> f64 {
+        (self.redis_cpu / simple_cpu).max(self.redis_kb)
+    }
+
     pub fn between(label: &str, before: &Snapshot, after: &Snapshot, requests: u64, accepted: i64) -> Result<Self> {
         let redis_calls: BTreeMap<String, (u64, f64)> = after
             .redis_commands
@@ -154,24 +215,6 @@ impl Usage {
                 Some((name.clone(), (calls, usec.saturating_sub(usec0) as f64 / calls as f64)))
             })
             .collect();
-        // The cheapest command with a real sample stands for "simple": 1 ECPU per call.
-        let simple_usec = redis_calls
-            .values()
-            .filter(|(calls, _)| *calls >= 100)
-            .map(|(_, per_call)| *per_call)
-            .filter(|per_call| *per_call > 0.0)
-            .fold(f64::INFINITY, f64::min);
-        let by_cpu: f64 = redis_calls
-            .values()
-            .map(|(calls, per_call)| {
-                let weight = if simple_usec.is_finite() {
-                    (per_call / simple_usec).max(1.0)
-                } else {
-                    1.0
-                };
-                *calls as f64 * weight
-            })
-            .sum();
         let redis_kb = after.redis_bytes.saturating_sub(before.redis_bytes) as f64 / 1024.0;
         let sqs = delta(
             &series(&after.metrics, "fcfs_sqs_requests_total", "operation"),
@@ -209,14 +252,12 @@ impl Usage {
             requests,
             accepted: accepted.max(0).unsigned_abs(),
             redis_calls,
-            ecpus: by_cpu.max(redis_kb),
+            redis_cpu: after.redis_cpu - before.redis_cpu,
             redis_kb,
             sqs,
             lambda,
             cpu_seconds: after.cpu_seconds - before.cpu_seconds,
-            rows_written: innodb("Innodb_rows_inserted")
-                + innodb("Innodb_rows_updated")
-                + innodb("Innodb_rows_deleted"),
+            rows_written: innodb("Handler_write") + innodb("Handler_update") + innodb("Handler_delete"),
             log_bytes: innodb("Innodb_os_log_written"),
             events: after.last_event.saturating_sub(before.last_event),
         })
@@ -278,7 +319,7 @@ struct Dollars {
 }
 
 impl Dollars {
-    fn of(u: &Usage, p: &Prices) -> Self {
+    fn of(u: &Usage, p: &Prices, simple_cpu: f64) -> Self {
         let invocations: f64 = u.lambda.values().map(|(n, _, _)| n).sum();
         // Lambda bills each invocation's duration rounded up to the millisecond: at least 1 ms.
         let gb_seconds: f64 = u
@@ -291,7 +332,7 @@ impl Dollars {
             lambda_requests: invocations * p.usd("lambda_request"),
             lambda_duration: gb_seconds * p.usd("lambda_gb_second_arm64"),
             sqs: u.sqs.values().sum::<f64>() * p.usd("sqs_standard_request"),
-            redis: u.ecpus * p.usd("elasticache_serverless_valkey_ecpu"),
+            redis: u.ecpus(simple_cpu) * p.usd("elasticache_serverless_valkey_ecpu"),
             aurora_io: (u.log_bytes as f64 / 4096.0).ceil() * p.usd("aurora_io_request"),
             events: u.events as f64 * p.usd("eventbridge_custom_event"),
         }
@@ -335,15 +376,17 @@ impl Dollars {
 /// The report's section: per million requests of each scenario, and a 100,000-coupon sale with
 /// 1,000,000 requests made of the sold-out and accepted scenarios' costs.
 /// Also gives the sale's total, when both scenarios ran.
-pub fn section(usages: &[Usage], prices: &Prices) -> (String, Option<f64>) {
+pub fn section(usages: &[Usage], prices: &Prices, simple_cpu: f64) -> (String, Option<f64>) {
     let mut d = String::new();
     let _ = writeln!(
         d,
         "### The bill (per million requests, us-east-1)\n\nCounted around the first run of each scenario (see \
          `bench/src/bill.rs` for what is read where), scaled to a million requests, and priced from \
          `bench/aws-prices.json` (retrieved {}): API Gateway REST, Lambda arm64, SQS standard, ElastiCache \
-         Serverless Valkey, Aurora Standard I/O, EventBridge custom events.\n",
-        prices.retrieved
+         Serverless Valkey, Aurora Standard I/O, EventBridge custom events. One ECPU: a GET, which took \
+         {:.2} µs of Redis's main thread in this run (`redis-benchmark`, 50 clients).\n",
+        prices.retrieved,
+        simple_cpu * 1e6
     );
     let _ = writeln!(
         d,
@@ -366,19 +409,24 @@ pub fn section(usages: &[Usage], prices: &Prices) -> (String, Option<f64>) {
         let total: u64 = u.redis_calls.values().map(|(c, _)| c).sum();
         format!("{:.0}", total as f64 * per_million(u))
     });
-    row(&mut d, "Redis commands, top 3 (µs/call)", &|u| {
-        let mut top: Vec<_> = u.redis_calls.iter().collect();
-        top.sort_by_key(|(_, (calls, _))| std::cmp::Reverse(*calls));
-        top.iter()
-            .take(3)
-            .map(|(name, (calls, per))| format!("{name} {:.0} ({per:.1})", *calls as f64 * per_million(u)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    });
-    row(&mut d, "ElastiCache ECPUs (KB moved)", &|u| {
+    row(
+        &mut d,
+        "Redis commands, top 3 (µs/call; a script's own calls included)",
+        &|u| {
+            let mut top: Vec<_> = u.redis_calls.iter().collect();
+            top.sort_by_key(|(_, (calls, _))| std::cmp::Reverse(*calls));
+            top.iter()
+                .take(3)
+                .map(|(name, (calls, per))| format!("{name} {:.0} ({per:.1})", *calls as f64 * per_million(u)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+    row(&mut d, "ElastiCache ECPUs (Redis CPU ms; KB moved)", &|u| {
         format!(
-            "{:.0} ({:.0} KB)",
-            u.ecpus * per_million(u),
+            "{:.0} ({:.0} ms; {:.0} KB)",
+            u.ecpus(simple_cpu) * per_million(u),
+            u.redis_cpu * 1000.0 * per_million(u),
             u.redis_kb * per_million(u)
         )
     });
@@ -423,7 +471,7 @@ pub fn section(usages: &[Usage], prices: &Prices) -> (String, Option<f64>) {
     });
     let dollars: Vec<Dollars> = usages
         .iter()
-        .map(|u| Dollars::of(u, prices).scaled(per_million(u)))
+        .map(|u| Dollars::of(u, prices, simple_cpu).scaled(per_million(u)))
         .collect();
     let money = |d: &mut String, what: &str, f: &dyn Fn(&Dollars) -> f64| {
         let _ = writeln!(

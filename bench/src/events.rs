@@ -85,6 +85,25 @@ pub async fn unregister(base: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits (at most `deadline`) until the relay has sequenced every event the earlier scenarios
+/// left (their sales ran with the relay off), so that the runs measure their own events only.
+pub async fn catch_up(pool: &sqlx::MySqlPool, deadline: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM partner_events WHERE sequence IS NULL")
+            .fetch_one(pool)
+            .await?;
+        if waiting == 0 {
+            return Ok(());
+        }
+        if started.elapsed() >= deadline {
+            bail!("{waiting} events still unsequenced after {deadline:?}");
+        }
+        eprintln!("[bench]   the relay catching up: {waiting} events left to sequence");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
 /// Waits (at most `deadline`) for `expected` distinct `coupon.issued` events of `campaign`, then
 /// measures them. `mix_rate`: the sale's own request rate in this run.
 pub async fn measure(

@@ -534,8 +534,8 @@ A webhook for the bench partner's `coupon.issued` at a receiver on 127.0.0.1, th
 
     /// The rows so far, for a parent bench to show beside its own (`--rows-out`).
     /// What each AWS service was asked for, and its price (`bill::section`).
-    pub fn bill(&mut self, usages: &[crate::bill::Usage], prices: &crate::bill::Prices) {
-        let (section, sale) = crate::bill::section(usages, prices);
+    pub fn bill(&mut self, usages: &[crate::bill::Usage], prices: &crate::bill::Prices, simple_cpu: f64) {
+        let (section, sale) = crate::bill::section(usages, prices, simple_cpu);
         if let Some(total) = sale {
             self.rows.push(Row {
                 what: "the bill: a 100,000-coupon sale with 1,000,000 requests (us-east-1, per-request prices)".into(),
