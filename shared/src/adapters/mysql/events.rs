@@ -82,6 +82,13 @@ pub(crate) fn append_statement(
 
 const EVENT_COLUMNS: &str = "id, type, partner_id, occurred_at, data, sequence";
 
+/// A partner's events after a sequence (binds: the partner twice, then the sequence), as a seek on
+/// (partner_id, sequence). Written as a range on `partner_id` because with `partner_id = ?` MariaDB
+/// may choose `ref` on the key's first part and test `sequence > ?` on every entry of the
+/// partner's history from its first (seen: 300 ms a batch for a partner with 3 million events).
+const PARTNER_AFTER: &str = "FORCE INDEX (idx_partner_events_partner) \
+     WHERE partner_id >= ? AND partner_id <= ? AND sequence > ?";
+
 fn event_from(row: &MySqlRow) -> Result<Event, sqlx::Error> {
     let kind: String = row.try_get("type")?;
     let data: String = row.try_get("data")?;
@@ -150,10 +157,10 @@ impl EventLog for MySqlStore {
     async fn partner_events(&self, partner: &str, after: u64, limit: u32) -> Result<Vec<Event>, Unavailable> {
         self.timed(async {
             let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {EVENT_COLUMNS} FROM partner_events WHERE partner_id = ? AND sequence > ? \
-                 ORDER BY sequence LIMIT ?"
+                "SELECT {EVENT_COLUMNS} FROM partner_events {PARTNER_AFTER} ORDER BY partner_id, sequence LIMIT ?"
             ));
             let rows = sqlx::query(sql)
+                .bind(partner)
                 .bind(partner)
                 .bind(after)
                 .bind(limit)
@@ -430,25 +437,13 @@ impl Webhooks for MySqlStore {
                 if due.len() >= max as usize {
                     break;
                 }
-                let mut checks = QueryBuilder::<MySql>::new("");
-                for (n, (partner, through)) in chunk.iter().enumerate() {
-                    if n > 0 {
-                        checks.push(" UNION ALL ");
-                    }
-                    checks
-                        .push("(SELECT partner_id FROM partner_events WHERE partner_id = ")
-                        .push_bind(partner)
-                        .push(" AND sequence > ")
-                        .push_bind(*through)
-                        .push(" LIMIT 1)");
+                let sql = vec![format!("(SELECT partner_id FROM partner_events {PARTNER_AFTER} LIMIT 1)"); chunk.len()]
+                    .join(" UNION ALL ");
+                let mut checks = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+                for (partner, through) in chunk {
+                    checks = checks.bind(partner).bind(partner).bind(*through);
                 }
-                let pending: HashSet<String> = checks
-                    .build_query_scalar()
-                    .fetch_all(&db)
-                    .await
-                    .map_err(unavailable)?
-                    .into_iter()
-                    .collect();
+                let pending: HashSet<String> = checks.fetch_all(&db).await.map_err(unavailable)?.into_iter().collect();
                 // In the candidates' order: the longest waiting first.
                 due.extend(
                     chunk
