@@ -86,21 +86,26 @@ pub async fn unregister(base: &str, key: &str) -> Result<()> {
 }
 
 /// Waits (at most `deadline`) until the relay has sequenced every event the earlier scenarios
-/// left (their sales ran with the relay off), so that the runs measure their own events only.
-pub async fn catch_up(pool: &sqlx::MySqlPool, deadline: Duration) -> Result<()> {
+/// left (their sales ran with the relay off) and, with `bus`, put every one on the bus.
+pub async fn catch_up(pool: &sqlx::MySqlPool, deadline: Duration, bus: bool) -> Result<()> {
     let started = Instant::now();
     loop {
-        let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM partner_events WHERE sequence IS NULL")
-            .fetch_one(pool)
-            .await?;
-        if waiting == 0 {
+        let (unsequenced, unpublished): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM partner_events WHERE sequence IS NULL), \
+             CAST((SELECT position FROM event_cursors WHERE name = 'sequence') AS SIGNED) \
+             - CAST((SELECT position FROM event_cursors WHERE name = 'eventbridge') AS SIGNED)",
+        )
+        .fetch_one(pool)
+        .await?;
+        let unpublished = if bus { unpublished.max(0) } else { 0 };
+        if unsequenced == 0 && unpublished == 0 {
             return Ok(());
         }
         if started.elapsed() >= deadline {
-            bail!("{waiting} events still unsequenced after {deadline:?}");
+            bail!("after {deadline:?}: {unsequenced} events still to sequence, {unpublished} to put on the bus");
         }
-        eprintln!("[bench]   the relay catching up: {waiting} events left to sequence");
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        eprintln!("[bench]   the relay catching up: {unsequenced} events to sequence, {unpublished} to put on the bus");
+        tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }
 

@@ -429,8 +429,9 @@ impl Report {
             self.details,
             "### Partner events
 
-A webhook for the bench partner's `coupon.issued` at a receiver on 127.0.0.1, then the \
-             flash-sale mix; every one of the 10,000 coupons' events must arrive (once per coupon), or the run fails. \
+A runner of its own with the event relay on (webhooks only: the bus, LocalStack here, is the \
+             relay's other cursor and pace), which first sequences what the sales above left; then a webhook for the \
+             bench partner's `coupon.issued` at a receiver on 127.0.0.1, and the flash-sale mix; every one of the 10,000 coupons' events must arrive (once per coupon), or the run fails. \
              Events/s from the first commit to the last arrival: {}; delay from commit (`occurredAt`, in the writer's chunk \
              transaction) to arrival, p50 {} ms, p99 {} ms, max {} ms. The sale's own rate in these runs: {} req/s (the \
              mix row above ran without a webhook). Yardstick: the receiver taking 100-event POSTs one after another on \

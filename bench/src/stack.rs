@@ -144,8 +144,17 @@ impl Services {
 /// The local runner as `make up` runs it but unthrottled, in-process on a free port; `adjust` may
 /// re-point a poller.
 pub async fn start_runner(adjust: impl FnOnce(&mut LocalApp)) -> Result<Running> {
+    start_runner_with(&[], adjust).await
+}
+
+/// As [`start_runner`], with variables set for every function over the template's (empty unsets).
+pub async fn start_runner_with(env: &[(&str, &str)], adjust: impl FnOnce(&mut LocalApp)) -> Result<Running> {
     // Unthrottled: the bench measures the machine, far past one partner's rate on AWS.
-    let mut app = LocalApp::load(&RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled()).await?;
+    let mut config = RunnerConfig::from_process(repo_root().join("template.yaml")).unthrottled();
+    config
+        .env
+        .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let mut app = LocalApp::load(&config).await?;
     adjust(&mut app);
     Ok(app.start().await?)
 }
