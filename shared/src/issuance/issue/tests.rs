@@ -6,10 +6,11 @@ use super::*;
 use crate::issuance::domain::{Outcome, Place, RejectionReason};
 use crate::testkit::{ManualClock, MemoryCatalog, MemoryLedger, MemoryQueue, QueueFault, new_campaign};
 
-type Service = Issuance<MemoryCatalog, MemoryLedger, MemoryQueue>;
+pub(super) type Service = Issuance<MemoryCatalog, MemoryLedger, MemoryQueue>;
 
-/// A campaign of `quantity` open from `opens_in` after the clock's start for an hour.
-async fn service(quantity: u32, opens_in: Duration) -> (Service, CampaignId, Arc<ManualClock>) {
+/// A campaign of `quantity` of partner "p1", open from `opens_in` after the clock's start for an
+/// hour (the rejection memory's tests use it too).
+pub(super) async fn service(quantity: u32, opens_in: Duration) -> (Service, CampaignId, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::default());
     let catalog = MemoryCatalog::default();
     let ledger = MemoryLedger::default();
@@ -23,7 +24,7 @@ async fn service(quantity: u32, opens_in: Duration) -> (Service, CampaignId, Arc
     (service, campaign.id, clock)
 }
 
-fn user(u: &str) -> UserId {
+pub(super) fn user(u: &str) -> UserId {
     UserId::parse(u).unwrap()
 }
 

@@ -1,39 +1,17 @@
 //! The rejection memory, through the issue use case on the in-memory fakes: a "failing" ledger
 //! proves an answer came without Redis.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use chrono::Duration;
 
-use crate::issuance::domain::{CampaignId, Place};
+use super::super::tests::{Service, service, user};
+use crate::issuance::IssueState;
+use crate::issuance::domain::Place;
 use crate::issuance::error::IssuanceError;
-use crate::issuance::ports::{CampaignCatalog, IssueLedger};
-use crate::issuance::{Issuance, IssueState};
-use crate::kernel::{Clock, UserId};
-use crate::testkit::{ManualClock, MemoryCatalog, MemoryLedger, MemoryQueue, new_campaign};
-
-type Service = Issuance<MemoryCatalog, MemoryLedger, MemoryQueue>;
+use crate::issuance::ports::IssueLedger;
 
 const BOUND: Duration = Duration::milliseconds(1000);
-
-/// A campaign of `quantity` of partner "p1", open from `opens_in` after the clock's start.
-async fn service(quantity: u32, opens_in: Duration) -> (Service, CampaignId, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::default());
-    let catalog = MemoryCatalog::default();
-    let ledger = MemoryLedger::default();
-    let campaign = catalog
-        .create("p1", &new_campaign(quantity, clock.now() + opens_in), u32::MAX)
-        .await
-        .unwrap();
-    ledger.prime(&(&campaign).into()).await.unwrap();
-    let service = Issuance::new(catalog, ledger, MemoryQueue::default()).with_clock(clock.clone());
-    (service, campaign.id, clock)
-}
-
-fn user(u: &str) -> UserId {
-    UserId::parse(u).unwrap()
-}
 
 fn redis_down(s: &Service, down: bool) {
     s.ledger().failing.store(down, Ordering::SeqCst);
