@@ -39,10 +39,7 @@ pub struct Snapshot {
 /// Seconds of CPU Redis's main thread has used (what a request costs it, commands and I/O alike).
 async fn redis_cpu(redis: &mut redis::aio::MultiplexedConnection) -> Result<f64> {
     let cpu: String = redis::cmd("INFO").arg("cpu").query_async(redis).await?;
-    let field = |name: &str| {
-        cpu.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok())
-    };
+    let field = |name: &str| info_field::<f64>(&cpu, name);
     match (field("used_cpu_user_main_thread"), field("used_cpu_sys_main_thread")) {
         (Some(user), Some(sys)) => Ok(user + sys),
         _ => Ok(field("used_cpu_user").unwrap_or(0.0) + field("used_cpu_sys").unwrap_or(0.0)),
@@ -54,16 +51,14 @@ async fn redis_cpu(redis: &mut redis::aio::MultiplexedConnection) -> Result<f64>
 pub async fn simple_command_cpu(services: &Services) -> Result<f64> {
     const GETS: u32 = 200_000;
     let mut redis = services.redis.clone();
-    let url = crate::stack::env("REDIS_URL")?;
-    let hostport = url.trim_start_matches("redis://").trim_end_matches('/');
-    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "6379"));
+    let (host, port) = crate::stack::redis_host_port()?;
     let before = redis_cpu(&mut redis).await?;
     let out = tokio::process::Command::new("redis-benchmark")
         .args([
             "-h",
-            host,
+            &host,
             "-p",
-            port,
+            &port,
             "-c",
             "50",
             "-n",
@@ -110,7 +105,8 @@ impl Snapshot {
             .await?;
         Ok(Self {
             redis_commands: command_stats(&commandstats),
-            redis_bytes: info_field(&stats, "total_net_input_bytes") + info_field(&stats, "total_net_output_bytes"),
+            redis_bytes: info_field::<u64>(&stats, "total_net_input_bytes").unwrap_or(0)
+                + info_field::<u64>(&stats, "total_net_output_bytes").unwrap_or(0),
             metrics,
             innodb: innodb
                 .into_iter()
@@ -138,10 +134,9 @@ fn command_stats(info: &str) -> BTreeMap<String, (u64, u64)> {
         .collect()
 }
 
-fn info_field(info: &str, name: &str) -> u64 {
+fn info_field<T: std::str::FromStr>(info: &str, name: &str) -> Option<T> {
     info.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// User + system CPU of this process, from `/proc/self/stat` (in USER_HZ = 100 ticks per second).

@@ -607,12 +607,12 @@ async fn evalsha_rate(services: &Services, run: usize) -> Result<f64> {
         .await?;
     // As priming leaves it: a campaign without its counter is unprimed to the script.
     redis::cmd("SET").arg(&count).arg(0).exec_async(&mut redis).await?;
-    let url = env("REDIS_URL")?;
-    let hostport = url.trim_start_matches("redis://").trim_end_matches('/');
-    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "6379"));
+    let (host, port) = stack::redis_host_port()?;
     let now = chrono::Utc::now().timestamp_millis().to_string();
     let out = tokio::process::Command::new("redis-benchmark")
-        .args(["-h", host, "-p", port, "-c", "50", "-n", "200000", "-r", "100000", "-q"])
+        .args([
+            "-h", &host, "-p", &port, "-c", "50", "-n", "200000", "-r", "100000", "-q",
+        ])
         .args([
             "EVALSHA",
             &sha,

@@ -18,6 +18,14 @@ pub fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set: run through `make bench`"))
 }
 
+/// `REDIS_URL`'s host and port, as `redis-benchmark -h … -p …` takes them.
+pub fn redis_host_port() -> Result<(String, String)> {
+    let url = env("REDIS_URL")?;
+    let hostport = url.trim_start_matches("redis://").trim_end_matches('/');
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "6379"));
+    Ok((host.to_owned(), port.to_owned()))
+}
+
 pub struct Services {
     pub pool: sqlx::MySqlPool,
     pub redis: redis::aio::MultiplexedConnection,

@@ -156,7 +156,8 @@ pub struct ScheduleSource {
     pub on_failure_queue: Option<String>,
     /// Fired first at start rather than one `rate` later (see [`SCHEDULE_START_NOW_ENV`]).
     pub starts_now: bool,
-    /// Invocations that may run at once: the function's `ReservedConcurrentExecutions`, else 1.
+    /// Invocations that may run at once: the function's `ReservedConcurrentExecutions`, else 1
+    /// (the scheduler runs a reservation of 0 as 1).
     pub concurrency: u32,
 }
 
@@ -347,7 +348,7 @@ impl LocalApp {
                         .and_then(|id| queues.get(id))
                         .map(|(url, _)| url.clone()),
                     starts_now: starts_now.contains(&spec.logical_id.as_str()),
-                    concurrency: spec.reserved_concurrency.unwrap_or(1).max(1),
+                    concurrency: spec.reserved_concurrency.unwrap_or(1),
                 }
             }));
             for route in &spec.routes {
