@@ -867,15 +867,10 @@ async fn writer(services: &Services, runner: &Running, key: &str) -> Result<(f64
         .collect();
     // The writer as deployed: it also tells Redis each user's outcome after its commit.
     let ledger = fcfs_shared::adapters::redis::RedisIssueLedger::new(&env("REDIS_URL")?)?;
-    let writer = IssueWriter::new(
-        MySqlStore::new(services.pool.clone()),
-        ledger,
-        issue_writer::DEFAULT_CHUNK_SIZE,
-    )
-    .with_parallel_chunks(
-        fcfs_shared::config::Settings::from_process()
-            .or("WRITER_PARALLEL_CHUNKS", issue_writer::DEFAULT_PARALLEL_CHUNKS)?,
-    );
+    let settings = fcfs_shared::config::Settings::from_process();
+    let chunk_size = settings.or("WRITER_CHUNK_SIZE", issue_writer::DEFAULT_CHUNK_SIZE)?;
+    let writer = IssueWriter::new(MySqlStore::new(services.pool.clone()), ledger, chunk_size)
+        .with_parallel_chunks(settings.or("WRITER_PARALLEL_CHUNKS", issue_writer::DEFAULT_PARALLEL_CHUNKS)?);
     let started = Instant::now();
     let (response, _) = writer.handle(event).await?;
     let writer_rate = BATCH as f64 / started.elapsed().as_secs_f64();
@@ -889,7 +884,7 @@ async fn writer(services: &Services, runner: &Running, key: &str) -> Result<(f64
     let mut conn = services.pool.acquire().await?;
     let expires = chrono::Utc::now().naive_utc() + chrono::Duration::days(7);
     let started = Instant::now();
-    for chunk in rows.chunks(issue_writer::DEFAULT_CHUNK_SIZE) {
+    for chunk in rows.chunks(chunk_size) {
         // The writer's statement without its transaction, IGNORE and counter update.
         let mut insert = fcfs_shared::adapters::mysql::coupon_insert(false, chunk, expires);
         insert.build().execute(&mut *conn).await?;
