@@ -19,13 +19,18 @@
 //! 3 s give-up would pause another binary's failing partner, so these binaries are not meant to run
 //! side by side; `cargo test` runs them one after the other.)
 //!
-//! Every wait has a deadline. Nothing here uses `fcfs_shared::events`.
+//! Every wait has a deadline. `fcfs_shared::events` is used only to set the bus test's stage (its
+//! cursors, through the events context's own store): what is checked goes through the API, the
+//! bus and the CLI.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, SubsecRound, Utc};
+use fcfs_shared::adapters::mysql::MySqlStore;
+use fcfs_shared::events::ports::EventLog;
+use fcfs_shared::events::relay::EVENTBRIDGE_CURSOR;
 use futures_util::FutureExt;
 use integration_tests::services::workspace_binary;
 use integration_tests::webhook_receiver::{Mode, WebhookReceiver, verify_with_python};
@@ -425,36 +430,32 @@ async fn every_event_is_put_on_the_bus_as_the_pull_api_answers_it() {
     eprintln!("bus test: {:?}", started.elapsed());
 }
 
+/// The events context's store, for the bus test's cursors.
+async fn event_log() -> MySqlStore {
+    MySqlStore::new(integration_tests::mysql().await)
+}
+
 /// The events earlier test files recorded in this stack are no concern of the bus test, but the
 /// bus takes them in sequence order before its own: in a clean clone's make test, 37,000 waited
 /// there, and LocalStack's PutEvents took about 55 events a second on a slow machine. The bus's
-/// cursor is moved past every event sequenced so far; the relay only ever moves it forward
-/// (`GREATEST`), so one running meanwhile cannot move it back. Events recorded but not yet
-/// sequenced still go out before the test's own.
+/// cursor is moved past every event sequenced so far; a cursor only ever moves forward
+/// (`EventLog::move_cursor`), so a relay running meanwhile cannot move it back. Events recorded
+/// but not yet sequenced still go out before the test's own.
 async fn skip_earlier_events_on_the_bus() {
-    sqlx::query(
-        "INSERT INTO event_cursors (name, position) \
-         SELECT 'eventbridge', COALESCE(MAX(sequence), 0) FROM partner_events \
-         ON DUPLICATE KEY UPDATE position = GREATEST(position, VALUES(position))",
-    )
-    .execute(&integration_tests::mysql().await)
-    .await
-    .unwrap();
+    let log = event_log().await;
+    let sequenced = log.last_sequence().await.unwrap();
+    log.move_cursor(EVENTBRIDGE_CURSOR, sequenced).await.unwrap();
 }
 
 /// Waits until the relay has put every event up to `sequence` on the bus (its `eventbridge`
 /// cursor). The bus is published in sequence order, so events recorded before the test's own go
 /// out first. The wait lasts as long as the cursor keeps moving, at most `BUS_BACKLOG_LIMIT`.
 async fn bus_cursor_reaches(sequence: u64) {
-    let pool = integration_tests::mysql().await;
+    let log = event_log().await;
     let started = Instant::now();
     let (mut seen, mut moved) = (None, Instant::now());
     loop {
-        let position: u64 = sqlx::query_scalar("SELECT position FROM event_cursors WHERE name = 'eventbridge'")
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-            .unwrap_or(0);
+        let position = log.cursor(EVENTBRIDGE_CURSOR).await.unwrap();
         if position >= sequence {
             eprintln!("bus cursor passed sequence {sequence} after {:?}", started.elapsed());
             return;
