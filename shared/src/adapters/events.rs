@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_eventbridge::error::DisplayErrorContext;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use futures_util::TryStreamExt;
 use tokio::sync::OnceCell;
 
 use super::mysql::{self, MySqlStore};
@@ -27,6 +28,8 @@ const KEY_DEADLINE: Duration = Duration::from_secs(3);
 const PUT_EVENTS_DEADLINE: Duration = Duration::from_secs(5);
 /// PutEvents takes at most 10 entries per call.
 const PUT_EVENTS_MAX: usize = 10;
+/// PutEvents calls one relay has in flight (EventBridge's quota is thousands a second).
+const PUT_EVENTS_IN_FLIGHT: usize = 8;
 /// Attempts of the entries a PutEvents call failed.
 const PUT_EVENTS_ATTEMPTS: u32 = 3;
 /// The `Source` of every event on the bus, for rules to match on.
@@ -109,42 +112,50 @@ impl EventBridgeBus {
             .detail(detail)
             .build())
     }
+
+    /// One PutEvents call of at most ten events, the entries it failed sent again.
+    async fn put(&self, batch: &[Event]) -> Result<(), Unavailable> {
+        let mut pending: Vec<PutEventsRequestEntry> = batch.iter().map(|e| self.entry(e)).collect::<Result<_, _>>()?;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            attempt += 1;
+            let call = self.client.put_events().set_entries(Some(pending.clone())).send();
+            let output = tokio::time::timeout(PUT_EVENTS_DEADLINE, call)
+                .await
+                .map_err(|_| Unavailable::new("eventbridge", "PutEvents: no answer within 5 s"))?
+                .map_err(|e| Unavailable::new("eventbridge", DisplayErrorContext(e)))?;
+            // Results come in the entries' order; an entry with an error code was not put.
+            let failed: Vec<PutEventsRequestEntry> = pending
+                .iter()
+                .zip(output.entries())
+                .filter(|(_, result)| result.error_code().is_some())
+                .map(|(entry, _)| entry.clone())
+                .collect();
+            if !failed.is_empty() && attempt >= PUT_EVENTS_ATTEMPTS {
+                return Err(Unavailable::new(
+                    "eventbridge",
+                    format!("{} entries still failed after {attempt} attempts", failed.len()),
+                ));
+            }
+            if !failed.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            pending = failed;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl EventBus for EventBridgeBus {
+    /// The calls overlap, up to `PUT_EVENTS_IN_FLIGHT`: one after another, a relay's round of 500
+    /// waited for 50 answers in a row and the bus fell behind the sales. The bus keeps no order
+    /// anyway, and the cursor moves only once every call of the round succeeded, so a failed
+    /// call puts its round again (consumers drop repeats by id, as for overlapping runs).
     async fn publish(&self, events: &[Event]) -> Result<(), Unavailable> {
-        for batch in events.chunks(PUT_EVENTS_MAX) {
-            let mut pending: Vec<PutEventsRequestEntry> =
-                batch.iter().map(|e| self.entry(e)).collect::<Result<_, _>>()?;
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                attempt += 1;
-                let call = self.client.put_events().set_entries(Some(pending.clone())).send();
-                let output = tokio::time::timeout(PUT_EVENTS_DEADLINE, call)
-                    .await
-                    .map_err(|_| Unavailable::new("eventbridge", "PutEvents: no answer within 5 s"))?
-                    .map_err(|e| Unavailable::new("eventbridge", DisplayErrorContext(e)))?;
-                // Results come in the entries' order; an entry with an error code was not put.
-                let failed: Vec<PutEventsRequestEntry> = pending
-                    .iter()
-                    .zip(output.entries())
-                    .filter(|(_, result)| result.error_code().is_some())
-                    .map(|(entry, _)| entry.clone())
-                    .collect();
-                if !failed.is_empty() && attempt >= PUT_EVENTS_ATTEMPTS {
-                    return Err(Unavailable::new(
-                        "eventbridge",
-                        format!("{} entries still failed after {attempt} attempts", failed.len()),
-                    ));
-                }
-                if !failed.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                }
-                pending = failed;
-            }
-        }
-        Ok(())
+        futures_util::stream::iter(events.chunks(PUT_EVENTS_MAX).map(Ok))
+            .try_for_each_concurrent(PUT_EVENTS_IN_FLIGHT, |batch| self.put(batch))
+            .await
     }
 }
 
