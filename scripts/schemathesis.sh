@@ -8,7 +8,7 @@
 # Needs the services up and $STATE_DIR/env written (`scripts/stack.sh services`). The binaries
 # default to $CARGO_TARGET_DIR/debug/fcfs-runner and .../fcfs-admin. Knobs: FCFS_ST_MAX_EXAMPLES
 # (per operation and phase, default 100), FCFS_ST_SEED (default 20261123), FCFS_ST_DEADLINE (seconds
-# for the whole Schemathesis run, default 300). One worker: Python 3.11.7's `ast` is not thread-safe
+# for the whole Schemathesis run, default 480). One worker: Python 3.11.7's `ast` is not thread-safe
 # (CPython gh-106905) and Hypothesis parses lambdas while it builds strategies, so two workers fail
 # at random with "AST constructor recursion depth mismatch".
 set -euo pipefail
@@ -17,11 +17,7 @@ cd "$ROOT"
 
 runner_bin="${1:-$CARGO_TARGET_DIR/debug/fcfs-runner}"
 admin_bin="${2:-$CARGO_TARGET_DIR/debug/fcfs-admin}"
-# 30 examples per operation: on a machine of this kind measured at half the usual speed (with
-# hypothesis 6.170.27), 100 did not get through the fuzzing phase within 480 s, twice, while 30 ran
-# 2,321 cases in 232 s and 10 ran 1,652 in 53 s. The coverage phase (every operation's boundary and
-# negative cases) does not depend on it. Back to 100 once the slow generation is understood.
-max_examples="${FCFS_ST_MAX_EXAMPLES:-30}"
+max_examples="${FCFS_ST_MAX_EXAMPLES:-100}"
 seed="${FCFS_ST_SEED:-20261123}"
 deadline="${FCFS_ST_DEADLINE:-480}"
 spec="$ROOT/docs/openapi.yaml"
@@ -117,6 +113,15 @@ points_write() { # points_write PATH BODY KEY: prints the new transaction's id
 earn_id="$(points_write /v1/users/schemathesis/points/earn '{"amount":1000,"reason":"schemathesis"}' "earn-$partner")"
 use_id="$(points_write /v1/users/schemathesis/points/use '{"amount":10,"orderId":"schemathesis"}' "use-$partner")"
 log "point transactions: earn $earn_id, use $use_id"
+# A real checkout hold for its routes (10 of the earned points), so that half their cases reach
+# a hold instead of a 404: fuzzing steers towards answers an operation accepts, and with none to
+# find it spent minutes per hold route generating cases.
+reply="$(curl -sS --max-time 10 -o - -w '\n%{http_code}' -X POST "$url/v1/checkout/holds" -H "X-API-KEY: $key" \
+  -H 'content-type: application/json' --data '{"userId":"schemathesis","orderId":"schemathesis-hold","orderAmount":5000,"points":10}')" ||
+  die "cannot reach $url"
+[[ ${reply##*$'\n'} == 201 ]] || die "placing a checkout hold answered $reply"
+hold_id="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["holdId"])' "${reply%$'\n'*}")"
+log "checkout hold: $hold_id"
 
 # Half the generated campaign ids are these real ones (positive cases only; negative cases draw
 # values outside the schema). The issue route's business answers (409, 410, 422) are valid-data
@@ -133,9 +138,13 @@ values = [$open_id, $future_id, $ended_id, $sold_id]
 [dictionaries.point_transactions]
 values = [$earn_id, $use_id]
 
+[dictionaries.holds]
+values = [$hold_id]
+
 [parameters]
 "path.campaignId" = { dictionary = "campaigns", probability = 0.5 }
 "path.transactionId" = { dictionary = "point_transactions", probability = 0.5 }
+"path.holdId" = { dictionary = "holds", probability = 0.5 }
 
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 413]
