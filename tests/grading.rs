@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use fcfs_shared::adapters::mysql::MySqlStore;
-use fcfs_shared::grading::domain::Month;
+use fcfs_shared::grading::domain::{Month, PartitionWork, Policy, partition_buckets, user_bucket};
 use fcfs_shared::grading::generate::OrderGenerator;
+use fcfs_shared::grading::ports::GradingRecords;
 use integration_tests::services::RunnerProcess;
 use integration_tests::{PartnerApi, api_key, innodb_deadlocks, mysql, queue_arn, sqs, unique};
 use serde_json::{Value, json};
@@ -163,6 +164,40 @@ fn tier(paid: u64) -> &'static str {
         p if p >= 3_000_000 => "GOLD",
         p if p >= 1_000_000 => "SILVER",
         _ => "BASIC",
+    }
+}
+
+/// A partition's paid totals come in user order however its users fall into buckets (the
+/// aggregate groups in the index's bucket order and the store puts the users in order), and each
+/// is the user's plain sum.
+#[tokio::test]
+async fn a_partitions_paid_totals_come_in_user_order_across_its_buckets() {
+    let pool = mysql().await;
+    let partner = unique("grading-totals");
+    load_month(&pool, &partner, 300, 3_000).await;
+    let store = MySqlStore::new(pool.clone()).with_timeout(Duration::from_secs(30));
+    let work = PartitionWork {
+        partner: partner.clone(),
+        month: Month::parse(MONTH).unwrap(),
+        policy: Policy { tiers: Vec::new() },
+        partitions: 1,
+        validity_days: 365,
+        done: false,
+    };
+    let totals = store.paid_totals(&work, partition_buckets(0, 1)).await.unwrap();
+    let users: Vec<&str> = totals.iter().map(|(user, _)| user.as_str()).collect();
+    let mut sorted = users.clone();
+    sorted.sort_unstable();
+    assert_eq!(users, sorted, "totals in user order");
+    let buckets: Vec<u32> = sorted.iter().map(|user| user_bucket(user)).collect();
+    assert!(
+        buckets.windows(2).any(|pair| pair[0] > pair[1]),
+        "the users' buckets are not in user order, so bucket order would show"
+    );
+    let independent = independent_totals(&pool, &partner).await;
+    assert_eq!(totals.len(), independent.len());
+    for (user, paid) in &totals {
+        assert_eq!(Some(paid), independent.get(user.as_str()), "{user:?}");
     }
 }
 

@@ -269,12 +269,15 @@ impl GradingRecords for MySqlStore {
 
     async fn paid_totals(&self, work: &PartitionWork, buckets: (u32, u32)) -> Result<Vec<(UserId, u64)>, Unavailable> {
         // The aggregate, in the database, over the covering index; a consistent read, no locks.
+        // Grouped in the index's order (a user is in one bucket, so the groups are the users'):
+        // grouped by user alone across a range of buckets it took a temporary table and a sort,
+        // about a quarter of its time. The users are put in order here instead.
         let totals: Vec<(String, u64)> = self
             .timed(async {
                 sqlx::query_as(
                     "SELECT user_id, CAST(SUM(amount) AS UNSIGNED) FROM orders \
                      WHERE partner_id = ? AND order_month = ? AND user_bucket BETWEEN ? AND ? AND status = 'PAID' \
-                     GROUP BY user_id ORDER BY user_id",
+                     GROUP BY user_bucket, user_id",
                 )
                 .bind(&work.partner)
                 .bind(work.month.number())
@@ -285,13 +288,16 @@ impl GradingRecords for MySqlStore {
                 .map_err(unavailable)
             })
             .await?;
-        totals
+        let mut totals: Vec<(UserId, u64)> = totals
             .into_iter()
             .map(|(user, paid)| {
                 let user = UserId::parse(&user).map_err(|e| Unavailable::new("mysql", format!("stored order: {e}")))?;
                 Ok((user, paid))
             })
-            .collect()
+            .collect::<Result<_, Unavailable>>()?;
+        // utf8mb4_bin orders by code point, as `UserId` (a String) does.
+        totals.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(totals)
     }
 
     async fn record_chunk(
