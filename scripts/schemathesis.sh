@@ -101,26 +101,24 @@ reply="$(api POST "/v1/campaigns/$sold_id/issues" '{"userId":"first"}')" || die 
 [[ ${reply%% *} == 202 ]] || die "issuing the only coupon of campaign $sold_id answered $reply"
 log "campaigns: open $open_id, not open $future_id, ended $ended_id, sold out $sold_id"
 
-# Real point transactions for the cancel route: an EARN (not cancellable), a USE (cancellable once).
-points_write() { # points_write PATH BODY KEY: prints the new transaction's id
+# create PATH BODY FIELD [KEY]: POSTs BODY (with KEY as its Idempotency-Key, if given), requires a
+# 201 and prints the created resource's FIELD.
+create() {
   local out status
   out="$(curl -sS --max-time 10 -o - -w '\n%{http_code}' -X POST "$url$1" -H "X-API-KEY: $key" \
-    -H 'content-type: application/json' -H "Idempotency-Key: $3" --data "$2")" || die "cannot reach $url"
+    -H 'content-type: application/json' ${4:+-H "Idempotency-Key: $4"} --data "$2")" || die "cannot reach $url"
   status="${out##*$'\n'}"
   [[ $status == 201 ]] || die "POST $1 answered $status ${out%$'\n'*}"
-  python3 -c 'import json, sys; print(json.loads(sys.argv[1])["transactionId"])' "${out%$'\n'*}"
+  python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "${out%$'\n'*}" "$3"
 }
-earn_id="$(points_write /v1/users/schemathesis/points/earn '{"amount":1000,"reason":"schemathesis"}' "earn-$partner")"
-use_id="$(points_write /v1/users/schemathesis/points/use '{"amount":10,"orderId":"schemathesis"}' "use-$partner")"
+# Real point transactions for the cancel route: an EARN (not cancellable), a USE (cancellable once).
+earn_id="$(create /v1/users/schemathesis/points/earn '{"amount":1000,"reason":"schemathesis"}' transactionId "earn-$partner")"
+use_id="$(create /v1/users/schemathesis/points/use '{"amount":10,"orderId":"schemathesis"}' transactionId "use-$partner")"
 log "point transactions: earn $earn_id, use $use_id"
 # A real checkout hold for its routes (10 of the earned points), so that half their cases reach
 # a hold instead of a 404: fuzzing steers towards answers an operation accepts, and with none to
 # find it spent minutes per hold route generating cases.
-reply="$(curl -sS --max-time 10 -o - -w '\n%{http_code}' -X POST "$url/v1/checkout/holds" -H "X-API-KEY: $key" \
-  -H 'content-type: application/json' --data '{"userId":"schemathesis","orderId":"schemathesis-hold","orderAmount":5000,"points":10}')" ||
-  die "cannot reach $url"
-[[ ${reply##*$'\n'} == 201 ]] || die "placing a checkout hold answered $reply"
-hold_id="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["holdId"])' "${reply%$'\n'*}")"
+hold_id="$(create /v1/checkout/holds '{"userId":"schemathesis","orderId":"schemathesis-hold","orderAmount":5000,"points":10}' holdId)"
 log "checkout hold: $hold_id"
 
 # Half the generated campaign ids are these real ones (positive cases only; negative cases draw
