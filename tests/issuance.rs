@@ -9,7 +9,9 @@ use campaign_api::CampaignApi;
 use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::adapters::redis::RedisIssueLedger;
 use fcfs_shared::adapters::sqs::SqsReservationQueue;
-use fcfs_shared::issuance::ports::IssueLedger;
+use fcfs_shared::issuance::domain::Reservation;
+use fcfs_shared::issuance::ports::{CouponBook, IssueLedger};
+use fcfs_shared::kernel::UserId;
 use fcfs_shared::testkit::gateway_request;
 use integration_tests::{RedisDeployment, mysql, queue_with_dlq, receive, reply, sqs, sqs_event, unique};
 use issue_api::IssueApi;
@@ -285,6 +287,120 @@ async fn flash_sale(redis: RedisDeployment) {
         issue_time,
         CALLS as f64 / issue_time.as_secs_f64(),
         drain_time
+    );
+}
+
+/// Chunks of one campaign written at once, as concurrent writer instances write them: first
+/// shares that fit (they insert side by side, repeating each other's users), then shares that
+/// straddle the quantity (they find the room gone when they lock, and the room decides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_chunks_of_one_campaign_write_exactly_the_quantity_once_per_user() {
+    const QUANTITY: u32 = 1_000;
+    let stack = Stack::new(30).await;
+    let campaign = stack.create_campaign(QUANTITY).await;
+    let id: u64 = campaign.parse().unwrap();
+    let reservation = |user: String, rank: u32| {
+        Reservation::new(
+            uuid::Uuid::now_v7(),
+            id,
+            &stack.partner,
+            UserId::parse(&user).unwrap(),
+            rank,
+            chrono::Utc::now(),
+        )
+    };
+    // Each chunk is retried until it commits, as SQS redelivers a failed one.
+    let record_all = |chunks: Vec<Vec<Reservation>>| {
+        let store = stack.store.clone();
+        async move {
+            let writes = chunks.into_iter().map(|chunk| {
+                let store = store.clone();
+                async move {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        match store.record(&chunk).await {
+                            Ok(record) => return record,
+                            Err(e) => assert!(Instant::now() < deadline, "a chunk failed for 60 s: {e}"),
+                        }
+                    }
+                }
+            });
+            futures_util::future::join_all(writes).await
+        }
+    };
+
+    // 8 chunks of 150 over 600 users: each user in two chunks.
+    let chunks = (0..8)
+        .map(|c| {
+            (0..150)
+                .map(|i| {
+                    let user = (c * 75 + i) % 600;
+                    reservation(format!("first{user}"), user + 1)
+                })
+                .collect()
+        })
+        .collect();
+    let records = record_all(chunks).await;
+    assert_eq!(records.iter().map(|r| r.inserted).sum::<u64>(), 600);
+    assert_eq!(records.iter().map(|r| r.duplicates).sum::<u64>(), 600);
+    assert!(records.iter().all(|r| r.rejected.is_empty()));
+
+    // 8 chunks of 100 new users and 20 of the first ones, for the 400 places left.
+    let chunks = (0..8)
+        .map(|c| {
+            let new = (0..100).map(|i| reservation(format!("second{c}-{i}"), 601 + (c * 50 + i) % 400));
+            let again = (0..20).map(|i| reservation(format!("first{}", c * 20 + i), c * 20 + i + 1));
+            new.chain(again).collect()
+        })
+        .collect();
+    let records = record_all(chunks).await;
+    assert_eq!(records.iter().map(|r| r.inserted).sum::<u64>(), 400);
+    assert_eq!(records.iter().map(|r| r.rejected.len()).sum::<usize>(), 400);
+
+    let users = stack.coupon_users(&campaign).await;
+    let distinct: HashSet<&String> = users.iter().collect();
+    assert_eq!(users.len(), QUANTITY as usize, "exactly the quantity");
+    assert_eq!(distinct.len(), users.len(), "one coupon per user");
+    let counts = stack.store.counts(id).await.unwrap();
+    assert_eq!((counts.issued_count, counts.rejected_count), (1_000, 400));
+    let rejections = stack.store.rejections(id).await.unwrap();
+    assert!(
+        rejections
+            .iter()
+            .all(|(user, reason)| user.starts_with("second") && reason == "OVER_QUANTITY")
+    );
+    // One event per coupon and per rejection, none for the repeats.
+    let events: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT type, COUNT(*), COUNT(DISTINCT subject) FROM partner_events WHERE partner_id = ? GROUP BY type ORDER BY type",
+    )
+    .bind(&stack.partner)
+    .fetch_all(stack.store.pool().unwrap())
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        [
+            ("coupon.issued".to_owned(), 1_000, 1_000),
+            ("coupon.rejected".to_owned(), 400, 400)
+        ]
+    );
+
+    // A campaign that does not exist writes nothing, alone or beside a known one.
+    let unknown = |user: &str| {
+        let mut r = reservation(user.to_owned(), 1);
+        r.campaign_id = id + 1_000_000_000;
+        r
+    };
+    let alone = stack.store.record(&[unknown("nobody")]).await.unwrap();
+    assert_eq!((alone.unknown_campaign, alone.inserted), (vec![0], 0));
+    let beside = stack
+        .store
+        .record(&[reservation("first0".into(), 1), unknown("nobody")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (beside.unknown_campaign, beside.inserted, beside.duplicates),
+        (vec![1], 0, 1)
     );
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// Storage files, by context.
 const STORAGE: &[(&str, &str)] = &[
     ("shared/src/adapters/mysql.rs", "issuance"),
+    ("shared/src/adapters/mysql/coupon_book.rs", "issuance"),
     ("shared/src/adapters/mysql/reward_coupons.rs", "issuance"),
     ("shared/src/adapters/mysql/campaigns.rs", "issuance"),
     ("shared/src/adapters/mysql/coupons.rs", "coupons"),

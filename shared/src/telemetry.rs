@@ -39,6 +39,10 @@ pub fn describe() {
         ),
         ("fcfs_writer_rows_total", "reservations the writer handled, by result"),
         (
+            "fcfs_writer_chunks_locked_first_total",
+            "writer chunks written with their campaigns' counter rows locked from the first read",
+        ),
+        (
             "fcfs_recovery_places_total",
             "pending places recovery handled, by result",
         ),

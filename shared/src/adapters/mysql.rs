@@ -1,7 +1,6 @@
 //! MySQL (Aurora MySQL in AWS, MariaDB locally): pool, migrations, and the issuance context's
 //! campaign catalog and coupon book.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,20 +12,19 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::secrets::{DatabaseSecret, fetch_database_secret};
 use crate::config::{ConfigError, Settings, StartupError};
-use crate::events::catalog;
-use crate::events::ports::Outbox;
 use crate::issuance::IssuanceError;
 use crate::issuance::change::CampaignChange;
 use crate::issuance::domain::{
-    Campaign, CampaignId, CampaignKind, CampaignTerms, Discount, DiscountType, Holder, NewCampaign, Outcome, Place,
-    RejectionReason, Reservation, allot,
+    Campaign, CampaignId, CampaignKind, Discount, DiscountType, Holder, NewCampaign, Outcome, Place, RejectionReason,
+    Reservation,
 };
-use crate::issuance::ports::{CampaignCatalog, ChunkRecord, CouponBook, MAX_CHUNK_ROWS};
+use crate::issuance::ports::{CampaignCatalog, MAX_CHUNK_ROWS};
 use crate::kernel::{TxError, Unavailable, UserId};
 use crate::partners::domain::{Limit, LimitExceeded, admit};
 
 mod campaigns;
 mod checkout;
+mod coupon_book;
 mod coupons;
 mod events;
 pub use events::MySqlOutbox;
@@ -553,17 +551,6 @@ impl CampaignCatalog for MySqlStore {
     }
 }
 
-/// One campaign's row as the writer locks it.
-struct LockedCampaign {
-    partner_id: String,
-    kind: CampaignKind,
-    total_quantity: u32,
-    room: u32,
-    issue_starts_at: DateTime<Utc>,
-    issue_ends_at: DateTime<Utc>,
-    expires_at: NaiveDateTime,
-}
-
 /// Attempts at a campaign create that meets concurrent creates of its partner (each loses a
 /// deadlock at most once per other create in flight).
 const CREATE_ATTEMPTS: u32 = 10;
@@ -630,291 +617,5 @@ impl MySqlStore {
         }
         tx.commit().await?;
         Ok(id)
-    }
-}
-
-impl MySqlStore {
-    async fn record_chunk(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable> {
-        let mut by_campaign: BTreeMap<CampaignId, Vec<&Reservation>> = BTreeMap::new();
-        for r in chunk {
-            by_campaign.entry(r.campaign_id).or_default().push(r);
-        }
-        // Positions by address: the domain rule hands back references into the chunk.
-        let base = chunk.as_ptr() as usize;
-        let at = |r: &Reservation| (r as *const Reservation as usize - base) / std::mem::size_of::<Reservation>();
-        let mut record = ChunkRecord::default();
-        let mut tx = self.db().await?.begin().await.map_err(unavailable)?;
-
-        // Every counter row of the chunk, locked first and in ascending id order (the one global
-        // order, so concurrent chunks never deadlock), and held to the commit: the room each
-        // campaign has left cannot change under this transaction.
-        let mut lock = QueryBuilder::<MySql>::new(
-            "SELECT id, partner_id, kind, total_quantity, issued_count, issue_starts_at, issue_ends_at, coupon_expires_at \
-             FROM campaigns WHERE id IN (",
-        );
-        let mut ids = lock.separated(", ");
-        for id in by_campaign.keys() {
-            ids.push_bind(*id);
-        }
-        lock.push(") ORDER BY id FOR UPDATE");
-        let mut locked: HashMap<CampaignId, LockedCampaign> = HashMap::new();
-        type Row = (
-            CampaignId,
-            String,
-            String,
-            u32,
-            u32,
-            NaiveDateTime,
-            NaiveDateTime,
-            NaiveDateTime,
-        );
-        for (id, partner_id, kind, total, issued, starts_at, ends_at, expires_at) in lock
-            .build_query_as::<Row>()
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?
-        {
-            let campaign = LockedCampaign {
-                partner_id,
-                kind: campaign_kind(&kind).map_err(unavailable)?,
-                total_quantity: total,
-                room: total.saturating_sub(issued),
-                issue_starts_at: utc(starts_at),
-                issue_ends_at: utc(ends_at),
-                expires_at,
-            };
-            locked.insert(id, campaign);
-        }
-
-        let mut rejected_users: Vec<(CampaignId, &Reservation, RejectionReason)> = Vec::new();
-        // Users whose coupon id the chunk did not read inside its transaction (duplicates,
-        // rejections): read after the commit, for Redis's status answers.
-        let mut unread: BTreeMap<CampaignId, Vec<&Reservation>> = BTreeMap::new();
-        let mut events = Vec::new();
-        let recorded_at = Utc::now();
-        for (campaign_id, rows) in &by_campaign {
-            let Some(campaign) = locked.get(campaign_id) else {
-                record.unknown_campaign.extend(rows.iter().map(|r| at(r)));
-                continue;
-            };
-            // Who already holds a coupon, needed only when the chunk could overflow the room:
-            // otherwise every reservation fits and `INSERT IGNORE` skips the redeliveries. A plain
-            // read is current here: every writer of this campaign commits before it releases the
-            // counter row this transaction now holds.
-            let could_overflow = rows.len() > campaign.room as usize;
-            let written: Vec<String> = if could_overflow {
-                let mut existing = QueryBuilder::<MySql>::new("SELECT user_id FROM coupons WHERE campaign_id = ");
-                existing.push_bind(*campaign_id).push(" AND user_id IN (");
-                let mut users = existing.separated(", ");
-                for r in rows {
-                    users.push_bind(r.user_id.as_str());
-                }
-                existing.push(")");
-                existing
-                    .build_query_scalar()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
-            } else {
-                Vec::new()
-            };
-            let written: HashSet<&str> = written.iter().map(String::as_str).collect();
-            let terms = CampaignTerms {
-                owner: &campaign.partner_id,
-                kind: campaign.kind,
-                total_quantity: campaign.total_quantity,
-                issue_starts_at: campaign.issue_starts_at,
-                issue_ends_at: campaign.issue_ends_at,
-            };
-            let allotment = allot(rows, &terms, &written, campaign.room);
-            record.duplicates += allotment.duplicates.len() as u64;
-
-            let mut inserted = 0;
-            if !allotment.issue.is_empty() {
-                let mut issue = allotment.issue.clone();
-                // Key order inside the statement keeps concurrent inserts from deadlocking on gap locks.
-                issue.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-                inserted = coupon_insert(true, issue, campaign.expires_at)
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
-                    .rows_affected();
-                // Rows the IGNORE skipped belong to users who already hold a coupon.
-                record.duplicates += (allotment.issue.len() as u64).saturating_sub(inserted);
-                let ids = issued_ids(&mut tx, *campaign_id, &allotment.issue)
-                    .await
-                    .map_err(unavailable)?;
-                // What these users now have is known here: Redis is told after the commit.
-                let mut seen = HashSet::new();
-                for r in &allotment.issue {
-                    if let Some(&coupon_id) = ids.get(r.user_id.as_str())
-                        && seen.insert(r.user_id.as_str())
-                    {
-                        record
-                            .outcomes
-                            .push((*campaign_id, r.user_id.clone(), Outcome::Issued { coupon_id }));
-                    }
-                }
-                let expires_at = utc(campaign.expires_at);
-                // One event per coupon: a user who already held one keeps its first event.
-                events.extend(allotment.issue.iter().filter_map(|r| {
-                    ids.get(r.user_id.as_str()).map(|id| {
-                        catalog::coupon_issued(
-                            &r.partner_id,
-                            *id,
-                            r.campaign_id,
-                            r.user_id.as_str(),
-                            r.reserved_at,
-                            expires_at,
-                            recorded_at,
-                        )
-                    })
-                }));
-            }
-            let mut newly_rejected = 0;
-            if !allotment.rejected.is_empty() {
-                let mut reject = QueryBuilder::<MySql>::new(
-                    "INSERT IGNORE INTO coupon_rejections \
-                     (campaign_id, partner_id, user_id, request_id, issue_rank, reserved_at, reason) ",
-                );
-                reject.push_values(&allotment.rejected, |mut row, (r, why)| {
-                    row.push_bind(r.campaign_id)
-                        .push_bind(&r.partner_id)
-                        .push_bind(r.user_id.as_str())
-                        .push_bind(r.request_id.hyphenated().to_string())
-                        .push_bind(r.rank)
-                        .push_bind(r.reserved_at.naive_utc())
-                        .push_bind(why.as_str());
-                });
-                newly_rejected = reject
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
-                    .rows_affected();
-                for (r, why) in &allotment.rejected {
-                    events.push(catalog::coupon_rejected(r, *why, recorded_at));
-                    record.rejected.push((at(r), *why));
-                    rejected_users.push((*campaign_id, r, *why));
-                }
-            }
-            if inserted > 0 || newly_rejected > 0 {
-                sqlx::query(
-                    "UPDATE campaigns SET issued_count = issued_count + ?, rejected_count = rejected_count + ? WHERE id = ?",
-                )
-                .bind(inserted)
-                .bind(newly_rejected)
-                .bind(campaign_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            }
-            record.inserted += inserted;
-            let known: HashSet<&str> = record
-                .outcomes
-                .iter()
-                .filter(|(c, _, _)| c == campaign_id)
-                .map(|(_, u, _)| u.as_str())
-                .collect();
-            let rest: Vec<&Reservation> = rows
-                .iter()
-                .copied()
-                .filter(|r| !known.contains(r.user_id.as_str()))
-                .collect();
-            if !rest.is_empty() {
-                unread.insert(*campaign_id, rest);
-            }
-        }
-        // The chunk's events commit with its coupons and rejections, or not at all.
-        MySqlOutbox.append(&mut tx, &events).await?;
-        tx.commit().await.map_err(unavailable)?;
-        record.rejected.sort_unstable();
-
-        // What the other users now have, read after the commit (outside the locks) for Redis's
-        // status answers. Committed is committed: if this read fails, status falls back to MySQL.
-        if !unread.is_empty() {
-            match self.coupon_ids(&unread, &locked).await {
-                Ok(outcomes) => record.outcomes.extend(outcomes),
-                Err(e) => tracing::warn!(error = %e, "chunk committed; some coupon ids could not be read back"),
-            }
-        }
-        let issued: HashSet<(CampaignId, &UserId)> = record.outcomes.iter().map(|(c, u, _)| (*c, u)).collect();
-        let mut rejections = Vec::new();
-        for (campaign_id, r, why) in rejected_users {
-            if !issued.contains(&(campaign_id, &r.user_id)) {
-                rejections.push((campaign_id, r.user_id.clone(), Outcome::Rejected(why)));
-            }
-        }
-        record.outcomes.extend(rejections);
-        Ok(record)
-    }
-
-    async fn coupon_ids(
-        &self,
-        by_campaign: &BTreeMap<CampaignId, Vec<&Reservation>>,
-        locked: &HashMap<CampaignId, LockedCampaign>,
-    ) -> Result<Vec<(CampaignId, UserId, Outcome)>, Unavailable> {
-        let mut outcomes = Vec::new();
-        for (campaign_id, rows) in by_campaign {
-            if !locked.contains_key(campaign_id) {
-                continue;
-            }
-            let mut lookup = QueryBuilder::<MySql>::new("SELECT user_id, id FROM coupons WHERE campaign_id = ");
-            lookup.push_bind(*campaign_id).push(" AND user_id IN (");
-            let mut users = lookup.separated(", ");
-            for r in rows {
-                users.push_bind(r.user_id.as_str());
-            }
-            lookup.push(")");
-            let coupons: HashMap<String, u64> = lookup
-                .build_query_as::<(String, u64)>()
-                .fetch_all(&self.db().await?)
-                .await
-                .map_err(unavailable)?
-                .into_iter()
-                .collect();
-            let mut seen = HashSet::new();
-            for r in rows {
-                if let Some(&coupon_id) = coupons.get(r.user_id.as_str())
-                    && seen.insert(r.user_id.as_str())
-                {
-                    outcomes.push((*campaign_id, r.user_id.clone(), Outcome::Issued { coupon_id }));
-                }
-            }
-        }
-        Ok(outcomes)
-    }
-}
-
-/// The coupon ids of `issued`'s users in the campaign, read inside the chunk's transaction.
-async fn issued_ids(
-    tx: &mut sqlx::MySqlConnection,
-    campaign_id: CampaignId,
-    issued: &[&Reservation],
-) -> Result<HashMap<String, u64>, sqlx::Error> {
-    let mut lookup = QueryBuilder::<MySql>::new("SELECT user_id, id FROM coupons WHERE campaign_id = ");
-    lookup.push_bind(campaign_id).push(" AND user_id IN (");
-    let mut users = lookup.separated(", ");
-    for r in issued {
-        users.push_bind(r.user_id.as_str());
-    }
-    lookup.push(")");
-    Ok(lookup
-        .build_query_as::<(String, u64)>()
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect())
-}
-
-#[async_trait]
-impl CouponBook for MySqlStore {
-    async fn record(&self, chunk: &[Reservation]) -> Result<ChunkRecord, Unavailable> {
-        assert!(
-            chunk.len() <= MAX_ROWS_PER_INSERT,
-            "chunk exceeds the placeholder limit"
-        );
-        self.timed(self.record_chunk(chunk)).await
     }
 }

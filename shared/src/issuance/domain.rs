@@ -430,7 +430,7 @@ pub enum Outcome {
     Rejected(RejectionReason),
 }
 
-/// How one campaign's share of a chunk is written, decided while its counter row is locked.
+/// How one campaign's share of a chunk is written (`allot`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Allotment<'a> {
     /// Reservations that become coupons, in order of acceptance.
@@ -440,7 +440,7 @@ pub struct Allotment<'a> {
     pub rejected: Vec<(&'a Reservation, RejectionReason)>,
 }
 
-/// What the writer's guard knows of a campaign, read under its counter row's lock.
+/// What the writer's guard knows of a campaign (`allot`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CampaignTerms<'a> {
     pub owner: &'a str,
@@ -467,6 +467,15 @@ impl CampaignTerms<'_> {
             None
         }
     }
+}
+
+/// Whether a campaign's share of a chunk (`share` reservations, repeats and refusals counted)
+/// could take more places than `room` leaves. Only then does `allot` need the users who already
+/// hold a coupon, and its allotment depend on the room: a share that cannot overflow gets the same
+/// allotment from the same terms whatever the room, so it may be written before the campaign's
+/// counter row is locked, as long as the terms are the same and it still cannot overflow then.
+pub fn could_overflow(share: usize, room: u32) -> bool {
+    share > room as usize
 }
 
 /// The database's guard, as a pure rule: of one campaign's reservations, those Redis could have
@@ -704,6 +713,30 @@ mod tests {
             5,
         );
         assert_eq!(reward.rejected, vec![(&b, RejectionReason::NotOnSale)]);
+    }
+
+    #[test]
+    fn a_share_that_cannot_overflow_gets_one_allotment_whatever_the_room() {
+        let (a, b, forged, again) = (
+            reservation("a", "p", 2),
+            reservation("b", "p", 1),
+            reservation("e", "intruder", 3),
+            reservation("b", "p", 4),
+        );
+        let share = [&a, &b, &forged, &again];
+        let terms = terms(CampaignKind::Sale);
+        let none = std::collections::HashSet::new();
+        assert!(could_overflow(share.len(), 3));
+        assert!(!could_overflow(share.len(), 4));
+        let at_the_edge = allot(&share, &terms, &none, 4);
+        for room in [5, 100, u32::MAX] {
+            assert!(!could_overflow(share.len(), room));
+            assert_eq!(allot(&share, &terms, &none, room), at_the_edge, "room {room}");
+        }
+        assert_eq!(at_the_edge.issue, vec![&b, &a]);
+        assert_eq!(at_the_edge.duplicates, vec![&again]);
+        // Below the share's size the room can decide: one place less leaves someone out here.
+        assert_ne!(allot(&share, &terms, &none, 1), at_the_edge);
     }
 
     fn terms(kind: CampaignKind) -> CampaignTerms<'static> {

@@ -62,9 +62,9 @@ impl<B: CouponBook, L: IssueLedger> ReservationWriter<B, L> {
     }
 
     /// Chunks written concurrently. The database does the work of a chunk on one core, so a
-    /// second chunk in flight uses the other (chunks of one campaign take turns: each holds its
-    /// campaign's counter row from first read to commit). Deadlock-free: a chunk's transaction
-    /// locks all its counter rows first, in ascending campaign order.
+    /// second chunk in flight uses the other. Chunks of one campaign insert side by side and take
+    /// turns on its counter row only to count and commit; a chunk that could overflow holds it
+    /// from its first read (see the MySQL coupon book).
     pub fn with_parallel_chunks(mut self, parallel_chunks: usize) -> Self {
         self.parallel_chunks = parallel_chunks.max(1);
         self
