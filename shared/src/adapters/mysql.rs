@@ -50,12 +50,31 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default deadline of one store call (`MYSQL_TIMEOUT_MS`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A pooled connection idle longer than this is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<MySqlPool, sqlx::Error> {
-    MySqlPoolOptions::new()
+    pinged_when_idle(MySqlPoolOptions::new())
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(database_url)
         .await
+}
+
+/// sqlx pings every connection it takes from the pool by default: a round trip to Aurora per
+/// acquire, two per point use (its key's count, then its transaction). A connection released a
+/// moment ago was alive then; one idle longer (a thawed Lambda instance's, say, which the server
+/// or a failover may have closed) is still pinged, and replaced if the ping fails.
+fn pinged_when_idle(options: MySqlPoolOptions) -> MySqlPoolOptions {
+    use sqlx::Connection as _;
+    options.test_before_acquire(false).before_acquire(|conn, meta| {
+        Box::pin(async move {
+            if meta.idle_for > PING_AFTER_IDLE {
+                conn.ping().await?;
+            }
+            Ok(true)
+        })
+    })
 }
 
 /// The certificate authorities of Amazon RDS and Aurora (every region, from the npm package
@@ -138,7 +157,7 @@ pub fn store_from(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<My
 /// a write can retry or answer, rather than in a cut connection; the server's default is 50 s.
 fn pool_options(max_connections: u32, call_deadline: Duration) -> MySqlPoolOptions {
     let lock_wait_secs = call_deadline.as_secs().saturating_sub(1).max(1);
-    MySqlPoolOptions::new()
+    pinged_when_idle(MySqlPoolOptions::new())
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(move |conn, _| {
