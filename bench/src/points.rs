@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use fcfs_shared::adapters::mysql::{MySqlStore, connect, lock_retries};
 use fcfs_shared::kernel::UserId;
 use fcfs_shared::points::PointsService;
-use fcfs_shared::points::domain::{IdempotencyKey, UsePoints};
+use fcfs_shared::points::domain::{IdempotencyKey, KEY_COUNTER_SHARDS, KEY_RETENTION_DAYS, UsePoints};
 use sqlx::MySqlPool;
 
 use crate::coupons::{WORKERS, rate};
@@ -28,7 +28,22 @@ pub struct PointsRun {
 
 /// `WALLETS` wallets (`u0` … ), each with one lot and its EARN entry, written in bulk and
 /// consistent with what `verify_points` checks; u0 (the hot one) holds far more than a run spends.
+/// The partner is a month old: its Idempotency-Key records of the days still kept are counted
+/// (every shard of every day, 1,000 records each), as each write's admission reads them.
 async fn fixture(pool: &MySqlPool, partner: &str) -> Result<()> {
+    let today = chrono::Utc::now().date_naive();
+    let days: Vec<(chrono::NaiveDate, u8)> = (1..=u64::from(KEY_RETENTION_DAYS))
+        .flat_map(|ago| (0..KEY_COUNTER_SHARDS).map(move |shard| (today - chrono::Days::new(ago), shard)))
+        .collect();
+    let mut counts =
+        sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT INTO idempotency_counts (partner_id, day, shard, records) ");
+    counts.push_values(&days, |mut row, (day, shard)| {
+        row.push_bind(partner)
+            .push_bind(day)
+            .push_bind(shard)
+            .push_bind(1_000u64);
+    });
+    counts.build().execute(pool).await?;
     for chunk in (0..WALLETS).collect::<Vec<_>>().chunks(5_000) {
         let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new(
             "INSERT INTO point_wallets (partner_id, user_id, balance, updated_at) ",
