@@ -192,6 +192,34 @@ async fn a_partner_past_its_idempotency_records_is_refused_but_its_retries_repla
     api.running.stop().await.unwrap();
 }
 
+/// A write is admitted against the records of every kept day: yesterday's count, though the
+/// function reads it once a day and then remembers it; a day past retention counts no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_the_earlier_kept_days_count_against_the_limit() {
+    use fcfs_shared::points::domain::KEY_RETENTION_DAYS;
+    let api = PartnerApi::start("keys-earlier", 4).await;
+    let (code, out) = admin_limits(&["set", "--partner", &api.partner, "--idempotency-records", "5"]);
+    assert_eq!(code, Some(0), "{out}");
+    let today = chrono::Utc::now().date_naive();
+    for (days_ago, records) in [(1, 3u64), (u64::from(KEY_RETENTION_DAYS) + 1, 100)] {
+        sqlx::query("INSERT INTO idempotency_counts (partner_id, day, shard, records) VALUES (?, ?, 0, ?)")
+            .bind(&api.partner)
+            .bind(today - chrono::Days::new(days_ago))
+            .bind(records)
+            .execute(&api.pool)
+            .await
+            .unwrap();
+    }
+    for k in ["k1", "k2"] {
+        let (status, body) = earn(&api, &api.key, k).await;
+        assert_eq!(status, 201, "3 earlier and {k}'s within 5: {body}");
+    }
+    let (status, body) = earn(&api, &api.key, "k3").await;
+    assert_eq!(status, 422, "3 earlier, 2 today and k3's are 6: {body}");
+    assert_eq!(body["field"], json!("idempotencyRecords"), "{body}");
+    api.running.stop().await.unwrap();
+}
+
 /// Records are counted per UTC day and pruned by the expiry sweep once their retention is over;
 /// then the partner may write again. The service's clock is set back, so the sweep deletes only
 /// records older than any other test's.

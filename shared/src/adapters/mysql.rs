@@ -149,7 +149,11 @@ pub fn store_from(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<My
             pool: tokio::sync::OnceCell::new(),
         })),
     };
-    Ok(MySqlStore { pool: source, timeout })
+    Ok(MySqlStore {
+        pool: source,
+        timeout,
+        earlier_key_records: points::EarlierKeyRecords::new(),
+    })
 }
 
 /// A function's pool. Its sessions wait for a row lock at most a second less than a call's
@@ -285,6 +289,7 @@ fn utc(naive: NaiveDateTime) -> DateTime<Utc> {
 pub struct MySqlStore {
     pool: Database,
     timeout: Duration,
+    earlier_key_records: points::EarlierKeyRecords,
 }
 
 /// A campaign as counted in MySQL (what reconcile compares Redis with).
@@ -301,6 +306,7 @@ impl MySqlStore {
         Self {
             pool: Database::Ready(pool),
             timeout: DEFAULT_TIMEOUT,
+            earlier_key_records: points::EarlierKeyRecords::new(),
         }
     }
 

@@ -78,6 +78,26 @@ fn lot_from(row: &MySqlRow) -> Result<Lot, sqlx::Error> {
     })
 }
 
+/// How many Idempotency-Key records each partner made on the kept days before today, per
+/// process. A write is admitted against the records of every kept day: up to 31 days of 16 shard
+/// rows, read by every write, though only today's rows still change. So the earlier days' sum is
+/// read once per partner and day and kept for at most an hour; a write that began before midnight
+/// and commits after it is counted late, by at most that hour (the limit bounds what a partner
+/// stores, and is checked outside the write's transaction anyway).
+#[derive(Clone)]
+pub(super) struct EarlierKeyRecords(moka::future::Cache<(String, chrono::NaiveDate), u64>);
+
+impl EarlierKeyRecords {
+    pub(super) fn new() -> Self {
+        Self(
+            moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(3_600))
+                .build(),
+        )
+    }
+}
+
 impl MySqlStore {
     /// A committed record of `key`: its outcome if it was this request, `IdempotencyKeyReused`
     /// if another.
@@ -167,17 +187,18 @@ impl MySqlStore {
     ) -> Result<Option<Applied>, PointsError> {
         let pool = self.db().await?;
         let (day, shard) = (now.date_naive(), key.counter_shard());
-        let (active, ready): (u64, i64) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(records), 0) AS UNSIGNED), CAST(COALESCE(MAX(day = ? AND shard = ?), 0) AS SIGNED) \
-             FROM idempotency_counts WHERE partner_id = ? AND day >= ?",
+        let earlier = self.earlier_key_records(&pool, partner, now).await?;
+        let (today, ready): (u64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(records), 0) AS UNSIGNED), CAST(COALESCE(MAX(shard = ?), 0) AS SIGNED) \
+             FROM idempotency_counts WHERE partner_id = ? AND day = ?",
         )
-        .bind(day)
         .bind(shard)
         .bind(partner)
-        .bind(first_active_key_day(now))
+        .bind(day)
         .fetch_one(&pool)
         .await
         .map_err(unavailable)?;
+        let active = earlier.saturating_add(today);
         if let Err(refused) = admit(Limit::IdempotencyRecords, records_allowed, active.saturating_add(1)) {
             return match self.replay(partner, key, fingerprint).await? {
                 Some(applied) => Ok(Some(applied)),
@@ -194,6 +215,32 @@ impl MySqlStore {
                 .map_err(unavailable)?;
         }
         Ok(None)
+    }
+
+    /// The partner's records of the kept days before today's, from this process's memory after
+    /// the first write of the day (see `EarlierKeyRecords`).
+    async fn earlier_key_records(
+        &self,
+        pool: &sqlx::MySqlPool,
+        partner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, PointsError> {
+        let remembered = (partner.to_owned(), now.date_naive());
+        if let Some(records) = self.earlier_key_records.0.get(&remembered).await {
+            return Ok(records);
+        }
+        let records: u64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(records), 0) AS UNSIGNED) FROM idempotency_counts \
+             WHERE partner_id = ? AND day >= ? AND day < ?",
+        )
+        .bind(partner)
+        .bind(first_active_key_day(now))
+        .bind(now.date_naive())
+        .fetch_one(pool)
+        .await
+        .map_err(unavailable)?;
+        self.earlier_key_records.0.insert(remembered, records).await;
+        Ok(records)
     }
 
     /// One attempt: the operation and its key's record in one transaction.
