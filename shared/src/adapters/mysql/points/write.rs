@@ -337,25 +337,25 @@ impl Write<'_> {
             .iter()
             .map(|c| format!(" WHEN {} THEN {}", c.id, c.remaining))
             .collect();
-        let expired: String = changes
-            .iter()
-            .map(|c| format!(" WHEN {} THEN {}", c.id, c.expired))
-            .collect();
-        // CASE needs at least one WHEN: the amount clause only when a transfer added to a lot.
-        let added: String = changes
-            .iter()
-            .filter(|c| c.added > 0)
-            .map(|c| format!(" WHEN {} THEN {}", c.id, c.added))
-            .collect();
-        let added = if added.is_empty() {
-            String::new()
-        } else {
-            format!("amount = amount + CASE id{added} ELSE 0 END, ")
+        // The counters a change adds to, each only when a lot adds to it (CASE needs at least one
+        // WHEN, and a use's lot expires nothing: every clause left out is work the server skips
+        // while the wallet is locked).
+        let add_to = |column: &str, by: fn(&LotChange) -> u64| {
+            let whens: String = changes
+                .iter()
+                .filter(|c| by(c) > 0)
+                .map(|c| format!(" WHEN {} THEN {}", c.id, by(c)))
+                .collect();
+            if whens.is_empty() {
+                String::new()
+            } else {
+                format!(", {column} = {column} + CASE id{whens} ELSE 0 END")
+            }
         };
+        let (added, expired) = (add_to("amount", |c| c.added), add_to("expired", |c| c.expired));
         let ids: Vec<String> = changes.iter().map(|c| c.id.to_string()).collect();
         self.queue(&format!(
-            "UPDATE point_lots SET {added}remaining = CASE id{remaining} END, \
-             expired = expired + CASE id{expired} ELSE 0 END WHERE id IN ({})",
+            "UPDATE point_lots SET remaining = CASE id{remaining} END{added}{expired} WHERE id IN ({})",
             ids.join(", ")
         ));
     }
