@@ -618,6 +618,17 @@ async fn drain(sqs: &aws_sdk_sqs::Client, queue: &str, writer: &IssueWriter<MySq
     failed
 }
 
+/// The users holding a coupon of the campaign, as `db` sees them.
+async fn coupon_holders<'e>(db: impl sqlx::Executor<'e, Database = sqlx::MySql>, campaign: u64) -> HashSet<String> {
+    sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
+        .bind(campaign)
+        .fetch_all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
 /// The users of a message's reservations (one, or a pack), in its order.
 fn users_in(message: &aws_sdk_sqs::types::Message) -> Vec<String> {
     let body = message.body().unwrap_or_default();
@@ -799,11 +810,7 @@ async fn mariadb_killed_mid_write_leaves_one_event_per_committed_row() {
                 .fetch_one(&mut dirty)
                 .await
                 .unwrap();
-        let dirty_users: Vec<String> = sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
-            .bind(campaign)
-            .fetch_all(&mut dirty)
-            .await
-            .unwrap();
+        let dirty_users = coupon_holders(&mut dirty, campaign).await;
         let dirty_events: Vec<String> = sqlx::query_scalar(
             "SELECT JSON_VALUE(data, '$.userId') FROM partner_events WHERE partner_id = ? AND type = 'coupon.issued'",
         )
@@ -811,13 +818,7 @@ async fn mariadb_killed_mid_write_leaves_one_event_per_committed_row() {
         .fetch_all(&mut dirty)
         .await
         .unwrap();
-        let committed: HashSet<String> = sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
-            .bind(campaign)
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+        let committed = coupon_holders(&pool, campaign).await;
         let held_users: BTreeSet<String> = dirty_users
             .into_iter()
             .filter(|u| held_chunk.contains(u) && !committed.contains(u))
@@ -857,13 +858,7 @@ async fn mariadb_killed_mid_write_leaves_one_event_per_committed_row() {
     // before the kill, and the chunk beside the held one if it committed in between), and nothing
     // of the held chunk: none of its users holds a coupon, no event names them.
     let at_crash = IssueAccount::of(&pool, &partner, campaign).await;
-    let kept: HashSet<String> = sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
-        .bind(campaign)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let kept = coupon_holders(&pool, campaign).await;
     eprintln!(
         "killed with {} coupons seen committed ({} more committed before the kill) and a chunk of {} coupons \
          and {held_events} of their events uncommitted ({failed}); after the restart: {at_crash:?}",
@@ -913,13 +908,7 @@ async fn mariadb_killed_mid_write_leaves_one_event_per_committed_row() {
     // Every reservation ended as exactly one of a coupon or a rejection, and the reasons are
     // what the forgeries earn: INVALID_RANK for the ranks beyond the quantity, OVER_QUANTITY for
     // the valid ranks past the last place.
-    let coupons: HashSet<String> = sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
-        .bind(campaign)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let coupons = coupon_holders(&pool, campaign).await;
     let rejections: HashMap<String, String> =
         sqlx::query_as::<_, (String, String)>("SELECT user_id, reason FROM coupon_rejections WHERE campaign_id = ?")
             .bind(campaign)
@@ -1103,13 +1092,7 @@ async fn the_flash_sale_has_one_event_per_coupon_and_per_rejection_all_delivered
         (i64::from(QUANTITY), i64::from(INVALID + OVER)),
         "{account:?}"
     );
-    let holders: HashSet<String> = sqlx::query_scalar("SELECT user_id FROM coupons WHERE campaign_id = ?")
-        .bind(campaign)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let holders = coupon_holders(&pool, campaign).await;
     assert_eq!(holders, accepted, "every 202 holds a coupon, nobody else does");
     let reasons: Vec<(String, String)> =
         sqlx::query_as("SELECT user_id, reason FROM coupon_rejections WHERE campaign_id = ? ORDER BY user_id")
