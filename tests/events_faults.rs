@@ -11,6 +11,8 @@
 //!   point and at the end.
 //! - The flash sale through the runner: 2,000 coupons, more users than coupons, forged
 //!   reservations the writer rejects; the events by SQL and as the receiver got them.
+//! - A chunk's packed events recorded twice (a redelivery): the sequencer expands each packed row
+//!   in its place, every event once.
 //!
 //! The receiver is `tests/support/webhook_receiver.rs`; signatures are checked by the independent
 //! verifier (`tests/support/verify_webhook.py`). Every wait has a deadline.
@@ -32,7 +34,8 @@ use futures_util::StreamExt;
 use integration_tests::services::{PrivateMariaDb, RunnerProcess};
 use integration_tests::webhook_receiver::{Mode, WebhookReceiver, verify_with_python};
 use integration_tests::{
-    api_key, env, mysql, queue_with_dlq, receive, reply, reservations_in, runner_config, serve, sqs, sqs_event, unique,
+    api_key, env, mysql, queue_with_dlq, receive, reply, reservations_in, runner_config, sequence_events, serve, sqs,
+    sqs_event, unique,
 };
 use issue_api::IssueApi;
 use issue_writer::IssueWriter;
@@ -191,6 +194,7 @@ fn assert_duplicates_identical(receiver: &WebhookReceiver) -> usize {
 
 /// The partner's recorded events, as their envelope ids (`evt_<row id>`), by type.
 async fn recorded_events(pool: &sqlx::MySqlPool, partner: &str) -> BTreeMap<String, String> {
+    sequence_events(pool).await;
     let rows: Vec<(u64, String)> = sqlx::query_as("SELECT id, type FROM partner_events WHERE partner_id = ?")
         .bind(partner)
         .fetch_all(pool)
@@ -220,6 +224,7 @@ struct IssueAccount {
 
 impl IssueAccount {
     async fn of(pool: &sqlx::MySqlPool, partner: &str, campaign: u64) -> Self {
+        sequence_events(pool).await;
         let count = |sql: &'static str, binds: Vec<String>| {
             let pool = pool.clone();
             async move {
@@ -629,6 +634,34 @@ async fn coupon_holders<'e>(db: impl sqlx::Executor<'e, Database = sqlx::MySql>,
         .collect()
 }
 
+/// The users named by the partner's coupon.issued events as the connection sees them, in rows of
+/// their own or packed (before the sequencer expands them).
+async fn issued_event_users(db: &mut sqlx::MySqlConnection, partner: &str) -> Vec<String> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT type, data FROM partner_events WHERE partner_id = ? AND type IN ('coupon.issued', 'packed')",
+    )
+    .bind(partner)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let mut users = Vec::new();
+    for (kind, data) in rows {
+        let data: Value = serde_json::from_str(&data).unwrap();
+        let issued = if kind == "packed" {
+            data.as_array()
+                .expect("a packed row holds an array")
+                .iter()
+                .filter(|e| e["type"] == "coupon.issued")
+                .map(|e| e["data"].clone())
+                .collect()
+        } else {
+            vec![data]
+        };
+        users.extend(issued.iter().filter_map(|d| d["userId"].as_str().map(str::to_owned)));
+    }
+    users
+}
+
 /// The users of a message's reservations (one, or a pack), in its order.
 fn users_in(message: &aws_sdk_sqs::types::Message) -> Vec<String> {
     let body = message.body().unwrap_or_default();
@@ -747,12 +780,12 @@ async fn mariadb_killed_mid_write_leaves_one_event_per_committed_row() {
         messages.extend(receive(&sqs, &queue, 1).await);
     }
     // A chunk held mid-transaction, deterministically: the pack with f-invalid-0 goes to the middle
-    // of the delivery, and another connection holds, uncommitted, an outbox row with the once_key
-    // that rejection's event will have. That chunk inserts its coupons, its rejection rows and the
-    // events before that one, then waits on the key until the database is killed under it. It
-    // holds no counter row while it inserts, so the chunk in flight beside it (the one before or
-    // the one after; the writer answers chunks in order, two at a time, and starts no other while
-    // the held one waits) may commit before the kill or die with it.
+    // of the delivery, and another connection holds, uncommitted, a rejection row for that user.
+    // That chunk inserts its coupons and its events (one packed outbox row), then waits on the
+    // rejection's key, the last row it writes, until the database is killed under it. It holds no
+    // counter row while it inserts, so the chunk in flight beside it (the one before or the one
+    // after; the writer answers chunks in order, two at a time, and starts no other while the
+    // held one waits) may commit before the kill or die with it.
     let blocked_user = "f-invalid-0";
     let at = messages
         .iter()
@@ -775,10 +808,11 @@ async fn mariadb_killed_mid_write_leaves_one_event_per_committed_row() {
         .unwrap();
     sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
     sqlx::query(
-        "INSERT INTO partner_events (partner_id, type, subject, once_key, occurred_at, data) \
-         VALUES ('blocker', 'coupon.rejected', 'blocker', ?, UTC_TIMESTAMP(3), '{}')",
+        "INSERT INTO coupon_rejections (campaign_id, partner_id, user_id, request_id, issue_rank, reserved_at, reason) \
+         VALUES (?, 'blocker', ?, UUID(), 0, UTC_TIMESTAMP(3), 'INVALID_RANK')",
     )
-    .bind(format!("coupon.rejected:{campaign}:{blocked_user}"))
+    .bind(campaign)
+    .bind(blocked_user)
     .execute(&mut blocker)
     .await
     .unwrap();
@@ -798,39 +832,25 @@ async fn mariadb_killed_mid_write_leaves_one_event_per_committed_row() {
         tokio::spawn(async move { writer.handle(event).await })
     };
     // The store gives a chunk 5 s: the kill comes as soon as the held chunk has written all it
-    // can. Its rejection row for f-invalid-0 (visible uncommitted) comes after its coupons; once
-    // each of them has its coupon.issued event (they precede the rejections' in its one outbox
-    // insert), the insert waits on the key.
+    // can: its coupons and an event naming each of them. Its rejection rows come next, and cannot
+    // pass the held key.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (committed, held_users, held_events) = loop {
-        let rejected_dirty: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM coupon_rejections WHERE campaign_id = ? AND user_id = ?")
-                .bind(campaign)
-                .bind(blocked_user)
-                .fetch_one(&mut dirty)
-                .await
-                .unwrap();
         let dirty_users = coupon_holders(&mut dirty, campaign).await;
-        let dirty_events: Vec<String> = sqlx::query_scalar(
-            "SELECT JSON_VALUE(data, '$.userId') FROM partner_events WHERE partner_id = ? AND type = 'coupon.issued'",
-        )
-        .bind(&partner)
-        .fetch_all(&mut dirty)
-        .await
-        .unwrap();
+        let dirty_events = issued_event_users(&mut dirty, &partner).await;
         let committed = coupon_holders(&pool, campaign).await;
         let held_users: BTreeSet<String> = dirty_users
             .into_iter()
             .filter(|u| held_chunk.contains(u) && !committed.contains(u))
             .collect();
         let held_events = dirty_events.iter().filter(|u| held_users.contains(*u)).count();
-        if rejected_dirty > 0 && !held_users.is_empty() && held_events == held_users.len() {
+        if !held_users.is_empty() && held_events == held_users.len() {
             break (committed, held_users, held_events);
         }
         assert!(
             Instant::now() < deadline,
-            "the chunk with {blocked_user} was never seen waiting on its event's key \
-             ({rejected_dirty} rejection, {} coupons, {held_events} events uncommitted)",
+            "the chunk with {blocked_user} was never seen waiting on its rejection's key \
+             ({} coupons, {held_events} events uncommitted)",
             held_users.len()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1167,4 +1187,68 @@ async fn the_flash_sale_has_one_event_per_coupon_and_per_rejection_all_delivered
         started.elapsed()
     );
     let _ = running.stop().await;
+}
+
+/// A chunk recorded twice (a redelivery whose first commit's answer was lost) packs its events
+/// twice: the sequencer expands each packed row in its place among the other rows, its events
+/// in their order and consecutive, and skips the repeated ones (`once_key`), leaving gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_packed_chunk_expands_in_place_with_each_event_once() {
+    use fcfs_shared::adapters::mysql::MySqlOutbox;
+    use fcfs_shared::events::domain::{EventType, NewEvent};
+    use fcfs_shared::events::ports::Outbox;
+
+    let pool = mysql().await;
+    let (chunked, beside) = (unique("pack-chunk"), unique("pack-beside"));
+    let event = |partner: &str, n: u32| NewEvent {
+        partner_id: partner.to_owned(),
+        kind: EventType::CouponIssued,
+        subject: n.to_string(),
+        once_key: Some(format!("test.packed:{partner}:{n}")),
+        occurred_at: Utc::now(),
+        data: json!({ "n": n }),
+    };
+    let chunk: Vec<NewEvent> = (0..40).map(|n| event(&chunked, n)).collect();
+    let mut again = chunk.clone();
+    again.push(event(&chunked, 40));
+    // In commit order: the chunk, a single event of another partner, the chunk again with one
+    // more event, another single.
+    for events in [chunk, vec![event(&beside, 0)], again, vec![event(&beside, 1)]] {
+        let mut tx = pool.begin().await.unwrap();
+        MySqlOutbox.append(&mut tx, &events).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    sequence_events(&pool).await;
+
+    let rows: Vec<(String, String, String, Option<u64>, String)> = sqlx::query_as(
+        "SELECT partner_id, type, subject, sequence, data FROM partner_events \
+         WHERE partner_id IN (?, ?) ORDER BY sequence",
+    )
+    .bind(&chunked)
+    .bind(&beside)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        rows.iter()
+            .all(|(_, kind, _, sequence, _)| kind == "coupon.issued" && sequence.is_some()),
+        "only sequenced events of their own type are left: {rows:?}"
+    );
+    let order: Vec<String> = rows.iter().map(|(p, _, s, _, _)| format!("{}{s}", &p[..6])).collect();
+    let expected: Vec<String> = (0..40)
+        .map(|n| format!("pack-c{n}"))
+        .chain(["pack-b0".to_owned(), "pack-c40".to_owned(), "pack-b1".to_owned()])
+        .collect();
+    assert_eq!(order, expected, "each event once, in the rows' commit order");
+    for (_, _, subject, _, data) in &rows {
+        assert_eq!(serde_json::from_str::<Value>(data).unwrap()["n"].to_string(), *subject);
+    }
+    let sequences: Vec<u64> = rows.iter().map(|r| r.3.unwrap()).collect();
+    assert!(
+        sequences[..40].windows(2).all(|w| w[1] == w[0] + 1),
+        "a packed row's events are consecutive: {sequences:?}"
+    );
+    // The repeat's 40 events were given sequences too, and skipped: its one new event comes 41
+    // after the single before it, unless another test's events were sequenced between.
+    assert!(sequences[41] > sequences[40] + 40, "{sequences:?}");
 }

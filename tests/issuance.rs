@@ -369,7 +369,9 @@ async fn concurrent_chunks_of_one_campaign_write_exactly_the_quantity_once_per_u
             .iter()
             .all(|(user, reason)| user.starts_with("second") && reason == "OVER_QUANTITY")
     );
-    // One event per coupon and per rejection, none for the repeats.
+    // One event per coupon and per rejection, none for the repeats (once the sequencer has
+    // expanded the chunks' packed rows).
+    integration_tests::sequence_events(stack.store.pool().unwrap()).await;
     let events: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT type, COUNT(*), COUNT(DISTINCT subject) FROM partner_events WHERE partner_id = ? GROUP BY type ORDER BY type",
     )

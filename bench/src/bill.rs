@@ -31,7 +31,8 @@ pub struct Snapshot {
     redis_bytes: u64,
     metrics: String,
     innodb: BTreeMap<String, u64>,
-    last_event: u64,
+    /// Partner events recorded so far: sequenced, or waiting in rows of their own or packed.
+    events_recorded: u64,
     cpu_seconds: f64,
     redis_cpu: f64,
 }
@@ -100,9 +101,15 @@ impl Snapshot {
         )
         .fetch_all(&services.pool)
         .await?;
-        let last_event: Option<u64> = sqlx::query_scalar("SELECT MAX(id) FROM partner_events")
-            .fetch_one(&services.pool)
-            .await?;
+        // The relay may be expanding a chunk's packed row meanwhile: the sequence given plus what
+        // waits counts each event once either way.
+        let events_recorded: i64 = sqlx::query_scalar(
+            "SELECT CAST((SELECT position FROM event_cursors WHERE name = 'sequence') \
+             + (SELECT COALESCE(SUM(IF(type = 'packed', CAST(subject AS UNSIGNED), 1)), 0) \
+                FROM partner_events WHERE sequence IS NULL) AS SIGNED)",
+        )
+        .fetch_one(&services.pool)
+        .await?;
         Ok(Self {
             redis_commands: command_stats(&commandstats),
             redis_bytes: info_field::<u64>(&stats, "total_net_input_bytes").unwrap_or(0)
@@ -112,7 +119,7 @@ impl Snapshot {
                 .into_iter()
                 .filter_map(|(name, value)| Some((name, value.parse().ok()?)))
                 .collect(),
-            last_event: last_event.unwrap_or(0),
+            events_recorded: events_recorded.max(0).unsigned_abs(),
             cpu_seconds: process_cpu_seconds()?,
             redis_cpu,
         })
@@ -254,7 +261,7 @@ impl Usage {
             cpu_seconds: after.cpu_seconds - before.cpu_seconds,
             rows_written: innodb("Handler_write") + innodb("Handler_update") + innodb("Handler_delete"),
             log_bytes: innodb("Innodb_os_log_written"),
-            events: after.last_event.saturating_sub(before.last_event),
+            events: after.events_recorded.saturating_sub(before.events_recorded),
         })
     }
 }

@@ -91,7 +91,8 @@ pub async fn catch_up(pool: &sqlx::MySqlPool, deadline: Duration, bus: bool) -> 
     let started = Instant::now();
     loop {
         let (unsequenced, unpublished): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM partner_events WHERE sequence IS NULL), \
+            "SELECT CAST((SELECT COALESCE(SUM(IF(type = 'packed', CAST(subject AS UNSIGNED), 1)), 0) \
+               FROM partner_events WHERE sequence IS NULL) AS SIGNED), \
              CAST((SELECT position FROM event_cursors WHERE name = 'sequence') AS SIGNED) \
              - CAST((SELECT position FROM event_cursors WHERE name = 'eventbridge') AS SIGNED)",
         )

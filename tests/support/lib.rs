@@ -167,6 +167,18 @@ pub async fn innodb_deadlocks(pool: &sqlx::MySqlPool) -> u64 {
     value.parse().expect("a count")
 }
 
+/// Runs the events' sequencer until no committed event waits (at most 30 s), as the relay would:
+/// the outbox's packed rows (a chunk's many events) become one row per event. For a test reading
+/// `partner_events` by SQL.
+pub async fn sequence_events(pool: &sqlx::MySqlPool) {
+    use fcfs_shared::events::ports::EventLog;
+    let log = fcfs_shared::adapters::mysql::MySqlStore::new(pool.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while log.sequence(1_000).await.expect("the sequencer") > 0 {
+        assert!(std::time::Instant::now() < deadline, "events still waiting after 30 s");
+    }
+}
+
 /// The runner serving template.yaml in-process, its functions' pools `DB_MAX_CONNECTIONS` large:
 /// it stands for many instances of a database-backed API at once.
 pub async fn runner_with_db_connections(connections: u32) -> local_runner::Running {

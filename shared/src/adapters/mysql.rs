@@ -29,6 +29,7 @@ mod coupons;
 mod events;
 pub use events::MySqlOutbox;
 mod grading;
+mod packed_events;
 mod partners;
 mod points;
 mod reward_coupons;

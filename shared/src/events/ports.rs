@@ -18,9 +18,10 @@ pub trait Outbox<Tx: Send>: Send + Sync {
 /// The recorded events, read in sequence, and the relay's bookkeeping.
 #[async_trait]
 pub trait EventLog: Send + Sync {
-    /// Gives the next sequence numbers to up to `max` committed events that have none, in the
-    /// order of their outbox ids (one short transaction; one relay at a time holds the counter).
-    /// How many were sequenced.
+    /// Gives the next sequence numbers to about `max` committed events that have none, in the
+    /// order of their outbox ids (one short transaction; one relay at a time holds the counter):
+    /// fewer only when no more are waiting, and more by at most one outbox row's packed events.
+    /// How many sequences were given.
     async fn sequence(&self, max: u32) -> Result<u32, Unavailable>;
 
     /// The partner's events after `after`, in sequence, at most `limit`.

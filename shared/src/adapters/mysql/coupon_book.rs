@@ -274,6 +274,9 @@ async fn write_shares<'c>(
     let at = |r: &Reservation| (r as *const Reservation as usize - base) / std::mem::size_of::<Reservation>();
     let mut written = Written::default();
     let mut new_events = Vec::new();
+    // Recorded after the events. The order inside the transaction changes nothing that commits;
+    // last, a rejection's key is where a crash test holds a chunk with all else written.
+    let mut rejections = Vec::new();
     let recorded_at = Utc::now();
     for (campaign_id, rows) in shares {
         let Some(campaign) = campaigns.get(campaign_id) else {
@@ -343,16 +346,15 @@ async fn write_shares<'c>(
                 })
             }));
         }
-        let mut newly_rejected = 0;
-        if !allotment.rejected.is_empty() {
-            newly_rejected = record_rejections(&mut *tx, &allotment.rejected).await?;
-            for (r, why) in &allotment.rejected {
-                new_events.push(catalog::coupon_rejected(r, *why, recorded_at));
-                written.record.rejected.push((at(r), *why));
-                written.rejected_users.push((*campaign_id, r, *why));
-            }
+        for (r, why) in &allotment.rejected {
+            new_events.push(catalog::coupon_rejected(r, *why, recorded_at));
+            written.record.rejected.push((at(r), *why));
+            written.rejected_users.push((*campaign_id, r, *why));
         }
-        written.counts.push((*campaign_id, inserted, newly_rejected));
+        if !allotment.rejected.is_empty() {
+            rejections.push((*campaign_id, allotment.rejected));
+        }
+        written.counts.push((*campaign_id, inserted, 0));
         written.record.inserted += inserted;
         let known: HashSet<&str> = written
             .record
@@ -373,6 +375,12 @@ async fn write_shares<'c>(
     // The chunk's events commit with its coupons and rejections, or not at all (the events
     // context's outbox insert, with its error kept whole: a deadlock there is told apart).
     events::append(tx, &new_events).await?;
+    for (campaign_id, rejected) in rejections {
+        let newly_rejected = record_rejections(&mut *tx, &rejected).await?;
+        if let Some(counts) = written.counts.iter_mut().find(|(c, _, _)| *c == campaign_id) {
+            counts.2 = newly_rejected;
+        }
+    }
     Ok(written)
 }
 

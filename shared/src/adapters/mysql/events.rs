@@ -3,13 +3,14 @@
 //! (`event_cursors`), and the partners' webhook endpoints with their delivery state
 //! (`webhook_endpoints`). Nothing else writes these tables.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 
+use super::packed_events::{PACKED_TYPE, pack, unpack};
 use super::{MySqlStore, unavailable, utc};
 use crate::events::domain::{Delivery, Event, EventType, NewEvent, Registration};
 use crate::events::ports::{EventLog, Outbox, Webhooks};
@@ -26,24 +27,40 @@ impl Outbox<MySqlConnection> for MySqlOutbox {
     }
 }
 
-/// Records `events` in the caller's transaction. `IGNORE` skips only a repeated `once_key`: every
-/// value is checked by the domain before it gets here.
+/// Records `events` in the caller's transaction: a partner's many events as packed rows (see
+/// `packed_events`), the others as rows of their own. `IGNORE` skips only a repeated `once_key`
+/// (a packed event's, when the sequencer expands it): every value is checked by the domain before
+/// it gets here.
 pub(crate) async fn append(tx: &mut MySqlConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
+    let (singles, packed) = pack(events).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    if !singles.is_empty() {
+        let mut insert = QueryBuilder::<MySql>::new(
+            "INSERT IGNORE INTO partner_events (partner_id, type, subject, once_key, occurred_at, data) ",
+        );
+        insert.push_values(singles, |mut row, e| {
+            row.push_bind(&e.partner_id)
+                .push_bind(e.kind.as_str())
+                .push_bind(&e.subject)
+                .push_bind(e.once_key.as_deref())
+                .push_bind(e.occurred_at.naive_utc())
+                .push_bind(e.data.to_string());
+        });
+        insert.build().execute(&mut *tx).await?;
     }
-    let mut insert = QueryBuilder::<MySql>::new(
-        "INSERT IGNORE INTO partner_events (partner_id, type, subject, once_key, occurred_at, data) ",
-    );
-    insert.push_values(events, |mut row, e| {
-        row.push_bind(&e.partner_id)
-            .push_bind(e.kind.as_str())
-            .push_bind(&e.subject)
-            .push_bind(e.once_key.as_deref())
-            .push_bind(e.occurred_at.naive_utc())
-            .push_bind(e.data.to_string());
-    });
-    insert.build().execute(&mut *tx).await?;
+    if !packed.is_empty() {
+        let mut insert = QueryBuilder::<MySql>::new(
+            "INSERT INTO partner_events (partner_id, type, subject, once_key, occurred_at, data) ",
+        );
+        insert.push_values(packed, |mut row, p| {
+            row.push_bind(p.partner_id)
+                .push_bind(PACKED_TYPE)
+                .push_bind(p.events.to_string())
+                .push_bind(None::<String>)
+                .push_bind(p.occurred_at.naive_utc())
+                .push_bind(p.data);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
     Ok(())
 }
 
@@ -79,6 +96,113 @@ pub(crate) fn append_statement(
         rows.join(", ")
     ))
 }
+
+/// Gives the waiting rows, in id order, the sequences after `last`: a row of its own its next
+/// one, a packed row's events the next ones in their order (expanded into rows of their own,
+/// the packed row deleted). Rows are taken until `max` events are reached, a packed row whole.
+/// How many sequences were given (some may be gaps: a packed event whose `once_key` is recorded).
+async fn sequence_waiting(tx: &mut MySqlConnection, last: u64, max: u32) -> Result<u64, sqlx::Error> {
+    // Forced: with the LIMIT a placeholder, the optimizer walks the primary key in id order,
+    // filtering for NULL, through every sequenced row before the first waiting one (2.4 million
+    // rows and 2 s a batch here); the key on (sequence, id) starts at them.
+    let waiting: Vec<(u64, String, String)> = sqlx::query_as(
+        "SELECT id, type, subject FROM partner_events FORCE INDEX (idx_partner_events_unsequenced) \
+         WHERE sequence IS NULL ORDER BY id LIMIT ?",
+    )
+    .bind(max)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut taken = Vec::new();
+    let mut events = 0_u64;
+    for (id, kind, subject) in waiting {
+        if events >= u64::from(max) {
+            break;
+        }
+        let packed = kind == PACKED_TYPE;
+        events += if packed {
+            subject
+                .parse::<u64>()
+                .map_err(|e| sqlx::Error::Decode(format!("packed row {id}: {e}").into()))?
+        } else {
+            1
+        };
+        taken.push((id, packed));
+    }
+    let packed_ids: Vec<u64> = taken.iter().filter(|(_, p)| *p).map(|(id, _)| *id).collect();
+    let mut packed_rows: HashMap<u64, Vec<NewEvent>> = HashMap::new();
+    if !packed_ids.is_empty() {
+        let mut read = QueryBuilder::<MySql>::new("SELECT id, partner_id, data FROM partner_events WHERE id IN (");
+        let mut list = read.separated(", ");
+        for id in &packed_ids {
+            list.push_bind(*id);
+        }
+        read.push(")");
+        for (id, partner, data) in read
+            .build_query_as::<(u64, String, String)>()
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let events = unpack(&partner, &data).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            packed_rows.insert(id, events);
+        }
+    }
+    let mut next = last;
+    let mut singles = Vec::new();
+    let mut expanded = Vec::new();
+    for (id, packed) in &taken {
+        if *packed {
+            for event in packed_rows.remove(id).unwrap_or_default() {
+                next += 1;
+                expanded.push((event, next));
+            }
+        } else {
+            next += 1;
+            singles.push((*id, next));
+        }
+    }
+    if !singles.is_empty() {
+        let mut update = QueryBuilder::<MySql>::new("UPDATE partner_events SET sequence = CASE id");
+        for (id, sequence) in &singles {
+            update.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*sequence);
+        }
+        update.push(" END WHERE id IN (");
+        let mut list = update.separated(", ");
+        for (id, _) in &singles {
+            list.push_bind(*id);
+        }
+        update.push(")");
+        update.build().execute(&mut *tx).await?;
+    }
+    // At most `max` and one packed row's events: a few statements at most.
+    for part in expanded.chunks(EXPANDED_ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::<MySql>::new(
+            "INSERT IGNORE INTO partner_events (partner_id, type, subject, once_key, occurred_at, data, sequence) ",
+        );
+        insert.push_values(part, |mut row, (e, sequence)| {
+            row.push_bind(&e.partner_id)
+                .push_bind(e.kind.as_str())
+                .push_bind(&e.subject)
+                .push_bind(e.once_key.as_deref())
+                .push_bind(e.occurred_at.naive_utc())
+                .push_bind(e.data.to_string())
+                .push_bind(*sequence);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    if !packed_ids.is_empty() {
+        let mut delete = QueryBuilder::<MySql>::new("DELETE FROM partner_events WHERE id IN (");
+        let mut list = delete.separated(", ");
+        for id in &packed_ids {
+            list.push_bind(*id);
+        }
+        delete.push(")");
+        delete.build().execute(&mut *tx).await?;
+    }
+    Ok(next - last)
+}
+
+/// Expanded events per INSERT: 7 placeholders each, within MySQL's 65,535.
+const EXPANDED_ROWS_PER_INSERT: usize = 5000;
 
 const EVENT_COLUMNS: &str = "id, type, partner_id, occurred_at, data, sequence";
 
@@ -118,38 +242,17 @@ impl EventLog for MySqlStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-            // Forced: with the LIMIT a placeholder, the optimizer walks the primary key in id
-            // order, filtering for NULL, through every sequenced row before the first waiting one
-            // (2.4 million rows and 2 s a batch here); the key on (sequence, id) starts at them.
-            let ids: Vec<u64> = sqlx::query_scalar(
-                "SELECT id FROM partner_events FORCE INDEX (idx_partner_events_unsequenced) \
-                 WHERE sequence IS NULL ORDER BY id LIMIT ?",
-            )
-            .bind(max)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            let Some(count) = u32::try_from(ids.len()).ok().filter(|n| *n > 0) else {
+            let count = sequence_waiting(&mut tx, last, max).await.map_err(unavailable)?;
+            if count == 0 {
                 return Ok(0);
-            };
-            let mut update = QueryBuilder::<MySql>::new("UPDATE partner_events SET sequence = CASE id");
-            for (n, id) in (1_u64..).zip(&ids) {
-                update.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(last + n);
             }
-            update.push(" END WHERE id IN (");
-            let mut list = update.separated(", ");
-            for id in &ids {
-                list.push_bind(*id);
-            }
-            update.push(")");
-            update.build().execute(&mut *tx).await.map_err(unavailable)?;
             sqlx::query("UPDATE event_cursors SET position = ? WHERE name = 'sequence'")
-                .bind(last + u64::from(count))
+                .bind(last + count)
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
-            Ok(count)
+            Ok(u32::try_from(count).unwrap_or(u32::MAX))
         })
         .await
     }
