@@ -259,14 +259,14 @@ impl Report {
             figure: format!("{w:.0} rows/s"),
             yardstick: format!("raw multi-row INSERT, one connection: {r:.0} rows/s"),
             ratio: format!("{:.0}%", 100.0 * w / r),
-            target: "≥ 150,000 rows/s, ≥ 70% of raw".into(),
-            verdict: verdict(w >= 150_000.0 && w >= 0.7 * r),
+            target: "≥ 90% of raw".into(),
+            verdict: verdict(w >= 0.9 * r),
         });
         let _ = writeln!(
             self.details,
             "### Writer\n\nEach run: one `SqsEvent` of 10,000 reservations (JSON bodies) straight into \
-             `IssueWriter::handle` (chunks of 1,000: `INSERT IGNORE` + `issued_count` update in one transaction per \
-             chunk) on a fresh campaign; checked: 10,000 rows, 10,000 distinct users, `issued_count` 10,000. Yardstick: \
+             `IssueWriter::handle` (chunks of 1,000: `INSERT IGNORE`, the chunk's events as one packed outbox row and the \
+             `issued_count` update in one transaction per chunk) on a fresh campaign; checked: 10,000 rows, 10,000 distinct users, `issued_count` 10,000. Yardstick: \
              the same 10,000 rows as plain 1,000-row `INSERT`s on one connection, autocommit.\n\nWriter: {} rows/s. Raw: \
              {} rows/s.\n",
             writer.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", "),
@@ -463,8 +463,8 @@ A runner of its own with the event relay on (webhooks only: the bus, LocalStack 
             figure: format!("p99 {during:.1} ms, {errors} errors"),
             yardstick: format!("same load without the run: p99 {alone:.1} ms"),
             ratio: format!("{:.1}×", during / alone.max(0.001)),
-            target: "no errors, p99 ≤ 2× without the run".into(),
-            verdict: verdict(errors == 0 && during <= 2.0 * alone),
+            target: "no errors, p99 ≤ 1.5× without the run".into(),
+            verdict: verdict(errors == 0 && during <= 1.5 * alone),
         });
         let list = |f: fn(&crate::grading::GradingRun) -> String| runs.iter().map(f).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
