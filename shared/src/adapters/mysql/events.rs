@@ -131,16 +131,13 @@ async fn sequence_waiting(tx: &mut MySqlConnection, last: u64, max: u32) -> Resu
     let packed_ids: Vec<u64> = taken.iter().filter(|(_, p)| *p).map(|(id, _)| *id).collect();
     let mut packed_rows: HashMap<u64, Vec<NewEvent>> = HashMap::new();
     if !packed_ids.is_empty() {
-        let mut read = QueryBuilder::<MySql>::new("SELECT id, partner_id, data FROM partner_events WHERE id IN (");
-        let mut list = read.separated(", ");
-        for id in &packed_ids {
-            list.push_bind(*id);
-        }
-        read.push(")");
-        for (id, partner, data) in read
-            .build_query_as::<(u64, String, String)>()
-            .fetch_all(&mut *tx)
-            .await?
+        for (id, partner, data) in with_ids(
+            "SELECT id, partner_id, data FROM partner_events WHERE id IN (",
+            &packed_ids,
+        )
+        .build_query_as::<(u64, String, String)>()
+        .fetch_all(&mut *tx)
+        .await?
         {
             let events = unpack(&partner, &data).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             packed_rows.insert(id, events);
@@ -190,15 +187,23 @@ async fn sequence_waiting(tx: &mut MySqlConnection, last: u64, max: u32) -> Resu
         insert.build().execute(&mut *tx).await?;
     }
     if !packed_ids.is_empty() {
-        let mut delete = QueryBuilder::<MySql>::new("DELETE FROM partner_events WHERE id IN (");
-        let mut list = delete.separated(", ");
-        for id in &packed_ids {
-            list.push_bind(*id);
-        }
-        delete.push(")");
-        delete.build().execute(&mut *tx).await?;
+        with_ids("DELETE FROM partner_events WHERE id IN (", &packed_ids)
+            .build()
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(next - last)
+}
+
+/// `head` (ending in `IN (`) with `ids` bound and the list closed.
+fn with_ids(head: &'static str, ids: &[u64]) -> QueryBuilder<MySql> {
+    let mut query = QueryBuilder::new(head);
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    query
 }
 
 /// Expanded events per INSERT: 7 placeholders each, within MySQL's 65,535.
