@@ -14,14 +14,21 @@
 //!   (each invocation's wall time, what Lambda bills, at the function's `MemorySize`);
 //! - Aurora: MariaDB's `Handler_write/update/delete` (rows written to tables, server-wide; its
 //!   temporary tables count apart, in `Handler_tmp_*`) and
-//!   `Innodb_os_log_written` (Aurora writes only its log; a write I/O is up to 4 KiB of it);
+//!   `Innodb_os_log_written` (Aurora writes only its log; a write I/O is up to 4 KiB of it). The
+//!   sales run without the relay, so a snapshot first sequences what waits, as the relay would:
+//!   each event's own row is written there, from the chunk's packed row, and belongs to the sale;
 //! - EventBridge: partner events recorded (each is one custom event on the bus);
 //! - CPU: the bench process's own (the runner: gateway and functions in-process).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result};
+use fcfs_shared::adapters::mysql::MySqlStore;
+use fcfs_shared::events::ports::EventLog;
+use fcfs_shared::events::relay::SEQUENCE_BATCH;
 
 use crate::stack::{Services, repo_root};
 
@@ -83,6 +90,7 @@ pub async fn simple_command_cpu(services: &Services) -> Result<f64> {
 
 impl Snapshot {
     pub async fn take(services: &Services, runner_base: &str) -> Result<Self> {
+        sequence_waiting_events(services).await?;
         let mut redis = services.redis.clone();
         let redis_cpu = redis_cpu(&mut redis).await?;
         let commandstats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis).await?;
@@ -123,6 +131,31 @@ impl Snapshot {
             cpu_seconds: process_cpu_seconds()?,
             redis_cpu,
         })
+    }
+}
+
+/// Sequences every waiting event, in the relay's transactions (at most 10 minutes): the rows the
+/// relay writes for a sale's events are the sale's.
+async fn sequence_waiting_events(services: &Services) -> Result<()> {
+    let log = MySqlStore::new(services.pool.clone()).with_timeout(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut sequenced = 0u64;
+    loop {
+        let n = log
+            .sequence(SEQUENCE_BATCH)
+            .await
+            .context("sequencing the waiting events")?;
+        sequenced += u64::from(n);
+        if n == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "events still waiting after 10 minutes ({sequenced} sequenced)"
+        );
+        if sequenced % 100_000 < u64::from(n) {
+            eprintln!("[bench]   the bill: {sequenced} waiting events sequenced, as the relay would");
+        }
     }
 }
 

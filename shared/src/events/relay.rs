@@ -68,7 +68,7 @@ pub struct EventRelay<W, L> {
 }
 
 /// How many events the sequencer takes per transaction.
-const SEQUENCE_BATCH: u32 = 1000;
+pub const SEQUENCE_BATCH: u32 = 1000;
 /// Sequencing transactions one round may run.
 const SEQUENCE_BATCHES_PER_ROUND: u32 = 10;
 /// How many events one publishing round reads.
