@@ -30,6 +30,7 @@ use fcfs_shared::adapters::mysql::MySqlStore;
 use fcfs_shared::events::ports::EventLog;
 use fcfs_shared::events::relay::SEQUENCE_BATCH;
 
+use crate::events::WAITING_EVENTS;
 use crate::stack::{Services, repo_root};
 
 /// One moment's counters.
@@ -109,13 +110,11 @@ impl Snapshot {
         )
         .fetch_all(&services.pool)
         .await?;
-        // The relay may be expanding a chunk's packed row meanwhile: the sequence given plus what
-        // waits counts each event once either way.
-        let events_recorded: i64 = sqlx::query_scalar(
-            "SELECT CAST((SELECT position FROM event_cursors WHERE name = 'sequence') \
-             + (SELECT COALESCE(SUM(IF(type = 'packed', CAST(subject AS UNSIGNED), 1)), 0) \
-                FROM partner_events WHERE sequence IS NULL) AS SIGNED)",
-        )
+        // The sequence given plus what waits: an event committed since the sequencing above counts
+        // in this window too, once.
+        let events_recorded: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST((SELECT position FROM event_cursors WHERE name = 'sequence') + {WAITING_EVENTS} AS SIGNED)",
+        )))
         .fetch_one(&services.pool)
         .await?;
         Ok(Self {

@@ -85,17 +85,21 @@ pub async fn unregister(base: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Events committed and not yet sequenced, as a scalar subquery: a packed outbox row (a chunk's
+/// many events) holds as many as its `subject` says.
+pub const WAITING_EVENTS: &str = "(SELECT COALESCE(SUM(IF(type = 'packed', CAST(subject AS UNSIGNED), 1)), 0) \
+     FROM partner_events WHERE sequence IS NULL)";
+
 /// Waits (at most `deadline`) until the relay has sequenced every event the earlier scenarios
 /// left (their sales ran with the relay off) and, with `bus`, put every one on the bus.
 pub async fn catch_up(pool: &sqlx::MySqlPool, deadline: Duration, bus: bool) -> Result<()> {
     let started = Instant::now();
     loop {
-        let (unsequenced, unpublished): (i64, i64) = sqlx::query_as(
-            "SELECT CAST((SELECT COALESCE(SUM(IF(type = 'packed', CAST(subject AS UNSIGNED), 1)), 0) \
-               FROM partner_events WHERE sequence IS NULL) AS SIGNED), \
+        let (unsequenced, unpublished): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST({WAITING_EVENTS} AS SIGNED), \
              CAST((SELECT position FROM event_cursors WHERE name = 'sequence') AS SIGNED) \
              - CAST((SELECT position FROM event_cursors WHERE name = 'eventbridge') AS SIGNED)",
-        )
+        )))
         .fetch_one(pool)
         .await?;
         let unpublished = if bus { unpublished.max(0) } else { 0 };
